@@ -1,0 +1,5 @@
+"""`python -m postkeep` runs the CLI."""
+
+from postkeep.cli import main
+
+raise SystemExit(main())
