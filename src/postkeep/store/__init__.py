@@ -1,0 +1,58 @@
+"""Persistent state: domains, accounts, aliases, mailboxes, messages and encrypted blobs.
+
+The contract is `postkeep.store.api.Store`; `postkeep.store.sql.SqlStore` implements it on SQLite
+or PostgreSQL. Typical use::
+
+    key = load_master_key(data_dir / "master.key")     # or create_master_key(...) once, at init
+    store = await open_store(None, data_dir, key)      # None: sqlite:///<data_dir>/store.db
+    ...
+    await store.close()
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from postkeep.store.crypto import create_master_key, load_master_key
+from postkeep.store.events import EventBus, Subscription
+from postkeep.store.sql import SqlStore
+from postkeep.store.writer import DeliveryStats
+
+__all__ = [
+    "DeliveryStats",
+    "EventBus",
+    "SqlStore",
+    "Subscription",
+    "create_master_key",
+    "default_url",
+    "load_master_key",
+    "open_store",
+]
+
+
+def default_url(data_dir: str | os.PathLike[str]) -> str:
+    """The default database: SQLite file ``store.db`` in the data dir."""
+    return f"sqlite:///{Path(data_dir).resolve() / 'store.db'}"
+
+
+async def open_store(
+    url: str | None,
+    data_dir: str | os.PathLike[str],
+    master_key: bytes | str | os.PathLike[str],
+    *,
+    events: EventBus | None = None,
+    read_workers: int = 4,
+) -> SqlStore:
+    """Construct and open a SqlStore.
+
+    `url` is an SQLAlchemy URL (``sqlite:///path/store.db`` or ``postgresql+psycopg://...``), or
+    None for `default_url(data_dir)`. `master_key` is the 32-byte key itself, or the path of the
+    key file, which is loaded with `load_master_key` (refused unless mode 0600).
+    """
+    key = master_key if isinstance(master_key, bytes) else load_master_key(master_key)
+    store = SqlStore(
+        url or default_url(data_dir), data_dir, key, events=events, read_workers=read_workers
+    )
+    await store.open()
+    return store

@@ -1,0 +1,228 @@
+"""The store interface: what the rest of postkeep may ask of persistent state.
+
+Owns: domains, accounts, aliases, mailboxes, messages (IMAP UID/UIDVALIDITY/MODSEQ), quota usage
+and message blobs (encrypted at rest). Callers never see SQL, file paths or keys.
+
+Exposure: the store is reached only by authenticated code paths and by delivery; it trusts its
+callers to have validated addresses (lower-cased domain, syntax checked) but re-checks uniqueness
+and referential integrity itself.
+
+Every method is a coroutine; implementations run blocking I/O in threads. `deliver()` returns only
+once the blob and the metadata are durable (fsync'd files, committed transaction): that is the
+promise behind SMTP's `250` after DATA.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class SpecialUse(enum.StrEnum):
+    """RFC 6154 special-use attributes of the default mailboxes."""
+
+    SENT = "\\Sent"
+    DRAFTS = "\\Drafts"
+    JUNK = "\\Junk"
+    TRASH = "\\Trash"
+    ARCHIVE = "\\Archive"
+
+
+#: Mailboxes every new account gets: (name, special use).
+DEFAULT_MAILBOXES: tuple[tuple[str, SpecialUse | None], ...] = (
+    ("INBOX", None),
+    ("Sent", SpecialUse.SENT),
+    ("Drafts", SpecialUse.DRAFTS),
+    ("Junk", SpecialUse.JUNK),
+    ("Trash", SpecialUse.TRASH),
+    ("Archive", SpecialUse.ARCHIVE),
+)
+
+
+class Flag(enum.IntFlag):
+    """IMAP system flags (RFC 9051 §2.3.2), stored as a bit field; keywords are stored apart."""
+
+    SEEN = 1
+    ANSWERED = 2
+    FLAGGED = 4
+    DELETED = 8
+    DRAFT = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    address: str  # localpart@domain, domain lower-cased; local part as created
+    domain_id: int
+    password_hash: str  # argon2id PHC string
+    quota_bytes: int  # 0 = unlimited
+    used_bytes: int
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    id: int
+    source: str  # "local@domain", or "@domain" for a catch-all
+    targets: tuple[str, ...]  # addresses (local accounts or, later, remote)
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    id: int
+    account_id: int
+    name: str
+    special_use: str | None
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    subscribed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    id: int
+    mailbox_id: int
+    uid: int
+    modseq: int
+    size: int
+    internaldate: float  # POSIX seconds
+    flags: Flag
+    keywords: tuple[str, ...]
+    blob_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DsnRecipient:
+    """One envelope recipient with its RFC 3461 parameters (kept for the outbound queue / DSNs)."""
+
+    address: str
+    notify: str | None = None  # "NEVER" or comma list of SUCCESS,FAILURE,DELAY
+    orcpt: str | None = None  # "rfc822;addr" as given (xtext decoded)
+
+
+@dataclass(slots=True)
+class Envelope:
+    """What SMTP knew about a message when it was accepted."""
+
+    queue_id: str
+    mail_from: str  # "" for the null reverse-path
+    recipients: list[DsnRecipient]
+    client_ip: str
+    helo: str
+    received_at: float
+    ret: str | None = None  # RFC 3461 RET=FULL|HDRS
+    envid: str | None = None  # RFC 3461 ENVID (xtext decoded)
+    body: str | None = None  # BODY=7BIT|8BITMIME|BINARYMIME
+    smtputf8: bool = False
+
+
+@dataclass(slots=True)
+class LocalDelivery:
+    """A message to put into local mailboxes, shared by all its recipients as one blob.
+
+    `account_ids` lists each local account once (alias expansion already done). The message goes to
+    each account's INBOX. `data` is the whole message as it will be stored (trace headers added).
+    """
+
+    envelope: Envelope
+    account_ids: Sequence[int]
+    data: bytes
+    flags: Flag = Flag(0)  # noqa: RUF009 - an immutable int flag, safe as a shared default
+    mailbox_name: str = "INBOX"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    account_id: int
+    mailbox_id: int
+    uid: int
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    blob_id: str
+    delivered: tuple[Delivered, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxEvent:
+    """Published on the event bus after a change is committed (wakes IMAP IDLE)."""
+
+    account_id: int
+    mailbox_id: int
+    kind: str  # "exists", "expunge", "flags"
+    uid: int | None = None
+    modseq: int | None = None
+
+
+class Store(Protocol):
+    """The store API. See `postkeep.store.sql.SqlStore` for the implementation."""
+
+    async def open(self) -> None:
+        """Connect, run pending migrations, start the group-commit writer."""
+
+    async def close(self) -> None:
+        """Drain pending writes and release connections."""
+
+    # -- domains ---------------------------------------------------------------------------------
+    async def add_domain(self, name: str) -> Domain: ...
+    async def get_domain(self, name: str) -> Domain | None: ...
+    async def list_domains(self) -> list[Domain]: ...
+    async def remove_domain(self, name: str) -> None:
+        """Remove a domain; refuses (StoreError) while it has accounts or aliases."""
+
+    # -- accounts --------------------------------------------------------------------------------
+    async def add_account(
+        self, address: str, password_hash: str, quota_bytes: int = 0
+    ) -> Account:
+        """Create the account, its data key and its default mailboxes (DEFAULT_MAILBOXES)."""
+
+    async def get_account(self, address: str) -> Account | None:
+        """Look up by address, case-insensitively on the whole address."""
+
+    async def get_account_by_id(self, account_id: int) -> Account | None: ...
+    async def list_accounts(self, domain: str | None = None) -> list[Account]: ...
+    async def set_password(self, address: str, password_hash: str) -> None: ...
+    async def set_quota(self, address: str, quota_bytes: int) -> None: ...
+    async def remove_account(self, address: str) -> None:
+        """Remove the account, its mailboxes and messages; delete blobs no longer referenced."""
+
+    # -- aliases ---------------------------------------------------------------------------------
+    async def add_alias(self, source: str, targets: Sequence[str]) -> Alias: ...
+    async def list_aliases(self, domain: str | None = None) -> list[Alias]: ...
+    async def remove_alias(self, source: str) -> None: ...
+
+    async def resolve_local(self, address: str) -> list[Account] | None:
+        """Accounts that mail to `address` reaches, or None if the address is not local.
+
+        Order: an account with that address; else an alias with that exact source (targets that are
+        local accounts, expanded recursively up to 8 levels, each account once); else the catch-all
+        alias `@domain`. Returns [] for a local domain alias whose targets are all non-local.
+        Returns None when the domain is not local or nothing matches.
+        """
+
+    # -- mailboxes and messages ------------------------------------------------------------------
+    async def list_mailboxes(self, account_id: int) -> list[Mailbox]: ...
+    async def get_mailbox(self, account_id: int, name: str) -> Mailbox | None: ...
+    async def list_messages(self, mailbox_id: int) -> list[MessageInfo]: ...
+    async def read_message(self, account_id: int, message_id: int) -> bytes:
+        """The decrypted message; raises NotFound if it is not the account's."""
+
+    async def deliver(self, delivery: LocalDelivery) -> DeliveryResult:
+        """Store one message durably for all its recipients (group-committed).
+
+        Writes the encrypted blob (tmp → fsync → rename → fsync dir), then in one transaction
+        allocates each recipient's UID and MODSEQ, inserts the message rows, adds to quota usage,
+        and records the envelope. Returns only after all of it is durable; then publishes a
+        MailboxEvent per recipient. On failure nothing is visible and the blob is removed.
+        """

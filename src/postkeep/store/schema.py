@@ -1,0 +1,165 @@
+"""The current relational schema (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+This module describes the schema *as the code expects it now*; the database gets there through
+the numbered migrations in `postkeep.store.migrations` (migration 1 holds a frozen copy of the
+version-1 tables; a test checks that the migrated database matches these definitions).
+
+Notes on the design:
+
+* Addresses are unique case-insensitively: ``accounts.address`` keeps the spelling given at
+  creation (local part as created, domain lower-cased), ``address_key`` its lower-case form,
+  which carries the unique index and is what lookups use. The same for alias sources.
+* IMAP numbering (RFC 9051 §2.3.1.1): ``mailboxes.uidvalidity`` comes from an instance-wide
+  counter (``meta`` row ``uidvalidity``, at least the current time in seconds, strictly
+  increasing), so every mailbox — including one re-created under an old name — gets a distinct
+  positive 32-bit value. ``uidnext`` and ``highestmodseq`` (RFC 7162 §3.1) are advanced with
+  ``UPDATE … RETURNING`` under the row lock, which keeps them strictly increasing with several
+  writers on PostgreSQL too. UIDs and MODSEQs are unsigned 32/63-bit values: BIGINT columns.
+* ``messages.content_key`` is the message's blob content key wrapped with the account's data key
+  (see `postkeep.store.crypto`); ``blobs.refcount`` counts the message rows that use a blob, so a
+  blob shared by several recipients is deleted when its last message row goes.
+* ``envelopes`` record what SMTP knew about each accepted message (RFC 5321 envelope plus the RFC
+  3461 DSN parameters, recipients as JSON).
+* Ids exposed to callers use AUTOINCREMENT on SQLite so that a deleted row's id is never reused.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+#: BIGINT on PostgreSQL; plain INTEGER on SQLite so the column aliases the rowid (autoincrement).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", Text, nullable=False),
+    Column("applied_at", Double, nullable=False),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("number", BigInteger, nullable=True),
+    Column("value", LargeBinary, nullable=True),
+)
+
+domains = Table(
+    "domains",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created", Double, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("address", String(320), nullable=False),
+    Column("address_key", String(320), nullable=False, unique=True),
+    Column("domain_id", Integer, ForeignKey("domains.id"), nullable=False, index=True),
+    Column("password_hash", Text, nullable=False),
+    Column("quota_bytes", BigInteger, nullable=False, default=0),
+    Column("used_bytes", BigInteger, nullable=False, default=0),
+    Column("data_key", LargeBinary, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created", Double, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", String(320), nullable=False),
+    Column("source_key", String(320), nullable=False, unique=True),
+    Column("domain_id", Integer, ForeignKey("domains.id"), nullable=False, index=True),
+    Column("targets", Text, nullable=False),
+    Column("created", Double, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+mailboxes = Table(
+    "mailboxes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("special_use", String(32), nullable=True),
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("uidnext", BigInteger, nullable=False, default=1),
+    Column("highestmodseq", BigInteger, nullable=False, default=1),
+    Column("subscribed", Boolean, nullable=False, default=True),
+    UniqueConstraint("account_id", "name", name="uq_mailboxes_account_name"),
+    sqlite_autoincrement=True,
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("refcount", Integer, nullable=False),
+    Column("created", Double, nullable=False),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), nullable=False),
+    Column("uid", BigInteger, nullable=False),
+    Column("modseq", BigInteger, nullable=False),
+    Column("blob_id", String(64), ForeignKey("blobs.id"), nullable=False),
+    Column("content_key", LargeBinary, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("internaldate", Double, nullable=False),
+    Column("flags", Integer, nullable=False, default=0),
+    Column("keywords", Text, nullable=False, default=""),
+    Column("savedate", Double, nullable=True),
+    UniqueConstraint("mailbox_id", "uid", name="uq_messages_mailbox_uid"),
+    Index("ix_messages_mailbox_modseq", "mailbox_id", "modseq"),
+    sqlite_autoincrement=True,
+)
+
+envelopes = Table(
+    "envelopes",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("queue_id", String(64), nullable=False, index=True),
+    Column("mail_from", Text, nullable=False),
+    Column("recipients", Text, nullable=False),
+    Column("client_ip", String(64), nullable=False),
+    Column("helo", Text, nullable=False),
+    Column("received_at", Double, nullable=False),
+    Column("ret", String(8), nullable=True),
+    Column("envid", Text, nullable=True),
+    Column("body", String(16), nullable=True),
+    Column("smtputf8", Boolean, nullable=False, default=False),
+    Column("blob_id", String(64), ForeignKey("blobs.id"), nullable=True, index=True),
+    sqlite_autoincrement=True,
+)
+
+#: Names of `meta` rows.
+META_UIDVALIDITY = "uidvalidity"
+META_KEY_CHECK = "master_key_check"

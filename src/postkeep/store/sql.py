@@ -1,0 +1,737 @@
+"""SqlStore: the `postkeep.store.api.Store` on SQLAlchemy Core, for SQLite and PostgreSQL.
+
+Threads (design: "store" brief): reads run on a small thread pool, each on a pooled connection in
+its own short transaction; every write runs on ONE writer thread (`postkeep.store.writer`), which
+group-commits deliveries. Message bodies are encrypted at rest (`postkeep.store.crypto`) in blob
+files (`postkeep.store.blobs`); the tables are in `postkeep.store.schema`, kept up to date by
+`postkeep.store.migrations` when the store opens.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk when it returns),
+``foreign_keys=ON`` and a busy timeout; the writer connection starts its transactions with
+``BEGIN IMMEDIATE`` so that it never has to upgrade a read lock (other processes, e.g. the admin
+CLI, may write too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
+from postkeep.errors import AlreadyExists, NotFound, StoreError
+from postkeep.store.api import (
+    DEFAULT_MAILBOXES,
+    Account,
+    Alias,
+    DeliveryResult,
+    Domain,
+    Flag,
+    LocalDelivery,
+    Mailbox,
+    MessageInfo,
+)
+from postkeep.store.blobs import BlobFiles
+from postkeep.store.crypto import (
+    CryptoError,
+    account_key_context,
+    decrypt_blob,
+    decrypt_range,
+    message_key_context,
+    new_key,
+    unwrap_key,
+    wrap_key,
+)
+from postkeep.store.events import EventBus, Subscription
+from postkeep.store.migrations import migrate
+from postkeep.store.schema import (
+    META_KEY_CHECK,
+    META_UIDVALIDITY,
+    accounts,
+    aliases,
+    blobs,
+    domains,
+    envelopes,
+    mailboxes,
+    messages,
+    meta,
+)
+from postkeep.store.writer import UID_MAX, DeliveryStats, GroupCommitWriter, store_error
+
+log = logging.getLogger("postkeep.store")
+
+T = TypeVar("T")
+
+ALIAS_DEPTH = 8
+_IN_CHUNK = 500  # ids per IN (...) list
+_KEY_CHECK_CONTEXT = b"master-key-check"
+
+
+def _sqlite_setup(engine: Engine, begin: str) -> None:
+    """Pragmas per connection, and explicit BEGIN (pysqlite's implicit one is not usable)."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",
+            "foreign_keys=ON",
+            "busy_timeout=30000",
+        ):
+            cur.execute(f"PRAGMA {pragma}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+
+def create_engines(url: str, read_workers: int = 4) -> tuple[Engine, Engine]:
+    """(writer engine, reader engine) for `url`; the same engine twice for PostgreSQL."""
+    u = make_url(url)
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        db = u.database
+        if not db or db == ":memory:" or db.startswith("file:"):
+            raise StoreError("the SQLite store needs a database file: sqlite:///path/store.db")
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+        args = {"check_same_thread": False, "timeout": 30.0}
+        writer = create_engine(u, connect_args=args, pool_size=1, max_overflow=0)
+        reader = create_engine(u, connect_args=args, pool_size=read_workers, max_overflow=0)
+        _sqlite_setup(writer, "BEGIN IMMEDIATE")
+        _sqlite_setup(reader, "BEGIN")
+        return writer, reader
+    if backend == "postgresql":
+        engine = create_engine(u, pool_size=read_workers + 1, max_overflow=2)
+        return engine, engine
+    raise StoreError(f"unsupported database URL scheme {u.drivername!r}")
+
+
+def split_address(address: str, *, catch_all: bool = False) -> tuple[str, str, str]:
+    """(address as stored, lower-case lookup key, domain) — the domain part is lower-cased."""
+    a = address.strip()
+    local, sep, domain = a.rpartition("@")
+    if not sep or not domain or (not local and not catch_all) or any(c.isspace() for c in a):
+        raise StoreError(f"invalid address {address!r}")
+    stored = f"{local}@{domain.lower()}"
+    return stored, stored.lower(), domain.lower()
+
+
+def _mailbox_name(name: str) -> str:
+    return "INBOX" if name.upper() == "INBOX" else name  # RFC 9051 §5.1: INBOX is case-insensitive
+
+
+def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+_ACCOUNT_COLS = (
+    accounts.c.id,
+    accounts.c.address,
+    accounts.c.domain_id,
+    accounts.c.password_hash,
+    accounts.c.quota_bytes,
+    accounts.c.used_bytes,
+    accounts.c.disabled,
+)
+_MAILBOX_COLS = (
+    mailboxes.c.id,
+    mailboxes.c.account_id,
+    mailboxes.c.name,
+    mailboxes.c.special_use,
+    mailboxes.c.uidvalidity,
+    mailboxes.c.uidnext,
+    mailboxes.c.highestmodseq,
+    mailboxes.c.subscribed,
+)
+_MESSAGE_COLS = (
+    messages.c.id,
+    messages.c.mailbox_id,
+    messages.c.uid,
+    messages.c.modseq,
+    messages.c.size,
+    messages.c.internaldate,
+    messages.c.flags,
+    messages.c.keywords,
+    messages.c.blob_id,
+)
+
+
+def _account(r: Sequence[Any]) -> Account:
+    return Account(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]))
+
+
+def _mailbox(r: Sequence[Any]) -> Mailbox:
+    return Mailbox(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
+
+
+def _message(r: Sequence[Any]) -> MessageInfo:
+    return MessageInfo(r[0], r[1], r[2], r[3], r[4], r[5], Flag(r[6]), tuple(r[7].split()), r[8])
+
+
+def _alias(r: Sequence[Any]) -> Alias:
+    return Alias(r[0], r[1], tuple(json.loads(r[2])))
+
+
+_READ_MESSAGE = (
+    select(messages.c.blob_id, messages.c.content_key, accounts.c.address_key, accounts.c.data_key)
+    .select_from(messages.join(mailboxes).join(accounts))
+    .where(messages.c.id == bindparam("mid"), mailboxes.c.account_id == bindparam("aid"))
+)
+
+
+class SqlStore:
+    """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.
+
+    Construct, then ``await open()``; ``await close()`` drains pending writes. `events` is the
+    bus MailboxEvents are published on (one is created if not given).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        data_dir: str | os.PathLike[str],
+        master_key: bytes,
+        *,
+        events: EventBus | None = None,
+        read_workers: int = 4,
+        max_batch: int = 256,
+        max_batch_bytes: int = 32 << 20,
+    ) -> None:
+        if len(master_key) != 32:
+            raise StoreError("the master key must be 32 bytes")
+        self.url = url
+        self.data_dir = Path(data_dir)
+        self.events = events if events is not None else EventBus()
+        self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
+        self._master = master_key
+        self._read_workers = read_workers
+        self._blobs = BlobFiles(self.data_dir)
+        self._writer: Engine | None = None
+        self._reader: Engine | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._writer_thread: GroupCommitWriter | None = None
+        self._closed = False
+        self._data_keys: dict[tuple[str, bytes], bytes] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the data dir, connect, migrate, check the master key, start the writer."""
+        if self._writer_thread is not None or self._closed:
+            raise StoreError("store already opened")
+        await asyncio.get_running_loop().run_in_executor(None, self._open_sync)
+        self._pool = ThreadPoolExecutor(self._read_workers, thread_name_prefix="store-read")
+        assert self._writer is not None
+        self._writer_thread = GroupCommitWriter(
+            self._writer,
+            self._blobs,
+            self._data_key,
+            self.events,
+            max_batch=self.max_batch,
+            max_batch_bytes=self.max_batch_bytes,
+        )
+        self._writer_thread.start()
+
+    def _open_sync(self) -> None:
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._blobs.setup()
+        except OSError as exc:
+            raise StoreError(f"cannot set up the data directory {self.data_dir}: {exc}") from exc
+        self._writer, self._reader = create_engines(self.url, self._read_workers)
+        try:
+            applied = migrate(self._writer)
+            if applied:
+                log.info("store schema migrated to version %d", applied[-1])
+            self._check_master_key()
+        except sa_exc.DBAPIError as exc:
+            self._dispose()
+            raise StoreError(f"cannot open the database: {exc.orig}") from exc
+        except BaseException:
+            self._dispose()
+            raise
+
+    def _check_master_key(self) -> None:
+        """Refuse a master key other than the one the database was first opened with."""
+        assert self._writer is not None
+        query = select(meta.c.value).where(meta.c.name == META_KEY_CHECK)
+        for _attempt in range(2):
+            try:
+                with self._writer.begin() as conn:
+                    row = conn.execute(query).first()
+                    if row is None or row[0] is None:
+                        check = wrap_key(self._master, bytes(32), _KEY_CHECK_CONTEXT)
+                        conn.execute(insert(meta).values(name=META_KEY_CHECK, value=check))
+                        return
+            except sa_exc.IntegrityError:
+                continue  # another process stored its check first: verify against that
+            try:
+                unwrap_key(self._master, bytes(row[0]), _KEY_CHECK_CONTEXT)
+            except CryptoError:
+                raise StoreError(
+                    "the master key does not match this database (wrong key file?)"
+                ) from None
+            return
+
+    def _dispose(self) -> None:
+        for engine in {e for e in (self._writer, self._reader) if e is not None}:
+            engine.dispose()
+
+    async def close(self) -> None:
+        """Finish queued writes, stop the writer and the read pool, release connections."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer_thread is None:
+            return
+        pool = self._pool
+        await asyncio.to_thread(self._writer_thread.stop)
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, True)
+        self._dispose()
+
+    @property
+    def stats(self) -> DeliveryStats:
+        """Group-commit counters of the writer (batches, deliveries, largest batch...)."""
+        return self._writer_thread.stats if self._writer_thread else DeliveryStats()
+
+    async def __aenter__(self) -> SqlStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if self._writer_thread is None or self._closed:
+            raise StoreError("the store is not open")
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[Connection], T]) -> T:
+        self._check_open()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run_read, fn)
+
+    def _run_read(self, fn: Callable[[Connection], T]) -> T:
+        assert self._reader is not None
+        try:
+            with self._reader.connect() as conn:
+                return fn(conn)
+        except sa_exc.DBAPIError as exc:
+            raise store_error(exc) from exc
+
+    async def _write(
+        self, fn: Callable[[Connection], T], after: Callable[[T], None] | None = None
+    ) -> T:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        assert self._writer_thread is not None
+        self._writer_thread.submit_job(fn, future, loop, after)
+        return await future
+
+    def _data_key(self, address_key: str, wrapped: bytes) -> bytes:
+        """An account's data key, unwrapped with the master key (cached; thread-safe enough)."""
+        cache_key = (address_key, bytes(wrapped))
+        key = self._data_keys.get(cache_key)
+        if key is None:
+            key = unwrap_key(self._master, cache_key[1], account_key_context(address_key))
+            if len(self._data_keys) >= 4096:
+                self._data_keys.clear()
+            self._data_keys[cache_key] = key
+        return key
+
+    # -- delivery ----------------------------------------------------------------------------------
+
+    async def deliver(self, delivery: LocalDelivery) -> DeliveryResult:
+        """Store a message for its recipients, durably, group-committed (see the Store protocol).
+
+        Cancelling the caller does not undo a delivery the writer has already taken.
+        """
+        self._check_open()
+        account_ids = tuple(dict.fromkeys(delivery.account_ids))
+        if not account_ids:
+            raise StoreError("a delivery needs at least one recipient account")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[DeliveryResult] = loop.create_future()
+        assert self._writer_thread is not None
+        mailbox = _mailbox_name(delivery.mailbox_name)
+        self._writer_thread.submit_delivery(delivery, account_ids, mailbox, future, loop)
+        return await future
+
+    def subscribe(self, account_id: int | None, maxsize: int | None = None) -> Subscription:
+        """Shortcut for ``store.events.subscribe(...)``."""
+        return self.events.subscribe(account_id, maxsize)
+
+    # -- domains -----------------------------------------------------------------------------------
+
+    async def add_domain(self, name: str) -> Domain:
+        name = name.strip().lower()
+        if not name or "@" in name or any(c.isspace() for c in name):
+            raise StoreError(f"invalid domain name {name!r}")
+
+        def fn(conn: Connection) -> Domain:
+            if conn.execute(select(domains.c.id).where(domains.c.name == name)).first():
+                raise AlreadyExists(f"domain {name} exists already")
+            try:
+                stmt = insert(domains).values(name=name, created=time.time())
+                return Domain(conn.execute(stmt.returning(domains.c.id)).scalar_one(), name)
+            except sa_exc.IntegrityError:
+                raise AlreadyExists(f"domain {name} exists already") from None
+
+        return await self._write(fn)
+
+    async def get_domain(self, name: str) -> Domain | None:
+        key = name.strip().lower()
+        q = select(domains.c.id, domains.c.name).where(domains.c.name == key)
+        row = await self._read(lambda conn: conn.execute(q).first())
+        return Domain(row[0], row[1]) if row else None
+
+    async def list_domains(self) -> list[Domain]:
+        q = select(domains.c.id, domains.c.name).order_by(domains.c.name)
+        rows = await self._read(lambda conn: conn.execute(q).all())
+        return [Domain(r[0], r[1]) for r in rows]
+
+    async def remove_domain(self, name: str) -> None:
+        key = name.strip().lower()
+
+        def fn(conn: Connection) -> None:
+            domain_id = conn.execute(select(domains.c.id).where(domains.c.name == key)).scalar()
+            if domain_id is None:
+                raise NotFound(f"domain {key} does not exist")
+            n_acc = conn.execute(
+                select(func.count()).where(accounts.c.domain_id == domain_id)
+            ).scalar_one()
+            n_ali = conn.execute(
+                select(func.count()).where(aliases.c.domain_id == domain_id)
+            ).scalar_one()
+            if n_acc or n_ali:
+                raise StoreError(f"domain {key} still has {n_acc} account(s) and {n_ali} alias(es)")
+            conn.execute(delete(domains).where(domains.c.id == domain_id))
+
+        await self._write(fn)
+
+    # -- accounts ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _domain_id(conn: Connection, domain: str) -> int:
+        domain_id = conn.execute(select(domains.c.id).where(domains.c.name == domain)).scalar()
+        if domain_id is None:
+            raise NotFound(f"domain {domain} is not a local domain")
+        return int(domain_id)
+
+    @staticmethod
+    def _allocate_uidvalidity(conn: Connection, n: int) -> list[int]:
+        """n fresh UIDVALIDITY values: an instance-wide counter kept >= the time in seconds."""
+        now = int(time.time())
+        stmt = (
+            update(meta)
+            .where(meta.c.name == META_UIDVALIDITY)
+            .values(number=case((meta.c.number + n > now, meta.c.number + n), else_=now))
+            .returning(meta.c.number)
+        )
+        last = int(conn.execute(stmt).scalar_one())
+        if last > UID_MAX:
+            raise StoreError("UIDVALIDITY counter exhausted")
+        return list(range(last - n + 1, last + 1))
+
+    async def add_account(self, address: str, password_hash: str, quota_bytes: int = 0) -> Account:
+        """Create the account, its wrapped data key and its DEFAULT_MAILBOXES (RFC 6154)."""
+        stored, key, domain = split_address(address)
+        if quota_bytes < 0:
+            raise StoreError("quota_bytes must be >= 0")
+
+        def fn(conn: Connection) -> Account:
+            domain_id = self._domain_id(conn, domain)
+            if conn.execute(select(accounts.c.id).where(accounts.c.address_key == key)).first():
+                raise AlreadyExists(f"account {stored} exists already")
+            if conn.execute(select(aliases.c.id).where(aliases.c.source_key == key)).first():
+                raise AlreadyExists(f"{stored} is an alias")
+            wrapped = wrap_key(self._master, new_key(), account_key_context(key))
+            stmt = (
+                insert(accounts)
+                .values(
+                    address=stored,
+                    address_key=key,
+                    domain_id=domain_id,
+                    password_hash=password_hash,
+                    quota_bytes=quota_bytes,
+                    used_bytes=0,
+                    data_key=wrapped,
+                    disabled=False,
+                    created=time.time(),
+                )
+                .returning(accounts.c.id)
+            )
+            try:
+                account_id = int(conn.execute(stmt).scalar_one())
+            except sa_exc.IntegrityError:
+                raise AlreadyExists(f"account {stored} exists already") from None
+            validities = self._allocate_uidvalidity(conn, len(DEFAULT_MAILBOXES))
+            conn.execute(
+                insert(mailboxes),
+                [
+                    {
+                        "account_id": account_id,
+                        "name": name,
+                        "special_use": use.value if use else None,
+                        "uidvalidity": v,
+                        "uidnext": 1,
+                        "highestmodseq": 1,
+                        "subscribed": True,
+                    }
+                    for (name, use), v in zip(DEFAULT_MAILBOXES, validities, strict=True)
+                ],
+            )
+            return Account(account_id, stored, domain_id, password_hash, quota_bytes, 0, False)
+
+        return await self._write(fn)
+
+    async def get_account(self, address: str) -> Account | None:
+        key = address.strip().lower()
+        q = select(*_ACCOUNT_COLS).where(accounts.c.address_key == key)
+        row = await self._read(lambda conn: conn.execute(q).first())
+        return _account(row) if row else None
+
+    async def get_account_by_id(self, account_id: int) -> Account | None:
+        q = select(*_ACCOUNT_COLS).where(accounts.c.id == account_id)
+        row = await self._read(lambda conn: conn.execute(q).first())
+        return _account(row) if row else None
+
+    async def list_accounts(self, domain: str | None = None) -> list[Account]:
+        q = select(*_ACCOUNT_COLS).order_by(accounts.c.address_key)
+        if domain is not None:
+            q = q.join(domains).where(domains.c.name == domain.strip().lower())
+        rows = await self._read(lambda conn: conn.execute(q).all())
+        return [_account(r) for r in rows]
+
+    async def _update_account(self, address: str, **values: Any) -> None:
+        key = address.strip().lower()
+        stmt = update(accounts).where(accounts.c.address_key == key).values(**values)
+
+        def fn(conn: Connection) -> None:
+            if conn.execute(stmt).rowcount == 0:
+                raise NotFound(f"account {address} does not exist")
+
+        await self._write(fn)
+
+    async def set_password(self, address: str, password_hash: str) -> None:
+        await self._update_account(address, password_hash=password_hash)
+
+    async def set_quota(self, address: str, quota_bytes: int) -> None:
+        if quota_bytes < 0:
+            raise StoreError("quota_bytes must be >= 0")
+        await self._update_account(address, quota_bytes=quota_bytes)
+
+    async def set_disabled(self, address: str, disabled: bool) -> None:
+        """Disable or re-enable an account (not in the Store protocol; for the admin tools)."""
+        await self._update_account(address, disabled=disabled)
+
+    async def remove_account(self, address: str) -> None:
+        """Delete the account's rows; blobs whose last message row went are deleted after commit."""
+        key = address.strip().lower()
+
+        def fn(conn: Connection) -> list[str]:
+            # lock the account row first, as deliveries do (account, then mailboxes): no deadlock
+            account_id = conn.execute(
+                select(accounts.c.id).where(accounts.c.address_key == key).with_for_update()
+            ).scalar()
+            if account_id is None:
+                raise NotFound(f"account {address} does not exist")
+            boxes = select(mailboxes.c.id).where(mailboxes.c.account_id == account_id)
+            refs = conn.execute(
+                select(messages.c.blob_id, func.count())
+                .where(messages.c.mailbox_id.in_(boxes.scalar_subquery()))
+                .group_by(messages.c.blob_id)
+            ).all()
+            conn.execute(delete(messages).where(messages.c.mailbox_id.in_(boxes.scalar_subquery())))
+            conn.execute(delete(mailboxes).where(mailboxes.c.account_id == account_id))
+            conn.execute(delete(accounts).where(accounts.c.id == account_id))
+            if not refs:
+                return []
+            conn.execute(
+                update(blobs)
+                .where(blobs.c.id == bindparam("bid"))
+                .values(refcount=blobs.c.refcount - bindparam("n")),
+                [{"bid": blob_id, "n": n} for blob_id, n in refs],
+            )
+            dead: list[str] = []
+            for chunk in _chunks([blob_id for blob_id, _ in refs]):
+                dead += conn.execute(
+                    select(blobs.c.id).where(blobs.c.id.in_(chunk), blobs.c.refcount <= 0)
+                ).scalars()
+            for chunk in _chunks(dead):
+                conn.execute(delete(envelopes).where(envelopes.c.blob_id.in_(chunk)))
+                conn.execute(delete(blobs).where(blobs.c.id.in_(chunk)))
+            return dead
+
+        def after(dead: list[str]) -> None:
+            self._blobs.delete_many(dead)
+
+        await self._write(fn, after)
+
+    # -- aliases -----------------------------------------------------------------------------------
+
+    async def add_alias(self, source: str, targets: Sequence[str]) -> Alias:
+        """Add an alias `local@domain` or catch-all `@domain` (the domain must be local)."""
+        stored, key, domain = split_address(source, catch_all=True)
+        clean = list(dict.fromkeys(split_address(t)[0] for t in targets))
+        if not clean:
+            raise StoreError("an alias needs at least one target")
+
+        def fn(conn: Connection) -> Alias:
+            domain_id = self._domain_id(conn, domain)
+            if conn.execute(select(aliases.c.id).where(aliases.c.source_key == key)).first():
+                raise AlreadyExists(f"alias {stored} exists already")
+            if conn.execute(select(accounts.c.id).where(accounts.c.address_key == key)).first():
+                raise AlreadyExists(f"{stored} is an account")
+            stmt = (
+                insert(aliases)
+                .values(
+                    source=stored,
+                    source_key=key,
+                    domain_id=domain_id,
+                    targets=json.dumps(clean),
+                    created=time.time(),
+                )
+                .returning(aliases.c.id)
+            )
+            try:
+                return Alias(int(conn.execute(stmt).scalar_one()), stored, tuple(clean))
+            except sa_exc.IntegrityError:
+                raise AlreadyExists(f"alias {stored} exists already") from None
+
+        return await self._write(fn)
+
+    async def list_aliases(self, domain: str | None = None) -> list[Alias]:
+        q = select(aliases.c.id, aliases.c.source, aliases.c.targets).order_by(aliases.c.source_key)
+        if domain is not None:
+            q = q.join(domains).where(domains.c.name == domain.strip().lower())
+        rows = await self._read(lambda conn: conn.execute(q).all())
+        return [_alias(r) for r in rows]
+
+    async def remove_alias(self, source: str) -> None:
+        key = source.strip().lower()
+
+        def fn(conn: Connection) -> None:
+            if conn.execute(delete(aliases).where(aliases.c.source_key == key)).rowcount == 0:
+                raise NotFound(f"alias {source} does not exist")
+
+        await self._write(fn)
+
+    async def resolve_local(self, address: str) -> list[Account] | None:
+        """See the Store protocol. Targets expand through accounts and exact aliases only (a
+        catch-all applies to the address looked up, not to alias targets); loops are cut by
+        remembering visited aliases, depth by ALIAS_DEPTH."""
+        key = address.strip().lower()
+        local, sep, domain = key.rpartition("@")
+        if not sep or not local or not domain:
+            return None
+        return await self._read(lambda conn: self._resolve(conn, key, domain))
+
+    def _resolve(self, conn: Connection, key: str, domain: str) -> list[Account] | None:
+        if conn.execute(select(domains.c.id).where(domains.c.name == domain)).first() is None:
+            return None
+        account_q = select(*_ACCOUNT_COLS).where(accounts.c.address_key == bindparam("k"))
+        alias_q = select(aliases.c.targets).where(aliases.c.source_key == bindparam("k"))
+        row = conn.execute(account_q, {"k": key}).first()
+        if row is not None:
+            return [_account(row)]
+        seen_aliases: set[str] = set()
+        found: dict[int, Account] = {}
+
+        def expand(source: str, depth: int) -> bool:
+            targets = conn.execute(alias_q, {"k": source}).scalar()
+            if targets is None:
+                return False
+            seen_aliases.add(source)
+            for target in json.loads(targets):
+                tkey = target.lower()
+                acc = conn.execute(account_q, {"k": tkey}).first()
+                if acc is not None:
+                    found.setdefault(acc[0], _account(acc))
+                elif depth < ALIAS_DEPTH and tkey not in seen_aliases:
+                    expand(tkey, depth + 1)
+            return True
+
+        if expand(key, 1) or expand(f"@{domain}", 1):
+            return list(found.values())
+        return None
+
+    # -- mailboxes and messages --------------------------------------------------------------------
+
+    async def list_mailboxes(self, account_id: int) -> list[Mailbox]:
+        q = select(*_MAILBOX_COLS).where(mailboxes.c.account_id == account_id)
+        rows = await self._read(lambda conn: conn.execute(q.order_by(mailboxes.c.id)).all())
+        return [_mailbox(r) for r in rows]
+
+    async def get_mailbox(self, account_id: int, name: str) -> Mailbox | None:
+        q = select(*_MAILBOX_COLS).where(
+            mailboxes.c.account_id == account_id, mailboxes.c.name == _mailbox_name(name)
+        )
+        row = await self._read(lambda conn: conn.execute(q).first())
+        return _mailbox(row) if row else None
+
+    async def list_messages(self, mailbox_id: int) -> list[MessageInfo]:
+        q = select(*_MESSAGE_COLS).where(messages.c.mailbox_id == mailbox_id)
+        rows = await self._read(lambda conn: conn.execute(q.order_by(messages.c.uid)).all())
+        return [_message(r) for r in rows]
+
+    def _content_key(self, conn: Connection, account_id: int, message_id: int) -> tuple[str, bytes]:
+        row = conn.execute(_READ_MESSAGE, {"mid": message_id, "aid": account_id}).first()
+        if row is None:
+            raise NotFound(f"message {message_id} not found")
+        blob_id, wrapped, address_key, data_key = row
+        key = unwrap_key(
+            self._data_key(address_key, data_key),
+            bytes(wrapped),
+            message_key_context(account_id, blob_id),
+        )
+        return blob_id, key
+
+    async def read_message(self, account_id: int, message_id: int) -> bytes:
+        """The decrypted message (every chunk authenticated); NotFound if not the account's."""
+
+        def fn(conn: Connection) -> bytes:
+            blob_id, key = self._content_key(conn, account_id, message_id)
+            return decrypt_blob(self._blobs.read(blob_id), key)
+
+        return await self._read(fn)
+
+    async def read_message_range(
+        self, account_id: int, message_id: int, start: int, length: int
+    ) -> bytes:
+        """Bytes [start, start+length) of the message, decrypting only the chunks involved
+        (IMAP partial FETCH, RFC 9051 §6.4.5). Not in the Store protocol yet."""
+
+        def fn(conn: Connection) -> bytes:
+            blob_id, key = self._content_key(conn, account_id, message_id)
+            with self._blobs.open(blob_id) as f:
+                return decrypt_range(f, key, start, length)
+
+        return await self._read(fn)
