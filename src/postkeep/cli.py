@@ -1,0 +1,333 @@
+"""The `postkeep` command: init, serve, check, and domain / user / alias administration.
+
+Exit status: 0 on success, 1 when an operation fails (e.g. the user exists), 2 for bad usage or a
+bad configuration (one clear line naming the key path, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from postkeep import config as config_mod
+from postkeep.errors import ConfigError, StoreError
+from postkeep.policy.auth import (
+    PasswordRejected,
+    generate_password,
+    hash_password,
+)
+from postkeep.protocol.smtp_parser import CommandError, is_domain, parse_path
+from postkeep.store import open_store
+from postkeep.store.api import Store
+from postkeep.store.crypto import create_master_key, load_master_key
+
+CONFIG_NAME = "postkeep.toml"
+DEFAULT_DIR = "var/dev"
+
+
+class CliError(Exception):
+    """An operation failed; the message is shown to the operator (exit 1)."""
+
+
+def _config_path(directory: str) -> Path:
+    return Path(directory) / CONFIG_NAME
+
+
+def _load(args: argparse.Namespace) -> config_mod.Config:
+    return config_mod.load(_config_path(args.dir))
+
+
+def _with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[Any]]) -> Any:
+    cfg = _load(args)
+    master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
+
+    async def run() -> Any:
+        store = await open_store(cfg.store_url, cfg.data_dir, master_key)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _check_domain(name: str) -> str:
+    name = name.strip().lower().rstrip(".")
+    if not is_domain(name, utf8=True) or "." not in name:
+        raise CliError(f"{name!r} is not a valid domain name")
+    return name
+
+
+def _check_address(address: str, allow_catch_all: bool = False) -> str:
+    address = address.strip()
+    if allow_catch_all and address.startswith("@"):
+        return "@" + _check_domain(address[1:])
+    try:
+        path = parse_path(f"<{address}>", utf8=True, allow_null=False)
+    except CommandError as e:
+        raise CliError(f"{address!r} is not a valid address: {e.reply.text}") from None
+    if path.domain.startswith("["):
+        raise CliError(f"{address!r}: address literals cannot be local addresses")
+    return f"{path.local}@{_check_domain(path.domain)}"
+
+
+def _read_password(args: argparse.Namespace) -> tuple[str, bool]:
+    """(password, generated)."""
+    if args.password_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise CliError("no password on standard input")
+        return line, False
+    return generate_password(), True
+
+
+# -- init ---------------------------------------------------------------------------------------
+
+
+def _config_text(hostname: str, base_port: int) -> str:
+    return f"""# postkeep instance configuration: see docs/config.md for every key.
+[server]
+hostname = "{hostname}"
+data_dir = "."
+
+[smtp]
+listen = ["127.0.0.1:{base_port + 25}"]
+"""
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    directory = Path(args.directory or args.dir)
+    hostname = args.hostname.strip().lower()
+    if not is_domain(hostname):
+        raise CliError(f"{hostname!r} is not a valid host name")
+    domain = _check_domain(args.domain)
+    if not (args.base_port > 0 and args.base_port + 993 < 65536):
+        raise CliError("--base-port must leave room for base+993 below 65536")
+    cfg_path = directory / CONFIG_NAME
+    if cfg_path.exists():
+        raise CliError(f"{cfg_path} exists already: this directory holds an instance")
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    cfg_path.write_text(_config_text(hostname, args.base_port))
+    cfg = config_mod.load(cfg_path)
+    create_master_key(cfg.data_path(cfg.store.master_key_file))
+    from postkeep.net.tls import create_self_signed
+
+    create_self_signed(
+        hostname, cfg.data_path(cfg.tls.cert_file), cfg.data_path(cfg.tls.key_file)
+    )
+    password = generate_password()
+
+    async def setup(store: Store) -> None:
+        await store.add_domain(domain)
+        await store.add_account(f"postmaster@{domain}", hash_password(password))
+
+    args.dir = str(directory)
+    _with_store(args, setup)
+    print(f"initialised {directory} for {hostname}, domain {domain}")
+    print(f"SMTP listens on 127.0.0.1:{args.base_port + 25}")
+    print(f"postmaster@{domain} password: {password}")
+    return 0
+
+
+# -- serve / check ------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from postkeep import log
+    from postkeep.server import run
+
+    cfg = _load(args)
+    log.setup(cfg.log.level)
+    run(cfg)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from postkeep.net.tls import check_certificate
+
+    cfg = _load(args)
+    problems = check_certificate(
+        cfg.data_path(cfg.tls.cert_file), cfg.data_path(cfg.tls.key_file), cfg.server.hostname
+    )
+    try:
+        load_master_key(cfg.data_path(cfg.store.master_key_file))
+    except StoreError as e:
+        problems.append(f"store.master_key_file: {e}")
+    else:
+
+        async def probe(store: Store) -> list[str]:
+            found = []
+            domains = await store.list_domains()
+            if not domains:
+                found.append("store: no local domain: add one with `postkeep domain add`")
+            for d in domains:
+                if await store.resolve_local(f"postmaster@{d.name}") is None:
+                    found.append(f"store: postmaster@{d.name} reaches no account (RFC 5321 4.5.1)")
+            return found
+
+        try:
+            problems += _with_store(args, probe)
+        except Exception as e:  # report, do not crash: `check` exists to diagnose
+            problems.append(f"store: cannot open {cfg.store_url}: {e}")
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print("ok")
+    return 1 if problems else 0
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    print(config_mod.reference_markdown(), end="")
+    return 0
+
+
+# -- domain / user / alias ----------------------------------------------------------------------
+
+
+def cmd_domain(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for d in _with_store(args, lambda s: s.list_domains()):
+            print(d.name)
+        return 0
+    name = _check_domain(args.name)
+    if args.action == "add":
+        _with_store(args, lambda s: s.add_domain(name))
+        print(f"added domain {name}")
+    else:
+        _with_store(args, lambda s: s.remove_domain(name))
+        print(f"removed domain {name}")
+    return 0
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        domain = _check_domain(args.domain) if args.domain else None
+        for a in _with_store(args, lambda s: s.list_accounts(domain)):
+            quota = f"{a.quota_bytes}" if a.quota_bytes else "unlimited"
+            print(f"{a.address}\tused={a.used_bytes}\tquota={quota}"
+                  + ("\tdisabled" if a.disabled else ""))
+        return 0
+    address = _check_address(args.address)
+    if args.action == "remove":
+        _with_store(args, lambda s: s.remove_account(address))
+        print(f"removed {address}")
+        return 0
+    password, generated = _read_password(args)
+    try:
+        password_hash = hash_password(password)
+    except PasswordRejected as e:
+        raise CliError(str(e)) from None
+    if args.action == "add":
+
+        async def add(store: Store) -> None:
+            domain = address.rpartition("@")[2]
+            if await store.get_domain(domain) is None:
+                raise CliError(f"{domain} is not a local domain: `postkeep domain add {domain}`")
+            await store.add_account(address, password_hash, args.quota)
+
+        _with_store(args, add)
+        print(f"added {address}")
+    else:
+        _with_store(args, lambda s: s.set_password(address, password_hash))
+        print(f"changed password of {address}")
+    if generated:
+        print(f"password: {password}")
+    return 0
+
+
+def cmd_alias(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for a in _with_store(args, lambda s: s.list_aliases()):
+            print(f"{a.source}\t{', '.join(a.targets)}")
+        return 0
+    source = _check_address(args.source, allow_catch_all=True)
+    if args.action == "remove":
+        _with_store(args, lambda s: s.remove_alias(source))
+        print(f"removed alias {source}")
+        return 0
+    targets = [_check_address(t) for t in args.targets]
+
+    async def add(store: Store) -> None:
+        domain = source.rpartition("@")[2]
+        if await store.get_domain(domain) is None:
+            raise CliError(f"{domain} is not a local domain")
+        await store.add_alias(source, targets)
+
+    _with_store(args, add)
+    print(f"added alias {source} -> {', '.join(targets)}")
+    return 0
+
+
+# -- argument parsing ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="postkeep", description="postkeep mail server")
+    parser.add_argument("--dir", default=DEFAULT_DIR, help=f"instance directory ({DEFAULT_DIR})")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="create a new instance")
+    p.add_argument("directory", nargs="?", help="instance directory (default: --dir)")
+    p.add_argument("--hostname", default="localhost")
+    p.add_argument("--domain", default="example.test")
+    p.add_argument("--base-port", type=int, default=2500,
+                   help="SMTP listens on base+25 (default 2500 → 2525)")
+    p.set_defaults(func=cmd_init)
+
+    sub.add_parser("serve", help="run the server").set_defaults(func=cmd_serve)
+    sub.add_parser("check", help="validate config, certificates and store").set_defaults(
+        func=cmd_check
+    )
+    sub.add_parser("config-reference", help="print the config reference").set_defaults(
+        func=cmd_config_reference
+    )
+
+    p = sub.add_parser("domain", help="manage local domains")
+    dsub = p.add_subparsers(dest="action", required=True)
+    for action in ("add", "remove"):
+        dsub.add_parser(action).add_argument("name")
+    dsub.add_parser("list")
+    p.set_defaults(func=cmd_domain)
+
+    p = sub.add_parser("user", help="manage accounts")
+    usub = p.add_subparsers(dest="action", required=True)
+    for action in ("add", "passwd"):
+        q = usub.add_parser(action)
+        q.add_argument("address")
+        q.add_argument("--password-stdin", action="store_true",
+                       help="read the password from standard input (else one is generated)")
+        if action == "add":
+            q.add_argument("--quota", type=int, default=0, help="quota in bytes (0: none)")
+    usub.add_parser("remove").add_argument("address")
+    usub.add_parser("list").add_argument("--domain")
+    p.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("alias", help="manage aliases (source @domain is a catch-all)")
+    asub = p.add_subparsers(dest="action", required=True)
+    q = asub.add_parser("add")
+    q.add_argument("source")
+    q.add_argument("targets", nargs="+")
+    asub.add_parser("remove").add_argument("source")
+    asub.add_parser("list")
+    p.set_defaults(func=cmd_alias)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"postkeep: config error: {e}", file=sys.stderr)
+        return 2
+    except (CliError, StoreError) as e:
+        print(f"postkeep: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,332 @@
+"""Typed configuration, loaded from TOML (the instance's `postkeep.toml`).
+
+Every key is a dataclass field below with its default and a `doc`; `reference_markdown()` renders
+them all into `docs/config.md`, so defaults live in one place. `load()` reports the first problem
+as a `ConfigError` naming the dotted key path (e.g. `smtp.max_recipients: expected an integer`);
+unknown keys are errors too, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from postkeep.errors import ConfigError
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def _doc(text: str, **kw: Any) -> Any:
+    """A dataclass field carrying its documentation."""
+    if "default_factory" in kw:
+        return field(default_factory=kw["default_factory"], metadata={"doc": text})
+    return field(default=kw["default"], metadata={"doc": text})
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """`[server]`: identity of this instance."""
+
+    hostname: str = _doc(
+        "Fully qualified host name: used in the SMTP greeting, EHLO reply and Received headers.",
+        default="localhost",
+    )
+    data_dir: str = _doc(
+        "Directory for the store, blobs, keys and certificates; relative paths are relative to "
+        "the directory holding the config file.",
+        default=".",
+    )
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """`[log]`: logging."""
+
+    level: str = _doc("Minimum level: debug, info, warning or error.", default="info")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """`[store]`: where metadata and messages live."""
+
+    url: str = _doc(
+        "SQLAlchemy URL of the metadata database. Empty means the embedded SQLite store "
+        "`store.db` in the data directory. PostgreSQL: `postgresql+psycopg://user@host/db`.",
+        default="",
+    )
+    master_key_file: str = _doc(
+        "File holding the 32-byte master key that wraps every account's data key (mode 0600; "
+        "relative to the data directory). Losing it loses all stored mail.",
+        default="master.key",
+    )
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """`[tls]`: the default certificate for every listener."""
+
+    cert_file: str = _doc(
+        "PEM certificate chain (leaf first), relative to the data directory.",
+        default="tls/cert.pem",
+    )
+    key_file: str = _doc(
+        "PEM private key matching `cert_file` (mode 0600), relative to the data directory.",
+        default="tls/key.pem",
+    )
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """`[smtp]`: the inbound (MX) SMTP listener and its limits (RFC 5321 §4.5.3)."""
+
+    listen: list[str] = _doc(
+        'Addresses to listen on, as "ip:port" or "[ipv6]:port".',
+        default_factory=lambda: ["127.0.0.1:25"],
+    )
+    max_message_size: int = _doc(
+        "Largest message accepted, in bytes, advertised with SIZE (RFC 1870). Larger ones get "
+        "552 5.3.4.",
+        default=25 * MiB,
+    )
+    max_header_size: int = _doc(
+        "Largest header section accepted, in bytes; larger gets 552 5.3.4.", default=100 * KiB
+    )
+    max_recipients: int = _doc(
+        "Recipients per message (RFC 5321 §4.5.3.1.8 requires at least 100); more get 452 4.5.3.",
+        default=100,
+    )
+    max_received_headers: int = _doc(
+        "Received headers after which a message is taken to loop: 554 5.4.6 (RFC 5321 §6.3).",
+        default=50,
+    )
+    max_command_line: int = _doc(
+        "Longest command line in octets, CRLF included (RFC 5321 §4.5.3.1.4 gives 512 plus what "
+        "extensions add); longer gets 500 5.5.2.",
+        default=2048,
+    )
+    max_line_length: int = _doc(
+        "Longest line of message text in octets, CRLF included (RFC 5321 §4.5.3.1.6 gives 1000); "
+        "a message with a longer line is rejected with 550 5.6.0.",
+        default=2048,
+    )
+    command_timeout: float = _doc(
+        "Seconds to wait for the next command (RFC 5321 §4.5.3.2.7 says at least 300).",
+        default=300.0,
+    )
+    data_timeout: float = _doc(
+        "Seconds to wait for each block of message data (RFC 5321 §4.5.3.2.5-6).", default=180.0
+    )
+    max_connections: int = _doc(
+        "Concurrent SMTP connections in all; more get 421 4.7.0 and are closed.", default=1000
+    )
+    max_connections_per_ip: int = _doc(
+        "Concurrent connections from one IPv4 address or IPv6 /64; more get 421 4.7.0.",
+        default=20,
+    )
+    soft_error_limit: int = _doc(
+        "Errors in a session after which each error reply is delayed by `error_delay`.",
+        default=10,
+    )
+    hard_error_limit: int = _doc(
+        "Errors in a session after which the server replies 421 4.7.0 and closes it.", default=20
+    )
+    error_delay: float = _doc("Seconds to delay error replies past the soft limit.", default=1.0)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    base_dir: Path = field(default=Path("."), metadata={"internal": True})
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.base_dir / self.server.data_dir).resolve()
+
+    def data_path(self, relative: str) -> Path:
+        """A path from the config, resolved against the data directory."""
+        return (self.data_dir / relative).resolve()
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.data_path('store.db')}"
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+_LEVELS = ("debug", "info", "warning", "error")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split "ip:port" / "[ipv6]:port" into (host, port); raises ValueError with a reason."""
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+        if not sep:
+            raise ValueError(f'"{value}" is not "[ipv6]:port"')
+    else:
+        host, sep, port = value.rpartition(":")
+        if not sep:
+            raise ValueError(f'"{value}" is not "ip:port"')
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f'"{host}" is not an IP address') from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'"{port}" is not a port number')
+    return host, int(port)
+
+
+def _convert(path: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, "expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, "expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, "expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, "expected a string")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(path, "expected a list")
+        return [_convert(f"{path}[{i}]", v, item) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(path, "expected a table")
+        return _build(hint, value, path)
+    raise TypeError(f"unsupported config type {hint!r} at {path}")  # a bug, not user input
+
+
+def _build(cls: Any, table: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if key not in known:
+            raise ConfigError(path, "unknown key")
+        kwargs[key] = _convert(path, value, hints[key])
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    if cfg.log.level not in _LEVELS:
+        raise ConfigError("log.level", f"must be one of {', '.join(_LEVELS)}")
+    if not cfg.server.hostname or " " in cfg.server.hostname:
+        raise ConfigError("server.hostname", "must be a host name")
+    for i, item in enumerate(cfg.smtp.listen):
+        try:
+            parse_listen(item)
+        except ValueError as e:
+            raise ConfigError(f"smtp.listen[{i}]", str(e)) from None
+    smtp = cfg.smtp
+    positive = {
+        "max_message_size": smtp.max_message_size,
+        "max_header_size": smtp.max_header_size,
+        "max_received_headers": smtp.max_received_headers,
+        "max_connections": smtp.max_connections,
+        "max_connections_per_ip": smtp.max_connections_per_ip,
+        "hard_error_limit": smtp.hard_error_limit,
+        "command_timeout": smtp.command_timeout,
+        "data_timeout": smtp.data_timeout,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"smtp.{key}", "must be greater than 0")
+    if smtp.max_recipients < 100:
+        raise ConfigError("smtp.max_recipients", "must be at least 100 (RFC 5321 §4.5.3.1.8)")
+    if smtp.max_command_line < 512:
+        raise ConfigError("smtp.max_command_line", "must be at least 512 (RFC 5321 §4.5.3.1.4)")
+    if smtp.max_line_length < 1000:
+        raise ConfigError("smtp.max_line_length", "must be at least 1000 (RFC 5321 §4.5.3.1.6)")
+    if smtp.error_delay < 0 or smtp.soft_error_limit < 0:
+        raise ConfigError("smtp.error_delay", "must not be negative")
+
+
+def load(path: Path) -> Config:
+    """Read and validate a config file; raise ConfigError on any problem."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError("", f"cannot read {path}: {e.strerror}") from None
+    try:
+        table = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{path} is not UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("", f"{path} is not valid TOML: {e}") from None
+    cfg = _build(Config, table, "")
+    cfg = dataclasses.replace(cfg, base_dir=path.parent.resolve())
+    _validate(cfg)
+    return cfg
+
+
+# -- reference documentation --------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def _sentence(doc: str) -> str:
+    text = doc.split(":", 1)[-1].strip()
+    return text[:1].upper() + text[1:]
+
+
+def reference_markdown() -> str:
+    """The config reference (docs/config.md), generated from the dataclasses above."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated by `postkeep config-reference` from `src/postkeep/config.py`; do not edit.",
+        "The instance's config file is `postkeep.toml` in the instance directory (TOML).",
+        "Unknown keys are errors. Relative paths are relative to `server.data_dir`.",
+        "",
+    ]
+    root_hints = typing.get_type_hints(Config)
+    for section in dataclasses.fields(Config):
+        if section.metadata.get("internal"):
+            continue
+        cls = root_hints[section.name]
+        lines += [f"## `[{section.name}]`", "", _sentence(cls.__doc__ or ""), ""]
+        lines += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            factory = f.default_factory
+            default = factory() if factory is not dataclasses.MISSING else f.default
+            hint = hints[f.name]
+            tname = hint.__name__ if isinstance(hint, type) and not isinstance(
+                hint, types.GenericAlias
+            ) else str(hint)
+            lines.append(
+                f"| `{f.name}` | {tname} | `{_toml_value(default)}` | {f.metadata['doc']} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,41 @@
+"""Logging: one named logger per subsystem, UTC timestamps, one line per event.
+
+Rejections are logged as one line with the client IP, the reason and the enhanced status code,
+e.g. `smtp: reject ip=192.0.2.1 cmd=RCPT code=550 5.1.1 reason="user unknown: x@example.test"`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+
+class _UtcFormatter(logging.Formatter):
+    converter = time.gmtime
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        t = self.converter(record.created)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
+
+
+def setup(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("postkeep")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def get(name: str) -> logging.Logger:
+    return logging.getLogger(f"postkeep.{name}")
+
+
+def quote(value: object) -> str:
+    """A log field value, quoted if it has spaces or quotes; control characters escaped."""
+    text = str(value)
+    text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    if not text or any(c in text for c in ' "='):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text

@@ -1,0 +1,1 @@
+"""Network plumbing shared by every listener: TLS contexts, connection limits."""

@@ -1,0 +1,424 @@
+"""asyncio driver for the SMTP session core: sockets, TLS, timeouts, policy calls, delivery.
+
+One coroutine per connection feeds bytes to `protocol.smtp_session.SmtpSession`, answers its
+events (asking policy and delivery where the protocol alone cannot decide) and writes replies.
+Replies are batched: everything answerable from the bytes at hand is answered in one write
+(RFC 2920 §3.1: a server must flush before it blocks reading), so a whole EHLO reply and a
+pipelined MAIL/RCPT/DATA group each go out in one segment.
+
+Owns: per-connection timeouts (RFC 5321 §4.5.3.2), connection limits (total, per IPv4 address
+or IPv6 /64), the STARTTLS switch (RFC 3207), and the rule that `250` after the message text is
+sent only after `Store.deliver()` returned, i.e. the message is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from postkeep import log
+from postkeep.config import Config, parse_listen
+from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
+from postkeep.directory import StoreDirectory
+from postkeep.errors import Reply
+from postkeep.policy import limits
+from postkeep.policy.relay import check_rcpt
+from postkeep.protocol.smtp_parser import Rcpt
+from postkeep.protocol.smtp_session import (
+    AuthRequested,
+    Capabilities,
+    ChunkReceived,
+    DataReceived,
+    ErrorAction,
+    Event,
+    HelloReceived,
+    MailReceived,
+    MessageReceived,
+    Mode,
+    RcptReceived,
+    Say,
+    SessionLimits,
+    SmtpSession,
+    StartTlsRequested,
+)
+from postkeep.store.api import DsnRecipient, Envelope, LocalDelivery, Store
+
+logger = log.get("smtp")
+
+READ_SIZE = 256 * 1024
+R_TOO_MANY_CONN = Reply(421, "4.7.0", "Too many connections, try again later")
+R_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
+R_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
+R_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
+R_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+TLS_HANDSHAKE_TIMEOUT = 30.0
+
+
+def ip_class(ip: str) -> str:
+    """The key connection limits count by: the IPv4 address, or the IPv6 /64."""
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 6 and addr.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr.ipv4_mapped or addr) if addr.version == 6 else ip
+
+
+class ConnectionLimiter:
+    """Counts open connections in all and per IP class."""
+
+    def __init__(self, total: int, per_ip: int) -> None:
+        self.total = total
+        self.per_ip = per_ip
+        self.open: Counter[str] = Counter()
+        self.count = 0
+
+    def acquire(self, key: str) -> bool:
+        if self.count >= self.total or self.open[key] >= self.per_ip:
+            return False
+        self.count += 1
+        self.open[key] += 1
+        return True
+
+    def release(self, key: str) -> None:
+        self.count -= 1
+        self.open[key] -= 1
+        if not self.open[key]:
+            del self.open[key]
+
+
+def new_queue_id() -> str:
+    """Sortable, unique enough queue id: milliseconds then 16 random bits, in hex."""
+    return f"{int(time.time() * 1000):011X}{secrets.randbits(16):04X}"
+
+
+@dataclass(slots=True)
+class _Conn:
+    ip: str
+    port: int
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    session: SmtpSession
+    out: list[bytes] = field(default_factory=list)
+    tls: TlsInfo | None = None
+    rcpt_accounts: dict[Rcpt, tuple[int, ...]] = field(default_factory=dict)
+    messages: int = 0
+    closing: bool = False
+
+
+class SmtpServer:
+    """The MX listener(s) of one instance."""
+
+    def __init__(
+        self, cfg: Config, store: Store, tls_context: ssl.SSLContext | None
+    ) -> None:
+        self.cfg = cfg
+        self.smtp = cfg.smtp
+        self.store = store
+        self.tls_context = tls_context
+        self.directory = StoreDirectory(store)
+        self.limits = SessionLimits(
+            max_command_line=cfg.smtp.max_command_line,
+            max_message_size=cfg.smtp.max_message_size,
+            max_recipients=cfg.smtp.max_recipients,
+            max_line_length=cfg.smtp.max_line_length,
+            soft_error_limit=cfg.smtp.soft_error_limit,
+            hard_error_limit=cfg.smtp.hard_error_limit,
+        )
+        self.capabilities = Capabilities(starttls=tls_context is not None)
+        self.limiter = ConnectionLimiter(cfg.smtp.max_connections, cfg.smtp.max_connections_per_ip)
+        self.servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        for item in self.smtp.listen:
+            host, port = parse_listen(item)
+            server = await asyncio.start_server(
+                self._client, host, port, limit=READ_SIZE, backlog=1024, reuse_address=True
+            )
+            self.servers.append(server)
+            logger.info("listening on %s (smtp)", item)
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self.servers:
+            await server.wait_closed()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
+        ip, port = str(peer[0]), int(peer[1])
+        key = ip_class(ip)
+        try:
+            if not self.limiter.acquire(key):
+                logger.warning(
+                    "reject ip=%s code=421 4.7.0 reason=%s", ip, log.quote("too many connections")
+                )
+                writer.write(_plain(R_TOO_MANY_CONN))
+                await _close(writer)
+                return
+            try:
+                await self._serve(reader, writer, ip, port)
+            finally:
+                self.limiter.release(key)
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ip: str, port: int
+    ) -> None:
+        started = time.monotonic()
+        session = SmtpSession(self.cfg.server.hostname, self.limits, self.capabilities)
+        conn = _Conn(ip, port, reader, writer, session)
+        logger.info("connect ip=%s port=%d", ip, port)
+        reason = "quit"
+        try:
+            writer.write(f"220 {self.cfg.server.hostname} ESMTP postkeep\r\n".encode())
+            reason = await self._loop(conn)
+        except (ConnectionError, ssl.SSLError, OSError) as e:
+            reason = f"network error: {e.__class__.__name__}"
+        except asyncio.CancelledError:
+            reason = "server shutdown"
+            writer.write(session.render(R_SHUTDOWN))
+            raise
+        finally:
+            logger.info(
+                "disconnect ip=%s tls=%s helo=%s messages=%d errors=%d seconds=%.3f reason=%s",
+                ip,
+                conn.tls.version if conn.tls else "no",
+                log.quote(session.helo.name if session.helo else "-"),
+                conn.messages,
+                session.errors,
+                time.monotonic() - started,
+                log.quote(reason),
+            )
+            await _close(writer)
+
+    async def _loop(self, conn: _Conn) -> str:
+        session = conn.session
+        while True:
+            event = session.next_event()
+            if event is None:
+                if conn.out:
+                    conn.writer.write(b"".join(conn.out))
+                    conn.out.clear()
+                    await conn.writer.drain()
+                timeout = (
+                    self.smtp.command_timeout
+                    if session.mode is Mode.COMMAND
+                    else self.smtp.data_timeout
+                )
+                try:
+                    async with asyncio.timeout(timeout):
+                        data = await conn.reader.read(READ_SIZE)
+                except TimeoutError:
+                    self._log_reject(conn, "-", R_TIMEOUT, "timeout")
+                    conn.writer.write(session.render(R_TIMEOUT))
+                    return "timeout"
+                if not data:
+                    return "client closed"
+                session.feed(data)
+                continue
+            await self._handle(conn, event)
+            if conn.closing:
+                conn.writer.write(b"".join(conn.out))
+                conn.out.clear()
+                await conn.writer.drain()
+                return "quit" if session.mode is Mode.CLOSED else "error limit"
+
+    def _reply(self, conn: _Conn, reply: Reply) -> None:
+        conn.out.append(conn.session.render(reply))
+
+    async def _error(self, conn: _Conn, cmd: str, reply: Reply, reason: str) -> None:
+        """Send an error reply, logging it, within the session's error budget."""
+        self._log_reject(conn, cmd, reply, reason)
+        self._reply(conn, reply)
+        action = conn.session.error_action()
+        if action is ErrorAction.DELAY and self.smtp.error_delay:
+            conn.writer.write(b"".join(conn.out))
+            conn.out.clear()
+            await asyncio.sleep(self.smtp.error_delay)
+        elif action is ErrorAction.CLOSE:
+            self._log_reject(conn, cmd, R_TOO_MANY_ERRORS, "hard error limit")
+            conn.out.append(conn.session.render(R_TOO_MANY_ERRORS))
+            conn.session.mode = Mode.CLOSED
+            conn.closing = True
+
+    def _log_reject(self, conn: _Conn, cmd: str, reply: Reply, reason: str) -> None:
+        logger.info(
+            "reject ip=%s cmd=%s code=%d %s reason=%s",
+            conn.ip,
+            cmd,
+            reply.code,
+            reply.enhanced,
+            log.quote(reason or reply.text),
+        )
+
+    async def _handle(self, conn: _Conn, event: Event) -> None:
+        session = conn.session
+        match event:
+            case Say(reply=reply, close=close):
+                if reply.code >= 400:
+                    await self._error(conn, "-", reply, reply.text)
+                else:
+                    self._reply(conn, reply)
+                if close:
+                    conn.closing = True
+            case HelloReceived(hello=hello):
+                answer = session.accept_hello(hello)
+                conn.rcpt_accounts.clear()
+                if isinstance(answer, list):
+                    conn.out.append(session.render(answer, 250))
+                else:
+                    self._reply(conn, answer)
+            case MailReceived(mail=mail):
+                conn.rcpt_accounts.clear()
+                reply = session.accept_mail(mail)
+                if reply.code >= 400:
+                    await self._error(conn, "MAIL", reply, reply.text)
+                else:
+                    self._reply(conn, reply)
+            case RcptReceived(rcpt=rcpt):
+                await self._rcpt(conn, rcpt)
+            case DataReceived():
+                self._reply(conn, session.begin_data())
+            case ChunkReceived(size=size):
+                self._reply(conn, session.chunk_reply(size))
+            case MessageReceived():
+                await self._message(conn, event)
+            case StartTlsRequested():
+                await self._starttls(conn)
+            case AuthRequested():  # not offered on the MX listener; the session refuses it
+                raise AssertionError("AUTH event without mechanisms")
+
+    async def _rcpt(self, conn: _Conn, rcpt: Rcpt) -> None:
+        session = conn.session
+        mail = session.transaction_mail
+        declared = mail.params.size if mail is not None else None
+        decision = await check_rcpt(self.directory, rcpt.path, declared)
+        if not decision.verdict.accepted:
+            await self._error(conn, "RCPT", decision.verdict.reply, decision.verdict.reason)
+            return
+        conn.rcpt_accounts[rcpt] = tuple(a.id for a in decision.accounts)
+        self._reply(conn, session.accept_rcpt(rcpt))
+
+    async def _message(self, conn: _Conn, event: MessageReceived) -> None:
+        accounts = {rcpt: conn.rcpt_accounts.get(rcpt, ()) for rcpt in event.rcpts}
+        conn.rcpt_accounts.clear()
+        if event.error is not None:
+            await self._error(conn, "DATA", event.error, event.error.text)
+            return
+        problem = limits.check_headers(
+            event.data, self.smtp.max_header_size, self.smtp.max_received_headers
+        )
+        if problem is not None:
+            await self._error(conn, "DATA", problem, problem.text)
+            return
+        queue_id = new_queue_id()
+        now = time.time()
+        session = conn.session
+        mail = event.mail
+        single = event.rcpts[0].path.address if len(event.rcpts) == 1 else None
+        trace = return_path_header(mail.path.address) + received_header(
+            helo=session.helo.name if session.helo else "unknown",
+            client_ip=conn.ip,
+            client_name=None,
+            hostname=self.cfg.server.hostname,
+            protocol=protocol_name(
+                bool(session.helo and session.helo.extended),
+                conn.tls is not None,
+                False,
+                mail.params.smtputf8,
+            ),
+            queue_id=queue_id,
+            tls=conn.tls,
+            recipient=single,
+            when=now,
+        )
+        account_ids = list(dict.fromkeys(i for ids in accounts.values() for i in ids))
+        envelope = Envelope(
+            queue_id=queue_id,
+            mail_from=mail.path.address,
+            recipients=[DsnRecipient(r.path.address, r.notify, r.orcpt) for r in event.rcpts],
+            client_ip=conn.ip,
+            helo=session.helo.name if session.helo else "",
+            received_at=now,
+            ret=mail.params.ret,
+            envid=mail.params.envid,
+            body=mail.params.body,
+            smtputf8=mail.params.smtputf8,
+        )
+        try:
+            await self.store.deliver(LocalDelivery(envelope, account_ids, trace + event.data))
+        except Exception:
+            logger.exception("delivery failed qid=%s ip=%s", queue_id, conn.ip)
+            await self._error(conn, "DATA", R_LOCAL_ERROR, f"delivery failed qid={queue_id}")
+            return
+        conn.messages += 1
+        reply = Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+        self._reply(conn, reply)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "message qid=%s ip=%s tls=%s from=<%s> to=%s size=%d result=%s",
+                queue_id,
+                conn.ip,
+                conn.tls.version if conn.tls else "no",
+                mail.path.address,
+                ",".join(f"<{r.path.address}>" for r in event.rcpts),
+                len(event.data),
+                log.quote(f"{reply.code} {reply.enhanced}"),
+            )
+
+    async def _starttls(self, conn: _Conn) -> None:
+        assert self.tls_context is not None
+        session = conn.session
+        conn.out.append(session.render(session.starttls_reply()))
+        conn.writer.write(b"".join(conn.out))
+        conn.out.clear()
+        await conn.writer.drain()
+        # RFC 3207 §4.2 / CVE-2011-0411: plaintext pipelined after STARTTLS is thrown away,
+        # both what the session buffered and what the stream reader still holds.
+        dropped = session.starttls_begin()
+        stale = getattr(conn.reader, "_buffer", None)
+        if stale:
+            dropped += len(stale)
+            stale.clear()
+        if dropped:
+            logger.warning("discarded ip=%s bytes=%d reason=%s", conn.ip, dropped,
+                           log.quote("data pipelined after STARTTLS"))
+        await conn.writer.start_tls(
+            self.tls_context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
+        )
+        ssl_object = conn.writer.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            name, version, bits = ssl_object.cipher()
+            conn.tls = TlsInfo(version, name, bits)
+        session.tls_started()
+        conn.rcpt_accounts.clear()
+
+
+def _plain(reply: Reply) -> bytes:
+    return f"{reply}\r\n".encode()
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    try:
+        if not writer.is_closing():
+            await writer.drain()
+            writer.close()
+        await asyncio.wait_for(writer.wait_closed(), 5)
+    except (ConnectionError, ssl.SSLError, OSError, TimeoutError):
+        pass
