@@ -1,0 +1,172 @@
+"""Fixtures that run a real `postkeep serve` process on free loopback ports."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from postkeep import config as config_mod
+from postkeep.store import open_store
+from postkeep.store.crypto import load_master_key
+
+POSTKEEP = [sys.executable, "-m", "postkeep"]
+PASSWORD = "correct horse battery staple"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Instance:
+    """A postkeep instance directory and, while started, its server process."""
+
+    dir: Path
+    smtp_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.dir / "server.log"
+
+    def cli(self, *args: str, input: str | None = None, check: bool = True
+            ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*POSTKEEP, "--dir", str(self.dir), *args],
+            input=input, capture_output=True, text=True, timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"postkeep {args} failed: {result.stdout}{result.stderr}")
+        return result
+
+    def set_config(self, section: str, **values: object) -> None:
+        """Append keys to a section of postkeep.toml (section must not exist yet, except smtp)."""
+        path = self.dir / "postkeep.toml"
+        text = path.read_text()
+        lines = "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
+        if f"[{section}]\n" in text:
+            text = text.replace(f"[{section}]\n", f"[{section}]\n{lines}", 1)
+        else:
+            text += f"\n[{section}]\n{lines}"
+        path.write_text(text)
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [*POSTKEEP, "--dir", str(self.dir), "serve"], stdout=log, stderr=log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {self.log_path.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.smtp_port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("server did not start listening")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, pattern: str, timeout: float = 10) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.log())
+            if m:
+                return m
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not in log:\n{self.log()[-3000:]}")
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "tls" / "cert.pem"
+
+    def messages(self, address: str, mailbox: str = "INBOX") -> list[bytes]:
+        """Read back (decrypting) every message in an account's mailbox, oldest first."""
+        return asyncio.run(self._messages(address, mailbox))
+
+    async def _messages(self, address: str, mailbox: str) -> list[bytes]:
+        cfg = config_mod.load(self.dir / "postkeep.toml")
+        store = await open_store(cfg.store_url, cfg.data_dir,
+                                 load_master_key(cfg.data_path(cfg.store.master_key_file)))
+        try:
+            account = await store.get_account(address)
+            assert account is not None, address
+            box = await store.get_mailbox(account.id, mailbox)
+            assert box is not None
+            infos = sorted(await store.list_messages(box.id), key=lambda m: m.uid)
+            return [await store.read_message(account.id, m.id) for m in infos]
+        finally:
+            await store.close()
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+def make_instance(root: Path, domain: str = "example.test") -> Instance:
+    port = free_port()
+    directory = root / "instance"
+    subprocess.run(
+        [*POSTKEEP, "init", str(directory), "--hostname", "localhost", "--domain", domain,
+         "--base-port", str(port - 25)],
+        check=True, capture_output=True, timeout=60,
+    )
+    inst = Instance(directory, port)
+    inst.cli("user", "add", f"alice@{domain}", "--password-stdin", input=PASSWORD + "\n")
+    inst.cli("user", "add", f"bob@{domain}", "--password-stdin", input=PASSWORD + "\n")
+    return inst
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    """One shared running instance: example.test with alice, bob, aliases, a quota'd user."""
+    inst = make_instance(tmp_path_factory.mktemp("mx"))
+    inst.cli("alias", "add", "team@example.test", "alice@example.test", "bob@example.test")
+    inst.cli("domain", "add", "catchall.test")
+    inst.cli("user", "add", "carol@catchall.test", "--password-stdin", input=PASSWORD + "\n")
+    inst.cli("alias", "add", "@catchall.test", "carol@catchall.test")
+    inst.cli("user", "add", "tiny@example.test", "--quota", "3000", "--password-stdin",
+             input=PASSWORD + "\n")
+    inst.start()
+    yield inst
+    inst.stop()
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Instance]:
+    """A private, not yet started instance (tests adjust its config, then start it)."""
+    inst = make_instance(tmp_path)
+    yield inst
+    inst.stop()
