@@ -1,0 +1,41 @@
+# postkeep: `make run` starts a development instance, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEV := var/dev
+
+.PHONY: install run test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "postkeep needs Python 3.11 or newer"; exit 1; }
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c 'import ensurepip' 2>/dev/null || \
+	  { echo "installing python3-venv"; \
+	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
+	    sh -c 'apt-get update -qq && apt-get install -y -qq python3-venv' ; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+run: install
+	@if [ ! -f $(DEV)/postkeep.toml ]; then \
+	  $(BIN)/postkeep init $(DEV) --hostname localhost --domain example.test && \
+	  $(BIN)/postkeep --dir $(DEV) user add alice@example.test; \
+	fi
+	$(BIN)/postkeep --dir $(DEV) serve
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+test: install lint
+	@url=$$(bash scripts/test-deps.sh | tail -n 1) && \
+	  POSTKEEP_TEST_PG_URL="$$url" $(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/smtp_ingest/run.py
+
+clean:
+	rm -rf $(VENV) var build src/*.egg-info .pytest_cache .ruff_cache .hypothesis

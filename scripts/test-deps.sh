@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what the test-suite needs on Debian and makes sure a PostgreSQL server answers.
+# Prints, as its last line, the SQLAlchemy URL of the PostgreSQL server the tests should use.
+set -euo pipefail
+
+log() { echo "test-deps: $*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    log "need root to run: $*"; exit 1; fi
+}
+
+apt_updated=0
+need_pkg() {  # need_pkg PACKAGE: install a Debian package if it is missing
+  if ! dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; then
+    if [ "$apt_updated" = 0 ]; then
+      log "apt-get update"; as_root apt-get update -qq >&2; apt_updated=1
+    fi
+    log "installing $1"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >&2
+  fi
+}
+
+# Real SMTP peers and their TLS/SASL perl modules (swaks).
+for pkg in swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl; do need_pkg "$pkg"; done
+
+# PostgreSQL: use the one on 127.0.0.1:5432 if it lets us in without a password, else run a
+# private throw-away cluster (trust auth, loopback only) on port 55432.
+pg_ok() { python3 - "$1" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
+PY
+}
+if pg_ok 5432 && PGCONNECT_TIMEOUT=3 psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
+  echo "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+  exit 0
+fi
+need_pkg postgresql
+bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+pgdir=/tmp/postkeep-test-pg
+if ! pg_ok 55432; then
+  log "starting a private PostgreSQL on 127.0.0.1:55432 ($pgdir)"
+  if [ ! -f "$pgdir/PG_VERSION" ]; then
+    as_root rm -rf "$pgdir"; as_root mkdir -p "$pgdir"; as_root chown postgres: "$pgdir"
+    as_root runuser -u postgres -- "$bindir/initdb" -D "$pgdir" -A trust -U postgres >/dev/null
+  fi
+  as_root runuser -u postgres -- "$bindir/pg_ctl" -D "$pgdir" -l "$pgdir/log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p 55432 -k $pgdir -c fsync=off" start >&2
+fi
+echo "postgresql+psycopg://postgres@127.0.0.1:55432/postgres"
