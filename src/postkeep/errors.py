@@ -31,7 +31,9 @@ class Reply:
         return self.code >= 500
 
     def __str__(self) -> str:
-        return f"{self.code} {self.enhanced} {self.text}" if self.enhanced else f"{self.code} {self.text}"
+        if self.enhanced:
+            return f"{self.code} {self.enhanced} {self.text}"
+        return f"{self.code} {self.text}"
 
 
 class MailError(Exception):

@@ -42,7 +42,7 @@ class Driver:
                     self.closed = close
                 case HelloReceived(hello=hello):
                     answer = s.accept_hello(hello)
-                    out.append(s.render(answer) if isinstance(answer, list) else s.render(answer))
+                    out.append(s.render(answer))
                 case MailReceived(mail=mail):
                     out.append(s.render(s.accept_mail(mail)))
                 case RcptReceived(rcpt=rcpt):

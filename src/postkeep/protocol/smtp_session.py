@@ -392,7 +392,7 @@ class SmtpSession:
         return Reply(220, "2.0.0", "Ready to start TLS")
 
     def starttls_begin(self) -> int:
-        """Discard input pipelined after STARTTLS (RFC 3207 §4.2; CVE-2011-0411); return its size."""
+        """Drop input pipelined after STARTTLS (RFC 3207 §4.2, CVE-2011-0411); return its size."""
         dropped = len(self._buf)
         del self._buf[:]
         return dropped
