@@ -28,7 +28,7 @@ run: install
 	$(BIN)/postkeep --dir $(DEV) serve
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
 
 test: install lint
 	@url=$$(bash scripts/test-deps.sh | tail -n 1) && \
