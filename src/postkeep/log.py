@@ -20,6 +20,11 @@ class _UtcFormatter(logging.Formatter):
 
 
 def setup(level: str = "info") -> None:
+    # Records need no caller, thread or process lookups: each costs time on every log line.
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("postkeep")

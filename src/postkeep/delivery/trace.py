@@ -57,9 +57,20 @@ def received_header(
     if recipient is not None:
         parts.append(by)
         by = f"\tfor <{recipient}>"
-    date = format_datetime(datetime.fromtimestamp(when, UTC))
+    date = _rfc5322_date(int(when))
     parts.append(f"{by}; {date}")
     return ("\r\n".join(parts) + "\r\n").encode()
+
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _rfc5322_date(second: int) -> str:
+    """RFC 5322 §3.3 date-time, cached for the current second (one per message otherwise)."""
+    global _date_cache
+    if _date_cache[0] != second:
+        _date_cache = (second, format_datetime(datetime.fromtimestamp(second, UTC)))
+    return _date_cache[1]
 
 
 def return_path_header(sender: str) -> bytes:
