@@ -1,4 +1,5 @@
-"""Persistent state: domains, accounts, aliases, mailboxes, messages and encrypted blobs.
+"""Persistent state: domains, accounts and their credentials (password hash, SASL mechanism
+secrets, app passwords), aliases, mailboxes, messages, the outbound queue and encrypted blobs.
 
 The contract is `postkeep.store.api.Store`; `postkeep.store.sql.SqlStore` implements it on SQLite
 or PostgreSQL. Typical use::

@@ -1,7 +1,8 @@
 """The store interface: what the rest of postkeep may ask of persistent state.
 
-Owns: domains, accounts, aliases, mailboxes, messages (IMAP UID/UIDVALIDITY/MODSEQ), quota usage
-and message blobs (encrypted at rest). Callers never see SQL, file paths or keys.
+Owns: domains, accounts, aliases, mailboxes, messages (IMAP UID/UIDVALIDITY/MODSEQ), quota usage,
+message blobs (encrypted at rest), account credentials (argon2id password hash, per-SASL-mechanism
+secrets, app passwords) and the outbound queue. Callers never see SQL, file paths or keys.
 
 Exposure: the store is reached only by authenticated code paths and by delivery; it trusts its
 callers to have validated addresses (lower-cased domain, syntax checked) but re-checks uniqueness
@@ -15,7 +16,7 @@ promise behind SMTP's `250` after DATA.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -66,6 +67,42 @@ class Account:
     quota_bytes: int  # 0 = unlimited
     used_bytes: int
     disabled: bool
+    app_passwords_only: bool = False  # the account password is refused for mail protocols
+
+
+#: Scopes an app password may carry: the protocols it may be used with.
+APP_PASSWORD_SCOPES: tuple[str, ...] = ("smtp", "imap")
+
+#: Most app passwords (not revoked) one account may have: each one can cost an argon2 verification
+#: per login attempt.
+MAX_APP_PASSWORDS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class AppPassword:
+    """A per-device password of an account, usable only for its `scopes` ("smtp", "imap")."""
+
+    id: int
+    account_id: int
+    name: str
+    password_hash: str  # argon2id PHC string
+    scopes: tuple[str, ...]
+    created: float  # POSIX seconds
+    last_used: float | None
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRecord:
+    """Everything authentication needs about one account, read in one consistent snapshot.
+
+    `secrets` maps SASL mechanism names ("SCRAM-SHA-256", "CRAM-MD5", ...) to the stored secret
+    derived from the password; `app_passwords` lists only the non-revoked app passwords.
+    """
+
+    account: Account
+    secrets: dict[str, str]
+    app_passwords: tuple[AppPassword, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +192,36 @@ class DeliveryResult:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueRecipient:
+    """One recipient of an outbound queue entry, with its RFC 3461 parameters and state."""
+
+    address: str
+    notify: str | None = None
+    orcpt: str | None = None
+    status: str = "pending"  # "pending" until the delivery workers record an outcome
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A message waiting in the outbound queue (authenticated submission to remote recipients)."""
+
+    id: int
+    queue_id: str
+    blob_id: str
+    size: int
+    mail_from: str
+    recipients: tuple[QueueRecipient, ...]
+    ret: str | None
+    envid: str | None
+    body: str | None
+    smtputf8: bool
+    created: float
+    next_attempt: float
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxEvent:
     """Published on the event bus after a change is committed (wakes IMAP IDLE)."""
 
@@ -183,19 +250,62 @@ class Store(Protocol):
 
     # -- accounts --------------------------------------------------------------------------------
     async def add_account(
-        self, address: str, password_hash: str, quota_bytes: int = 0
+        self,
+        address: str,
+        password_hash: str,
+        quota_bytes: int = 0,
+        secrets: Mapping[str, str] | None = None,
     ) -> Account:
-        """Create the account, its data key and its default mailboxes (DEFAULT_MAILBOXES)."""
+        """Create the account, its data key and its default mailboxes (DEFAULT_MAILBOXES).
+
+        `secrets` are the per-SASL-mechanism secrets derived from the password (mechanism name →
+        secret); they are stored encrypted under the account's data key.
+        """
 
     async def get_account(self, address: str) -> Account | None:
         """Look up by address, case-insensitively on the whole address."""
 
     async def get_account_by_id(self, account_id: int) -> Account | None: ...
     async def list_accounts(self, domain: str | None = None) -> list[Account]: ...
-    async def set_password(self, address: str, password_hash: str) -> None: ...
+    async def set_password(
+        self, address: str, password_hash: str, secrets: Mapping[str, str] | None = None
+    ) -> None:
+        """Replace the password hash and ALL stored mechanism secrets (None: none are kept)."""
+
     async def set_quota(self, address: str, quota_bytes: int) -> None: ...
+    async def set_app_passwords_only(self, address: str, flag: bool) -> None:
+        """When set, only app passwords (not the account password) authenticate mail protocols."""
     async def remove_account(self, address: str) -> None:
         """Remove the account, its mailboxes and messages; delete blobs no longer referenced."""
+
+    # -- authentication --------------------------------------------------------------------------
+    async def get_auth(self, address: str) -> AuthRecord | None:
+        """Account, mechanism secrets and active app passwords in one read (None: no account)."""
+
+    async def add_app_password(
+        self, address: str, name: str, password_hash: str, scopes: Sequence[str]
+    ) -> AppPassword:
+        """Add an app password; AlreadyExists if a non-revoked one has that name."""
+
+    async def list_app_passwords(
+        self, address: str, include_revoked: bool = False
+    ) -> list[AppPassword]: ...
+    async def revoke_app_password(self, address: str, name: str) -> None:
+        """Revoke the active app password `name`; NotFound if there is none."""
+
+    async def touch_app_password(self, app_password_id: int, when: float) -> None:
+        """Record a use (batched, fire-and-forget: returns before the write is committed)."""
+
+    # -- outbound queue ----------------------------------------------------------------------------
+    async def enqueue_outbound(
+        self, envelope: Envelope, recipients: Sequence[DsnRecipient], data: bytes
+    ) -> str:
+        """Queue a message for remote `recipients`, durably (encrypted blob fsync'd, row
+        committed) before returning its queue id."""
+
+    async def list_outbound(self) -> list[QueueEntry]: ...
+    async def read_outbound(self, queue_id: str) -> bytes:
+        """The decrypted queued message; NotFound if no such queue entry."""
 
     # -- aliases ---------------------------------------------------------------------------------
     async def add_alias(self, source: str, targets: Sequence[str]) -> Alias: ...

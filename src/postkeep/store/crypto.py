@@ -3,9 +3,12 @@
 Key hierarchy (design: "encryption at rest" in the store brief)::
 
     master key (32 bytes, file 0600, one per instance)
-      └─ wraps each account's data key          (AES-256-GCM, AAD = account address key)
-           └─ wraps each message's content key  (AES-256-GCM, AAD = account id + blob id)
-                └─ encrypts the message blob    (chunked AES-256-GCM, see below)
+      ├─ wraps each account's data key          (AES-256-GCM, AAD = account address key)
+      │    ├─ wraps each message's content key  (AES-256-GCM, AAD = account id + blob id)
+      │    │    └─ encrypts the message blob    (chunked AES-256-GCM, see below)
+      │    └─ seals the account's SASL secrets  (AES-256-GCM, AAD = account id + mechanism)
+      └─ wraps the outbound-queue data key      (AES-256-GCM, AAD = "queue-data-key")
+           └─ wraps each queued message's content key (AAD = queue id + blob id)
 
 One blob is shared by every local recipient of a message: its random content key is wrapped once
 per recipient account and stored in that recipient's message row, so each account's data key opens
@@ -61,6 +64,8 @@ _WRAP_VERSION = b"\x01"
 _WRAP_NONCE_SIZE = 12
 WRAPPED_KEY_SIZE = 1 + _WRAP_NONCE_SIZE + KEY_SIZE + TAG_SIZE  # 61
 _WRAP_AAD_PREFIX = b"postkeep/key-wrap/v1\x00"
+_SEAL_VERSION = b"\x01"
+_SEAL_AAD_PREFIX = b"postkeep/seal/v1\x00"
 
 BlobSource = bytes | bytearray | memoryview | BinaryIO
 
@@ -99,6 +104,43 @@ def wrap_key(kek: bytes, key: bytes, context: bytes) -> bytes:
     """
     nonce = os.urandom(_WRAP_NONCE_SIZE)
     return _WRAP_VERSION + nonce + AESGCM(kek).encrypt(nonce, key, _WRAP_AAD_PREFIX + context)
+
+
+def seal(key: bytes, value: bytes, context: bytes) -> bytes:
+    """Encrypt a small value (e.g. a SASL secret) under `key` (AES-256-GCM, AAD = `context`).
+
+    Output: version byte | 12-byte random nonce | ciphertext+tag; `unseal` reverses it.
+    """
+    nonce = os.urandom(_WRAP_NONCE_SIZE)
+    return _SEAL_VERSION + nonce + AESGCM(key).encrypt(nonce, value, _SEAL_AAD_PREFIX + context)
+
+
+def unseal(key: bytes, sealed: bytes, context: bytes) -> bytes:
+    """Inverse of `seal`; raises CryptoError on a wrong key, context or damaged input."""
+    if len(sealed) < 1 + _WRAP_NONCE_SIZE + TAG_SIZE or sealed[:1] != _SEAL_VERSION:
+        raise CryptoError("sealed value has an unknown format")
+    nonce = sealed[1 : 1 + _WRAP_NONCE_SIZE]
+    try:
+        return AESGCM(key).decrypt(
+            nonce, sealed[1 + _WRAP_NONCE_SIZE :], _SEAL_AAD_PREFIX + context
+        )
+    except InvalidTag:
+        raise CryptoError("cannot unseal value: wrong key or tampered data") from None
+
+
+def secret_context(account_id: int, mechanism: str) -> bytes:
+    """AAD binding a sealed SASL secret to its account and mechanism."""
+    return b"account-secret\x00%d\x00%s" % (account_id, mechanism.encode("ascii"))
+
+
+def queue_key_context() -> bytes:
+    """AAD of the instance's outbound-queue data key (wrapped by the master key)."""
+    return b"queue-data-key"
+
+
+def outbound_key_context(queue_id: str, blob_id: str) -> bytes:
+    """AAD binding a queued message's wrapped content key to its queue entry and blob."""
+    return b"outbound-content-key\x00%s\x00%s" % (queue_id.encode(), blob_id.encode("ascii"))
 
 
 def unwrap_key(kek: bytes, wrapped: bytes, context: bytes) -> bytes:

@@ -20,6 +20,19 @@ Notes on the design:
   blob shared by several recipients is deleted when its last message row goes.
 * ``envelopes`` record what SMTP knew about each accepted message (RFC 5321 envelope plus the RFC
   3461 DSN parameters, recipients as JSON).
+* Credentials (migration 2): ``accounts.password_hash`` is an argon2id PHC string;
+  ``account_secrets`` holds one row per SASL mechanism (SCRAM-SHA-*, CRAM-MD5, DIGEST-MD5) with the
+  password-derived secret *sealed* (AES-256-GCM) under the account's data key, bound to the account
+  id and mechanism — CRAM-MD5 and DIGEST-MD5 secrets are password equivalents, so a database dump
+  alone must not reveal them. The rows are replaced wholesale when the password changes.
+  ``app_passwords`` are argon2id hashes of generated per-device passwords with their scopes (a
+  space-separated list, e.g. ``"smtp imap"``); revoking sets ``revoked_at`` (the row stays for the
+  record) and a name is unique among an account's non-revoked app passwords (partial index).
+  ``accounts.app_passwords_only`` refuses the account password for mail protocols.
+* ``outbound_queue`` (migration 2) holds messages accepted by authenticated submission for remote
+  recipients: the blob is encrypted under a fresh content key, wrapped by the instance's "queue"
+  data key (``meta`` row ``queue_data_key``, itself wrapped by the master key); recipients are
+  JSON objects ``{address, notify, orcpt, status}``.
 * Ids exposed to callers use AUTOINCREMENT on SQLite so that a deleted row's id is never reused.
 """
 
@@ -39,6 +52,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 #: BIGINT on PostgreSQL; plain INTEGER on SQLite so the column aliases the rowid (autoincrement).
@@ -84,7 +98,38 @@ accounts = Table(
     Column("data_key", LargeBinary, nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created", Double, nullable=False),
+    Column("app_passwords_only", Boolean, nullable=False, default=False, server_default=false()),
     sqlite_autoincrement=True,
+)
+
+account_secrets = Table(
+    "account_secrets",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("mechanism", String(32), primary_key=True),
+    Column("secret", LargeBinary, nullable=False),
+)
+
+app_passwords = Table(
+    "app_passwords",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(64), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("last_used", Double, nullable=True),
+    Column("revoked_at", Double, nullable=True),
+    sqlite_autoincrement=True,
+)
+Index(
+    "uq_app_passwords_active_name",
+    app_passwords.c.account_id,
+    app_passwords.c.name,
+    unique=True,
+    sqlite_where=app_passwords.c.revoked_at.is_(None),
+    postgresql_where=app_passwords.c.revoked_at.is_(None),
 )
 
 aliases = Table(
@@ -160,6 +205,28 @@ envelopes = Table(
     sqlite_autoincrement=True,
 )
 
+outbound_queue = Table(
+    "outbound_queue",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("queue_id", String(64), nullable=False, unique=True),
+    Column("blob_id", String(64), nullable=False),
+    Column("content_key", LargeBinary, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mail_from", Text, nullable=False),
+    Column("recipients", Text, nullable=False),
+    Column("ret", String(8), nullable=True),
+    Column("envid", Text, nullable=True),
+    Column("body", String(16), nullable=True),
+    Column("smtputf8", Boolean, nullable=False, default=False),
+    Column("created", Double, nullable=False),
+    Column("next_attempt", Double, nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    sqlite_autoincrement=True,
+)
+
 #: Names of `meta` rows.
 META_UIDVALIDITY = "uidvalidity"
 META_KEY_CHECK = "master_key_check"
+META_QUEUE_KEY = "queue_data_key"

@@ -1,44 +1,32 @@
 """SqlStore: the `postkeep.store.api.Store` on SQLAlchemy Core, for SQLite and PostgreSQL.
 
-Threads (design: "store" brief): reads run on a small thread pool, each on a pooled connection in
-its own short transaction; every write runs on ONE writer thread (`postkeep.store.writer`), which
-group-commits deliveries. Message bodies are encrypted at rest (`postkeep.store.crypto`) in blob
-files (`postkeep.store.blobs`); the tables are in `postkeep.store.schema`, kept up to date by
-`postkeep.store.migrations` when the store opens.
-
-SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk when it returns),
-``foreign_keys=ON`` and a busy timeout; the writer connection starts its transactions with
-``BEGIN IMMEDIATE`` so that it never has to upgrade a read lock (other processes, e.g. the admin
-CLI, may write too).
+The store is assembled from parts: `postkeep.store.base` (engines, lifecycle, the read pool and
+the single writer thread, keys), this module (delivery, domains, accounts, aliases, mailboxes and
+messages), `postkeep.store.security` (SASL secrets, app passwords, `get_auth`) and
+`postkeep.store.outbound` (the outbound queue). Message bodies are encrypted at rest
+(`postkeep.store.crypto`) in blob files (`postkeep.store.blobs`); the tables are in
+`postkeep.store.schema`, kept up to date by `postkeep.store.migrations` when the store opens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import os
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
-    Engine,
     bindparam,
     case,
-    create_engine,
     delete,
-    event,
     func,
     insert,
     select,
     update,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
 
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.store.api import (
@@ -52,9 +40,8 @@ from postkeep.store.api import (
     Mailbox,
     MessageInfo,
 )
-from postkeep.store.blobs import BlobFiles
+from postkeep.store.base import SqlStoreBase, create_engines
 from postkeep.store.crypto import (
-    CryptoError,
     account_key_context,
     decrypt_blob,
     decrypt_range,
@@ -63,13 +50,15 @@ from postkeep.store.crypto import (
     unwrap_key,
     wrap_key,
 )
-from postkeep.store.events import EventBus, Subscription
-from postkeep.store.migrations import migrate
+from postkeep.store.events import Subscription
+from postkeep.store.outbound import OutboundQueueMixin
+from postkeep.store.rows import ACCOUNT_COLS, account_from_row
 from postkeep.store.schema import (
-    META_KEY_CHECK,
     META_UIDVALIDITY,
+    account_secrets,
     accounts,
     aliases,
+    app_passwords,
     blobs,
     domains,
     envelopes,
@@ -77,57 +66,15 @@ from postkeep.store.schema import (
     messages,
     meta,
 )
-from postkeep.store.writer import UID_MAX, DeliveryStats, GroupCommitWriter, store_error
+from postkeep.store.security import AccountSecurityMixin, check_secrets
+from postkeep.store.writer import UID_MAX
 
-log = logging.getLogger("postkeep.store")
+__all__ = ["ALIAS_DEPTH", "SqlStore", "create_engines", "split_address"]
 
 T = TypeVar("T")
 
 ALIAS_DEPTH = 8
 _IN_CHUNK = 500  # ids per IN (...) list
-_KEY_CHECK_CONTEXT = b"master-key-check"
-
-
-def _sqlite_setup(engine: Engine, begin: str) -> None:
-    """Pragmas per connection, and explicit BEGIN (pysqlite's implicit one is not usable)."""
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-        cur = dbapi_conn.cursor()
-        for pragma in (
-            "journal_mode=WAL",
-            "synchronous=FULL",
-            "foreign_keys=ON",
-            "busy_timeout=30000",
-        ):
-            cur.execute(f"PRAGMA {pragma}")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin)
-
-
-def create_engines(url: str, read_workers: int = 4) -> tuple[Engine, Engine]:
-    """(writer engine, reader engine) for `url`; the same engine twice for PostgreSQL."""
-    u = make_url(url)
-    backend = u.get_backend_name()
-    if backend == "sqlite":
-        db = u.database
-        if not db or db == ":memory:" or db.startswith("file:"):
-            raise StoreError("the SQLite store needs a database file: sqlite:///path/store.db")
-        Path(db).parent.mkdir(parents=True, exist_ok=True)
-        args = {"check_same_thread": False, "timeout": 30.0}
-        writer = create_engine(u, connect_args=args, pool_size=1, max_overflow=0)
-        reader = create_engine(u, connect_args=args, pool_size=read_workers, max_overflow=0)
-        _sqlite_setup(writer, "BEGIN IMMEDIATE")
-        _sqlite_setup(reader, "BEGIN")
-        return writer, reader
-    if backend == "postgresql":
-        engine = create_engine(u, pool_size=read_workers + 1, max_overflow=2)
-        return engine, engine
-    raise StoreError(f"unsupported database URL scheme {u.drivername!r}")
 
 
 def split_address(address: str, *, catch_all: bool = False) -> tuple[str, str, str]:
@@ -148,15 +95,6 @@ def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-_ACCOUNT_COLS = (
-    accounts.c.id,
-    accounts.c.address,
-    accounts.c.domain_id,
-    accounts.c.password_hash,
-    accounts.c.quota_bytes,
-    accounts.c.used_bytes,
-    accounts.c.disabled,
-)
 _MAILBOX_COLS = (
     mailboxes.c.id,
     mailboxes.c.account_id,
@@ -180,10 +118,6 @@ _MESSAGE_COLS = (
 )
 
 
-def _account(r: Sequence[Any]) -> Account:
-    return Account(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]))
-
-
 def _mailbox(r: Sequence[Any]) -> Mailbox:
     return Mailbox(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
 
@@ -203,168 +137,12 @@ _READ_MESSAGE = (
 )
 
 
-class SqlStore:
+class SqlStore(AccountSecurityMixin, OutboundQueueMixin, SqlStoreBase):
     """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.
 
     Construct, then ``await open()``; ``await close()`` drains pending writes. `events` is the
     bus MailboxEvents are published on (one is created if not given).
     """
-
-    def __init__(
-        self,
-        url: str,
-        data_dir: str | os.PathLike[str],
-        master_key: bytes,
-        *,
-        events: EventBus | None = None,
-        read_workers: int = 4,
-        max_batch: int = 256,
-        max_batch_bytes: int = 32 << 20,
-    ) -> None:
-        if len(master_key) != 32:
-            raise StoreError("the master key must be 32 bytes")
-        self.url = url
-        self.data_dir = Path(data_dir)
-        self.events = events if events is not None else EventBus()
-        self.max_batch = max_batch
-        self.max_batch_bytes = max_batch_bytes
-        self._master = master_key
-        self._read_workers = read_workers
-        self._blobs = BlobFiles(self.data_dir)
-        self._writer: Engine | None = None
-        self._reader: Engine | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._writer_thread: GroupCommitWriter | None = None
-        self._closed = False
-        self._data_keys: dict[tuple[str, bytes], bytes] = {}
-
-    # -- lifecycle ---------------------------------------------------------------------------------
-
-    async def open(self) -> None:
-        """Create the data dir, connect, migrate, check the master key, start the writer."""
-        if self._writer_thread is not None or self._closed:
-            raise StoreError("store already opened")
-        await asyncio.get_running_loop().run_in_executor(None, self._open_sync)
-        self._pool = ThreadPoolExecutor(self._read_workers, thread_name_prefix="store-read")
-        assert self._writer is not None
-        self._writer_thread = GroupCommitWriter(
-            self._writer,
-            self._blobs,
-            self._data_key,
-            self.events,
-            max_batch=self.max_batch,
-            max_batch_bytes=self.max_batch_bytes,
-        )
-        self._writer_thread.start()
-
-    def _open_sync(self) -> None:
-        try:
-            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._blobs.setup()
-        except OSError as exc:
-            raise StoreError(f"cannot set up the data directory {self.data_dir}: {exc}") from exc
-        self._writer, self._reader = create_engines(self.url, self._read_workers)
-        try:
-            applied = migrate(self._writer)
-            if applied:
-                log.info("store schema migrated to version %d", applied[-1])
-            self._check_master_key()
-        except sa_exc.DBAPIError as exc:
-            self._dispose()
-            raise StoreError(f"cannot open the database: {exc.orig}") from exc
-        except BaseException:
-            self._dispose()
-            raise
-
-    def _check_master_key(self) -> None:
-        """Refuse a master key other than the one the database was first opened with."""
-        assert self._writer is not None
-        query = select(meta.c.value).where(meta.c.name == META_KEY_CHECK)
-        for _attempt in range(2):
-            try:
-                with self._writer.begin() as conn:
-                    row = conn.execute(query).first()
-                    if row is None or row[0] is None:
-                        check = wrap_key(self._master, bytes(32), _KEY_CHECK_CONTEXT)
-                        conn.execute(insert(meta).values(name=META_KEY_CHECK, value=check))
-                        return
-            except sa_exc.IntegrityError:
-                continue  # another process stored its check first: verify against that
-            try:
-                unwrap_key(self._master, bytes(row[0]), _KEY_CHECK_CONTEXT)
-            except CryptoError:
-                raise StoreError(
-                    "the master key does not match this database (wrong key file?)"
-                ) from None
-            return
-
-    def _dispose(self) -> None:
-        for engine in {e for e in (self._writer, self._reader) if e is not None}:
-            engine.dispose()
-
-    async def close(self) -> None:
-        """Finish queued writes, stop the writer and the read pool, release connections."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._writer_thread is None:
-            return
-        pool = self._pool
-        await asyncio.to_thread(self._writer_thread.stop)
-        if pool is not None:
-            await asyncio.to_thread(pool.shutdown, True)
-        self._dispose()
-
-    @property
-    def stats(self) -> DeliveryStats:
-        """Group-commit counters of the writer (batches, deliveries, largest batch...)."""
-        return self._writer_thread.stats if self._writer_thread else DeliveryStats()
-
-    async def __aenter__(self) -> SqlStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def _check_open(self) -> None:
-        if self._writer_thread is None or self._closed:
-            raise StoreError("the store is not open")
-
-    # -- plumbing ----------------------------------------------------------------------------------
-
-    async def _read(self, fn: Callable[[Connection], T]) -> T:
-        self._check_open()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run_read, fn)
-
-    def _run_read(self, fn: Callable[[Connection], T]) -> T:
-        assert self._reader is not None
-        try:
-            with self._reader.connect() as conn:
-                return fn(conn)
-        except sa_exc.DBAPIError as exc:
-            raise store_error(exc) from exc
-
-    async def _write(
-        self, fn: Callable[[Connection], T], after: Callable[[T], None] | None = None
-    ) -> T:
-        self._check_open()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        assert self._writer_thread is not None
-        self._writer_thread.submit_job(fn, future, loop, after)
-        return await future
-
-    def _data_key(self, address_key: str, wrapped: bytes) -> bytes:
-        """An account's data key, unwrapped with the master key (cached; thread-safe enough)."""
-        cache_key = (address_key, bytes(wrapped))
-        key = self._data_keys.get(cache_key)
-        if key is None:
-            key = unwrap_key(self._master, cache_key[1], account_key_context(address_key))
-            if len(self._data_keys) >= 4096:
-                self._data_keys.clear()
-            self._data_keys[cache_key] = key
-        return key
 
     # -- delivery ----------------------------------------------------------------------------------
 
@@ -460,11 +238,19 @@ class SqlStore:
             raise StoreError("UIDVALIDITY counter exhausted")
         return list(range(last - n + 1, last + 1))
 
-    async def add_account(self, address: str, password_hash: str, quota_bytes: int = 0) -> Account:
-        """Create the account, its wrapped data key and its DEFAULT_MAILBOXES (RFC 6154)."""
+    async def add_account(
+        self,
+        address: str,
+        password_hash: str,
+        quota_bytes: int = 0,
+        secrets: Mapping[str, str] | None = None,
+    ) -> Account:
+        """Create the account, its wrapped data key, its DEFAULT_MAILBOXES (RFC 6154) and its
+        SASL mechanism `secrets` (sealed under the data key), in one transaction."""
         stored, key, domain = split_address(address)
         if quota_bytes < 0:
             raise StoreError("quota_bytes must be >= 0")
+        clean = check_secrets(secrets)
 
         def fn(conn: Connection) -> Account:
             domain_id = self._domain_id(conn, domain)
@@ -472,7 +258,8 @@ class SqlStore:
                 raise AlreadyExists(f"account {stored} exists already")
             if conn.execute(select(aliases.c.id).where(aliases.c.source_key == key)).first():
                 raise AlreadyExists(f"{stored} is an alias")
-            wrapped = wrap_key(self._master, new_key(), account_key_context(key))
+            data_key = new_key()
+            wrapped = wrap_key(self._master, data_key, account_key_context(key))
             stmt = (
                 insert(accounts)
                 .values(
@@ -485,6 +272,7 @@ class SqlStore:
                     data_key=wrapped,
                     disabled=False,
                     created=time.time(),
+                    app_passwords_only=False,
                 )
                 .returning(accounts.c.id)
             )
@@ -508,27 +296,28 @@ class SqlStore:
                     for (name, use), v in zip(DEFAULT_MAILBOXES, validities, strict=True)
                 ],
             )
+            self._put_secrets(conn, account_id, data_key, clean)
             return Account(account_id, stored, domain_id, password_hash, quota_bytes, 0, False)
 
         return await self._write(fn)
 
     async def get_account(self, address: str) -> Account | None:
         key = address.strip().lower()
-        q = select(*_ACCOUNT_COLS).where(accounts.c.address_key == key)
+        q = select(*ACCOUNT_COLS).where(accounts.c.address_key == key)
         row = await self._read(lambda conn: conn.execute(q).first())
-        return _account(row) if row else None
+        return account_from_row(row) if row else None
 
     async def get_account_by_id(self, account_id: int) -> Account | None:
-        q = select(*_ACCOUNT_COLS).where(accounts.c.id == account_id)
+        q = select(*ACCOUNT_COLS).where(accounts.c.id == account_id)
         row = await self._read(lambda conn: conn.execute(q).first())
-        return _account(row) if row else None
+        return account_from_row(row) if row else None
 
     async def list_accounts(self, domain: str | None = None) -> list[Account]:
-        q = select(*_ACCOUNT_COLS).order_by(accounts.c.address_key)
+        q = select(*ACCOUNT_COLS).order_by(accounts.c.address_key)
         if domain is not None:
             q = q.join(domains).where(domains.c.name == domain.strip().lower())
         rows = await self._read(lambda conn: conn.execute(q).all())
-        return [_account(r) for r in rows]
+        return [account_from_row(r) for r in rows]
 
     async def _update_account(self, address: str, **values: Any) -> None:
         key = address.strip().lower()
@@ -540,8 +329,28 @@ class SqlStore:
 
         await self._write(fn)
 
-    async def set_password(self, address: str, password_hash: str) -> None:
-        await self._update_account(address, password_hash=password_hash)
+    async def set_password(
+        self, address: str, password_hash: str, secrets: Mapping[str, str] | None = None
+    ) -> None:
+        """Replace the password hash and, in the same transaction, ALL mechanism secrets."""
+        key = address.strip().lower()
+        clean = check_secrets(secrets)
+        stmt = (
+            update(accounts)
+            .where(accounts.c.address_key == key)
+            .values(password_hash=password_hash)
+            .returning(accounts.c.id, accounts.c.address_key, accounts.c.data_key)
+        )
+
+        def fn(conn: Connection) -> None:
+            row = conn.execute(stmt).first()
+            if row is None:
+                raise NotFound(f"account {address} does not exist")
+            account_id, address_key, wrapped = row
+            conn.execute(delete(account_secrets).where(account_secrets.c.account_id == account_id))
+            self._put_secrets(conn, account_id, self._data_key(address_key, wrapped), clean)
+
+        await self._write(fn)
 
     async def set_quota(self, address: str, quota_bytes: int) -> None:
         if quota_bytes < 0:
@@ -571,6 +380,8 @@ class SqlStore:
             ).all()
             conn.execute(delete(messages).where(messages.c.mailbox_id.in_(boxes.scalar_subquery())))
             conn.execute(delete(mailboxes).where(mailboxes.c.account_id == account_id))
+            conn.execute(delete(account_secrets).where(account_secrets.c.account_id == account_id))
+            conn.execute(delete(app_passwords).where(app_passwords.c.account_id == account_id))
             conn.execute(delete(accounts).where(accounts.c.id == account_id))
             if not refs:
                 return []
@@ -657,11 +468,11 @@ class SqlStore:
     def _resolve(self, conn: Connection, key: str, domain: str) -> list[Account] | None:
         if conn.execute(select(domains.c.id).where(domains.c.name == domain)).first() is None:
             return None
-        account_q = select(*_ACCOUNT_COLS).where(accounts.c.address_key == bindparam("k"))
+        account_q = select(*ACCOUNT_COLS).where(accounts.c.address_key == bindparam("k"))
         alias_q = select(aliases.c.targets).where(aliases.c.source_key == bindparam("k"))
         row = conn.execute(account_q, {"k": key}).first()
         if row is not None:
-            return [_account(row)]
+            return [account_from_row(row)]
         seen_aliases: set[str] = set()
         found: dict[int, Account] = {}
 
@@ -674,7 +485,7 @@ class SqlStore:
                 tkey = target.lower()
                 acc = conn.execute(account_q, {"k": tkey}).first()
                 if acc is not None:
-                    found.setdefault(acc[0], _account(acc))
+                    found.setdefault(acc[0], account_from_row(acc))
                 elif depth < ALIAS_DEPTH and tkey not in seen_aliases:
                     expand(tkey, depth + 1)
             return True

@@ -19,7 +19,9 @@ All writes of a `SqlStore` run here, one at a time, fed by a queue (design: "sto
   and yields the account's wrapped data key. Rows are locked in sorted order, so several writer
   processes on PostgreSQL neither deadlock nor hand out a UID twice.
 * Any other write is a `_Job`: a function run in its own transaction, with an optional action
-  after the commit (e.g. deleting blob files once their rows are gone).
+  after the commit (e.g. deleting blob files once their rows are gone), and optionally a
+  `prepare` step run first, outside the transaction (e.g. writing and fsyncing the blob of an
+  outbound queue entry), with its `undo` run if the transaction then fails.
 """
 
 from __future__ import annotations
@@ -85,12 +87,15 @@ class _Pending:
 
 @dataclass(slots=True, eq=False)
 class _Job:
-    """Any other write: `fn(conn)` in its own transaction, then `after(result)` once committed."""
+    """Any other write: `prepare()` if given, then `fn(conn)` in its own transaction, then
+    `after(result)` once committed — or `undo()` if the transaction failed after `prepare`."""
 
     fn: Callable[[Connection], Any]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     after: Callable[[Any], None] | None = None
+    prepare: Callable[[], None] | None = None
+    undo: Callable[[], None] | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -192,8 +197,11 @@ class GroupCommitWriter:
         future: asyncio.Future[Any],
         loop: asyncio.AbstractEventLoop,
         after: Callable[[Any], None] | None = None,
+        *,
+        prepare: Callable[[], None] | None = None,
+        undo: Callable[[], None] | None = None,
     ) -> None:
-        self._queue.put(_Job(fn, future, loop, after))
+        self._queue.put(_Job(fn, future, loop, after, prepare, undo))
 
     # -- thread ---------------------------------------------------------------------------------
 
@@ -235,9 +243,19 @@ class GroupCommitWriter:
 
     def _run_job(self, job: _Job) -> _Outcome:
         try:
+            if job.prepare is not None:
+                job.prepare()
+        except Exception as exc:
+            return _Outcome(job, error=store_error(exc))
+        try:
             with self._writer.begin() as conn:
                 result = job.fn(conn)
         except Exception as exc:
+            if job.undo is not None:
+                try:
+                    job.undo()
+                except Exception:
+                    log.exception("store: undoing a failed job's preparation failed")
             return _Outcome(job, error=store_error(exc))
         if job.after is not None:
             try:

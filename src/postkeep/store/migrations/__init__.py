@@ -3,7 +3,7 @@
 Each migration is a module ``mNNNN_<name>.py`` exposing ``MIGRATION = Migration(N, description,
 upgrade)`` where ``upgrade(conn)`` runs inside the runner's transaction and must only use what it
 defines itself (tables frozen at that version, or plain DDL), never `postkeep.store.schema`, which
-describes the *latest* schema. To add migration 2: write ``m0002_<name>.py``, append it to
+describes the *latest* schema. To add migration N: write ``mNNNN_<name>.py``, append it to
 `MIGRATIONS`, update `postkeep.store.schema` to match.
 
 The runner (`migrate`) records applied versions in ``schema_version``. It applies all pending
@@ -33,9 +33,9 @@ class Migration:
 
 
 def _load() -> tuple[Migration, ...]:
-    from postkeep.store.migrations import m0001_initial
+    from postkeep.store.migrations import m0001_initial, m0002_account_security
 
-    return (m0001_initial.MIGRATION,)
+    return (m0001_initial.MIGRATION, m0002_account_security.MIGRATION)
 
 
 MIGRATIONS: tuple[Migration, ...] = _load()
