@@ -22,7 +22,12 @@ need_pkg() {  # need_pkg PACKAGE: install a Debian package if it is missing
 }
 
 # Real SMTP peers and their TLS/SASL perl modules (swaks).
-for pkg in swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl; do need_pkg "$pkg"; done
+for pkg in swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl libdigest-hmac-perl curl; do
+  need_pkg "$pkg"
+done
+
+# TLS scanners for the policy tests (tests/interop/test_tls_policy.py, test_testssl.py).
+for pkg in testssl.sh sslscan; do need_pkg "$pkg"; done
 
 # PostgreSQL: use the one on 127.0.0.1:5432 if it lets us in without a password, else run a
 # private throw-away cluster (trust auth, loopback only) on port 55432.

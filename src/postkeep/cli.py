@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,17 @@ from postkeep import config as config_mod
 from postkeep.errors import ConfigError, StoreError
 from postkeep.policy.auth import (
     PasswordRejected,
+    address_inputs,
+    check_password_policy,
+    generate_app_password,
     generate_password,
+    hash_app_password,
     hash_password,
 )
+from postkeep.protocol.sasl_secrets import derive_secrets
 from postkeep.protocol.smtp_parser import CommandError, is_domain, parse_path
 from postkeep.store import open_store
-from postkeep.store.api import Store
+from postkeep.store.api import APP_PASSWORD_SCOPES, Store
 from postkeep.store.crypto import create_master_key, load_master_key
 
 CONFIG_NAME = "postkeep.toml"
@@ -97,6 +103,10 @@ data_dir = "."
 
 [smtp]
 listen = ["127.0.0.1:{base_port + 25}"]
+
+[submission]
+listen = ["127.0.0.1:{base_port + 87}"]
+tls_listen = ["127.0.0.1:{base_port + 65}"]
 """
 
 
@@ -125,12 +135,16 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     async def setup(store: Store) -> None:
         await store.add_domain(domain)
-        await store.add_account(f"postmaster@{domain}", hash_password(password))
+        address = f"postmaster@{domain}"
+        await store.add_account(
+            address, hash_password(password), secrets=derive_secrets(address, password)
+        )
 
     args.dir = str(directory)
     _with_store(args, setup)
     print(f"initialised {directory} for {hostname}, domain {domain}")
-    print(f"SMTP listens on 127.0.0.1:{args.base_port + 25}")
+    print(f"SMTP listens on 127.0.0.1:{args.base_port + 25}, submission on "
+          f"{args.base_port + 87} (STARTTLS) and {args.base_port + 65} (implicit TLS)")
     print(f"postmaster@{domain} password: {password}")
     return 0
 
@@ -206,38 +220,80 @@ def cmd_domain(args: argparse.Namespace) -> int:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
+    """`user add|passwd|set|remove|list`: passwords pass the policy (the address counts as known
+    to attackers) and are stored as an argon2id hash plus the derived SASL mechanism secrets."""
     if args.action == "list":
         domain = _check_domain(args.domain) if args.domain else None
         for a in _with_store(args, lambda s: s.list_accounts(domain)):
             quota = f"{a.quota_bytes}" if a.quota_bytes else "unlimited"
             print(f"{a.address}\tused={a.used_bytes}\tquota={quota}"
-                  + ("\tdisabled" if a.disabled else ""))
+                  + ("\tdisabled" if a.disabled else "")
+                  + ("\tapp-passwords-only" if a.app_passwords_only else ""))
         return 0
     address = _check_address(args.address)
     if args.action == "remove":
         _with_store(args, lambda s: s.remove_account(address))
         print(f"removed {address}")
         return 0
+    if args.action == "set":
+        if args.app_passwords_only is None:
+            raise CliError("nothing to set: give --app-passwords-only yes|no")
+        flag = args.app_passwords_only == "yes"
+        _with_store(args, lambda s: s.set_app_passwords_only(address, flag))
+        print(f"{address}: app passwords only: {args.app_passwords_only}")
+        return 0
     password, generated = _read_password(args)
     try:
-        password_hash = hash_password(password)
+        check_password_policy(password, address_inputs(address))
     except PasswordRejected as e:
         raise CliError(str(e)) from None
+    password_hash = hash_password(password)
+    secrets = derive_secrets(address, password)
     if args.action == "add":
 
         async def add(store: Store) -> None:
             domain = address.rpartition("@")[2]
             if await store.get_domain(domain) is None:
                 raise CliError(f"{domain} is not a local domain: `postkeep domain add {domain}`")
-            await store.add_account(address, password_hash, args.quota)
+            await store.add_account(address, password_hash, args.quota, secrets=secrets)
 
         _with_store(args, add)
         print(f"added {address}")
     else:
-        _with_store(args, lambda s: s.set_password(address, password_hash))
+        _with_store(args, lambda s: s.set_password(address, password_hash, secrets))
         print(f"changed password of {address}")
     if generated:
         print(f"password: {password}")
+    return 0
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "never"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def cmd_app_password(args: argparse.Namespace) -> int:
+    """`app-password add|list|revoke`: per-device passwords, generated and shown once, limited to
+    scopes (smtp, imap), stored as argon2id hashes."""
+    address = _check_address(args.address)
+    if args.action == "list":
+        rows = _with_store(args, lambda s: s.list_app_passwords(address, args.all))
+        for ap in rows:
+            print(f"{ap.name}\tscopes={','.join(ap.scopes)}\tcreated={_when(ap.created)}"
+                  f"\tlast_used={_when(ap.last_used)}" + ("\trevoked" if ap.revoked else ""))
+        return 0
+    name = args.name.strip()
+    if args.action == "revoke":
+        _with_store(args, lambda s: s.revoke_app_password(address, name))
+        print(f"revoked app password {name!r} of {address}")
+        return 0
+    scopes = list(dict.fromkeys(args.scope or APP_PASSWORD_SCOPES))
+    password = generate_app_password()
+    password_hash = hash_app_password(password)
+    _with_store(args, lambda s: s.add_app_password(address, name, password_hash, scopes))
+    print(f"added app password {name!r} of {address} for {' and '.join(scopes)}")
+    print(f"app password (shown only this once): {password}")
     return 0
 
 
@@ -304,9 +360,28 @@ def build_parser() -> argparse.ArgumentParser:
                        help="read the password from standard input (else one is generated)")
         if action == "add":
             q.add_argument("--quota", type=int, default=0, help="quota in bytes (0: none)")
+    q = usub.add_parser("set", help="change account settings")
+    q.add_argument("address")
+    q.add_argument("--app-passwords-only", choices=("yes", "no"),
+                   help="refuse the account password for mail protocols (app passwords only)")
     usub.add_parser("remove").add_argument("address")
     usub.add_parser("list").add_argument("--domain")
     p.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("app-password", help="manage an account's app passwords")
+    apsub = p.add_subparsers(dest="action", required=True)
+    q = apsub.add_parser("add", help="generate an app password (shown once)")
+    q.add_argument("address")
+    q.add_argument("name", help="what it is for, e.g. the device")
+    q.add_argument("--scope", action="append", choices=APP_PASSWORD_SCOPES,
+                   help="protocol it may be used with; repeat for several (default: all)")
+    q = apsub.add_parser("list")
+    q.add_argument("address")
+    q.add_argument("--all", action="store_true", help="include revoked app passwords")
+    q = apsub.add_parser("revoke")
+    q.add_argument("address")
+    q.add_argument("name")
+    p.set_defaults(func=cmd_app_password)
 
     p = sub.add_parser("alias", help="manage aliases (source @domain is a catch-all)")
     asub = p.add_subparsers(dest="action", required=True)

@@ -69,16 +69,41 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class TlsCertificate:
+    """`[[tls.certificates]]`: a certificate for some virtual hosts, chosen by SNI (RFC 6066 §3)."""
+
+    names: list[str] = _doc(
+        "Host names served with this certificate: exact (`mail.example.org`) or a wildcard for "
+        "one left-most label (`*.example.org`, RFC 6125 §6.4.3); A-labels for IDNs.",
+        default_factory=list,
+    )
+    cert_file: str = _doc("PEM certificate chain (leaf first).", default="")
+    key_file: str = _doc("PEM private key matching `cert_file` (mode 0600).", default="")
+
+
+@dataclass(frozen=True)
 class TlsConfig:
-    """`[tls]`: the default certificate for every listener."""
+    """`[tls]`: certificates for every listener (policy: BCP 195 / RFC 9325, TLS 1.2 and 1.3).
+
+    Startup refuses missing, unreadable, mismatched, encrypted, expired and not yet valid
+    certificates and keys.
+    """
 
     cert_file: str = _doc(
-        "PEM certificate chain (leaf first), relative to the data directory.",
+        "PEM certificate chain (leaf first), relative to the data directory; served when the "
+        "client sends no SNI or a name no `certificates` entry lists.",
         default="tls/cert.pem",
     )
     key_file: str = _doc(
         "PEM private key matching `cert_file` (mode 0600), relative to the data directory.",
         default="tls/key.pem",
+    )
+    certificates: list[TlsCertificate] = _doc(
+        "Per-host certificates chosen by the client's SNI (RFC 6066 §3), as an array of tables "
+        "`[[tls.certificates]]` with keys `names` (exact host names or `*.example.org` "
+        "wildcards; exact names win), `cert_file` and `key_file` (relative to the data "
+        "directory). Each name may appear once.",
+        default_factory=list,
     )
 
 
@@ -140,6 +165,51 @@ class SmtpConfig:
     error_delay: float = _doc("Seconds to delay error replies past the soft limit.", default=1.0)
 
 
+DEFAULT_SASL = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1",
+                "CRAM-MD5", "PLAIN", "LOGIN"]
+
+
+@dataclass(frozen=True)
+class SubmissionConfig:
+    """`[submission]`: mail submission for logged-in users (RFC 6409, RFC 8314).
+
+    The protocol limits of `[smtp]` (line lengths, timeouts, connections, error budget) apply
+    here too; the message limits below replace the MX ones for submitted mail.
+    """
+
+    listen: list[str] = _doc(
+        'STARTTLS submission addresses (port 587), as "ip:port" or "[ipv6]:port".',
+        default_factory=list,
+    )
+    tls_listen: list[str] = _doc(
+        "Implicit-TLS submission addresses (port 465, RFC 8314 §3.3).", default_factory=list
+    )
+    sasl_mechanisms: list[str] = _doc(
+        "SASL mechanisms offered after TLS, in this order. Also known: DIGEST-MD5 (legacy, "
+        "RFC 6331: off unless listed here).",
+        default_factory=lambda: list(DEFAULT_SASL),
+    )
+    max_message_size: int = _doc(
+        "Largest submitted message in bytes (552 5.3.4).", default=25 * MiB
+    )
+    max_header_size: int = _doc(
+        "Largest header section of a submitted message (552 5.3.4).", default=100 * KiB
+    )
+    max_part_size: int = _doc(
+        "Largest single MIME part of a submitted message, encoded, in bytes (552 5.3.4).",
+        default=20 * MiB,
+    )
+    max_recipients: int = _doc("Recipients per submitted message (452 4.5.3).", default=100)
+    auth_delay_after: int = _doc(
+        "Failed AUTH attempts in a session after which each failure reply is delayed.", default=2
+    )
+    auth_close_after: int = _doc(
+        "Failed AUTH attempts after which the session is closed with 421 4.7.0.", default=5
+    )
+    auth_failure_delay: float = _doc("Seconds to delay failure replies past the first.",
+                                     default=2.0)
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration."""
@@ -149,6 +219,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
 
     @property
@@ -230,16 +301,80 @@ def _build(cls: Any, table: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def _sni_name_problem(name: str) -> str | None:
+    """Why `name` cannot be matched against an SNI host name (RFC 6066 §3), or None."""
+    labels = name.lower().split(".")
+    if labels[0] == "*":
+        labels = labels[1:]
+        if len(labels) < 2:
+            return f"{name!r}: a wildcard needs at least two labels after '*.'"
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return f"{name!r}: SNI carries host names, not IP addresses"
+    for label in labels:
+        valid = 0 < len(label) < 64 and set(label) <= _HOST_CHARS
+        if not valid or label.startswith("-") or label.endswith("-"):
+            return (f"{name!r} is not a host name (letters, digits and '-' per label; "
+                    "A-labels for IDNs; a wildcard only as the whole first label)")
+    return None
+
+
+def _validate_tls(cfg: Config) -> None:
+    """`[tls]` checks that need no files; startup checks the files (postkeep.net.tls)."""
+    for key in ("cert_file", "key_file"):
+        if not getattr(cfg.tls, key):
+            raise ConfigError(f"tls.{key}", "must name a PEM file")
+    served_by: dict[str, str] = {}
+    for i, item in enumerate(cfg.tls.certificates):
+        prefix = f"tls.certificates[{i}]"
+        if not item.names:
+            raise ConfigError(f"{prefix}.names", "must list at least one host name")
+        for j, name in enumerate(item.names):
+            problem = _sni_name_problem(name)
+            if problem:
+                raise ConfigError(f"{prefix}.names[{j}]", problem)
+            if name.lower() in served_by:
+                raise ConfigError(f"{prefix}.names[{j}]",
+                                  f"{name} is already served by {served_by[name.lower()]}")
+            served_by[name.lower()] = prefix
+        for key in ("cert_file", "key_file"):
+            if not getattr(item, key):
+                raise ConfigError(f"{prefix}.{key}", "must name a PEM file")
+
+
 def _validate(cfg: Config) -> None:
     if cfg.log.level not in _LEVELS:
         raise ConfigError("log.level", f"must be one of {', '.join(_LEVELS)}")
     if not cfg.server.hostname or " " in cfg.server.hostname:
         raise ConfigError("server.hostname", "must be a host name")
+    _validate_tls(cfg)
     for i, item in enumerate(cfg.smtp.listen):
         try:
             parse_listen(item)
         except ValueError as e:
             raise ConfigError(f"smtp.listen[{i}]", str(e)) from None
+    for key in ("listen", "tls_listen"):
+        for i, item in enumerate(getattr(cfg.submission, key)):
+            try:
+                parse_listen(item)
+            except ValueError as e:
+                raise ConfigError(f"submission.{key}[{i}]", str(e)) from None
+    known = {*DEFAULT_SASL, "DIGEST-MD5"}
+    for i, mech in enumerate(cfg.submission.sasl_mechanisms):
+        if mech not in known:
+            raise ConfigError(f"submission.sasl_mechanisms[{i}]",
+                              f"unknown mechanism {mech!r} (known: {', '.join(sorted(known))})")
+    sub = cfg.submission
+    if sub.max_recipients < 1 or sub.max_message_size <= 0 or sub.max_header_size <= 0:
+        raise ConfigError("submission", "message limits must be greater than 0")
+    if sub.max_part_size <= 0:
+        raise ConfigError("submission.max_part_size", "must be greater than 0")
     smtp = cfg.smtp
     positive = {
         "max_message_size": smtp.max_message_size,
@@ -296,7 +431,7 @@ def _toml_value(value: Any) -> str:
 
 
 def _sentence(doc: str) -> str:
-    text = doc.split(":", 1)[-1].strip()
+    text = " ".join(doc.split(":", 1)[-1].split())
     return text[:1].upper() + text[1:]
 
 

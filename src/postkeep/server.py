@@ -13,6 +13,7 @@ import signal
 from postkeep import log
 from postkeep.config import Config
 from postkeep.net.tls import server_context
+from postkeep.policy.auth import PasswordVerifier
 from postkeep.smtp_server import SmtpServer
 from postkeep.store import open_store
 from postkeep.store.crypto import load_master_key
@@ -24,18 +25,24 @@ async def serve(cfg: Config) -> None:
     tls_context = server_context(cfg.data_path(cfg.tls.cert_file), cfg.data_path(cfg.tls.key_file))
     master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
     store = await open_store(cfg.store_url, cfg.data_dir, master_key)
+    verifier = PasswordVerifier()
     smtp = SmtpServer(cfg, store, tls_context)
+    submission = SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier)
+    servers = [smtp] + ([submission] if submission.listen else [])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await smtp.start()
+        for server in servers:
+            await server.start()
         logger.info("ready hostname=%s", cfg.server.hostname)
         await stop.wait()
         logger.info("stopping")
     finally:
-        await smtp.stop()
+        for server in servers:
+            await server.stop()
+        verifier.close()
         await store.close()
         logger.info("stopped")
 

@@ -28,10 +28,18 @@ from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, ret
 from postkeep.directory import StoreDirectory
 from postkeep.errors import Reply
 from postkeep.policy import limits
+from postkeep.policy.auth import PasswordVerifier
 from postkeep.policy.relay import check_rcpt
-from postkeep.protocol.smtp_parser import Rcpt
+from postkeep.policy.submission import (
+    check_envelope_sender,
+    check_from_header,
+    check_part_sizes,
+    owned_addresses,
+)
+from postkeep.protocol.smtp_parser import Auth, Rcpt
 from postkeep.protocol.smtp_session import (
     AuthRequested,
+    AuthResponse,
     Capabilities,
     ChunkReceived,
     DataReceived,
@@ -47,7 +55,14 @@ from postkeep.protocol.smtp_session import (
     SmtpSession,
     StartTlsRequested,
 )
-from postkeep.store.api import DsnRecipient, Envelope, LocalDelivery, Store
+from postkeep.smtp_auth import (
+    R_AUTH_TOO_MANY,
+    AuthExchange,
+    AuthResult,
+    SmtpAuthenticator,
+    tls_server_end_point,
+)
+from postkeep.store.api import Account, DsnRecipient, Envelope, LocalDelivery, Store
 
 logger = log.get("smtp")
 
@@ -112,42 +127,92 @@ class _Conn:
     task: asyncio.Task[None] | None = None
     deadline: float = float("inf")  # loop time by which the awaited read must complete
     timed_out: bool = False
+    account: Account | None = None  # after a successful AUTH
+    owned: frozenset[str] = frozenset()  # addresses the account may send as
+    auth: AuthExchange | None = None  # an AUTH exchange in progress
+    auth_failures: int = 0
 
 
 class SmtpServer:
-    """The MX listener(s) of one instance."""
+    """The SMTP listeners of one role of an instance.
+
+    Role "mx" (RFC 5321): port 25 with STARTTLS; mail for local recipients only, no AUTH.
+    Role "submission" (RFC 6409, RFC 8314): STARTTLS and implicit-TLS listeners; AUTH (over TLS
+    only) is required before MAIL; senders must be owned by the login; remote recipients go to
+    the outbound queue.
+    """
 
     def __init__(
-        self, cfg: Config, store: Store, tls_context: ssl.SSLContext | None
+        self,
+        cfg: Config,
+        store: Store,
+        tls_context: ssl.SSLContext | None,
+        role: str = "mx",
+        verifier: PasswordVerifier | None = None,
     ) -> None:
         self.cfg = cfg
         self.smtp = cfg.smtp
+        self.role = role
+        self.submission = role == "submission"
         self.store = store
         self.tls_context = tls_context
         self.directory = StoreDirectory(store)
+        sub = cfg.submission
         self.limits = SessionLimits(
             max_command_line=cfg.smtp.max_command_line,
-            max_message_size=cfg.smtp.max_message_size,
-            max_recipients=cfg.smtp.max_recipients,
+            max_message_size=sub.max_message_size if self.submission else cfg.smtp.max_message_size,
+            max_recipients=sub.max_recipients if self.submission else cfg.smtp.max_recipients,
             max_line_length=cfg.smtp.max_line_length,
             soft_error_limit=cfg.smtp.soft_error_limit,
             hard_error_limit=cfg.smtp.hard_error_limit,
         )
-        self.capabilities = Capabilities(starttls=tls_context is not None)
+        self.max_header_size = sub.max_header_size if self.submission else cfg.smtp.max_header_size
+        self.auth: SmtpAuthenticator | None = None
+        self.channel_bindings: dict[str, bytes] = {}
+        if self.submission:
+            assert verifier is not None and tls_context is not None
+            self.auth = SmtpAuthenticator(store, verifier, cfg.server.hostname, sub)
+            self.channel_bindings["tls-server-end-point"] = tls_server_end_point(
+                cfg.data_path(cfg.tls.cert_file)
+            )
+        self.listen = (
+            [(a, False) for a in sub.listen] + [(a, True) for a in sub.tls_listen]
+            if self.submission
+            else [(a, False) for a in cfg.smtp.listen]
+        )
         self.limiter = ConnectionLimiter(cfg.smtp.max_connections, cfg.smtp.max_connections_per_ip)
         self.servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._conns: set[_Conn] = set()
         self._watchdog: asyncio.Task[None] | None = None
 
+    def capabilities(self, implicit_tls: bool) -> Capabilities:
+        if self.auth is None:
+            return Capabilities(starttls=self.tls_context is not None)
+        mechanisms = self.auth.advertised(True, self.channel_bindings)
+        return Capabilities(
+            starttls=not implicit_tls,
+            auth_mechanisms=tuple(mechanisms),
+            auth_requires_tls=True,
+            auth_required=True,
+        )
+
     async def start(self) -> None:
-        for item in self.smtp.listen:
+        for item, implicit in self.listen:
             host, port = parse_listen(item)
             server = await asyncio.start_server(
-                self._client, host, port, limit=READ_SIZE, backlog=1024, reuse_address=True
+                lambda r, w, implicit=implicit: self._client(r, w, implicit),
+                host,
+                port,
+                limit=READ_SIZE,
+                backlog=1024,
+                reuse_address=True,
+                ssl=self.tls_context if implicit else None,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if implicit else None,
             )
             self.servers.append(server)
-            logger.info("listening on %s (smtp)", item)
+            kind = "implicit TLS" if implicit else "STARTTLS"
+            logger.info("listening on %s (%s, %s)", item, self.role, kind)
         self._watchdog = asyncio.create_task(self._watch_deadlines())
 
     async def _watch_deadlines(self) -> None:
@@ -179,7 +244,9 @@ class SmtpServer:
 
     # -- connection ---------------------------------------------------------------------------
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, implicit: bool
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -195,20 +262,29 @@ class SmtpServer:
                 await _close(writer)
                 return
             try:
-                await self._serve(reader, writer, ip, port)
+                await self._serve(reader, writer, ip, port, implicit)
             finally:
                 self.limiter.release(key)
         finally:
             self._tasks.discard(task)
 
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ip: str, port: int
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        ip: str,
+        port: int,
+        implicit: bool,
     ) -> None:
         started = time.monotonic()
-        session = SmtpSession(self.cfg.server.hostname, self.limits, self.capabilities)
+        session = SmtpSession(
+            self.cfg.server.hostname, self.limits, self.capabilities(implicit), tls_active=implicit
+        )
         conn = _Conn(ip, port, reader, writer, session, task=asyncio.current_task())
+        if implicit:
+            conn.tls = _tls_info(writer)
         self._conns.add(conn)
-        logger.info("connect ip=%s port=%d", ip, port)
+        logger.info("connect ip=%s port=%d role=%s", ip, port, self.role)
         reason = "quit"
         try:
             writer.write(f"220 {self.cfg.server.hostname} ESMTP postkeep\r\n".encode())
@@ -222,9 +298,11 @@ class SmtpServer:
         finally:
             self._conns.discard(conn)
             logger.info(
-                "disconnect ip=%s tls=%s helo=%s messages=%d errors=%d seconds=%.3f reason=%s",
+                "disconnect ip=%s tls=%s user=%s helo=%s messages=%d errors=%d seconds=%.3f "
+                "reason=%s",
                 ip,
                 conn.tls.version if conn.tls else "no",
+                log.quote(conn.account.address if conn.account else "-"),
                 log.quote(session.helo.name if session.helo else "-"),
                 conn.messages,
                 session.errors,
@@ -319,6 +397,13 @@ class SmtpServer:
                     self._reply(conn, answer)
             case MailReceived(mail=mail):
                 conn.rcpt_accounts.clear()
+                if self.submission and conn.account is not None:
+                    refused = check_envelope_sender(
+                        mail.path.address, conn.owned, conn.account.address
+                    )
+                    if refused is not None:
+                        await self._error(conn, "MAIL", refused, refused.text)
+                        return
                 reply = session.accept_mail(mail)
                 if reply.code >= 400:
                     await self._error(conn, "MAIL", reply, reply.text)
@@ -334,14 +419,18 @@ class SmtpServer:
                 await self._message(conn, event)
             case StartTlsRequested():
                 await self._starttls(conn)
-            case AuthRequested():  # not offered on the MX listener; the session refuses it
-                raise AssertionError("AUTH event without mechanisms")
+            case AuthRequested(auth=auth):
+                await self._auth_start(conn, auth)
+            case AuthResponse(line=line):
+                await self._auth_respond(conn, line)
 
     async def _rcpt(self, conn: _Conn, rcpt: Rcpt) -> None:
         session = conn.session
         mail = session.transaction_mail
         declared = mail.params.size if mail is not None else None
-        decision = await check_rcpt(self.directory, rcpt.path, declared)
+        decision = await check_rcpt(
+            self.directory, rcpt.path, declared, authenticated=conn.account is not None
+        )
         if not decision.verdict.accepted:
             await self._error(conn, "RCPT", decision.verdict.reply, decision.verdict.reason)
             return
@@ -355,8 +444,12 @@ class SmtpServer:
             await self._error(conn, "DATA", event.error, event.error.text)
             return
         problem = limits.check_headers(
-            event.data, self.smtp.max_header_size, self.smtp.max_received_headers
+            event.data, self.max_header_size, self.smtp.max_received_headers
         )
+        if problem is None and self.submission and conn.account is not None:
+            problem = check_from_header(event.data, conn.owned, conn.account.address)
+            if problem is None:
+                problem = check_part_sizes(event.data, self.cfg.submission.max_part_size)
         if problem is not None:
             await self._error(conn, "DATA", problem, problem.text)
             return
@@ -373,7 +466,7 @@ class SmtpServer:
             protocol=protocol_name(
                 bool(session.helo and session.helo.extended),
                 conn.tls is not None,
-                False,
+                conn.account is not None,
                 mail.params.smtputf8,
             ),
             queue_id=queue_id,
@@ -395,9 +488,15 @@ class SmtpServer:
             smtputf8=mail.params.smtputf8,
         )
         data = trace + event.data
+        # Recipients accepted without local accounts are remote (authenticated submission).
+        remote = [DsnRecipient(r.path.address, r.notify, r.orcpt)
+                  for r, ids in accounts.items() if not ids]
         try:
-            await self.store.deliver(LocalDelivery(envelope, account_ids, data))
-            self.directory.note_delivery(account_ids, len(data))
+            if account_ids:
+                await self.store.deliver(LocalDelivery(envelope, account_ids, data))
+                self.directory.note_delivery(account_ids, len(data))
+            if remote:
+                await self.store.enqueue_outbound(envelope, remote, data)
         except Exception:
             logger.exception("delivery failed qid=%s ip=%s", queue_id, conn.ip)
             await self._error(conn, "DATA", R_LOCAL_ERROR, f"delivery failed qid={queue_id}")
@@ -407,15 +506,65 @@ class SmtpServer:
         self._reply(conn, reply)
         if logger.isEnabledFor(logging.INFO):
             logger.info(
-                "message qid=%s ip=%s tls=%s from=<%s> to=%s size=%d result=%s",
+                "message qid=%s ip=%s tls=%s user=%s from=<%s> to=%s size=%d result=%s",
                 queue_id,
                 conn.ip,
                 conn.tls.version if conn.tls else "no",
+                log.quote(conn.account.address if conn.account else "-"),
                 mail.path.address,
                 ",".join(f"<{r.path.address}>" for r in event.rcpts),
                 len(event.data),
                 log.quote(f"{reply.code} {reply.enhanced}"),
             )
+
+    # -- AUTH (RFC 4954) --------------------------------------------------------------------------
+
+    async def _auth_start(self, conn: _Conn, auth: Auth) -> None:
+        assert self.auth is not None
+        local = conn.writer.get_extra_info("sockname") or ("",)
+        exchange, result = await self.auth.start(auth, self.channel_bindings, str(local[0]))
+        conn.auth = exchange
+        await self._auth_result(conn, auth.mechanism, result)
+
+    async def _auth_respond(self, conn: _Conn, line: bytes) -> None:
+        assert self.auth is not None
+        if conn.auth is None:  # cannot happen: the session reads responses only after a 334
+            conn.session.auth_finished(None)
+            return
+        result = await self.auth.respond(conn.auth, line)
+        await self._auth_result(conn, conn.auth.name, result)
+
+    async def _auth_result(self, conn: _Conn, mechanism: str, result: AuthResult) -> None:
+        assert self.auth is not None
+        session = conn.session
+        if not result.finished:
+            conn.out.append(session.auth_challenge(result.out))
+            return
+        exchange, conn.auth = conn.auth, None
+        reply = result.reply
+        assert reply is not None
+        if result.account is not None:
+            session.auth_finished(result.account.address)
+            conn.account = result.account
+            conn.owned = owned_addresses(result.account, await self.store.list_aliases())
+            logger.info("auth ok ip=%s user=%s mechanism=%s", conn.ip,
+                        log.quote(result.account.address), mechanism)
+            self._reply(conn, reply)
+            return
+        session.auth_finished(None)
+        if reply.code == 535:
+            conn.auth_failures += 1
+            self.auth.log_failure(conn.ip, exchange, mechanism, result.reason)
+            if await self.auth.failure_pause(conn.auth_failures):
+                self._log_reject(conn, "AUTH", R_AUTH_TOO_MANY, "too many auth failures")
+                self._reply(conn, reply)
+                conn.out.append(session.render(R_AUTH_TOO_MANY))
+                session.mode = Mode.CLOSED
+                conn.closing = True
+                return
+        else:
+            self._log_reject(conn, "AUTH", reply, result.reason)
+        self._reply(conn, reply)
 
     async def _starttls(self, conn: _Conn) -> None:
         assert self.tls_context is not None
@@ -437,10 +586,7 @@ class SmtpServer:
         await conn.writer.start_tls(
             self.tls_context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
         )
-        ssl_object = conn.writer.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            name, version, bits = ssl_object.cipher()
-            conn.tls = TlsInfo(version, name, bits)
+        conn.tls = _tls_info(conn.writer)
         session.tls_started()
         conn.rcpt_accounts.clear()
 
@@ -457,3 +603,11 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await asyncio.wait_for(writer.wait_closed(), 5)
     except (ConnectionError, ssl.SSLError, OSError, TimeoutError):
         pass
+
+
+def _tls_info(writer: asyncio.StreamWriter) -> TlsInfo | None:
+    ssl_object = writer.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    name, version, bits = ssl_object.cipher()
+    return TlsInfo(version, name, bits)

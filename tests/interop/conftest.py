@@ -36,6 +36,8 @@ class Instance:
 
     dir: Path
     smtp_port: int
+    submission_port: int = 0
+    submissions_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -110,6 +112,20 @@ class Instance:
         """Read back (decrypting) every message in an account's mailbox, oldest first."""
         return asyncio.run(self._messages(address, mailbox))
 
+    def outbound(self) -> list[tuple[list[str], bytes]]:
+        """The outbound queue: (recipient addresses, decrypted message) per entry."""
+        return asyncio.run(self._outbound())
+
+    async def _outbound(self) -> list[tuple[list[str], bytes]]:
+        cfg = config_mod.load(self.dir / "postkeep.toml")
+        store = await open_store(cfg.store_url, cfg.data_dir,
+                                 load_master_key(cfg.data_path(cfg.store.master_key_file)))
+        try:
+            return [([r.address for r in e.recipients], await store.read_outbound(e.queue_id))
+                    for e in await store.list_outbound()]
+        finally:
+            await store.close()
+
     async def _messages(self, address: str, mailbox: str) -> list[bytes]:
         cfg = config_mod.load(self.dir / "postkeep.toml")
         store = await open_store(cfg.store_url, cfg.data_dir,
@@ -143,7 +159,13 @@ def make_instance(root: Path, domain: str = "example.test") -> Instance:
          "--base-port", str(port - 25)],
         check=True, capture_output=True, timeout=60,
     )
-    inst = Instance(directory, port)
+    sub_port, subs_port = free_port(), free_port()
+    cfg = directory / "postkeep.toml"
+    text = cfg.read_text()
+    text = re.sub(r'(\[submission\]\nlisten = )\[.*?\]', f'\\1["127.0.0.1:{sub_port}"]', text)
+    text = re.sub(r'tls_listen = \[.*?\]', f'tls_listen = ["127.0.0.1:{subs_port}"]', text)
+    cfg.write_text(text)
+    inst = Instance(directory, port, sub_port, subs_port)
     inst.cli("user", "add", f"alice@{domain}", "--password-stdin", input=PASSWORD + "\n")
     inst.cli("user", "add", f"bob@{domain}", "--password-stdin", input=PASSWORD + "\n")
     return inst

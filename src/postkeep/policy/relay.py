@@ -64,7 +64,9 @@ async def check_rcpt(
         return RcptDecision(reject(451, "4.3.0", "No postmaster configured", "no postmaster"))
     domain = path.domain.lower().rstrip(".")
     if domain.startswith("[") or not await directory.is_local_domain(domain):
-        # Relay is for authenticated submission only (issue: submission), never for the MX.
+        if authenticated:  # RFC 6409: a logged-in user's mail goes out through the queue
+            return RcptDecision(accept(R_RCPT_OK))
+        # Relay is for authenticated submission only, never for the MX.
         return RcptDecision(
             reject(554, "5.7.1", "Relay access denied", f"relay denied to {path.address}")
         )

@@ -57,10 +57,17 @@ class SessionLimits:
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What this listener offers in its EHLO reply."""
+    """What this listener offers, and what it demands.
+
+    `auth_mechanisms` are offered only over TLS when `auth_requires_tls` (RFC 4954 §4, RFC 8314):
+    before TLS, AUTH is not advertised and is answered with 538 5.7.11. With `auth_required`
+    (the submission profile, RFC 6409 §4.3) MAIL before a successful AUTH gets 530 5.7.0.
+    """
 
     starttls: bool = True
     auth_mechanisms: tuple[str, ...] = ()
+    auth_requires_tls: bool = True
+    auth_required: bool = False
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -122,7 +129,16 @@ class StartTlsRequested:
 
 @dataclass(frozen=True, slots=True)
 class AuthRequested:
+    """AUTH with an offered mechanism, outside a transaction, not yet authenticated."""
+
     auth: Auth
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse:
+    """One client line during an AUTH exchange (RFC 4954 §4), CRLF removed, still base64."""
+
+    line: bytes
 
 
 Event = (
@@ -135,6 +151,7 @@ Event = (
     | MessageReceived
     | StartTlsRequested
     | AuthRequested
+    | AuthResponse
 )
 
 
@@ -142,6 +159,7 @@ class Mode(enum.Enum):
     COMMAND = "command"
     DATA = "data"
     BDAT = "bdat"
+    AUTH = "auth"
     CLOSED = "closed"
 
 
@@ -182,6 +200,16 @@ R_EXPN = Reply(502, "5.5.1", "EXPN not available")
 R_TLS_ACTIVE = Reply(503, "5.5.1", "TLS already active")
 R_NO_TLS = Reply(502, "5.5.1", "STARTTLS not available")
 R_NO_AUTH = Reply(502, "5.5.1", "AUTH not available on this port")
+R_AUTH_NEEDS_TLS = Reply(
+    538, "5.7.11", "Encryption required for requested authentication mechanism"
+)
+R_AUTH_UNKNOWN_MECH = Reply(504, "5.5.4", "Unrecognized authentication type")
+R_AUTH_IN_TX = Reply(503, "5.5.1", "AUTH not permitted during a mail transaction")
+R_ALREADY_AUTH = Reply(503, "5.5.1", "Already authenticated")
+R_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+R_STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+R_AUTH_LINE_TOO_LONG = Reply(500, "5.5.6", "Authentication exchange line is too long")
+MAX_AUTH_LINE = 12288  # RFC 4954 §4
 R_SMTPUTF8_NEEDS_EHLO = Reply(555, "5.5.4", "SMTPUTF8 requires EHLO")
 
 
@@ -200,6 +228,7 @@ class SmtpSession:
         self.capabilities = capabilities
         self.tls_active = tls_active
         self.helo: Hello | None = None
+        self.authenticated: str | None = None  # the authenticated identity (RFC 4954)
         self.errors = 0
         self.mode = Mode.COMMAND
         self._buf = bytearray()
@@ -245,6 +274,8 @@ class SmtpSession:
                 if event is None and self._bdat_left == 0:
                     continue
                 return event
+            if self.mode is Mode.AUTH:
+                return self._next_auth_line()
             return None
 
     # -- commands ---------------------------------------------------------------------------
@@ -290,6 +321,11 @@ class SmtpSession:
                     return Say(R_BAD_SEQ_HELO)
                 if tx.mail is not None:
                     return Say(R_NESTED_MAIL)
+                if self.capabilities.auth_required and self.authenticated is None:
+                    # RFC 6409 §4.3, RFC 3207 §4
+                    if self.capabilities.auth_requires_tls and not self.tls_active:
+                        return Say(R_STARTTLS_FIRST)
+                    return Say(R_AUTH_REQUIRED)
                 size = command.params.size
                 if size is not None and size > self.limits.max_message_size:
                     return Say(R_TOO_BIG)  # RFC 1870 §6.1
@@ -333,8 +369,19 @@ class SmtpSession:
                     return Say(R_NO_TLS)
                 return StartTlsRequested()
             case Auth():
-                if not self.capabilities.auth_mechanisms:
+                caps = self.capabilities
+                if not caps.auth_mechanisms:
                     return Say(R_NO_AUTH)
+                if caps.auth_requires_tls and not self.tls_active:
+                    return Say(R_AUTH_NEEDS_TLS)  # RFC 4954 §6, RFC 3207
+                if self.helo is None:
+                    return Say(R_BAD_SEQ_HELO)
+                if self.authenticated is not None:
+                    return Say(R_ALREADY_AUTH)  # RFC 4954 §4
+                if tx.mail is not None:
+                    return Say(R_AUTH_IN_TX)
+                if command.mechanism not in caps.auth_mechanisms:
+                    return Say(R_AUTH_UNKNOWN_MECH)
                 return AuthRequested(command)
         raise AssertionError(f"unhandled command {command!r}")
 
@@ -362,8 +409,9 @@ class SmtpSession:
         ]
         if self.capabilities.starttls and not self.tls_active:
             ext.append("STARTTLS")  # RFC 3207
-        if self.capabilities.auth_mechanisms:
-            ext.append("AUTH " + " ".join(self.capabilities.auth_mechanisms))  # RFC 4954
+        caps = self.capabilities
+        if caps.auth_mechanisms and (self.tls_active or not caps.auth_requires_tls):
+            ext.append("AUTH " + " ".join(caps.auth_mechanisms))  # RFC 4954
         return ext
 
     def accept_mail(self, mail: Mail) -> Reply:
@@ -387,6 +435,37 @@ class SmtpSession:
     def chunk_reply(self, size: int) -> Reply:
         return Reply(250, "2.0.0", f"{size} octets received")
 
+    # -- AUTH (RFC 4954) -----------------------------------------------------------------------
+
+    def auth_challenge(self, challenge_b64: bytes) -> bytes:
+        """Render a 334 challenge and read the next line as an AUTH response."""
+        self.mode = Mode.AUTH
+        return b"334 " + challenge_b64 + b"\r\n"
+
+    def auth_finished(self, identity: str | None) -> None:
+        """End the exchange; `identity` is the authenticated user on success, else None."""
+        self.mode = Mode.COMMAND
+        if identity is not None:
+            self.authenticated = identity
+
+    def _next_auth_line(self) -> Event | None:
+        buf = self._buf
+        end = buf.find(b"\n")
+        if end < 0:
+            if len(buf) > MAX_AUTH_LINE:
+                del buf[:]
+                self._skip_line = True
+                self.mode = Mode.COMMAND
+                return Say(R_AUTH_LINE_TOO_LONG)
+            return None
+        line = bytes(buf[:end])
+        del buf[: end + 1]
+        if len(line) + 1 > MAX_AUTH_LINE:
+            self.mode = Mode.COMMAND
+            return Say(R_AUTH_LINE_TOO_LONG)
+        self.mode = Mode.COMMAND
+        return AuthResponse(line[:-1] if line.endswith(b"\r") else line)
+
     def starttls_reply(self) -> Reply:
         return Reply(220, "2.0.0", "Ready to start TLS")
 
@@ -400,6 +479,7 @@ class SmtpSession:
         """RFC 3207 §4.2: after the handshake the session starts over, EHLO first."""
         self.tls_active = True
         self.helo = None
+        self.authenticated = None
         self._tx = _Transaction()
 
     # -- DATA -------------------------------------------------------------------------------

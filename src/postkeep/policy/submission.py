@@ -1,0 +1,81 @@
+"""Submission policy (RFC 6409): who may send as whom, and per-message limits on submitted mail.
+
+Sender ownership: the envelope sender (MAIL FROM) and every address in the From: header must
+belong to the authenticated account: its own address, or the source of an alias (not a
+catch-all) that delivers to it. Anything else is refused with 553 5.7.1, so a logged-in user
+cannot impersonate another (RFC 6409 §6.1 lets the MSA enforce this).
+
+MIME part limit: a single part larger than `max_part_size` (encoded) is refused with 552 5.3.4.
+The parse is skipped when the whole message is smaller than the limit.
+"""
+
+from __future__ import annotations
+
+import email
+import email.parser
+import email.policy
+from collections.abc import Iterable
+from email.message import Message
+from email.utils import getaddresses
+
+from postkeep.errors import Reply
+from postkeep.policy.addresses import normalize
+from postkeep.policy.limits import header_section
+from postkeep.store.api import Account, Alias
+
+MAX_MIME_DEPTH = 50
+
+
+def owned_addresses(account: Account, aliases: Iterable[Alias]) -> frozenset[str]:
+    """Lookup keys (see `policy.addresses.normalize`) the account may send as."""
+    own = account.address.lower()
+    owned = {own}
+    for alias in aliases:
+        if alias.source.startswith("@"):
+            continue  # a catch-all does not let its target send as anyone@domain
+        if any(t.lower() == own for t in alias.targets):
+            owned.add(alias.source.lower())
+    return frozenset(owned)
+
+
+def _key(address: str) -> str:
+    local, _, domain = address.rpartition("@")
+    return normalize(local, domain).lower() if local else address.lower()
+
+
+def check_envelope_sender(address: str, owned: frozenset[str], login: str) -> Reply | None:
+    """MAIL FROM ownership; the null sender is allowed (it impersonates no one)."""
+    if not address or _key(address) in owned:
+        return None
+    return Reply(553, "5.7.1", f"Sender address <{address}> is not owned by user {login}")
+
+
+def check_from_header(data: bytes, owned: frozenset[str], login: str) -> Reply | None:
+    """Every From: address must be owned by the login (RFC 5322 §3.6.2)."""
+    parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+    header = parser.parsebytes(header_section(data))
+    values = [str(v) for v in header.get_all("From", [])]
+    if len(values) > 1:
+        return Reply(550, "5.6.0", "Message has more than one From header (RFC 5322 3.6)")
+    for _name, address in getaddresses(values):
+        if address and _key(address) not in owned:
+            return Reply(553, "5.7.1", f"From address <{address}> is not owned by user {login}")
+    return None
+
+
+def check_part_sizes(data: bytes, max_part_size: int) -> Reply | None:
+    """Refuse a message with a MIME part (encoded body) over `max_part_size` bytes."""
+    if len(data) <= max_part_size:
+        return None
+    message = email.message_from_bytes(data, policy=email.policy.compat32)
+    stack: list[tuple[Message, int]] = [(message, 0)]
+    while stack:
+        part, depth = stack.pop()
+        if depth > MAX_MIME_DEPTH:
+            return Reply(554, "5.6.0", "MIME structure nested too deeply")
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend((p, depth + 1) for p in payload if isinstance(p, Message))
+        elif isinstance(payload, str | bytes) and len(payload) > max_part_size:
+            return Reply(552, "5.3.4", f"A MIME part exceeds {max_part_size} bytes")
+    return None

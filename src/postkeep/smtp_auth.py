@@ -1,0 +1,195 @@
+"""The SMTP AUTH exchange (RFC 4954) between the session core and the SASL mechanisms.
+
+Drives one `protocol.sasl` mechanism per AUTH command: sends 334 challenges, feeds the client's
+responses back, resolves what the mechanism needs (a password check through the bounded argon2
+verifier, or the account's stored per-mechanism secrets), and ends with 235 or 535. Server data
+that must reach the client with success (SCRAM's server-final) goes as one more 334 challenge
+whose answer must be empty (RFC 4954 §4).
+
+Failures are logged in one line a fail2ban filter can match:
+`auth failure ip=192.0.2.1 user=alice@example.test mechanism=PLAIN reason="..."`.
+After `auth_delay_after` failures in a session each failure reply is delayed; at
+`auth_close_after` the session ends with 421 4.7.0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+
+from postkeep import log
+from postkeep.errors import Reply
+from postkeep.policy.auth import AuthBusy, PasswordVerifier, authenticate_password, sasl_secrets_for
+from postkeep.protocol import sasl
+from postkeep.protocol.smtp_parser import Auth
+from postkeep.store.api import Account, Store
+
+if TYPE_CHECKING:
+    from postkeep.config import SubmissionConfig
+
+logger = log.get("smtp")
+
+R_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+R_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+R_AUTH_ABORTED = Reply(501, "5.0.0", "Authentication aborted")
+R_AUTH_MALFORMED = Reply(501, "5.5.2", "Malformed authentication data (base64 expected)")
+R_AUTH_BUSY = Reply(454, "4.7.0", "Temporary authentication failure, try again later")
+R_AUTH_TOO_MANY = Reply(421, "4.7.0", "Too many authentication failures, closing connection")
+
+SCOPE = "smtp"
+
+
+@dataclass(slots=True)
+class AuthExchange:
+    mechanism: sasl.ServerMechanism
+    name: str
+    user: str = ""
+    account: Account | None = None
+    pending: sasl.Success | None = None  # waiting for the empty answer to server-final
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """What the driver must do next: `out` to send; `account` set on success; `close`."""
+
+    out: bytes = b""
+    reply: Reply | None = None
+    account: Account | None = None
+    identity: str | None = None
+    finished: bool = True
+    reason: str = ""
+
+
+class SmtpAuthenticator:
+    """Runs AUTH exchanges for one listener role."""
+
+    def __init__(
+        self,
+        store: Store,
+        verifier: PasswordVerifier,
+        hostname: str,
+        cfg: SubmissionConfig,
+    ) -> None:
+        self.store = store
+        self.verifier = verifier
+        self.hostname = hostname
+        self.cfg = cfg
+
+    def advertised(self, tls: bool, channel_bindings: Mapping[str, bytes] | None) -> list[str]:
+        return sasl.advertised(
+            self.cfg.sasl_mechanisms, tls=tls, channel_bindings=channel_bindings
+        )
+
+    async def start(
+        self, auth: Auth, channel_bindings: Mapping[str, bytes] | None, local_ip: str
+    ) -> tuple[AuthExchange | None, AuthResult]:
+        initial: bytes | None = None
+        if auth.initial is not None:
+            try:
+                decoded = sasl.decode_response(auth.initial.encode(), initial=True)
+            except sasl.SaslMalformed:
+                return None, AuthResult(reply=R_AUTH_MALFORMED, reason="malformed base64")
+            if decoded is sasl.ABORT:
+                return None, AuthResult(reply=R_AUTH_ABORTED, reason="aborted")
+            assert isinstance(decoded, bytes)
+            initial = decoded
+        offered = self.advertised(True, channel_bindings)
+        mech = sasl.create(
+            auth.mechanism,
+            hostname=self.hostname,
+            channel_bindings=channel_bindings,
+            plus_offered=any(m.endswith("-PLUS") for m in offered),
+            hosts=(local_ip,),
+        )
+        exchange = AuthExchange(mech, auth.mechanism)
+        return exchange, await self._advance(exchange, mech.start(initial))
+
+    async def respond(self, exchange: AuthExchange, line: bytes) -> AuthResult:
+        try:
+            decoded = sasl.decode_response(line)
+        except sasl.SaslMalformed:
+            return AuthResult(reply=R_AUTH_MALFORMED, reason="malformed base64")
+        if decoded is sasl.ABORT:
+            return AuthResult(reply=R_AUTH_ABORTED, reason="aborted")
+        assert isinstance(decoded, bytes)
+        if exchange.pending is not None:
+            if decoded:
+                return await self._failed(exchange, "unexpected data after server-final")
+            return await self._succeeded(exchange, exchange.pending)
+        return await self._advance(exchange, exchange.mechanism.respond(decoded))
+
+    async def _advance(self, exchange: AuthExchange, step: sasl.Step) -> AuthResult:
+        mech = exchange.mechanism
+        while True:
+            match step:
+                case sasl.Challenge(data=data):
+                    return AuthResult(out=base64.b64encode(data), finished=False)
+                case sasl.NeedPassword(authcid=authcid, password=password):
+                    exchange.user = authcid
+                    try:
+                        outcome = await authenticate_password(
+                            self.store, authcid, password, SCOPE, self.verifier
+                        )
+                    except AuthBusy:
+                        return AuthResult(reply=R_AUTH_BUSY, reason="verifier busy")
+                    exchange.account = outcome.account if outcome.ok else None
+                    step = mech.password_checked(outcome.ok)
+                    if not outcome.ok and isinstance(step, sasl.Failure):
+                        step = sasl.Failure(outcome.reason or step.reason)
+                case sasl.NeedSecrets(authcid=authcid):
+                    exchange.user = authcid
+                    secrets = await sasl_secrets_for(self.store, authcid, SCOPE)
+                    step = mech.provide(secrets)
+                case sasl.Success(final=final) as success:
+                    if final is not None and exchange.pending is None:
+                        exchange.pending = success
+                        return AuthResult(out=base64.b64encode(final), finished=False)
+                    return await self._succeeded(exchange, success)
+                case sasl.Failure(reason=reason):
+                    return await self._failed(exchange, reason)
+
+    async def _succeeded(self, exchange: AuthExchange, success: sasl.Success) -> AuthResult:
+        authcid = success.authcid
+        if success.authzid and success.authzid.lower() != authcid.lower():
+            return await self._failed(exchange, f"may not act as {success.authzid!r}")
+        account = exchange.account or await self.store.get_account(authcid)
+        if account is None or account.disabled:
+            return await self._failed(exchange, "account vanished or disabled")
+        return AuthResult(reply=R_AUTH_OK, account=account, identity=account.address)
+
+    async def _failed(self, exchange: AuthExchange, reason: str) -> AuthResult:
+        return AuthResult(reply=R_AUTH_FAILED, reason=reason)
+
+    def log_failure(self, ip: str, exchange: AuthExchange | None, mechanism: str,
+                    reason: str) -> None:
+        user = exchange.user if exchange is not None and exchange.user else "-"
+        logger.warning(
+            "auth failure ip=%s user=%s mechanism=%s reason=%s",
+            ip, log.quote(user), mechanism, log.quote(reason),
+        )
+
+    async def failure_pause(self, failures: int) -> bool:
+        """Delay after repeated failures; True when the session must be closed."""
+        if failures >= self.cfg.auth_close_after:
+            return True
+        if failures >= self.cfg.auth_delay_after:
+            await asyncio.sleep(self.cfg.auth_failure_delay)
+        return False
+
+
+def tls_server_end_point(cert_file: Path) -> bytes:
+    """The tls-server-end-point channel binding of a certificate (RFC 5929 §4.1)."""
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    algorithm = cert.signature_hash_algorithm
+    if algorithm is None or algorithm.name in ("md5", "sha1"):
+        algorithm = hashes.SHA256()
+    digest = hashes.Hash(algorithm)
+    digest.update(cert.public_bytes(serialization.Encoding.DER))
+    return digest.finalize()

@@ -1,0 +1,84 @@
+"""AUTH sequencing in the sans-IO session (RFC 4954, RFC 6409 §4.3, RFC 3207)."""
+
+from __future__ import annotations
+
+from postkeep.protocol.smtp_session import (
+    AuthRequested,
+    AuthResponse,
+    Capabilities,
+    Mode,
+    Say,
+    SessionLimits,
+    SmtpSession,
+)
+
+CAPS = Capabilities(
+    starttls=True, auth_mechanisms=("PLAIN", "LOGIN"), auth_requires_tls=True, auth_required=True
+)
+
+
+def session(tls: bool) -> SmtpSession:
+    s = SmtpSession("msa.example.test", SessionLimits(), CAPS, tls_active=tls)
+    s.feed(b"EHLO c\r\n")
+    hello = s.next_event()
+    s.accept_hello(hello.hello)  # type: ignore[union-attr]
+    return s
+
+
+def reply_of(s: SmtpSession, line: bytes) -> bytes:
+    s.feed(line)
+    event = s.next_event()
+    assert isinstance(event, Say), event
+    return s.render(event.reply)
+
+
+def test_before_tls_no_auth_and_mail_needs_starttls() -> None:
+    s = session(tls=False)
+    assert not any(e.startswith("AUTH") for e in s.extensions())
+    assert reply_of(s, b"AUTH PLAIN\r\n").startswith(b"538 5.7.11")
+    assert reply_of(s, b"MAIL FROM:<a@b.test>\r\n").startswith(b"530 5.7.0 Must issue a STARTTLS")
+
+
+def test_after_tls_auth_offered_and_required() -> None:
+    s = session(tls=True)
+    assert "AUTH PLAIN LOGIN" in s.extensions()
+    assert reply_of(s, b"MAIL FROM:<a@b.test>\r\n").startswith(b"530 5.7.0 Authentication")
+    assert reply_of(s, b"AUTH CRAM-MD5\r\n").startswith(b"504 5.5.4")
+
+
+def test_exchange_lines_are_responses_not_commands() -> None:
+    s = session(tls=True)
+    s.feed(b"AUTH LOGIN\r\n")
+    assert isinstance(s.next_event(), AuthRequested)
+    assert s.auth_challenge(b"VXNlcm5hbWU6") == b"334 VXNlcm5hbWU6\r\n"
+    s.feed(b"QUIT\r\n")  # during the exchange this is a (malformed) response, not QUIT
+    event = s.next_event()
+    assert event == AuthResponse(b"QUIT")
+    s.auth_finished("alice@example.test")
+    assert s.mode is Mode.COMMAND and s.authenticated == "alice@example.test"
+    assert reply_of(s, b"AUTH PLAIN\r\n").startswith(b"503 5.5.1 Already")
+
+
+def test_over_long_response_refused() -> None:
+    s = session(tls=True)
+    s.feed(b"AUTH PLAIN\r\n")
+    s.next_event()
+    s.auth_challenge(b"")
+    s.feed(b"A" * 13000)
+    event = s.next_event()
+    assert isinstance(event, Say) and event.reply.code == 500
+    s.feed(b"AAAA\r\nNOOP\r\n")  # the rest of the long line is skipped
+    assert reply_of(s, b"").startswith(b"250")
+
+
+def test_auth_not_in_transaction_and_reset_by_starttls() -> None:
+    s = SmtpSession("msa.example.test", SessionLimits(),
+                    Capabilities(auth_mechanisms=("PLAIN",), auth_requires_tls=False))
+    s.feed(b"EHLO c\r\n")
+    s.accept_hello(s.next_event().hello)  # type: ignore[union-attr]
+    s.feed(b"MAIL FROM:<a@b.test>\r\n")
+    s.accept_mail(s.next_event().mail)  # type: ignore[union-attr]
+    assert reply_of(s, b"AUTH PLAIN\r\n").startswith(b"503 5.5.1 AUTH not permitted")
+    s.authenticated = "x"
+    s.tls_started()
+    assert s.authenticated is None
