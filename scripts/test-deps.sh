@@ -22,7 +22,7 @@ need_pkg() {  # need_pkg PACKAGE: install a Debian package if it is missing
 }
 
 # Real SMTP peers and their TLS/SASL perl modules (swaks).
-for pkg in swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl libdigest-hmac-perl curl; do
+for pkg in swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl libdigest-hmac-perl curl fail2ban; do
   need_pkg "$pkg"
 done
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import shutil
 import smtplib
 import socket
@@ -279,3 +280,20 @@ def test_app_passwords(sub: Instance) -> None:
     with pytest.raises(smtplib.SMTPAuthenticationError):
         login(sub, "bob@example.test", app_pw)
     sub.cli("user", "set", "bob@example.test", "--app-passwords-only", "no")
+
+
+@pytest.mark.skipif(shutil.which("fail2ban-regex") is None, reason="fail2ban not installed")
+def test_fail2ban_filter_matches_auth_failures(sub: Instance) -> None:
+    """The shipped fail2ban filter matches every AUTH failure line, with the client IP."""
+    log = sub.log()
+    failures = log.count("postkeep.smtp: auth failure ip=127.0.0.1 ")
+    assert failures >= 3  # made by the tests above in this module
+    filt = Path(__file__).parents[2] / "contrib" / "fail2ban" / "filter.d" / "postkeep.conf"
+    r = subprocess.run(["fail2ban-regex", str(sub.log_path), str(filt)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    found = re.search(r"Lines: \d+ lines, \d+ ignored, (\d+) matched", r.stdout)
+    assert found is not None, r.stdout
+    matched = int(found.group(1))
+    closes = log.count("code=421 4.7.0 reason=\"too many auth failures\"")
+    assert matched == failures + closes, r.stdout
