@@ -163,12 +163,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from postkeep.net.tls import check_certificate
+    from postkeep.net.tls import check_tls
 
     cfg = _load(args)
-    problems = check_certificate(
-        cfg.data_path(cfg.tls.cert_file), cfg.data_path(cfg.tls.key_file), cfg.server.hostname
-    )
+    problems = check_tls(cfg)
     try:
         load_master_key(cfg.data_path(cfg.store.master_key_file))
     except StoreError as e:

@@ -12,7 +12,7 @@ import signal
 
 from postkeep import log
 from postkeep.config import Config
-from postkeep.net.tls import server_context
+from postkeep.net.tls import build_tls
 from postkeep.policy.auth import PasswordVerifier
 from postkeep.smtp_server import SmtpServer
 from postkeep.store import open_store
@@ -22,7 +22,7 @@ logger = log.get("server")
 
 
 async def serve(cfg: Config) -> None:
-    tls_context = server_context(cfg.data_path(cfg.tls.cert_file), cfg.data_path(cfg.tls.key_file))
+    tls_context = build_tls(cfg)
     master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
     store = await open_store(cfg.store_url, cfg.data_dir, master_key)
     verifier = PasswordVerifier()

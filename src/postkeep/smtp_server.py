@@ -21,12 +21,14 @@ import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from postkeep import log
 from postkeep.config import Config, parse_listen
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
 from postkeep.directory import StoreDirectory
 from postkeep.errors import Reply
+from postkeep.net.tls import certificate_file
 from postkeep.policy import limits
 from postkeep.policy.auth import PasswordVerifier
 from postkeep.policy.relay import check_rcpt
@@ -168,13 +170,18 @@ class SmtpServer:
         )
         self.max_header_size = sub.max_header_size if self.submission else cfg.smtp.max_header_size
         self.auth: SmtpAuthenticator | None = None
-        self.channel_bindings: dict[str, bytes] = {}
+        self._end_points: dict[Path, bytes] = {}  # certificate file -> tls-server-end-point
+        self._mechanisms: tuple[str, ...] = ()
         if self.submission:
             assert verifier is not None and tls_context is not None
             self.auth = SmtpAuthenticator(store, verifier, cfg.server.hostname, sub)
-            self.channel_bindings["tls-server-end-point"] = tls_server_end_point(
-                cfg.data_path(cfg.tls.cert_file)
-            )
+            # Offered once TLS is up. Every certificate yields a tls-server-end-point binding,
+            # so the default certificate's stands for all when deciding whether to offer -PLUS.
+            default = cfg.data_path(cfg.tls.cert_file)
+            self._end_points[default] = tls_server_end_point(default)
+            self._mechanisms = tuple(self.auth.advertised(
+                True, {"tls-server-end-point": self._end_points[default]}
+            ))
         self.listen = (
             [(a, False) for a in sub.listen] + [(a, True) for a in sub.tls_listen]
             if self.submission
@@ -186,13 +193,23 @@ class SmtpServer:
         self._conns: set[_Conn] = set()
         self._watchdog: asyncio.Task[None] | None = None
 
+    def channel_bindings(self, conn: _Conn) -> dict[str, bytes]:
+        """RFC 5929 tls-server-end-point of the certificate this connection was shown (SNI)."""
+        ssl_object = conn.writer.get_extra_info("ssl_object")
+        cert = certificate_file(ssl_object.context) if ssl_object is not None else None
+        if cert is None:
+            return {}
+        binding = self._end_points.get(cert)
+        if binding is None:
+            binding = self._end_points[cert] = tls_server_end_point(cert)
+        return {"tls-server-end-point": binding}
+
     def capabilities(self, implicit_tls: bool) -> Capabilities:
         if self.auth is None:
             return Capabilities(starttls=self.tls_context is not None)
-        mechanisms = self.auth.advertised(True, self.channel_bindings)
         return Capabilities(
             starttls=not implicit_tls,
-            auth_mechanisms=tuple(mechanisms),
+            auth_mechanisms=self._mechanisms,
             auth_requires_tls=True,
             auth_required=True,
         )
@@ -522,7 +539,9 @@ class SmtpServer:
     async def _auth_start(self, conn: _Conn, auth: Auth) -> None:
         assert self.auth is not None
         local = conn.writer.get_extra_info("sockname") or ("",)
-        exchange, result = await self.auth.start(auth, self.channel_bindings, str(local[0]))
+        exchange, result = await self.auth.start(
+            auth, self.channel_bindings(conn), str(local[0])
+        )
         conn.auth = exchange
         await self._auth_result(conn, auth.mechanism, result)
 
