@@ -295,6 +295,22 @@ def cmd_app_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send_as(args: argparse.Namespace) -> int:
+    address = _check_address(args.address)
+    if args.action == "list":
+        for sender in _with_store(args, lambda s: s.list_send_as(address)):
+            print(sender)
+        return 0
+    sender = _check_address(args.sender)
+    if args.action == "add":
+        _with_store(args, lambda s: s.grant_send_as(address, sender))
+        print(f"{address} may send as {sender}")
+    else:
+        _with_store(args, lambda s: s.revoke_send_as(address, sender))
+        print(f"{address} may no longer send as {sender}")
+    return 0
+
+
 def cmd_alias(args: argparse.Namespace) -> int:
     if args.action == "list":
         for a in _with_store(args, lambda s: s.list_aliases()):
@@ -389,6 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
     asub.add_parser("remove").add_argument("source")
     asub.add_parser("list")
     p.set_defaults(func=cmd_alias)
+
+    p = sub.add_parser("send-as", help="let an account send as another address (submission)")
+    ssub = p.add_subparsers(dest="action", required=True)
+    for action in ("add", "remove"):
+        q = ssub.add_parser(action)
+        q.add_argument("address", help="the account")
+        q.add_argument("sender", help="the address it may send as")
+    ssub.add_parser("list").add_argument("address")
+    p.set_defaults(func=cmd_send_as)
     return parser
 
 

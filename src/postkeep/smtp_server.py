@@ -565,7 +565,11 @@ class SmtpServer:
         if result.account is not None:
             session.auth_finished(result.account.address)
             conn.account = result.account
-            conn.owned = owned_addresses(result.account, await self.store.list_aliases())
+            conn.owned = owned_addresses(
+                result.account,
+                await self.store.list_aliases(),
+                await self.store.list_send_as(result.account.address),
+            )
             logger.info("auth ok ip=%s user=%s mechanism=%s", conn.ip,
                         log.quote(result.account.address), mechanism)
             self._reply(conn, reply)

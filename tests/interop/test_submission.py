@@ -236,6 +236,21 @@ def test_sender_ownership(sub: Instance) -> None:
         assert e.value.smtp_code == 553
 
 
+def test_send_as_grant(sub: Instance) -> None:
+    with login(sub) as c:
+        assert c.mail("shared@remote.test")[0] == 553
+    sub.cli("send-as", "add", "alice@example.test", "Shared@Remote.test")
+    assert sub.cli("send-as", "list", "alice@example.test").stdout.split() == ["shared@remote.test"]
+    with login(sub) as c:
+        c.sendmail("shared@remote.test", ["bob@example.test"],
+                   "From: Shared <shared@remote.test>\r\nSubject: s\r\n\r\nx\r\n")
+    r = sub.cli("send-as", "add", "alice@example.test", "shared@remote.test", check=False)
+    assert r.returncode == 1 and "already" in r.stderr
+    sub.cli("send-as", "remove", "alice@example.test", "shared@remote.test")
+    with login(sub) as c:
+        assert c.mail("shared@remote.test")[0] == 553
+
+
 def test_remote_recipient_is_queued_not_relayed_unauthenticated(sub: Instance) -> None:
     m = marker()
     with login(sub) as c:

@@ -237,3 +237,18 @@ def test_migration_2_upgrades_a_version_1_database(
         assert {"account_secrets", "app_passwords", "outbound_queue"} <= tables
     finally:
         engine.dispose()
+
+
+def test_send_as_grants(run: Run, store: SqlStore, alice: str) -> None:
+    run(store.grant_send_as(alice, "Shared@Example.org"))
+    assert run(store.list_send_as(alice)) == ["shared@example.org"]
+    with pytest.raises(AlreadyExists):
+        run(store.grant_send_as(alice, "shared@example.org"))
+    with pytest.raises(NotFound):
+        run(store.grant_send_as("nobody@example.org", "x@example.org"))
+    run(store.revoke_send_as(alice, "SHARED@example.org"))
+    assert run(store.list_send_as(alice)) == []
+    with pytest.raises(NotFound):
+        run(store.revoke_send_as(alice, "shared@example.org"))
+    run(store.grant_send_as(alice, "other@example.org"))
+    run(store.remove_account(alice))  # grants go with the account

@@ -1,9 +1,10 @@
 """Submission policy (RFC 6409): who may send as whom, and per-message limits on submitted mail.
 
 Sender ownership: the envelope sender (MAIL FROM) and every address in the From: header must
-belong to the authenticated account: its own address, or the source of an alias (not a
-catch-all) that delivers to it. Anything else is refused with 553 5.7.1, so a logged-in user
-cannot impersonate another (RFC 6409 §6.1 lets the MSA enforce this).
+belong to the authenticated account: its own address, the source of an alias (not a
+catch-all) that delivers to it, or an address it was granted ("send as"). Anything else is
+refused with 553 5.7.1, so a logged-in user cannot impersonate another (RFC 6409 §6.1 lets the
+MSA enforce this).
 
 MIME part limit: a single part larger than `max_part_size` (encoded) is refused with 552 5.3.4.
 The parse is skipped when the whole message is smaller than the limit.
@@ -26,10 +27,13 @@ from postkeep.store.api import Account, Alias
 MAX_MIME_DEPTH = 50
 
 
-def owned_addresses(account: Account, aliases: Iterable[Alias]) -> frozenset[str]:
-    """Lookup keys (see `policy.addresses.normalize`) the account may send as."""
+def owned_addresses(
+    account: Account, aliases: Iterable[Alias], grants: Iterable[str] = ()
+) -> frozenset[str]:
+    """Lookup keys (see `policy.addresses.normalize`) the account may send as: its address,
+    aliases delivering to it, and explicit "send as" grants."""
     own = account.address.lower()
-    owned = {own}
+    owned = {own, *(g.lower() for g in grants)}
     for alias in aliases:
         if alias.source.startswith("@"):
             continue  # a catch-all does not let its target send as anyone@domain

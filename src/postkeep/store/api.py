@@ -303,6 +303,14 @@ class Store(Protocol):
         """Queue a message for remote `recipients`, durably (encrypted blob fsync'd, row
         committed) before returning its queue id."""
 
+    async def grant_send_as(self, address: str, sender: str) -> None:
+        """Let the account send as another address on submission (AlreadyExists if granted)."""
+
+    async def revoke_send_as(self, address: str, sender: str) -> None:
+        """NotFound if there was no such grant."""
+
+    async def list_send_as(self, address: str) -> list[str]: ...
+
     async def list_outbound(self) -> list[QueueEntry]: ...
     async def read_outbound(self, queue_id: str) -> bytes:
         """The decrypted queued message; NotFound if no such queue entry."""

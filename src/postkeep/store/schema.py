@@ -132,6 +132,15 @@ Index(
     postgresql_where=app_passwords.c.revoked_at.is_(None),
 )
 
+send_as = Table(
+    "send_as",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    # lower-cased address the account may send as (submission sender checks)
+    Column("address_key", String(320), primary_key=True),
+    Column("created", Double, nullable=False),
+)
+
 aliases = Table(
     "aliases",
     metadata,

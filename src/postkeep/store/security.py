@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 
 from postkeep.errors import AlreadyExists, NotFound, StoreError
@@ -34,7 +34,7 @@ from postkeep.store.api import MAX_APP_PASSWORDS, AppPassword, AuthRecord
 from postkeep.store.base import SqlStoreBase
 from postkeep.store.crypto import seal, secret_context, unseal
 from postkeep.store.rows import ACCOUNT_COLS, account_from_row
-from postkeep.store.schema import account_secrets, accounts, app_passwords
+from postkeep.store.schema import account_secrets, accounts, app_passwords, send_as
 
 _MECHANISM = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,31}")
 _SCOPE = re.compile(r"[a-z][a-z0-9-]{0,15}")
@@ -291,3 +291,45 @@ class AccountSecurityMixin(SqlStoreBase):
             self._touch_queued = False
         if touches:
             conn.execute(_TOUCH, [{"apid": i, "when": w} for i, w in sorted(touches.items())])
+
+    # -- send-as grants ----------------------------------------------------------------------------
+
+    async def grant_send_as(self, address: str, sender: str) -> None:
+        """Let `address`'s account send as `sender` (AlreadyExists if granted already)."""
+        key = sender.strip().lower()
+        if "@" not in key or len(key) > 320:
+            raise StoreError(f"{sender!r} is not an address")
+
+        def fn(conn: Connection) -> None:
+            account_id = self._account_id(conn, address, lock=True)
+            exists = select(send_as.c.account_id).where(
+                send_as.c.account_id == account_id, send_as.c.address_key == key
+            )
+            if conn.execute(exists).first() is not None:
+                raise AlreadyExists(f"{address} may already send as {sender}")
+            conn.execute(
+                insert(send_as).values(account_id=account_id, address_key=key, created=time.time())
+            )
+
+        await self._write(fn)
+
+    async def revoke_send_as(self, address: str, sender: str) -> None:
+        key = sender.strip().lower()
+
+        def fn(conn: Connection) -> None:
+            account_id = self._account_id(conn, address)
+            gone = conn.execute(delete(send_as).where(
+                send_as.c.account_id == account_id, send_as.c.address_key == key
+            )).rowcount
+            if not gone:
+                raise NotFound(f"{address} has no send-as grant for {sender}")
+
+        await self._write(fn)
+
+    async def list_send_as(self, address: str) -> list[str]:
+        def fn(conn: Connection) -> list[str]:
+            account_id = self._account_id(conn, address)
+            q = select(send_as.c.address_key).where(send_as.c.account_id == account_id)
+            return sorted(r[0] for r in conn.execute(q.order_by(send_as.c.address_key)))
+
+        return await self._read(fn)

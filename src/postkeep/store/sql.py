@@ -65,6 +65,7 @@ from postkeep.store.schema import (
     mailboxes,
     messages,
     meta,
+    send_as,
 )
 from postkeep.store.security import AccountSecurityMixin, check_secrets
 from postkeep.store.writer import UID_MAX
@@ -382,6 +383,7 @@ class SqlStore(AccountSecurityMixin, OutboundQueueMixin, SqlStoreBase):
             conn.execute(delete(mailboxes).where(mailboxes.c.account_id == account_id))
             conn.execute(delete(account_secrets).where(account_secrets.c.account_id == account_id))
             conn.execute(delete(app_passwords).where(app_passwords.c.account_id == account_id))
+            conn.execute(delete(send_as).where(send_as.c.account_id == account_id))
             conn.execute(delete(accounts).where(accounts.c.id == account_id))
             if not refs:
                 return []

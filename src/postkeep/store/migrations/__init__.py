@@ -33,9 +33,13 @@ class Migration:
 
 
 def _load() -> tuple[Migration, ...]:
-    from postkeep.store.migrations import m0001_initial, m0002_account_security
+    from postkeep.store.migrations import m0001_initial, m0002_account_security, m0003_send_as
 
-    return (m0001_initial.MIGRATION, m0002_account_security.MIGRATION)
+    return (
+        m0001_initial.MIGRATION,
+        m0002_account_security.MIGRATION,
+        m0003_send_as.MIGRATION,
+    )
 
 
 MIGRATIONS: tuple[Migration, ...] = _load()
