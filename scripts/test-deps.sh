@@ -29,6 +29,17 @@ done
 # TLS scanners for the policy tests (tests/interop/test_tls_policy.py, test_testssl.py).
 for pkg in testssl.sh sslscan; do need_pkg "$pkg"; done
 
+# Kerberos for tests/interop/test_gssapi.py: an MIT KDC and its tools, perl GSSAPI (a second
+# client), and what building the `gssapi` extra from source needs: krb5-config, a C compiler,
+# and Python headers (python3-dev only if the venv's Python has none).
+for pkg in libkrb5-dev krb5-kdc krb5-admin-server krb5-user libgssapi-perl gcc libc6-dev; do
+  need_pkg "$pkg"
+done
+py=.venv/bin/python; [ -x "$py" ] || py=python3
+"$py" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("include"), "Python.h")))' ||
+  need_pkg python3-dev
+
 # PostgreSQL: use the one on 127.0.0.1:5432 if it lets us in without a password, else run a
 # private throw-away cluster (trust auth, loopback only) on port 55432.
 pg_ok() { python3 - "$1" <<'PY' 2>/dev/null

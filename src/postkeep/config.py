@@ -186,8 +186,18 @@ class SubmissionConfig:
     )
     sasl_mechanisms: list[str] = _doc(
         "SASL mechanisms offered after TLS, in this order. Also known: DIGEST-MD5 (legacy, "
-        "RFC 6331: off unless listed here).",
+        "RFC 6331: off unless listed here) and GSSAPI (Kerberos, RFC 4752: offered, first, "
+        "only when listed here and `gssapi_keytab` is set).",
         default_factory=lambda: list(DEFAULT_SASL),
+    )
+    gssapi_keytab: str = _doc(
+        "Kerberos keytab with the key of the service principal `smtp/HOST` (HOST: "
+        "`server.hostname`), for "
+        'SASL GSSAPI (RFC 4752; also list "GSSAPI" in `sasl_mechanisms`, and install the '
+        "optional extra postkeep[gssapi]). Empty: GSSAPI off. The principal name@REALM logs in "
+        "as the account name@realm (realm lower-cased; principals with an /instance are "
+        "refused), which must exist and be enabled.",
+        default="",
     )
     max_message_size: int = _doc(
         "Largest submitted message in bytes (552 5.3.4).", default=25 * MiB
@@ -365,12 +375,15 @@ def _validate(cfg: Config) -> None:
                 parse_listen(item)
             except ValueError as e:
                 raise ConfigError(f"submission.{key}[{i}]", str(e)) from None
-    known = {*DEFAULT_SASL, "DIGEST-MD5"}
+    known = {*DEFAULT_SASL, "DIGEST-MD5", "GSSAPI"}
     for i, mech in enumerate(cfg.submission.sasl_mechanisms):
         if mech not in known:
             raise ConfigError(f"submission.sasl_mechanisms[{i}]",
                               f"unknown mechanism {mech!r} (known: {', '.join(sorted(known))})")
     sub = cfg.submission
+    if sub.gssapi_keytab and not cfg.data_path(sub.gssapi_keytab).is_file():
+        raise ConfigError("submission.gssapi_keytab",
+                          f"no such file: {cfg.data_path(sub.gssapi_keytab)}")
     if sub.max_recipients < 1 or sub.max_message_size <= 0 or sub.max_header_size <= 0:
         raise ConfigError("submission", "message limits must be greater than 0")
     if sub.max_part_size <= 0:

@@ -76,15 +76,26 @@ class SmtpAuthenticator:
         verifier: PasswordVerifier,
         hostname: str,
         cfg: SubmissionConfig,
+        *,
+        gssapi_keytab: str | None = None,
     ) -> None:
+        """`gssapi_keytab`: the resolved `submission.gssapi_keytab`, None when GSSAPI is off."""
         self.store = store
         self.verifier = verifier
         self.hostname = hostname
         self.cfg = cfg
+        self.gssapi_keytab = gssapi_keytab or None
+        if sasl.GSSAPI in cfg.sasl_mechanisms and sasl.GSSAPI not in self.advertised(True, None):
+            logger.warning(
+                "GSSAPI (RFC 4752) is listed but not offered: %s",
+                "the gssapi package is not installed (postkeep[gssapi])"
+                if self.gssapi_keytab else "submission.gssapi_keytab is not set",
+            )
 
     def advertised(self, tls: bool, channel_bindings: Mapping[str, bytes] | None) -> list[str]:
         return sasl.advertised(
-            self.cfg.sasl_mechanisms, tls=tls, channel_bindings=channel_bindings
+            self.cfg.sasl_mechanisms, tls=tls, channel_bindings=channel_bindings,
+            gssapi_keytab=self.gssapi_keytab,
         )
 
     async def start(
@@ -107,6 +118,7 @@ class SmtpAuthenticator:
             channel_bindings=channel_bindings,
             plus_offered=any(m.endswith("-PLUS") for m in offered),
             hosts=(local_ip,),
+            gssapi_keytab=self.gssapi_keytab,
         )
         exchange = AuthExchange(mech, auth.mechanism)
         return exchange, await self._advance(exchange, mech.start(initial))
@@ -157,6 +169,7 @@ class SmtpAuthenticator:
 
     async def _succeeded(self, exchange: AuthExchange, success: sasl.Success) -> AuthResult:
         authcid = success.authcid
+        exchange.user = exchange.user or authcid  # GSSAPI names the user only at success
         if success.authzid and success.authzid.lower() != authcid.lower():
             return await self._failed(exchange, f"may not act as {success.authzid!r}")
         account = exchange.account or await self.store.get_account(authcid)

@@ -174,7 +174,9 @@ class SmtpServer:
         self._mechanisms: tuple[str, ...] = ()
         if self.submission:
             assert verifier is not None and tls_context is not None
-            self.auth = SmtpAuthenticator(store, verifier, cfg.server.hostname, sub)
+            keytab = str(cfg.data_path(sub.gssapi_keytab)) if sub.gssapi_keytab else None
+            self.auth = SmtpAuthenticator(store, verifier, cfg.server.hostname, sub,
+                                          gssapi_keytab=keytab)
             # Offered once TLS is up. Every certificate yields a tls-server-end-point binding,
             # so the default certificate's stands for all when deciding whether to offer -PLUS.
             default = cfg.data_path(cfg.tls.cert_file)

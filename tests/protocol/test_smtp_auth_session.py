@@ -82,3 +82,15 @@ def test_auth_not_in_transaction_and_reset_by_starttls() -> None:
     s.authenticated = "x"
     s.tls_started()
     assert s.authenticated is None
+
+
+def test_auth_initial_response_may_exceed_command_line_limit() -> None:
+    s = SmtpSession("msa.example.test", SessionLimits(max_command_line=512), CAPS, tls_active=True)
+    s.feed(b"EHLO c\r\n")
+    s.accept_hello(s.next_event().hello)  # type: ignore[union-attr]
+    s.feed(b"AUTH PLAIN " + b"A" * 4000 + b"\r\n")
+    event = s.next_event()
+    assert isinstance(event, AuthRequested) and len(event.auth.initial or "") == 4000
+    s.feed(b"NOOP " + b"x" * 600 + b"\r\n")
+    event = s.next_event()
+    assert isinstance(event, Say) and event.reply.code == 500  # other commands keep the limit

@@ -16,7 +16,8 @@ base64-decoded) data and acts on each `Step` it returns:
 Mechanisms: PLAIN (RFC 4616), LOGIN (draft-murchison-sasl-login-00), CRAM-MD5 (RFC 2195),
 DIGEST-MD5 (RFC 2831, qop=auth only; deprecated by RFC 6331, off unless configured),
 SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802, RFC 7677) with their -PLUS variants over the channel
-bindings tls-server-end-point (RFC 5929 §4) and tls-exporter (RFC 9266).
+bindings tls-server-end-point (RFC 5929 §4) and tls-exporter (RFC 9266). GSSAPI (RFC 4752,
+Kerberos V5) lives in `sasl_gssapi`: optional, only with a keytab and the `gssapi` package.
 
 Every exchange uses fresh random nonces; an instance refuses to be driven further once it has
 returned `Success` or `Failure`, and any out-of-sequence call fails the exchange. No method
@@ -96,6 +97,11 @@ ALL_MECHANISMS: tuple[str, ...] = (
     "PLAIN",
     "LOGIN",
 )
+GSSAPI: Final = "GSSAPI"
+"""RFC 4752. Not in `ALL_MECHANISMS` (the mechanisms that need no setup): created and offered
+only with a keytab (`gssapi_keytab`) and the `gssapi` package. When offered it comes first:
+it is the strongest (no password on the wire, mutual authentication), an administrator who
+configured a keytab wants it used, and clients use it only while they hold a ticket."""
 CLEARTEXT_MECHANISMS: frozenset[str] = frozenset({"PLAIN", "LOGIN"})  # only over TLS
 CHANNEL_BINDING_TYPES: frozenset[str] = frozenset({"tls-server-end-point", "tls-exporter"})
 DIGEST_SERV_TYPES: frozenset[str] = frozenset({"smtp", "imap"})
@@ -734,8 +740,13 @@ def create(
     channel_bindings: Mapping[str, bytes] | None = None,
     plus_offered: bool | None = None,
     hosts: Sequence[str] = (),
+    gssapi_keytab: str | None = None,
+    gssapi_service: str = "smtp",
 ) -> ServerMechanism:
     """A fresh server mechanism for one exchange; ValueError for an unknown name.
+
+    GSSAPI (RFC 4752) only with `gssapi_keytab` (the keytab of `<gssapi_service>/<hostname>`)
+    and the `gssapi` package installed; otherwise it is an unknown name too.
 
     `hosts`: further names or addresses the server answers to (e.g. the IP the client
     connected to), accepted as the host of a DIGEST-MD5 digest-uri besides `hostname`.
@@ -755,22 +766,38 @@ def create(
         return DigestMd5(hostname, hosts=hosts)
     if key in ALL_MECHANISMS and key.startswith("SCRAM-"):
         return Scram(key, channel_bindings=channel_bindings, plus_offered=plus_offered)
+    if key == GSSAPI and gssapi_keytab:
+        from postkeep.protocol import sasl_gssapi  # optional; imports this module
+
+        if sasl_gssapi.available():
+            return sasl_gssapi.Gssapi(hostname, gssapi_keytab, service=gssapi_service)
     raise ValueError(f"unknown SASL mechanism {name!r}")
 
 
 def advertised(
-    enabled: Sequence[str], *, tls: bool, channel_bindings: Mapping[str, bytes] | None
+    enabled: Sequence[str],
+    *,
+    tls: bool,
+    channel_bindings: Mapping[str, bytes] | None,
+    gssapi_keytab: str | None = None,
 ) -> list[str]:
     """The mechanisms to offer, in `ALL_MECHANISMS` order, filtered by `enabled`.
 
     PLAIN and LOGIN only with `tls` (RFC 4954 §4, RFC 8314); -PLUS only with TLS and a
-    supported channel binding (RFC 5802 §6).
+    supported channel binding (RFC 5802 §6). GSSAPI (RFC 4752) first, when enabled, with a
+    `gssapi_keytab` and the `gssapi` package importable (see `GSSAPI`).
     """
     wanted = {m.upper() for m in enabled}
     have_cb = tls and bool(_usable_bindings(channel_bindings))
-    return [
+    offered = [
         m for m in ALL_MECHANISMS
         if m in wanted
         and (tls or m not in CLEARTEXT_MECHANISMS)
         and (have_cb or not m.endswith("-PLUS"))
     ]
+    if GSSAPI in wanted and gssapi_keytab:
+        from postkeep.protocol import sasl_gssapi  # optional; imports this module
+
+        if sasl_gssapi.available():
+            offered.insert(0, GSSAPI)
+    return offered

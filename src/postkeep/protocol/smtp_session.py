@@ -284,6 +284,8 @@ class SmtpSession:
         buf = self._buf
         end = buf.find(b"\n")
         limit = self.limits.max_command_line
+        if buf[:5].upper() == b"AUTH ":
+            limit = max(limit, MAX_AUTH_LINE)  # RFC 4954 §4: initial responses up to 12288
         if end < 0:
             if len(buf) > limit:
                 # RFC 5321 §4.5.3.1.4: refuse the line, drop what we have, skip to its end.
