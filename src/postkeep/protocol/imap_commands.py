@@ -55,10 +55,13 @@ class SequenceSet:
     def resolve(self, largest: int) -> tuple[tuple[int, int], ...]:
         """The ranges with "*" replaced by `largest` (0 for an empty mailbox), re-normalized.
 
-        Ranges are not clipped to `largest`; "$" is not included.
+        Ranges are not clipped to `largest`; "$" is not included. In an empty mailbox a range
+        with "*" names nothing.
         """
         pairs = []
         for low, high in self.ranges:
+            if largest < 1 and high == STAR:
+                continue  # "*" names nothing in an empty mailbox
             a = largest if low == STAR else low
             b = largest if high == STAR else high
             a, b = min(a, b), max(a, b)
