@@ -17,6 +17,7 @@ See README.md next to this file.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import contextlib
 import dataclasses
@@ -263,7 +264,7 @@ def run_cmd(
     )
 
 
-class Target:
+class Target(abc.ABC):
     """A server under test. Subclasses implement setup/start/stop and report their processes."""
 
     name = "?"
@@ -275,18 +276,19 @@ class Target:
         self.notes: list[str] = []
         self.version_str = "?"
 
+    @abc.abstractmethod
     def setup(self) -> None:
         """Create the instance (raise TargetUnavailable if that is impossible)."""
 
-    def start(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def start(self) -> None: ...
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def stop(self) -> None: ...
 
+    @abc.abstractmethod
     def root_pid(self) -> int | None:
         """PID whose process tree is the whole server."""
-        raise NotImplementedError
 
     def version(self) -> str:
         return "?"
