@@ -1,5 +1,7 @@
 """Logging: one named logger per subsystem, UTC timestamps, one line per event.
 
+Each SMTP connection gets one line when it ends (`disconnect ip=... messages=... reason=...`;
+the `connect` line is at debug level), each message one line (`message qid=...`).
 Rejections are logged as one line with the client IP, the reason and the enhanced status code,
 e.g. `smtp: reject ip=192.0.2.1 cmd=RCPT code=550 5.1.1 reason="user unknown: x@example.test"`.
 """

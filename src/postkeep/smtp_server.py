@@ -303,7 +303,7 @@ class SmtpServer:
         if implicit:
             conn.tls = _tls_info(writer)
         self._conns.add(conn)
-        logger.info("connect ip=%s port=%d role=%s", ip, port, self.role)
+        logger.debug("connect ip=%s port=%d role=%s", ip, port, self.role)
         reason = "quit"
         try:
             writer.write(f"220 {self.cfg.server.hostname} ESMTP postkeep\r\n".encode())
@@ -317,9 +317,11 @@ class SmtpServer:
         finally:
             self._conns.discard(conn)
             logger.info(
-                "disconnect ip=%s tls=%s user=%s helo=%s messages=%d errors=%d seconds=%.3f "
-                "reason=%s",
+                "disconnect ip=%s port=%d role=%s tls=%s user=%s helo=%s messages=%d errors=%d "
+                "seconds=%.3f reason=%s",
                 ip,
+                port,
+                self.role,
                 conn.tls.version if conn.tls else "no",
                 log.quote(conn.account.address if conn.account else "-"),
                 log.quote(session.helo.name if session.helo else "-"),
