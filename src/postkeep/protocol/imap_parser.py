@@ -169,6 +169,11 @@ class _Parser:
             if name not in _UID_COMMANDS:
                 raise lx.fail(f"Unknown UID command {name[:40]}")
             uid = True
+        bare = _NO_ARGUMENTS.get(name)
+        if bare is not None:  # never after UID: none of them is in _UID_COMMANDS
+            lx.command = name
+            lx.end()
+            return bare(self.tag)
         handler = _HANDLERS.get(name)
         if handler is None:
             raise lx.fail(f"Unknown command {name[:40]}")
@@ -176,18 +181,6 @@ class _Parser:
         return handler(self, uid)
 
     # -- any state (RFC 9051 §6.1) ------------------------------------------------------------
-
-    def capability(self, uid: bool) -> Command:
-        self.lx.end()
-        return Capability(self.tag)
-
-    def noop(self, uid: bool) -> Command:
-        self.lx.end()
-        return Noop(self.tag)
-
-    def logout(self, uid: bool) -> Command:
-        self.lx.end()
-        return Logout(self.tag)
 
     def id(self, uid: bool) -> Command:
         """ID ("(" *(string SP nstring) ")" / NIL) — RFC 2971 §3.1, limits of §3.3."""
@@ -215,10 +208,6 @@ class _Parser:
         return Id(self.tag, tuple(params))
 
     # -- not authenticated (RFC 9051 §6.2) ----------------------------------------------------
-
-    def starttls(self, uid: bool) -> Command:
-        self.lx.end()
-        return StartTls(self.tag)
 
     def authenticate(self, uid: bool) -> Command:
         """AUTHENTICATE mechanism [SP initial-resp] (RFC 9051 §6.2.2, RFC 4959 §3)."""
@@ -446,10 +435,6 @@ class _Parser:
         lx.end()
         return Lsub(self.tag, reference, pattern)
 
-    def namespace(self, uid: bool) -> Command:
-        self.lx.end()
-        return Namespace(self.tag)
-
     def status(self, uid: bool) -> Command:
         lx = self.lx
         lx.sp()
@@ -497,10 +482,6 @@ class _Parser:
             messages.append(AppendMessage(data, flags, internal_date, binary, utf8))
         return Append(self.tag, mailbox, tuple(messages))
 
-    def idle(self, uid: bool) -> Command:
-        self.lx.end()
-        return Idle(self.tag)
-
     def getquota(self, uid: bool) -> Command:
         lx = self.lx
         lx.sp()
@@ -534,18 +515,6 @@ class _Parser:
         return Compress(self.tag, mechanism)
 
     # -- selected (RFC 9051 §6.4) -------------------------------------------------------------
-
-    def check(self, uid: bool) -> Command:
-        self.lx.end()
-        return Check(self.tag)
-
-    def close(self, uid: bool) -> Command:
-        self.lx.end()
-        return Close(self.tag)
-
-    def unselect(self, uid: bool) -> Command:
-        self.lx.end()
-        return Unselect(self.tag)
 
     def expunge(self, uid: bool) -> Command:
         lx = self.lx
@@ -644,12 +613,22 @@ class _Parser:
 
 
 _Handler = Callable[[_Parser, bool], Command]
+#: Commands that take no arguments (RFC 9051 §6.1.1-3, §6.2.1, §6.3.10, §6.3.13, §6.4.1-2,
+#: RFC 2177 IDLE, RFC 3691 UNSELECT): the whole parse is "nothing may follow".
+_NO_ARGUMENTS: Final[dict[str, Callable[[str], Command]]] = {
+    "CAPABILITY": Capability,
+    "NOOP": Noop,
+    "LOGOUT": Logout,
+    "STARTTLS": StartTls,
+    "NAMESPACE": Namespace,
+    "IDLE": Idle,
+    "CHECK": Check,
+    "CLOSE": Close,
+    "UNSELECT": Unselect,
+}
+
 _HANDLERS: Final[dict[str, _Handler]] = {
-    "CAPABILITY": _Parser.capability,
-    "NOOP": _Parser.noop,
-    "LOGOUT": _Parser.logout,
     "ID": _Parser.id,
-    "STARTTLS": _Parser.starttls,
     "AUTHENTICATE": _Parser.authenticate,
     "LOGIN": _Parser.login,
     "ENABLE": _Parser.enable,
@@ -662,17 +641,12 @@ _HANDLERS: Final[dict[str, _Handler]] = {
     "UNSUBSCRIBE": _Parser.unsubscribe,
     "LIST": _Parser.list,
     "LSUB": _Parser.lsub,
-    "NAMESPACE": _Parser.namespace,
     "STATUS": _Parser.status,
     "APPEND": _Parser.append,
-    "IDLE": _Parser.idle,
     "GETQUOTA": _Parser.getquota,
     "GETQUOTAROOT": _Parser.getquotaroot,
     "SETQUOTA": _Parser.setquota,
     "COMPRESS": _Parser.compress,
-    "CHECK": _Parser.check,
-    "CLOSE": _Parser.close,
-    "UNSELECT": _Parser.unselect,
     "EXPUNGE": _Parser.expunge,
     "SEARCH": _Parser.search,
     "SORT": _Parser.sort,
