@@ -1,0 +1,1 @@
+"""MIME: message structure with byte offsets and the summary IMAP FETCH is answered from."""

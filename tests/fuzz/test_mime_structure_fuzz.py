@@ -1,0 +1,154 @@
+"""Hypothesis fuzzing of the MIME structure parser: never raises, offsets nested, limits held."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from postkeep.mime.structure import (
+    Part,
+    bodystructure,
+    decoded_body,
+    envelope,
+    find_part,
+    from_json,
+    header_fields,
+    parse_structure,
+    to_json,
+)
+
+FRAGMENTS = [
+    b"Content-Type: multipart/mixed; boundary=b\r\n",
+    b'Content-Type: multipart/digest; boundary="b"\n',
+    b"Content-Type: multipart/alternative; boundary*0=b; boundary*1*=%41\r\n",
+    b"Content-Type: message/rfc822\r\n",
+    b"Content-Type: message/global\n",
+    b"Content-Type: text/plain; charset*=x-unknown''%FF; name*=utf-7''+AGEA-\r\n",
+    b"Content-Type: (c (nested) \\) text/html\r\n",
+    b"Content-Transfer-Encoding: base64\r\n",
+    b"Content-Transfer-Encoding: quoted-printable\r\n",
+    b"Content-Disposition: attachment; filename*=utf-8''%E2%82\r\n",
+    b"Content-Language: en, (x) fi\r\n",
+    b'From: a (c) <@r:b@c>, g: d@e, "q\\" " <x>;, <\r\n',
+    b"To: ((((\r\n",
+    b"Subject: \xff\x00\r\n",
+    b" folded\r\n",
+    b"\tfolded\n",
+    b"--b\r\n",
+    b"--b--\r\n",
+    b"--b \t\n",
+    b"--bA\n",
+    b"--b",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"text =3D=\r\n",
+    b"QUJD\r\n",
+    b"\x00\x80\xff",
+]
+
+
+def check(data: bytes, root: Part, max_depth: int, max_parts: int) -> None:
+    """Offsets within the data, children inside their parent in order, limits held, and every
+    other entry point runs on the result."""
+    assert (root.header_start, root.body_end) == (0, len(data))
+    count = 0
+    stack: list[tuple[Part, int, tuple[int, ...]]] = [(root, 1, ())]
+    while stack:
+        part, depth, path = stack.pop()
+        count += 1
+        assert 0 <= part.header_start <= part.body_start <= part.body_end <= len(data)
+        assert depth <= max_depth
+        if part.type == "multipart":
+            assert part.children and part.envelope is None
+            previous = part.body_start
+            for child in part.children:
+                assert previous <= child.header_start and child.body_end <= part.body_end
+                previous = child.body_end
+        elif part.children:
+            assert (part.type, len(part.children)) == ("message", 1)
+            inner = part.children[0]
+            assert (inner.header_start, inner.body_end) == (part.body_start, part.body_end)
+            assert part.envelope == envelope(data, inner)
+        header_fields(data, part, ["subject", "content-type"], exclude=depth % 2 == 0)
+        with contextlib.suppress(ValueError):  # undecodable base64 / unknown encoding
+            decoded_body(data, part)
+        stack.extend((c, depth + 1, (*path, i + 1)) for i, c in enumerate(part.children))
+    assert count <= max_parts
+    bodystructure(root).encode("utf-8", "surrogateescape")
+    bodystructure(root, extensible=False).encode("utf-8", "surrogateescape")
+    envelope(data).encode("utf-8", "surrogateescape")
+    assert from_json(to_json(root)) == root
+    for path in [(1,), (1, 1), (2, 1, 1), (1, 2, 3, 1)]:
+        find_part(root, path)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=2000))
+def test_random_bytes(data: bytes) -> None:
+    check(data, parse_structure(data), 32, 1000)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.sampled_from(FRAGMENTS), max_size=60),
+    st.integers(min_value=1, max_value=6),
+    st.integers(min_value=1, max_value=12),
+)
+def test_mime_fragments(pieces: list[bytes], max_depth: int, max_parts: int) -> None:
+    data = b"".join(pieces)
+    limited = parse_structure(data, max_depth=max_depth, max_parts=max_parts)
+    check(data, limited, max_depth, max_parts)
+    check(data, parse_structure(data), 32, 1000)
+
+
+CONTENT = st.lists(st.text(alphabet="ab xy.=\t", max_size=12), max_size=4)
+TREES = st.recursive(
+    st.tuples(st.just("leaf"), CONTENT),
+    lambda kids: st.one_of(
+        st.tuples(st.just("multipart"), st.lists(kids, min_size=1, max_size=4)),
+        st.tuples(st.just("message"), kids),
+    ),
+    max_leaves=10,
+)
+
+
+def render(node: Any, nl: str, counter: list[int]) -> str:
+    kind, value = node
+    if kind == "leaf":
+        return f"Content-Type: text/plain{nl}{nl}" + nl.join(value)
+    if kind == "message":
+        return f"Content-Type: message/rfc822{nl}Subject: s{nl}{nl}" + render(value, nl, counter)
+    counter[0] += 1
+    mark = f"b{counter[0]}"
+    parts = "".join(f"--{mark}{nl}{render(kid, nl, counter)}{nl}" for kid in value)
+    return f"Content-Type: multipart/mixed; boundary={mark}{nl}{nl}preamble{nl}{parts}--{mark}--"
+
+
+def same_shape(data: bytes, node: Any, part: Part, nl: str) -> int:
+    """Asserts `part` is what `node` rendered to; returns the number of parts."""
+    kind, value = node
+    if kind == "leaf":
+        assert part.type == "text" and not part.children
+        assert data[part.body_start : part.body_end] == nl.join(value).encode()
+        return 1
+    if kind == "message":
+        assert (part.type, part.subtype, len(part.children)) == ("message", "rfc822", 1)
+        return 1 + same_shape(data, value, part.children[0], nl)
+    assert part.type == "multipart" and len(part.children) == len(value)
+    kids = zip(value, part.children, strict=True)
+    return 1 + sum(same_shape(data, k, c, nl) for k, c in kids)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(TREES, st.sampled_from(["\r\n", "\n"]), st.integers(1, 8), st.integers(1, 20))
+def test_built_trees(tree: Any, nl: str, max_depth: int, max_parts: int) -> None:
+    data = render(tree, nl, [0]).encode()
+    root = parse_structure(data, max_depth=200, max_parts=10_000)
+    check(data, root, 200, 10_000)
+    same_shape(data, tree, root, nl)
+    limited = parse_structure(data, max_depth=max_depth, max_parts=max_parts)
+    check(data, limited, max_depth, max_parts)
