@@ -135,6 +135,7 @@ class MessageInfo:
     flags: Flag
     keywords: tuple[str, ...]
     blob_id: str
+    savedate: float | None = None  # RFC 8514: when the message was put into this mailbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +168,9 @@ class LocalDelivery:
     """A message to put into local mailboxes, shared by all its recipients as one blob.
 
     `account_ids` lists each local account once (alias expansion already done). The message goes to
-    each account's INBOX. `data` is the whole message as it will be stored (trace headers added).
+    each account's INBOX (or `mailbox_name`). `data` is the whole message as it will be stored
+    (trace headers added). IMAP APPEND uses this too, with an envelope whose `queue_id` is empty
+    (no envelope row is recorded), `received_at` as the INTERNALDATE, and its flags and keywords.
     """
 
     envelope: Envelope
@@ -175,6 +178,7 @@ class LocalDelivery:
     data: bytes
     flags: Flag = Flag(0)  # noqa: RUF009 - an immutable int flag, safe as a shared default
     mailbox_name: str = "INBOX"
+    keywords: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +231,7 @@ class MailboxEvent:
 
     account_id: int
     mailbox_id: int
-    kind: str  # "exists", "expunge", "flags"
+    kind: str  # "exists", "expunge", "flags", "mailboxes" (created, deleted or renamed)
     uid: int | None = None
     modseq: int | None = None
 

@@ -133,6 +133,11 @@ def secret_context(account_id: int, mechanism: str) -> bytes:
     return b"account-secret\x00%d\x00%s" % (account_id, mechanism.encode("ascii"))
 
 
+def structure_context(blob_id: str) -> bytes:
+    """AAD binding a sealed MIME summary (``blobs.structure``) to its blob."""
+    return b"message-structure\x00%s" % blob_id.encode("ascii")
+
+
 def queue_key_context() -> bytes:
     """AAD of the instance's outbound-queue data key (wrapped by the master key)."""
     return b"queue-data-key"

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from postkeep.store.api import Account
-from postkeep.store.schema import accounts
+from postkeep.store.api import Account, Flag, Mailbox, MessageInfo
+from postkeep.store.schema import accounts, mailboxes, messages
+
+T = TypeVar("T")
+
+IN_CHUNK = 500  # ids per IN (...) list
 
 #: The columns `account_from_row` expects, in order.
 ACCOUNT_COLS = (
@@ -24,3 +28,48 @@ ACCOUNT_COLS = (
 def account_from_row(r: Sequence[Any]) -> Account:
     """An `Account` from a row selected with ACCOUNT_COLS."""
     return Account(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), bool(r[7]))
+
+
+def mailbox_name(name: str) -> str:
+    """INBOX is case-insensitive (RFC 9051 §5.1): any spelling of it is stored as "INBOX"."""
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
+def chunks(items: Sequence[T], size: int = IN_CHUNK) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+MAILBOX_COLS = (
+    mailboxes.c.id,
+    mailboxes.c.account_id,
+    mailboxes.c.name,
+    mailboxes.c.special_use,
+    mailboxes.c.uidvalidity,
+    mailboxes.c.uidnext,
+    mailboxes.c.highestmodseq,
+    mailboxes.c.subscribed,
+)
+MESSAGE_COLS = (
+    messages.c.id,
+    messages.c.mailbox_id,
+    messages.c.uid,
+    messages.c.modseq,
+    messages.c.size,
+    messages.c.internaldate,
+    messages.c.flags,
+    messages.c.keywords,
+    messages.c.blob_id,
+    messages.c.savedate,
+)
+
+
+def mailbox_from_row(r: Sequence[Any]) -> Mailbox:
+    """A `Mailbox` from a row selected with MAILBOX_COLS."""
+    return Mailbox(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
+
+
+def message_from_row(r: Sequence[Any]) -> MessageInfo:
+    """A `MessageInfo` from a row selected with MESSAGE_COLS."""
+    return MessageInfo(
+        r[0], r[1], r[2], r[3], r[4], r[5], Flag(r[6]), tuple(r[7].split()), r[8], r[9]
+    )

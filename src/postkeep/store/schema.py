@@ -33,6 +33,10 @@ Notes on the design:
   recipients: the blob is encrypted under a fresh content key, wrapped by the instance's "queue"
   data key (``meta`` row ``queue_data_key``, itself wrapped by the master key); recipients are
   JSON objects ``{address, notify, orcpt, status}``.
+* IMAP (migration 4): ``blobs.structure`` is the message's MIME summary (`postkeep.mime.summary`:
+  part tree with byte offsets, ENVELOPE, BODYSTRUCTURE), computed once at delivery and sealed
+  under the blob's content key; ``expunged`` logs expunged UIDs with the MODSEQ of their expunge
+  for QRESYNC (RFC 7162 §3.2.10). Mailbox hierarchy is by name, delimiter "/".
 * Ids exposed to callers use AUTOINCREMENT on SQLite so that a deleted row's id is never reused.
 """
 
@@ -175,6 +179,7 @@ blobs = Table(
     Column("size", BigInteger, nullable=False),
     Column("refcount", Integer, nullable=False),
     Column("created", Double, nullable=False),
+    Column("structure", LargeBinary, nullable=True),  # sealed MIME summary (migration 4)
 )
 
 messages = Table(
@@ -212,6 +217,15 @@ envelopes = Table(
     Column("smtputf8", Boolean, nullable=False, default=False),
     Column("blob_id", String(64), ForeignKey("blobs.id"), nullable=True, index=True),
     sqlite_autoincrement=True,
+)
+
+expunged = Table(
+    "expunged",
+    metadata,
+    Column("mailbox_id", Integer, primary_key=True, autoincrement=False),
+    Column("uid", BigInteger, primary_key=True, autoincrement=False),
+    Column("modseq", BigInteger, nullable=False),
+    Index("ix_expunged_mailbox_modseq", "mailbox_id", "modseq"),
 )
 
 outbound_queue = Table(

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     Connection,
     bindparam,
-    case,
     delete,
     func,
     insert,
@@ -35,7 +34,6 @@ from postkeep.store.api import (
     Alias,
     DeliveryResult,
     Domain,
-    Flag,
     LocalDelivery,
     Mailbox,
     MessageInfo,
@@ -51,10 +49,19 @@ from postkeep.store.crypto import (
     wrap_key,
 )
 from postkeep.store.events import Subscription
+from postkeep.store.mailops import MailboxOpsMixin
 from postkeep.store.outbound import OutboundQueueMixin
-from postkeep.store.rows import ACCOUNT_COLS, account_from_row
+from postkeep.store.rows import (
+    ACCOUNT_COLS,
+    MAILBOX_COLS,
+    MESSAGE_COLS,
+    account_from_row,
+    chunks,
+    mailbox_from_row,
+    mailbox_name,
+    message_from_row,
+)
 from postkeep.store.schema import (
-    META_UIDVALIDITY,
     account_secrets,
     accounts,
     aliases,
@@ -64,18 +71,15 @@ from postkeep.store.schema import (
     envelopes,
     mailboxes,
     messages,
-    meta,
     send_as,
 )
 from postkeep.store.security import AccountSecurityMixin, check_secrets
-from postkeep.store.writer import UID_MAX
 
 __all__ = ["ALIAS_DEPTH", "SqlStore", "create_engines", "split_address"]
 
 T = TypeVar("T")
 
 ALIAS_DEPTH = 8
-_IN_CHUNK = 500  # ids per IN (...) list
 
 
 def split_address(address: str, *, catch_all: bool = False) -> tuple[str, str, str]:
@@ -86,45 +90,6 @@ def split_address(address: str, *, catch_all: bool = False) -> tuple[str, str, s
         raise StoreError(f"invalid address {address!r}")
     stored = f"{local}@{domain.lower()}"
     return stored, stored.lower(), domain.lower()
-
-
-def _mailbox_name(name: str) -> str:
-    return "INBOX" if name.upper() == "INBOX" else name  # RFC 9051 §5.1: INBOX is case-insensitive
-
-
-def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> list[Sequence[T]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-_MAILBOX_COLS = (
-    mailboxes.c.id,
-    mailboxes.c.account_id,
-    mailboxes.c.name,
-    mailboxes.c.special_use,
-    mailboxes.c.uidvalidity,
-    mailboxes.c.uidnext,
-    mailboxes.c.highestmodseq,
-    mailboxes.c.subscribed,
-)
-_MESSAGE_COLS = (
-    messages.c.id,
-    messages.c.mailbox_id,
-    messages.c.uid,
-    messages.c.modseq,
-    messages.c.size,
-    messages.c.internaldate,
-    messages.c.flags,
-    messages.c.keywords,
-    messages.c.blob_id,
-)
-
-
-def _mailbox(r: Sequence[Any]) -> Mailbox:
-    return Mailbox(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
-
-
-def _message(r: Sequence[Any]) -> MessageInfo:
-    return MessageInfo(r[0], r[1], r[2], r[3], r[4], r[5], Flag(r[6]), tuple(r[7].split()), r[8])
 
 
 def _alias(r: Sequence[Any]) -> Alias:
@@ -138,7 +103,7 @@ _READ_MESSAGE = (
 )
 
 
-class SqlStore(AccountSecurityMixin, OutboundQueueMixin, SqlStoreBase):
+class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlStoreBase):
     """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.
 
     Construct, then ``await open()``; ``await close()`` drains pending writes. `events` is the
@@ -159,7 +124,7 @@ class SqlStore(AccountSecurityMixin, OutboundQueueMixin, SqlStoreBase):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[DeliveryResult] = loop.create_future()
         assert self._writer_thread is not None
-        mailbox = _mailbox_name(delivery.mailbox_name)
+        mailbox = mailbox_name(delivery.mailbox_name)
         self._writer_thread.submit_delivery(delivery, account_ids, mailbox, future, loop)
         return await future
 
@@ -223,21 +188,6 @@ class SqlStore(AccountSecurityMixin, OutboundQueueMixin, SqlStoreBase):
         if domain_id is None:
             raise NotFound(f"domain {domain} is not a local domain")
         return int(domain_id)
-
-    @staticmethod
-    def _allocate_uidvalidity(conn: Connection, n: int) -> list[int]:
-        """n fresh UIDVALIDITY values: an instance-wide counter kept >= the time in seconds."""
-        now = int(time.time())
-        stmt = (
-            update(meta)
-            .where(meta.c.name == META_UIDVALIDITY)
-            .values(number=case((meta.c.number + n > now, meta.c.number + n), else_=now))
-            .returning(meta.c.number)
-        )
-        last = int(conn.execute(stmt).scalar_one())
-        if last > UID_MAX:
-            raise StoreError("UIDVALIDITY counter exhausted")
-        return list(range(last - n + 1, last + 1))
 
     async def add_account(
         self,
@@ -394,11 +344,11 @@ class SqlStore(AccountSecurityMixin, OutboundQueueMixin, SqlStoreBase):
                 [{"bid": blob_id, "n": n} for blob_id, n in refs],
             )
             dead: list[str] = []
-            for chunk in _chunks([blob_id for blob_id, _ in refs]):
+            for chunk in chunks([blob_id for blob_id, _ in refs]):
                 dead += conn.execute(
                     select(blobs.c.id).where(blobs.c.id.in_(chunk), blobs.c.refcount <= 0)
                 ).scalars()
-            for chunk in _chunks(dead):
+            for chunk in chunks(dead):
                 conn.execute(delete(envelopes).where(envelopes.c.blob_id.in_(chunk)))
                 conn.execute(delete(blobs).where(blobs.c.id.in_(chunk)))
             return dead
@@ -499,21 +449,21 @@ class SqlStore(AccountSecurityMixin, OutboundQueueMixin, SqlStoreBase):
     # -- mailboxes and messages --------------------------------------------------------------------
 
     async def list_mailboxes(self, account_id: int) -> list[Mailbox]:
-        q = select(*_MAILBOX_COLS).where(mailboxes.c.account_id == account_id)
+        q = select(*MAILBOX_COLS).where(mailboxes.c.account_id == account_id)
         rows = await self._read(lambda conn: conn.execute(q.order_by(mailboxes.c.id)).all())
-        return [_mailbox(r) for r in rows]
+        return [mailbox_from_row(r) for r in rows]
 
     async def get_mailbox(self, account_id: int, name: str) -> Mailbox | None:
-        q = select(*_MAILBOX_COLS).where(
-            mailboxes.c.account_id == account_id, mailboxes.c.name == _mailbox_name(name)
+        q = select(*MAILBOX_COLS).where(
+            mailboxes.c.account_id == account_id, mailboxes.c.name == mailbox_name(name)
         )
         row = await self._read(lambda conn: conn.execute(q).first())
-        return _mailbox(row) if row else None
+        return mailbox_from_row(row) if row else None
 
     async def list_messages(self, mailbox_id: int) -> list[MessageInfo]:
-        q = select(*_MESSAGE_COLS).where(messages.c.mailbox_id == mailbox_id)
+        q = select(*MESSAGE_COLS).where(messages.c.mailbox_id == mailbox_id)
         rows = await self._read(lambda conn: conn.execute(q.order_by(messages.c.uid)).all())
-        return [_message(r) for r in rows]
+        return [message_from_row(r) for r in rows]
 
     def _content_key(self, conn: Connection, account_id: int, message_id: int) -> tuple[str, bytes]:
         row = conn.execute(_READ_MESSAGE, {"mid": message_id, "aid": account_id}).first()

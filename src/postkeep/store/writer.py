@@ -40,6 +40,7 @@ from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy import exc as sa_exc
 
 from postkeep.errors import NotFound, StoreError
+from postkeep.mime.summary import summarize
 from postkeep.store.api import (
     Delivered,
     DeliveryResult,
@@ -47,7 +48,14 @@ from postkeep.store.api import (
     MailboxEvent,
 )
 from postkeep.store.blobs import BlobFiles, new_blob_id
-from postkeep.store.crypto import encrypt_blob, message_key_context, new_key, wrap_key
+from postkeep.store.crypto import (
+    encrypt_blob,
+    message_key_context,
+    new_key,
+    seal,
+    structure_context,
+    wrap_key,
+)
 from postkeep.store.events import EventBus
 from postkeep.store.schema import accounts, blobs, envelopes, mailboxes, messages
 
@@ -82,6 +90,7 @@ class _Pending:
     blob_id: str = ""
     content_key: bytes = b""
     blob: bytes = b""
+    structure: bytes = b""
     written: bool = False
 
 
@@ -293,6 +302,8 @@ class GroupCommitWriter:
         p.blob_id = new_blob_id()
         p.content_key = new_key()
         p.blob = encrypt_blob(p.content_key, p.delivery.data)
+        summary = summarize(p.delivery.data)
+        p.structure = seal(p.content_key, summary, structure_context(p.blob_id))
 
     def _deliver_batch(self, run: list[_Pending]) -> list[_Outcome]:
         try:
@@ -376,25 +387,32 @@ class GroupCommitWriter:
             d, env = p.delivery, p.delivery.envelope
             size = len(d.data)
             blob_rows.append(
-                {"id": p.blob_id, "size": size, "refcount": len(p.account_ids), "created": now}
-            )
-            envelope_rows.append(
                 {
-                    "queue_id": env.queue_id,
-                    "mail_from": env.mail_from,
-                    "recipients": json.dumps(
-                        [[r.address, r.notify, r.orcpt] for r in env.recipients]
-                    ),
-                    "client_ip": env.client_ip,
-                    "helo": env.helo,
-                    "received_at": env.received_at,
-                    "ret": env.ret,
-                    "envid": env.envid,
-                    "body": env.body,
-                    "smtputf8": env.smtputf8,
-                    "blob_id": p.blob_id,
+                    "id": p.blob_id,
+                    "size": size,
+                    "refcount": len(p.account_ids),
+                    "created": now,
+                    "structure": p.structure,
                 }
             )
+            if env.queue_id:  # IMAP APPEND has no SMTP envelope to record
+                envelope_rows.append(
+                    {
+                        "queue_id": env.queue_id,
+                        "mail_from": env.mail_from,
+                        "recipients": json.dumps(
+                            [[r.address, r.notify, r.orcpt] for r in env.recipients]
+                        ),
+                        "client_ip": env.client_ip,
+                        "helo": env.helo,
+                        "received_at": env.received_at,
+                        "ret": env.ret,
+                        "envid": env.envid,
+                        "body": env.body,
+                        "smtputf8": env.smtputf8,
+                        "blob_id": p.blob_id,
+                    }
+                )
             internaldate = env.received_at or now
             placed: list[tuple[int, int, int, int]] = []
             for aid in p.account_ids:
@@ -414,14 +432,15 @@ class GroupCommitWriter:
                         "size": size,
                         "internaldate": internaldate,
                         "flags": int(d.flags),
-                        "keywords": "",
+                        "keywords": " ".join(d.keywords),
                         "savedate": now,
                     }
                 )
                 placed.append((aid, mailbox_id, uid, modseq))
             placements.append(placed)
         conn.execute(_INSERT_BLOBS, blob_rows)
-        conn.execute(_INSERT_ENVELOPES, envelope_rows)
+        if envelope_rows:
+            conn.execute(_INSERT_ENVELOPES, envelope_rows)
         conn.execute(_INSERT_MESSAGES, message_rows)
         ids: dict[tuple[int, int], int] = {}
         for key, (mailbox_id, end, _) in slots.items():
@@ -434,3 +453,4 @@ class GroupCommitWriter:
             evs = [MailboxEvent(a, m, "exists", u, s) for a, m, u, s in placed]
             out.append((DeliveryResult(p.blob_id, delivered), evs))
         return out
+

@@ -33,12 +33,18 @@ class Migration:
 
 
 def _load() -> tuple[Migration, ...]:
-    from postkeep.store.migrations import m0001_initial, m0002_account_security, m0003_send_as
+    from postkeep.store.migrations import (
+        m0001_initial,
+        m0002_account_security,
+        m0003_send_as,
+        m0004_imap,
+    )
 
     return (
         m0001_initial.MIGRATION,
         m0002_account_security.MIGRATION,
         m0003_send_as.MIGRATION,
+        m0004_imap.MIGRATION,
     )
 
 

@@ -1,0 +1,198 @@
+"""Mailbox operations for IMAP on both backends: flags with MODSEQ, expunge log, copy/move with
+shared blobs and quota, append, create/rename/delete, sealed MIME summaries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, select
+
+from postkeep.errors import AlreadyExists, NotFound, StoreError
+from postkeep.mime.summary import Summary
+from postkeep.store.api import Account, Envelope, Flag, LocalDelivery, MailboxEvent
+from postkeep.store.mailops import OverQuota
+from postkeep.store.schema import blobs
+from postkeep.store.sql import SqlStore
+
+Run = Callable[[Awaitable[Any]], Any]
+NO_FLAGS = Flag(0)
+MSG = (
+    b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\n"
+    b"Subject: SECRET-SUBJECT-42\r\n\r\nHello\r\n"
+)
+
+
+def _put(
+    run: Run,
+    store: SqlStore,
+    account: Account,
+    mailbox: str = "INBOX",
+    data: bytes = MSG,
+    flags: Flag = NO_FLAGS,
+    keywords: tuple[str, ...] = (),
+) -> int:
+    env = Envelope("", "", [], "127.0.0.1", "", 1_700_000_000.0)
+    result = run(store.deliver(LocalDelivery(env, [account.id], data, flags, mailbox, keywords)))
+    return int(result.delivered[0].uid)
+
+
+@pytest.fixture
+def acct(run: Run, store: SqlStore) -> Account:
+    run(store.add_domain("example.org"))
+    return run(store.add_account("alice@example.org", "x", quota_bytes=10_000))
+
+
+def _box(run: Run, store: SqlStore, account: Account, name: str) -> int:
+    box = run(store.get_mailbox(account.id, name))
+    assert box is not None
+    return int(box.id)
+
+
+def test_append_snapshot_and_summary_is_sealed(
+    run: Run, store: SqlStore, acct: Account, db_url: str
+) -> None:
+    uid = _put(run, store, acct, flags=Flag.SEEN, keywords=("$Label1",))
+    inbox = _box(run, store, acct, "INBOX")
+    snap = run(store.mailbox_snapshot(inbox, keywords=True))
+    assert snap.uids == [uid] and snap.keywords == ("$Label1",)
+    [info] = run(store.messages_by_uid(inbox, [(1, 10)]))
+    assert info.flags == Flag.SEEN and info.keywords == ("$Label1",) and info.savedate
+    raw = run(store.message_summaries(acct.id, [info.id]))[info.id]
+    summary = Summary(raw)
+    assert "SECRET-SUBJECT-42" in summary.envelope
+    assert summary.bodystructure.lower().startswith('("text" "plain"')
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            sealed = conn.execute(select(blobs.c.structure)).scalar_one()
+    finally:
+        engine.dispose()
+    assert b"SECRET-SUBJECT-42" not in bytes(sealed)  # sealed under the content key
+    counts = run(store.mailbox_counts(inbox))
+    assert (counts.messages, counts.unseen, counts.deleted, counts.size) == (1, 0, 0, len(MSG))
+
+
+def test_set_flags_modseq_and_unchangedsince(run: Run, store: SqlStore, acct: Account) -> None:
+    for _ in range(3):
+        _put(run, store, acct)
+    inbox = _box(run, store, acct, "INBOX")
+    events = store.subscribe(acct.id)
+    before = run(store.get_mailbox_by_id(inbox)).highestmodseq
+    change = run(store.set_flags(acct.id, inbox, [(1, 2)], "add", Flag.FLAGGED, ("Work",)))
+    assert [m.uid for m in change.changed] == [1, 2]
+    modseq = change.changed[0].modseq
+    assert modseq > before and {m.modseq for m in change.changed} == {modseq}
+    assert [e.kind for e in events.drain()] == ["flags", "flags"]
+    again = run(store.set_flags(acct.id, inbox, [(1, 3)], "add", Flag.FLAGGED, ("work",)))
+    assert [m.uid for m in again.changed] == [3] and [m.uid for m in again.unchanged] == [1, 2]
+    cond = run(
+        store.set_flags(
+            acct.id, inbox, [(1, 3)], "remove", Flag.FLAGGED, (), unchanged_since=modseq
+        )
+    )
+    assert cond.modified == (3,) and [m.uid for m in cond.changed] == [1, 2]
+    assert [m.uid for m in run(store.changed_since(inbox, modseq))] == [1, 2, 3]
+    rep = run(store.set_flags(acct.id, inbox, [(1, 1)], "replace", Flag.SEEN, ("A", "B")))
+    assert rep.changed[0].flags == Flag.SEEN and rep.changed[0].keywords == ("A", "B")
+    with pytest.raises(StoreError):
+        run(store.set_flags(acct.id, inbox, [(1, 1)], "toggle", Flag.SEEN))
+
+
+def test_expunge_logs_vanished_and_frees_quota(run: Run, store: SqlStore, acct: Account) -> None:
+    for _ in range(4):
+        _put(run, store, acct)
+    inbox = _box(run, store, acct, "INBOX")
+    assert run(store.get_account_by_id(acct.id)).used_bytes == 4 * len(MSG)
+    mark = run(store.get_mailbox_by_id(inbox)).highestmodseq
+    run(store.set_flags(acct.id, inbox, [(1, 3)], "add", Flag.DELETED))
+    events = store.subscribe(acct.id)
+    assert run(store.expunge(acct.id, inbox, [(2, 4)])) == [2, 3]  # UID EXPUNGE 2:4
+    assert [e for e in events.drain()] == [
+        MailboxEvent(acct.id, inbox, "expunge", 2),
+        MailboxEvent(acct.id, inbox, "expunge", 3),
+    ]
+    assert run(store.expunge(acct.id, inbox)) == [1]
+    assert run(store.mailbox_snapshot(inbox)).uids == [4]
+    assert run(store.expunged_since(inbox, mark)) == [1, 2, 3]
+    assert run(store.get_account_by_id(acct.id)).used_bytes == len(MSG)
+
+
+def test_copy_move_share_blobs_and_count_quota(run: Run, store: SqlStore, acct: Account) -> None:
+    for _ in range(2):
+        _put(run, store, acct)
+    inbox, archive = _box(run, store, acct, "INBOX"), _box(run, store, acct, "Archive")
+    result = run(store.copy_messages(acct.id, inbox, [(1, 2)], archive))
+    assert result.pairs == ((1, 1), (2, 2))
+    assert run(store.get_account_by_id(acct.id)).used_bytes == 4 * len(MSG)
+    moved = run(store.copy_messages(acct.id, archive, [(2, 2)], inbox, move=True))
+    assert moved.pairs == ((2, 3),)
+    assert run(store.mailbox_snapshot(archive)).uids == [1]
+    assert run(store.mailbox_snapshot(inbox)).uids == [1, 2, 3]
+    assert run(store.get_account_by_id(acct.id)).used_bytes == 4 * len(MSG)
+    [info] = run(store.messages_by_uid(inbox, [(3, 3)]))
+    assert run(store.read_message(acct.id, info.id)) == MSG
+    for _ in range(50):  # quota 10,000: copies eventually refused
+        try:
+            run(store.copy_messages(acct.id, inbox, [(1, 3)], archive))
+        except OverQuota:
+            break
+    else:
+        pytest.fail("quota never enforced on COPY")
+    with pytest.raises(NotFound):
+        run(store.copy_messages(acct.id, inbox, [(1, 1)], 999_999))
+
+
+def test_create_rename_delete(run: Run, store: SqlStore, acct: Account) -> None:
+    run(store.create_mailbox(acct.id, "a/b/c"))
+    names = {b.name for b in run(store.list_mailboxes(acct.id))}
+    assert {"a", "a/b", "a/b/c"} <= names
+    with pytest.raises(AlreadyExists):
+        run(store.create_mailbox(acct.id, "a/b"))
+    for bad in ("", "x//y", "bad\x01name", "star*"):
+        with pytest.raises(StoreError):
+            run(store.create_mailbox(acct.id, bad))
+    with pytest.raises(StoreError, match="children"):
+        run(store.delete_mailbox(acct.id, "a"))
+    _put(run, store, acct, "a/b/c")
+    validity = run(store.get_mailbox(acct.id, "a/b/c")).uidvalidity
+    run(store.rename_mailbox(acct.id, "a", "x/y"))
+    names = {b.name for b in run(store.list_mailboxes(acct.id))}
+    assert {"x", "x/y", "x/y/b", "x/y/b/c"} <= names and "a" not in names
+    moved = run(store.get_mailbox(acct.id, "x/y/b/c"))
+    assert moved.uidvalidity == validity and run(store.mailbox_snapshot(moved.id)).uids == [1]
+    with pytest.raises(AlreadyExists):
+        run(store.rename_mailbox(acct.id, "x", "Sent"))
+    run(store.delete_mailbox(acct.id, "x/y/b/c"))
+    assert run(store.get_account_by_id(acct.id)).used_bytes == 0
+    with pytest.raises(StoreError):
+        run(store.delete_mailbox(acct.id, "INBOX"))
+    with pytest.raises(NotFound):
+        run(store.delete_mailbox(acct.id, "nope"))
+    run(store.set_subscribed(acct.id, "x", False))
+    assert not run(store.get_mailbox(acct.id, "x")).subscribed
+
+
+def test_rename_inbox_moves_messages(run: Run, store: SqlStore, acct: Account) -> None:
+    _put(run, store, acct)
+    _put(run, store, acct)
+    run(store.rename_mailbox(acct.id, "INBOX", "Old"))
+    old = run(store.get_mailbox(acct.id, "Old"))
+    assert run(store.mailbox_snapshot(old.id)).uids == [1, 2]
+    inbox = _box(run, store, acct, "INBOX")
+    assert run(store.mailbox_snapshot(inbox)).uids == []
+    assert _put(run, store, acct) == 3  # INBOX keeps counting: UIDs are never reused
+    assert run(store.expunged_since(inbox, 0)) == [1, 2]
+
+
+def test_summary_document_round_trip(run: Run, store: SqlStore, acct: Account) -> None:
+    _put(run, store, acct)
+    inbox = _box(run, store, acct, "INBOX")
+    [info] = run(store.messages_by_uid(inbox, [(1, 1)]))
+    raw = run(store.message_summaries(acct.id, [info.id]))[info.id]
+    doc = json.loads(raw)
+    assert doc["v"] == 1
+    tree = Summary(raw).tree
+    assert MSG[tree.body_start : tree.body_end] == b"Hello\r\n"
