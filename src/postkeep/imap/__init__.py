@@ -1,0 +1,1 @@
+"""The IMAP server: mailbox views, search, rendering, sessions and the asyncio driver."""

@@ -1,0 +1,515 @@
+"""Evaluating IMAP search programs against messages (sans-IO).
+
+Implements the search keys of RFC 9051 §6.4.4 and RFC 3501 §6.4.4 (NEW, OLD, RECENT), MODSEQ
+(RFC 7162 §3.1.5), OLDER/YOUNGER (RFC 5032 §3), SAVEDBEFORE/SAVEDON/SAVEDSINCE and
+SAVEDATESUPPORTED (RFC 8514 §4), EMAILID/THREADID (RFC 8474 §6) and the saved result "$"
+(RFC 5182 §2.1) over the `SearchKey` trees built by `postkeep.protocol.imap_search`.
+
+A key is compiled once into a predicate with three-valued logic: evaluated without the message
+content it answers True, False or None ("needs the content"), so `search()` reads and parses a
+message only when the keys that need no content cannot decide alone. Within AND and OR the
+cheap keys run first, then header keys, then body keys.
+
+`MessageContent` holds what content keys need: the top-level header fields (unfolded, RFC 2047
+decoded) and the decoded text of the text/* body parts (RFC 2045 transfer encodings, declared
+charsets), both built lazily and never raising on malformed input.
+"""
+
+from __future__ import annotations
+
+import binascii
+import bisect
+import calendar
+import datetime
+import email.parser
+import email.policy
+import email.utils
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from postkeep.protocol.imap_commands import (
+    SearchAge,
+    SearchAnd,
+    SearchDate,
+    SearchFlag,
+    SearchHeader,
+    SearchKey,
+    SearchKeyword,
+    SearchModSeq,
+    SearchNot,
+    SearchObjectId,
+    SearchOr,
+    SearchSet,
+    SearchSize,
+    SearchText,
+)
+from postkeep.store.api import Flag
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """What the server knows about a message without reading it.
+
+    `keywords` are as stored (case-preserving); they are compared case-insensitively.
+    `savedate` is None when unknown (RFC 8514 §4: the internal date is used instead).
+    """
+
+    seq: int
+    uid: int
+    flags: Flag
+    keywords: frozenset[str]
+    size: int
+    internaldate: float
+    savedate: float | None
+    modseq: int
+    recent: bool = False
+    email_id: str = ""
+    thread_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchContext:
+    """The mailbox and session state a search depends on.
+
+    `saved` holds the UIDs of the result saved by SEARCH RETURN (SAVE), named "$" (RFC 5182
+    §2.1) in UID and non-UID sets alike; `now` is the server time for OLDER/YOUNGER
+    (RFC 5032); `tz` the server zone giving the date of an internal date (BEFORE, ON, SINCE).
+    """
+
+    largest_seq: int
+    largest_uid: int
+    saved: frozenset[int] = frozenset()
+    now: float = 0.0
+    tz: datetime.tzinfo = datetime.UTC
+
+
+# -- message content ------------------------------------------------------------------------
+
+_HEADER_END: Final = re.compile(rb"\r?\n\r?\n")
+_FIELD_NAME: Final = re.compile(rb"[\x21-\x39\x3b-\x7e]+")  # RFC 5322 §3.6.8 ftext
+# RFC 2047 §2 encoded-word (RFC 2231 §5 allows "*language" after the charset).
+_ENCODED_WORD: Final = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([BbQq])\?([^?\s]*)\?=")
+_BASE64: Final = re.compile(r"[A-Za-z0-9+/]*")
+
+
+def decode_bytes(raw: bytes, charset: str | None) -> str:
+    """`raw` decoded from `charset`; undecodable octets become U+FFFD. Without a charset, or
+    with an unknown one, UTF-8 is tried and Latin-1 used when it fails. Never raises."""
+    if charset:
+        try:
+            return raw.decode(charset.strip().strip('"'), "replace")
+        except (LookupError, UnicodeError, ValueError, TypeError):
+            pass  # unknown charset, or a codec that is not a text encoding (e.g. "base64")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _word_bytes(encoding: str, text: str) -> bytes | None:
+    """The octets of one encoded-word's encoded-text (RFC 2047 §4), None if malformed."""
+    try:
+        if encoding in "Bb":
+            data = text.rstrip("=")
+            if not _BASE64.fullmatch(data):
+                return None
+            return binascii.a2b_base64(data + "=" * (-len(data) % 4))
+        return binascii.a2b_qp(text.encode("ascii"), header=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def decode_header_text(value: str) -> str:
+    """RFC 2047 encoded-words in `value` decoded (§6.2: white space between adjacent encoded
+    words is dropped; adjacent words in one charset are joined before decoding, so a character
+    split across words survives). Malformed words are kept as they are. Never raises."""
+    if "=?" not in value:
+        return value
+    out: list[str] = []
+    run_charset: str | None = None
+    run: list[bytes] = []
+    pos = 0
+
+    def flush() -> None:
+        if run:
+            out.append(decode_bytes(b"".join(run), run_charset))
+            run.clear()
+
+    for m in _ENCODED_WORD.finditer(value):
+        raw = _word_bytes(m.group(2), m.group(3))
+        if raw is None:
+            continue
+        gap = value[pos : m.start()]
+        charset = m.group(1)
+        if gap and not (run and gap.strip(" \t") == ""):
+            flush()
+            out.append(gap)
+        elif run and charset.lower() != (run_charset or "").lower():
+            flush()
+        run_charset = charset
+        run.append(raw)
+        pos = m.end()
+    flush()
+    out.append(value[pos:])
+    return "".join(out)
+
+
+def _date_tuple(value: str) -> tuple[int, int, int, int, int, int, int] | None:
+    """(year, month, day, hour, minute, second, offset seconds) of an RFC 5322 §3.3 date-time,
+    validated; None when it cannot be parsed. A missing zone counts as UTC."""
+    try:
+        parsed = email.utils.parsedate_tz(value)
+    except (ValueError, IndexError, TypeError):
+        return None
+    if parsed is None:
+        return None
+    year, month, day, hour, minute, second = parsed[:6]
+    offset = parsed[9] or 0
+    try:
+        datetime.datetime(year, month, day, hour, minute, min(second, 59))
+    except (ValueError, OverflowError):
+        return None
+    if abs(offset) >= 86400:
+        return None
+    return year, month, day, hour, minute, second, offset
+
+
+class MessageContent:
+    """The parts of a message that header and text search keys look at, decoded lazily.
+
+    Only the top-level header is searched by header keys; TEXT and BODY see the decoded text of
+    every text/* leaf part (quoted-printable and base64 undone, converted from the declared
+    charset), including those of attached messages. Non-text parts are skipped. Header octets
+    that are not UTF-8 (RFC 6532) are read as Latin-1.
+    """
+
+    __slots__ = ("_body", "_body_folded", "_data", "_decoded", "_fields", "_folded", "_head_folded")
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._fields: list[tuple[str, str]] | None = None
+        self._decoded: dict[str, list[str]] = {}
+        self._folded: dict[str, list[str]] = {}
+        self._head_folded: str | None = None
+        self._body: str | None = None
+        self._body_folded: str | None = None
+
+    @classmethod
+    def parse(cls, data: bytes, *, max_bytes: int = 8 << 20) -> MessageContent:
+        """Content of the message `data`, of which only the first `max_bytes` octets count."""
+        return cls(data[:max_bytes])
+
+    def _all_fields(self) -> list[tuple[str, str]]:
+        """(name, unfolded raw value) of each top-level header field (RFC 5322 §2.2)."""
+        if self._fields is not None:
+            return self._fields
+        data = self._data
+        if data.startswith((b"\r\n", b"\n")):
+            head = b""
+        else:
+            m = _HEADER_END.search(data)
+            head = data if m is None else data[: m.start()]
+        fields: list[tuple[str, bytearray]] = []
+        current: bytearray | None = None
+        for line in head.split(b"\n"):
+            line = line.removesuffix(b"\r")
+            if line[:1] in (b" ", b"\t"):
+                if current is not None:
+                    current += line  # RFC 5322 §2.2.3 unfolding: the CRLF goes, the WSP stays
+                continue
+            name, colon, value = line.partition(b":")
+            name = name.rstrip(b" \t")  # RFC 5322 §4.5.8 obs-optional
+            if not colon or not _FIELD_NAME.fullmatch(name):
+                current = None
+                continue
+            current = bytearray(value)
+            fields.append((name.decode("ascii"), current))
+        self._fields = [(n, decode_bytes(bytes(v), None).strip(" \t")) for n, v in fields]
+        return self._fields
+
+    def raw_header_values(self, name: str) -> list[str]:
+        """Unfolded values of the header field `name` (any case), not RFC 2047 decoded."""
+        lower = name.lower()
+        return [value for n, value in self._all_fields() if n.lower() == lower]
+
+    def header_values(self, name: str) -> list[str]:
+        """Unfolded, RFC 2047 decoded values of the header field `name` (any case)."""
+        lower = name.lower()
+        values = self._decoded.get(lower)
+        if values is None:
+            values = [decode_header_text(v) for v in self.raw_header_values(lower)]
+            self._decoded[lower] = values
+        return values
+
+    def header_contains(self, name: str, needle: str) -> bool:
+        """Whether a `name` field contains `needle` (casefolded); "" matches any such field."""
+        lower = name.lower()
+        folded = self._folded.get(lower)
+        if folded is None:
+            folded = [v.casefold() for v in self.header_values(lower)]
+            self._folded[lower] = folded
+        needle = needle.casefold()
+        return any(needle in value for value in folded)
+
+    def header_text(self) -> str:
+        """The whole top-level header as decoded "Name: value" lines."""
+        return "\n".join(f"{n}: {decode_header_text(v)}" for n, v in self._all_fields())
+
+    def body_text(self) -> str:
+        """The decoded text of the text/* leaf parts, separated by newlines."""
+        if self._body is None:
+            self._body = self._extract_body()
+        return self._body
+
+    def _extract_body(self) -> str:
+        try:
+            message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(self._data)
+            texts: list[str] = []
+            for part in message.walk():
+                if part.is_multipart() or part.get_content_maintype() != "text":
+                    continue
+                payload = part.get_payload(decode=True)
+                if isinstance(payload, bytes):
+                    texts.append(decode_bytes(payload, part.get_content_charset()))
+            return "\n".join(texts)
+        except Exception:  # hostile MIME (deep nesting, odd parameters): search the raw body
+            m = _HEADER_END.search(self._data)
+            return decode_bytes(self._data[m.end() :] if m else b"", None)
+
+    def text_contains(self, needle: str) -> bool:
+        """TEXT: `needle` (casefolded) in the header or the body (RFC 9051 §6.4.4)."""
+        if self._head_folded is None:
+            self._head_folded = self.header_text().casefold()
+        needle = needle.casefold()
+        return needle in self._head_folded or self.body_contains(needle)
+
+    def body_contains(self, needle: str) -> bool:
+        """BODY: `needle` (casefolded) in the body text (RFC 9051 §6.4.4)."""
+        if self._body_folded is None:
+            self._body_folded = self.body_text().casefold()
+        return needle.casefold() in self._body_folded
+
+    def _first_date(self) -> tuple[int, int, int, int, int, int, int] | None:
+        values = self.raw_header_values("Date")
+        return _date_tuple(values[0]) if values else None
+
+    def sent_date(self) -> datetime.date | None:
+        """The date of the Date: field in its own zone (RFC 9051 §6.4.4 SENTBEFORE/SENTON/
+        SENTSINCE), None when missing or unparsable."""
+        parsed = self._first_date()
+        return None if parsed is None else datetime.date(*parsed[:3])
+
+    def sent_time(self) -> float | None:
+        """The Date: field as POSIX time (RFC 5256 §2.2 sent date), None when unusable."""
+        parsed = self._first_date()
+        if parsed is None:
+            return None
+        *fields, offset = parsed
+        return float(calendar.timegm((*fields, 0, 0, 0)) - offset)
+
+
+# -- evaluation -----------------------------------------------------------------------------
+
+# A compiled key: True or False, or None when the answer needs the content and it is None.
+_Pred = Callable[[Candidate, MessageContent | None], bool | None]
+
+_FLAG_TESTS: Final[dict[str, Callable[[Candidate], bool]]] = {
+    "ALL": lambda m: True,
+    "SAVEDATESUPPORTED": lambda m: True,  # RFC 8514 §4: every mailbox supports SAVEDATE
+    "ANSWERED": lambda m: Flag.ANSWERED in m.flags,
+    "DELETED": lambda m: Flag.DELETED in m.flags,
+    "DRAFT": lambda m: Flag.DRAFT in m.flags,
+    "FLAGGED": lambda m: Flag.FLAGGED in m.flags,
+    "SEEN": lambda m: Flag.SEEN in m.flags,
+    "UNANSWERED": lambda m: Flag.ANSWERED not in m.flags,
+    "UNDELETED": lambda m: Flag.DELETED not in m.flags,
+    "UNDRAFT": lambda m: Flag.DRAFT not in m.flags,
+    "UNFLAGGED": lambda m: Flag.FLAGGED not in m.flags,
+    "UNSEEN": lambda m: Flag.SEEN not in m.flags,
+    "RECENT": lambda m: m.recent,  # RFC 3501 §6.4.4
+    "NEW": lambda m: m.recent and Flag.SEEN not in m.flags,
+    "OLD": lambda m: not m.recent,
+}
+_HEADER_KEYS: Final = {"FROM": "From", "TO": "To", "CC": "Cc", "BCC": "Bcc", "SUBJECT": "Subject"}
+_DATE_TESTS: Final[dict[str, Callable[[datetime.date, datetime.date], bool]]] = {
+    "BEFORE": lambda have, want: have < want,
+    "ON": lambda have, want: have == want,
+    "SINCE": lambda have, want: have >= want,
+}
+
+
+def _cost(key: SearchKey) -> int:
+    """0: decided without the content; 1: needs the header; 2: needs the body."""
+    if isinstance(key, SearchText):
+        return 2 if key.key in ("BODY", "TEXT") else 1
+    if isinstance(key, SearchHeader):
+        return 1
+    if isinstance(key, SearchDate):
+        return 1 if key.key.startswith("SENT") else 0
+    if isinstance(key, SearchNot):
+        return _cost(key.key)
+    if isinstance(key, SearchAnd | SearchOr):
+        return max(_cost(k) for k in key.keys)
+    return 0
+
+
+def needs_content(key: SearchKey) -> bool:
+    """Whether evaluating `key` may need the message header or body."""
+    return _cost(key) > 0
+
+
+def _day(timestamp: float, tz: datetime.tzinfo) -> datetime.date:
+    return datetime.datetime.fromtimestamp(timestamp, tz).date()
+
+
+def _in_ranges(ranges: tuple[tuple[int, int], ...], number: int) -> bool:
+    i = bisect.bisect_right(ranges, (number, float("inf"))) - 1
+    return i >= 0 and ranges[i][0] <= number <= ranges[i][1]
+
+
+def _compile_set(key: SearchSet, ctx: SearchContext) -> _Pred:
+    """Message numbers or UIDs, "*" resolved; "$" always names UIDs (RFC 5182 §2.1)."""
+    ranges = key.set.resolve(ctx.largest_uid if key.uid else ctx.largest_seq)
+    saved = ctx.saved if key.set.saved else frozenset()
+    if key.uid:
+        return lambda m, c: _in_ranges(ranges, m.uid) or m.uid in saved
+    return lambda m, c: _in_ranges(ranges, m.seq) or m.uid in saved
+
+
+def _compile_date(key: SearchDate, ctx: SearchContext) -> _Pred:
+    test = _DATE_TESTS[key.key.removeprefix("SENT").removeprefix("SAVED")]
+    want = key.date
+    if key.key.startswith("SENT"):
+
+        def sent(m: Candidate, c: MessageContent | None) -> bool | None:
+            if c is None:
+                return None
+            have = c.sent_date()
+            return have is not None and test(have, want)
+
+        return sent
+    tz = ctx.tz
+    if key.key.startswith("SAVED"):  # RFC 8514 §4: no save date, the internal date counts
+        return lambda m, c: test(
+            _day(m.internaldate if m.savedate is None else m.savedate, tz), want
+        )
+    return lambda m, c: test(_day(m.internaldate, tz), want)
+
+
+def _compile_text(key: SearchText | SearchHeader) -> _Pred:
+    needle = key.value.casefold()
+    if isinstance(key, SearchHeader):
+        field, which = key.field, "HEADER"
+    else:
+        field, which = _HEADER_KEYS.get(key.key, ""), key.key
+
+    def text(m: Candidate, c: MessageContent | None) -> bool | None:
+        if c is None:
+            return None
+        if which == "BODY":
+            return c.body_contains(needle)
+        if which == "TEXT":
+            return c.text_contains(needle)
+        return c.header_contains(field, needle)
+
+    return text
+
+
+def _compile_not(inner: _Pred) -> _Pred:
+    def negation(m: Candidate, c: MessageContent | None) -> bool | None:
+        result = inner(m, c)
+        return None if result is None else not result
+
+    return negation
+
+
+def _compile_group(preds: list[_Pred], any_of: bool) -> _Pred:
+    """AND (`any_of` False) or OR over `preds`, short-circuiting, Kleene logic for None."""
+    decisive = any_of  # the value that decides the whole group
+
+    def group(m: Candidate, c: MessageContent | None) -> bool | None:
+        unknown = False
+        for pred in preds:
+            result = pred(m, c)
+            if result is None:
+                unknown = True
+            elif result is decisive:
+                return decisive
+        return None if unknown else not decisive
+
+    return group
+
+
+def _compile(key: SearchKey, ctx: SearchContext) -> _Pred:
+    if isinstance(key, SearchFlag):
+        test = _FLAG_TESTS[key.key]
+        return lambda m, c: test(m)
+    if isinstance(key, SearchText | SearchHeader):
+        return _compile_text(key)
+    if isinstance(key, SearchKeyword):
+        wanted, present = key.keyword.casefold(), key.present
+        return lambda m, c: any(k.casefold() == wanted for k in m.keywords) is present
+    if isinstance(key, SearchDate):
+        return _compile_date(key, ctx)
+    if isinstance(key, SearchSize):
+        size = key.size
+        if key.key == "LARGER":
+            return lambda m, c: m.size > size
+        return lambda m, c: m.size < size
+    if isinstance(key, SearchAge):  # RFC 5032 §3: relative to the internal date
+        cutoff = ctx.now - key.seconds
+        if key.key == "OLDER":
+            return lambda m, c: m.internaldate < cutoff
+        return lambda m, c: m.internaldate > cutoff
+    if isinstance(key, SearchSet):
+        return _compile_set(key, ctx)
+    if isinstance(key, SearchModSeq):
+        # RFC 7162 §3.1.5: without per-flag mod-sequences, the message's one is used.
+        modseq = key.modseq
+        return lambda m, c: m.modseq >= modseq
+    if isinstance(key, SearchObjectId):
+        wanted_id = key.object_id
+        if key.key == "EMAILID":
+            return lambda m, c: m.email_id == wanted_id
+        return lambda m, c: m.thread_id == wanted_id
+    if isinstance(key, SearchNot):
+        return _compile_not(_compile(key.key, ctx))
+    ordered = sorted(key.keys, key=_cost)  # stable: cheap keys first, body keys last
+    return _compile_group([_compile(k, ctx) for k in ordered], isinstance(key, SearchOr))
+
+
+def matches(
+    key: SearchKey, msg: Candidate, content: MessageContent | None, ctx: SearchContext
+) -> bool:
+    """Whether `msg` satisfies `key`. `content` may be None when `key` does not need it
+    (`needs_content`); ValueError if it does and the answer depends on it."""
+    result = _compile(key, ctx)(msg, content)
+    if result is None:
+        raise ValueError("this search key needs the message content")
+    return result
+
+
+def search(
+    key: SearchKey,
+    candidates: Sequence[Candidate],
+    load: Callable[[Candidate], MessageContent] | None,
+    ctx: SearchContext,
+) -> list[Candidate]:
+    """The candidates satisfying `key`, in the given order.
+
+    `load` is called only for candidates whose fate the content-free keys leave open; it may
+    be None when `key` needs no content (ValueError otherwise, when a content is needed).
+    """
+    pred = _compile(key, ctx)
+    found: list[Candidate] = []
+    for msg in candidates:
+        result = pred(msg, None)
+        if result is None:
+            if load is None:
+                raise ValueError("this search key needs the message content")
+            result = pred(msg, load(msg))
+        if result:
+            found.append(msg)
+    return found
