@@ -107,6 +107,10 @@ listen = ["127.0.0.1:{base_port + 25}"]
 [submission]
 listen = ["127.0.0.1:{base_port + 87}"]
 tls_listen = ["127.0.0.1:{base_port + 65}"]
+
+[imap]
+listen = ["127.0.0.1:{base_port + 143}"]
+tls_listen = ["127.0.0.1:{base_port + 993}"]
 """
 
 
@@ -144,7 +148,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     _with_store(args, setup)
     print(f"initialised {directory} for {hostname}, domain {domain}")
     print(f"SMTP listens on 127.0.0.1:{args.base_port + 25}, submission on "
-          f"{args.base_port + 87} (STARTTLS) and {args.base_port + 65} (implicit TLS)")
+          f"{args.base_port + 87} (STARTTLS) and {args.base_port + 65} (implicit TLS), IMAP on "
+          f"{args.base_port + 143} (STARTTLS) and {args.base_port + 993} (implicit TLS)")
     print(f"postmaster@{domain} password: {password}")
     return 0
 

@@ -221,6 +221,62 @@ class SubmissionConfig:
 
 
 @dataclass(frozen=True)
+class ImapConfig:
+    """`[imap]`: mailbox access for logged-in users (IMAP4rev2, RFC 9051; IMAP4rev1, RFC 3501)."""
+
+    listen: list[str] = _doc(
+        'STARTTLS IMAP addresses (port 143; LOGINDISABLED until TLS), as "ip:port".',
+        default_factory=list,
+    )
+    tls_listen: list[str] = _doc(
+        "Implicit-TLS IMAP addresses (port 993, RFC 8314 §3.3).", default_factory=list
+    )
+    sasl_mechanisms: list[str] = _doc(
+        "SASL mechanisms offered by AUTHENTICATE after TLS, in this order (as "
+        "`submission.sasl_mechanisms`).",
+        default_factory=lambda: list(DEFAULT_SASL),
+    )
+    gssapi_keytab: str = _doc(
+        "Kerberos keytab with the key of `imap/HOST`, for SASL GSSAPI (see "
+        "`submission.gssapi_keytab`). Empty: GSSAPI off.",
+        default="",
+    )
+    max_append_size: int = _doc(
+        "Largest message APPEND accepts, in bytes (advertised as APPENDLIMIT, RFC 7889).",
+        default=50 * MiB,
+    )
+    max_connections: int = _doc("Simultaneous IMAP connections in all.", default=20000)
+    max_connections_per_ip: int = _doc(
+        "Simultaneous connections from one IPv4 address or IPv6 /64.", default=100
+    )
+    max_connections_per_account: int = _doc(
+        "Simultaneous logged-in connections of one account (NO [LIMIT] past it).", default=50
+    )
+    login_timeout: float = _doc(
+        "Seconds a connection may stay unauthenticated and silent.", default=60.0
+    )
+    idle_timeout: float = _doc(
+        "Seconds of silence (IDLE included) before an authenticated connection is logged out "
+        "(RFC 9051 §5.4: at least 30 minutes).",
+        default=1860.0,
+    )
+    command_rate: float = _doc(
+        "Commands per second a connection may send on average; past a burst of 10 times this, "
+        "commands are slowed down to the rate (flow control, not an error).",
+        default=200.0,
+    )
+    auth_delay_after: int = _doc(
+        "Failed logins in a connection after which each failure reply is delayed.", default=2
+    )
+    auth_close_after: int = _doc(
+        "Failed logins after which the connection is closed with BYE.", default=5
+    )
+    auth_failure_delay: float = _doc(
+        "Seconds to delay failure replies past the first.", default=2.0
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration."""
 
@@ -230,6 +286,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    imap: ImapConfig = field(default_factory=ImapConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
 
     @property
@@ -369,21 +426,33 @@ def _validate(cfg: Config) -> None:
             parse_listen(item)
         except ValueError as e:
             raise ConfigError(f"smtp.listen[{i}]", str(e)) from None
-    for key in ("listen", "tls_listen"):
-        for i, item in enumerate(getattr(cfg.submission, key)):
-            try:
-                parse_listen(item)
-            except ValueError as e:
-                raise ConfigError(f"submission.{key}[{i}]", str(e)) from None
     known = {*DEFAULT_SASL, "DIGEST-MD5", "GSSAPI"}
-    for i, mech in enumerate(cfg.submission.sasl_mechanisms):
-        if mech not in known:
-            raise ConfigError(f"submission.sasl_mechanisms[{i}]",
-                              f"unknown mechanism {mech!r} (known: {', '.join(sorted(known))})")
+    for section, part in (("submission", cfg.submission), ("imap", cfg.imap)):
+        for key in ("listen", "tls_listen"):
+            for i, item in enumerate(getattr(part, key)):
+                try:
+                    parse_listen(item)
+                except ValueError as e:
+                    raise ConfigError(f"{section}.{key}[{i}]", str(e)) from None
+        for i, mech in enumerate(part.sasl_mechanisms):
+            if mech not in known:
+                raise ConfigError(
+                    f"{section}.sasl_mechanisms[{i}]",
+                    f"unknown mechanism {mech!r} (known: {', '.join(sorted(known))})",
+                )
+        if part.gssapi_keytab and not cfg.data_path(part.gssapi_keytab).is_file():
+            raise ConfigError(f"{section}.gssapi_keytab",
+                              f"no such file: {cfg.data_path(part.gssapi_keytab)}")
+    imap = cfg.imap
+    for key in ("max_append_size", "max_connections", "max_connections_per_ip",
+                "max_connections_per_account", "login_timeout", "command_rate"):
+        if getattr(imap, key) <= 0:
+            raise ConfigError(f"imap.{key}", "must be greater than 0")
+    if imap.idle_timeout < 1800:
+        raise ConfigError("imap.idle_timeout", "must be at least 1800 (RFC 9051 §5.4)")
+    if imap.max_append_size > 1 << 30:
+        raise ConfigError("imap.max_append_size", "must be at most 1 GiB")
     sub = cfg.submission
-    if sub.gssapi_keytab and not cfg.data_path(sub.gssapi_keytab).is_file():
-        raise ConfigError("submission.gssapi_keytab",
-                          f"no such file: {cfg.data_path(sub.gssapi_keytab)}")
     if sub.max_recipients < 1 or sub.max_message_size <= 0 or sub.max_header_size <= 0:
         raise ConfigError("submission", "message limits must be greater than 0")
     if sub.max_part_size <= 0:

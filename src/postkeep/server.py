@@ -12,6 +12,7 @@ import signal
 
 from postkeep import log
 from postkeep.config import Config
+from postkeep.imap_server import ImapServer
 from postkeep.net.tls import build_tls
 from postkeep.policy.auth import PasswordVerifier
 from postkeep.smtp_server import SmtpServer
@@ -28,7 +29,8 @@ async def serve(cfg: Config) -> None:
     verifier = PasswordVerifier()
     smtp = SmtpServer(cfg, store, tls_context)
     submission = SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier)
-    servers = [smtp] + ([submission] if submission.listen else [])
+    imap = ImapServer(cfg, store, tls_context, verifier)
+    servers = [smtp] + ([submission] if submission.listen else []) + ([imap] if imap.listen else [])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

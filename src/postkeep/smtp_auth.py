@@ -1,4 +1,4 @@
-"""The SMTP AUTH exchange (RFC 4954) between the session core and the SASL mechanisms.
+"""SASL exchanges of SMTP AUTH (RFC 4954) and IMAP AUTHENTICATE (RFC 9051 §6.2.2).
 
 Drives one `protocol.sasl` mechanism per AUTH command: sends 334 challenges, feeds the client's
 responses back, resolves what the mechanism needs (a password check through the bounded argon2
@@ -28,11 +28,10 @@ from postkeep import log
 from postkeep.errors import Reply
 from postkeep.policy.auth import AuthBusy, PasswordVerifier, authenticate_password, sasl_secrets_for
 from postkeep.protocol import sasl
-from postkeep.protocol.smtp_parser import Auth
 from postkeep.store.api import Account, Store
 
 if TYPE_CHECKING:
-    from postkeep.config import SubmissionConfig
+    from postkeep.config import ImapConfig, SubmissionConfig
 
 logger = log.get("smtp")
 
@@ -43,7 +42,6 @@ R_AUTH_MALFORMED = Reply(501, "5.5.2", "Malformed authentication data (base64 ex
 R_AUTH_BUSY = Reply(454, "4.7.0", "Temporary authentication failure, try again later")
 R_AUTH_TOO_MANY = Reply(421, "4.7.0", "Too many authentication failures, closing connection")
 
-SCOPE = "smtp"
 
 
 @dataclass(slots=True)
@@ -68,28 +66,35 @@ class AuthResult:
 
 
 class SmtpAuthenticator:
-    """Runs AUTH exchanges for one listener role."""
+    """Runs AUTH exchanges for one listener role.
+
+    `scope` is the protocol ("smtp" or "imap"): it selects the app passwords that may log in
+    and the GSSAPI service name (`smtp/HOST`, `imap/HOST`). Replies are SMTP `Reply` values;
+    the IMAP driver maps them to tagged responses.
+    """
 
     def __init__(
         self,
         store: Store,
         verifier: PasswordVerifier,
         hostname: str,
-        cfg: SubmissionConfig,
+        cfg: SubmissionConfig | ImapConfig,
         *,
         gssapi_keytab: str | None = None,
+        scope: str = "smtp",
     ) -> None:
-        """`gssapi_keytab`: the resolved `submission.gssapi_keytab`, None when GSSAPI is off."""
+        """`gssapi_keytab`: the resolved `gssapi_keytab` setting, None when GSSAPI is off."""
         self.store = store
         self.verifier = verifier
         self.hostname = hostname
         self.cfg = cfg
+        self.scope = scope
         self.gssapi_keytab = gssapi_keytab or None
         if sasl.GSSAPI in cfg.sasl_mechanisms and sasl.GSSAPI not in self.advertised(True, None):
             logger.warning(
                 "GSSAPI (RFC 4752) is listed but not offered: %s",
                 "the gssapi package is not installed (postkeep[gssapi])"
-                if self.gssapi_keytab else "submission.gssapi_keytab is not set",
+                if self.gssapi_keytab else f"{scope}: gssapi_keytab is not set",
             )
 
     def advertised(self, tls: bool, channel_bindings: Mapping[str, bytes] | None) -> list[str]:
@@ -99,12 +104,16 @@ class SmtpAuthenticator:
         )
 
     async def start(
-        self, auth: Auth, channel_bindings: Mapping[str, bytes] | None, local_ip: str
+        self,
+        mechanism: str,
+        initial_response: str | None,
+        channel_bindings: Mapping[str, bytes] | None,
+        local_ip: str,
     ) -> tuple[AuthExchange | None, AuthResult]:
         initial: bytes | None = None
-        if auth.initial is not None:
+        if initial_response is not None:
             try:
-                decoded = sasl.decode_response(auth.initial.encode(), initial=True)
+                decoded = sasl.decode_response(initial_response.encode(), initial=True)
             except sasl.SaslMalformed:
                 return None, AuthResult(reply=R_AUTH_MALFORMED, reason="malformed base64")
             if decoded is sasl.ABORT:
@@ -113,14 +122,15 @@ class SmtpAuthenticator:
             initial = decoded
         offered = self.advertised(True, channel_bindings)
         mech = sasl.create(
-            auth.mechanism,
+            mechanism,
             hostname=self.hostname,
             channel_bindings=channel_bindings,
             plus_offered=any(m.endswith("-PLUS") for m in offered),
             hosts=(local_ip,),
             gssapi_keytab=self.gssapi_keytab,
+            gssapi_service=self.scope,
         )
-        exchange = AuthExchange(mech, auth.mechanism)
+        exchange = AuthExchange(mech, mechanism)
         return exchange, await self._advance(exchange, mech.start(initial))
 
     async def respond(self, exchange: AuthExchange, line: bytes) -> AuthResult:
@@ -147,7 +157,7 @@ class SmtpAuthenticator:
                     exchange.user = authcid
                     try:
                         outcome = await authenticate_password(
-                            self.store, authcid, password, SCOPE, self.verifier
+                            self.store, authcid, password, self.scope, self.verifier
                         )
                     except AuthBusy:
                         return AuthResult(reply=R_AUTH_BUSY, reason="verifier busy")
@@ -157,7 +167,7 @@ class SmtpAuthenticator:
                         step = sasl.Failure(outcome.reason or step.reason)
                 case sasl.NeedSecrets(authcid=authcid):
                     exchange.user = authcid
-                    secrets = await sasl_secrets_for(self.store, authcid, SCOPE)
+                    secrets = await sasl_secrets_for(self.store, authcid, self.scope)
                     step = mech.provide(secrets)
                 case sasl.Success(final=final) as success:
                     if final is not None and exchange.pending is None:

@@ -544,7 +544,7 @@ class SmtpServer:
         assert self.auth is not None
         local = conn.writer.get_extra_info("sockname") or ("",)
         exchange, result = await self.auth.start(
-            auth, self.channel_bindings(conn), str(local[0])
+            auth.mechanism, auth.initial, self.channel_bindings(conn), str(local[0])
         )
         conn.auth = exchange
         await self._auth_result(conn, auth.mechanism, result)

@@ -38,6 +38,8 @@ class Instance:
     smtp_port: int
     submission_port: int = 0
     submissions_port: int = 0
+    imap_port: int = 0
+    imaps_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -159,13 +161,17 @@ def make_instance(root: Path, domain: str = "example.test") -> Instance:
          "--base-port", str(port - 25)],
         check=True, capture_output=True, timeout=60,
     )
-    sub_port, subs_port = free_port(), free_port()
+    sub_port, subs_port, imap_port, imaps_port = (free_port() for _ in range(4))
     cfg = directory / "postkeep.toml"
     text = cfg.read_text()
-    text = re.sub(r'(\[submission\]\nlisten = )\[.*?\]', f'\\1["127.0.0.1:{sub_port}"]', text)
-    text = re.sub(r'tls_listen = \[.*?\]', f'tls_listen = ["127.0.0.1:{subs_port}"]', text)
+    for section, plain, implicit in (("submission", sub_port, subs_port),
+                                     ("imap", imap_port, imaps_port)):
+        text = re.sub(
+            rf'(\[{section}\]\nlisten = )\[.*?\]\ntls_listen = \[.*?\]',
+            f'\\1["127.0.0.1:{plain}"]\ntls_listen = ["127.0.0.1:{implicit}"]', text,
+        )
     cfg.write_text(text)
-    inst = Instance(directory, port, sub_port, subs_port)
+    inst = Instance(directory, port, sub_port, subs_port, imap_port, imaps_port)
     inst.cli("user", "add", f"alice@{domain}", "--password-stdin", input=PASSWORD + "\n")
     inst.cli("user", "add", f"bob@{domain}", "--password-stdin", input=PASSWORD + "\n")
     return inst

@@ -1,0 +1,104 @@
+"""The selected mailbox as one IMAP session sees it (RFC 9051 §2.3.1, §7.5.1; RFC 7162 §3.2.10).
+
+Message sequence numbers are positions in the session's own list of UIDs, which changes only
+when the session tells the client: EXISTS adds UIDs at the end, EXPUNGE / VANISHED removes them.
+`sync()` compares the view with a fresh store snapshot and returns what must be announced, so two
+sessions on one mailbox stay consistent whatever order their changes commit in. Expunges are
+held back (the UIDs stay in the view) while a FETCH, STORE or SEARCH by sequence number runs,
+as RFC 9051 §7.5.1 requires.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from postkeep.protocol.imap_commands import SequenceSet
+
+
+@dataclass(slots=True)
+class SyncResult:
+    """What changed since the view was last synchronised."""
+
+    expunged: list[tuple[int, int]]  # (sequence number as announced, uid), in announce order
+    exists: int | None  # new message count to announce, or None
+
+
+class MailboxView:
+    """The UIDs of the selected mailbox in sequence order, as last announced to the client."""
+
+    def __init__(self, uids: Sequence[int]) -> None:
+        self.uids: list[int] = list(uids)
+
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    @property
+    def largest_uid(self) -> int:
+        return self.uids[-1] if self.uids else 0
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect_left(self.uids, uid)
+        return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+
+    def by_seq(self, seqs: SequenceSet) -> list[int]:
+        """UIDs named by sequence numbers ("*" is the last message); out-of-range → []."""
+        out: list[int] = []
+        n = len(self.uids)
+        for low, high in seqs.resolve(n):
+            if low > n:
+                continue
+            out.extend(self.uids[low - 1 : min(high, n)])
+        return out
+
+    def seq_in_range(self, seqs: SequenceSet) -> bool:
+        """Whether every number is a valid sequence number (RFC 9051 §6.4.5: else BAD)."""
+        n = len(self.uids)
+        return all(high <= n for _, high in seqs.resolve(n))
+
+    def by_uid(self, uids: SequenceSet) -> list[int]:
+        """UIDs in the view named by a UID set ("*" is the largest UID in the view)."""
+        out: list[int] = []
+        for low, high in uids.resolve(self.largest_uid):
+            out.extend(self.uids[bisect_left(self.uids, low) : bisect_right(self.uids, high)])
+        return out
+
+    def sync(self, current: Sequence[int], allow_expunge: bool) -> SyncResult:
+        """Bring the view to the store's `current` UIDs (ascending). UIDs only grow, so new
+        ones follow every UID in the view."""
+        expunged: list[tuple[int, int]] = []
+        if allow_expunge and (len(current) < len(self.uids) or self._changed(current)):
+            present = set(current)
+            kept: list[int] = []
+            for i, uid in enumerate(self.uids):
+                if uid in present:
+                    kept.append(uid)
+                else:
+                    # announced in ascending order: earlier removals shift later numbers down
+                    expunged.append((i + 1 - len(expunged), uid))
+            self.uids = kept
+        largest = self.largest_uid
+        start = bisect_right(current, largest)
+        added = list(current[start:])
+        if added:
+            self.uids.extend(added)
+        return SyncResult(expunged, len(self.uids) if added else None)
+
+    def _changed(self, current: Sequence[int]) -> bool:
+        """Whether some UID of the view is missing from `current` (cheap common cases first)."""
+        n = bisect_right(current, self.largest_uid)
+        return n != len(self.uids) or list(current[:n]) != self.uids
+
+    def remove(self, uids: Sequence[int]) -> list[tuple[int, int]]:
+        """Remove UIDs this session expunged itself; (sequence number as announced, uid)."""
+        gone = set(uids)
+        out: list[tuple[int, int]] = []
+        kept: list[int] = []
+        for i, uid in enumerate(self.uids):
+            if uid in gone:
+                out.append((i + 1 - len(out), uid))
+            else:
+                kept.append(uid)
+        self.uids = kept
+        return out
