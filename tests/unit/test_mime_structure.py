@@ -10,6 +10,7 @@ import pytest
 from postkeep.mime.structure import (
     Part,
     bodystructure,
+    decode_quoted_printable,
     decoded_body,
     envelope,
     find_part,
@@ -516,6 +517,376 @@ def test_decoded_body_errors() -> None:
     with pytest.raises(ValueError, match="X-UUENCODE"):
         decoded_body(*leaf("x-uuencode", b"begin 644 f\r\n"))
     assert parse_structure(b'Content-Transfer-Encoding: "quoted"\r\n\r\n').encoding == "7BIT"
+
+
+# --- Dovecot's imaptest conformance suite (src/tests/): messages from its .mbox files with the
+# --- CRLF line ends imaptest gives them, expected octets from its test scripts.
+
+IMAPTEST_QP = crlf(  # fetch-binary-mime-qp.mbox
+    "From: user@domain.org\n"
+    "Date: Sat, 24 Mar 2007 23:00:00 +0200\n"
+    "Mime-Version: 1.0\n"
+    'Content-Type: multipart/mixed; boundary="foo\n'
+    ' bar"\n'
+    "\n"
+    "Root MIME prologue\n"
+    "\n"
+    "--foo bar\n"
+    "Content-Type: text/x-myown; charset=us-ascii\n"
+    "Content-Transfer-Encoding: quoted-printable\n"
+    "\n"
+    "hello  \n"
+    "bar=\n"
+    "\n"
+    "foo\t=\n"
+    "bar\n"
+    "foo\t \t= \n"
+    "=62\n"
+    "foo = \t\n"
+    "bar\n"
+    "foo =\n"
+    "=62\n"
+    "foo  \n"
+    "bar=\n"
+    "\n"
+    "foo_bar\n"
+    "\n"
+    "--foo bar--\n"
+    "Root MIME epilogue\n"
+)
+
+
+def test_imaptest_fetch_binary_mime_qp() -> None:
+    root = parse_structure(IMAPTEST_QP)
+    part = find_part(root, (1,))
+    assert part is not None and part.encoding == "QUOTED-PRINTABLE"
+    decoded = decoded_body(IMAPTEST_QP, part)
+    assert decoded == (  # binary.peek[1]: trailing blanks gone, "=" blanks CRLF a soft break
+        b"hello\r\nbar\r\nfoo\tbar\r\nfoo\t \tb\r\nfoo bar\r\nfoo b\r\nfoo\r\nbar\r\nfoo_bar\r\n"
+    )
+    assert len(decoded) == 65  # binary.size[1]
+    partials = {(0, 10): b"hello\r\nbar", (10, 10): b"\r\nfoo\tbar\r", (20, 10): b"\nfoo\t \tb\r\n"}
+    partials |= {(15, 10): b"\tbar\r\nfoo\t", (40, 100): b"oo b\r\nfoo\r\nbar\r\nfoo_bar\r\n"}
+    for (start, length), expected in partials.items():
+        assert decoded[start : start + length] == expected
+
+
+@pytest.mark.parametrize(
+    ("encoded", "decoded"),
+    [
+        (b"a =\r\nb \t\r\nc\t", b"a b\r\nc"),  # soft break; blanks before CRLF / the end dropped
+        (b"=E2=82=ac=3d\r\n", b"\xe2\x82\xac=\r\n"),  # hex in either case
+        (b"a \nb=\nc= \t\nd", b"a\r\nbcd"),  # a bare LF is a line end, written as CRLF
+        (b"x=\r\n", b"x"),
+        (b"a=4x=G0==41=\r", b"a=4x=G0=A=\r"),  # invalid "=": kept, scanning resumes after it
+        (b"a\rb \r c\r\r\n", b"a\rb \r c\r\r\n"),  # a bare CR is an octet, blanks before it too
+        (b"tail=", b"tail="),  # "=" ending the body is invalid: kept
+        (b"tail= \t", b"tail= \t"),
+        (b"tail=4", b"tail=4"),
+        (b"= x=\t\tx=20\r\n", b"= x=\t\tx \r\n"),  # "=" blanks not before a line end: kept
+        (b"", b""),
+    ],
+)
+def test_quoted_printable_like_dovecot(encoded: bytes, decoded: bytes) -> None:
+    data = b"Content-Transfer-Encoding: Quoted-Printable\r\n\r\n" + encoded
+    assert decoded_body(data, parse_structure(data)) == decoded
+
+
+def test_quoted_printable_is_linear() -> None:
+    blanks = b" \t" * 200_000
+    encoded = (blanks + b"x=" + blanks + b"y" + blanks + b"=\r\n=41" + blanks) * 4
+    started = time.monotonic()
+    decoded = decode_quoted_printable(encoded)
+    assert time.monotonic() - started < 2
+    assert decoded + blanks == encoded.replace(b"=\r\n=41", b"A")  # the last blanks dropped
+
+
+IMAPTEST_BASE64 = crlf(  # fetch-binary-mime-base64.mbox
+    "From: user@domain.org\n"
+    "Date: Sat, 24 Mar 2007 23:00:00 +0200\n"
+    "Mime-Version: 1.0\n"
+    'Content-Type: multipart/mixed; boundary="foo\n'
+    ' bar"\n'
+    "\n"
+    "Root MIME prologue\n"
+    "\n"
+    "--foo bar\n"
+    "Content-Type: text/x-myown; charset=us-ascii\n"
+    "Content-Transfer-Encoding: base64\n"
+    "\n"
+    "\n"
+    "aGVs\n"
+    "bG8gd29y\n"
+    "bGQ=\n"
+    "\n"
+    "--foo bar\n"
+    "Content-Type: text/x-myown; charset=us-ascii\n"
+    "Content-Transfer-Encoding: base64\n"
+    "\n"
+    "  aGVs    \n"
+    " bG8g  \n"
+    "   d29y  \t \n"
+    "    bGQ= \n"
+    "\n"
+    "\n"
+    "--foo bar\n"
+    "Content-Type: text/x-myown; charset=us-ascii\n"
+    "Content-Transfer-Encoding: base64\n"
+    "\n"
+    "aGVsbG8g\n"
+    "dG8geW91IHRv\n"
+    "bw==\n"
+    "\n"
+    "--foo bar\n"
+    "Content-Type: text/x-myown; charset=us-ascii\n"
+    "Content-Transfer-Encoding: base64\n"
+    "\n"
+    "aGVsbG8gdG8gZXZlcnlvbmUh\n"
+    "--foo bar\n"
+    "Content-Type: text/x-myown; charset=us-ascii\n"
+    "Content-Transfer-Encoding: base64\n"
+    "\n"
+    "YWJjZGVmZw1oaWprbA0KbW5vCnBxcnN0dXZxeHl6\n"
+    "\n"
+    "--foo bar--\n"
+    "Root MIME epilogue\n"
+)
+
+
+def test_imaptest_fetch_binary_mime_base64() -> None:
+    root = parse_structure(IMAPTEST_BASE64)
+    decoded = []
+    for number in range(1, 6):
+        part = find_part(root, (number,))
+        assert part is not None and part.encoding == "BASE64"
+        decoded.append(decoded_body(IMAPTEST_BASE64, part))
+    assert decoded == [
+        b"hello world",  # line breaks,
+        b"hello world",  # and blanks around and inside lines are skipped
+        b"hello to you too",
+        b"hello to everyone!",
+        b"abcdefg\rhijkl\r\nmno\npqrstuvqxyz",  # decoded CR, CRLF and LF stay as they are
+    ]
+    assert [len(d) for d in decoded] == [11, 11, 16, 18, 30]  # binary.size[1..5]
+    fifth = decoded[4]
+    assert (fifth[:7], fifth[:8], fifth[:10]) == (b"abcdefg", b"abcdefg\r", b"abcdefg\rhi")
+    assert (fifth[10:20], fifth[5:15]) == (b"jkl\r\nmno\np", b"fg\rhijkl\r\n")
+    assert fifth[15:115] == b"mno\npqrstuvqxyz"
+
+
+IMAPTEST_MIME = crlf(  # fetch-body-mime.mbox, fetch-binary-mime.mbox
+    "From: user@domain.org\n"
+    "Date: Sat, 24 Mar 2007 23:00:00 +0200\n"
+    "Mime-Version: 1.0\n"
+    'Content-Type: multipart/mixed; boundary="foo\n'
+    ' bar"\n'
+    "\n"
+    "Root MIME prologue\n"
+    "\n"
+    "--foo bar\n"
+    "Content-Type: text/x-myown; charset=us-ascii\n"
+    "\n"
+    "hello\n"
+    "\n"
+    "--foo bar\n"
+    "Content-Type: message/rfc822\n"
+    "\n"
+    "From: sub@domain.org\n"
+    "Date: Sun, 12 Aug 2012 12:34:56 +0300\n"
+    "Subject: submsg\n"
+    'Content-Type: multipart/alternative; boundary="sub1"\n'
+    "\n"
+    "Sub MIME prologue\n"
+    "--sub1\n"
+    "Content-Type: text/html\n"
+    "\n"
+    "<p>Hello world</p>\n"
+    "\n"
+    "--sub1\n"
+    "Content-Type: text/plain\n"
+    "\n"
+    "Hello another world\n"
+    "\n"
+    "--sub1--\n"
+    "Sub MIME epilogue\n"
+    "\n"
+    "--foo bar--\n"
+    "Root MIME epilogue\n"
+)
+
+
+def test_imaptest_fetch_body_mime_and_binary_mime() -> None:
+    data = IMAPTEST_MIME
+    root = parse_structure(data)
+    assert len(data) == 602  # binary.size[]
+    assert body(data, root).startswith(b"Root MIME prologue\r\n\r\n--foo bar\r\n")  # body[text]
+    sections = {
+        (1,): (b"hello\r\n", b"Content-Type: text/x-myown; charset=us-ascii\r\n\r\n"),
+        (2, 1): (b"<p>Hello world</p>\r\n", b"Content-Type: text/html\r\n\r\n"),
+        (2, 2): (b"Hello another world\r\n", b"Content-Type: text/plain\r\n\r\n"),
+    }
+    for path, (octets, mime) in sections.items():
+        part = find_part(root, path)
+        assert (body(data, part), header(data, part)) == (octets, mime)  # body[n], body[n.mime]
+        assert decoded_body(data, part) == octets  # binary[n]: nothing to decode
+    message = find_part(root, (2,))
+    assert message is not None and header(data, message) == b"Content-Type: message/rfc822\r\n\r\n"
+    assert body(data, message).startswith(b"From: sub@domain.org\r\n")
+    assert body(data, message).endswith(b"--sub1--\r\nSub MIME epilogue\r\n")
+    assert message.body_end - message.body_start == 298  # binary.size[2]
+    inner = message.children[0]
+    assert header(data, inner).endswith(b'boundary="sub1"\r\n\r\n')  # body[2.header]
+    assert body(data, inner).startswith(b"Sub MIME prologue\r\n--sub1\r\n")  # body[2.text]
+    assert header_fields(data, inner, ["from", "subject", "X-foo"], exclude=True) == (
+        b"Date: Sun, 12 Aug 2012 12:34:56 +0300\r\nContent-Type: multipart/alternative;"
+        b' boundary="sub1"\r\n\r\n'
+    )
+
+
+def test_imaptest_fetch_body_message_rfc822_sections() -> None:
+    digest = crlf(  # fetch-body-message-rfc822-mime.mbox: delimiters with a trailing blank
+        "From: user@domain.org\n"
+        "Content-Type: message/rfc822\n"
+        "\n"
+        "From: sub@domain.org\n"
+        "Subject: submsg\n"
+        'Content-Type: multipart/digest; boundary="foo"\n'
+        "\n"
+        "prologue\n"
+        "\n"
+        "--foo \n"
+        "\n"
+        "From: m1@example.com\n"
+        "Subject: m1\n"
+        "\n"
+        "m1 body\n"
+        "\n"
+        "--foo \n"
+        "X-Mime: m2 header\n"
+        "\n"
+        "From: m2@example.com\n"
+        "Subject: m2\n"
+        "\n"
+        "m2 body\n"
+        "\n"
+        "--foo--\n"
+        "\n"
+        "epilogue\n"
+    )
+    root = parse_structure(digest)
+    for number, mime in [(1, b"\r\n"), (2, b"X-Mime: m2 header\r\n\r\n")]:
+        part = find_part(root, (1, number))
+        assert part is not None and (part.type, part.subtype) == ("message", "rfc822")
+        name = f"m{number}".encode()
+        assert header(digest, part) == mime  # body[1.n.mime]
+        assert body(digest, part) == (  # body[1.n]
+            b"From: " + name + b"@example.com\r\nSubject: " + name + b"\r\n\r\n" + name
+            + b" body\r\n"
+        )  # fmt: skip
+        assert body(digest, part.children[0]) == name + b" body\r\n"  # body[1.n.text]
+    twice = crlf(  # fetch-body-message-rfc822-x2.mbox
+        "From: user@domain.org\n"
+        "Content-Type: message/rfc822\n"
+        "\n"
+        "From: user2@domain.org\n"
+        "Content-Type: message/rfc822\n"
+        "\n"
+        "From: sub@domain.org\n"
+        "Subject: submsg\n"
+        "\n"
+        "Hello world\n"
+    )
+    root = parse_structure(twice)
+    assert body(twice, find_part(root, (1,))).startswith(b"From: user2@")  # body[1]
+    assert body(twice, find_part(root, (1, 1))).startswith(b"From: sub@")  # body[1.1]
+    assert body(twice, find_part(root, (1, 1, 1))) == b"Hello world\r\n"  # body[1.1.1]
+    assert find_part(root, (1, 1, 1, 1)) is None
+
+
+def test_imaptest_fetch_bodystructure() -> None:
+    data = crlf(  # fetch-bodystructure.mbox
+        "From: user@domain.org\n"
+        "Date: Sat, 24 Mar 2007 23:00:00 +0200\n"
+        "Mime-Version: 1.0\n"
+        'Content-Type: multipart/mixed; boundary="foo\n'
+        ' bar"\n'
+        "\n"
+        "--foo bar\n"
+        "Content-Type: text/x-myown; charset=us-ascii\n"
+        "\n"
+        "hello\n"
+        "\n"
+        "--foo bar--\n"
+    )
+    assert bodystructure(parse_structure(data), extensible=False).upper() == (
+        '(("TEXT" "X-MYOWN" ("CHARSET" "US-ASCII") NIL NIL "7BIT" 7 1) "MIXED")'
+    )  # imaptest compares case-insensitively
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [  # fetch-envelope.mbox messages 1, 4, 5 and 6
+        (
+            "Message-ID: <msg@id>\nIn-Reply-To: <reply@to.id>\n"
+            "Date: Thu, 15 Feb 2007 01:02:03 +0200\nSubject: subject header\n"
+            "From: From Real <fromuser@fromdomain.org>\nTo: To Real <touser@todomain.org>\n"
+            "Cc: Cc Real <ccuser@ccdomain.org>\nBcc: Bcc Real <bccuser@bccdomain.org>\n"
+            "Sender: Sender Real <senderuser@senderdomain.org>\n"
+            "Reply-To: ReplyTo Real <replytouser@replytodomain.org>\n",
+            '("Thu, 15 Feb 2007 01:02:03 +0200" "subject header" (("From Real" NIL "fromuser"'
+            ' "fromdomain.org")) (("Sender Real" NIL "senderuser" "senderdomain.org"))'
+            ' (("ReplyTo Real" NIL "replytouser" "replytodomain.org")) (("To Real" NIL "touser"'
+            ' "todomain.org")) (("Cc Real" NIL "ccuser" "ccdomain.org")) (("Bcc Real" NIL'
+            ' "bccuser" "bccdomain.org")) "<reply@to.id>" "<msg@id>")',
+        ),
+        (
+            "Date: Thu, 15 Feb 2007 01:02:03 +0200\nFrom: user@domain (Real Name)\n"
+            "To: group: g1@d1.org, g2@d2.org;, group2: g3@d3.org;\n"
+            "Cc: group:;, group2: (foo) ;\n",
+            '("Thu, 15 Feb 2007 01:02:03 +0200" NIL (("Real Name" NIL "user" "domain"))'
+            ' (("Real Name" NIL "user" "domain")) (("Real Name" NIL "user" "domain")) ((NIL NIL'
+            ' "group" NIL)(NIL NIL "g1" "d1.org")(NIL NIL "g2" "d2.org")(NIL NIL NIL NIL)(NIL NIL'
+            ' "group2" NIL)(NIL NIL "g3" "d3.org")(NIL NIL NIL NIL)) ((NIL NIL "group" NIL)(NIL'
+            ' NIL NIL NIL)(NIL NIL "group2" NIL)(NIL NIL NIL NIL)) NIL NIL NIL)',
+        ),
+        (
+            "Date: Thu, 15 Feb 2007 01:02:03 +0200\nFrom: user@domain (Real Name)\nSender: \n"
+            "Reply-To: \n",
+            '("Thu, 15 Feb 2007 01:02:03 +0200" NIL (("Real Name" NIL "user" "domain"))'
+            ' (("Real Name" NIL "user" "domain")) (("Real Name" NIL "user" "domain")) NIL NIL NIL'
+            " NIL NIL)",
+        ),
+        (
+            "Date: Thu, 15 Feb 2007 01:02:03 +0200\nFrom: <@route:user@domain>\n",
+            '("Thu, 15 Feb 2007 01:02:03 +0200" NIL ((NIL "@route" "user" "domain")) ((NIL'
+            ' "@route" "user" "domain")) ((NIL "@route" "user" "domain")) NIL NIL NIL NIL NIL)',
+        ),
+    ],
+)
+def test_imaptest_fetch_envelope(fields: str, expected: str) -> None:
+    assert envelope(crlf(fields + "\nbody\n\n")) == expected
+
+
+def test_imaptest_append_binary() -> None:
+    """append-binary: a literal8 with NUL, 8-bit octets and bare LFs, Content-Transfer-Encoding
+    binary. BODY[1] / BINARY[1] are the 7 body octets as they are."""
+    data = (
+        crlf(
+            "From: user@domain.org\n"
+            "Date: Sat, 24 Mar 2007 23:00:00 +0200\n"
+            "Mime-Version: 1.0\n"
+            "Content-Type: application/octet-stream\n"
+            "Content-Transfer-Encoding: binary\n"
+            "\n"
+        )
+        + b"\x00-\xe4\n\r\n\n"
+    )
+    root = parse_structure(data)
+    assert find_part(root, (1,)) is root
+    assert body(data, root) == decoded_body(data, root) == b"\x00-\xe4\n\r\n\n"
+    assert bodystructure(root) == (
+        '("application" "octet-stream" NIL NIL NIL "BINARY" 7 NIL NIL NIL NIL)'
+    )
 
 
 @pytest.mark.parametrize("data", [DOVECOT_NESTED, ALTERNATIVE, ATTACHMENT, NESTED])

@@ -26,8 +26,10 @@ Choices where the RFCs are loose follow Dovecot: sizes are raw body octets, "lin
 text parts without a charset get ("charset" "us-ascii"), a multipart without parts gets one
 empty text/plain part, and a multipart or message part past `max_depth` / `max_parts` becomes
 an application/octet-stream leaf (params kept); once the part budget is nearly spent, the rest
-of a multipart body is one such leaf. Unlike Dovecot, a multipart without a boundary parameter
-is treated as text/plain (its body stays readable as part 1).
+of a multipart body is one such leaf; quoted-printable decodes to exactly the octets Dovecot's
+decoder writes (trailing blanks dropped, line ends CRLF). Unlike Dovecot, a multipart without a
+boundary parameter is treated as text/plain (its body stays readable as part 1), and invalid
+quoted-printable is decoded leniently instead of failing BINARY.
 
 Strings hold header octets decoded as UTF-8 with "surrogateescape", so 8-bit headers
 round-trip; rendered IMAP text must be encoded with ("utf-8", "surrogateescape").
@@ -79,6 +81,15 @@ _ADDR_TOKEN = re.compile(
     re.S,
 )
 _QUOTABLE = re.compile(r"[\x01-\x09\x0b\x0c\x0e-\x7f]*")
+# What quoted-printable decoding changes, once line ends are CRLF (see `_qp_token`): "=XX"; a
+# soft line break "=" blanks CRLF; "=" blanks ending the body; blanks (from a run's start) then
+# CRLF or the body's end. Everything else, "=" not starting one of these included, is copied.
+_QP_TOKEN = re.compile(rb"=(?:([0-9A-Fa-f]{2})|[ \t]*(\r\n)|[ \t]*\Z)|(?<![ \t])[ \t]+(\r\n|\Z)")
+_QP_FIXED: Final = {  # the common tokens, looked up without inspecting the match
+    b"=\r\n": b"",
+    **{b"=%02x" % i: bytes([i]) for i in range(256)},
+    **{b"=%02X" % i: bytes([i]) for i in range(256)},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -630,11 +641,42 @@ def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
     return part
 
 
+def _qp_token(m: re.Match[bytes], fixed: dict[bytes, bytes] = _QP_FIXED) -> bytes:
+    value = fixed.get(m[0])
+    if value is not None:
+        return value
+    if m[1] is not None:  # "=XX" in mixed case
+        return binascii.unhexlify(m[1])
+    if m[2] is not None:  # soft line break with blanks after the "="
+        return b""
+    if m[3] is None:  # "=" (and blanks) ending the body: invalid, kept as it is
+        return m[0]
+    return m[3]  # blanks before a line end or the end dropped (rule 3)
+
+
+def decode_quoted_printable(raw: bytes) -> bytes:
+    """Quoted-printable decoding (RFC 2045 §6.7), octet for octet what Dovecot's qp-decoder
+    writes (src/lib-mail/qp-decoder.c).
+
+    "=XX" (either case) is the octet; "=" then optional blanks then a line end is a soft line
+    break; spaces and tabs before a line end or the end of the data are dropped (rule 3); line
+    ends, CRLF or a bare LF, become CRLF. Invalid input never fails but is copied, as RFC 2045
+    §6.7 suggests and as Dovecot's decoder writes it before it reports the error: "=" that
+    starts none of the above (e.g. "=4x", or "=" or "= " at the very end) and a bare CR stay
+    as they are. (Dovecot then answers BINARY with NO; it also drops the blanks of a run longer
+    than 77 that text follows, which are kept here.)
+    """
+    if raw.count(b"\n") != raw.count(b"\r\n"):  # bare LF: the decoder treats it as CRLF
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return _QP_TOKEN.sub(_qp_token, raw)
+
+
 def decoded_body(data: bytes, part: Part) -> bytes:
     """The body with its Content-Transfer-Encoding removed, for BINARY[] (RFC 3516 §4.2).
 
     Raises ValueError for undecodable base64 and for an encoding other than 7BIT, 8BIT,
     BINARY, BASE64 or QUOTED-PRINTABLE (the server answers NO [UNKNOWN-CTE], RFC 3516 §4.3).
+    Quoted-printable is decoded as `decode_quoted_printable` does, so never fails.
     """
     raw = data[part.body_start : part.body_end]
     if part.encoding == "BASE64":
@@ -643,7 +685,7 @@ def decoded_body(data: bytes, part: Part) -> bytes:
         except binascii.Error as exc:
             raise ValueError(f"undecodable base64: {exc}") from None
     if part.encoding == "QUOTED-PRINTABLE":
-        return binascii.a2b_qp(raw)
+        return decode_quoted_printable(raw)
     if part.encoding in ("7BIT", "8BIT", "BINARY"):
         return raw
     raise ValueError(f"unknown Content-Transfer-Encoding {part.encoding}")
