@@ -1,6 +1,7 @@
 """Hypothesis tests of IMAP search evaluation: random search programs over random messages
 agree with the boolean structure, load content only when needed, and never raise; message
-content parsing never raises on arbitrary or malformed MIME."""
+content parsing never raises on arbitrary or malformed MIME; address lists parse without raising
+and well-formed ones parse to what was written."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from postkeep.imap.search import (
     SearchContext,
     matches,
     needs_content,
+    parse_addresses,
     search,
 )
 from postkeep.protocol.imap_commands import (
@@ -272,6 +274,7 @@ def check_content(content: MessageContent) -> None:
     assert isinstance(content.body_text(), str)
     assert isinstance(content.text_contains("a"), bool)
     assert isinstance(content.header_contains("to", ""), bool)
+    assert isinstance(content.address_contains("from", "a"), bool)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -315,3 +318,52 @@ def mime_trees(draw: st.DrawFn, depth: int = 0) -> bytes:
 @given(mime_trees())
 def test_content_of_malformed_mime(data: bytes) -> None:
     check_content(MessageContent.parse(data))
+
+
+# -- address lists --------------------------------------------------------------------------
+
+address_text = st.one_of(
+    st.text(alphabet=st.sampled_from(list('ab@.,:;<>()"\\ \t[]=?\u00e9')), max_size=40),
+    st.text(
+        alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)),
+        max_size=40,
+    ),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(address_text)
+def test_address_lists_never_raise(value: str) -> None:
+    depth = 0
+    for addr in parse_addresses(value):
+        if addr.domain is None:  # group start (named) or end (mailbox None), never nested
+            depth += 1 if addr.mailbox is not None else -1
+            assert depth in (0, 1)
+        else:
+            assert addr.mailbox is not None
+    assert depth == 0
+    content = MessageContent.parse(b"From: " + value.encode() + b"\r\n\r\n")
+    assert content.address_contains("from", "")
+
+
+atoms = st.from_regex(r"[a-z0-9!#$%&'*+/^_`{|}~-]{1,8}", fullmatch=True)
+names = st.sampled_from(["", "Joe", "Joe Q. Public", '"Doe, J"', "=?utf-8?q?J=C3=B6?="])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(names, atoms, atoms, st.booleans()), min_size=1, max_size=4))
+def test_well_formed_address_lists_parse_and_match(
+    spec: list[tuple[str, str, str, bool]],
+) -> None:
+    written = []
+    for name, local, domain, cfws in spec:
+        spec_text = f"{local} (c) @ ({local}) {domain}" if cfws else f"{local}@{domain}"
+        written.append(f"{name} <{spec_text}>" if name else spec_text)
+    value = ",\r\n ".join(written)
+    parsed = parse_addresses(value.replace("\r\n", ""))
+    assert [(a.mailbox, a.domain) for a in parsed] == [(lo, do) for _, lo, do, _ in spec]
+    content = MessageContent.parse(b"To: " + value.encode() + b"\r\n\r\n")
+    for name, local, domain, _ in spec:
+        assert content.address_contains("to", f"{local}@{domain}")
+        if name == "Joe Q. Public":
+            assert content.address_contains("to", f"Joe Q. Public <{local}@{domain}>")

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from postkeep.imap.search import (
+    Address,
     Candidate,
     MessageContent,
     SearchContext,
@@ -17,6 +18,7 @@ from postkeep.imap.search import (
     decode_header_text,
     matches,
     needs_content,
+    parse_addresses,
     search,
 )
 from postkeep.protocol.imap_commands import (
@@ -272,6 +274,119 @@ def test_address_and_subject_keys_search_decoded_headers() -> None:
     assert hit("SUBJECT strasse", msg, content)  # casefold: "Straße" ~ "STRASSE"
     assert hit('SUBJECT "and\tfolded"', msg, content)  # unfolded: CRLF dropped, TAB kept
     assert not hit("SUBJECT hello", msg, content)
+
+
+# imaptest src/tests/search-addresses.mbox (Dovecot is the reference): the address keys match
+# the fields normalised ("name <mailbox@domain>", "mailbox@domain", "group: ...;").
+SEARCH_ADDRESSES = [
+    b"From: user-from@domain.org\r\nTo: user-to@domain.org\r\nCc: user-cc@domain.org\r\n"
+    b"Bcc: user-bcc@domain.org\r\n\r\nbody\r\n",
+    b"From: RealFrom <user-from@domain.org>\r\nTo: RealTo <user-to@domain.org>\r\n"
+    b"Cc: RealCc <user-cc@domain.org>\r\nBcc: RealBcc <user-bcc@domain.org>\r\n\r\nbody2\r\n",
+    # comments inside the angle-addr: normalised to user-from@domain.org
+    b"From: <user-from (comment)@ (comment) domain.org>\r\nTo: <user-to@domain.org>\r\n"
+    b"Cc: <user-cc@domain.org>\r\nBcc: <user-bcc@domain.org>\r\n\r\nbody3\r\n",
+    # a comment after a bare addr-spec is its display name
+    b"From: user-from@domain.org (RealFrom)\r\nTo: user-to@domain.org (RealTo)\r\n"
+    b"Cc: user-cc@domain.org (RealCc)\r\nBcc: user-bcc@domain.org (RealBcc)\r\n\r\nbody4\r\n",
+    b"From: user-from1@domain.org, user-from2@domain.org\r\nCc: user-cc@domain.org\r\n\r\n"
+    b"body5\r\n",
+    b"From: RealFrom <user-from@domain.org>\r\n"
+    b"To: groupname: groupuser1@domain.org, groupuser2@domain.org;,\r\n"
+    b"  groupname2: groupuser3@domain.org;\r\n\r\nbody6\r\n",
+    b"From: RealFrom <user-from@domain.org>\r\nTo: groupname:;\r\n\r\nbody7\r\n",
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("FROM user-from@domain.org", [1, 2, 3, 4, 6, 7]),
+        ("TO user-to@domain.org", [1, 2, 3, 4]),
+        ("CC user-cc@domain.org", [1, 2, 3, 4, 5]),
+        ("BCC user-bcc@domain.org", [1, 2, 3, 4]),
+        ("FROM realfrom", [2, 4, 6, 7]),
+        ("TO realto", [2, 4]),
+        ("CC realcc", [2, 4]),
+        ("BCC realbcc", [2, 4]),
+        ('HEADER FROM ""', [1, 2, 3, 4, 5, 6, 7]),
+        ('HEADER TO ""', [1, 2, 3, 4, 6, 7]),
+        ('HEADER CC ""', [1, 2, 3, 4, 5]),
+        ('HEADER BCC ""', [1, 2, 3, 4]),
+        ("FROM ser-fro", [1, 2, 3, 4, 5, 6, 7]),
+        ("TO ser-t", [1, 2, 3, 4]),
+        ("CC ser-c", [1, 2, 3, 4, 5]),
+        ("BCC ser-bc", [1, 2, 3, 4]),
+        ("FROM ealfro", [2, 4, 6, 7]),
+        ("TO ealt", [2, 4]),
+        ("CC ealc", [2, 4]),
+        ("BCC ealbc", [2, 4]),
+        ("FROM user-from1", [5]),
+        ("FROM user-from2", [5]),
+        ("TO groupname", [6, 7]),
+        ("TO groupname2", [6]),
+        ("TO groupuser1", [6]),
+        ("TO groupuser2", [6]),
+        ("TO groupuser3", [6]),
+        ("TO groupuser4", []),
+        # not in the imaptest script: comments inside addresses are not searchable
+        ("FROM comment", []),
+        ('FROM ""', [1, 2, 3, 4, 5, 6, 7]),
+    ],
+)
+def test_imaptest_search_addresses(text: str, expected: list[int]) -> None:
+    msgs = [cand(i) for i in range(1, len(SEARCH_ADDRESSES) + 1)]
+    contents = {m.uid: data for m, data in zip(msgs, SEARCH_ADDRESSES, strict=True)}
+    ctx = SearchContext(largest_seq=len(msgs), largest_uid=msgs[-1].uid)
+    found = search(program(text), msgs, loader(contents, []), ctx)
+    assert [m.seq for m in found] == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "addresses"),
+    [
+        ("a@b", [Address(None, None, "a", "b")]),
+        ('"Doe, J." <j@x>', [Address("Doe, J.", None, "j", "x")]),
+        ("Joe  Q.  Public <j @ x . org>", [Address("Joe Q. Public", None, "j", "x.org")]),
+        ("j@x (Joe) (Q)", [Address("Q", None, "j", "x")]),  # the last comment is the name
+        ("<@r1,@r2:j@x>", [Address(None, "@r1,@r2", "j", "x")]),
+        ("j@[1.2.3.4]", [Address(None, None, "j", "[1.2.3.4]")]),
+        ('"a\\"b"@x', [Address(None, None, 'a"b', "x")]),
+        (
+            "g: a@x, B <b@x>;, c@x",
+            [
+                Address(None, None, "g", None),
+                Address(None, None, "a", "x"),
+                Address("B", None, "b", "x"),
+                Address(),
+                Address(None, None, "c", "x"),
+            ],
+        ),
+        ("undisclosed-recipients:;", [Address(None, None, "undisclosed-recipients"), Address()]),
+        ("local", [Address(None, None, "local", "")]),
+        ("", []),
+        ("  (just a comment) ", []),
+        ("Name <a@x", [Address("Name", None, "a", "x")]),
+        ("(unclosed", []),
+    ],
+)
+def test_parse_addresses(value: str, addresses: list[Address]) -> None:
+    assert parse_addresses(value) == addresses
+
+
+def test_address_keys_match_the_normalised_fields() -> None:
+    content = MessageContent.parse(
+        b"From: =?utf-8?q?Andr=C3=A9?= <a (x) @ example . org>\r\n"
+        b'To: "Doe, John" <jd@x>, <@relay:r@y>\r\n'
+        b"Cc: John Smith john@example.com\r\n"  # broken: the parser gives up after "John"
+        b"\r\n"
+    )
+    assert content.address_contains("from", "andré <a@example.org>")
+    assert not content.address_contains("from", "(x)")
+    assert content.address_contains("to", "doe, john <jd@x>, <@relay:r@y>")
+    assert content.address_contains("cc", "john@example.com")  # what is left is kept
+    assert not content.address_contains("bcc", "")
+    assert content.header_contains("from", "(x)")  # HEADER From is not normalised
 
 
 def test_header_key() -> None:

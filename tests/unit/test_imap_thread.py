@@ -156,7 +156,30 @@ def test_sort_fields_fallbacks() -> None:
     f = sort_fields(b"", 5.0, 0)
     assert f.date == 5.0
     f = sort_fields(b"To: undisclosed-recipients:;\r\nDate: Mon, 1 Jan 2024 00:00:00\r\n\r\n", 0, 0)
-    assert (f.to, f.display_to, f.date) == ("", "", T0)  # no zone: UTC
+    assert f.date == T0  # no zone: UTC
+    # A group sorts by its name, for TO as for DISPLAYTO (Dovecot; imaptest sort-addresses).
+    assert (f.to, f.display_to) == ("undisclosed-recipients", "undisclosed-recipients")
+
+
+def test_sort_fields_addresses() -> None:
+    """The first address of the first field, parsed as RFC 5322 (comments, routes, quoting)."""
+    f = sort_fields(
+        b"From: <Me (x)@ (y) Host.org>\r\n"  # comments inside an angle-addr are no name
+        b"To: j@x (Joe Q), k@x\r\n"  # a comment after a bare addr-spec is its name
+        b"Cc: <@relay,@other:Route@x>\r\n"
+        b"From: second@x\r\n\r\n",
+        0,
+        0,
+    )
+    assert (f.from_, f.display_from) == ("me", "Me@Host.org")
+    assert (f.to, f.display_to) == ("j", "Joe Q")
+    assert f.cc == "route"
+    f = sort_fields(b'To: "Doe, \\"J\\"" <d@x>\r\nFrom: =?utf-8?q?=C3=A9?= <e@x>\r\n\r\n', 0, 0)
+    assert (f.to, f.display_to) == ("d", 'Doe, "J"')
+    assert f.display_from == "é"  # RFC 2047 decoded display name
+    f = sort_fields(b"From: d\r\nTo: (only a comment)\r\n\r\n", 0, 0)
+    assert (f.from_, f.display_from) == ("d", "d")  # no domain: the local part alone
+    assert (f.to, f.display_to) == ("", "")
 
 
 # -- SORT (RFC 5256 §3) ---------------------------------------------------------------------
@@ -208,6 +231,145 @@ def test_sort_display_keys() -> None:
     assert sort(items, crit("DISPLAYFROM")) == [3, 2, 1]
     assert sort(items, crit("FROM")) == [1, 2, 3]
     assert sort(items, crit("DISPLAYTO")) == [3, 2, 1]
+
+
+# -- imaptest conformance (Dovecot is the reference) ---------------------------------------
+
+
+def mbox(*messages: str) -> list[tuple[int, SortFields]]:
+    """(sequence number, SortFields) of each message ("\\n" line ends become CRLF); the size
+    is the message's, the arrival time its position."""
+    items = []
+    for seq, text in enumerate(messages, 1):
+        data = text.replace("\n", "\r\n").encode()
+        items.append((seq, sort_fields(data, float(seq), len(data))))
+    return items
+
+
+# imaptest src/tests/sort-addresses.mbox: FROM/TO/CC sort by the first address' local part; a
+# group (message 2's Cc) by its name, so "user2" ties with message 1 and the tie goes by number.
+SORT_ADDRESSES = mbox(
+    "From: user2@domain2.org\nTo: foo bar <user2@domain2.org>\n"
+    "Cc: user2@domain2.org (foo bar)\n\n1\n",
+    "From: user2@domain1.org\nTo: user2@domain1.org\nCc: user2: blah@domain1.org;\n\n2\n",
+    "From: user1@domain1.org\nTo: user1@domain1.org\nCc: user1@domain1.org\n\n3\n",
+)
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        (("FROM",), [3, 1, 2]),
+        (("TO",), [3, 1, 2]),
+        (("CC",), [3, 1, 2]),
+        (("-FROM",), [1, 2, 3]),
+        (("-TO",), [1, 2, 3]),
+        (("-CC",), [1, 2, 3]),
+        (("FROM", "-ARRIVAL"), [3, 2, 1]),
+        (("TO", "-ARRIVAL"), [3, 2, 1]),
+        (("CC", "-ARRIVAL"), [3, 2, 1]),
+    ],
+)
+def test_imaptest_sort_addresses(keys: tuple[str, ...], expected: list[int]) -> None:
+    assert sort(SORT_ADDRESSES, crit(*keys)) == expected
+
+
+# imaptest src/tests/sort-subject.mbox (each message: its Subject: field, then its body).
+SORT_SUBJECT = mbox(
+    "Subject: a\n\n1\n",
+    "Subject: C\n\n2\n",
+    "Subject: b\n\n3\n",
+    "Subject: _\n\n4\n",
+    "Subject: [foo] Fwd: [bar] Re: fw: b (fWd)  (fwd)\n\n55\n",
+    "Subject: b (a)\n\n66\n",
+    "Subject: Re: [FWD: c]\n\n77\n",
+    "Subject: [xyz]\n\n88\n",
+    "\n9\n",
+    "Subject: =?iso-8859-1?q?_?=\n\n10\n",
+    "Subject: Re: =?utf-8?q?b?=\n\n11\n" + "x" * 64 + "\n",
+    "Subject: =?iso-8859-1?q?RE:_C?=\n\n12\n" + ("x" * 64 + "\n") * 2,
+    "Subject: =?us-ascii?b?UmU6IGM=?=\n\n13\n\nThe subject is 'Re: c'.\n" + ("x" * 64 + "\n") * 3,
+    "Subject: Ad: Re: Ad: Re: Ad: x\n\n14\n",
+    "Subject: re: [fwd: [fwd: re: [fwd: babylon]]]\n\n15\n",
+)
+
+
+def test_imaptest_sort_subject_base_subjects() -> None:
+    subjects = {seq: f.subject for seq, f in SORT_SUBJECT}
+    assert subjects == {
+        1: "a",
+        2: "C",
+        3: "b",
+        4: "_",
+        5: "b",
+        6: "b (a)",
+        7: "c",
+        8: "[xyz]",  # (4): the blob stays, nothing else would remain
+        9: "",
+        10: "",  # an encoded space
+        11: "b",
+        12: "C",
+        13: "c",
+        14: "Ad: Re: Ad: Re: Ad: x",
+        15: "babylon",
+    }
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        # i;ascii-casemap upper-cases: "[" (0x5B) and "_" (0x5F) sort after "C", not before "a".
+        (("SUBJECT",), [9, 10, 1, 14, 3, 5, 11, 6, 15, 2, 7, 12, 13, 8, 4]),
+        (("-SUBJECT",), [4, 8, 2, 7, 12, 13, 15, 6, 3, 5, 11, 14, 1, 9, 10]),
+        (("SUBJECT", "-SIZE"), [10, 9, 1, 14, 11, 5, 3, 6, 15, 13, 12, 7, 2, 8, 4]),
+    ],
+)
+def test_imaptest_sort_subject(keys: tuple[str, ...], expected: list[int]) -> None:
+    assert sort(SORT_SUBJECT, crit(*keys)) == expected
+
+
+def test_imaptest_sort_display() -> None:
+    """imaptest sort-display-from and sort-display-to: decoded names, else the addr-spec; a
+    group by its name."""
+    addresses = [
+        "foo bar <a@b.c>",
+        "b@c.d",
+        "d",
+        "=?iso-8859-1?q?foo_aar?= <e@f.g>",
+        "=?iso-8859-1?q?foo_car?= <f@g.h>",
+        "a: xx@xx.org, yy@yy.org;",
+        "z: aa@aa.org, bb@bb.org;",
+        "empty:;",
+    ]
+    froms = mbox(*(f"From: {a}\n\n{i}\n" for i, a in enumerate(addresses[:5], 1)))
+    assert sort(froms, crit("DISPLAYFROM")) == [2, 3, 4, 1, 5]
+    assert sort(froms, crit("-DISPLAYFROM")) == [5, 1, 4, 3, 2]
+    tos = mbox(*(f"To: {a}\n\n{i}\n" for i, a in enumerate(addresses, 1)))
+    assert [f.display_to for _, f in tos] == [
+        "foo bar",
+        "b@c.d",
+        "d",
+        "foo aar",
+        "foo car",
+        "a",
+        "z",
+        "empty",
+    ]
+    assert sort(tos, crit("DISPLAYTO")) == [6, 2, 3, 8, 4, 1, 5, 7]
+    assert sort(tos, crit("-DISPLAYTO")) == [7, 5, 1, 4, 8, 3, 2, 6]
+
+
+def test_sort_collation_is_unicode_casemap() -> None:
+    """RFC 5051 i;unicode-casemap, as Dovecot: titlecase then NFKD, code point order."""
+    items = [
+        (1, fields(subject="\u00e9t\u00e9")),  # "été", decomposes to "E\u0301TE\u0301"
+        (2, fields(subject="ETE")),
+        (3, fields(subject="\u00c9T\u00c9")),  # "ÉTÉ": equal to 1
+        (4, fields(subject="\uff21")),  # FULLWIDTH A: NFKD "A"
+        (5, fields(subject="a")),
+        (6, fields(subject="~")),
+    ]
+    assert sort(items, crit("SUBJECT")) == [4, 5, 2, 1, 3, 6]
 
 
 # -- rendering (RFC 5256 §4) ----------------------------------------------------------------

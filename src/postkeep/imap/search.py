@@ -13,6 +13,11 @@ cheap keys run first, then header keys, then body keys.
 `MessageContent` holds what content keys need: the top-level header fields (unfolded, RFC 2047
 decoded) and the decoded text of the text/* body parts (RFC 2045 transfer encodings, declared
 charsets), both built lazily and never raising on malformed input.
+
+FROM, TO, CC and BCC match the address fields in a normalised form, as Dovecot (the reference of
+the imaptest conformance suite) does: each field is parsed as an address list (`parse_addresses`,
+RFC 5322 §3.4, lenient) and written back as "name <mailbox@domain>", "mailbox@domain" or
+"group: ...;", so comments, quoting and folding inside addresses do not hide a match.
 """
 
 from __future__ import annotations
@@ -176,6 +181,378 @@ def _date_tuple(value: str) -> tuple[int, int, int, int, int, int, int] | None:
     return year, month, day, hour, minute, second, offset
 
 
+# -- address lists --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """One entry of a parsed address list, shaped like an IMAP ENVELOPE address (RFC 9051 §7.5.2).
+
+    A mailbox has a `domain` ("" when it has none). With `domain` None the entry marks a group
+    (RFC 5322 §3.4): its start, `mailbox` being the group name, or, with `mailbox` None too, its
+    end. `name` is the display name (for a bare addr-spec, the comment after it), unquoted but
+    not RFC 2047 decoded; `route` the obsolete source route ("@a,@b").
+    """
+
+    name: str | None = None
+    route: str | None = None
+    mailbox: str | None = None
+    domain: str | None = None
+
+
+# RFC 5322 §3.2.3 atext runs (non-ASCII counts as atext, RFC 6532), with or without ".".
+_ATEXT_RUN: Final = re.compile(r'[^\x00-\x20()<>\[\]:;@\\,."\x7f]+')
+_ATEXT_OR_DOT_RUN: Final = re.compile(r'[^\x00-\x20()<>\[\]:;@\\,"\x7f]+')
+_COMMENT_STOP: Final = re.compile(r"[()\\]")
+_QUOTED_STOP: Final = re.compile(r'["\n\\]')
+_LITERAL_STOP: Final = re.compile(r"[\]\\]")
+
+
+def _is_atext(ch: str) -> bool:
+    return _ATEXT_RUN.fullmatch(ch) is not None
+
+
+class _AddressParser:
+    """Dovecot's lenient address-list parser (lib-mail message-address.c, rfc822-parser.c),
+    which SEARCH and SORT results are defined by. The parsing methods return 1 when input
+    follows, 0 at its end and -1 on a syntax error; `_peek` gives "" at the end."""
+
+    __slots__ = ("addresses", "comment", "domain", "end", "mailbox", "name", "pos", "route", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.end = len(text)
+        self.comment = ""  # the last comment skipped
+        self.addresses: list[Address] = []
+        self.name: str | None = None
+        self.route: str | None = None
+        self.mailbox: str | None = None
+        self.domain: str | None = None
+
+    def _peek(self) -> str:
+        return self.text[self.pos] if self.pos < self.end else ""
+
+    def _add(self) -> None:
+        self.addresses.append(Address(self.name, self.route, self.mailbox, self.domain))
+        self.name = self.route = self.mailbox = self.domain = None
+
+    def _add_mailbox(self) -> None:
+        """Add the mailbox parsed so far; a missing local part or domain becomes ""."""
+        if self.mailbox is None:
+            self.mailbox = ""
+        if self.domain is None:
+            self.domain = ""
+        self._add()
+
+    # -- lexical level (RFC 5322 §3.2)
+
+    def _skip_comment(self) -> int:
+        text, level, start = self.text, 1, self.pos + 1
+        parts: list[str] = []
+        self.pos += 1
+        while (m := _COMMENT_STOP.search(text, self.pos)) is not None:
+            self.pos = m.start()
+            ch = text[self.pos]
+            if ch == "(":
+                level += 1
+            elif ch == ")":
+                level -= 1
+                if level == 0:
+                    parts.append(text[start : self.pos])
+                    self.comment = "".join(parts)
+                    self.pos += 1
+                    return 1 if self.pos < self.end else 0
+            else:  # quoted-pair
+                parts.append(text[start : self.pos])
+                start = self.pos + 1
+                self.pos += 1
+                if self.pos >= self.end:
+                    return -1
+            self.pos += 1
+        self.pos = self.end
+        return -1  # no ")"
+
+    def _skip_lwsp(self) -> int:
+        """Skip CFWS."""
+        while self.pos < self.end:
+            ch = self.text[self.pos]
+            if ch in " \t\r\n":
+                self.pos += 1
+            elif ch != "(":
+                break
+            elif self._skip_comment() < 0:
+                return -1
+        return 1 if self.pos < self.end else 0
+
+    def _dot_atom(self, out: list[str]) -> int:
+        """dot-atom, CFWS allowed around the dots (RFC 822)."""
+        text = self.text
+        if _ATEXT_RUN.match(text, self.pos) is None:
+            return -1
+        start = self.pos
+        while True:
+            m = _ATEXT_RUN.match(text, self.pos)
+            if m is not None:
+                self.pos = m.end()
+            out.append(text[start : self.pos])
+            if self.pos >= self.end:
+                return 0
+            ret = self._skip_lwsp()
+            if ret <= 0:
+                return ret
+            if text[self.pos] != ".":
+                return 1
+            self.pos += 1
+            out.append(".")
+            ret = self._skip_lwsp()
+            if ret <= 0:
+                return ret
+            start = self.pos
+
+    def _quoted_string(self, out: list[str]) -> int:
+        """quoted-string, unquoted and unfolded into `out`."""
+        text = self.text
+        self.pos += 1
+        start = self.pos
+        while (m := _QUOTED_STOP.search(text, self.pos)) is not None:
+            self.pos = m.start()
+            ch = text[self.pos]
+            if ch == '"':
+                out.append(text[start : self.pos])
+                self.pos += 1
+                return self._skip_lwsp()
+            if ch == "\n":
+                out.append(text[start : self.pos].removesuffix("\r"))
+                start = self.pos + 1
+            else:  # quoted-pair
+                out.append(text[start : self.pos])
+                start = self.pos + 1
+                self.pos += 1
+                if self.pos >= self.end:
+                    return -1
+            self.pos += 1
+        self.pos = self.end
+        return -1  # no closing quote
+
+    def _phrase(self, out: list[str]) -> int:
+        """phrase / obs-phrase: words joined by single spaces."""
+        if self.pos >= self.end:
+            return 0
+        if self.text[self.pos] == ".":
+            return -1
+        while True:
+            if self.text[self.pos] == '"':
+                ret = self._quoted_string(out)
+            else:
+                m = _ATEXT_OR_DOT_RUN.match(self.text, self.pos)
+                if m is not None:
+                    out.append(m.group())
+                    self.pos = m.end()
+                ret = self._skip_lwsp() if self.pos < self.end else 0
+            if ret <= 0:
+                return ret
+            ch = self.text[self.pos]
+            if ch != '"' and ch != "." and not _is_atext(ch):
+                break
+            out.append(" ")
+        return self._skip_lwsp()
+
+    def _domain(self, out: list[str]) -> int:
+        """ "@" domain: dot-atom or domain-literal."""
+        self.pos += 1
+        if self._skip_lwsp() <= 0:
+            return -1
+        if self.text[self.pos] != "[":
+            return self._dot_atom(out)
+        start = self.pos
+        while (m := _LITERAL_STOP.search(self.text, self.pos)) is not None:
+            self.pos = m.end()
+            if m.group() == "]":
+                out.append(self.text[start : self.pos])
+                return self._skip_lwsp()
+            self.pos += 1  # quoted-pair
+        self.pos = self.end
+        return -1  # no "]"
+
+    # -- address level (RFC 5322 §3.4)
+
+    def _local_part(self) -> int:
+        out: list[str] = []
+        ret = self._quoted_string(out) if self._peek() == '"' else self._dot_atom(out)
+        if ret < 0:
+            return -1
+        self.mailbox = "".join(out)
+        return ret
+
+    def _parse_domain(self) -> int:
+        out: list[str] = []
+        ret = self._domain(out)
+        if ret < 0:
+            return -1
+        self.domain = "".join(out)
+        return ret
+
+    def _route(self) -> int:
+        """obs-domain-list: "@" domain *(*(CFWS / ",") [CFWS] "@" domain)."""
+        out: list[str] = []
+        while True:
+            if self.pos >= self.end:
+                return 0
+            if self.text[self.pos] != "@":
+                break
+            if out:
+                out.append(",")
+            out.append("@")
+            ret = self._domain(out)
+            if ret <= 0:
+                return ret
+            while self._skip_lwsp() > 0 and self.text[self.pos] == ",":
+                self.pos += 1
+        self.route = "".join(out)
+        return 1
+
+    def _angle_addr(self) -> int:
+        """ "<" [route ":"] local-part ["@" domain] ">"."""
+        self.pos += 1
+        ret = self._skip_lwsp()
+        if ret <= 0:
+            return ret
+        if self.text[self.pos] == "@":
+            if self._route() <= 0 or self._peek() != ":":
+                self.route = None
+                return -1
+            self.pos += 1
+            ret = self._skip_lwsp()
+            if ret <= 0:
+                return ret
+        ret = self._local_part()
+        if ret <= 0:
+            return ret
+        if self._peek() == "@":
+            ret = self._parse_domain()
+            if ret <= 0:
+                return ret
+        if self._peek() != ">":
+            return -1
+        self.pos += 1
+        return self._skip_lwsp()
+
+    def _name_addr(self) -> int:
+        """[display-name] angle-addr."""
+        out: list[str] = []
+        if self._phrase(out) <= 0 or self._peek() != "<":
+            return -1
+        self.name = "".join(out) or None
+        self._angle_addr()  # a broken angle-addr still makes an address
+        return 1 if self.pos < self.end else 0
+
+    def _addr_spec(self) -> int:
+        """local-part "@" domain; a comment after it is taken as the display name."""
+        self.comment = ""
+        ret = self._local_part()
+        if ret != 0 and self._peek() == "@":
+            ret2 = self._parse_domain()
+            if ret2 <= 0:
+                ret = ret2
+        if self.comment:
+            self.name = self.comment
+        return ret
+
+    def _mailbox(self) -> int:
+        start = self.pos
+        ret = self._name_addr()
+        if ret < 0:
+            self.pos = start
+            ret = self._addr_spec()
+        self._add_mailbox()
+        return ret
+
+    def _group(self) -> int:
+        """display-name ":" [mailbox-list / CFWS] ";" [CFWS]; -1 if this is no group."""
+        out: list[str] = []
+        if self._phrase(out) <= 0 or self._peek() != ":":
+            return -1
+        self.pos += 1
+        ret = self._skip_lwsp()
+        self.mailbox = "".join(out)
+        self._add()  # group start
+        if ret > 0 and self.text[self.pos] != ";":
+            while True:
+                if self._mailbox() <= 0:
+                    ret = -1
+                    break
+                if self._peek() != ",":
+                    break
+                self.pos += 1
+                if self._skip_lwsp() <= 0:
+                    ret = -1
+                    break
+        if ret >= 0:
+            if self._peek() != ";":
+                ret = -1
+            else:
+                self.pos += 1
+                ret = self._skip_lwsp()
+        self._add()  # group end
+        return 0 if ret == 0 else 1
+
+    def parse(self) -> None:
+        """address-list: stops at the end, or where the input stops making sense."""
+        if self._skip_lwsp() <= 0:
+            return
+        while True:
+            start = self.pos
+            ret = self._group()
+            if ret < 0:
+                self.pos = start
+                ret = self._mailbox()
+            if ret == 0 or self._peek() != ",":
+                return
+            self.pos += 1
+            if self._skip_lwsp() <= 0:
+                return
+
+
+def parse_addresses(value: str) -> list[Address]:
+    """The address list in the raw (not RFC 2047 decoded) field `value` (RFC 5322 §3.4, and
+    the obsolete syntax of §4.4), parsed leniently as Dovecot does. Never raises."""
+    parser = _AddressParser(value)
+    parser.parse()
+    return parser.addresses
+
+
+def _address_search_text(value: str) -> str:
+    """The address field `value` as the address search keys see it: its addresses written as
+    Dovecot's message_address_write does ("name <mailbox@domain>", "mailbox@domain",
+    "group: ...;"), then RFC 2047 decoded. Text the parser gave up on is appended as it is,
+    so that no searchable text is lost in a malformed field."""
+    parser = _AddressParser(value)
+    parser.parse()
+    out: list[str] = []
+    in_group = False
+    previous = ""  # kind of the previous entry: "start", "end" or "mailbox"
+    for addr in parser.addresses:
+        if addr.domain is None:
+            kind = "end" if in_group else "start"
+            text = ";" if in_group else f"{addr.mailbox or ''}:"
+            in_group = not in_group
+        else:
+            kind = "mailbox"
+            text = f"{addr.mailbox}@{addr.domain}" if addr.domain else addr.mailbox or ""
+            if addr.name or addr.route is not None:
+                route = "" if addr.route is None else addr.route + ":"
+                text = f"{addr.name or ''} <{route}{text}>".lstrip()
+        if previous and kind != "end":
+            out.append(" " if previous == "start" else ", ")
+        out.append(text)
+        previous = kind
+    rest = value[parser.pos :].strip(" \t\r\n")
+    if rest:
+        out.append(" " + rest if out else rest)
+    return decode_header_text("".join(out))
+
+
 class MessageContent:
     """The parts of a message that header and text search keys look at, decoded lazily.
 
@@ -185,13 +562,23 @@ class MessageContent:
     that are not UTF-8 (RFC 6532) are read as Latin-1.
     """
 
-    __slots__ = ("_body", "_body_folded", "_data", "_decoded", "_fields", "_folded", "_head_folded")
+    __slots__ = (
+        "_addresses",
+        "_body",
+        "_body_folded",
+        "_data",
+        "_decoded",
+        "_fields",
+        "_folded",
+        "_head_folded",
+    )
 
     def __init__(self, data: bytes) -> None:
         self._data = data
         self._fields: list[tuple[str, str]] | None = None
         self._decoded: dict[str, list[str]] = {}
         self._folded: dict[str, list[str]] = {}
+        self._addresses: dict[str, list[str]] = {}
         self._head_folded: str | None = None
         self._body: str | None = None
         self._body_folded: str | None = None
@@ -250,6 +637,17 @@ class MessageContent:
         if folded is None:
             folded = [v.casefold() for v in self.header_values(lower)]
             self._folded[lower] = folded
+        needle = needle.casefold()
+        return any(needle in value for value in folded)
+
+    def address_contains(self, name: str, needle: str) -> bool:
+        """Whether a `name` address field, normalised (`_address_search_text`), contains
+        `needle` (casefolded); "" matches any such field. The FROM, TO, CC and BCC keys."""
+        lower = name.lower()
+        folded = self._addresses.get(lower)
+        if folded is None:
+            folded = [_address_search_text(v).casefold() for v in self.raw_header_values(lower)]
+            self._addresses[lower] = folded
         needle = needle.casefold()
         return any(needle in value for value in folded)
 
@@ -333,6 +731,7 @@ _FLAG_TESTS: Final[dict[str, Callable[[Candidate], bool]]] = {
     "OLD": lambda m: not m.recent,
 }
 _HEADER_KEYS: Final = {"FROM": "From", "TO": "To", "CC": "Cc", "BCC": "Bcc", "SUBJECT": "Subject"}
+_ADDRESS_KEYS: Final = frozenset({"FROM", "TO", "CC", "BCC"})
 _DATE_TESTS: Final[dict[str, Callable[[datetime.date, datetime.date], bool]]] = {
     "BEFORE": lambda have, want: have < want,
     "ON": lambda have, want: have == want,
@@ -412,6 +811,8 @@ def _compile_text(key: SearchText | SearchHeader) -> _Pred:
             return c.body_contains(needle)
         if which == "TEXT":
             return c.text_contains(needle)
+        if which in _ADDRESS_KEYS:
+            return c.address_contains(field, needle)
         return c.header_contains(field, needle)
 
     return text

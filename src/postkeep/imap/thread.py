@@ -10,20 +10,22 @@ A thread is a `Thread` node: a message id, or None for a dummy (a message that i
 RFC 5256 §2.2), with its children. Every algorithm here walks trees with explicit stacks, since
 reference chains can be arbitrarily deep.
 
-String keys are compared case-insensitively (Unicode casefold, a superset of the
-i;ascii-casemap collation of RFC 5256 §3).
+String keys are compared as Dovecot (the reference of the imaptest conformance suite) compares
+them: mapped by i;unicode-casemap (RFC 5051: titlecase, then NFKD), which on ASCII is the
+i;ascii-casemap collation of RFC 5256 §3 (letters upper-cased, so "[" and "_" sort after
+"Z"), then compared code point by code point.
 """
 
 from __future__ import annotations
 
-import email.utils
 import re
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from postkeep.imap.search import MessageContent, decode_header_text
+from postkeep.imap.search import Address, MessageContent, decode_header_text, parse_addresses
 from postkeep.protocol.imap_commands import SortCriterion
 
 
@@ -34,8 +36,10 @@ class SortFields:
     `date` is the sent date (Date: field, else the internal date) as POSIX time; `subject` the
     base subject (RFC 5256 §2.1) and `reply` whether extracting it removed a reply or forward
     marker; `from_`, `to`, `cc` the lower-cased mailbox (local part) of the field's first
-    address; `display_from`, `display_to` its display name, else its addr-spec; `message_id`,
-    `references` and `in_reply_to` are message ids without angle brackets ("" when absent).
+    address; `display_from`, `display_to` its RFC 2047 decoded display name, else its
+    addr-spec. When the first address is a group, both are the group name (as in Dovecot).
+    `message_id`, `references` and `in_reply_to` are message ids without angle brackets ("" when
+    absent).
     """
 
     date: float
@@ -166,24 +170,29 @@ def base_subject(subject: str) -> str:
     return _extract_base_subject(subject)[0]
 
 
-def _first_address(content: MessageContent, name: str) -> tuple[str, str]:
-    """(decoded display name, addr-spec) of the first address in the `name` fields."""
+def _first_address(content: MessageContent, name: str) -> Address | None:
+    """The first entry of the first `name` field's address list (a group start for a group)."""
     values = content.raw_header_values(name)
-    if not values:
-        return "", ""
-    try:
-        pairs = email.utils.getaddresses(values)
-    except Exception:  # the address parser of the standard library is lenient but old
-        return "", ""
-    for display, addr in pairs:
-        if display or addr:
-            return decode_header_text(display).strip(), addr.strip()
-    return "", ""
+    addresses = parse_addresses(values[0]) if values else []
+    return addresses[0] if addresses else None
 
 
-def _mailbox(addr: str) -> str:
-    """addr-mailbox (the local part) of an addr-spec, lower-cased (RFC 5256 §3)."""
-    return (addr.rpartition("@")[0] if "@" in addr else addr).lower()
+def _mailbox(addr: Address | None) -> str:
+    """addr-mailbox (the local part) of `addr`, lower-cased (RFC 5256 §3); a group's name."""
+    return "" if addr is None or addr.mailbox is None else addr.mailbox.lower()
+
+
+def _display(addr: Address | None) -> str:
+    """RFC 5957 §2: the decoded display name of `addr`, else its addr-spec; a group's name."""
+    if addr is None:
+        return ""
+    if addr.name is not None:
+        display = decode_header_text(addr.name)
+        if display:
+            return display
+    if addr.mailbox is not None and addr.domain:
+        return f"{addr.mailbox}@{addr.domain}"
+    return addr.mailbox or ""
 
 
 def _msg_ids(value: str) -> list[str]:
@@ -202,9 +211,8 @@ def sort_fields(data: bytes, internaldate: float, size: int) -> SortFields:
 
     subject, reply = _extract_base_subject(first("Subject"))
     sent = content.sent_time()
-    from_name, from_addr = _first_address(content, "From")
-    to_name, to_addr = _first_address(content, "To")
-    _, cc_addr = _first_address(content, "Cc")
+    from_addr = _first_address(content, "From")
+    to_addr = _first_address(content, "To")
     message_ids = _msg_ids(first("Message-ID"))
     in_reply_to = _msg_ids(first("In-Reply-To"))
     return SortFields(
@@ -214,9 +222,9 @@ def sort_fields(data: bytes, internaldate: float, size: int) -> SortFields:
         subject=subject,
         from_=_mailbox(from_addr),
         to=_mailbox(to_addr),
-        cc=_mailbox(cc_addr),
-        display_from=from_name or from_addr,
-        display_to=to_name or to_addr,
+        cc=_mailbox(_first_address(content, "Cc")),
+        display_from=_display(from_addr),
+        display_to=_display(to_addr),
         message_id=message_ids[0] if message_ids else "",
         references=tuple(_msg_ids(" ".join(content.raw_header_values("References")))),
         in_reply_to=in_reply_to[0] if in_reply_to else "",
@@ -226,16 +234,27 @@ def sort_fields(data: bytes, internaldate: float, size: int) -> SortFields:
 
 # -- SORT -----------------------------------------------------------------------------------
 
+
+def _casemap(text: str) -> str:
+    """`text` mapped by i;unicode-casemap (RFC 5051 §2): each character titlecased (its simple
+    mapping: characters whose titlecase is several characters stay), then NFKD. On ASCII this
+    is i;ascii-casemap (RFC 4790 §9.2), which RFC 5256 §3 names: letters upper-cased."""
+    if text.isascii():
+        return text.upper()
+    titled = "".join(t if len(t := ch.title()) == 1 else ch for ch in text)
+    return unicodedata.normalize("NFKD", titled)
+
+
 _SORT_KEYS: Final[dict[str, Callable[[SortFields], float | int | str]]] = {
     "ARRIVAL": lambda f: f.arrival,
-    "CC": lambda f: f.cc.casefold(),
+    "CC": lambda f: _casemap(f.cc),
     "DATE": lambda f: f.date,
-    "FROM": lambda f: f.from_.casefold(),
+    "FROM": lambda f: _casemap(f.from_),
     "SIZE": lambda f: f.size,
-    "SUBJECT": lambda f: f.subject.casefold(),
-    "TO": lambda f: f.to.casefold(),
-    "DISPLAYFROM": lambda f: f.display_from.casefold(),  # RFC 5957 §2
-    "DISPLAYTO": lambda f: f.display_to.casefold(),
+    "SUBJECT": lambda f: _casemap(f.subject),
+    "TO": lambda f: _casemap(f.to),
+    "DISPLAYFROM": lambda f: _casemap(f.display_from),  # RFC 5957 §2
+    "DISPLAYTO": lambda f: _casemap(f.display_to),
 }
 
 
@@ -258,7 +277,7 @@ def thread_orderedsubject(items: Sequence[tuple[int, SortFields]]) -> list[Threa
     the date of their first message."""
     groups: dict[str, list[tuple[float, int]]] = {}
     for ident, fields in items:
-        groups.setdefault(fields.subject.casefold(), []).append((fields.date, ident))
+        groups.setdefault(_casemap(fields.subject), []).append((fields.date, ident))
     threads: list[tuple[tuple[float, int], Thread]] = []
     for members in groups.values():
         members.sort()
@@ -317,7 +336,7 @@ def _subject_key(node: _Container) -> str:
     """The thread subject (RFC 5256 §2.2 step 5.B.1): the base subject of the message, or of
     a dummy's first child."""
     fields = node.fields if node.fields is not None else node.children[0].fields
-    return fields.subject.casefold() if fields is not None else ""
+    return _casemap(fields.subject) if fields is not None else ""
 
 
 def _build_containers(items: Sequence[tuple[int, SortFields]]) -> list[_Container]:
