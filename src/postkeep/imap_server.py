@@ -261,6 +261,10 @@ class ImapServer:
         except TimeoutError:
             reason = "timeout"
             conn.out.write(b"* BYE Autologout; idle for too long\r\n")
+        except Exception:  # a bug: log it and end this connection only
+            logger.exception("internal error ip=%s", ip)
+            reason = "internal error"
+            conn.out.write(b"* BYE Internal server error\r\n")
         except asyncio.CancelledError:
             reason = "server shutdown"
             conn.out.write(b"* BYE Server shutting down\r\n")

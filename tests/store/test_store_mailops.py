@@ -171,8 +171,33 @@ def test_create_rename_delete(run: Run, store: SqlStore, acct: Account) -> None:
         run(store.delete_mailbox(acct.id, "INBOX"))
     with pytest.raises(NotFound):
         run(store.delete_mailbox(acct.id, "nope"))
-    run(store.set_subscribed(acct.id, "x", False))
-    assert not run(store.get_mailbox(acct.id, "x")).subscribed
+    assert not run(store.get_mailbox(acct.id, "x")).subscribed  # CREATE does not subscribe
+    run(store.set_subscribed(acct.id, "x", True))
+    assert run(store.get_mailbox(acct.id, "x")).subscribed
+    run(store.set_subscribed(acct.id, "gone/never", True))  # names need not exist
+    assert "gone/never" in run(store.list_subscriptions(acct.id))
+    run(store.rename_mailbox(acct.id, "x", "w"))  # the subscription follows the rename
+    subs = run(store.list_subscriptions(acct.id))
+    assert "w" in subs and "x" not in subs
+    run(store.set_subscribed(acct.id, "w", False))
+    with pytest.raises(NotFound):
+        run(store.set_subscribed(acct.id, "w", False))
+    run(store.create_mailbox(acct.id, "keep"))
+    run(store.set_subscribed(acct.id, "keep", True))
+    run(store.delete_mailbox(acct.id, "keep"))  # RFC 9051 §6.3.7: the subscription stays
+    assert "keep" in run(store.list_subscriptions(acct.id))
+
+
+def test_claim_recent(run: Run, store: SqlStore, acct: Account) -> None:
+    inbox = _box(run, store, acct, "INBOX")
+    _put(run, store, acct)
+    _put(run, store, acct)
+    assert run(store.claim_recent(inbox)) == (1, 3)  # this session gets UIDs 1 and 2
+    assert run(store.claim_recent(inbox)) == (3, 3)  # nobody else does
+    _put(run, store, acct)
+    assert run(store.mailbox_counts(inbox)).recent == 1
+    assert run(store.claim_recent(inbox)) == (3, 4)
+    assert run(store.mailbox_counts(inbox)).recent == 0
 
 
 def test_rename_inbox_moves_messages(run: Run, store: SqlStore, acct: Account) -> None:

@@ -665,9 +665,9 @@ def test_quota() -> None:
         (b"a ID (" + b'"k" "v" ' * 30 + b'"k" "v")', "a", "BAD Too many ID fields"),
         (b"a COMPRESS", "a", "BAD Missing argument for COMPRESS"),
         (b"a SELECT \x80", "a", "BAD Syntax error in SELECT"),
-        (b'a SELECT "\xc3\xa9"', "a", "BAD Mailbox name must be printable US-ASCII"),
-        (b'a SELECT "&Jjo"', "a", "BAD Unterminated modified UTF-7"),
-        (b'a SELECT "a\tb"', "a", "BAD Mailbox name must be printable"),
+        (b'a SELECT "\xc3\xa9"', "a", "NO [CANNOT] Mailbox name must be printable US-ASCII"),
+        (b'a SELECT "&Jjo"', "a", "NO [CANNOT] Unterminated modified UTF-7"),
+        (b'a SELECT "a\tb"', "a", "NO [CANNOT] Mailbox name must be printable"),
     ],
 )
 def test_malformed(line: bytes, tag: str | None, text: str) -> None:

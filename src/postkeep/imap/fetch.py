@@ -120,6 +120,7 @@ def render_items(
     *,
     uid: bool,
     modseq: bool,
+    recent: bool = False,
 ) -> bytes:
     """The parenthesized FETCH data of one message (without "* n FETCH ")."""
     items: list[bytes] = []
@@ -138,7 +139,7 @@ def render_items(
         if name == "UID":
             add("UID", b"%d" % info.uid)
         elif name == "FLAGS":
-            add("FLAGS", render.flag_list(info.flags, info.keywords))
+            add("FLAGS", render.flag_list(info.flags, info.keywords, recent=recent))
         elif name == "INTERNALDATE":
             add("INTERNALDATE", b'"' + internaldate(info.internaldate).encode() + b'"')
         elif name == "RFC822.SIZE":

@@ -38,9 +38,13 @@ def string(value: str | bytes | None) -> bytes:
 
 
 def literal(data: bytes, *, binary: bool = False) -> bytes:
-    """A literal; with `binary`, literal8 when the data holds NUL (RFC 3516 §4.3)."""
-    prefix = b"~" if binary and b"\x00" in data else b""
-    return prefix + b"{%d}\r\n" % len(data) + data
+    """A literal; with `binary`, literal8 when the data holds NUL (RFC 3516 §4.3). A plain
+    literal may not hold NUL (RFC 9051 §4.3): it is sent as 0x80, as Dovecot does in headers."""
+    if b"\x00" in data:
+        if binary:
+            return b"~{%d}\r\n" % len(data) + data
+        data = data.replace(b"\x00", b"\x80")
+    return b"{%d}\r\n" % len(data) + data
 
 
 def astring(value: str) -> bytes:
@@ -55,8 +59,11 @@ def flag_names(flags: Flag, keywords: Iterable[str] = ()) -> list[str]:
     return [name for flag, name in SYSTEM_FLAGS if flags & flag] + list(keywords)
 
 
-def flag_list(flags: Flag, keywords: Iterable[str] = ()) -> bytes:
-    return ("(" + " ".join(flag_names(flags, keywords)) + ")").encode()
+def flag_list(flags: Flag, keywords: Iterable[str] = (), *, recent: bool = False) -> bytes:
+    names = flag_names(flags, keywords)
+    if recent:
+        names.insert(0, "\\Recent")
+    return ("(" + " ".join(names) + ")").encode()
 
 
 def split_flags(names: Sequence[str]) -> tuple[Flag, tuple[str, ...]] | str:

@@ -79,6 +79,7 @@ class Selected:
     dirty: bool = False
     reported: dict[int, int] = field(default_factory=dict)  # uid -> modseq already sent
     saved: frozenset[int] = frozenset()  # SEARCHRES "$" (UIDs)
+    recent: set[int] = field(default_factory=set)  # UIDs \Recent to this session
 
 
 class Session:
@@ -116,6 +117,15 @@ class Session:
     @property
     def condstore(self) -> bool:
         return bool(self.enabled & {"CONDSTORE", "QRESYNC"})
+
+    def _enable_condstore(self) -> None:
+        """A CONDSTORE enabling command (RFC 7162 §3.1): from now on FETCH responses carry
+        MODSEQ; a selected mailbox's HIGHESTMODSEQ is announced at once."""
+        if "CONDSTORE" in self.enabled:
+            return
+        self.enabled.add("CONDSTORE")
+        if self.selected is not None:
+            self._w(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % self.selected.modseq)
 
     def login(self, account: Account) -> None:
         self.account = account
@@ -167,6 +177,16 @@ class Session:
                 log.quote(str(e)),
             )
             self._no(cmd.tag, f"[SERVERBUG] {e}")
+        except OSError:
+            raise  # the connection is gone: the driver ends it
+        except Exception:  # a bug: log it, keep the connection and the server
+            logger.exception(
+                "internal error ip=%s user=%s command=%s",
+                self.peer_ip,
+                log.quote(self.account.address),
+                type(cmd).__name__,
+            )
+            self._no(cmd.tag, "[SERVERBUG] Internal error, see the server log")
 
     def _need_selected(self, cmd: c.Command) -> Selected | None:
         if self.selected is None:
@@ -228,6 +248,11 @@ class Session:
         if box is None:
             self._no(cmd.tag, "[NONEXISTENT] Mailbox does not exist")
             return
+        first_recent, end_recent = (
+            (box.first_recent_uid, box.uidnext)
+            if cmd.read_only
+            else await self.store.claim_recent(box.id)
+        )
         snap = await self.store.mailbox_snapshot(box.id, keywords=True)
         box = snap.mailbox
         sel = Selected(
@@ -238,11 +263,12 @@ class Session:
             MailboxView(snap.uids),
             box.highestmodseq,
         )
+        sel.recent = {u for u in snap.uids if first_recent <= u < end_recent}
         self._drain_events()
         self._announce_keywords(sel, snap.keywords, first=True)
         self._w(b"* %d EXISTS\r\n" % len(sel.view))
         if not self.rev2:
-            self._w(b"* 0 RECENT\r\n")
+            self._w(b"* %d RECENT\r\n" % len(sel.recent))
         self._w(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % box.uidvalidity)
         self._w(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % box.uidnext)
         self._w(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % box.highestmodseq)
@@ -263,6 +289,11 @@ class Session:
             if not info.flags & Flag.SEEN:
                 return sel.view.seq_of(info.uid)
         return None
+
+    @staticmethod
+    def _flags(sel: Selected, info: MessageInfo) -> bytes:
+        """The FLAGS list of a message, with \\Recent when it is recent to this session."""
+        return render.flag_list(info.flags, info.keywords, recent=info.uid in sel.recent)
 
     def _announce_keywords(self, sel: Selected, keywords: Sequence[str], first: bool) -> None:
         new = [k for k in keywords if k.lower() not in sel.keywords]
@@ -294,7 +325,7 @@ class Session:
             if seq is not None:
                 self._w(
                     b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n"
-                    % (seq, info.uid, render.flag_list(info.flags, info.keywords), info.modseq)
+                    % (seq, info.uid, self._flags(sel, info), info.modseq)
                 )
 
     async def _cmd_create(self, cmd: c.Create) -> None:
@@ -358,7 +389,11 @@ class Session:
 
     async def _cmd_unsubscribe(self, cmd: c.Unsubscribe) -> None:
         assert self.account is not None
-        await self.store.set_subscribed(self.account.id, cmd.mailbox, False)
+        try:
+            await self.store.set_subscribed(self.account.id, cmd.mailbox, False)
+        except NotFound:
+            self._no(cmd.tag, "[NONEXISTENT] Not subscribed")
+            return
         self._ok(cmd.tag, "UNSUBSCRIBE completed")
 
     async def _cmd_list(self, cmd: c.List) -> None:
@@ -369,38 +404,63 @@ class Session:
             self._w(b'* LIST (\\Noselect) "/" ""\r\n')
             self._ok(cmd.tag, "LIST completed")
             return
-        boxes = await self.store.list_mailboxes(self.account.id)
-        names = {b.name for b in boxes}
+        if "RECURSIVEMATCH" in cmd.select and not cmd.select - {"RECURSIVEMATCH", "REMOTE"}:
+            self._bad(cmd.tag, "RECURSIVEMATCH needs another selection option (RFC 5258 §3.1)")
+            return
+        boxes = {b.name: b for b in await self.store.list_mailboxes(self.account.id)}
+        subscribed = set(await self.store.list_subscriptions(self.account.id))
         subscribed_only = "SUBSCRIBED" in cmd.select
         special_only = "SPECIAL-USE" in cmd.select
+        recursive = "RECURSIVEMATCH" in cmd.select
         matchers = [_pattern(cmd.reference, p) for p in cmd.patterns]
-        for box in sorted(boxes, key=lambda b: (b.name != "INBOX", b.name)):
-            if not any(m(box.name) for m in matchers):
+        listed = set(boxes) | (subscribed if subscribed_only else set())
+        unlisted = {n for n in subscribed if not any(m(n) for m in matchers)}
+        for name in sorted(listed, key=lambda n: (n != "INBOX", n)):
+            if not any(m(name) for m in matchers):
                 continue
-            if subscribed_only and not box.subscribed:
-                continue
-            if special_only and not box.special_use:
+            box = boxes.get(name)
+            childinfo = b""
+            if subscribed_only and name not in subscribed:
+                # RFC 5258 §3.5: a parent of a subscribed mailbox the patterns do not list
+                if not (recursive and _has_child_in(name, unlisted)):
+                    continue
+                childinfo = b' ("CHILDINFO" ("SUBSCRIBED"))'
+            if special_only and (box is None or not box.special_use):
                 continue
             attrs = []
-            has_children = any(n.startswith(box.name + DELIMITER) for n in names)
-            attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
-            if box.subscribed and (subscribed_only or cmd.returns.subscribed):
+            if box is None:
+                attrs.append("\\NonExistent")
+            else:
+                has_children = _has_child_in(name, set(boxes))
+                attrs.append("\\HasChildren" if has_children else "\\HasNoChildren")
+            if name in subscribed and (subscribed_only or cmd.returns.subscribed):
                 attrs.append("\\Subscribed")
-            if box.special_use:  # always shown, as Dovecot does (RFC 6154 §2 allows it)
+            if box is not None and box.special_use:  # always shown, as Dovecot does
                 attrs.append(box.special_use)
-            line = b"* LIST (" + " ".join(attrs).encode() + b') "/" ' + self._mbox(box.name)
-            self._w(line + b"\r\n")
-            if cmd.returns.status is not None:
-                await self._status_line(box.name, box.id, cmd.returns.status)
+            line = b"* LIST (" + " ".join(attrs).encode() + b') "/" ' + self._mbox(name)
+            self._w(line + childinfo + b"\r\n")
+            if cmd.returns.status is not None and box is not None:
+                await self._status_line(name, box.id, cmd.returns.status)
         self._ok(cmd.tag, "LIST completed")
 
     async def _cmd_lsub(self, cmd: c.Lsub) -> None:
+        """LSUB (RFC 3501 §6.3.9): a "%" that stops above a subscribed mailbox lists the
+        unsubscribed level in between with \\Noselect."""
         assert self.account is not None
-        boxes = await self.store.list_mailboxes(self.account.id)
+        subscribed = set(await self.store.list_subscriptions(self.account.id))
         match = _pattern(cmd.reference, cmd.pattern)
-        for box in sorted(boxes, key=lambda b: (b.name != "INBOX", b.name)):
-            if box.subscribed and match(box.name):
-                self._w(b'* LSUB () "/" ' + self._mbox(box.name) + b"\r\n")
+        parents = {
+            DELIMITER.join(n.split(DELIMITER)[:i])
+            for n in subscribed
+            for i in range(1, n.count(DELIMITER) + 1)
+        }
+        for name in sorted(subscribed | parents, key=lambda n: (n != "INBOX", n)):
+            if not match(name):
+                continue
+            if name in subscribed:
+                self._w(b'* LSUB () "/" ' + self._mbox(name) + b"\r\n")
+            elif "%" in cmd.pattern:
+                self._w(b'* LSUB (\\Noselect) "/" ' + self._mbox(name) + b"\r\n")
         self._ok(cmd.tag, "LSUB completed")
 
     async def _cmd_status(self, cmd: c.Status) -> None:
@@ -419,14 +479,14 @@ class Session:
         if box is None:
             return
         counts = None
-        if {"MESSAGES", "UNSEEN", "DELETED", "SIZE"} & set(items):
+        if {"MESSAGES", "UNSEEN", "DELETED", "SIZE", "RECENT"} & set(items):
             counts = await self.store.mailbox_counts(mailbox_id)
         parts: list[str] = []
         for item in items:
             if item == "MESSAGES" and counts is not None:
                 parts.append(f"MESSAGES {counts.messages}")
-            elif item == "RECENT":
-                parts.append("RECENT 0")
+            elif item == "RECENT" and counts is not None:
+                parts.append(f"RECENT {counts.recent}")
             elif item == "UIDNEXT":
                 parts.append(f"UIDNEXT {box.uidnext}")
             elif item == "UIDVALIDITY":
@@ -562,6 +622,7 @@ class Session:
     def _announce_expunged(self, sel: Selected, gone: Sequence[tuple[int, int]]) -> None:
         if not gone:
             return
+        sel.recent.difference_update(u for _, u in gone)
         if "QRESYNC" in self.enabled:
             self._w(f"* VANISHED {render.number_set(u for _, u in gone)}\r\n".encode())
         else:
@@ -596,8 +657,8 @@ class Session:
         ):
             self._bad(cmd.tag, "VANISHED needs UID FETCH, QRESYNC and CHANGEDSINCE")
             return
-        if cmd.changed_since is not None:
-            self.enabled.add("CONDSTORE")
+        if cmd.changed_since is not None or any(a.name == "MODSEQ" for a in cmd.attributes):
+            self._enable_condstore()
         await self.sync(cmd.uid)
         uids = self._targets(sel, cmd.sequence_set, cmd.uid)
         if uids is None:
@@ -665,6 +726,7 @@ class Session:
                         data,
                         uid=cmd.uid,
                         modseq=modseq_item or (self.condstore and info.uid in seen_changed),
+                        recent=info.uid in sel.recent,
                     )
                 except fetchmod.UnknownCte:
                     self._no(cmd.tag, "[UNKNOWN-CTE] Cannot decode the part's transfer encoding")
@@ -704,7 +766,7 @@ class Session:
             self._no(cmd.tag, "[READ-ONLY] Mailbox is read-only")
             return
         if cmd.unchanged_since is not None:
-            self.enabled.add("CONDSTORE")
+            self._enable_condstore()
         await self.sync(cmd.uid)
         uids = self._targets(sel, cmd.sequence_set, cmd.uid)
         if uids is None:
@@ -741,7 +803,7 @@ class Session:
             if cmd.uid:
                 parts.append(b"UID %d" % m.uid)
             if not cmd.silent:
-                parts.append(b"FLAGS " + render.flag_list(m.flags, m.keywords))
+                parts.append(b"FLAGS " + self._flags(sel, m))
             if self.condstore:
                 parts.append(b"MODSEQ (%d)" % m.modseq)
             self._w(b"* %d FETCH (" % seq + b" ".join(parts) + b")\r\n")
@@ -818,6 +880,7 @@ class Session:
                 internaldate=info.internaldate,
                 savedate=info.savedate,
                 modseq=info.modseq,
+                recent=info.uid in sel.recent,
                 email_id="M" + info.blob_id[:24],
             )
             out.append((cand, info))
@@ -861,7 +924,7 @@ class Session:
         numbers = [cand.uid if cmd.uid else cand.seq for cand, _ in hits]
         uses_modseq = _uses_modseq(cmd.key)
         if uses_modseq:
-            self.enabled.add("CONDSTORE")
+            self._enable_condstore()
         highest = max((cand.modseq for cand, _ in hits), default=0)
         returns = cmd.returns
         if returns is None and self.rev2:
@@ -886,6 +949,13 @@ class Session:
             if "COUNT" in opts:
                 parts.append(f"COUNT {len(numbers)}")
             if uses_modseq and numbers and opts:
+                if opts <= {"MIN", "MAX"}:  # RFC 4731 §3.2: the returned messages' MODSEQ
+                    ends = (
+                        [hits[0], hits[-1]]
+                        if opts == {"MIN", "MAX"}
+                        else ([hits[0]] if "MIN" in opts else [hits[-1]])
+                    )
+                    highest = max(cand.modseq for cand, _ in ends)
                 parts.append(f"MODSEQ {highest}")
             if opts or not returns:
                 self._w(("* ESEARCH " + " ".join(parts) + "\r\n").encode())
@@ -980,6 +1050,11 @@ class Session:
         self._announce_keywords(sel, snap.keywords, first=False)
         if result.exists is not None:
             self._w(b"* %d EXISTS\r\n" % result.exists)
+            if not sel.read_only:
+                first, end = await self.store.claim_recent(sel.mailbox_id)
+                sel.recent.update(u for u in sel.view.uids if first <= u < end)
+            if not self.rev2:
+                self._w(b"* %d RECENT\r\n" % len(sel.recent))
         if snap.mailbox.highestmodseq > sel.modseq:
             changed = await self.store.changed_since(sel.mailbox_id, sel.modseq)
             self._announce_keywords(sel, [k for i in changed for k in i.keywords], first=False)
@@ -990,13 +1065,17 @@ class Session:
                 extra = b" MODSEQ (%d)" % info.modseq if self.condstore else b""
                 uid = b"UID %d " % info.uid if "QRESYNC" in self.enabled else b""
                 self._w(
-                    b"* %d FETCH (%sFLAGS %s%s)\r\n"
-                    % (seq, uid, render.flag_list(info.flags, info.keywords), extra)
+                    b"* %d FETCH (%sFLAGS %s%s)\r\n" % (seq, uid, self._flags(sel, info), extra)
                 )
             sel.modseq = snap.mailbox.highestmodseq
         sel.reported.clear()
         pending = len(snap.uids) != len(sel.view)
         sel.dirty = pending and not allow_expunge
+
+
+def _has_child_in(name: str, names: set[str]) -> bool:
+    prefix = name + DELIMITER
+    return any(n.startswith(prefix) for n in names)
 
 
 def render_max(sel: Selected) -> int:

@@ -287,10 +287,18 @@ class Lexer:
         return self.decode_mailbox(raw, inbox=False)
 
     def decode_mailbox(self, raw: bytes, inbox: bool = True) -> str:
+        """A mailbox name or (with `inbox` false) a LIST pattern, decoded.
+
+        A name that is not valid modified UTF-7 / UTF-8 is refused with NO (it names no
+        mailbox that can exist, as Dovecot answers); a pattern is kept as its raw text, which
+        then matches nothing.
+        """
         try:
             name = decode_mailbox(raw, self.utf8)
         except MailboxNameError as e:
-            raise self.fail(str(e)) from None
+            if not inbox:
+                return raw.decode("utf-8", "replace")
+            raise ParseFail(f"NO [CANNOT] {e}") from None
         if not inbox and name == "INBOX":
             return raw.decode("ascii")  # a pattern keeps its case
         return name

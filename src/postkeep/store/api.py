@@ -122,6 +122,7 @@ class Mailbox:
     uidnext: int
     highestmodseq: int
     subscribed: bool
+    first_recent_uid: int = 1  # messages from this UID on are \Recent (RFC 3501 §2.3.2)
 
 
 @dataclass(frozen=True, slots=True)

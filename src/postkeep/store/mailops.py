@@ -50,6 +50,7 @@ from postkeep.store.schema import (
     mailboxes,
     messages,
     meta,
+    subscriptions,
 )
 from postkeep.store.writer import UID_MAX
 
@@ -80,6 +81,7 @@ class MailboxCounts:
     unseen: int
     deleted: int
     size: int
+    recent: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,29 @@ class MailboxOpsMixin(SqlStoreBase):
 
         return await self._read(fn)
 
+    async def claim_recent(self, mailbox_id: int) -> tuple[int, int]:
+        """Take the mailbox's \\Recent messages for one session (RFC 3501 §2.3.2): returns
+        (first, end) — UIDs in [first, end) are recent to the caller and to no one else."""
+
+        def fn(conn: Connection) -> tuple[int, int]:
+            row = conn.execute(
+                select(mailboxes.c.first_recent_uid, mailboxes.c.uidnext).where(
+                    mailboxes.c.id == mailbox_id
+                )
+            ).first()
+            if row is None:
+                raise NotFound("mailbox does not exist")
+            first, end = int(row[0]), int(row[1])
+            if end > first:
+                conn.execute(
+                    update(mailboxes)
+                    .where(mailboxes.c.id == mailbox_id)
+                    .values(first_recent_uid=end)
+                )
+            return first, end
+
+        return await self._write(fn)
+
     async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox | None:
         q = select(*MAILBOX_COLS).where(mailboxes.c.id == mailbox_id)
         row = await self._read(lambda conn: conn.execute(q).first())
@@ -210,10 +235,19 @@ class MailboxOpsMixin(SqlStoreBase):
             func.coalesce(func.sum(messages.c.flags.op("&")(seen)), 0),
             func.coalesce(func.sum(messages.c.flags.op("&")(deleted)), 0),
             func.coalesce(func.sum(messages.c.size), 0),
-        ).where(messages.c.mailbox_id == mailbox_id)
-        n, seen_sum, deleted_sum, size = await self._read(lambda conn: conn.execute(q).one())
+            func.coalesce(
+                func.sum(case((messages.c.uid >= mailboxes.c.first_recent_uid, 1), else_=0)), 0
+            ),
+        ).select_from(messages.join(mailboxes)).where(messages.c.mailbox_id == mailbox_id)
+        n, seen_sum, deleted_sum, size, recent = await self._read(
+            lambda conn: conn.execute(q).one()
+        )
         return MailboxCounts(
-            int(n), int(n) - int(seen_sum) // seen, int(deleted_sum) // deleted, int(size)
+            int(n),
+            int(n) - int(seen_sum) // seen,
+            int(deleted_sum) // deleted,
+            int(size),
+            int(recent),
         )
 
     async def message_summaries(
@@ -547,7 +581,6 @@ class MailboxOpsMixin(SqlStoreBase):
                         uidvalidity=v,
                         uidnext=1,
                         highestmodseq=1,
-                        subscribed=False,
                     )
                 )
             row = conn.execute(
@@ -645,8 +678,28 @@ class MailboxOpsMixin(SqlStoreBase):
                         uidvalidity=v,
                         uidnext=1,
                         highestmodseq=1,
-                        subscribed=False,
                     )
+                )
+            subs = (
+                conn.execute(
+                    select(subscriptions.c.name).where(
+                        subscriptions.c.account_id == account_id,
+                        subscriptions.c.name.in_([n for _, n in rows]),
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            if subs:  # subscriptions follow the renamed mailboxes, as Dovecot does
+                moved = [new + n[len(old) :] for n in subs]
+                conn.execute(
+                    delete(subscriptions).where(
+                        subscriptions.c.account_id == account_id,
+                        subscriptions.c.name.in_([*subs, *moved]),
+                    )
+                )
+                conn.execute(
+                    insert(subscriptions), [{"account_id": account_id, "name": n} for n in moved]
                 )
             if old == "INBOX":
                 self._rename_inbox(conn, account_id, rows[0][0], new)
@@ -675,7 +728,6 @@ class MailboxOpsMixin(SqlStoreBase):
                 uidvalidity=validity,
                 uidnext=inbox.uidnext,
                 highestmodseq=inbox.highestmodseq,
-                subscribed=False,
             )
             .returning(mailboxes.c.id)
         ).scalar_one()
@@ -695,19 +747,30 @@ class MailboxOpsMixin(SqlStoreBase):
             )
 
     async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
-        """SUBSCRIBE / UNSUBSCRIBE (RFC 9051 §6.3.7-8) of an existing mailbox."""
-        name = mailbox_name(name)
-        stmt = (
-            update(mailboxes)
-            .where(mailboxes.c.account_id == account_id, mailboxes.c.name == name)
-            .values(subscribed=subscribed)
-        )
+        """SUBSCRIBE / UNSUBSCRIBE (RFC 9051 §6.3.7-8). A name may be subscribed whether or not
+        its mailbox exists, and stays subscribed when the mailbox is deleted; NotFound when
+        unsubscribing a name that is not subscribed."""
+        name = check_mailbox_name(name)
+        key = (subscriptions.c.account_id == account_id) & (subscriptions.c.name == name)
 
         def fn(conn: Connection) -> None:
-            if conn.execute(stmt).rowcount == 0:
-                raise NotFound(f"mailbox {name} does not exist")
+            present = conn.execute(select(subscriptions.c.name).where(key)).first() is not None
+            if subscribed and not present:
+                conn.execute(insert(subscriptions).values(account_id=account_id, name=name))
+            elif not subscribed:
+                if not present:
+                    raise NotFound(f"{name} is not subscribed")
+                conn.execute(delete(subscriptions).where(key))
 
         await self._write(fn)
+
+    async def list_subscriptions(self, account_id: int) -> list[str]:
+        q = (
+            select(subscriptions.c.name)
+            .where(subscriptions.c.account_id == account_id)
+            .order_by(subscriptions.c.name)
+        )
+        return list(await self._read(lambda conn: conn.execute(q).scalars().all()))
 
     @staticmethod
     def _allocate_uidvalidity(conn: Connection, n: int) -> list[int]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from sqlalchemy import and_, exists
+
 from postkeep.store.api import Account, Flag, Mailbox, MessageInfo
-from postkeep.store.schema import accounts, mailboxes, messages
+from postkeep.store.schema import accounts, mailboxes, messages, subscriptions
 
 T = TypeVar("T")
 
@@ -47,7 +49,15 @@ MAILBOX_COLS = (
     mailboxes.c.uidvalidity,
     mailboxes.c.uidnext,
     mailboxes.c.highestmodseq,
-    mailboxes.c.subscribed,
+    exists()
+    .where(
+        and_(
+            subscriptions.c.account_id == mailboxes.c.account_id,
+            subscriptions.c.name == mailboxes.c.name,
+        )
+    )
+    .label("subscribed"),
+    mailboxes.c.first_recent_uid,
 )
 MESSAGE_COLS = (
     messages.c.id,
@@ -65,7 +75,7 @@ MESSAGE_COLS = (
 
 def mailbox_from_row(r: Sequence[Any]) -> Mailbox:
     """A `Mailbox` from a row selected with MAILBOX_COLS."""
-    return Mailbox(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]))
+    return Mailbox(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8])
 
 
 def message_from_row(r: Sequence[Any]) -> MessageInfo:

@@ -36,7 +36,9 @@ Notes on the design:
 * IMAP (migration 4): ``blobs.structure`` is the message's MIME summary (`postkeep.mime.summary`:
   part tree with byte offsets, ENVELOPE, BODYSTRUCTURE), computed once at delivery and sealed
   under the blob's content key; ``expunged`` logs expunged UIDs with the MODSEQ of their expunge
-  for QRESYNC (RFC 7162 §3.2.10). Mailbox hierarchy is by name, delimiter "/".
+  for QRESYNC (RFC 7162 §3.2.10); ``mailboxes.first_recent_uid`` is where \\Recent messages start
+  (RFC 3501 §2.3.2); ``subscriptions`` holds subscribed names, which outlive their mailboxes
+  (RFC 9051 §6.3.7). Mailbox hierarchy is by name, delimiter "/".
 * Ids exposed to callers use AUTOINCREMENT on SQLite so that a deleted row's id is never reused.
 """
 
@@ -167,7 +169,7 @@ mailboxes = Table(
     Column("uidvalidity", BigInteger, nullable=False),
     Column("uidnext", BigInteger, nullable=False, default=1),
     Column("highestmodseq", BigInteger, nullable=False, default=1),
-    Column("subscribed", Boolean, nullable=False, default=True),
+    Column("first_recent_uid", BigInteger, nullable=False, default=1, server_default="1"),
     UniqueConstraint("account_id", "name", name="uq_mailboxes_account_name"),
     sqlite_autoincrement=True,
 )
@@ -217,6 +219,13 @@ envelopes = Table(
     Column("smtputf8", Boolean, nullable=False, default=False),
     Column("blob_id", String(64), ForeignKey("blobs.id"), nullable=True, index=True),
     sqlite_autoincrement=True,
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("name", Text, primary_key=True),
 )
 
 expunged = Table(

@@ -72,6 +72,7 @@ from postkeep.store.schema import (
     mailboxes,
     messages,
     send_as,
+    subscriptions,
 )
 from postkeep.store.security import AccountSecurityMixin, check_secrets
 
@@ -242,10 +243,13 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
                         "uidvalidity": v,
                         "uidnext": 1,
                         "highestmodseq": 1,
-                        "subscribed": True,
                     }
                     for (name, use), v in zip(DEFAULT_MAILBOXES, validities, strict=True)
                 ],
+            )
+            conn.execute(
+                insert(subscriptions),
+                [{"account_id": account_id, "name": name} for name, _ in DEFAULT_MAILBOXES],
             )
             self._put_secrets(conn, account_id, data_key, clean)
             return Account(account_id, stored, domain_id, password_hash, quota_bytes, 0, False)
@@ -331,6 +335,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
             ).all()
             conn.execute(delete(messages).where(messages.c.mailbox_id.in_(boxes.scalar_subquery())))
             conn.execute(delete(mailboxes).where(mailboxes.c.account_id == account_id))
+            conn.execute(delete(subscriptions).where(subscriptions.c.account_id == account_id))
             conn.execute(delete(account_secrets).where(account_secrets.c.account_id == account_id))
             conn.execute(delete(app_passwords).where(app_passwords.c.account_id == account_id))
             conn.execute(delete(send_as).where(send_as.c.account_id == account_id))
