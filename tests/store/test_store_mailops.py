@@ -33,8 +33,9 @@ def _put(
     data: bytes = MSG,
     flags: Flag = NO_FLAGS,
     keywords: tuple[str, ...] = (),
+    queue_id: str = "",
 ) -> int:
-    env = Envelope("", "", [], "127.0.0.1", "", 1_700_000_000.0)
+    env = Envelope(queue_id, "", [], "127.0.0.1", "", 1_700_000_000.0)
     result = run(store.deliver(LocalDelivery(env, [account.id], data, flags, mailbox, keywords)))
     return int(result.delivered[0].uid)
 
@@ -102,8 +103,8 @@ def test_set_flags_modseq_and_unchangedsince(run: Run, store: SqlStore, acct: Ac
 
 
 def test_expunge_logs_vanished_and_frees_quota(run: Run, store: SqlStore, acct: Account) -> None:
-    for _ in range(4):
-        _put(run, store, acct)
+    for i in range(4):
+        _put(run, store, acct, queue_id=f"Q{i}")  # SMTP-delivered: with envelope records
     inbox = _box(run, store, acct, "INBOX")
     assert run(store.get_account_by_id(acct.id)).used_bytes == 4 * len(MSG)
     mark = run(store.get_mailbox_by_id(inbox)).highestmodseq
@@ -221,3 +222,22 @@ def test_summary_document_round_trip(run: Run, store: SqlStore, acct: Account) -
     assert doc["v"] == 1
     tree = Summary(raw).tree
     assert MSG[tree.body_start : tree.body_end] == b"Hello\r\n"
+
+
+def test_jobs_queued_together_commit_together_and_fail_alone(
+    run: Run, store: SqlStore, acct: Account
+) -> None:
+    """Concurrent writes share one transaction (one commit), each in a SAVEPOINT: a failing
+    one is rolled back alone and reports its own error."""
+    import asyncio
+
+    async def burst() -> list[Any]:
+        calls = [store.create_mailbox(acct.id, f"box{i}") for i in range(10)]
+        calls.insert(5, store.create_mailbox(acct.id, "INBOX/../x//bad"))
+        calls.insert(7, store.create_mailbox(acct.id, "Sent"))  # exists: AlreadyExists
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = run(burst())
+    assert isinstance(results[5], StoreError) and isinstance(results[7], AlreadyExists)
+    names = {b.name for b in run(store.list_mailboxes(acct.id))}
+    assert {f"box{i}" for i in range(10)} <= names

@@ -46,6 +46,7 @@ from postkeep.store.schema import (
     META_UIDVALIDITY,
     accounts,
     blobs,
+    envelopes,
     expunged,
     mailboxes,
     messages,
@@ -421,7 +422,8 @@ class MailboxOpsMixin(SqlStoreBase):
             dead += conn.execute(
                 select(blobs.c.id).where(blobs.c.id.in_(part), blobs.c.refcount <= 0)
             ).scalars()
-        for part in chunks(dead):
+        for part in chunks(dead):  # the SMTP envelope record goes with its blob
+            conn.execute(delete(envelopes).where(envelopes.c.blob_id.in_(part)))
             conn.execute(delete(blobs).where(blobs.c.id.in_(part)))
         return dead
 
