@@ -18,10 +18,12 @@ All writes of a `SqlStore` run here, one at a time, fed by a queue (design: "sto
   used_bytes = used_bytes + n … RETURNING`` per account adds the quota usage (same transaction)
   and yields the account's wrapped data key. Rows are locked in sorted order, so several writer
   processes on PostgreSQL neither deadlock nor hand out a UID twice.
-* Any other write is a `_Job`: a function run in its own transaction, with an optional action
-  after the commit (e.g. deleting blob files once their rows are gone), and optionally a
-  `prepare` step run first, outside the transaction (e.g. writing and fsyncing the blob of an
-  outbound queue entry), with its `undo` run if the transaction then fails.
+* Any other write is a `_Job`: a function run in a transaction — jobs queued together share one
+  transaction, each in its own SAVEPOINT, so a burst of IMAP flag changes costs one commit —
+  with an optional action after the commit (e.g. deleting blob files once their rows are
+  gone), and optionally a `prepare` step run first, outside the transaction (e.g. writing
+  and fsyncing the blob of an outbound queue entry), with its `undo` run if the transaction
+  then fails; such a job runs alone.
 """
 
 from __future__ import annotations
@@ -235,20 +237,65 @@ class GroupCommitWriter:
     def _process(self, items: list[Any]) -> bool:
         stop = False
         run: list[_Pending] = []
+        jobs: list[_Job] = []
         for item in items:
             if isinstance(item, _Pending):
+                if jobs:
+                    self._finish(self._run_jobs(jobs))
+                    jobs = []
                 run.append(item)
                 continue
             if run:
                 self._finish(self._deliver_batch(run))
                 run = []
             if item is _STOP:
+                if jobs:
+                    self._finish(self._run_jobs(jobs))
+                    jobs = []
                 stop = True
-            else:
+            elif item.prepare is not None:  # has file work to undo: alone, as before
+                if jobs:
+                    self._finish(self._run_jobs(jobs))
+                    jobs = []
                 self._finish([self._run_job(item)])
+            else:
+                jobs.append(item)
+        if jobs:
+            self._finish(self._run_jobs(jobs))
         if run:
             self._finish(self._deliver_batch(run))
         return stop
+
+    def _run_jobs(self, jobs: list[_Job]) -> list[_Outcome]:
+        """Several jobs in ONE transaction (one commit, one fsync), each in its own SAVEPOINT so
+        that a failing job is rolled back alone. If the commit itself fails, each job is run
+        again in a transaction of its own."""
+        if len(jobs) == 1:
+            return [self._run_job(jobs[0])]
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            with self._writer.begin() as conn:
+                for job in jobs:
+                    try:
+                        with conn.begin_nested():
+                            results.append((job, job.fn(conn), None))
+                    except Exception as exc:
+                        results.append((job, None, exc))
+        except Exception as exc:
+            log.info("store: batch of %d jobs failed (%s); retrying one by one", len(jobs), exc)
+            return [self._run_job(job) for job in jobs]
+        outcomes: list[_Outcome] = []
+        for job, result, error in results:
+            if error is not None:
+                outcomes.append(_Outcome(job, error=store_error(error)))
+                continue
+            if job.after is not None:
+                try:
+                    job.after(result)
+                except Exception:
+                    log.exception("store: post-commit action failed")
+            outcomes.append(_Outcome(job, result))
+        return outcomes
 
     def _run_job(self, job: _Job) -> _Outcome:
         try:
