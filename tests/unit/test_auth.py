@@ -207,7 +207,7 @@ def test_verifier_busy_when_flooded(run: Run) -> None:
     h = hash_password(PASSWORD)  # real argon2: slow enough for a queue to build up
 
     async def flood() -> list[bool | BaseException]:
-        calls = [v.verify(h, PASSWORD if i % 2 else f"wrong {i}") for i in range(12)]
+        calls = [v.verify(h, f"wrong {i}") for i in range(12)]  # all distinct: no coalescing
         return await asyncio.gather(*calls, return_exceptions=True)
 
     try:
@@ -219,6 +219,24 @@ def test_verifier_busy_when_flooded(run: Run) -> None:
         assert 2 <= len(done) <= 4  # max_workers running + max_pending waiting
         assert v.busy == len(busy) and v.waiting == 0
         assert run(v.verify(h, PASSWORD)) is True  # usable again once the queue drained
+    finally:
+        v.close()
+
+
+def test_verifier_single_flight(run: Run) -> None:
+    """A burst of identical logins (devices reconnecting) costs one argon2 run, not a queue
+    overflow; a distinct guess still takes its own run."""
+    v = PasswordVerifier(max_pending=2)
+    h = hash_password(PASSWORD)
+
+    async def burst() -> list[bool | BaseException]:
+        calls = [v.verify(h, PASSWORD) for _ in range(50)] + [v.verify(h, "wrong")]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    try:
+        results = run(burst())
+        assert results == [True] * 50 + [False]
+        assert v.verifications == 2 and v.busy == 0
     finally:
         v.close()
 

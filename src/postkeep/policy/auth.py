@@ -234,6 +234,14 @@ def _verify_dummy(password: str) -> bool:
 # -- bounded verification --------------------------------------------------------------------------
 
 
+@dataclass(slots=True, eq=False)
+class _Flight:
+    """One verification in flight and how many callers wait for it."""
+
+    task: asyncio.Future[bool]
+    waiters: int = 0
+
+
 class PasswordVerifier:
     """Verifies argon2 hashes in a bounded thread pool, with a cache of recent successes.
 
@@ -264,6 +272,7 @@ class PasswordVerifier:
         self._lock = threading.Lock()
         self._waiting = 0
         self._cache: OrderedDict[bytes, float] = OrderedDict()
+        self._inflight: dict[bytes, _Flight] = {}
         self._pool.submit(_dummy_hash)  # ready before the first unknown user tries
 
     @property
@@ -311,11 +320,25 @@ class PasswordVerifier:
     async def verify(self, password_hash: str, password: str) -> bool:
         """Whether `password` matches `password_hash`: from the cache, else by argon2 in the pool.
 
-        Raises AuthBusy when `max_pending` verifications are waiting already.
+        Identical verifications in flight are done once ("single flight"): a burst of logins of
+        one account (many devices reconnecting after a restart) costs one argon2 run, not one
+        each. Raises AuthBusy when `max_pending` verifications are waiting already.
         """
         if self.cached(password_hash, password):
             return True
-        ok = await self._submit(verify_password, password_hash, password)
+        key = self._cache_key(password_hash, password)
+        flight = self._inflight.get(key)
+        if flight is None:
+            task = asyncio.ensure_future(self._submit(verify_password, password_hash, password))
+            flight = self._inflight[key] = _Flight(task)
+            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        flight.waiters += 1
+        try:
+            ok = await asyncio.shield(flight.task)
+        finally:
+            flight.waiters -= 1
+            if not flight.waiters and not flight.task.done():
+                flight.task.cancel()  # nobody waits for it any more
         if ok:
             self._remember(password_hash, password)
         return ok
