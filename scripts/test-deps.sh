@@ -26,6 +26,9 @@ for pkg in swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl li
   need_pkg "$pkg"
 done
 
+# A real IMAP sync client for tests/interop/test_imap.py (mbsync).
+need_pkg isync
+
 # TLS scanners for the policy tests (tests/interop/test_tls_policy.py, test_testssl.py).
 for pkg in testssl.sh sslscan; do need_pkg "$pkg"; done
 

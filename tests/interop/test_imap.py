@@ -501,3 +501,51 @@ def test_fail2ban_filter_matches_imap_auth_failures(srv: Instance) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     found = re.search(r"Lines: \d+ lines, \d+ ignored, (\d+) matched", r.stdout)
     assert found is not None and int(found.group(1)) == failures, r.stdout
+
+
+@pytest.mark.skipif(shutil.which("mbsync") is None, reason="mbsync (Debian isync) not installed")
+def test_mbsync_two_way(srv: Instance, tmp_path: Path) -> None:
+    """A real sync client: mbsync pulls a mailbox into a Maildir, then pushes back a new
+    message, a flag change and a deletion made locally."""
+    user = "sync@example.test"
+    srv.cli("user", "add", user, "--password-stdin", input=PASSWORD + "\n")
+    for i in range(2):
+        deliver(srv, user, f"sync {i}")
+    local = tmp_path / "mail"
+    local.mkdir()
+    cfg = tmp_path / "mbsyncrc"
+    cfg.write_text(
+        f"IMAPAccount pk\nHost 127.0.0.1\nPort {srv.imaps_port}\nUser {user}\n"
+        f'Pass "{PASSWORD}"\nSSLType IMAPS\nCertificateFile {srv.ca_file}\n'
+        "SystemCertificates no\n\n"
+        "IMAPStore remote\nAccount pk\n\n"
+        f"MaildirStore local\nPath {local}/\nInbox {local}/INBOX\nSubFolders Verbatim\n\n"
+        "Channel sync\nFar :remote:\nNear :local:\nPatterns INBOX Archive\n"
+        "Create Both\nExpunge Both\nSyncState *\n"
+    )
+
+    def mbsync() -> None:
+        r = subprocess.run(["mbsync", "-c", str(cfg), "sync"], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    mbsync()
+    cur = sorted((local / "INBOX" / "cur").iterdir()) + sorted((local / "INBOX" / "new").iterdir())
+    assert len(cur) == 2
+    assert b"Subject: sync 0" in b"".join(p.read_bytes() for p in cur)
+    # local changes: flag one message, delete (trash + expunge) the other, add a new one
+    first, second = cur
+    first.rename(first.parent.parent / "cur" / (first.name.split(":2,")[0] + ":2,FS"))
+    second.rename(second.parent.parent / "cur" / (second.name.split(":2,")[0] + ":2,ST"))
+    (local / "INBOX" / "new" / "1700000000.local.test").write_bytes(
+        b"From: sync@example.test\r\nSubject: written offline\r\n\r\nhello\r\n"
+    )
+    mbsync()
+    client = imaps(srv, user)
+    client.select("INBOX")
+    _, data = client.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    text = b" ".join(part[0] + part[1] if isinstance(part, tuple) else part for part in data)
+    assert text.count(b"Subject:") == 2, text
+    assert b"written offline" in text and b"sync 1" not in text
+    assert b"\\Flagged" in text
+    client.logout()

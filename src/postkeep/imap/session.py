@@ -46,9 +46,6 @@ if TYPE_CHECKING:
 
 logger = log.get("imap")
 
-#: Keywords every mailbox accepts and lists in FLAGS (Dovecot lists none by default; these are
-#: the registered ones clients commonly use, RFC 5788).
-_PERMANENT = b"(\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)"
 _FETCH_BATCH = 200  # messages read from the store per round trip during FETCH
 
 
@@ -305,7 +302,9 @@ class Session:
         names = " ".join(["\\Answered \\Flagged \\Deleted \\Seen \\Draft", *sel.keyword_names])
         self._w(f"* FLAGS ({names})\r\n".encode())
         if not sel.read_only:
-            self._w(b"* OK [PERMANENTFLAGS " + _PERMANENT + b"] Flags permitted\r\n")
+            keywords = "".join(f" {k}" for k in sel.keyword_names)
+            permanent = f"(\\Answered \\Flagged \\Deleted \\Seen \\Draft{keywords} \\*)"
+            self._w(b"* OK [PERMANENTFLAGS " + permanent.encode() + b"] Flags permitted\r\n")
         else:
             self._w(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n")
 
@@ -384,7 +383,11 @@ class Session:
 
     async def _cmd_subscribe(self, cmd: c.Subscribe) -> None:
         assert self.account is not None
-        await self.store.set_subscribed(self.account.id, cmd.mailbox, True)
+        try:
+            await self.store.set_subscribed(self.account.id, cmd.mailbox, True)
+        except StoreError as e:
+            self._no(cmd.tag, f"[CANNOT] {e}")
+            return
         self._ok(cmd.tag, "SUBSCRIBE completed")
 
     async def _cmd_unsubscribe(self, cmd: c.Unsubscribe) -> None:
@@ -734,8 +737,8 @@ class Session:
                 self._w(b"* %d FETCH " % seq + body + b"\r\n")
             await self.out.drain()
         await self.sync(cmd.uid)
-        if missing and not cmd.uid:
-            self._no(cmd.tag, "[EXPUNGEISSUED] Some messages were expunged meanwhile")
+        if missing and not cmd.uid:  # RFC 9051 §7.1: the client may want to NOOP soon
+            self._ok(cmd.tag, "[EXPUNGEISSUED] Some messages were expunged meanwhile")
             return
         self._ok(cmd.tag, "FETCH completed")
 
