@@ -38,6 +38,7 @@ test: install lint
 
 bench: install
 	$(BIN)/python bench/smtp_ingest/run.py
+	$(BIN)/python bench/imap/run.py
 
 clean:
 	rm -rf $(VENV) var build src/*.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -96,7 +96,9 @@ def test_set_flags_modseq_and_unchangedsince(run: Run, store: SqlStore, acct: Ac
     )
     assert cond.modified == (3,) and [m.uid for m in cond.changed] == [1, 2]
     assert [m.uid for m in run(store.changed_since(inbox, modseq))] == [1, 2, 3]
+    assert run(store.first_unseen_uid(inbox)) == 1
     rep = run(store.set_flags(acct.id, inbox, [(1, 1)], "replace", Flag.SEEN, ("A", "B")))
+    assert run(store.first_unseen_uid(inbox)) == 2
     assert rep.changed[0].flags == Flag.SEEN and rep.changed[0].keywords == ("A", "B")
     with pytest.raises(StoreError):
         run(store.set_flags(acct.id, inbox, [(1, 1)], "toggle", Flag.SEEN))

@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
 logger = log.get("imap")
 
-_FETCH_BATCH = 200  # messages read from the store per round trip during FETCH
+_FETCH_BATCH = 200  # messages per store round trip when FETCH reads summaries or contents
+_FETCH_BATCH_FLAGS = 5000  # ... and when it reads only the message rows (FLAGS, UID, ...)
 
 
 class Output(Protocol):
@@ -281,11 +282,8 @@ class Session:
         self._ok(cmd.tag, f"[{access}] {verb} completed")
 
     async def _first_unseen(self, sel: Selected) -> int | None:
-        infos = await self.store.messages_by_uid(sel.mailbox_id, [(1, render_max(sel))])
-        for info in infos:
-            if not info.flags & Flag.SEEN:
-                return sel.view.seq_of(info.uid)
-        return None
+        uid = await self.store.first_unseen_uid(sel.mailbox_id)
+        return None if uid is None else sel.view.seq_of(uid)
 
     @staticmethod
     def _flags(sel: Selected, info: MessageInfo) -> bytes:
@@ -680,8 +678,9 @@ class Session:
             a.name == "MODSEQ" for a in cmd.attributes
         )
         atts = list(cmd.attributes)
-        for start in range(0, len(uids), _FETCH_BATCH):
-            batch = uids[start : start + _FETCH_BATCH]
+        step = _FETCH_BATCH if need.summary or need.content or set_seen else _FETCH_BATCH_FLAGS
+        for start in range(0, len(uids), step):
+            batch = uids[start : start + step]
             infos = await self.store.messages_by_uid(sel.mailbox_id, render.ranges(batch))
             missing = missing or len(infos) < len(batch)
             if cmd.changed_since is not None:
@@ -791,10 +790,10 @@ class Session:
         )
         if mode != "remove":
             self._announce_keywords(sel, flags[1], first=False)
-        self._announce_keywords(sel, [k for m in change.changed for k in m.keywords], first=False)
         shown = sorted(
             [*change.changed, *([] if cmd.silent else change.unchanged)], key=lambda m: m.uid
         )
+        self._announce_keywords(sel, [k for m in shown for k in m.keywords], first=False)
         changed_uids = {m.uid for m in change.changed}
         for m in change.changed:
             sel.reported[m.uid] = m.modseq

@@ -212,6 +212,15 @@ class MailboxOpsMixin(SqlStoreBase):
 
         return await self._read(fn)
 
+    async def first_unseen_uid(self, mailbox_id: int) -> int | None:
+        """The lowest UID without \\Seen (SELECT's UNSEEN, RFC 3501 §6.3.1), None if none."""
+        q = select(func.min(messages.c.uid)).where(
+            messages.c.mailbox_id == mailbox_id,
+            messages.c.flags.op("&")(int(Flag.SEEN)) == 0,
+        )
+        uid = await self._read(lambda conn: conn.execute(q).scalar())
+        return None if uid is None else int(uid)
+
     async def changed_since(self, mailbox_id: int, modseq: int) -> list[MessageInfo]:
         """Messages with MODSEQ > `modseq` (RFC 7162 §3.1.4.1 CHANGEDSINCE), ascending UID."""
         q = select(*MESSAGE_COLS).where(
