@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 
 from postkeep import log
 from postkeep.config import Config, parse_listen
-from postkeep.errors import StoreError
 from postkeep.imap.session import Session, SessionLimits
+from postkeep.net.streams import close_stream
 from postkeep.net.tls import certificate_file
 from postkeep.policy.auth import AuthBusy, PasswordVerifier, authenticate_password
 from postkeep.protocol import imap_commands as c
@@ -232,7 +232,7 @@ class ImapServer:
             if not self.limiter.acquire(key):
                 logger.warning("reject ip=%s reason=%s", ip, log.quote("too many connections"))
                 writer.write(b"* BYE [UNAVAILABLE] Too many connections\r\n")
-                await _close(writer)
+                await close_stream(writer)
                 return
             try:
                 await self._serve(reader, writer, ip, implicit)
@@ -289,7 +289,7 @@ class ImapServer:
                 time.monotonic() - started,
                 log.quote(reason),
             )
-            await _close(writer)
+            await close_stream(writer)
 
     def _timeout(self, conn: _Conn) -> float:
         return self.imap.idle_timeout if conn.session is not None else self.imap.login_timeout
@@ -619,13 +619,3 @@ class ImapServer:
                 raise _Stop("bad DEFLATE stream") from None
         if conn.session is not None:
             conn.session.capabilities = self.capabilities(conn)
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    try:
-        if not writer.is_closing():
-            await writer.drain()
-            writer.close()
-        await asyncio.wait_for(writer.wait_closed(), 5)
-    except (ConnectionError, ssl.SSLError, OSError, TimeoutError, StoreError):
-        pass

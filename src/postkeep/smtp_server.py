@@ -28,6 +28,7 @@ from postkeep.config import Config, parse_listen
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
 from postkeep.directory import StoreDirectory
 from postkeep.errors import Reply
+from postkeep.net.streams import close_stream
 from postkeep.net.tls import certificate_file
 from postkeep.policy import limits
 from postkeep.policy.auth import PasswordVerifier
@@ -278,7 +279,7 @@ class SmtpServer:
                     "reject ip=%s code=421 4.7.0 reason=%s", ip, log.quote("too many connections")
                 )
                 writer.write(_plain(R_TOO_MANY_CONN))
-                await _close(writer)
+                await close_stream(writer)
                 return
             try:
                 await self._serve(reader, writer, ip, port, implicit)
@@ -330,7 +331,7 @@ class SmtpServer:
                 time.monotonic() - started,
                 log.quote(reason),
             )
-            await _close(writer)
+            await close_stream(writer)
 
     async def _loop(self, conn: _Conn) -> str:
         session = conn.session
@@ -620,16 +621,6 @@ class SmtpServer:
 
 def _plain(reply: Reply) -> bytes:
     return f"{reply}\r\n".encode()
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    try:
-        if not writer.is_closing():
-            await writer.drain()
-            writer.close()
-        await asyncio.wait_for(writer.wait_closed(), 5)
-    except (ConnectionError, ssl.SSLError, OSError, TimeoutError):
-        pass
 
 
 def _tls_info(writer: asyncio.StreamWriter) -> TlsInfo | None:

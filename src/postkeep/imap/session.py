@@ -28,6 +28,7 @@ from postkeep.imap import fetch as fetchmod
 from postkeep.imap import render
 from postkeep.imap.search import Candidate, MessageContent, SearchContext, needs_content, search
 from postkeep.imap.thread import (
+    SortFields,
     render_threads,
     sort,
     sort_fields,
@@ -969,41 +970,18 @@ class Session:
         await self.sync(cmd.uid)
         self._ok(cmd.tag, "SEARCH completed")
 
-    async def _cmd_sort(self, cmd: c.Sort) -> None:
-        """SORT (RFC 5256 §3) and ESORT-less RETURN handling."""
+    async def _sort_items(self, cmd: c.Sort | c.Thread) -> list[tuple[int, SortFields]] | None:
+        """The messages a SORT / THREAD program matches, with their sort fields, keyed by UID
+        (UID SORT / UID THREAD) or sequence number; None once an error was answered."""
         sel = self._need_selected(cmd)
         if sel is None:
-            return
+            return None
         assert self.account is not None
         await self.sync(cmd.uid)
         found = await self._matching(sel, cmd.key)
         if isinstance(found, str):
             self._no(cmd.tag, found)
-            return
-        hits, contents = found
-        items = []
-        for cand, info in hits:
-            data = contents.get(cand.uid)
-            if data is None:
-                data = await self.store.read_message(self.account.id, info.id)
-            items.append((cand.seq, sort_fields(data, info.internaldate, info.size)))
-        order = sort(items, cmd.criteria)
-        if cmd.uid:
-            order = [sel.view.uids[s - 1] for s in order]
-        self._w(("* SORT" + "".join(f" {n}" for n in order) + "\r\n").encode())
-        self._ok(cmd.tag, "SORT completed")
-
-    async def _cmd_thread(self, cmd: c.Thread) -> None:
-        """THREAD=ORDEREDSUBJECT and THREAD=REFERENCES (RFC 5256 §2.1-2.2, §4)."""
-        sel = self._need_selected(cmd)
-        if sel is None:
-            return
-        assert self.account is not None
-        await self.sync(cmd.uid)
-        found = await self._matching(sel, cmd.key)
-        if isinstance(found, str):
-            self._no(cmd.tag, found)
-            return
+            return None
         hits, contents = found
         items = []
         for cand, info in hits:
@@ -1012,6 +990,22 @@ class Session:
                 data = await self.store.read_message(self.account.id, info.id)
             ident = cand.uid if cmd.uid else cand.seq
             items.append((ident, sort_fields(data, info.internaldate, info.size)))
+        return items
+
+    async def _cmd_sort(self, cmd: c.Sort) -> None:
+        """SORT (RFC 5256 §3)."""
+        items = await self._sort_items(cmd)
+        if items is None:
+            return
+        order = sort(items, cmd.criteria)
+        self._w(("* SORT" + "".join(f" {n}" for n in order) + "\r\n").encode())
+        self._ok(cmd.tag, "SORT completed")
+
+    async def _cmd_thread(self, cmd: c.Thread) -> None:
+        """THREAD=ORDEREDSUBJECT and THREAD=REFERENCES (RFC 5256 §2.1-2.2, §4)."""
+        items = await self._sort_items(cmd)
+        if items is None:
+            return
         algo = thread_references if cmd.algorithm == "REFERENCES" else thread_orderedsubject
         self._w(("* THREAD " + render_threads(algo(items)) + "\r\n").encode())
         self._ok(cmd.tag, "THREAD completed")
