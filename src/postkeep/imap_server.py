@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from postkeep import log
-from postkeep.config import Config, parse_listen
+from postkeep.config import Config
 from postkeep.imap.session import Session, SessionLimits
-from postkeep.net.streams import close_stream
+from postkeep.net.streams import close_stream, start_listeners, stop_listeners
 from postkeep.net.tls import certificate_file
 from postkeep.policy.auth import AuthBusy, PasswordVerifier, authenticate_password
 from postkeep.protocol import imap_commands as c
@@ -190,32 +190,18 @@ class ImapServer:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        for item, implicit in self.listen:
-            host, port = parse_listen(item)
-            server = await asyncio.start_server(
-                lambda r, w, implicit=implicit: self._client(r, w, implicit),
-                host,
-                port,
-                limit=READ_SIZE,
-                backlog=1024,
-                reuse_address=True,
-                ssl=self.tls_context if implicit else None,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if implicit else None,
-            )
-            self.servers.append(server)
-            logger.info(
-                "listening on %s (imap, %s)", item, "implicit TLS" if implicit else "STARTTLS"
-            )
+        self.servers = await start_listeners(
+            self.listen,
+            self._client,
+            self.tls_context,
+            read_size=READ_SIZE,
+            handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            role="imap",
+            logger=logger,
+        )
 
     async def stop(self) -> None:
-        for server in self.servers:
-            server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        for server in self.servers:
-            await server.wait_closed()
+        await stop_listeners(self.servers, self._tasks)
 
     # -- connection --------------------------------------------------------------------------------
 

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from postkeep import log
-from postkeep.config import Config, parse_listen
+from postkeep.config import Config
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
 from postkeep.directory import StoreDirectory
 from postkeep.errors import Reply
-from postkeep.net.streams import close_stream
+from postkeep.net.streams import close_stream, start_listeners, stop_listeners
 from postkeep.net.tls import certificate_file
 from postkeep.policy import limits
 from postkeep.policy.auth import PasswordVerifier
@@ -218,21 +218,15 @@ class SmtpServer:
         )
 
     async def start(self) -> None:
-        for item, implicit in self.listen:
-            host, port = parse_listen(item)
-            server = await asyncio.start_server(
-                lambda r, w, implicit=implicit: self._client(r, w, implicit),
-                host,
-                port,
-                limit=READ_SIZE,
-                backlog=1024,
-                reuse_address=True,
-                ssl=self.tls_context if implicit else None,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if implicit else None,
-            )
-            self.servers.append(server)
-            kind = "implicit TLS" if implicit else "STARTTLS"
-            logger.info("listening on %s (%s, %s)", item, self.role, kind)
+        self.servers = await start_listeners(
+            self.listen,
+            self._client,
+            self.tls_context,
+            read_size=READ_SIZE,
+            handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            role=self.role,
+            logger=logger,
+        )
         self._watchdog = asyncio.create_task(self._watch_deadlines())
 
     async def _watch_deadlines(self) -> None:
@@ -253,14 +247,7 @@ class SmtpServer:
     async def stop(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
-        for server in self.servers:
-            server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        for server in self.servers:
-            await server.wait_closed()
+        await stop_listeners(self.servers, self._tasks)
 
     # -- connection ---------------------------------------------------------------------------
 
