@@ -549,3 +549,33 @@ def test_mbsync_two_way(srv: Instance, tmp_path: Path) -> None:
     assert b"written offline" in text and b"sync 1" not in text
     assert b"\\Flagged" in text
     client.logout()
+
+
+def test_subscriptions_outlive_mailboxes_and_recent(srv: Instance) -> None:
+    """RFC 9051 §6.3.7 / RFC 5258: a subscription survives DELETE (LIST \\NonExistent), LSUB
+    shows unsubscribed parents as \\Noselect, CHILDINFO with RECURSIVEMATCH; \\Recent goes to
+    the first session that selects the mailbox."""
+    raw = Raw(srv.imaps_port, tls=True)
+    raw.cmd(b"a1", f'LOGIN {ALICE} "{PASSWORD}"'.encode())
+    base = "Sub" + uuid.uuid4().hex[:6]
+    raw.cmd(b"a2", f"CREATE {base}/child".encode())
+    raw.cmd(b"a3", f"SUBSCRIBE {base}/child".encode())
+    lines = raw.cmd(b"a4", f'LSUB "" {base}/%'.encode()) + raw.cmd(b"a5", b'LSUB "" %')
+    assert f'* LSUB (\\Noselect) "/" "{base}"'.encode() in lines
+    lines = raw.cmd(b"a6", f'LIST (SUBSCRIBED RECURSIVEMATCH) "" {base}'.encode())
+    assert lines[0].endswith(f'"{base}" ("CHILDINFO" ("SUBSCRIBED"))'.encode()), lines
+    assert raw.cmd(b"a7", b'LIST (RECURSIVEMATCH) "" *')[-1].startswith(b"a7 BAD")
+    raw.cmd(b"a8", f"DELETE {base}/child".encode())
+    lines = raw.cmd(b"a9", f'LIST (SUBSCRIBED) "" {base}/*'.encode())
+    assert lines[0] == f'* LIST (\\NonExistent \\Subscribed) "/" "{base}/child"'.encode()
+    for i in range(2):
+        msg = b"Subject: r%d\r\n\r\nx\r\n" % i
+        raw.send(b"b%d APPEND %s {%d+}\r\n" % (i, base.encode(), len(msg)) + msg + b"\r\n")
+        raw.until(b"b%d" % i)
+    assert b"* 2 RECENT" in raw.cmd(b"c1", f"SELECT {base}".encode())
+    assert b"\\Recent" in b"".join(raw.cmd(b"c2", b"FETCH 1 FLAGS"))
+    other = Raw(srv.imaps_port, tls=True)
+    other.cmd(b"d1", f'LOGIN {ALICE} "{PASSWORD}"'.encode())
+    assert b"* 0 RECENT" in other.cmd(b"d2", f"SELECT {base}".encode())  # claimed by raw
+    other.close()
+    raw.close()

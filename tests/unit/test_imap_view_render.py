@@ -63,6 +63,8 @@ def test_strings_and_literals() -> None:
     assert render.string("two\r\nlines") == b"{10}\r\ntwo\r\nlines"
     assert render.string("Grüße") == b"{7}\r\n" + "Grüße".encode()
     assert render.literal(b"a\x00b", binary=True) == b"~{3}\r\na\x00b"
+    assert render.literal(b"a\x00b") == b"{3}\r\na\x80b"  # no NUL in a plain literal
+    assert render.flag_list(Flag.SEEN, recent=True) == b"(\\Recent \\Seen)"
     assert render.astring("INBOX") == b"INBOX" and render.astring("a b") == b'"a b"'
 
 
