@@ -165,9 +165,12 @@ def test_large_message_and_range(run: Run, store: SqlStore, accounts: list[Accou
     result = run(store.deliver(delivery([accounts[0].id], data)))
     d = result.delivered[0]
     assert run(store.read_message(d.account_id, d.message_id)) == data
-    start = CHUNK_SIZE - 7
-    got = run(store.read_message_range(d.account_id, d.message_id, start, CHUNK_SIZE + 20))
-    assert got == data[start : start + CHUNK_SIZE + 20]
+    prefix = CHUNK_SIZE + 20  # crosses a chunk boundary
+    wanted: list[tuple[int, int | None]] = [(d.message_id, prefix), (d.message_id + 99, None)]
+    got = run(store.read_messages(d.account_id, wanted))
+    assert got == {d.message_id: data[:prefix]}  # the unknown id is left out
+    other = run(store.read_messages(accounts[1].id, [(d.message_id, None)]))
+    assert other == {}  # not the account's message
 
 
 def test_concurrent_deliveries_group_commit(

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 logger = log.get("imap")
 
 _FETCH_BATCH = 200  # messages per store round trip when FETCH reads summaries or contents
+_CONTENT_BATCH_BYTES = 4 << 20  # message data FETCH reads from the store in one go
 _FETCH_BATCH_FLAGS = 5000  # ... and when it reads only the message rows (FLAGS, UID, ...)
 
 
@@ -702,7 +703,8 @@ class Session:
                     self.account.id, [i.id for i in infos]
                 )
             self._announce_keywords(sel, [k for i in infos for k in i.keywords], first=False)
-            for info in infos:
+            contents: dict[int, bytes] = {}
+            for n, info in enumerate(infos):
                 seq = sel.view.seq_of(info.uid)
                 if seq is None:
                     continue
@@ -713,9 +715,10 @@ class Session:
                 summary = Summary(summaries[info.id]) if info.id in summaries else None
                 data = None
                 if need.content:
-                    try:
-                        data = await self._content(info, summary, need.header_only)
-                    except StoreError:  # expunged (row or blob gone) meanwhile
+                    if info.id not in contents:
+                        contents = await self._contents(infos[n:], summaries, need.header_only)
+                    data = contents.get(info.id)
+                    if data is None:  # expunged (row or blob gone) meanwhile
                         missing = True
                         continue
                 item_atts = atts
@@ -742,15 +745,24 @@ class Session:
             return
         self._ok(cmd.tag, "FETCH completed")
 
-    async def _content(
-        self, info: MessageInfo, summary: Summary | None, header_only: bool
-    ) -> bytes:
+    async def _contents(
+        self, infos: Sequence[MessageInfo], summaries: dict[int, bytes], header_only: bool
+    ) -> dict[int, bytes]:
+        """The contents (or headers) of the first messages of `infos`, in one store read of
+        at most _CONTENT_BATCH_BYTES (but at least one message)."""
         assert self.account is not None
-        if header_only and summary is not None:
-            return await self.store.read_message_range(
-                self.account.id, info.id, 0, summary.tree.body_start
-            )
-        return await self.store.read_message(self.account.id, info.id)
+        wanted: list[tuple[int, int | None]] = []
+        total = 0
+        for info in infos:
+            length = None
+            if header_only and info.id in summaries:
+                length = Summary(summaries[info.id]).tree.body_start
+            size = info.size if length is None else length
+            if wanted and total + size > _CONTENT_BATCH_BYTES:
+                break
+            wanted.append((info.id, length))
+            total += size
+        return await self.store.read_messages(self.account.id, wanted, expected_bytes=total)
 
     async def _cmd_store(self, cmd: c.Store) -> None:
         """STORE / UID STORE (RFC 9051 §6.4.6) with UNCHANGEDSINCE (RFC 7162 §3.1.3)."""

@@ -43,7 +43,9 @@ from postkeep.store.crypto import (
     wrap_key,
 )
 from postkeep.store.events import EventBus
+from postkeep.store.hotpath import HotStatements
 from postkeep.store.migrations import migrate
+from postkeep.store.prepared import Cursor
 from postkeep.store.schema import META_KEY_CHECK, META_QUEUE_KEY, meta
 from postkeep.store.writer import DeliveryStats, GroupCommitWriter, store_error
 
@@ -76,7 +78,10 @@ def _sqlite_setup(engine: Engine, begin: str) -> None:
 
 
 def create_engines(url: str, read_workers: int = 4) -> tuple[Engine, Engine]:
-    """(writer engine, reader engine) for `url`; the same engine twice for PostgreSQL."""
+    """(writer engine, reader engine) for `url`; the same engine twice for PostgreSQL.
+
+    Each read thread keeps one reader connection for `SqlStoreBase._read_raw` and checks out
+    another for `SqlStoreBase._read`: the reader pool holds two per read thread."""
     u = make_url(url)
     backend = u.get_backend_name()
     if backend == "sqlite":
@@ -86,12 +91,12 @@ def create_engines(url: str, read_workers: int = 4) -> tuple[Engine, Engine]:
         Path(db).parent.mkdir(parents=True, exist_ok=True)
         args = {"check_same_thread": False, "timeout": 30.0}
         writer = create_engine(u, connect_args=args, pool_size=1, max_overflow=0)
-        reader = create_engine(u, connect_args=args, pool_size=read_workers, max_overflow=0)
+        reader = create_engine(u, connect_args=args, pool_size=2 * read_workers, max_overflow=0)
         _sqlite_setup(writer, "BEGIN IMMEDIATE")
         _sqlite_setup(reader, "BEGIN")
         return writer, reader
     if backend == "postgresql":
-        engine = create_engine(u, pool_size=read_workers + 1, max_overflow=2)
+        engine = create_engine(u, pool_size=2 * read_workers + 1, max_overflow=2)
         return engine, engine
     raise StoreError(f"unsupported database URL scheme {u.drivername!r}")
 
@@ -132,6 +137,12 @@ class SqlStoreBase:
         self._closed = False
         self._data_keys: dict[tuple[str, bytes], bytes] = {}
         self._queue_key = b""
+        self._hot: HotStatements | None = None
+        self._sqlite = False
+        self._dbapi_error: type[Exception] = Exception
+        self._local = threading.local()  # a read thread's connection (`_run_read_raw`)
+        self._kept: list[Any] = []  # all of those, released at close
+        self._kept_lock = threading.Lock()
         # app password last-use records waiting for the writer (`postkeep.store.security`)
         self._touch_lock = threading.Lock()
         self._touches: dict[int, float] = {}
@@ -163,6 +174,10 @@ class SqlStoreBase:
         except OSError as exc:
             raise StoreError(f"cannot set up the data directory {self.data_dir}: {exc}") from exc
         self._writer, self._reader = create_engines(self.url, self._read_workers)
+        dialect = self._reader.dialect
+        self._sqlite = dialect.name == "sqlite"
+        self._dbapi_error = dialect.loaded_dbapi.Error
+        self._hot = HotStatements(dialect)
         try:
             applied = migrate(self._writer)
             if applied:
@@ -231,6 +246,9 @@ class SqlStoreBase:
         await asyncio.to_thread(self._writer_thread.stop)
         if pool is not None:
             await asyncio.to_thread(pool.shutdown, True)
+        for raw in self._kept:
+            raw.close()
+        self._kept.clear()
         self._dispose()
 
     @property
@@ -262,6 +280,58 @@ class SqlStoreBase:
                 return fn(conn)
         except sa_exc.DBAPIError as exc:
             raise store_error(exc) from exc
+
+    @property
+    def hot(self) -> HotStatements:
+        """The hot path's compiled statements (`postkeep.store.hotpath`)."""
+        assert self._hot is not None
+        return self._hot
+
+    async def _read_raw(self, fn: Callable[[Cursor], T], *, inline: bool = True) -> T:
+        """Like `_read`, on the driver's cursor, for `postkeep.store.prepared` statements.
+
+        On SQLite an `inline` read runs right here on the event loop's thread: the hot path's
+        reads take 0.05-0.5 ms, less than the hop to a read thread and back costs once the
+        threads contend for the GIL (measured: docs/architecture.md, "Store hot path").
+        Callers pass ``inline=False`` for reads that may take long (large message contents).
+        PostgreSQL reads always go to the read pool (a network round trip each).
+        """
+        self._check_open()
+        if inline and self._sqlite:
+            return self._run_read_raw(fn)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run_read_raw, fn)
+
+    def _run_read_raw(self, fn: Callable[[Cursor], T]) -> T:
+        """Each read thread keeps one pooled connection (checked out once, not per read)."""
+        assert self._reader is not None
+        raw = getattr(self._local, "raw", None)
+        if raw is None:
+            raw = self._local.raw = self._reader.raw_connection()
+            with self._kept_lock:
+                self._kept.append(raw)
+        try:
+            cur = raw.cursor()
+            if self._sqlite:  # autocommit connection: one transaction for fn's reads
+                cur.execute("BEGIN")
+                try:
+                    return fn(Cursor(cur))
+                finally:
+                    cur.execute("ROLLBACK")
+            try:
+                return fn(Cursor(cur))
+            finally:
+                raw.rollback()
+        except self._dbapi_error as exc:
+            self._local.raw = None  # perhaps broken (server gone): next read reconnects
+            with self._kept_lock:
+                self._kept.remove(raw)
+            raw.invalidate()
+            raise StoreError(f"database error: {exc}") from exc
+
+    @staticmethod
+    def _cursor(conn: Connection) -> Cursor:
+        """The driver cursor of a writer job's connection (same transaction)."""
+        return Cursor(conn.connection.cursor())
 
     async def _write(
         self,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
@@ -34,9 +34,9 @@ from postkeep.store.crypto import (
     unseal,
     unwrap_key,
 )
+from postkeep.store.prepared import Cursor, id_params, range_params
 from postkeep.store.rows import (
     MAILBOX_COLS,
-    MESSAGE_COLS,
     chunks,
     mailbox_from_row,
     mailbox_name,
@@ -46,7 +46,6 @@ from postkeep.store.schema import (
     META_UIDVALIDITY,
     accounts,
     blobs,
-    envelopes,
     expunged,
     mailboxes,
     messages,
@@ -122,8 +121,10 @@ def _ranges_clause(ranges: Sequence[tuple[int, int]]) -> Any:
     return or_(*(messages.c.uid.between(lo, hi) for lo, hi in ranges))
 
 
-def _flag_values(mode: str, flags: Flag, keywords: Sequence[str], row: Any) -> tuple[int, str]:
-    old_flags, old_kw = int(row.flags), row.keywords.split()
+def _flag_values(
+    mode: str, flags: Flag, keywords: Sequence[str], row: MessageInfo
+) -> tuple[int, str]:
+    old_flags, old_kw = int(row.flags), list(row.keywords)
     if mode == "replace":
         return int(flags), " ".join(dict.fromkeys(keywords))
     lower = {k.lower() for k in keywords}
@@ -143,54 +144,43 @@ class MailboxOpsMixin(SqlStoreBase):
         """The mailbox row and its UIDs in ascending order (and, if asked, the keywords in use),
         read in one transaction."""
 
-        def fn(conn: Connection) -> Snapshot:
-            row = conn.execute(select(*MAILBOX_COLS).where(mailboxes.c.id == mailbox_id)).first()
+        hot = self.hot
+
+        def fn(cur: Cursor) -> Snapshot:
+            row = cur.first(hot.mailbox, mid=mailbox_id)
             if row is None:
                 raise NotFound("mailbox does not exist")
-            uids = conn.execute(
-                select(messages.c.uid)
-                .where(messages.c.mailbox_id == mailbox_id)
-                .order_by(messages.c.uid)
-            ).scalars()
+            uids = cur.column(hot.uids, mid=mailbox_id)
             used: dict[str, str] = {}
             if keywords:
-                for text in conn.execute(
-                    select(messages.c.keywords)
-                    .distinct()
-                    .where(messages.c.mailbox_id == mailbox_id, messages.c.keywords != "")
-                ).scalars():
+                for text in cur.column(hot.keywords_used, mid=mailbox_id):
                     for k in text.split():
                         used.setdefault(k.lower(), k)
-            return Snapshot(mailbox_from_row(row), list(uids), tuple(used.values()))
+            return Snapshot(mailbox_from_row(row), uids, tuple(used.values()))
 
-        return await self._read(fn)
+        return await self._read_raw(fn)
 
     async def claim_recent(self, mailbox_id: int) -> tuple[int, int]:
         """Take the mailbox's \\Recent messages for one session (RFC 3501 §2.3.2): returns
         (first, end) — UIDs in [first, end) are recent to the caller and to no one else."""
 
+        hot = self.hot
+
         def fn(conn: Connection) -> tuple[int, int]:
-            row = conn.execute(
-                select(mailboxes.c.first_recent_uid, mailboxes.c.uidnext).where(
-                    mailboxes.c.id == mailbox_id
-                )
-            ).first()
+            cur = self._cursor(conn)
+            row = cur.first(hot.recent, mid=mailbox_id)
             if row is None:
                 raise NotFound("mailbox does not exist")
             first, end = int(row[0]), int(row[1])
             if end > first:
-                conn.execute(
-                    update(mailboxes)
-                    .where(mailboxes.c.id == mailbox_id)
-                    .values(first_recent_uid=end)
-                )
+                cur.execute(hot.take_recent, mid=mailbox_id, end=end)
             return first, end
 
         return await self._write(fn)
 
     async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox | None:
-        q = select(*MAILBOX_COLS).where(mailboxes.c.id == mailbox_id)
-        row = await self._read(lambda conn: conn.execute(q).first())
+        hot = self.hot
+        row = await self._read_raw(lambda cur: cur.first(hot.mailbox, mid=mailbox_id))
         return mailbox_from_row(row) if row else None
 
     async def messages_by_uid(
@@ -200,57 +190,45 @@ class MailboxOpsMixin(SqlStoreBase):
         if not ranges:
             return []
 
-        def fn(conn: Connection) -> list[MessageInfo]:
+        hot = self.hot
+
+        def fn(cur: Cursor) -> list[MessageInfo]:
             out: list[MessageInfo] = []
-            for part in chunks(list(ranges), 200):
-                q = select(*MESSAGE_COLS).where(
-                    messages.c.mailbox_id == mailbox_id, _ranges_clause(part)
-                )
-                out += [message_from_row(r) for r in conn.execute(q.order_by(messages.c.uid))]
-            out.sort(key=lambda m: m.uid)
+            for part in chunks(list(ranges), 128):
+                stmt, padded = hot.messages_in(part)
+                out += map(message_from_row, cur.all(stmt, mid=mailbox_id, **range_params(padded)))
+            if len(ranges) > 128:
+                out.sort(key=lambda m: m.uid)
             return out
 
-        return await self._read(fn)
+        return await self._read_raw(fn)
 
     async def first_unseen_uid(self, mailbox_id: int) -> int | None:
         """The lowest UID without \\Seen (SELECT's UNSEEN, RFC 3501 §6.3.1), None if none."""
-        q = select(func.min(messages.c.uid)).where(
-            messages.c.mailbox_id == mailbox_id,
-            messages.c.flags.op("&")(int(Flag.SEEN)) == 0,
-        )
-        uid = await self._read(lambda conn: conn.execute(q).scalar())
+        hot = self.hot
+        uid = await self._read_raw(lambda cur: cur.scalar(hot.first_unseen, mid=mailbox_id))
         return None if uid is None else int(uid)
 
     async def changed_since(self, mailbox_id: int, modseq: int) -> list[MessageInfo]:
         """Messages with MODSEQ > `modseq` (RFC 7162 §3.1.4.1 CHANGEDSINCE), ascending UID."""
-        q = select(*MESSAGE_COLS).where(
-            messages.c.mailbox_id == mailbox_id, messages.c.modseq > modseq
+        hot = self.hot
+        rows = await self._read_raw(
+            lambda cur: cur.all(hot.changed_since, mid=mailbox_id, modseq=modseq)
         )
-        rows = await self._read(lambda conn: conn.execute(q.order_by(messages.c.uid)).all())
         return [message_from_row(r) for r in rows]
 
     async def expunged_since(self, mailbox_id: int, modseq: int) -> list[int]:
         """UIDs expunged after `modseq` (RFC 7162 §3.2.10 VANISHED), ascending."""
-        q = (
-            select(expunged.c.uid)
-            .where(expunged.c.mailbox_id == mailbox_id, expunged.c.modseq > modseq)
-            .order_by(expunged.c.uid)
+        hot = self.hot
+        return await self._read_raw(
+            lambda cur: cur.column(hot.expunged_since, mid=mailbox_id, modseq=modseq)
         )
-        return list(await self._read(lambda conn: conn.execute(q).scalars().all()))
 
     async def mailbox_counts(self, mailbox_id: int) -> MailboxCounts:
         seen, deleted = int(Flag.SEEN), int(Flag.DELETED)
-        q = select(
-            func.count(),
-            func.coalesce(func.sum(messages.c.flags.op("&")(seen)), 0),
-            func.coalesce(func.sum(messages.c.flags.op("&")(deleted)), 0),
-            func.coalesce(func.sum(messages.c.size), 0),
-            func.coalesce(
-                func.sum(case((messages.c.uid >= mailboxes.c.first_recent_uid, 1), else_=0)), 0
-            ),
-        ).select_from(messages.join(mailboxes)).where(messages.c.mailbox_id == mailbox_id)
-        n, seen_sum, deleted_sum, size, recent = await self._read(
-            lambda conn: conn.execute(q).one()
+        hot = self.hot
+        n, seen_sum, deleted_sum, size, recent = await self._read_raw(
+            lambda cur: cur.first(hot.counts, mid=mailbox_id)
         )
         return MailboxCounts(
             int(n),
@@ -266,25 +244,19 @@ class MailboxOpsMixin(SqlStoreBase):
         """Each message's MIME summary (`postkeep.mime.summary`), unsealed; computed from the
         message itself for blobs stored before migration 4. Missing ids are left out."""
 
-        def fn(conn: Connection) -> dict[int, bytes]:
-            acc = conn.execute(
-                select(accounts.c.address_key, accounts.c.data_key).where(
-                    accounts.c.id == account_id
-                )
-            ).first()
+        hot = self.hot
+
+        def fn(cur: Cursor) -> dict[int, bytes]:
+            acc = cur.first(hot.account_keys, aid=account_id)
             if acc is None:
                 raise NotFound("account does not exist")
-            data_key = self._data_key(acc[0], acc[1])
+            data_key = self._data_key(acc[0], bytes(acc[1]))
             out: dict[int, bytes] = {}
-            for part in chunks(list(message_ids)):
-                q = (
-                    select(
-                        messages.c.id, messages.c.blob_id, messages.c.content_key, blobs.c.structure
-                    )
-                    .select_from(messages.join(mailboxes).join(blobs))
-                    .where(messages.c.id.in_(part), mailboxes.c.account_id == account_id)
-                )
-                for mid, blob_id, wrapped, sealed in conn.execute(q):
+            for part in chunks(list(message_ids), 256):
+                stmt, padded = hot.structures(part)
+                for mid, blob_id, wrapped, sealed in cur.all(
+                    stmt, aid=account_id, **id_params(padded)
+                ):
                     key = unwrap_key(
                         data_key, bytes(wrapped), message_key_context(account_id, blob_id)
                     )
@@ -297,22 +269,15 @@ class MailboxOpsMixin(SqlStoreBase):
                         raise StoreError(f"message {mid}: damaged structure record") from None
             return out
 
-        return await self._read(fn)
+        return await self._read_raw(fn)
 
     # -- flags and expunge -------------------------------------------------------------------------
 
-    @staticmethod
-    def _next_modseq(conn: Connection, mailbox_id: int, uid_count: int = 0) -> tuple[int, int]:
+    def _next_modseq(
+        self, conn: Connection, mailbox_id: int, uid_count: int = 0
+    ) -> tuple[int, int]:
         """Take one new MODSEQ (and `uid_count` UIDs) from the mailbox: (modseq, first uid)."""
-        row = conn.execute(
-            update(mailboxes)
-            .where(mailboxes.c.id == mailbox_id)
-            .values(
-                highestmodseq=mailboxes.c.highestmodseq + 1,
-                uidnext=mailboxes.c.uidnext + uid_count,
-            )
-            .returning(mailboxes.c.highestmodseq, mailboxes.c.uidnext)
-        ).first()
+        row = self._cursor(conn).first(self.hot.next_modseq, mid=mailbox_id, n=uid_count)
         if row is None:
             raise NotFound("mailbox does not exist")
         if row[1] - 1 > UID_MAX:
@@ -337,14 +302,16 @@ class MailboxOpsMixin(SqlStoreBase):
         if len(keywords) > MAX_KEYWORDS:
             raise StoreError("too many keywords")
 
+        hot = self.hot
+
         def fn(conn: Connection) -> FlagChange:
             if not ranges:
                 return FlagChange(())
-            rows = conn.execute(
-                select(*MESSAGE_COLS)
-                .where(messages.c.mailbox_id == mailbox_id, _ranges_clause(ranges))
-                .order_by(messages.c.uid)
-            ).all()
+            cur = self._cursor(conn)
+            rows: list[MessageInfo] = []
+            for part in chunks(ranges, 128):
+                stmt, padded = hot.messages_in(part)
+                rows += map(message_from_row, cur.all(stmt, mid=mailbox_id, **range_params(padded)))
             updates: list[dict[str, Any]] = []
             modified: list[int] = []
             same: list[MessageInfo] = []
@@ -353,32 +320,23 @@ class MailboxOpsMixin(SqlStoreBase):
                     modified.append(r.uid)
                     continue
                 new_flags, new_kw = _flag_values(mode, flags, keywords, r)
-                if new_flags != r.flags or new_kw != r.keywords:
-                    updates.append({"mid": r.id, "f": new_flags, "k": new_kw})
+                if new_flags != r.flags or new_kw != " ".join(r.keywords):
+                    updates.append({"msg": r.id, "f": new_flags, "k": new_kw})
                 else:
-                    same.append(message_from_row(r))
+                    same.append(r)
             if not updates:
                 return FlagChange((), tuple(modified), tuple(same))
             modseq, _ = self._next_modseq(conn, mailbox_id)
-            conn.execute(
-                update(messages)
-                .where(messages.c.id == bindparam("mid"))
-                .values(flags=bindparam("f"), keywords=bindparam("k"), modseq=modseq),
-                updates,
-            )
-            by_id = {u["mid"]: u for u in updates}
+            for u in updates:
+                u["modseq"] = modseq
+            cur.executemany(hot.set_message_flags, updates)
+            by_id = {u["msg"]: u for u in updates}
             changed = tuple(
-                MessageInfo(
-                    r.id,
-                    r.mailbox_id,
-                    r.uid,
-                    modseq,
-                    r.size,
-                    r.internaldate,
-                    Flag(by_id[r.id]["f"]),
-                    tuple(by_id[r.id]["k"].split()),
-                    r.blob_id,
-                    r.savedate,
+                replace(
+                    r,
+                    modseq=modseq,
+                    flags=Flag(by_id[r.id]["f"]),
+                    keywords=tuple(by_id[r.id]["k"].split()),
                 )
                 for r in rows
                 if r.id in by_id
@@ -391,49 +349,41 @@ class MailboxOpsMixin(SqlStoreBase):
             self.events.publish(MailboxEvent(account_id, mailbox_id, "flags", m.uid, m.modseq))
         return result
 
-    def _remove_rows(self, conn: Connection, mailbox_id: int, rows: Sequence[Any]) -> list[str]:
-        """Delete message rows of one mailbox, log their UIDs as expunged, release blobs and
-        quota; returns the blob ids now unreferenced (to delete after the commit)."""
+    def _remove_rows(
+        self, conn: Connection, mailbox_id: int, rows: Sequence[tuple[int, int, int, str]]
+    ) -> list[str]:
+        """Delete message rows (id, uid, size, blob id) of one mailbox, log their UIDs as
+        expunged, release blobs and quota; returns the blob ids now unreferenced (to delete
+        after the commit)."""
         if not rows:
             return []
+        hot, cur = self.hot, self._cursor(conn)
         modseq, _ = self._next_modseq(conn, mailbox_id)
-        ids = [r.id for r in rows]
-        for part in chunks(ids):
-            conn.execute(delete(messages).where(messages.c.id.in_(part)))
-        conn.execute(
-            insert(expunged),
-            [{"mailbox_id": mailbox_id, "uid": r.uid, "modseq": modseq} for r in rows],
+        for part in chunks([r[0] for r in rows], 256):
+            stmt, padded = hot.delete_messages(part)
+            cur.execute(stmt, **id_params(padded))
+        cur.executemany(
+            hot.log_expunged, [{"mid": mailbox_id, "uid": r[1], "modseq": modseq} for r in rows]
         )
-        account_id = conn.execute(
-            select(mailboxes.c.account_id).where(mailboxes.c.id == mailbox_id)
-        ).scalar_one()
-        used, total = accounts.c.used_bytes, sum(r.size for r in rows)
-        conn.execute(
-            update(accounts)
-            .where(accounts.c.id == account_id)
-            .values(used_bytes=case((used > total, used - total), else_=0))
-        )
+        account_id = cur.scalar(hot.mailbox_owner, mid=mailbox_id)
+        cur.execute(hot.release_quota, aid=account_id, n=sum(r[2] for r in rows))
         refs: dict[str, int] = {}
         for r in rows:
-            refs[r.blob_id] = refs.get(r.blob_id, 0) + 1
-        return self._release_blobs(conn, refs)
+            refs[r[3]] = refs.get(r[3], 0) + 1
+        return self._release_blobs(cur, refs)
 
-    @staticmethod
-    def _release_blobs(conn: Connection, refs: dict[str, int]) -> list[str]:
-        conn.execute(
-            update(blobs)
-            .where(blobs.c.id == bindparam("bid"))
-            .values(refcount=blobs.c.refcount - bindparam("n")),
-            [{"bid": b, "n": n} for b, n in sorted(refs.items())],
-        )
+    def _release_blobs(self, cur: Cursor, refs: dict[str, int]) -> list[str]:
+        hot = self.hot
+        cur.executemany(hot.unref_blob, [{"bid": b, "n": n} for b, n in sorted(refs.items())])
         dead: list[str] = []
-        for part in chunks(sorted(refs)):
-            dead += conn.execute(
-                select(blobs.c.id).where(blobs.c.id.in_(part), blobs.c.refcount <= 0)
-            ).scalars()
-        for part in chunks(dead):  # the SMTP envelope record goes with its blob
-            conn.execute(delete(envelopes).where(envelopes.c.blob_id.in_(part)))
-            conn.execute(delete(blobs).where(blobs.c.id.in_(part)))
+        for part in chunks(sorted(refs), 256):
+            stmt, padded = hot.dead_blobs(part)
+            dead += cur.column(stmt, **id_params(padded))
+        for part in chunks(dead, 256):  # the SMTP envelope record goes with its blob
+            stmt, padded = hot.delete_envelopes(part)
+            cur.execute(stmt, **id_params(padded))
+            stmt, padded = hot.delete_blobs(part)
+            cur.execute(stmt, **id_params(padded))
         return dead
 
     async def expunge(
@@ -442,17 +392,19 @@ class MailboxOpsMixin(SqlStoreBase):
         """Remove the messages flagged \\Deleted (only those in `uids` if given: UID EXPUNGE,
         RFC 4315 §2.1); returns the expunged UIDs, ascending."""
 
+        hot = self.hot
+
         def fn(conn: Connection) -> tuple[list[int], list[str]]:
-            q = select(messages.c.id, messages.c.uid, messages.c.size, messages.c.blob_id).where(
-                messages.c.mailbox_id == mailbox_id,
-                messages.c.flags.op("&")(int(Flag.DELETED)) != 0,
-            )
-            if uids is not None:
-                if not uids:
-                    return [], []
-                q = q.where(_ranges_clause(uids))
-            rows = conn.execute(q.order_by(messages.c.uid)).all()
-            return [r.uid for r in rows], self._remove_rows(conn, mailbox_id, rows)
+            cur = self._cursor(conn)
+            if uids is None:
+                rows = cur.all(hot.deleted, mid=mailbox_id)
+            else:
+                rows = []
+                for part in chunks(list(uids), 128):
+                    stmt, padded = hot.deleted_in(part)
+                    rows += cur.all(stmt, mid=mailbox_id, **range_params(padded))
+                rows.sort(key=lambda r: r[1])
+            return [r[1] for r in rows], self._remove_rows(conn, mailbox_id, rows)
 
         gone, _ = await self._write(fn, lambda res: self._blobs.delete_many(res[1]))
         for uid in gone:
@@ -538,7 +490,8 @@ class MailboxOpsMixin(SqlStoreBase):
             )
             dead: list[str] = []
             if move:
-                dead = self._remove_rows(conn, source_id, rows)
+                removed = [(r.id, r.uid, r.size, r.blob_id) for r in rows]
+                dead = self._remove_rows(conn, source_id, removed)
             pairs = tuple((r.uid, first + i) for i, r in enumerate(rows))
             return CopyResult(dest_validity, pairs), [r.uid for r in rows], modseq, dead
 
@@ -776,12 +729,8 @@ class MailboxOpsMixin(SqlStoreBase):
         await self._write(fn)
 
     async def list_subscriptions(self, account_id: int) -> list[str]:
-        q = (
-            select(subscriptions.c.name)
-            .where(subscriptions.c.account_id == account_id)
-            .order_by(subscriptions.c.name)
-        )
-        return list(await self._read(lambda conn: conn.execute(q).scalars().all()))
+        hot = self.hot
+        return await self._read_raw(lambda cur: cur.column(hot.subscriptions_of, aid=account_id))
 
     @staticmethod
     def _allocate_uidvalidity(conn: Connection, n: int) -> list[int]:

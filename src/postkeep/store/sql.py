@@ -39,6 +39,7 @@ from postkeep.store.api import (
     MessageInfo,
 )
 from postkeep.store.base import SqlStoreBase, create_engines
+from postkeep.store.blobs import BlobMissing
 from postkeep.store.crypto import (
     account_key_context,
     decrypt_blob,
@@ -51,9 +52,9 @@ from postkeep.store.crypto import (
 from postkeep.store.events import Subscription
 from postkeep.store.mailops import MailboxOpsMixin
 from postkeep.store.outbound import OutboundQueueMixin
+from postkeep.store.prepared import Cursor
 from postkeep.store.rows import (
     ACCOUNT_COLS,
-    MAILBOX_COLS,
     MESSAGE_COLS,
     account_from_row,
     chunks,
@@ -93,15 +94,11 @@ def split_address(address: str, *, catch_all: bool = False) -> tuple[str, str, s
     return stored, stored.lower(), domain.lower()
 
 
+INLINE_READ_BYTES = 256 << 10  # `read_messages` of at most this much skips the thread hop
+
+
 def _alias(r: Sequence[Any]) -> Alias:
     return Alias(r[0], r[1], tuple(json.loads(r[2])))
-
-
-_READ_MESSAGE = (
-    select(messages.c.blob_id, messages.c.content_key, accounts.c.address_key, accounts.c.data_key)
-    .select_from(messages.join(mailboxes).join(accounts))
-    .where(messages.c.id == bindparam("mid"), mailboxes.c.account_id == bindparam("aid"))
-)
 
 
 class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlStoreBase):
@@ -263,8 +260,8 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         return account_from_row(row) if row else None
 
     async def get_account_by_id(self, account_id: int) -> Account | None:
-        q = select(*ACCOUNT_COLS).where(accounts.c.id == account_id)
-        row = await self._read(lambda conn: conn.execute(q).first())
+        hot = self.hot
+        row = await self._read_raw(lambda cur: cur.first(hot.account, aid=account_id))
         return account_from_row(row) if row else None
 
     async def list_accounts(self, domain: str | None = None) -> list[Account]:
@@ -454,15 +451,15 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
     # -- mailboxes and messages --------------------------------------------------------------------
 
     async def list_mailboxes(self, account_id: int) -> list[Mailbox]:
-        q = select(*MAILBOX_COLS).where(mailboxes.c.account_id == account_id)
-        rows = await self._read(lambda conn: conn.execute(q.order_by(mailboxes.c.id)).all())
+        hot = self.hot
+        rows = await self._read_raw(lambda cur: cur.all(hot.mailboxes_of, aid=account_id))
         return [mailbox_from_row(r) for r in rows]
 
     async def get_mailbox(self, account_id: int, name: str) -> Mailbox | None:
-        q = select(*MAILBOX_COLS).where(
-            mailboxes.c.account_id == account_id, mailboxes.c.name == mailbox_name(name)
+        hot, stored = self.hot, mailbox_name(name)
+        row = await self._read_raw(
+            lambda cur: cur.first(hot.mailbox_named, aid=account_id, name=stored)
         )
-        row = await self._read(lambda conn: conn.execute(q).first())
         return mailbox_from_row(row) if row else None
 
     async def list_messages(self, mailbox_id: int) -> list[MessageInfo]:
@@ -470,13 +467,13 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         rows = await self._read(lambda conn: conn.execute(q.order_by(messages.c.uid)).all())
         return [message_from_row(r) for r in rows]
 
-    def _content_key(self, conn: Connection, account_id: int, message_id: int) -> tuple[str, bytes]:
-        row = conn.execute(_READ_MESSAGE, {"mid": message_id, "aid": account_id}).first()
+    def _content_key(self, cur: Cursor, account_id: int, message_id: int) -> tuple[str, bytes]:
+        row = cur.first(self.hot.content_key, msg=message_id, aid=account_id)
         if row is None:
             raise NotFound(f"message {message_id} not found")
         blob_id, wrapped, address_key, data_key = row
         key = unwrap_key(
-            self._data_key(address_key, data_key),
+            self._data_key(address_key, bytes(data_key)),
             bytes(wrapped),
             message_key_context(account_id, blob_id),
         )
@@ -485,21 +482,37 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
     async def read_message(self, account_id: int, message_id: int) -> bytes:
         """The decrypted message (every chunk authenticated); NotFound if not the account's."""
 
-        def fn(conn: Connection) -> bytes:
-            blob_id, key = self._content_key(conn, account_id, message_id)
+        def fn(cur: Cursor) -> bytes:
+            blob_id, key = self._content_key(cur, account_id, message_id)
             return decrypt_blob(self._blobs.read(blob_id), key)
 
-        return await self._read(fn)
+        return await self._read_raw(fn, inline=False)
 
-    async def read_message_range(
-        self, account_id: int, message_id: int, start: int, length: int
-    ) -> bytes:
-        """Bytes [start, start+length) of the message, decrypting only the chunks involved
-        (IMAP partial FETCH, RFC 9051 §6.4.5). Not in the Store protocol yet."""
+    async def read_messages(
+        self,
+        account_id: int,
+        wanted: Sequence[tuple[int, int | None]],
+        *,
+        expected_bytes: int | None = None,
+    ) -> dict[int, bytes]:
+        """Several messages in one read: (message id, None for all of it or the length of the
+        prefix wanted, e.g. the header) -> bytes. Messages gone meanwhile are left out; the
+        caller bounds the total size, and says it in `expected_bytes` when it knows it (up to
+        INLINE_READ_BYTES are read without a thread hop on SQLite)."""
 
-        def fn(conn: Connection) -> bytes:
-            blob_id, key = self._content_key(conn, account_id, message_id)
-            with self._blobs.open(blob_id) as f:
-                return decrypt_range(f, key, start, length)
+        def fn(cur: Cursor) -> dict[int, bytes]:
+            out: dict[int, bytes] = {}
+            for message_id, length in wanted:
+                try:
+                    blob_id, key = self._content_key(cur, account_id, message_id)
+                    if length is None:
+                        out[message_id] = decrypt_blob(self._blobs.read(blob_id), key)
+                    else:
+                        with self._blobs.open(blob_id) as f:
+                            out[message_id] = decrypt_range(f, key, 0, length)
+                except (NotFound, BlobMissing):
+                    continue  # expunged by another session meanwhile
+            return out
 
-        return await self._read(fn)
+        small = expected_bytes is not None and expected_bytes <= INLINE_READ_BYTES
+        return await self._read_raw(fn, inline=small)

@@ -275,12 +275,15 @@ class GroupCommitWriter:
         results: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             with self._writer.begin() as conn:
+                cur = conn.connection.cursor()  # savepoints on the driver: no statement objects
                 for job in jobs:
+                    cur.execute("SAVEPOINT job")
                     try:
-                        with conn.begin_nested():
-                            results.append((job, job.fn(conn), None))
+                        results.append((job, job.fn(conn), None))
                     except Exception as exc:
+                        cur.execute("ROLLBACK TO SAVEPOINT job")
                         results.append((job, None, exc))
+                    cur.execute("RELEASE SAVEPOINT job")
         except Exception as exc:
             log.info("store: batch of %d jobs failed (%s); retrying one by one", len(jobs), exc)
             return [self._run_job(job) for job in jobs]
