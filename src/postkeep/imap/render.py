@@ -9,6 +9,7 @@ strings (only 7-bit text without CR, LF, NUL; with \\ and " escaped), literals o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 
 from postkeep.protocol.imap_mailbox import encode_mailbox_utf7
@@ -59,7 +60,8 @@ def flag_names(flags: Flag, keywords: Iterable[str] = ()) -> list[str]:
     return [name for flag, name in SYSTEM_FLAGS if flags & flag] + list(keywords)
 
 
-def flag_list(flags: Flag, keywords: Iterable[str] = (), *, recent: bool = False) -> bytes:
+@functools.lru_cache(maxsize=1024)  # FETCH FLAGS of a large mailbox repeats a few lists
+def flag_list(flags: Flag, keywords: tuple[str, ...] = (), *, recent: bool = False) -> bytes:
     names = flag_names(flags, keywords)
     if recent:
         names.insert(0, "\\Recent")
