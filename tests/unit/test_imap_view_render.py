@@ -69,7 +69,7 @@ def test_strings_and_literals() -> None:
 
 
 def test_flags_and_sets() -> None:
-    assert render.flag_list(Flag.SEEN | Flag.FLAGGED, ["$Work"]) == b"(\\Flagged \\Seen $Work)"
+    assert render.flag_list(Flag.SEEN | Flag.FLAGGED, ("$Work",)) == b"(\\Flagged \\Seen $Work)"
     assert render.split_flags(["\\seen", "\\Recent", "$A", "$a"]) == (Flag.SEEN, ("$A",))
     assert render.split_flags(["\\Bogus"]) == "Invalid system flag \\Bogus"
     assert render.number_set([5, 1, 2, 3, 9]) == "1:3,5,9"
