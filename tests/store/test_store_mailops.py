@@ -123,6 +123,30 @@ def test_expunge_logs_vanished_and_frees_quota(run: Run, store: SqlStore, acct: 
     assert run(store.get_account_by_id(acct.id)).used_bytes == len(MSG)
 
 
+def test_mailbox_changes_are_the_difference_since_a_modseq(
+    run: Run, store: SqlStore, acct: Account
+) -> None:
+    for _ in range(3):
+        _put(run, store, acct)
+    inbox = _box(run, store, acct, "INBOX")
+    mark = run(store.get_mailbox_by_id(inbox)).highestmodseq
+    assert run(store.mailbox_changes(inbox, mark)).changed == []  # nothing since
+    run(store.set_flags(acct.id, inbox, [(2, 2)], "add", Flag.DELETED, ["$Urgent"]))
+    run(store.expunge(acct.id, inbox))
+    new_uid = _put(run, store, acct)
+    _put(run, store, acct)
+    assert run(store.expunge(acct.id, inbox, [])) == []  # nothing named: nothing expunged
+    run(store.set_flags(acct.id, inbox, [(new_uid + 1, new_uid + 1)], "add", Flag.DELETED))
+    run(store.expunge(acct.id, inbox))  # appended, then expunged after the mark
+    delta = run(store.mailbox_changes(inbox, mark))
+    assert [i.uid for i in delta.changed] == [new_uid]
+    assert delta.expunged == [2, new_uid + 1]
+    assert delta.mailbox.highestmodseq > mark
+    assert run(store.mailbox_changes(inbox, delta.mailbox.highestmodseq)).expunged == []
+    with pytest.raises(NotFound):
+        run(store.mailbox_changes(inbox + 999, 0))
+
+
 def test_copy_move_share_blobs_and_count_quota(run: Run, store: SqlStore, acct: Account) -> None:
     for _ in range(2):
         _put(run, store, acct)

@@ -31,11 +31,12 @@ def test_sequence_and_uid_lookup() -> None:
 
 def test_sync_announces_expunges_in_order_and_holds_them_back() -> None:
     view = MailboxView([1, 2, 3, 4, 5])
-    held = view.sync([1, 3, 5, 6], allow_expunge=False)
+    held = view.apply([2, 4, 9], [6], allow_expunge=False)  # 9: never in the view
     assert held.expunged == [] and held.exists == 6 and view.uids == [1, 2, 3, 4, 5, 6]
-    done = view.sync([1, 3, 5, 6], allow_expunge=True)
+    assert view.held == {2, 4}
+    done = view.apply([], [], allow_expunge=True)
     assert done.expunged == [(2, 2), (3, 4)] and done.exists is None
-    assert view.uids == [1, 3, 5, 6]
+    assert view.uids == [1, 3, 5, 6] and not view.held
     assert view.remove([1, 6]) == [(1, 1), (3, 6)] and view.uids == [3, 5]
 
 
@@ -48,7 +49,8 @@ def test_sync_reaches_the_store_state(before: list[int], after_raw: list[int]) -
     largest = before[-1] if before else 0
     after = sorted({u for u in after_raw if u in before or u > largest})
     view = MailboxView(before)
-    result = view.sync(after, allow_expunge=True)
+    gone = [u for u in before if u not in after]
+    result = view.apply(gone, [u for u in after if u > largest], allow_expunge=True)
     assert view.uids == after
     replay = list(before) + [u for u in after if u > largest]
     for seq, uid in result.expunged:

@@ -697,11 +697,10 @@ class Session:
                     seen_changed = {m.uid: m for m in change.changed}
                     for m in change.changed:
                         sel.reported[m.uid] = m.modseq
-            summaries: dict[int, bytes] = {}
+            summaries: dict[int, Summary] = {}
             if need.summary and infos:
-                summaries = await self.store.message_summaries(
-                    self.account.id, [i.id for i in infos]
-                )
+                raw = await self.store.message_summaries(self.account.id, [i.id for i in infos])
+                summaries = {mid: Summary(doc) for mid, doc in raw.items()}
             self._announce_keywords(sel, [k for i in infos for k in i.keywords], first=False)
             contents: dict[int, bytes] = {}
             for n, info in enumerate(infos):
@@ -712,7 +711,7 @@ class Session:
                 if need.summary and info.id not in summaries:
                     missing = True  # expunged by another session meanwhile
                     continue
-                summary = Summary(summaries[info.id]) if info.id in summaries else None
+                summary = summaries.get(info.id)
                 data = None
                 if need.content:
                     if info.id not in contents:
@@ -746,7 +745,7 @@ class Session:
         self._ok(cmd.tag, "FETCH completed")
 
     async def _contents(
-        self, infos: Sequence[MessageInfo], summaries: dict[int, bytes], header_only: bool
+        self, infos: Sequence[MessageInfo], summaries: dict[int, Summary], header_only: bool
     ) -> dict[int, bytes]:
         """The contents (or headers) of the first messages of `infos`, in one store read of
         at most _CONTENT_BATCH_BYTES (but at least one message)."""
@@ -756,7 +755,7 @@ class Session:
         for info in infos:
             length = None
             if header_only and info.id in summaries:
-                length = Summary(summaries[info.id]).tree.body_start
+                length = summaries[info.id].tree.body_start
             size = info.size if length is None else length
             if wanted and total + size > _CONTENT_BATCH_BYTES:
                 break
@@ -1045,17 +1044,22 @@ class Session:
     async def sync(self, allow_expunge: bool) -> None:
         """Announce changes other sessions (or deliveries) made to the selected mailbox:
         EXPUNGE / VANISHED (only when `allow_expunge`), EXISTS, and FETCH FLAGS (RFC 9051
-        §7.5.1, §7.4.1; RFC 7162 §3.2.10)."""
+        §7.5.1, §7.4.1; RFC 7162 §3.2.10).
+
+        Reads only what changed after the MODSEQ last synchronised: every change (new message,
+        flag change, expunge) takes a new MODSEQ from the mailbox in commit order, so the rows
+        with a greater MODSEQ and the expunge log after it are exactly the difference."""
         self._drain_events()
         sel = self.selected
         if sel is None or not sel.dirty:
             return
-        snap = await self.store.mailbox_snapshot(sel.mailbox_id, keywords=True)
+        delta = await self.store.mailbox_changes(sel.mailbox_id, sel.modseq)
         if self.selected is not sel:
             return
-        result = sel.view.sync(snap.uids, allow_expunge)
+        largest = sel.view.largest_uid
+        added = [i.uid for i in delta.changed if i.uid > largest]
+        result = sel.view.apply(delta.expunged, added, allow_expunge)
         self._announce_expunged(sel, result.expunged)
-        self._announce_keywords(sel, snap.keywords, first=False)
         if result.exists is not None:
             self._w(b"* %d EXISTS\r\n" % result.exists)
             if not sel.read_only:
@@ -1063,8 +1067,8 @@ class Session:
                 sel.recent.update(u for u in sel.view.uids if first <= u < end)
             if not self.rev2:
                 self._w(b"* %d RECENT\r\n" % len(sel.recent))
-        if snap.mailbox.highestmodseq > sel.modseq:
-            changed = await self.store.changed_since(sel.mailbox_id, sel.modseq)
+        if delta.mailbox.highestmodseq > sel.modseq:
+            changed = delta.changed
             self._announce_keywords(sel, [k for i in changed for k in i.keywords], first=False)
             for info in changed:
                 seq = sel.view.seq_of(info.uid)
@@ -1075,10 +1079,9 @@ class Session:
                 self._w(
                     b"* %d FETCH (%sFLAGS %s%s)\r\n" % (seq, uid, self._flags(sel, info), extra)
                 )
-            sel.modseq = snap.mailbox.highestmodseq
+            sel.modseq = delta.mailbox.highestmodseq
         sel.reported.clear()
-        pending = len(snap.uids) != len(sel.view)
-        sel.dirty = pending and not allow_expunge
+        sel.dirty = bool(sel.view.held)  # announce them at the next command that may
 
 
 def _has_child_in(name: str, names: set[str]) -> bool:

@@ -2,16 +2,17 @@
 
 Message sequence numbers are positions in the session's own list of UIDs, which changes only
 when the session tells the client: EXISTS adds UIDs at the end, EXPUNGE / VANISHED removes them.
-`sync()` compares the view with a fresh store snapshot and returns what must be announced, so two
-sessions on one mailbox stay consistent whatever order their changes commit in. Expunges are
-held back (the UIDs stay in the view) while a FETCH, STORE or SEARCH by sequence number runs,
-as RFC 9051 §7.5.1 requires.
+`apply()` takes what changed in the store since the view was last brought up to date (UIDs
+expunged, UIDs added: RFC 7162's MODSEQ order makes that exact, see `Session.sync`) and returns
+what must be announced, so two sessions on one mailbox stay consistent whatever order their
+changes commit in. Expunges are held back (the UIDs stay in the view) while a FETCH, STORE or
+SEARCH by sequence number runs, as RFC 9051 §7.5.1 requires.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from postkeep.protocol.imap_commands import SequenceSet
@@ -30,6 +31,7 @@ class MailboxView:
 
     def __init__(self, uids: Sequence[int]) -> None:
         self.uids: list[int] = list(uids)
+        self.held: set[int] = set()  # expunged in the store, not announced yet
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -64,31 +66,20 @@ class MailboxView:
             out.extend(self.uids[bisect_left(self.uids, low) : bisect_right(self.uids, high)])
         return out
 
-    def sync(self, current: Sequence[int], allow_expunge: bool) -> SyncResult:
-        """Bring the view to the store's `current` UIDs (ascending). UIDs only grow, so new
-        ones follow every UID in the view."""
+    def apply(self, gone: Iterable[int], added: Sequence[int], allow_expunge: bool) -> SyncResult:
+        """Take UIDs expunged from the store and UIDs added to it (ascending, all above the
+        view's) since the last call. Expunges of UIDs in the view are announced only when
+        `allow_expunge`; until then they are held back and the UIDs stay in the view."""
+        self.held.update(u for u in gone if self.seq_of(u) is not None)
         expunged: list[tuple[int, int]] = []
-        if allow_expunge and (len(current) < len(self.uids) or self._changed(current)):
-            present = set(current)
-            kept: list[int] = []
-            for i, uid in enumerate(self.uids):
-                if uid in present:
-                    kept.append(uid)
-                else:
-                    # announced in ascending order: earlier removals shift later numbers down
-                    expunged.append((i + 1 - len(expunged), uid))
-            self.uids = kept
+        if allow_expunge and self.held:
+            expunged = self.remove(sorted(self.held))
+            self.held.clear()
         largest = self.largest_uid
-        start = bisect_right(current, largest)
-        added = list(current[start:])
-        if added:
-            self.uids.extend(added)
-        return SyncResult(expunged, len(self.uids) if added else None)
-
-    def _changed(self, current: Sequence[int]) -> bool:
-        """Whether some UID of the view is missing from `current` (cheap common cases first)."""
-        n = bisect_right(current, self.largest_uid)
-        return n != len(self.uids) or list(current[:n]) != self.uids
+        new = [u for u in added if u > largest]
+        if new:
+            self.uids.extend(new)
+        return SyncResult(expunged, len(self.uids) if new else None)
 
     def remove(self, uids: Sequence[int]) -> list[tuple[int, int]]:
         """Remove UIDs this session expunged itself; (sequence number as announced, uid)."""

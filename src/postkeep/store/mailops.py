@@ -74,6 +74,17 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed in a mailbox after a MODSEQ, read in one transaction: the mailbox row, the
+    messages with a greater MODSEQ (new ones included, RFC 7162 §3.1.4.1) ascending by UID,
+    and the UIDs expunged after it (§3.2.10), ascending."""
+
+    mailbox: Mailbox
+    changed: list[MessageInfo]
+    expunged: list[int]
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxCounts:
     """What STATUS reports (RFC 9051 §6.3.11, RFC 8438 SIZE)."""
 
@@ -157,6 +168,24 @@ class MailboxOpsMixin(SqlStoreBase):
                     for k in text.split():
                         used.setdefault(k.lower(), k)
             return Snapshot(mailbox_from_row(row), uids, tuple(used.values()))
+
+        return await self._read_raw(fn)
+
+    async def mailbox_changes(self, mailbox_id: int, modseq: int) -> Changes:
+        """See `Changes`; NotFound if the mailbox is gone."""
+        hot = self.hot
+
+        def fn(cur: Cursor) -> Changes:
+            row = cur.first(hot.mailbox, mid=mailbox_id)
+            if row is None:
+                raise NotFound("mailbox does not exist")
+            box = mailbox_from_row(row)
+            if box.highestmodseq <= modseq:
+                return Changes(box, [], [])
+            rows = cur.all(hot.changed_since, mid=mailbox_id, modseq=modseq)
+            changed = [message_from_row(r) for r in rows]
+            gone = cur.column(hot.expunged_since, mid=mailbox_id, modseq=modseq)
+            return Changes(box, changed, gone)
 
         return await self._read_raw(fn)
 

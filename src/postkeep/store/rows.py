@@ -78,8 +78,22 @@ def mailbox_from_row(r: Sequence[Any]) -> Mailbox:
     return Mailbox(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8])
 
 
+_FLAGS = tuple(Flag(i) for i in range(32))  # every combination: a lookup, not an enum call
+_NO_KEYWORDS: tuple[str, ...] = ()
+
+
 def message_from_row(r: Sequence[Any]) -> MessageInfo:
     """A `MessageInfo` from a row selected with MESSAGE_COLS."""
+    f, k = r[6], r[7]
     return MessageInfo(
-        r[0], r[1], r[2], r[3], r[4], r[5], Flag(r[6]), tuple(r[7].split()), r[8], r[9]
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        _FLAGS[f] if 0 <= f < 32 else Flag(f),
+        tuple(k.split()) if k else _NO_KEYWORDS,
+        r[8],
+        r[9],
     )
