@@ -339,6 +339,30 @@ def test_append_limits_and_quota(srv: Instance) -> None:
     client.logout()
 
 
+def test_multiappend_is_all_or_nothing(srv: Instance) -> None:
+    raw = Raw(srv.imaps_port, tls=True)
+    raw.cmd(b"a1", f'LOGIN {ALICE} "{PASSWORD}"'.encode())
+    box = "M" + uuid.uuid4().hex[:6]
+    raw.cmd(b"a2", f"CREATE {box}".encode())
+    one, two = b"Subject: one\r\n\r\n1\r\n", b"Subject: two\r\n\r\n2\r\n"
+    raw.send(
+        b"a3 APPEND %s (\\Seen) {%d+}\r\n%s (\\Flagged) {%d+}\r\n%s\r\n"
+        % (box.encode(), len(one), one, len(two), two)
+    )
+    done = raw.until(b"a3")[-1]
+    m = re.match(rb"a3 OK \[APPENDUID \d+ (\d+):(\d+)\]", done)
+    assert m is not None and int(m.group(2)) == int(m.group(1)) + 1, done
+    # a bad flag in the second message: refused before anything is stored
+    raw.send(
+        b"a4 APPEND %s {%d+}\r\n%s (\\Bogus) {%d+}\r\n%s\r\n"
+        % (box.encode(), len(one), one, len(two), two)
+    )
+    assert raw.until(b"a4")[-1].startswith(b"a4 BAD")
+    lines = raw.cmd(b"a5", f"STATUS {box} (MESSAGES)".encode())
+    assert b"(MESSAGES 2)" in b"".join(lines)
+    raw.close()
+
+
 def test_two_sessions_see_consistent_state(srv: Instance) -> None:
     one, two = imaps(srv), imaps(srv)
     box = fresh_box(one)

@@ -147,6 +147,25 @@ def test_mailbox_changes_are_the_difference_since_a_modseq(
         run(store.mailbox_changes(inbox + 999, 0))
 
 
+def test_deliver_all_is_one_transaction(run: Run, store: SqlStore, acct: Account) -> None:
+    env = Envelope("", "", [], "127.0.0.1", "", 1_700_000_000.0)
+
+    def d(mailbox: str, text: bytes) -> LocalDelivery:
+        return LocalDelivery(env, [acct.id], text, NO_FLAGS, mailbox, ())
+
+    results = run(store.deliver_all([d("INBOX", MSG), d("Sent", MSG + b"2")]))
+    assert [r.delivered[0].uid for r in results] == [1, 1]
+    inbox = _box(run, store, acct, "INBOX")
+    used = run(store.get_account_by_id(acct.id)).used_bytes
+    with pytest.raises(NotFound):  # the second mailbox does not exist: nothing is stored
+        run(store.deliver_all([d("INBOX", MSG), d("NoSuchBox", MSG)]))
+    assert run(store.mailbox_snapshot(inbox)).uids == [1]
+    assert run(store.get_account_by_id(acct.id)).used_bytes == used
+    files = [p for p in (store.data_dir / "blobs").rglob("*") if p.is_file()]
+    assert len(files) == 2  # the failed group's blobs were removed again
+    assert run(store.deliver_all([])) == []
+
+
 def test_copy_move_share_blobs_and_count_quota(run: Run, store: SqlStore, acct: Account) -> None:
     for _ in range(2):
         _put(run, store, acct)

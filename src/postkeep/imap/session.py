@@ -38,7 +38,7 @@ from postkeep.imap.thread import (
 from postkeep.imap.view import MailboxView
 from postkeep.mime.summary import Summary
 from postkeep.protocol import imap_commands as c
-from postkeep.store.api import Account, Delivered, Envelope, Flag, LocalDelivery, MessageInfo
+from postkeep.store.api import Account, Envelope, Flag, LocalDelivery, MessageInfo
 from postkeep.store.events import Subscription
 from postkeep.store.mailops import DELIMITER, OverQuota
 
@@ -511,8 +511,8 @@ class Session:
     async def _cmd_append(self, cmd: c.Append) -> None:
         """APPEND / MULTIAPPEND (RFC 9051 §6.3.12, RFC 3502) with APPENDUID (RFC 4315 §3).
 
-        Every message is checked (flags, size, quota) before the first is stored; the store
-        then writes them one by one, so a crash in between can leave a prefix appended."""
+        Every message is checked (flags, size, quota) before any is stored; the messages of a
+        MULTIAPPEND are then committed in one transaction, all or none (RFC 3502)."""
         account = self.account
         assert account is not None
         box = await self.store.get_mailbox(account.id, cmd.mailbox)
@@ -538,15 +538,18 @@ class Session:
         if fresh is not None and fresh.quota_bytes and fresh.used_bytes + total > fresh.quota_bytes:
             self._no(cmd.tag, "[OVERQUOTA] Quota exceeded")
             return
-        uids: list[int] = []
+        deliveries = []
         for msg, flags, keywords in parsed:
             when = msg.internal_date.timestamp() if msg.internal_date else time.time()
             envelope = Envelope("", "", [], self.peer_ip, "", when)
-            result = await self.store.deliver(
+            deliveries.append(
                 LocalDelivery(envelope, [account.id], msg.data, flags, box.name, keywords)
             )
-            placed: Delivered = result.delivered[0]
-            uids.append(placed.uid)
+        if len(deliveries) == 1:  # group-committed with other sessions' deliveries
+            results = [await self.store.deliver(deliveries[0])]
+        else:
+            results = await self.store.deliver_all(deliveries)
+        uids = [r.delivered[0].uid for r in results]
         await self.sync(True)
         self._ok(
             cmd.tag, f"[APPENDUID {box.uidvalidity} {render.number_set(uids)}] APPEND completed"

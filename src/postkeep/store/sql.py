@@ -126,6 +126,24 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         self._writer_thread.submit_delivery(delivery, account_ids, mailbox, future, loop)
         return await future
 
+    async def deliver_all(self, deliveries: Sequence[LocalDelivery]) -> list[DeliveryResult]:
+        """Store several messages in ONE transaction: all of them, or none (RFC 3502
+        MULTIAPPEND: a failure leaves nothing appended). Results in the order given."""
+        self._check_open()
+        if not deliveries:
+            return []
+        loop = asyncio.get_running_loop()
+        items = []
+        for delivery in deliveries:
+            account_ids = tuple(dict.fromkeys(delivery.account_ids))
+            if not account_ids:
+                raise StoreError("a delivery needs at least one recipient account")
+            future: asyncio.Future[DeliveryResult] = loop.create_future()
+            items.append((delivery, account_ids, mailbox_name(delivery.mailbox_name), future))
+        assert self._writer_thread is not None
+        self._writer_thread.submit_group(items, loop)
+        return list(await asyncio.gather(*(f for *_, f in items)))
+
     def subscribe(self, account_id: int | None, maxsize: int | None = None) -> Subscription:
         """Shortcut for ``store.events.subscribe(...)``."""
         return self.events.subscribe(account_id, maxsize)

@@ -110,6 +110,13 @@ class _Job:
 
 
 @dataclass(slots=True, eq=False)
+class _Group:
+    """Deliveries that are stored all together or not at all (RFC 3502 MULTIAPPEND)."""
+
+    pendings: list[_Pending]
+
+
+@dataclass(slots=True, eq=False)
 class _Outcome:
     item: _Pending | _Job
     result: Any = None
@@ -202,6 +209,14 @@ class GroupCommitWriter:
     ) -> None:
         self._queue.put(_Pending(delivery, account_ids, mailbox, future, loop))
 
+    def submit_group(
+        self,
+        items: list[tuple[LocalDelivery, tuple[int, ...], str, asyncio.Future[DeliveryResult]]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        """Deliveries (as for `submit_delivery`) stored all in one transaction, or none."""
+        self._queue.put(_Group([_Pending(d, a, m, f, loop) for d, a, m, f in items]))
+
     def submit_job(
         self,
         fn: Callable[[Connection], Any],
@@ -248,7 +263,12 @@ class GroupCommitWriter:
             if run:
                 self._finish(self._deliver_batch(run))
                 run = []
-            if item is _STOP:
+            if isinstance(item, _Group):
+                if jobs:
+                    self._finish(self._run_jobs(jobs))
+                    jobs = []
+                self._finish(self._deliver_group(item.pendings))
+            elif item is _STOP:
                 if jobs:
                     self._finish(self._run_jobs(jobs))
                     jobs = []
@@ -374,6 +394,31 @@ class GroupCommitWriter:
             if len(run) > 1:
                 log.info("store: batch of %d failed (%s); retrying one by one", len(run), exc)
             return [self._deliver_single(p) for p in run]
+        self.stats.batches += 1
+        self.stats.deliveries += len(run)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(run))
+        return [_Outcome(p, res, events=evs) for p, (res, evs) in zip(run, placed, strict=True)]
+
+    def _deliver_group(self, run: list[_Pending]) -> list[_Outcome]:
+        """All of `run` in one transaction, or none of it: on any failure every blob written
+        is removed again and every delivery fails with the same error."""
+        try:
+            for p in run:
+                self._prepare(p)
+            self._blobs.write_many([(p.blob_id, p.blob) for p in run])
+            for p in run:
+                p.written = True
+                p.blob = b""
+            with self._writer.begin() as conn:
+                placed = self._insert(conn, run)
+        except Exception as exc:
+            self.stats.batch_failures += 1
+            try:
+                self._blobs.delete_many(p.blob_id for p in run if p.written)
+            except OSError:
+                log.exception("store: cannot remove the blobs of a failed group delivery")
+            error = store_error(exc)
+            return [_Outcome(p, error=error) for p in run]
         self.stats.batches += 1
         self.stats.deliveries += len(run)
         self.stats.largest_batch = max(self.stats.largest_batch, len(run))
