@@ -181,6 +181,13 @@ def _header(data: bytes, start: int, end: int) -> tuple[int, dict[str, str]]:
     return body, fields
 
 
+@functools.lru_cache(maxsize=256)
+def _named_fields(names: tuple[str, ...]) -> re.Pattern[bytes]:
+    """Matches the start of a field line named in `names` (any case, blanks before the colon)."""
+    alternatives = b"|".join(re.escape(n.encode("utf-8", "surrogateescape")) for n in names)
+    return re.compile(rb"^(?:" + alternatives + rb")[ \t]*:", re.I | re.M)
+
+
 def _header_block(data: bytes, part: Part) -> bytes:
     """The part's header lines without the empty line that ends them."""
     region = data[part.header_start : part.body_start]
@@ -198,6 +205,15 @@ def header_fields(data: bytes, part: Part, names: Sequence[str], *, exclude: boo
     continuation lines kept, followed by the empty line CRLF.
     """
     block = _header_block(data, part)
+    if not exclude:  # jump from one wanted field to the next
+        if not names:
+            return b"\r\n"
+        out = []
+        for m in _named_fields(tuple(names)).finditer(block):
+            stop = _FIELD_END.search(block, m.end())
+            field = block[m.start() : stop.end() if stop else len(block)]
+            out.append(field if field.endswith(b"\n") else field + b"\r\n")
+        return b"".join(out) + b"\r\n"
     wanted = {n.lower() for n in names}
     starts = [m.start() for m in _LINE_START.finditer(block)]
     if not starts or starts[0]:

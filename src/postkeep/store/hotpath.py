@@ -114,6 +114,12 @@ class HotStatements:
             .select_from(messages.join(mailboxes).join(accounts))
             .where(messages.c.id == bindparam("msg"), mailboxes.c.account_id == aid)
         )
+        self.content_keys = BySize(
+            lambda n: select(messages.c.id, messages.c.blob_id, messages.c.content_key)
+            .select_from(messages.join(mailboxes))
+            .where(id_list(messages.c.id, n), mailboxes.c.account_id == aid),
+            d,
+        )
         self.structures = BySize(
             lambda n: select(
                 messages.c.id, messages.c.blob_id, messages.c.content_key, blobs.c.structure

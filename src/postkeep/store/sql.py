@@ -52,7 +52,7 @@ from postkeep.store.crypto import (
 from postkeep.store.events import Subscription
 from postkeep.store.mailops import MailboxOpsMixin
 from postkeep.store.outbound import OutboundQueueMixin
-from postkeep.store.prepared import Cursor
+from postkeep.store.prepared import Cursor, id_params
 from postkeep.store.rows import (
     ACCOUNT_COLS,
     MESSAGE_COLS,
@@ -518,18 +518,32 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         caller bounds the total size, and says it in `expected_bytes` when it knows it (up to
         INLINE_READ_BYTES are read without a thread hop on SQLite)."""
 
+        hot = self.hot
+
         def fn(cur: Cursor) -> dict[int, bytes]:
             out: dict[int, bytes] = {}
+            acc = cur.first(hot.account_keys, aid=account_id)
+            if acc is None:
+                return out
+            data_key = self._data_key(acc[0], bytes(acc[1]))
+            found: dict[int, tuple[str, bytes]] = {}
+            for part in chunks([m for m, _ in wanted], 256):
+                stmt, padded = hot.content_keys(part)
+                for mid, blob_id, wrapped in cur.all(stmt, aid=account_id, **id_params(padded)):
+                    found[mid] = (blob_id, bytes(wrapped))
             for message_id, length in wanted:
+                if message_id not in found:
+                    continue  # expunged by another session meanwhile
+                blob_id, wrapped = found[message_id]
+                key = unwrap_key(data_key, wrapped, message_key_context(account_id, blob_id))
                 try:
-                    blob_id, key = self._content_key(cur, account_id, message_id)
                     if length is None:
                         out[message_id] = decrypt_blob(self._blobs.read(blob_id), key)
                     else:
                         with self._blobs.open(blob_id) as f:
                             out[message_id] = decrypt_range(f, key, 0, length)
-                except (NotFound, BlobMissing):
-                    continue  # expunged by another session meanwhile
+                except BlobMissing:
+                    continue  # expunged (and its blob deleted) meanwhile
             return out
 
         small = expected_bytes is not None and expected_bytes <= INLINE_READ_BYTES
