@@ -259,3 +259,35 @@ def test_quoted_printable_matches_dovecot(encoded: bytes) -> None:
     assert decode_quoted_printable(encoded) == dovecot_qp(encoded)
     data = b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + encoded
     assert decoded_body(data, parse_structure(data)) == dovecot_qp(encoded)
+
+
+FIELD_NAMES = ["From", "To", "Cc", "Subject", "To-Foo", "X-A"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([*FIELD_NAMES, "Received", "tO", "subject ", "X-A\t"]),
+            st.text("ab :", max_size=8),
+            st.booleans(),
+        ),
+        max_size=12,
+    ),
+    st.lists(st.sampled_from(FIELD_NAMES), min_size=1, max_size=4),
+)
+def test_header_fields_picks_exactly_the_named_fields(
+    fields: list[tuple[str, str, bool]], names: list[str]
+) -> None:
+    """HEADER.FIELDS returns the named fields (any case, blanks before the colon, folded lines
+    kept) in message order; HEADER.FIELDS.NOT returns the others."""
+    lines = [f"{n}:{v}" + ("\r\n\tmore" if folded else "") + "\r\n" for n, v, folded in fields]
+    data = ("".join(lines) + "\r\nbody\r\n").encode()
+    root = parse_structure(data)
+    wanted = {n.lower() for n in names}
+    chosen = [line.encode() for line, (n, _, _) in zip(lines, fields, strict=True)
+              if n.strip().lower() in wanted]
+    others = [line.encode() for line, (n, _, _) in zip(lines, fields, strict=True)
+              if n.strip().lower() not in wanted]
+    assert header_fields(data, root, names, exclude=False) == b"".join(chosen) + b"\r\n"
+    assert header_fields(data, root, names, exclude=True) == b"".join(others) + b"\r\n"
