@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, select
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.mime.summary import Summary
 from postkeep.store.api import Account, Envelope, Flag, LocalDelivery, MailboxEvent
+from postkeep.store.base import LOOP_BUSY_TIMEOUT_MS
 from postkeep.store.mailops import OverQuota
 from postkeep.store.schema import blobs
 from postkeep.store.sql import SqlStore
@@ -286,3 +287,17 @@ def test_jobs_queued_together_commit_together_and_fail_alone(
     assert isinstance(results[5], StoreError) and isinstance(results[7], AlreadyExists)
     names = {b.name for b in run(store.list_mailboxes(acct.id))}
     assert {f"box{i}" for i in range(10)} <= names
+
+
+def test_reads_on_the_event_loop_wait_briefly_for_locks(
+    run: Run, store: SqlStore, acct: Account, db_url: str
+) -> None:
+    """On SQLite the hot path reads on the loop's thread with its own connection, whose lock
+    wait is bounded (LOOP_BUSY_TIMEOUT_MS), unlike the pool's 30 s."""
+    inbox = _box(run, store, acct, "INBOX")  # an inline read: sets up the loop's connection
+    assert run(store.mailbox_snapshot(inbox)).uids == []
+    if not db_url.startswith("sqlite"):
+        assert getattr(store._local, "raw", None) is None  # PostgreSQL: always the pool
+        return
+    timeout = store._local.raw.cursor().execute("PRAGMA busy_timeout").fetchone()[0]
+    assert timeout == LOOP_BUSY_TIMEOUT_MS < 30_000

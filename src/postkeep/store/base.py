@@ -54,6 +54,7 @@ log = logging.getLogger("postkeep.store")
 T = TypeVar("T")
 
 _KEY_CHECK_CONTEXT = b"master-key-check"
+LOOP_BUSY_TIMEOUT_MS = 1000  # longest an inline read may stall the event loop on a lock
 
 
 def _sqlite_setup(engine: Engine, begin: str) -> None:
@@ -298,17 +299,21 @@ class SqlStoreBase:
         """
         self._check_open()
         if inline and self._sqlite:
-            return self._run_read_raw(fn)
+            return self._run_read_raw(fn, on_loop=True)
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._run_read_raw, fn)
 
-    def _run_read_raw(self, fn: Callable[[Cursor], T]) -> T:
-        """Each read thread keeps one pooled connection (checked out once, not per read)."""
+    def _run_read_raw(self, fn: Callable[[Cursor], T], on_loop: bool = False) -> T:
+        """Each read thread keeps one pooled connection (checked out once, not per read); the
+        event loop's own one waits at most LOOP_BUSY_TIMEOUT_MS for a lock (in WAL mode readers
+        wait only in rare cases, e.g. WAL recovery after a crash), not the usual 30 s."""
         assert self._reader is not None
         raw = getattr(self._local, "raw", None)
         if raw is None:
             raw = self._local.raw = self._reader.raw_connection()
             with self._kept_lock:
                 self._kept.append(raw)
+            if on_loop:
+                raw.cursor().execute(f"PRAGMA busy_timeout={LOOP_BUSY_TIMEOUT_MS}")
         try:
             cur = raw.cursor()
             if self._sqlite:  # autocommit connection: one transaction for fn's reads
