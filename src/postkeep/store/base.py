@@ -288,21 +288,30 @@ class SqlStoreBase:
         assert self._hot is not None
         return self._hot
 
-    async def _read_raw(self, fn: Callable[[Cursor], T], *, inline: bool = True) -> T:
+    async def _read_raw(
+        self, fn: Callable[[Cursor], T], *, inline: bool = True, snapshot: bool = False
+    ) -> T:
         """Like `_read`, on the driver's cursor, for `postkeep.store.prepared` statements.
 
         On SQLite an `inline` read runs right here on the event loop's thread: the hot path's
         reads take 0.05-0.5 ms, less than the hop to a read thread and back costs once the
         threads contend for the GIL (measured: docs/architecture.md, "Store hot path").
         Callers pass ``inline=False`` for reads that may take long (large message contents).
-        PostgreSQL reads always go to the read pool (a network round trip each).
+        PostgreSQL reads always go to the read pool (a network round trip each); with
+        `snapshot` their statements share one REPEATABLE READ snapshot (SQLite's read
+        transaction is one already).
         """
         self._check_open()
         if inline and self._sqlite:
             return self._run_read_raw(fn, on_loop=True)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._run_read_raw, fn)
+        run = self._run_read_raw
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: run(fn, snapshot=snapshot)
+        )
 
-    def _run_read_raw(self, fn: Callable[[Cursor], T], on_loop: bool = False) -> T:
+    def _run_read_raw(
+        self, fn: Callable[[Cursor], T], on_loop: bool = False, snapshot: bool = False
+    ) -> T:
         """Each read thread keeps one pooled connection (checked out once, not per read); the
         event loop's own one waits at most LOOP_BUSY_TIMEOUT_MS for a lock (in WAL mode readers
         wait only in rare cases, e.g. WAL recovery after a crash), not the usual 30 s."""
@@ -323,6 +332,8 @@ class SqlStoreBase:
                 finally:
                     cur.execute("ROLLBACK")
             try:
+                if snapshot:
+                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 return fn(Cursor(cur))
             finally:
                 raw.rollback()

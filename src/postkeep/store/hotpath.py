@@ -12,9 +12,11 @@ from sqlalchemy.engine import Dialect
 
 from postkeep.store.api import Flag
 from postkeep.store.prepared import BySize, Prepared, id_list, uid_ranges
-from postkeep.store.rows import ACCOUNT_COLS, MAILBOX_COLS, MESSAGE_COLS
+from postkeep.store.rows import ACCOUNT_COLS, APP_PASSWORD_COLS, MAILBOX_COLS, MESSAGE_COLS
 from postkeep.store.schema import (
+    account_secrets,
     accounts,
+    app_passwords,
     blobs,
     envelopes,
     expunged,
@@ -36,6 +38,21 @@ class HotStatements:
 
         # accounts and mailboxes
         self.account = p(select(*ACCOUNT_COLS).where(accounts.c.id == aid))
+        self.account_by_address = p(
+            select(*ACCOUNT_COLS, accounts.c.address_key, accounts.c.data_key).where(
+                accounts.c.address_key == bindparam("key")
+            )
+        )
+        self.secrets_of = p(
+            select(account_secrets.c.mechanism, account_secrets.c.secret).where(
+                account_secrets.c.account_id == aid
+            )
+        )
+        self.app_passwords_of = p(
+            select(*APP_PASSWORD_COLS)
+            .where(app_passwords.c.account_id == aid, app_passwords.c.revoked_at.is_(None))
+            .order_by(app_passwords.c.id)
+        )
         self.account_keys = p(
             select(accounts.c.address_key, accounts.c.data_key).where(accounts.c.id == aid)
         )

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from sqlalchemy import and_, exists
 
 from postkeep.store.api import Account, Flag, Mailbox, MessageInfo
-from postkeep.store.schema import accounts, mailboxes, messages, subscriptions
+from postkeep.store.schema import accounts, app_passwords, mailboxes, messages, subscriptions
 
 T = TypeVar("T")
 
@@ -24,6 +24,19 @@ ACCOUNT_COLS = (
     accounts.c.used_bytes,
     accounts.c.disabled,
     accounts.c.app_passwords_only,
+)
+
+
+#: The columns of an app password row (`postkeep.store.security`).
+APP_PASSWORD_COLS = (
+    app_passwords.c.id,
+    app_passwords.c.account_id,
+    app_passwords.c.name,
+    app_passwords.c.password_hash,
+    app_passwords.c.scopes,
+    app_passwords.c.created,
+    app_passwords.c.last_used,
+    app_passwords.c.revoked_at,
 )
 
 

@@ -33,7 +33,8 @@ from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.store.api import MAX_APP_PASSWORDS, AppPassword, AuthRecord
 from postkeep.store.base import SqlStoreBase
 from postkeep.store.crypto import seal, secret_context, unseal
-from postkeep.store.rows import ACCOUNT_COLS, account_from_row
+from postkeep.store.prepared import Cursor
+from postkeep.store.rows import APP_PASSWORD_COLS, account_from_row
 from postkeep.store.schema import account_secrets, accounts, app_passwords, send_as
 
 _MECHANISM = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,31}")
@@ -41,16 +42,6 @@ _SCOPE = re.compile(r"[a-z][a-z0-9-]{0,15}")
 _MAX_NAME = 64
 _MAX_SECRET = 4096
 
-_APP_COLS = (
-    app_passwords.c.id,
-    app_passwords.c.account_id,
-    app_passwords.c.name,
-    app_passwords.c.password_hash,
-    app_passwords.c.scopes,
-    app_passwords.c.created,
-    app_passwords.c.last_used,
-    app_passwords.c.revoked_at,
-)
 
 _TOUCH = (
     update(app_passwords)
@@ -141,39 +132,26 @@ class AccountSecurityMixin(SqlStoreBase):
         await self._write(fn)
 
     async def get_auth(self, address: str) -> AuthRecord | None:
-        """Account, decrypted mechanism secrets and active app passwords, in one read."""
+        """Account, decrypted mechanism secrets and active app passwords, in one read (one
+        snapshot: REPEATABLE READ on PostgreSQL)."""
         key = address.strip().lower()
-        account_q = select(*ACCOUNT_COLS, accounts.c.address_key, accounts.c.data_key).where(
-            accounts.c.address_key == key
-        )
+        hot = self.hot
 
-        def fn(conn: Connection) -> AuthRecord | None:
-            if conn.dialect.name == "postgresql":  # one snapshot for the three statements
-                conn.execution_options(isolation_level="REPEATABLE READ")
-            row = conn.execute(account_q).first()
+        def fn(cur: Cursor) -> AuthRecord | None:
+            row = cur.first(hot.account_by_address, key=key)
             if row is None:
                 return None
             account = account_from_row(row)
-            data_key = self._data_key(row[-2], row[-1])
-            secret_rows = conn.execute(
-                select(account_secrets.c.mechanism, account_secrets.c.secret).where(
-                    account_secrets.c.account_id == account.id
-                )
-            ).all()
-            app_rows = conn.execute(
-                select(*_APP_COLS)
-                .where(
-                    app_passwords.c.account_id == account.id, app_passwords.c.revoked_at.is_(None)
-                )
-                .order_by(app_passwords.c.id)
-            ).all()
+            data_key = self._data_key(row[-2], bytes(row[-1]))
+            secret_rows = cur.all(hot.secrets_of, aid=account.id)
+            app_rows = cur.all(hot.app_passwords_of, aid=account.id)
             secrets = {
                 m: unseal(data_key, bytes(v), secret_context(account.id, m)).decode()
                 for m, v in secret_rows
             }
             return AuthRecord(account, secrets, tuple(_app_password(r) for r in app_rows))
 
-        return await self._read(fn)
+        return await self._read_raw(fn, snapshot=True)
 
     # -- app passwords -----------------------------------------------------------------------------
 
@@ -237,7 +215,7 @@ class AccountSecurityMixin(SqlStoreBase):
 
         def fn(conn: Connection) -> list[AppPassword]:
             account_id = self._account_id(conn, address)
-            q = select(*_APP_COLS).where(app_passwords.c.account_id == account_id)
+            q = select(*APP_PASSWORD_COLS).where(app_passwords.c.account_id == account_id)
             if not include_revoked:
                 q = q.where(app_passwords.c.revoked_at.is_(None))
             return [_app_password(r) for r in conn.execute(q.order_by(app_passwords.c.id))]
