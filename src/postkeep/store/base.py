@@ -91,6 +91,7 @@ def create_engines(url: str, read_workers: int = 4) -> tuple[Engine, Engine]:
             raise StoreError("the SQLite store needs a database file: sqlite:///path/store.db")
         Path(db).parent.mkdir(parents=True, exist_ok=True)
         args = {"check_same_thread": False, "timeout": 30.0}
+        # the writer thread keeps this one connection while it runs (only open() shares it)
         writer = create_engine(u, connect_args=args, pool_size=1, max_overflow=0)
         reader = create_engine(u, connect_args=args, pool_size=2 * read_workers, max_overflow=0)
         _sqlite_setup(writer, "BEGIN IMMEDIATE")

@@ -29,12 +29,13 @@ All writes of a `SqlStore` run here, one at a time, fed by a queue (design: "sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +186,7 @@ class GroupCommitWriter:
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
         self._writer = engine
+        self._conn: Connection | None = None  # kept open by the thread (`_transaction`)
         self._blobs = blob_files
         self._data_key = data_key
         self._events = events
@@ -231,7 +233,31 @@ class GroupCommitWriter:
 
     # -- thread ---------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """One transaction on the thread's own connection, kept between transactions (a pool
+        checkout and return per batch cost as much as the batch's statements)."""
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._writer.connect()
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            if conn.invalidated or conn.closed:  # e.g. the database server went away
+                conn.close()
+                self._conn = None
+            raise
+
     def _writer_main(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _loop(self) -> None:
         stop = False
         while not stop:
             items = [self._queue.get()]
@@ -294,7 +320,7 @@ class GroupCommitWriter:
             return [self._run_job(jobs[0])]
         results: list[tuple[_Job, Any, BaseException | None]] = []
         try:
-            with self._writer.begin() as conn:
+            with self._transaction() as conn:
                 cur = conn.connection.cursor()  # savepoints on the driver: no statement objects
                 for job in jobs:
                     cur.execute("SAVEPOINT job")
@@ -327,7 +353,7 @@ class GroupCommitWriter:
         except Exception as exc:
             return _Outcome(job, error=store_error(exc))
         try:
-            with self._writer.begin() as conn:
+            with self._transaction() as conn:
                 result = job.fn(conn)
         except Exception as exc:
             if job.undo is not None:
@@ -387,7 +413,7 @@ class GroupCommitWriter:
             p.written = True
             p.blob = b""
         try:
-            with self._writer.begin() as conn:
+            with self._transaction() as conn:
                 placed = self._insert(conn, run)
         except Exception as exc:
             self.stats.batch_failures += 1
@@ -409,7 +435,7 @@ class GroupCommitWriter:
             for p in run:
                 p.written = True
                 p.blob = b""
-            with self._writer.begin() as conn:
+            with self._transaction() as conn:
                 placed = self._insert(conn, run)
         except Exception as exc:
             self.stats.batch_failures += 1
@@ -432,7 +458,7 @@ class GroupCommitWriter:
                 self._blobs.write(p.blob_id, p.blob)
                 p.written = True
                 p.blob = b""
-            with self._writer.begin() as conn:
+            with self._transaction() as conn:
                 [(result, evs)] = self._insert(conn, [p])
         except Exception as exc:
             if p.written:
