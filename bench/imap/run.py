@@ -43,12 +43,28 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE.parent))  # bench/common.py
+from common import (  # noqa: E402
+    LOOPBACK,
+    Memory,
+    TargetUnavailable,
+    _cell,
+    _fmt,
+    _raise_interrupt,
+    _tail,
+    no_interrupts,
+    pick_port,
+    run_cmd,
+    set_toml_keys,
+    tree_cpu_ticks,
+    tree_memory,
+)
+
 DOMAIN = "bench.test"
 PASSWORD = "some-long-password-123"
 USER_TEMPLATE = "user%d@" + DOMAIN  # imaptest's user=; users are 1..--users
 BIG_USER = f"big@{DOMAIN}"
 BIG_MAILBOX = "big"
-LOOPBACK = "127.0.0.1"
 DOVECOT = Path("/usr/sbin/dovecot")
 IMAPTEST = Path("/work/imaptest/src/imaptest")
 IMAPTEST_ENV = {"LD_LIBRARY_PATH": "/usr/lib/dovecot"}
@@ -88,124 +104,7 @@ def user_name(i: int) -> str:
 # -- /proc helpers (as in bench/smtp_ingest) ------------------------------------------------------
 
 
-def _proc_table() -> dict[int, tuple[int, int]]:
-    """pid -> (ppid, utime+stime+cutime+cstime in clock ticks) for every process."""
-    table: dict[int, tuple[int, int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as f:
-                data = f.read()
-        except OSError:  # exited meanwhile
-            continue
-        fields = data[data.rindex(")") + 2 :].split()  # fields[N - 3] is stat field N
-        table[int(entry.name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
-    return table
-
-
-def process_tree(root: int, table: dict[int, tuple[int, int]] | None = None) -> list[int]:
-    """`root` and all its live descendants."""
-    table = table if table is not None else _proc_table()
-    if root not in table:
-        return []
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-def tree_cpu_ticks(root: int) -> int:
-    """CPU ticks of `root` and its descendants, reaped children included (cutime+cstime)."""
-    table = _proc_table()
-    return sum(table[pid][1] for pid in process_tree(root, table) if pid in table)
-
-
-@dataclasses.dataclass
-class Memory:
-    processes: int
-    rss_kb: int
-    pss_kb: int
-
-
-def tree_memory(root: int) -> Memory:
-    """Sum of Rss and Pss (/proc/PID/smaps_rollup) over `root` and its descendants."""
-    rss = pss = n = 0
-    for pid in process_tree(root):
-        try:
-            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        n += 1
-        for line in text.splitlines():
-            key, _, rest = line.partition(":")
-            if key == "Rss":
-                rss += int(rest.split()[0])
-            elif key == "Pss":
-                pss += int(rest.split()[0])
-    return Memory(n, rss, pss)
-
-
 # -- small helpers --------------------------------------------------------------------------------
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True
-
-
-def pick_port(offsets: Sequence[int] = (0,), low: int = 10000, high: int = 32000) -> int:
-    """A base port such that base+offset is free for every offset (below the ephemeral range)."""
-    for _ in range(500):
-        base = random.randrange(low, high - max(offsets))
-        if all(port_free(base + off) for off in offsets):
-            return base
-    raise RuntimeError("no free port found")
-
-
-def run_cmd(
-    argv: Sequence[str], *, input_text: str | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run a short command, capturing its output; never raises on exit status."""
-    return subprocess.run(
-        list(argv), input=input_text, capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-def _tail(text: str, n: int = 4) -> str:
-    """The last n non-empty lines on one line (markdown-table safe)."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return " // ".join(lines[-n:]).replace("|", "/") if lines else "(no output)"
-
-
-def set_toml_keys(text: str, table: str, values: dict[str, str]) -> str:
-    """Set `key = value` (raw TOML values) inside `[table]`, adding the table if missing."""
-    lines = text.splitlines()
-    header = re.compile(r"^\s*\[\s*" + re.escape(table) + r"\s*\]\s*(#.*)?$")
-    start = next((i for i, line in enumerate(lines) if header.match(line)), None)
-    if start is None:
-        lines += ["", f"[{table}]"]
-        start = len(lines) - 1
-    end = next(
-        (i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("[")), len(lines)
-    )
-    missing = dict(values)
-    for i in range(start + 1, end):
-        key = lines[i].split("=", 1)[0].strip()
-        if "=" in lines[i] and key in missing:
-            lines[i] = f"{key} = {missing.pop(key)}"
-    lines[start + 1 : start + 1] = [f"{k} = {v}" for k, v in missing.items()]
-    return "\n".join(lines) + "\n"
 
 
 def tls_client_context() -> ssl.SSLContext:
@@ -217,10 +116,6 @@ def tls_client_context() -> ssl.SSLContext:
 
 def imap_quote(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-class TargetUnavailable(Exception):
-    """The target cannot be set up or started; it is reported, not fatal."""
 
 
 class BenchError(Exception):
@@ -1243,16 +1138,8 @@ def preload(target: Target, users: int, messages: list[bytes]) -> None:
 # -- reporting ------------------------------------------------------------------------------------
 
 
-def _fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
-
-
 def _ratio(pk: float | None, dc: float | None) -> str:
     return f"{pk / dc:.2f}" if pk is not None and dc else "-"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def imaptest_version() -> str:
@@ -1438,21 +1325,6 @@ def render(
 
 
 # -- main -----------------------------------------------------------------------------------------
-
-
-def _raise_interrupt(signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextlib.contextmanager
-def no_interrupts() -> Iterator[None]:
-    """Let cleanup finish even if Ctrl-C is pressed again."""
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def raise_nofile(need: int) -> None:
