@@ -1,36 +1,26 @@
 """Fixtures for the store suite: an event loop runner and a store on SQLite or PostgreSQL.
 
-Every store test runs twice: on SQLite (in tmp_path) and on PostgreSQL — the server named by
-POSTKEEP_TEST_PG_URL (set by `make test`), else 127.0.0.1:5432 as user postgres (trust auth) — in
-a fresh database per test module (dropped afterwards) whose schema is reset before each test.
-When nothing listens there the PostgreSQL tests FAIL, unless POSTKEEP_SKIP_PG=1 makes them skip.
+Every store test runs twice: on SQLite (in tmp_path) and on PostgreSQL (`tests.pg`) in a fresh
+database per test module (dropped afterwards) whose schema is reset before each test.
 pytest-asyncio is not used: `run` drives coroutines on one event loop per test.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
+from tests.pg import new_database, pg_connect
 
 from postkeep.store.sql import SqlStore
 
 T = TypeVar("T")
 Runner = Callable[[Awaitable[T]], T]
-
-PG_ADMIN_URL: URL = make_url(
-    os.environ.get("POSTKEEP_TEST_PG_URL")
-    or "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-PG_HOST, PG_PORT = PG_ADMIN_URL.host or "127.0.0.1", PG_ADMIN_URL.port or 5432
-
 
 @pytest.fixture
 def run() -> Iterator[Callable[[Awaitable[Any]], Any]]:
@@ -43,51 +33,16 @@ def run() -> Iterator[Callable[[Awaitable[Any]], Any]]:
         loop.close()
 
 
-def _pg_listening() -> bool:
-    try:
-        with socket.create_connection((PG_HOST, PG_PORT), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def _pg_connect(url: URL) -> Any:
-    import psycopg
-
-    return psycopg.connect(
-        host=url.host or PG_HOST,
-        port=url.port or PG_PORT,
-        user=url.username or "postgres",
-        password=url.password,
-        dbname=url.database or "postgres",
-        autocommit=True,
-    )
-
-
 @pytest.fixture(scope="module")
 def pg_database(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh, uniquely named PostgreSQL database for this test module; its SQLAlchemy URL."""
-    if not _pg_listening():
-        msg = (
-            f"PostgreSQL is not listening on {PG_HOST}:{PG_PORT} (user postgres, trust auth "
-            "expected); start it (make test does) or set POSTKEEP_SKIP_PG=1 to skip these tests"
-        )
-        if os.environ.get("POSTKEEP_SKIP_PG") == "1":
-            pytest.skip(msg)
-        pytest.fail(msg, pytrace=False)
-    module = Path(str(request.node.path)).stem.replace("-", "_")[:30]
-    name = f"pk_{module}_{os.getpid()}_{secrets.token_hex(3)}".lower()
-    with _pg_connect(PG_ADMIN_URL) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN_URL.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with _pg_connect(PG_ADMIN_URL) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    module = Path(str(request.node.path)).stem.replace("-", "_")
+    with new_database(module) as url:
+        yield url
 
 
 def _reset_pg_schema(url: str) -> None:
-    with _pg_connect(make_url(url)) as conn:
+    with pg_connect(make_url(url)) as conn:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
 
