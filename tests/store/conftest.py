@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy.engine import make_url
-from tests.pg import new_database, pg_connect
 
 from postkeep.store.sql import SqlStore
+from tests.pg import new_database, pg_connect
 
 T = TypeVar("T")
 Runner = Callable[[Awaitable[T]], T]
