@@ -30,6 +30,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+READY = "postkeep.server: ready hostname="  # logged once every listener is up
+
+
 @dataclass
 class Instance:
     """A postkeep instance directory and, while started, its server process."""
@@ -68,6 +71,8 @@ class Instance:
         path.write_text(text)
 
     def start(self) -> None:
+        """Start the server and wait until it has logged "ready" (every listener is up)."""
+        readies = self.log().count(READY) if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [*POSTKEEP, "--dir", str(self.dir), "serve"], stdout=log, stderr=log,
@@ -77,11 +82,9 @@ class Instance:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited: {self.log_path.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.smtp_port), timeout=1).close()
+            if self.log().count(READY) > readies:
                 return
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         raise AssertionError("server did not start listening")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
