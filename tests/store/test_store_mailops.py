@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, select
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.mime.summary import Summary
 from postkeep.store.api import Account, Envelope, Flag, LocalDelivery, MailboxEvent
-from postkeep.store.base import LOOP_BUSY_TIMEOUT_MS
+from postkeep.store.base import LOOP_BUSY_TIMEOUT_MS, LOOP_CACHE_KIB
 from postkeep.store.mailops import OverQuota
 from postkeep.store.schema import blobs
 from postkeep.store.sql import SqlStore
@@ -293,11 +293,13 @@ def test_reads_on_the_event_loop_wait_briefly_for_locks(
     run: Run, store: SqlStore, acct: Account, db_url: str
 ) -> None:
     """On SQLite the hot path reads on the loop's thread with its own connection, whose lock
-    wait is bounded (LOOP_BUSY_TIMEOUT_MS), unlike the pool's 30 s."""
+    wait is bounded (LOOP_BUSY_TIMEOUT_MS), unlike the pool's 30 s, and whose page cache is
+    small (LOOP_CACHE_KIB)."""
     inbox = _box(run, store, acct, "INBOX")  # an inline read: sets up the loop's connection
     assert run(store.mailbox_snapshot(inbox)).uids == []
     if not db_url.startswith("sqlite"):
         assert getattr(store._local, "raw", None) is None  # PostgreSQL: always the pool
         return
-    timeout = store._local.raw.cursor().execute("PRAGMA busy_timeout").fetchone()[0]
-    assert timeout == LOOP_BUSY_TIMEOUT_MS < 30_000
+    cur = store._local.raw.cursor()
+    assert cur.execute("PRAGMA busy_timeout").fetchone()[0] == LOOP_BUSY_TIMEOUT_MS < 30_000
+    assert cur.execute("PRAGMA cache_size").fetchone()[0] == -LOOP_CACHE_KIB  # small heap
