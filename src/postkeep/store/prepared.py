@@ -78,9 +78,6 @@ class Cursor:
         """The first column of every row."""
         return [r[0] for r in self.execute(stmt, **params).fetchall()]
 
-    def rowcount(self) -> int:
-        return int(self.raw.rowcount)
-
 
 class BySize:
     """`Prepared` variants of one statement that differ only in how many items (ranges, ids)
