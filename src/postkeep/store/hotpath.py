@@ -11,7 +11,14 @@ from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlalchemy.engine import Dialect
 
 from postkeep.store.api import Flag
-from postkeep.store.prepared import BySize, Prepared, id_list, uid_ranges
+from postkeep.store.prepared import (
+    BySize,
+    Prepared,
+    id_list,
+    id_params,
+    range_params,
+    uid_ranges,
+)
 from postkeep.store.rows import ACCOUNT_COLS, APP_PASSWORD_COLS, MAILBOX_COLS, MESSAGE_COLS
 from postkeep.store.schema import (
     account_secrets,
@@ -86,10 +93,13 @@ class HotStatements:
             .where(messages.c.mailbox_id == mid, messages.c.keywords != "")
         )
         self.messages_in = BySize(
-            lambda n: select(*MESSAGE_COLS)
-            .where(messages.c.mailbox_id == mid, uid_ranges(messages.c.uid, n))
-            .order_by(messages.c.uid),
+            lambda n: (
+                select(*MESSAGE_COLS)
+                .where(messages.c.mailbox_id == mid, uid_ranges(messages.c.uid, n))
+                .order_by(messages.c.uid)
+            ),
             d,
+            range_params,
         )
         self.first_unseen = p(
             select(func.min(messages.c.uid)).where(
@@ -132,18 +142,22 @@ class HotStatements:
             .where(messages.c.id == bindparam("msg"), mailboxes.c.account_id == aid)
         )
         self.content_keys = BySize(
-            lambda n: select(messages.c.id, messages.c.blob_id, messages.c.content_key)
-            .select_from(messages.join(mailboxes))
-            .where(id_list(messages.c.id, n), mailboxes.c.account_id == aid),
+            lambda n: (
+                select(messages.c.id, messages.c.blob_id, messages.c.content_key)
+                .select_from(messages.join(mailboxes))
+                .where(id_list(messages.c.id, n), mailboxes.c.account_id == aid)
+            ),
             d,
+            id_params,
         )
         self.structures = BySize(
-            lambda n: select(
-                messages.c.id, messages.c.blob_id, messages.c.content_key, blobs.c.structure
-            )
-            .select_from(messages.join(mailboxes).join(blobs))
-            .where(id_list(messages.c.id, n), mailboxes.c.account_id == aid),
+            lambda n: (
+                select(messages.c.id, messages.c.blob_id, messages.c.content_key, blobs.c.structure)
+                .select_from(messages.join(mailboxes).join(blobs))
+                .where(id_list(messages.c.id, n), mailboxes.c.account_id == aid)
+            ),
             d,
+            id_params,
         )
         # writes (flags, expunge): run by the writer thread in its transaction
         self.next_modseq = p(
@@ -168,13 +182,16 @@ class HotStatements:
             .order_by(messages.c.uid)
         )
         self.deleted_in = BySize(
-            lambda n: select(*removable)
-            .where(messages.c.mailbox_id == mid, deleted_flag, uid_ranges(messages.c.uid, n))
-            .order_by(messages.c.uid),
+            lambda n: (
+                select(*removable)
+                .where(messages.c.mailbox_id == mid, deleted_flag, uid_ranges(messages.c.uid, n))
+                .order_by(messages.c.uid)
+            ),
             d,
+            range_params,
         )
         self.delete_messages = BySize(
-            lambda n: delete(messages).where(id_list(messages.c.id, n)), d
+            lambda n: delete(messages).where(id_list(messages.c.id, n)), d, id_params
         )
         self.log_expunged = p(
             insert(expunged).values(
@@ -194,9 +211,13 @@ class HotStatements:
             .values(refcount=blobs.c.refcount - bindparam("n"))
         )
         self.dead_blobs = BySize(
-            lambda n: select(blobs.c.id).where(id_list(blobs.c.id, n), blobs.c.refcount <= 0), d
+            lambda n: select(blobs.c.id).where(id_list(blobs.c.id, n), blobs.c.refcount <= 0),
+            d,
+            id_params,
         )
         self.delete_envelopes = BySize(
-            lambda n: delete(envelopes).where(id_list(envelopes.c.blob_id, n)), d
+            lambda n: delete(envelopes).where(id_list(envelopes.c.blob_id, n)), d, id_params
         )
-        self.delete_blobs = BySize(lambda n: delete(blobs).where(id_list(blobs.c.id, n)), d)
+        self.delete_blobs = BySize(
+            lambda n: delete(blobs).where(id_list(blobs.c.id, n)), d, id_params
+        )

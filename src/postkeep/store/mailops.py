@@ -34,7 +34,7 @@ from postkeep.store.crypto import (
     unseal,
     unwrap_key,
 )
-from postkeep.store.prepared import Cursor, id_params, range_params
+from postkeep.store.prepared import Cursor
 from postkeep.store.rows import (
     MAILBOX_COLS,
     chunks,
@@ -219,18 +219,19 @@ class MailboxOpsMixin(SqlStoreBase):
         if not ranges:
             return []
 
-        hot = self.hot
+        return await self._read_raw(lambda cur: self._messages_in(cur, mailbox_id, ranges))
 
-        def fn(cur: Cursor) -> list[MessageInfo]:
-            out: list[MessageInfo] = []
-            for part in chunks(list(ranges), 128):
-                stmt, padded = hot.messages_in(part)
-                out += map(message_from_row, cur.all(stmt, mid=mailbox_id, **range_params(padded)))
-            if len(ranges) > 128:
-                out.sort(key=lambda m: m.uid)
-            return out
-
-        return await self._read_raw(fn)
+    def _messages_in(
+        self, cur: Cursor, mailbox_id: int, ranges: Sequence[tuple[int, int]]
+    ) -> list[MessageInfo]:
+        """The mailbox's messages with a UID in the inclusive `ranges`, ascending UID."""
+        out: list[MessageInfo] = []
+        for part in chunks(list(ranges), 128):
+            stmt, params = self.hot.messages_in(part)
+            out += map(message_from_row, cur.all(stmt, mid=mailbox_id, **params))
+        if len(ranges) > 128:
+            out.sort(key=lambda m: m.uid)
+        return out
 
     async def first_unseen_uid(self, mailbox_id: int) -> int | None:
         """The lowest UID without \\Seen (SELECT's UNSEEN, RFC 3501 §6.3.1), None if none."""
@@ -282,9 +283,9 @@ class MailboxOpsMixin(SqlStoreBase):
             data_key = self._data_key(acc[0], bytes(acc[1]))
             out: dict[int, bytes] = {}
             for part in chunks(list(message_ids), 256):
-                stmt, padded = hot.structures(part)
+                stmt, params = hot.structures(part)
                 for mid, blob_id, wrapped, sealed in cur.all(
-                    stmt, aid=account_id, **id_params(padded)
+                    stmt, aid=account_id, **params
                 ):
                     key = unwrap_key(
                         data_key, bytes(wrapped), message_key_context(account_id, blob_id)
@@ -337,10 +338,7 @@ class MailboxOpsMixin(SqlStoreBase):
             if not ranges:
                 return FlagChange(())
             cur = self._cursor(conn)
-            rows: list[MessageInfo] = []
-            for part in chunks(ranges, 128):
-                stmt, padded = hot.messages_in(part)
-                rows += map(message_from_row, cur.all(stmt, mid=mailbox_id, **range_params(padded)))
+            rows = self._messages_in(cur, mailbox_id, ranges)
             updates: list[dict[str, Any]] = []
             modified: list[int] = []
             same: list[MessageInfo] = []
@@ -389,8 +387,8 @@ class MailboxOpsMixin(SqlStoreBase):
         hot, cur = self.hot, self._cursor(conn)
         modseq, _ = self._next_modseq(conn, mailbox_id)
         for part in chunks([r[0] for r in rows], 256):
-            stmt, padded = hot.delete_messages(part)
-            cur.execute(stmt, **id_params(padded))
+            stmt, params = hot.delete_messages(part)
+            cur.execute(stmt, **params)
         cur.executemany(
             hot.log_expunged, [{"mid": mailbox_id, "uid": r[1], "modseq": modseq} for r in rows]
         )
@@ -406,13 +404,13 @@ class MailboxOpsMixin(SqlStoreBase):
         cur.executemany(hot.unref_blob, [{"bid": b, "n": n} for b, n in sorted(refs.items())])
         dead: list[str] = []
         for part in chunks(sorted(refs), 256):
-            stmt, padded = hot.dead_blobs(part)
-            dead += cur.column(stmt, **id_params(padded))
+            stmt, params = hot.dead_blobs(part)
+            dead += cur.column(stmt, **params)
         for part in chunks(dead, 256):  # the SMTP envelope record goes with its blob
-            stmt, padded = hot.delete_envelopes(part)
-            cur.execute(stmt, **id_params(padded))
-            stmt, padded = hot.delete_blobs(part)
-            cur.execute(stmt, **id_params(padded))
+            stmt, params = hot.delete_envelopes(part)
+            cur.execute(stmt, **params)
+            stmt, params = hot.delete_blobs(part)
+            cur.execute(stmt, **params)
         return dead
 
     async def expunge(
@@ -430,8 +428,8 @@ class MailboxOpsMixin(SqlStoreBase):
             else:
                 rows = []
                 for part in chunks(list(uids), 128):
-                    stmt, padded = hot.deleted_in(part)
-                    rows += cur.all(stmt, mid=mailbox_id, **range_params(padded))
+                    stmt, params = hot.deleted_in(part)
+                    rows += cur.all(stmt, mid=mailbox_id, **params)
                 rows.sort(key=lambda r: r[1])
             return [r[1] for r in rows], self._remove_rows(conn, mailbox_id, rows)
 

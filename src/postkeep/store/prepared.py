@@ -18,13 +18,11 @@ on SQLite).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import bindparam, or_
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement, ColumnElement
-
-T = TypeVar("T")
 
 
 class Prepared:
@@ -81,22 +79,29 @@ class Cursor:
 
 class BySize:
     """`Prepared` variants of one statement that differ only in how many items (ranges, ids)
-    they test: ``build(n)`` makes the one for ``n`` items. Sizes are rounded up to a power of
-    two, so at most a dozen variants are ever compiled; `pad` repeats the last item to fill
-    the rest (a repeated range or id changes nothing in an OR or IN)."""
+    they test: ``build(n)`` makes the one for ``n`` items, `params` names the items' values
+    (`range_params` or `id_params`). Sizes are rounded up to a power of two, so at most a
+    dozen variants are ever compiled; the last item is repeated to fill the rest (a repeated
+    range or id changes nothing in an OR or IN)."""
 
-    def __init__(self, build: Callable[[int], ClauseElement], dialect: Dialect) -> None:
+    def __init__(
+        self,
+        build: Callable[[int], ClauseElement],
+        dialect: Dialect,
+        params: Callable[[Sequence[Any]], dict[str, Any]],
+    ) -> None:
         self._build = build
         self._dialect = dialect
+        self._params = params
         self._cache: dict[int, Prepared] = {}
 
-    def __call__(self, items: Sequence[T]) -> tuple[Prepared, list[T]]:
-        """The statement for `items` (not empty) and the items padded to its size."""
+    def __call__(self, items: Sequence[Any]) -> tuple[Prepared, dict[str, Any]]:
+        """The statement for `items` (not empty) and its parameters."""
         size = 1 << (len(items) - 1).bit_length()
         stmt = self._cache.get(size)
         if stmt is None:
             stmt = self._cache[size] = Prepared(self._build(size), self._dialect)
-        return stmt, [*items, *[items[-1]] * (size - len(items))]
+        return stmt, self._params([*items, *[items[-1]] * (size - len(items))])
 
 
 def range_params(ranges: Sequence[tuple[int, int]]) -> dict[str, int]:

@@ -52,7 +52,7 @@ from postkeep.store.crypto import (
 from postkeep.store.events import Subscription
 from postkeep.store.mailops import MailboxOpsMixin
 from postkeep.store.outbound import OutboundQueueMixin
-from postkeep.store.prepared import Cursor, id_params
+from postkeep.store.prepared import Cursor
 from postkeep.store.rows import (
     ACCOUNT_COLS,
     MESSAGE_COLS,
@@ -528,8 +528,8 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
             data_key = self._data_key(acc[0], bytes(acc[1]))
             found: dict[int, tuple[str, bytes]] = {}
             for part in chunks([m for m, _ in wanted], 256):
-                stmt, padded = hot.content_keys(part)
-                for mid, blob_id, wrapped in cur.all(stmt, aid=account_id, **id_params(padded)):
+                stmt, params = hot.content_keys(part)
+                for mid, blob_id, wrapped in cur.all(stmt, aid=account_id, **params):
                     found[mid] = (blob_id, bytes(wrapped))
             for message_id, length in wanted:
                 if message_id not in found:
