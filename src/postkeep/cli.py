@@ -53,7 +53,7 @@ def _with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[An
     master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
 
     async def run() -> Any:
-        store = await open_store(cfg.store_url, cfg.data_dir, master_key)
+        store = await open_store(cfg.store_url, cfg.data_dir, master_key, maintenance=False)
         try:
             return await action(store)
         finally:
@@ -159,11 +159,24 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from postkeep import log
-    from postkeep.server import run
+    from postkeep.server import run, serve
 
     cfg = _load(args)
     log.setup(cfg.log.level)
-    run(cfg)
+    run(serve(cfg))
+    return 0
+
+
+def cmd_imap_worker(args: argparse.Namespace) -> int:
+    """An IMAP worker process, started by `serve` (postkeep.workers), never by hand."""
+    from postkeep import log
+    from postkeep.server import run
+    from postkeep.workers import serve_worker
+
+    cfg = _load(args)
+    log.setup(cfg.log.level, process=f"w{args.index}")
+    fds = [int(fd) for fd in args.listen_fds.split(",") if fd]
+    run(serve_worker(cfg, args.index, args.channel_fd, fds))
     return 0
 
 
@@ -356,6 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_init)
 
     sub.add_parser("serve", help="run the server").set_defaults(func=cmd_serve)
+    p = sub.add_parser("imap-worker")  # started by `serve` (postkeep.workers); not in --help
+    p.add_argument("--index", type=int, required=True)
+    p.add_argument("--channel-fd", type=int, required=True)
+    p.add_argument("--listen-fds", required=True)
+    p.set_defaults(func=cmd_imap_worker)
     sub.add_parser("check", help="validate config, certificates and store").set_defaults(
         func=cmd_check
     )

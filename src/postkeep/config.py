@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import tomllib
 import types
 import typing
@@ -245,6 +246,12 @@ class ImapConfig:
         "Largest message APPEND accepts, in bytes (advertised as APPENDLIMIT, RFC 7889).",
         default=50 * MiB,
     )
+    processes: int = _doc(
+        "Processes that serve IMAP connections, the main one included: 0 means one per CPU "
+        "core (at most 8). The main process starts the others (IMAP workers) and restarts "
+        "them if they die; connection limits and IDLE notifications span all of them.",
+        default=0,
+    )
     max_connections: int = _doc("Simultaneous IMAP connections in all.", default=20000)
     max_connections_per_ip: int = _doc(
         "Simultaneous connections from one IPv4 address or IPv6 /64.", default=100
@@ -288,6 +295,10 @@ class Config:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
+
+    def imap_processes(self) -> int:
+        """How many processes serve IMAP (`imap.processes`, 0: one per core, at most 8)."""
+        return self.imap.processes or max(1, min(os.cpu_count() or 1, 8))
 
     @property
     def data_dir(self) -> Path:
@@ -448,6 +459,8 @@ def _validate(cfg: Config) -> None:
                 "max_connections_per_account", "login_timeout", "command_rate"):
         if getattr(imap, key) <= 0:
             raise ConfigError(f"imap.{key}", "must be greater than 0")
+    if not 0 <= imap.processes <= 64:
+        raise ConfigError("imap.processes", "must be 0 (one per CPU core) to 64")
     if imap.idle_timeout < 1800:
         raise ConfigError("imap.idle_timeout", "must be at least 1800 (RFC 9051 §5.4)")
     if imap.max_append_size > 1 << 30:

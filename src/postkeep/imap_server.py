@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import time
 import zlib
-from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 from postkeep import log
 from postkeep.config import Config
 from postkeep.imap.session import Session, SessionLimits
+from postkeep.net.slots import ConnectionSlots, LocalSlots
 from postkeep.net.streams import close_stream, start_listeners, stop_listeners
 from postkeep.net.tls import certificate_file
 from postkeep.policy.auth import AuthBusy, PasswordVerifier, authenticate_password
@@ -45,7 +47,7 @@ from postkeep.protocol.imap_reader import (
     TooBig,
 )
 from postkeep.smtp_auth import AuthExchange, AuthResult, SmtpAuthenticator, tls_server_end_point
-from postkeep.smtp_server import ConnectionLimiter, ip_class
+from postkeep.smtp_server import ip_class
 from postkeep.store.api import Account
 
 if TYPE_CHECKING:
@@ -140,7 +142,13 @@ class ImapServer:
         store: SqlStore,
         tls_context: ssl.SSLContext | None,
         verifier: PasswordVerifier,
+        *,
+        slots: ConnectionSlots | None = None,
+        sockets: Sequence[socket.socket] | None = None,
     ) -> None:
+        """`slots`: the connection limits' counts (default: this process's own); `sockets`:
+        listening sockets bound already, one per `listen` entry in order (IMAP worker
+        processes share the main process's; default: bind them at `start`)."""
         self.cfg = cfg
         self.imap = cfg.imap
         self.store = store
@@ -159,10 +167,12 @@ class ImapServer:
         self.listen = [(a, False) for a in cfg.imap.listen] + [
             (a, True) for a in cfg.imap.tls_listen
         ]
-        self.limiter = ConnectionLimiter(
-            self.imap.max_connections, self.imap.max_connections_per_ip
+        self.slots: ConnectionSlots = slots or LocalSlots(
+            self.imap.max_connections,
+            self.imap.max_connections_per_ip,
+            self.imap.max_connections_per_account,
         )
-        self.per_account: Counter[int] = Counter()
+        self.sockets = sockets
         self.limits = SessionLimits(max_append_size=self.imap.max_append_size)
         self.reader_limits = ReaderLimits(
             max_line=POST_AUTH_LIMITS.max_line,
@@ -194,6 +204,7 @@ class ImapServer:
             self.listen,
             self._client,
             self.tls_context,
+            sockets=self.sockets,
             read_size=READ_SIZE,
             handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
             role="imap",
@@ -215,7 +226,7 @@ class ImapServer:
         ip = str(peer[0])
         key = ip_class(ip)
         try:
-            if not self.limiter.acquire(key):
+            if not await self.slots.acquire_ip(key):
                 logger.warning("reject ip=%s reason=%s", ip, log.quote("too many connections"))
                 writer.write(b"* BYE [UNAVAILABLE] Too many connections\r\n")
                 await close_stream(writer)
@@ -223,7 +234,7 @@ class ImapServer:
             try:
                 await self._serve(reader, writer, ip, implicit)
             finally:
-                self.limiter.release(key)
+                self.slots.release_ip(key)
         finally:
             self._tasks.discard(task)
 
@@ -263,9 +274,7 @@ class ImapServer:
             if conn.session is not None:
                 conn.session.close()
             if conn.account is not None:
-                self.per_account[conn.account.id] -= 1
-                if self.per_account[conn.account.id] <= 0:
-                    del self.per_account[conn.account.id]
+                self.slots.release_account(conn.account.id)
             logger.info(
                 "disconnect ip=%s tls=%s user=%s commands=%d seconds=%.3f reason=%s",
                 ip,
@@ -510,7 +519,7 @@ class ImapServer:
             conn.out.write(f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n".encode())
 
     async def _logged_in(self, conn: _Conn, tag: str, account: Account) -> None:
-        if self.per_account[account.id] >= self.imap.max_connections_per_account:
+        if not await self.slots.acquire_account(account.id):
             logger.warning(
                 "reject ip=%s user=%s reason=%s",
                 conn.ip,
@@ -519,7 +528,6 @@ class ImapServer:
             )
             conn.out.write(f"{tag} NO [LIMIT] Too many connections for this account\r\n".encode())
             return
-        self.per_account[account.id] += 1
         conn.account = account
         session = Session(self.store, conn.out, self.limits, peer_ip=conn.ip, capabilities=())
         session.login(account)

@@ -21,14 +21,18 @@ class _UtcFormatter(logging.Formatter):
         return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
 
 
-def setup(level: str = "info") -> None:
+def setup(level: str = "info", process: str = "") -> None:
+    """Log to stderr; `process` tags the lines of a worker process (`postkeep.imap[w1]: ...`)."""
     # Records need no caller, thread or process lookups: each costs time on every log line.
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    tag = f"[{process}]" if process else ""
+    handler.setFormatter(
+        _UtcFormatter(f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s")
+    )
     root = logging.getLogger("postkeep")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

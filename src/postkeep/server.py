@@ -1,23 +1,29 @@
 """`postkeep serve`: builds the listeners and services from the config and runs them.
 
-Startup order: TLS context (fails fast on bad certificates), store (migrations), listeners.
-SIGTERM/SIGINT stop the listeners, let sessions end with 421, then close the store, which
-drains pending group-committed writes.
+Startup order: TLS context (fails fast on bad certificates), store (migrations), listeners,
+IMAP worker processes (`postkeep.workers`, when `imap.processes` > 1: they share the IMAP
+listening sockets, bound here first). SIGTERM/SIGINT stop the workers and the listeners, let
+sessions end with 421 / BYE, then close the store, which drains pending group-committed writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 from postkeep import log
 from postkeep.config import Config
 from postkeep.imap_server import ImapServer
+from postkeep.net.slots import LocalSlots
+from postkeep.net.streams import bind_listeners
 from postkeep.net.tls import build_tls
 from postkeep.policy.auth import PasswordVerifier
 from postkeep.smtp_server import SmtpServer
 from postkeep.store import open_store
 from postkeep.store.crypto import load_master_key
+from postkeep.workers import WorkerPool
 
 logger = log.get("server")
 
@@ -29,8 +35,17 @@ async def serve(cfg: Config) -> None:
     verifier = PasswordVerifier()
     smtp = SmtpServer(cfg, store, tls_context)
     submission = SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier)
-    imap = ImapServer(cfg, store, tls_context, verifier)
+    imap_listen = [*cfg.imap.listen, *cfg.imap.tls_listen]
+    processes = cfg.imap_processes() if imap_listen else 1
+    sockets = bind_listeners(imap_listen) if processes > 1 else None
+    slots = LocalSlots(
+        cfg.imap.max_connections,
+        cfg.imap.max_connections_per_ip,
+        cfg.imap.max_connections_per_account,
+    )
+    imap = ImapServer(cfg, store, tls_context, verifier, slots=slots, sockets=sockets)
     servers = [smtp] + ([submission] if submission.listen else []) + ([imap] if imap.listen else [])
+    workers = WorkerPool(cfg, store.events, slots, sockets or [], processes - 1)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -38,22 +53,25 @@ async def serve(cfg: Config) -> None:
     try:
         for server in servers:
             await server.start()
-        logger.info("ready hostname=%s", cfg.server.hostname)
+        await workers.start()
+        logger.info("ready hostname=%s imap_processes=%d", cfg.server.hostname, processes)
         await stop.wait()
         logger.info("stopping")
     finally:
-        for server in servers:
-            await server.stop()
+        await asyncio.gather(workers.stop(), *(server.stop() for server in servers))
+        for sock in sockets or ():
+            sock.close()
         verifier.close()
         await store.close()
         logger.info("stopped")
 
 
-def run(cfg: Config) -> None:
-    """Run `serve` on uvloop when it is installed, else on asyncio's default loop."""
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` (`serve(cfg)`, `serve_worker(...)`) on uvloop when it is installed, else on
+    asyncio's default loop."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(cfg))
+        asyncio.run(main)
     else:
-        uvloop.run(serve(cfg))
+        uvloop.run(main)

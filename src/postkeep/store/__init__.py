@@ -44,16 +44,19 @@ async def open_store(
     *,
     events: EventBus | None = None,
     read_workers: int = 4,
+    maintenance: bool = True,
 ) -> SqlStore:
     """Construct and open a SqlStore.
 
     `url` is an SQLAlchemy URL (``sqlite:///path/store.db`` or ``postgresql+psycopg://...``), or
     None for `default_url(data_dir)`. `master_key` is the 32-byte key itself, or the path of the
     key file, which is loaded with `load_master_key` (refused unless mode 0600).
+    `maintenance=False` for every process but the server's main one (see `SqlStoreBase`).
     """
     key = master_key if isinstance(master_key, bytes) else load_master_key(master_key)
     store = SqlStore(
-        url or default_url(data_dir), data_dir, key, events=events, read_workers=read_workers
+        url or default_url(data_dir), data_dir, key, events=events, read_workers=read_workers,
+        maintenance=maintenance,
     )
     await store.open()
     return store

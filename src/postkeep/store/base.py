@@ -113,7 +113,9 @@ class SqlStoreBase:
     """Engines, lifecycle and read/write plumbing of the SQL store (see the module docstring).
 
     Construct, then ``await open()``; ``await close()`` drains pending writes. `events` is the
-    bus MailboxEvents are published on (one is created if not given).
+    bus MailboxEvents are published on (one is created if not given). `maintenance` removes the
+    temporary blob files a crash left behind at open: only the server's main process may, since
+    another process (an IMAP worker, the admin CLI) could be writing one right then.
     """
 
     def __init__(
@@ -124,6 +126,7 @@ class SqlStoreBase:
         *,
         events: EventBus | None = None,
         read_workers: int = 4,
+        maintenance: bool = True,
         max_batch: int = 256,
         max_batch_bytes: int = 32 << 20,
     ) -> None:
@@ -136,6 +139,7 @@ class SqlStoreBase:
         self.max_batch_bytes = max_batch_bytes
         self._master = master_key
         self._read_workers = read_workers
+        self._maintenance = maintenance
         self._blobs = BlobFiles(self.data_dir)
         self._writer: Engine | None = None
         self._reader: Engine | None = None
@@ -171,13 +175,21 @@ class SqlStoreBase:
             self.events,
             max_batch=self.max_batch,
             max_batch_bytes=self.max_batch_bytes,
+            lock_path=self._writer_lock_path(),
         )
         self._writer_thread.start()
+
+    def _writer_lock_path(self) -> Path | None:
+        """SQLite: ``<database>-writer.lock``, which the writer threads of all the server's
+        processes (IMAP workers) take turns on; PostgreSQL needs none."""
+        if not self._sqlite:
+            return None
+        return Path(f"{make_url(self.url).database}-writer.lock")
 
     def _open_sync(self) -> None:
         try:
             self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._blobs.setup()
+            self._blobs.setup(remove_stale=self._maintenance)
         except OSError as exc:
             raise StoreError(f"cannot set up the data directory {self.data_dir}: {exc}") from exc
         self._writer, self._reader = create_engines(self.url, self._read_workers)

@@ -74,12 +74,15 @@ class BlobFiles:
 
     # -- setup -------------------------------------------------------------------------------------
 
-    def setup(self) -> None:
-        """Create the blob and tmp directories (durably) and remove stale tmp files of a crash."""
+    def setup(self, remove_stale: bool = True) -> None:
+        """Create the blob and tmp directories (durably); with `remove_stale`, remove the tmp
+        files a crash left behind (only when no other process can be writing blobs)."""
         created: list[Path] = []
         self._makedirs(self.tmp, created)
         for parent in {p.parent for p in created}:
             _fsync_dir(parent)
+        if not remove_stale:
+            return
         for entry in os.scandir(self.tmp):
             if entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
                 with contextlib.suppress(FileNotFoundError):

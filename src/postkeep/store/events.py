@@ -9,13 +9,17 @@ is full the oldest event is dropped and the subscription is marked `overflowed`,
 subscriber to resynchronise from the store (e.g. re-SELECT / CONDSTORE, RFC 7162) instead of
 trusting the event stream. All methods must be called on the event loop's thread; the store hops
 there with ``loop.call_soon_threadsafe`` before publishing.
+
+With IMAP worker processes (`postkeep.workers`) each process has its own bus: `relay` is then
+set to a function that forwards every locally published event to the other processes, whose
+buses take it with `publish_local` (which does not relay again).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from postkeep.store.api import MailboxEvent
 
@@ -122,6 +126,7 @@ class EventBus:
     def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
         self.queue_size = queue_size
         self._subs: dict[int | None, set[Subscription]] = {}
+        self.relay: Callable[[MailboxEvent], None] | None = None
 
     def subscribe(self, account_id: int | None, maxsize: int | None = None) -> Subscription:
         """Receive events of `account_id` (None: of every account) from now on."""
@@ -137,7 +142,14 @@ class EventBus:
                 del self._subs[sub.account_id]
 
     def publish(self, event: MailboxEvent) -> None:
-        """Queue `event` for its account's subscribers and the catch-all ones; never blocks."""
+        """Queue `event` for its account's subscribers and the catch-all ones, and hand it to
+        `relay` if set; never blocks."""
+        self.publish_local(event)
+        if self.relay is not None:
+            self.relay(event)
+
+    def publish_local(self, event: MailboxEvent) -> None:
+        """Queue `event` for this process's subscribers only (an event relayed from another)."""
         for key in (event.account_id, None):
             subs = self._subs.get(key)
             if subs:

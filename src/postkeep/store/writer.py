@@ -30,13 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
@@ -181,8 +184,15 @@ class GroupCommitWriter:
         *,
         max_batch: int = 256,
         max_batch_bytes: int = 32 << 20,
+        lock_path: Path | None = None,
     ) -> None:
+        """`lock_path`: a file this writer holds an exclusive flock(2) on for each transaction
+        (SQLite: the writers of several processes then take turns as the kernel wakes them,
+        instead of polling the database lock with SQLite's busy handler, which sleeps up to
+        100 ms between tries)."""
         self.stats = DeliveryStats()
+        self._lock_path = lock_path
+        self._lock_fd: int | None = None
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
         self._writer = engine
@@ -240,6 +250,10 @@ class GroupCommitWriter:
         conn = self._conn
         if conn is None:
             conn = self._conn = self._writer.connect()
+        if self._lock_path is not None and self._lock_fd is None:
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             with conn.begin():
                 yield conn
@@ -248,6 +262,9 @@ class GroupCommitWriter:
                 conn.close()
                 self._conn = None
             raise
+        finally:
+            if self._lock_fd is not None:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _writer_main(self) -> None:
         try:
@@ -256,6 +273,9 @@ class GroupCommitWriter:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def _loop(self) -> None:
         stop = False

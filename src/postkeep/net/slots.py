@@ -1,0 +1,71 @@
+"""Connection slots: the limits on simultaneous connections in all, per client IP class and per
+logged-in account, shared by every process that serves a protocol.
+
+`LocalSlots` keeps the counts; a listener in the server's main process uses it directly. An
+IMAP worker process (`postkeep.workers`) uses `postkeep.workers.RemoteSlots`, which asks the
+main process's `LocalSlots` over the worker channel, so the limits stay global however many
+processes accept connections.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Protocol
+
+
+class ConnectionSlots(Protocol):
+    """Take a slot before serving; give it back exactly once when the connection ends."""
+
+    async def acquire_ip(self, key: str) -> bool:
+        """A connection slot for IP class `key`; False past the total or per-IP limit."""
+        ...
+
+    def release_ip(self, key: str) -> None: ...
+
+    async def acquire_account(self, account_id: int) -> bool:
+        """A logged-in slot for the account; False past the per-account limit."""
+        ...
+
+    def release_account(self, account_id: int) -> None: ...
+
+
+class LocalSlots:
+    """The counts themselves (one event-loop thread: no locking)."""
+
+    def __init__(self, total: int, per_ip: int, per_account: int) -> None:
+        self.total = total
+        self.per_ip = per_ip
+        self.per_account = per_account
+        self.count = 0
+        self.ips: Counter[str] = Counter()
+        self.accounts: Counter[int] = Counter()
+
+    def take_ip(self, key: str) -> bool:
+        if self.count >= self.total or self.ips[key] >= self.per_ip:
+            return False
+        self.count += 1
+        self.ips[key] += 1
+        return True
+
+    def release_ip(self, key: str) -> None:
+        self.count -= 1
+        self.ips[key] -= 1
+        if self.ips[key] <= 0:
+            del self.ips[key]
+
+    def take_account(self, account_id: int) -> bool:
+        if self.accounts[account_id] >= self.per_account:
+            return False
+        self.accounts[account_id] += 1
+        return True
+
+    def release_account(self, account_id: int) -> None:
+        self.accounts[account_id] -= 1
+        if self.accounts[account_id] <= 0:
+            del self.accounts[account_id]
+
+    async def acquire_ip(self, key: str) -> bool:
+        return self.take_ip(key)
+
+    async def acquire_account(self, account_id: int) -> bool:
+        return self.take_account(account_id)

@@ -1,0 +1,199 @@
+"""IMAP served by several processes (`imap.processes`, postkeep.workers), over the wire.
+
+The main process and its IMAP workers accept on the same sockets; these tests open enough
+connections that both processes serve some (the log tags a worker's lines `imap[w1]`), then
+check what must hold across processes: IDLE woken by SMTP delivery (main process) and by a
+session's changes in the other process, connection limits per IP and per account counted
+globally, a killed worker restarted with its slots given back, and a killed main process
+taking its workers down with it (its ports free for a restart).
+"""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import re
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.interop.conftest import PASSWORD, Instance, make_instance
+from tests.interop.test_imap import ALICE, BOB, ctx, deliver, imaps
+
+WORKER_READY = r"worker=1 ready pid=(\d+)"
+LIMIT = 30  # per account: enough logins that both processes serve some (they alternate)
+
+
+def _logins(inst: Instance, user: str) -> tuple[int, int]:
+    """Logins of `user` logged by the main process and by worker 1."""
+    lines = [ln for ln in inst.log().splitlines() if f"login ip=127.0.0.1 user={user}" in ln]
+    worker = sum("postkeep.imap[w1]:" in ln for ln in lines)
+    return len(lines) - worker, worker
+
+
+def _spread(inst: Instance, user: str, limit: int = 40) -> list[imaplib.IMAP4_SSL]:
+    """Log in until both processes serve at least one of the connections."""
+    clients: list[imaplib.IMAP4_SSL] = []
+    before = _logins(inst, user)
+    for _ in range(limit):
+        clients.append(imaps(inst, user))
+        now = _logins(inst, user)
+        if now[0] > before[0] and now[1] > before[1]:
+            return clients
+    raise AssertionError(f"{limit} logins of {user}, all in one process: {_logins(inst, user)}")
+
+
+def _idle(client: imaplib.IMAP4_SSL) -> None:
+    client.select("INBOX")
+    tag = client._new_tag().decode()
+    client.send(f"{tag} IDLE\r\n".encode())
+    assert client.readline().startswith(b"+ ")
+
+
+def _wait_line(client: imaplib.IMAP4_SSL, pattern: bytes) -> bytes:
+    client.sock.settimeout(10)
+    while True:
+        line = client.readline()
+        assert line, "connection closed"
+        if re.search(pattern, line):
+            return line
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    inst = make_instance(tmp_path_factory.mktemp("workers"))
+    inst.cli("user", "add", "limited@example.test", "--password-stdin", input=PASSWORD + "\n")
+    inst.set_config("imap", processes=2, max_connections_per_account=LIMIT)
+    inst.start()
+    yield inst
+    inst.stop()
+
+
+def _pid(inst: Instance) -> int:
+    return int(re.findall(WORKER_READY, inst.log())[-1])
+
+
+def test_idle_woken_across_processes(multi: Instance) -> None:
+    assert "imap_processes=2" in multi.log()
+    clients = _spread(multi, BOB)
+    try:
+        for client in clients:
+            _idle(client)
+        deliver(multi, BOB, "to every process")  # stored by the main process (SMTP)
+        for client in clients:
+            exists = _wait_line(client, rb"^\* \d+ EXISTS")
+        n = int(exists.split()[1])
+        # a change made in one process reaches the sessions of the other
+        other = imaps(multi, BOB)
+        other.select("INBOX")
+        assert other.store(str(n), "+FLAGS", "\\Flagged")[0] == "OK"
+        for client in clients:
+            _wait_line(client, rb"FETCH \(.*\\Flagged")
+        other.logout()
+    finally:
+        for client in clients:
+            client.shutdown()
+
+
+def test_account_limit_is_global(multi: Instance) -> None:
+    clients = _spread(multi, "limited@example.test", limit=LIMIT)
+    while len(clients) < LIMIT:
+        clients.append(imaps(multi, "limited@example.test"))
+    for _ in range(3):  # refused whichever process takes the connection
+        extra = imaplib.IMAP4_SSL("127.0.0.1", multi.imaps_port, ssl_context=ctx(), timeout=20)
+        with pytest.raises(imaplib.IMAP4.error, match="Too many connections"):
+            extra.login("limited@example.test", PASSWORD)
+        extra.shutdown()
+    assert "reason=\"too many connections for the account\"" in multi.log()
+    clients.pop().logout()  # the slot comes back, whichever process held it
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            clients.append(imaps(multi, "limited@example.test"))
+            break
+        except imaplib.IMAP4.error:
+            assert time.monotonic() < deadline, "slot not released"
+            time.sleep(0.1)
+    for client in clients:
+        client.logout()
+
+
+def test_ip_limit_is_global(fresh: Instance) -> None:
+    fresh.set_config("imap", processes=2, max_connections_per_ip=3)
+    fresh.start()
+    held = []
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", fresh.imap_port), timeout=10)
+        assert sock.recv(4096).startswith(b"* OK")
+        held.append(sock)
+    for _ in range(4):
+        sock = socket.create_connection(("127.0.0.1", fresh.imap_port), timeout=10)
+        assert sock.recv(4096).startswith(b"* BYE [UNAVAILABLE] Too many connections")
+        sock.close()
+    held.pop().close()
+    deadline = time.monotonic() + 10
+    while True:
+        sock = socket.create_connection(("127.0.0.1", fresh.imap_port), timeout=10)
+        if sock.recv(4096).startswith(b"* OK"):
+            sock.close()
+            break
+        sock.close()
+        assert time.monotonic() < deadline, "slot not released"
+        time.sleep(0.1)
+    for sock in held:
+        sock.close()
+
+
+def test_killed_worker_is_restarted_and_its_slots_freed(fresh: Instance) -> None:
+    fresh.set_config("imap", processes=2, max_connections_per_account=LIMIT)
+    fresh.start()
+    clients = _spread(fresh, ALICE, limit=LIMIT)
+    while len(clients) < LIMIT:
+        clients.append(imaps(fresh, ALICE))
+    pid = _pid(fresh)
+    os.kill(pid, signal.SIGKILL)
+    fresh.wait_log(r"worker=1 exited status=-9; restarting")
+    deadline = time.monotonic() + 30
+    while _pid(fresh) == pid:
+        assert time.monotonic() < deadline, "worker not restarted"
+        time.sleep(0.1)
+    # the dead worker's sessions gave back their account slots: the limit holds again exactly
+    survivors = []
+    for client in clients:
+        try:
+            client.noop()
+            survivors.append(client)
+        except (imaplib.IMAP4.abort, OSError, ssl.SSLError):
+            pass
+    assert 0 < len(survivors) < len(clients)
+    more = [imaps(fresh, ALICE) for _ in range(LIMIT - len(survivors))]
+    with pytest.raises(imaplib.IMAP4.error, match="Too many connections"):
+        imaps(fresh, ALICE)
+    for client in survivors + more:
+        client.logout()
+
+
+def test_killed_main_process_takes_workers_down(fresh: Instance) -> None:
+    fresh.set_config("imap", processes=2)
+    fresh.start()
+    pid = _pid(fresh)
+    fresh.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while os.path.exists(f"/proc/{pid}") and "zombie" not in _state(pid):
+        assert time.monotonic() < deadline, "worker outlived the main process"
+        time.sleep(0.1)
+    fresh.start()  # the ports are free again
+    client = imaps(fresh, ALICE)
+    client.logout()
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return f.read().lower()
+    except OSError:
+        return "zombie"
