@@ -287,6 +287,7 @@ class Limits:
 
     users: int
     connections: int
+    postkeep_processes: int | None = None  # imap.processes (None: the server's default)
 
 
 class Target(abc.ABC):
@@ -671,6 +672,8 @@ class PostkeepTarget(ChildServer):
             "max_connections_per_account": str(n),
             "command_rate": "1000000.0",
         }
+        if limits.postkeep_processes is not None:
+            values["processes"] = str(limits.postkeep_processes)
         text = set_toml_keys(path.read_text(), "imap", values)
         try:
             conf = tomllib.loads(text)
@@ -1373,6 +1376,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="performance",
         help="Dovecot imap-login mode (default performance)",
     )
+    p.add_argument(
+        "--postkeep-processes",
+        type=int,
+        help="postkeep imap.processes (default: the server's default, one per core)",
+    )
     p.add_argument("--postkeep", type=Path, default=REPO / ".venv" / "bin" / "postkeep")
     p.add_argument("--out", type=Path, default=HERE / "last-run.md")
     p.add_argument("--no-write", action="store_true", help="do not write --out")
@@ -1406,7 +1414,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{IMAPTEST} not found", file=sys.stderr)
         return 2
     max_conn = max(args.idle_list, default=0) if "idle" in only else 0
-    limits = Limits(users=args.users, connections=max(max_conn, args.clients, 100))
+    limits = Limits(
+        users=args.users,
+        connections=max(max_conn, args.clients, 100),
+        postkeep_processes=args.postkeep_processes,
+    )
     raise_nofile(4 * limits.connections + 10000)
     # explicit, since a shell starts background jobs with SIGINT ignored
     signal.signal(signal.SIGINT, signal.default_int_handler)

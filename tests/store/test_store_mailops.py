@@ -247,6 +247,49 @@ def test_claim_recent(run: Run, store: SqlStore, acct: Account) -> None:
     assert run(store.mailbox_counts(inbox)).recent == 0
 
 
+def test_claim_recent_writes_only_when_there_is_something_to_claim(
+    run: Run, store: SqlStore, acct: Account
+) -> None:
+    inbox = _box(run, store, acct, "INBOX")
+    _put(run, store, acct)
+    jobs = store.stats.jobs
+    assert run(store.claim_recent(inbox)) == (1, 2)
+    assert store.stats.jobs == jobs + 1
+    for _ in range(3):  # SELECT after SELECT: a read, no write transaction
+        assert run(store.claim_recent(inbox)) == (2, 2)
+    assert store.stats.jobs == jobs + 1
+
+
+def test_flag_changes_commit_relaxed_deliveries_durably(
+    run: Run, store: SqlStore, acct: Account, db_url: str
+) -> None:
+    """Flag changes and \\Recent claims do not wait for the disk; deliveries and every other
+    write still do (SQLite: synchronous=FULL again for them; PostgreSQL: synchronous_commit)."""
+    inbox = _box(run, store, acct, "INBOX")
+    uid = _put(run, store, acct)
+    relaxed = store.stats.relaxed_commits
+    run(store.set_flags(acct.id, inbox, [(uid, uid)], "add", Flag.SEEN))
+    assert store.stats.relaxed_commits == relaxed + 1
+    run(store.claim_recent(inbox))
+    assert store.stats.relaxed_commits == relaxed + 2
+    _put(run, store, acct)
+    run(store.expunge(acct.id, inbox))
+    assert store.stats.relaxed_commits == relaxed + 2
+    if db_url.startswith("sqlite"):
+        setting = "PRAGMA synchronous"
+        full, normal = 2, 1
+    else:
+        setting = "SHOW synchronous_commit"
+        full, normal = "on", "off"
+
+    def current(conn: Any) -> Any:
+        return conn.exec_driver_sql(setting).scalar()
+
+    assert run(store._write(current)) == full
+    assert run(store._write(current, durable=False)) == normal
+    assert run(store._write(current)) == full
+
+
 def test_rename_inbox_moves_messages(run: Run, store: SqlStore, acct: Account) -> None:
     _put(run, store, acct)
     _put(run, store, acct)

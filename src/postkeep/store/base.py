@@ -376,18 +376,23 @@ class SqlStoreBase:
         *,
         prepare: Callable[[], None] | None = None,
         undo: Callable[[], None] | None = None,
+        durable: bool = True,
     ) -> T:
         """Run `fn(conn)` in a transaction on the writer thread; its result once committed.
 
         `prepare` runs on the writer thread first (outside the transaction), `undo` if the
         transaction then fails, `after` once it has committed. Cancelling the caller does not
-        withdraw a job already queued.
+        withdraw a job already queued. `durable=False` (flag changes, \\Recent claims) commits
+        without waiting for the disk (see `GroupCommitWriter._transaction`): a crash may lose
+        the last such commits, never a delivery, and never leaves a half-applied change.
         """
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         assert self._writer_thread is not None
-        self._writer_thread.submit_job(fn, future, loop, after, prepare=prepare, undo=undo)
+        self._writer_thread.submit_job(
+            fn, future, loop, after, prepare=prepare, undo=undo, durable=durable
+        )
         return await future
 
     def _write_nowait(self, fn: Callable[[Connection], Any]) -> None:

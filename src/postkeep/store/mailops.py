@@ -194,6 +194,11 @@ class MailboxOpsMixin(SqlStoreBase):
         (first, end) — UIDs in [first, end) are recent to the caller and to no one else."""
 
         hot = self.hot
+        row = await self._read_raw(lambda cur: cur.first(hot.recent, mid=mailbox_id))
+        if row is None:
+            raise NotFound("mailbox does not exist")
+        if int(row[1]) <= int(row[0]):  # nothing new since the last claim: no write
+            return int(row[0]), int(row[1])
 
         def fn(conn: Connection) -> tuple[int, int]:
             cur = self._cursor(conn)
@@ -205,7 +210,8 @@ class MailboxOpsMixin(SqlStoreBase):
                 cur.execute(hot.take_recent, mid=mailbox_id, end=end)
             return first, end
 
-        return await self._write(fn)
+        # \Recent is advisory (RFC 9051 dropped it): no fsync of its own (see `_write`)
+        return await self._write(fn, durable=False)
 
     async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox | None:
         hot = self.hot
@@ -371,7 +377,7 @@ class MailboxOpsMixin(SqlStoreBase):
             return FlagChange(changed, tuple(modified), tuple(same))
 
         ranges = list(uids)
-        result = await self._write(fn)
+        result = await self._write(fn, durable=False)
         for m in result.changed:
             self.events.publish(MailboxEvent(account_id, mailbox_id, "flags", m.uid, m.modseq))
         return result

@@ -78,6 +78,8 @@ class DeliveryStats:
     deliveries: int = 0
     largest_batch: int = 0
     batch_failures: int = 0
+    jobs: int = 0  # other writes (flags, expunges, admin...)
+    relaxed_commits: int = 0  # transactions committed without waiting for the disk
 
     @property
     def mean_batch(self) -> float:
@@ -111,6 +113,7 @@ class _Job:
     after: Callable[[Any], None] | None = None
     prepare: Callable[[], None] | None = None
     undo: Callable[[], None] | None = None
+    durable: bool = True
 
 
 @dataclass(slots=True, eq=False)
@@ -197,6 +200,7 @@ class GroupCommitWriter:
         self.max_batch_bytes = max_batch_bytes
         self._writer = engine
         self._conn: Connection | None = None  # kept open by the thread (`_transaction`)
+        self._synchronous = "FULL"  # the SQLite connection's current setting
         self._blobs = blob_files
         self._data_key = data_key
         self._events = events
@@ -238,25 +242,43 @@ class GroupCommitWriter:
         *,
         prepare: Callable[[], None] | None = None,
         undo: Callable[[], None] | None = None,
+        durable: bool = True,
     ) -> None:
-        self._queue.put(_Job(fn, future, loop, after, prepare, undo))
+        self._queue.put(_Job(fn, future, loop, after, prepare, undo, durable))
 
     # -- thread ---------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Connection]:
+    def _transaction(self, durable: bool = True) -> Iterator[Connection]:
         """One transaction on the thread's own connection, kept between transactions (a pool
-        checkout and return per batch cost as much as the batch's statements)."""
+        checkout and return per batch cost as much as the batch's statements).
+
+        `durable=False` commits without waiting for the disk: SQLite ``synchronous=NORMAL``
+        for that transaction (in WAL mode the commit is not fsync'd; the next durable commit's
+        fsync of the WAL, or a checkpoint, takes it along, so commits reach the disk in order
+        and a crash can lose only a tail of non-durable ones), PostgreSQL
+        ``synchronous_commit=off`` (the same guarantee)."""
         conn = self._conn
         if conn is None:
             conn = self._conn = self._writer.connect()
+            self._synchronous = "FULL"
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite and self._synchronous != ("FULL" if durable else "NORMAL"):
+            self._synchronous = "FULL" if durable else "NORMAL"
+            conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                f"PRAGMA synchronous={self._synchronous}"
+            )
         if self._lock_path is not None and self._lock_fd is None:
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         try:
             with conn.begin():
+                if not durable and not sqlite:
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 yield conn
+            if not durable:
+                self.stats.relaxed_commits += 1
         except BaseException:
             if conn.invalidated or conn.closed:  # e.g. the database server went away
                 conn.close()
@@ -339,8 +361,9 @@ class GroupCommitWriter:
         if len(jobs) == 1:
             return [self._run_job(jobs[0])]
         results: list[tuple[_Job, Any, BaseException | None]] = []
+        self.stats.jobs += len(jobs)
         try:
-            with self._transaction() as conn:
+            with self._transaction(any(job.durable for job in jobs)) as conn:
                 cur = conn.connection.cursor()  # savepoints on the driver: no statement objects
                 for job in jobs:
                     cur.execute("SAVEPOINT job")
@@ -352,6 +375,7 @@ class GroupCommitWriter:
                     cur.execute("RELEASE SAVEPOINT job")
         except Exception as exc:
             log.info("store: batch of %d jobs failed (%s); retrying one by one", len(jobs), exc)
+            self.stats.jobs -= len(jobs)  # counted again one by one
             return [self._run_job(job) for job in jobs]
         outcomes: list[_Outcome] = []
         for job, result, error in results:
@@ -367,13 +391,14 @@ class GroupCommitWriter:
         return outcomes
 
     def _run_job(self, job: _Job) -> _Outcome:
+        self.stats.jobs += 1
         try:
             if job.prepare is not None:
                 job.prepare()
         except Exception as exc:
             return _Outcome(job, error=store_error(exc))
         try:
-            with self._transaction() as conn:
+            with self._transaction(job.durable) as conn:
                 result = job.fn(conn)
         except Exception as exc:
             if job.undo is not None:
