@@ -247,9 +247,10 @@ class ImapConfig:
         default=50 * MiB,
     )
     processes: int = _doc(
-        "Processes that serve IMAP connections, the main one included: 0 means one per CPU "
-        "core (at most 8). The main process starts the others (IMAP workers) and restarts "
-        "them if they die; connection limits and IDLE notifications span all of them.",
+        "Processes that serve IMAP connections. 1: the main process itself. More: that many "
+        "IMAP worker processes, started (and restarted if they die) by the main process, "
+        "which then serves no IMAP but keeps the connection limits and relays IDLE "
+        "notifications for all of them. 0: one per CPU core (at most 8).",
         default=0,
     )
     max_connections: int = _doc("Simultaneous IMAP connections in all.", default=20000)

@@ -1,9 +1,10 @@
 """`postkeep serve`: builds the listeners and services from the config and runs them.
 
 Startup order: TLS context (fails fast on bad certificates), store (migrations), listeners,
-IMAP worker processes (`postkeep.workers`, when `imap.processes` > 1: they share the IMAP
-listening sockets, bound here first). SIGTERM/SIGINT stop the workers and the listeners, let
-sessions end with 421 / BYE, then close the store, which drains pending group-committed writes.
+IMAP worker processes (`postkeep.workers`, when `imap.processes` > 1: that many workers share
+the IMAP listening sockets, bound here first, and this process serves no IMAP itself).
+SIGTERM/SIGINT stop the workers and the listeners, let sessions end with 421 / BYE, then close
+the store, which drains pending group-committed writes.
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ async def serve(cfg: Config) -> None:
         cfg.imap.max_connections_per_ip,
         cfg.imap.max_connections_per_account,
     )
-    imap = ImapServer(cfg, store, tls_context, verifier, slots=slots, sockets=sockets)
-    servers = [smtp] + ([submission] if submission.listen else []) + ([imap] if imap.listen else [])
-    workers = WorkerPool(cfg, store.events, slots, sockets or [], processes - 1)
+    servers: list[SmtpServer | ImapServer] = [smtp] + ([submission] if submission.listen else [])
+    if processes == 1 and imap_listen:
+        servers.append(ImapServer(cfg, store, tls_context, verifier, slots=slots))
+    # more than one: IMAP is served by that many workers only; this process keeps the slots
+    # and relays events, with its event loop free to answer them at once
+    workers = WorkerPool(cfg, store.events, slots, sockets or [], processes if sockets else 0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
