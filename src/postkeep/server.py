@@ -49,7 +49,9 @@ async def serve(cfg: Config) -> None:
         servers.append(ImapServer(cfg, store, tls_context, verifier, slots=slots))
     # more than one: IMAP is served by that many workers only; this process keeps the slots
     # and relays events, with its event loop free to answer them at once
-    workers = WorkerPool(cfg, store.events, slots, sockets or [], processes if sockets else 0)
+    workers = WorkerPool(
+        cfg, store.events, slots, verifier, sockets or [], processes if sockets else 0
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -4,10 +4,11 @@ One Python process executes Python on one core at a time (the GIL); IMAP's per-c
 (parsing, rendering, TLS records, decryption) is Python on the event loop's thread, so one
 process caps IMAP at about one core. With `imap.processes` > 1 the server's main process binds
 the IMAP listening sockets itself (`postkeep.net.streams.bind_listeners`) and starts
-`processes - 1` workers (`postkeep imap-worker`, a fresh interpreter, not a fork of a threaded
-process) that inherit them: the main process and every worker accept on the same sockets, and
+`processes` workers (`postkeep imap-worker`, a fresh interpreter, not a fork of a threaded
+process) that inherit them: every worker accepts on the same sockets, and
 the kernel hands each connection to one of them (a busy process reaches `accept` later, so
-connections drift to the idle ones). A worker runs only the IMAP listeners, on its own store
+connections drift to the idle ones); the main process itself then serves no IMAP, so its event
+loop is free to answer the workers at once. A worker runs only the IMAP listeners, on its own store
 connections (SQLite in WAL mode serialises the writers of all processes; PostgreSQL is made for
 it) and its own event bus.
 
@@ -21,6 +22,11 @@ length and a JSON object) to the main process:
 - mailbox events (``ev``): every event a process's store publishes is relayed to the main
   process, which publishes it on its own bus and forwards it to the other workers, so IDLE in
   any process is woken by SMTP delivery (main process) and by other sessions' changes;
+- password verification successes (``pw?``, ``pw+``): the main process's `PasswordVerifier`
+  cache is shared; a worker that misses its own cache asks it before spending an argon2
+  verification (tens to hundreds of ms of CPU) and reports its own successes, so a user is
+  verified once per cache lifetime, not once per process. The main process sends the cache's
+  HMAC key in its first message (``hello``);
 - ``ready``: a worker's listeners are up (the main process logs "ready" after all of them).
 
 A worker that dies is restarted (after 1 s, doubling up to 30 s while it keeps dying early);
@@ -45,6 +51,7 @@ from typing import Any
 from postkeep import log
 from postkeep.config import Config
 from postkeep.net.slots import LocalSlots
+from postkeep.policy.auth import PasswordVerifier
 from postkeep.store.api import MailboxEvent
 from postkeep.store.events import EventBus
 
@@ -124,12 +131,14 @@ class WorkerPool:
         cfg: Config,
         bus: EventBus,
         slots: LocalSlots,
+        verifier: PasswordVerifier,
         sockets: list[socket.socket],
         count: int,
     ) -> None:
         self.cfg = cfg
         self.bus = bus
         self.slots = slots
+        self.verifier = verifier
         self.sockets = sockets
         self.workers = [_Worker(i) for i in range(1, count + 1)]
         self._stopping = False
@@ -205,6 +214,7 @@ class WorkerPool:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
         worker.writer = writer
+        writer.write(_frame({"t": "hello", "key": self.verifier.key.hex()}))
         try:
             await self._serve_channel(worker, reader, writer)
         except (ValueError, KeyError, TypeError) as e:
@@ -253,6 +263,11 @@ class WorkerPool:
                 if worker.accounts[account_id] > 0:
                     worker.accounts[account_id] -= 1
                     self.slots.release_account(account_id)
+            elif kind == "pw?":
+                ok = self.verifier.cached_digest(bytes.fromhex(str(message["k"])))
+                writer.write(_frame({"t": "ok", "id": message["id"], "ok": ok}))
+            elif kind == "pw+":
+                self.verifier.remember_digest(bytes.fromhex(str(message["k"])))
             elif kind == "ready":
                 logger.info("worker=%d ready pid=%s", worker.index, message.get("pid"))
                 worker.ready.set()
@@ -307,6 +322,12 @@ class WorkerChannel:
 
     def _relay(self, event: MailboxEvent) -> None:
         self.send(_event_message(event))
+
+    async def password_cached(self, digest: bytes) -> bool:
+        return await self.ask("pw?", digest.hex())
+
+    def password_verified(self, digest: bytes) -> None:
+        self.send({"t": "pw+", "k": digest.hex()})
 
     async def ask(self, kind: str, key: str | int) -> bool:
         """Send a slot request and wait for the answer (False once the channel is closed)."""
@@ -368,7 +389,6 @@ async def serve_worker(cfg: Config, index: int, channel_fd: int, listen_fds: lis
     main process's channel closes."""
     from postkeep.imap_server import ImapServer
     from postkeep.net.tls import build_tls
-    from postkeep.policy.auth import PasswordVerifier
     from postkeep.store import open_store
     from postkeep.store.crypto import load_master_key
 
@@ -379,8 +399,13 @@ async def serve_worker(cfg: Config, index: int, channel_fd: int, listen_fds: lis
         cfg.store_url, cfg.data_dir, master_key, events=bus, maintenance=False
     )
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=channel_fd))
+    hello = await _read_frame(reader)
+    if hello is None or hello.get("t") != "hello":
+        raise RuntimeError("the main process did not say hello")
     channel = WorkerChannel(reader, writer, bus)
-    verifier = PasswordVerifier()
+    verifier = PasswordVerifier(key=bytes.fromhex(str(hello["key"])))
+    verifier.shared_lookup = channel.password_cached
+    verifier.on_remember = channel.password_verified
     sockets = [socket.socket(fileno=fd) for fd in listen_fds]
     imap = ImapServer(cfg, store, tls_context, verifier, slots=channel.slots, sockets=sockets)
     stop = asyncio.Event()

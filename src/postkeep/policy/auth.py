@@ -42,7 +42,7 @@ import string
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -259,7 +259,11 @@ class PasswordVerifier:
         cache_ttl: float = 300.0,
         cache_size: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        key: bytes | None = None,
     ) -> None:
+        """`key`: the cache's HMAC key (default: a new random one). Processes that share
+        successes (`shared_lookup` / `on_remember`, IMAP workers: `postkeep.workers`) must use
+        the same key."""
         self.max_pending = max_pending
         self.cache_ttl = cache_ttl
         self.cache_size = cache_size
@@ -267,7 +271,10 @@ class PasswordVerifier:
         self.cache_hits = 0
         self.busy = 0  # AuthBusy raised
         self._clock = clock
-        self._key = secrets.token_bytes(32)
+        self._key = key if key is not None else secrets.token_bytes(32)
+        # another process's cache of successes (IMAP workers ask the main process's)
+        self.shared_lookup: Callable[[bytes], Awaitable[bool]] | None = None
+        self.on_remember: Callable[[bytes], None] | None = None
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="auth-verify")
         self._lock = threading.Lock()
         self._waiting = 0
@@ -284,11 +291,18 @@ class PasswordVerifier:
         message = _utf8(password_hash) + b"\0" + _utf8(password)
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
+    @property
+    def key(self) -> bytes:
+        return self._key
+
     def cached(self, password_hash: str, password: str) -> bool:
         """Whether `password` verified against `password_hash` within the last `cache_ttl`
         seconds (no argon2 work). The lookup key is an HMAC under a secret key, so its timing
         reveals nothing an attacker could steer."""
-        key = self._cache_key(password_hash, password)
+        return self.cached_digest(self._cache_key(password_hash, password))
+
+    def cached_digest(self, key: bytes) -> bool:
+        """`cached` by the HMAC itself (what another process sends)."""
         now = self._clock()
         with self._lock:
             expires = self._cache.get(key)
@@ -301,9 +315,15 @@ class PasswordVerifier:
         return True
 
     def _remember(self, password_hash: str, password: str) -> None:
+        key = self._cache_key(password_hash, password)
+        self.remember_digest(key)
+        if self.on_remember is not None:
+            self.on_remember(key)
+
+    def remember_digest(self, key: bytes) -> None:
+        """Cache a success by its HMAC (also what another process reports)."""
         if self.cache_ttl <= 0 or self.cache_size <= 0:
             return
-        key = self._cache_key(password_hash, password)
         now = self._clock()
         with self._lock:
             cache = self._cache
@@ -327,6 +347,10 @@ class PasswordVerifier:
         if self.cached(password_hash, password):
             return True
         key = self._cache_key(password_hash, password)
+        if self.shared_lookup is not None and await self.shared_lookup(key):
+            self.remember_digest(key)
+            self.cache_hits += 1
+            return True
         flight = self._inflight.get(key)
         if flight is None:
             task = asyncio.ensure_future(self._submit(verify_password, password_hash, password))
