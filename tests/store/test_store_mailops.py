@@ -290,6 +290,27 @@ def test_flag_changes_commit_relaxed_deliveries_durably(
     assert run(store._write(current)) == full
 
 
+def test_expunged_blobs_are_removed_after_the_commit(
+    run: Run, store: SqlStore, acct: Account
+) -> None:
+    """The writer hands the unlinks to its files thread: done by `sync()`, and by `close()`."""
+    inbox = _box(run, store, acct, "INBOX")
+    uids = [_put(run, store, acct, data=MSG + str(i).encode()) for i in range(3)]
+
+    def files() -> int:
+        return sum(1 for p in (store.data_dir / "blobs").rglob("*") if p.is_file())
+
+    assert files() == 3
+    run(store.set_flags(acct.id, inbox, [(uids[0], uids[0])], "add", Flag.DELETED))
+    assert run(store.expunge(acct.id, inbox)) == [uids[0]]
+    run(store.sync())
+    assert files() == 2
+    run(store.set_flags(acct.id, inbox, [(uids[1], uids[1])], "add", Flag.DELETED))
+    assert run(store.expunge(acct.id, inbox)) == [uids[1]]
+    run(store.close())  # drains the deferred deletions too
+    assert files() == 1
+
+
 def test_rename_inbox_moves_messages(run: Run, store: SqlStore, acct: Account) -> None:
     _put(run, store, acct)
     _put(run, store, acct)

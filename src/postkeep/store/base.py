@@ -405,8 +405,21 @@ class SqlStoreBase:
         self._writer_thread.submit_job(fn, future, loop)
 
     async def sync(self) -> None:
-        """Wait until every write queued before this call is committed (or has failed)."""
-        await self._write(lambda conn: None)
+        """Wait until every write queued before this call is committed (or has failed), and
+        the file work of those commits (blob deletions after expunges) is done."""
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        assert self._writer_thread is not None
+        self._writer_thread.submit_job(lambda conn: None, future, loop, ordered=True)
+        await future
+
+    def _delete_blobs_later(self, blob_ids: list[str]) -> None:
+        """Remove blob files no row refers to any more (after the commit that released them),
+        on the writer's files thread: the writer does not wait for the unlinks and fsyncs."""
+        if blob_ids:
+            assert self._writer_thread is not None
+            self._writer_thread.defer_files(lambda: self._blobs.delete_many(blob_ids))
 
     def _data_key(self, address_key: str, wrapped: bytes) -> bytes:
         """An account's data key, unwrapped with the master key (cached; thread-safe enough)."""

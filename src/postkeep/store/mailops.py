@@ -439,7 +439,7 @@ class MailboxOpsMixin(SqlStoreBase):
                 rows.sort(key=lambda r: r[1])
             return [r[1] for r in rows], self._remove_rows(conn, mailbox_id, rows)
 
-        gone, _ = await self._write(fn, lambda res: self._blobs.delete_many(res[1]))
+        gone, _ = await self._write(fn, lambda res: self._delete_blobs_later(res[1]))
         for uid in gone:
             self.events.publish(MailboxEvent(account_id, mailbox_id, "expunge", uid))
         return gone
@@ -529,7 +529,7 @@ class MailboxOpsMixin(SqlStoreBase):
             return CopyResult(dest_validity, pairs), [r.uid for r in rows], modseq, dead
 
         result, moved, modseq, _ = await self._write(
-            fn, lambda res: self._blobs.delete_many(res[3])
+            fn, lambda res: self._delete_blobs_later(res[3])
         )
         for _, dst in result.pairs:
             self.events.publish(MailboxEvent(account_id, dest_id, "exists", dst, modseq))
@@ -624,7 +624,7 @@ class MailboxOpsMixin(SqlStoreBase):
             conn.execute(delete(mailboxes).where(mailboxes.c.id == box))
             return dead
 
-        await self._write(fn, self._blobs.delete_many)
+        await self._write(fn, self._delete_blobs_later)
         self._publish_mailboxes(account_id)
 
     async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:

@@ -374,7 +374,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
             return dead
 
         def after(dead: list[str]) -> None:
-            self._blobs.delete_many(dead)
+            self._blobs.delete_many(dead)  # an admin command: gone when it returns
 
         await self._write(fn, after)
 

@@ -18,6 +18,12 @@ All writes of a `SqlStore` run here, one at a time, fed by a queue (design: "sto
   used_bytes = used_bytes + n … RETURNING`` per account adds the quota usage (same transaction)
   and yields the account's wrapped data key. Rows are locked in sorted order, so several writer
   processes on PostgreSQL neither deadlock nor hand out a UID twice.
+* Files are a stage of their own: deliveries pass through a *files thread* first, which
+  prepares them (summary, encryption) and writes their blobs durably in batches before queuing
+  them for the writer, and the blob deletions that follow expunges (`defer_files`) run there
+  too. The writer thread then spends its time on transactions only, which is what every other
+  write waits for (and, with IMAP worker processes on SQLite, what the processes take turns
+  on).
 * Any other write is a `_Job`: a function run in a transaction — jobs queued together share one
   transaction, each in its own SAVEPOINT, so a burst of IMAP flag changes costs one commit —
   with an optional action after the commit (e.g. deleting blob files once their rows are
@@ -132,6 +138,7 @@ class _Outcome:
 
 
 _STOP = object()
+_END = object()  # ends the files thread, after the writer has stopped
 
 
 def store_error(exc: BaseException) -> StoreError:
@@ -205,15 +212,26 @@ class GroupCommitWriter:
         self._data_key = data_key
         self._events = events
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._files: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._writer_main, name="store-writer", daemon=True)
+        self._files_thread = threading.Thread(
+            target=self._files_main, name="store-files", daemon=True
+        )
 
     def start(self) -> None:
+        self._files_thread.start()
         self._thread.start()
 
     def stop(self) -> None:
-        """Process everything queued so far, then end the thread (blocks until it has)."""
-        self._queue.put(_STOP)
+        """Process everything queued so far, then end the threads (blocks until they have)."""
+        self._files.put(_STOP)  # forwarded to the writer after the deliveries before it
         self._thread.join()
+        self._files.put(_END)  # the deletions the writer deferred until it stopped run first
+        self._files_thread.join()
+
+    def defer_files(self, fn: Callable[[], None]) -> None:
+        """Run `fn` (file work after a commit, e.g. deleting blobs) on the files thread."""
+        self._files.put(fn)
 
     def submit_delivery(
         self,
@@ -223,7 +241,7 @@ class GroupCommitWriter:
         future: asyncio.Future[DeliveryResult],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self._queue.put(_Pending(delivery, account_ids, mailbox, future, loop))
+        self._files.put(_Pending(delivery, account_ids, mailbox, future, loop))
 
     def submit_group(
         self,
@@ -231,7 +249,7 @@ class GroupCommitWriter:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         """Deliveries (as for `submit_delivery`) stored all in one transaction, or none."""
-        self._queue.put(_Group([_Pending(d, a, m, f, loop) for d, a, m, f in items]))
+        self._files.put(_Group([_Pending(d, a, m, f, loop) for d, a, m, f in items]))
 
     def submit_job(
         self,
@@ -243,8 +261,11 @@ class GroupCommitWriter:
         prepare: Callable[[], None] | None = None,
         undo: Callable[[], None] | None = None,
         durable: bool = True,
+        ordered: bool = False,
     ) -> None:
-        self._queue.put(_Job(fn, future, loop, after, prepare, undo, durable))
+        """`ordered`: not before the deliveries submitted earlier (through the files thread)."""
+        job = _Job(fn, future, loop, after, prepare, undo, durable)
+        (self._files if ordered else self._queue).put(job)
 
     # -- thread ---------------------------------------------------------------------------------
 
@@ -298,6 +319,60 @@ class GroupCommitWriter:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
                 self._lock_fd = None
+
+    def _files_main(self) -> None:
+        """Prepare deliveries and write their blobs (in batches, like the writer's), then queue
+        them for the writer in their order; run deferred file work. A delivery whose
+        preparation fails goes to the writer unprepared: it retries it alone."""
+        while True:
+            items = [self._files.get()]
+            while len(items) < self.max_batch:
+                try:
+                    items.append(self._files.get_nowait())
+                except queue.Empty:
+                    break
+            run: list[_Pending] = []
+            for item in items:
+                if isinstance(item, _Pending):
+                    run.append(item)
+                    continue
+                self._write_blobs(run)
+                for p in run:
+                    self._queue.put(p)
+                run = []
+                if item is _END:
+                    return
+                if isinstance(item, _Group):
+                    self._write_blobs(item.pendings)
+                    self._queue.put(item)
+                elif isinstance(item, _Job) or item is _STOP:
+                    self._queue.put(item)
+                else:
+                    try:
+                        item()
+                    except Exception:
+                        log.exception("store: deferred file work failed")
+            self._write_blobs(run)
+            for p in run:
+                self._queue.put(p)
+
+    def _write_blobs(self, run: list[_Pending]) -> None:
+        """Prepare `run` and write its blobs (one batch of fsyncs); on failure leave them
+        unwritten for the writer to retry."""
+        if not run:
+            return
+        try:
+            for p in run:
+                self._prepare(p)
+            self._blobs.write_many([(p.blob_id, p.blob) for p in run])
+        except Exception:
+            log.warning("store: writing a batch of %d blobs failed; retrying singly", len(run))
+            for p in run:
+                p.blob = b""  # prepared again by the writer (`_deliver_single`)
+        else:
+            for p in run:
+                p.written = True
+                p.blob = b""
 
     def _loop(self) -> None:
         stop = False
@@ -447,16 +522,8 @@ class GroupCommitWriter:
         p.structure = seal(p.content_key, summary, structure_context(p.blob_id))
 
     def _deliver_batch(self, run: list[_Pending]) -> list[_Outcome]:
-        try:
-            for p in run:
-                self._prepare(p)
-            self._blobs.write_many([(p.blob_id, p.blob) for p in run])
-        except Exception:
-            log.warning("store: writing a batch of %d blobs failed; retrying singly", len(run))
+        if not all(p.written for p in run):  # the files thread could not write them
             return [self._deliver_single(p) for p in run]
-        for p in run:
-            p.written = True
-            p.blob = b""
         try:
             with self._transaction() as conn:
                 placed = self._insert(conn, run)
@@ -474,12 +541,14 @@ class GroupCommitWriter:
         """All of `run` in one transaction, or none of it: on any failure every blob written
         is removed again and every delivery fails with the same error."""
         try:
-            for p in run:
-                self._prepare(p)
-            self._blobs.write_many([(p.blob_id, p.blob) for p in run])
-            for p in run:
-                p.written = True
-                p.blob = b""
+            if not all(p.written for p in run):
+                for p in run:
+                    if not p.written:
+                        self._prepare(p)
+                self._blobs.write_many([(p.blob_id, p.blob) for p in run if not p.written])
+                for p in run:
+                    p.written = True
+                    p.blob = b""
             with self._transaction() as conn:
                 placed = self._insert(conn, run)
         except Exception as exc:
