@@ -20,8 +20,9 @@ length and a JSON object) to the main process:
   (``ip-``, ``acct-``) need no answer. The main process gives back whatever a worker held when
   its channel closes, so a crashed worker leaks no slot;
 - mailbox events (``ev``): every event a process's store publishes is relayed to the main
-  process, which publishes it on its own bus and forwards it to the other workers, so IDLE in
-  any process is woken by SMTP delivery (main process) and by other sessions' changes;
+  process (batched: one frame per pass of the event loop), which publishes it on its own bus
+  and forwards it to the other workers, so IDLE in any process is woken by SMTP delivery (main
+  process) and by other sessions' changes;
 - password verification successes (``pw?``, ``pw+``): the main process's `PasswordVerifier`
   cache is shared; a worker that misses its own cache asks it before spending an argon2
   verification (tens to hundreds of ms of CPU) and reports its own successes, so a user is
@@ -46,6 +47,7 @@ import struct
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from postkeep import log
@@ -94,16 +96,34 @@ async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
     return message
 
 
-def _event_message(event: MailboxEvent) -> dict[str, Any]:
-    return {
-        "t": "ev",
-        "e": [event.account_id, event.mailbox_id, event.kind, event.uid, event.modseq],
-    }
+def _event_row(event: MailboxEvent) -> list[Any]:
+    return [event.account_id, event.mailbox_id, event.kind, event.uid, event.modseq]
 
 
-def _event(message: dict[str, Any]) -> MailboxEvent:
-    account_id, mailbox_id, kind, uid, modseq = message["e"]
-    return MailboxEvent(int(account_id), int(mailbox_id), str(kind), uid, modseq)
+def _events(message: dict[str, Any]) -> list[MailboxEvent]:
+    return [
+        MailboxEvent(int(account_id), int(mailbox_id), str(kind), uid, modseq)
+        for account_id, mailbox_id, kind, uid, modseq in message["e"]
+    ]
+
+
+class _EventBatch:
+    """Events published during one pass of the event loop, sent as one ``ev`` frame at its end
+    (a STORE on 100 messages publishes 100 events: one frame and one write, not 100)."""
+
+    def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
+        self._send = send
+        self._rows: list[list[Any]] = []
+
+    def add(self, event: MailboxEvent) -> None:
+        if not self._rows:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._rows.append(_event_row(event))
+
+    def _flush(self) -> None:
+        rows, self._rows = self._rows, []
+        if rows:
+            self._send({"t": "ev", "e": rows})
 
 
 # -- main process side ---------------------------------------------------------------------------
@@ -142,6 +162,7 @@ class WorkerPool:
         self.sockets = sockets
         self.workers = [_Worker(i) for i in range(1, count + 1)]
         self._stopping = False
+        self._batch = _EventBatch(lambda message: self._forward(message, exclude=None))
 
     async def start(self) -> None:
         """Start every worker and wait until each has its listeners up."""
@@ -239,8 +260,8 @@ class WorkerPool:
         while (message := await _read_frame(reader)) is not None:
             kind = message["t"]
             if kind == "ev":
-                event = _event(message)
-                self.bus.publish_local(event)
+                for event in _events(message):
+                    self.bus.publish_local(event)
                 self._forward(message, exclude=worker)
             elif kind == "ip":
                 ok = self.slots.take_ip(str(message["k"]))
@@ -287,8 +308,8 @@ class WorkerPool:
     # -- events ------------------------------------------------------------------------------------
 
     def _relay(self, event: MailboxEvent) -> None:
-        """The main process's own events (SMTP delivery, its IMAP sessions) to every worker."""
-        self._forward(_event_message(event), exclude=None)
+        """The main process's own events (SMTP delivery) to every worker."""
+        self._batch.add(event)
 
     def _forward(self, message: dict[str, Any], exclude: _Worker | None) -> None:
         frame = _frame(message)
@@ -314,14 +335,12 @@ class WorkerChannel:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[bool]] = {}
         self.slots = RemoteSlots(self)
-        bus.relay = self._relay
+        self._batch = _EventBatch(self.send)
+        bus.relay = self._batch.add
 
     def send(self, message: dict[str, Any]) -> None:
         if not self.closed:
             self.writer.write(_frame(message))
-
-    def _relay(self, event: MailboxEvent) -> None:
-        self.send(_event_message(event))
 
     async def password_cached(self, digest: bytes) -> bool:
         return await self.ask("pw?", digest.hex())
@@ -348,7 +367,8 @@ class WorkerChannel:
             while (message := await _read_frame(self.reader)) is not None:
                 kind = message["t"]
                 if kind == "ev":
-                    self.bus.publish_local(_event(message))
+                    for event in _events(message):
+                        self.bus.publish_local(event)
                 elif kind == "ok":
                     future = self._waiting.get(int(message["id"]))
                     if future is not None and not future.done():
