@@ -30,8 +30,9 @@ length and a JSON object) to the main process:
   HMAC key in its first message (``hello``);
 - ``ready``: a worker's listeners are up (the main process logs "ready" after all of them).
 
-A worker that dies is restarted (after 1 s, doubling up to 30 s while it keeps dying early);
-a worker whose channel closes (the main process is gone) stops serving at once.
+A worker that dies is restarted (after 1 s, doubling up to 30 s while it keeps dying early),
+and so is one that stops reading its channel (killed once 16 MiB are queued for it); a worker
+whose channel closes (the main process is gone) stops serving at once.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ logger = log.get("workers")
 
 _LENGTH = struct.Struct("!I")
 MAX_FRAME = 64 * 1024  # every message is a few dozen bytes; anything larger is a bug
+MAX_BACKLOG = 16 << 20  # octets queued for a worker that does not read them: it is hung
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 RESTART_DELAY = 1.0
@@ -163,6 +165,7 @@ class WorkerPool:
         self.workers = [_Worker(i) for i in range(1, count + 1)]
         self._stopping = False
         self._batch = _EventBatch(lambda message: self._forward(message, exclude=None))
+        self.max_backlog = MAX_BACKLOG
 
     async def start(self) -> None:
         """Start every worker and wait until each has its listeners up."""
@@ -316,6 +319,24 @@ class WorkerPool:
         for worker in self.workers:
             if worker is not exclude and worker.writer is not None:
                 worker.writer.write(frame)
+                self._check_backlog(worker)
+
+    def _check_backlog(self, worker: _Worker) -> None:
+        """A worker that stops reading its channel (hung) would make this process queue its
+        events without bound: past `max_backlog` octets it is killed, and restarted."""
+        assert worker.writer is not None
+        queued = worker.writer.transport.get_write_buffer_size()
+        if queued <= self.max_backlog or worker.proc is None or worker.proc.returncode is not None:
+            return
+        logger.error(
+            "worker=%d does not read its channel (%d octets queued); killing it",
+            worker.index,
+            queued,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            worker.proc.kill()
+        worker.writer.transport.abort()
+        worker.writer = None
 
 
 # -- worker side ---------------------------------------------------------------------------------
