@@ -554,7 +554,7 @@ class ImapServer:
         """IDLE (RFC 9051 §6.3.13): changes are pushed as they are committed until DONE."""
         session = conn.session
         assert session is not None
-        await session.sync(True)
+        await session.sync(True, poll=True)
         conn.out.write(b"+ idling\r\n")
         await conn.out.drain()
         conn.frames.expect_done()

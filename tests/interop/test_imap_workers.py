@@ -18,12 +18,13 @@ import signal
 import socket
 import ssl
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from tests.interop.conftest import PASSWORD, Instance, make_instance
-from tests.interop.test_imap import ALICE, BOB, ctx, deliver, imaps
+from tests.interop.test_imap import ALICE, BOB, append, ctx, deliver, imaps
 
 WORKER_READY = r"worker=1 ready pid=(\d+)"
 LIMIT = 30  # per account: enough logins that both processes serve some (they alternate)
@@ -100,6 +101,34 @@ def test_idle_woken_across_processes(multi: Instance) -> None:
     finally:
         for client in clients:
             client.shutdown()
+
+
+def test_noop_sees_changes_made_in_the_other_process_at_once(multi: Instance) -> None:
+    """The event of a change made in one worker reaches the other a moment later; a NOOP sent
+    right after the change's OK must show it anyway (it polls the mailbox's HIGHESTMODSEQ)."""
+    clients = _spread(multi, ALICE)
+    try:
+        box = "N" + uuid.uuid4().hex[:8]
+        assert clients[0].create(box)[0] == "OK"
+        for i in range(2):
+            append(clients[0], box, f"noop {i}")
+        for client in clients:
+            client.select(box)
+        for flag in ("\\Flagged", "\\Seen", "\\Answered", "\\Draft"):
+            assert clients[0].store("1", "+FLAGS", flag)[0] == "OK"
+            for client in clients[1:]:  # at once, no waiting
+                client.untagged_responses.pop("FETCH", None)
+                assert client.noop()[0] == "OK"
+                fetched = client.untagged_responses.get("FETCH", [])
+                assert any(flag.encode() in f for f in fetched), (flag, fetched)
+        assert clients[0].store("2", "+FLAGS", "\\Deleted")[0] == "OK"
+        assert clients[0].expunge()[0] == "OK"
+        for client in clients[1:]:
+            client.noop()
+            assert client.untagged_responses.get("EXPUNGE") == [b"2"]
+    finally:
+        for client in clients:
+            client.logout()
 
 
 def test_account_limit_is_global(multi: Instance) -> None:

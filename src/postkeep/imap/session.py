@@ -196,11 +196,11 @@ class Session:
     # -- any state ---------------------------------------------------------------------------------
 
     async def _cmd_noop(self, cmd: c.Noop) -> None:
-        await self.sync(True)
+        await self.sync(True, poll=True)
         self._ok(cmd.tag, "NOOP completed")
 
     async def _cmd_check(self, cmd: c.Check) -> None:
-        await self.sync(True)
+        await self.sync(True, poll=True)
         self._ok(cmd.tag, "CHECK completed")
 
     async def _cmd_capability(self, cmd: c.Capability) -> None:
@@ -1044,17 +1044,30 @@ class Session:
         if sel is not None and event.mailbox_id == sel.mailbox_id:
             sel.dirty = True
 
-    async def sync(self, allow_expunge: bool) -> None:
+    async def sync(self, allow_expunge: bool, *, poll: bool = False) -> None:
         """Announce changes other sessions (or deliveries) made to the selected mailbox:
         EXPUNGE / VANISHED (only when `allow_expunge`), EXISTS, and FETCH FLAGS (RFC 9051
         §7.5.1, §7.4.1; RFC 7162 §3.2.10).
 
         Reads only what changed after the MODSEQ last synchronised: every change (new message,
         flag change, expunge) takes a new MODSEQ from the mailbox in commit order, so the rows
-        with a greater MODSEQ and the expunge log after it are exactly the difference."""
+        with a greater MODSEQ and the expunge log after it are exactly the difference.
+
+        Events mark the mailbox dirty; an event from another process (IMAP workers) arrives a
+        moment after the commit, so with `poll` (NOOP, CHECK, the start of IDLE: the commands
+        clients poll with) the mailbox's HIGHESTMODSEQ is read too: they see every change
+        committed before they began, whichever process made it."""
         self._drain_events()
         sel = self.selected
-        if sel is None or not sel.dirty:
+        if sel is None:
+            return
+        if poll and not sel.dirty:
+            box = await self.store.get_mailbox_by_id(sel.mailbox_id)
+            if self.selected is not sel:
+                return
+            if box is not None and box.highestmodseq > sel.modseq:
+                sel.dirty = True
+        if not sel.dirty:
             return
         delta = await self.store.mailbox_changes(sel.mailbox_id, sel.modseq)
         if self.selected is not sel:
