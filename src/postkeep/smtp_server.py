@@ -19,7 +19,6 @@ import logging
 import secrets
 import ssl
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from postkeep.config import Config
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
 from postkeep.directory import StoreDirectory
 from postkeep.errors import Reply
+from postkeep.net.slots import ConnectionLimiter
 from postkeep.net.streams import close_stream, start_listeners, stop_listeners
 from postkeep.net.tls import certificate_file
 from postkeep.policy import limits
@@ -85,29 +85,6 @@ def ip_class(ip: str) -> str:
     if addr.version == 6 and addr.ipv4_mapped is None:
         return str(ipaddress.IPv6Network((addr, 64), strict=False))
     return str(addr.ipv4_mapped or addr) if addr.version == 6 else ip
-
-
-class ConnectionLimiter:
-    """Counts open connections in all and per IP class."""
-
-    def __init__(self, total: int, per_ip: int) -> None:
-        self.total = total
-        self.per_ip = per_ip
-        self.open: Counter[str] = Counter()
-        self.count = 0
-
-    def acquire(self, key: str) -> bool:
-        if self.count >= self.total or self.open[key] >= self.per_ip:
-            return False
-        self.count += 1
-        self.open[key] += 1
-        return True
-
-    def release(self, key: str) -> None:
-        self.count -= 1
-        self.open[key] -= 1
-        if not self.open[key]:
-            del self.open[key]
 
 
 def new_queue_id() -> str:

@@ -128,6 +128,11 @@ class _EventBatch:
             self._send({"t": "ev", "e": rows})
 
 
+def _slot(kind: str, key: Any) -> tuple[str, str | int]:
+    """A connection slot as the channel names it: ("ip", IP class) or ("acct", account id)."""
+    return (kind, str(key)) if kind == "ip" else (kind, int(key))
+
+
 # -- main process side ---------------------------------------------------------------------------
 
 
@@ -139,8 +144,7 @@ class _Worker:
         self.proc: asyncio.subprocess.Process | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.ready = asyncio.Event()
-        self.ips: Counter[str] = Counter()
-        self.accounts: Counter[int] = Counter()
+        self.held: Counter[tuple[str, str | int]] = Counter()  # ("ip", key) / ("acct", id)
         self.task: asyncio.Task[None] | None = None
 
 
@@ -266,27 +270,17 @@ class WorkerPool:
                 for event in _events(message):
                     self.bus.publish_local(event)
                 self._forward(message, exclude=worker)
-            elif kind == "ip":
-                ok = self.slots.take_ip(str(message["k"]))
+            elif kind in ("ip", "acct"):
+                slot = _slot(kind, message["k"])
+                ok = self._take(slot)
                 if ok:
-                    worker.ips[str(message["k"])] += 1
+                    worker.held[slot] += 1
                 writer.write(_frame({"t": "ok", "id": message["id"], "ok": ok}))
-            elif kind == "ip-":
-                key = str(message["k"])
-                if worker.ips[key] > 0:
-                    worker.ips[key] -= 1
-                    self.slots.release_ip(key)
-            elif kind == "acct":
-                account_id = int(message["k"])
-                ok = self.slots.take_account(account_id)
-                if ok:
-                    worker.accounts[account_id] += 1
-                writer.write(_frame({"t": "ok", "id": message["id"], "ok": ok}))
-            elif kind == "acct-":
-                account_id = int(message["k"])
-                if worker.accounts[account_id] > 0:
-                    worker.accounts[account_id] -= 1
-                    self.slots.release_account(account_id)
+            elif kind in ("ip-", "acct-"):
+                slot = _slot(kind[:-1], message["k"])
+                if worker.held[slot] > 0:  # never release what this worker did not take
+                    worker.held[slot] -= 1
+                    self._release(slot)
             elif kind == "pw?":
                 ok = self.verifier.cached_digest(bytes.fromhex(str(message["k"])))
                 writer.write(_frame({"t": "ok", "id": message["id"], "ok": ok}))
@@ -298,15 +292,24 @@ class WorkerPool:
             else:
                 raise ValueError(f"unknown message type {kind!r}")
 
+    def _take(self, slot: tuple[str, str | int]) -> bool:
+        kind, key = slot
+        if kind == "ip":
+            return self.slots.take_ip(str(key))
+        return self.slots.take_account(int(key))
+
+    def _release(self, slot: tuple[str, str | int]) -> None:
+        kind, key = slot
+        if kind == "ip":
+            self.slots.release_ip(str(key))
+        else:
+            self.slots.release_account(int(key))
+
     def _release_all(self, worker: _Worker) -> None:
-        for key, n in worker.ips.items():
+        for slot, n in worker.held.items():
             for _ in range(n):
-                self.slots.release_ip(key)
-        for account_id, n in worker.accounts.items():
-            for _ in range(n):
-                self.slots.release_account(account_id)
-        worker.ips.clear()
-        worker.accounts.clear()
+                self._release(slot)
+        worker.held.clear()
 
     # -- events ------------------------------------------------------------------------------------
 

@@ -29,29 +29,42 @@ class ConnectionSlots(Protocol):
     def release_account(self, account_id: int) -> None: ...
 
 
+class ConnectionLimiter:
+    """Counts open connections in all and per IP class (SMTP's listeners use it directly)."""
+
+    def __init__(self, total: int, per_ip: int) -> None:
+        self.total = total
+        self.per_ip = per_ip
+        self.open: Counter[str] = Counter()
+        self.count = 0
+
+    def acquire(self, key: str) -> bool:
+        if self.count >= self.total or self.open[key] >= self.per_ip:
+            return False
+        self.count += 1
+        self.open[key] += 1
+        return True
+
+    def release(self, key: str) -> None:
+        self.count -= 1
+        self.open[key] -= 1
+        if not self.open[key]:
+            del self.open[key]
+
+
 class LocalSlots:
     """The counts themselves (one event-loop thread: no locking)."""
 
     def __init__(self, total: int, per_ip: int, per_account: int) -> None:
-        self.total = total
-        self.per_ip = per_ip
+        self.connections = ConnectionLimiter(total, per_ip)
         self.per_account = per_account
-        self.count = 0
-        self.ips: Counter[str] = Counter()
         self.accounts: Counter[int] = Counter()
 
     def take_ip(self, key: str) -> bool:
-        if self.count >= self.total or self.ips[key] >= self.per_ip:
-            return False
-        self.count += 1
-        self.ips[key] += 1
-        return True
+        return self.connections.acquire(key)
 
     def release_ip(self, key: str) -> None:
-        self.count -= 1
-        self.ips[key] -= 1
-        if self.ips[key] <= 0:
-            del self.ips[key]
+        self.connections.release(key)
 
     def take_account(self, account_id: int) -> bool:
         if self.accounts[account_id] >= self.per_account:

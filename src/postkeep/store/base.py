@@ -377,6 +377,7 @@ class SqlStoreBase:
         prepare: Callable[[], None] | None = None,
         undo: Callable[[], None] | None = None,
         durable: bool = True,
+        ordered: bool = False,
     ) -> T:
         """Run `fn(conn)` in a transaction on the writer thread; its result once committed.
 
@@ -385,13 +386,14 @@ class SqlStoreBase:
         withdraw a job already queued. `durable=False` (flag changes, \\Recent claims) commits
         without waiting for the disk (see `GroupCommitWriter._transaction`): a crash may lose
         the last such commits, never a delivery, and never leaves a half-applied change.
+        `ordered`: not before the deliveries (and their file work) queued before it.
         """
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         assert self._writer_thread is not None
         self._writer_thread.submit_job(
-            fn, future, loop, after, prepare=prepare, undo=undo, durable=durable
+            fn, future, loop, after, prepare=prepare, undo=undo, durable=durable, ordered=ordered
         )
         return await future
 
@@ -407,12 +409,7 @@ class SqlStoreBase:
     async def sync(self) -> None:
         """Wait until every write queued before this call is committed (or has failed), and
         the file work of those commits (blob deletions after expunges) is done."""
-        self._check_open()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        assert self._writer_thread is not None
-        self._writer_thread.submit_job(lambda conn: None, future, loop, ordered=True)
-        await future
+        await self._write(lambda conn: None, ordered=True)
 
     def _delete_blobs_later(self, blob_ids: list[str]) -> None:
         """Remove blob files no row refers to any more (after the commit that released them),

@@ -336,9 +336,7 @@ class GroupCommitWriter:
                 if isinstance(item, _Pending):
                     run.append(item)
                     continue
-                self._write_blobs(run)
-                for p in run:
-                    self._queue.put(p)
+                self._pass_on(run)
                 run = []
                 if item is _END:
                     return
@@ -352,9 +350,13 @@ class GroupCommitWriter:
                         item()
                     except Exception:
                         log.exception("store: deferred file work failed")
-            self._write_blobs(run)
-            for p in run:
-                self._queue.put(p)
+            self._pass_on(run)
+
+    def _pass_on(self, run: list[_Pending]) -> None:
+        """Write `run`'s blobs, then queue its deliveries for the writer, in order."""
+        self._write_blobs(run)
+        for p in run:
+            self._queue.put(p)
 
     def _write_blobs(self, run: list[_Pending]) -> None:
         """Prepare `run` and write its blobs (one batch of fsyncs); on failure leave them

@@ -1,0 +1,29 @@
+"""`imap.processes`: how many processes serve IMAP (postkeep.workers), validated at load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from postkeep import config
+from postkeep.errors import ConfigError
+
+
+def _load(tmp_path: Path, processes: int) -> config.Config:
+    path = tmp_path / "postkeep.toml"
+    path.write_text(f"[imap]\nprocesses = {processes}\n")
+    return config.load(path)
+
+
+def test_processes_default_is_one_per_core(tmp_path: Path) -> None:
+    assert _load(tmp_path, 0).imap_processes() == max(1, min(os.cpu_count() or 1, 8))
+    assert _load(tmp_path, 1).imap_processes() == 1
+    assert _load(tmp_path, 3).imap_processes() == 3
+
+
+@pytest.mark.parametrize("bad", [-1, 65])
+def test_processes_out_of_range_is_refused(tmp_path: Path, bad: int) -> None:
+    with pytest.raises(ConfigError, match=r"^imap\.processes: must be 0 \(one per CPU core\)"):
+        _load(tmp_path, bad)
