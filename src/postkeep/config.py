@@ -246,6 +246,12 @@ class ImapConfig:
         "Largest message APPEND accepts, in bytes (advertised as APPENDLIMIT, RFC 7889).",
         default=50 * MiB,
     )
+    message_cache_size: int = _doc(
+        "Bytes of memory each IMAP process may use to keep the decoded summaries and headers "
+        "of the messages FETCH served (ENVELOPE, BODYSTRUCTURE, header items), least "
+        "recently used out first. 0: no cache.",
+        default=16 * MiB,
+    )
     processes: int = _doc(
         "Processes that serve IMAP connections. 1: the main process itself. More: that many "
         "IMAP worker processes, started (and restarted if they die) by the main process, "
@@ -464,6 +470,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("imap.processes", "must be 0 (one per CPU core) to 64")
     if imap.idle_timeout < 1800:
         raise ConfigError("imap.idle_timeout", "must be at least 1800 (RFC 9051 §5.4)")
+    if not 0 <= imap.message_cache_size <= 1 << 34:
+        raise ConfigError("imap.message_cache_size", "must be 0 (off) to 16 GiB")
     if imap.max_append_size > 1 << 30:
         raise ConfigError("imap.max_append_size", "must be at most 1 GiB")
     sub = cfg.submission

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING
 
 from postkeep import log
 from postkeep.config import Config
+from postkeep.imap.cache import MessageCache
 from postkeep.imap.session import Session, SessionLimits
+from postkeep.net.deadlines import ReadDeadlines
 from postkeep.net.slots import ConnectionSlots, LocalSlots
 from postkeep.net.streams import close_stream, start_listeners, stop_listeners
 from postkeep.net.tls import certificate_file
@@ -182,6 +184,8 @@ class ImapServer:
         )
         self.servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self.deadlines = ReadDeadlines()
+        self.message_cache = MessageCache(self.imap.message_cache_size)
 
     # -- capabilities ------------------------------------------------------------------------------
 
@@ -210,8 +214,10 @@ class ImapServer:
             role="imap",
             logger=logger,
         )
+        self.deadlines.start()
 
     async def stop(self) -> None:
+        self.deadlines.stop()
         await stop_listeners(self.servers, self._tasks)
 
     # -- connection --------------------------------------------------------------------------------
@@ -253,11 +259,11 @@ class ImapServer:
             reason = await self._loop(conn)
         except _Stop as stop:
             reason = str(stop) or "closed"
-        except (ConnectionError, ssl.SSLError, OSError) as e:
-            reason = f"network error: {e.__class__.__name__}"
-        except TimeoutError:
+        except TimeoutError:  # before OSError, of which it is a subclass
             reason = "timeout"
             conn.out.write(b"* BYE Autologout; idle for too long\r\n")
+        except (ConnectionError, ssl.SSLError, OSError) as e:
+            reason = f"network error: {e.__class__.__name__}"
         except Exception:  # a bug: log it and end this connection only
             logger.exception("internal error ip=%s", ip)
             reason = "internal error"
@@ -293,7 +299,7 @@ class ImapServer:
         """The next input octets (decompressed when COMPRESS is active); b"" at EOF."""
         if conn.inflate is not None and conn.inflate.unconsumed_tail:
             return conn.inflate.decompress(conn.inflate.unconsumed_tail, _INFLATE_CHUNK)
-        data = await asyncio.wait_for(conn.reader.read(READ_SIZE), self._timeout(conn))
+        data = await self.deadlines.read(conn.reader, READ_SIZE, self._timeout(conn))
         if conn.inflate is not None and data:
             try:
                 out = conn.inflate.decompress(data, _INFLATE_CHUNK)
@@ -529,7 +535,14 @@ class ImapServer:
             conn.out.write(f"{tag} NO [LIMIT] Too many connections for this account\r\n".encode())
             return
         conn.account = account
-        session = Session(self.store, conn.out, self.limits, peer_ip=conn.ip, capabilities=())
+        session = Session(
+            self.store,
+            conn.out,
+            self.limits,
+            peer_ip=conn.ip,
+            capabilities=(),
+            cache=self.message_cache,
+        )
         session.login(account)
         conn.session = session
         session.capabilities = self.capabilities(conn)

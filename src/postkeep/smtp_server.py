@@ -27,6 +27,7 @@ from postkeep.config import Config
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
 from postkeep.directory import StoreDirectory
 from postkeep.errors import Reply
+from postkeep.net.deadlines import ReadDeadlines
 from postkeep.net.slots import ConnectionLimiter
 from postkeep.net.streams import close_stream, start_listeners, stop_listeners
 from postkeep.net.tls import certificate_file
@@ -76,7 +77,6 @@ R_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later"
 R_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
 R_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 TLS_HANDSHAKE_TIMEOUT = 30.0
-WATCHDOG_INTERVAL = 0.5
 
 
 def ip_class(ip: str) -> str:
@@ -104,9 +104,6 @@ class _Conn:
     rcpt_accounts: dict[Rcpt, tuple[int, ...]] = field(default_factory=dict)
     messages: int = 0
     closing: bool = False
-    task: asyncio.Task[None] | None = None
-    deadline: float = float("inf")  # loop time by which the awaited read must complete
-    timed_out: bool = False
     account: Account | None = None  # after a successful AUTH
     owned: frozenset[str] = frozenset()  # addresses the account may send as
     auth: AuthExchange | None = None  # an AUTH exchange in progress
@@ -170,8 +167,7 @@ class SmtpServer:
         self.limiter = ConnectionLimiter(cfg.smtp.max_connections, cfg.smtp.max_connections_per_ip)
         self.servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._conns: set[_Conn] = set()
-        self._watchdog: asyncio.Task[None] | None = None
+        self.deadlines = ReadDeadlines()
 
     def channel_bindings(self, conn: _Conn) -> dict[str, bytes]:
         """RFC 5929 tls-server-end-point of the certificate this connection was shown (SNI)."""
@@ -204,26 +200,10 @@ class SmtpServer:
             role=self.role,
             logger=logger,
         )
-        self._watchdog = asyncio.create_task(self._watch_deadlines())
-
-    async def _watch_deadlines(self) -> None:
-        """Enforce read timeouts (RFC 5321 §4.5.3.2) for every connection from one task.
-
-        Cheaper than a timer per read: each read only stores its deadline; this task wakes
-        every `WATCHDOG_INTERVAL` seconds and interrupts reads that are past theirs.
-        """
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(WATCHDOG_INTERVAL)
-            now = loop.time()
-            for conn in list(self._conns):
-                if conn.deadline < now and not conn.timed_out and conn.task is not None:
-                    conn.timed_out = True
-                    conn.task.cancel()
+        self.deadlines.start()
 
     async def stop(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
+        self.deadlines.stop()
         await stop_listeners(self.servers, self._tasks)
 
     # -- connection ---------------------------------------------------------------------------
@@ -264,10 +244,9 @@ class SmtpServer:
         session = SmtpSession(
             self.cfg.server.hostname, self.limits, self.capabilities(implicit), tls_active=implicit
         )
-        conn = _Conn(ip, port, reader, writer, session, task=asyncio.current_task())
+        conn = _Conn(ip, port, reader, writer, session)
         if implicit:
             conn.tls = _tls_info(writer)
-        self._conns.add(conn)
         logger.debug("connect ip=%s port=%d role=%s", ip, port, self.role)
         reason = "quit"
         try:
@@ -280,7 +259,6 @@ class SmtpServer:
             writer.write(session.render(R_SHUTDOWN))
             raise
         finally:
-            self._conns.discard(conn)
             logger.info(
                 "disconnect ip=%s port=%d role=%s tls=%s user=%s helo=%s messages=%d errors=%d "
                 "seconds=%.3f reason=%s",
@@ -299,9 +277,6 @@ class SmtpServer:
 
     async def _loop(self, conn: _Conn) -> str:
         session = conn.session
-        loop = asyncio.get_running_loop()
-        task = conn.task
-        assert task is not None
         while True:
             event = session.next_event()
             if event is None:
@@ -314,17 +289,12 @@ class SmtpServer:
                     if session.mode is Mode.COMMAND
                     else self.smtp.data_timeout
                 )
-                conn.deadline = loop.time() + timeout
                 try:
-                    data = await conn.reader.read(READ_SIZE)
-                except asyncio.CancelledError:
-                    if not conn.timed_out or task.cancelling() > 1:
-                        raise  # server shutdown (too)
-                    task.uncancel()
+                    data = await self.deadlines.read(conn.reader, READ_SIZE, timeout)
+                except TimeoutError:
                     self._log_reject(conn, "-", R_TIMEOUT, "timeout")
                     conn.writer.write(session.render(R_TIMEOUT))
                     return "timeout"
-                conn.deadline = float("inf")
                 if not data:
                     return "client closed"
                 session.feed(data)

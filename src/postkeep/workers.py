@@ -109,6 +109,36 @@ def _events(message: dict[str, Any]) -> list[MailboxEvent]:
     ]
 
 
+class _Outbox:
+    """Frames for the other end of a channel, written together at the end of the event loop's
+    pass: one write, and one wake-up of the other process, for everything a pass sends (the
+    slot requests of several new connections, the releases of others, their events)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._frames: list[bytes] = []
+        self._pending = 0
+
+    def send(self, frame: bytes) -> None:
+        if not self._frames:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._frames.append(frame)
+        self._pending += len(frame)
+
+    def flush(self) -> None:
+        if not self._frames:
+            return
+        data = b"".join(self._frames)
+        self._frames.clear()
+        self._pending = 0
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    def queued(self) -> int:
+        """Octets not yet taken by the other end: waiting for the flush or in the transport."""
+        return self._pending + self.writer.transport.get_write_buffer_size()
+
+
 class _EventBatch:
     """Events published during one pass of the event loop, sent as one ``ev`` frame at its end
     (a STORE on 100 messages publishes 100 events: one frame and one write, not 100)."""
@@ -142,7 +172,7 @@ class _Worker:
     def __init__(self, index: int) -> None:
         self.index = index
         self.proc: asyncio.subprocess.Process | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.outbox: _Outbox | None = None
         self.ready = asyncio.Event()
         self.held: Counter[tuple[str, str | int]] = Counter()  # ("ip", key) / ("acct", id)
         self.task: asyncio.Task[None] | None = None
@@ -241,16 +271,16 @@ class WorkerPool:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
-        worker.writer = writer
-        writer.write(_frame({"t": "hello", "key": self.verifier.key.hex()}))
+        worker.outbox = outbox = _Outbox(writer)
+        outbox.send(_frame({"t": "hello", "key": self.verifier.key.hex()}))
         try:
-            await self._serve_channel(worker, reader, writer)
+            await self._serve_channel(worker, reader, outbox)
         except (ValueError, KeyError, TypeError) as e:
             logger.error("worker=%d bad channel message: %s", worker.index, e)
         except (ConnectionError, OSError):
             pass
         finally:
-            worker.writer = None
+            worker.outbox = None
             writer.close()
             self._release_all(worker)
         if worker.proc.returncode is None:
@@ -262,7 +292,7 @@ class WorkerPool:
         return await worker.proc.wait()
 
     async def _serve_channel(
-        self, worker: _Worker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, worker: _Worker, reader: asyncio.StreamReader, outbox: _Outbox
     ) -> None:
         while (message := await _read_frame(reader)) is not None:
             kind = message["t"]
@@ -275,7 +305,7 @@ class WorkerPool:
                 ok = self._take(slot)
                 if ok:
                     worker.held[slot] += 1
-                writer.write(_frame({"t": "ok", "id": message["id"], "ok": ok}))
+                outbox.send(_frame({"t": "ok", "id": message["id"], "ok": ok}))
             elif kind in ("ip-", "acct-"):
                 slot = _slot(kind[:-1], message["k"])
                 if worker.held[slot] > 0:  # never release what this worker did not take
@@ -283,7 +313,7 @@ class WorkerPool:
                     self._release(slot)
             elif kind == "pw?":
                 ok = self.verifier.cached_digest(bytes.fromhex(str(message["k"])))
-                writer.write(_frame({"t": "ok", "id": message["id"], "ok": ok}))
+                outbox.send(_frame({"t": "ok", "id": message["id"], "ok": ok}))
             elif kind == "pw+":
                 self.verifier.remember_digest(bytes.fromhex(str(message["k"])))
             elif kind == "ready":
@@ -320,15 +350,14 @@ class WorkerPool:
     def _forward(self, message: dict[str, Any], exclude: _Worker | None) -> None:
         frame = _frame(message)
         for worker in self.workers:
-            if worker is not exclude and worker.writer is not None:
-                worker.writer.write(frame)
-                self._check_backlog(worker)
+            if worker is not exclude and worker.outbox is not None:
+                worker.outbox.send(frame)
+                self._check_backlog(worker, worker.outbox)
 
-    def _check_backlog(self, worker: _Worker) -> None:
+    def _check_backlog(self, worker: _Worker, outbox: _Outbox) -> None:
         """A worker that stops reading its channel (hung) would make this process queue its
         events without bound: past `max_backlog` octets it is killed, and restarted."""
-        assert worker.writer is not None
-        queued = worker.writer.transport.get_write_buffer_size()
+        queued = outbox.queued()
         if queued <= self.max_backlog or worker.proc is None or worker.proc.returncode is not None:
             return
         logger.error(
@@ -338,8 +367,8 @@ class WorkerPool:
         )
         with contextlib.suppress(ProcessLookupError):
             worker.proc.kill()
-        worker.writer.transport.abort()
-        worker.writer = None
+        outbox.writer.transport.abort()
+        worker.outbox = None
 
 
 # -- worker side ---------------------------------------------------------------------------------
@@ -353,7 +382,7 @@ class WorkerChannel:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, bus: EventBus
     ) -> None:
         self.reader = reader
-        self.writer = writer
+        self._outbox = _Outbox(writer)
         self.bus = bus
         self.closed = False
         self._ids = itertools.count(1)
@@ -364,7 +393,7 @@ class WorkerChannel:
 
     def send(self, message: dict[str, Any]) -> None:
         if not self.closed:
-            self.writer.write(_frame(message))
+            self._outbox.send(_frame(message))
 
     async def password_cached(self, digest: bytes) -> bool:
         return await self.ask("pw?", digest.hex())

@@ -261,6 +261,35 @@ def test_smtp_delivery_visible_and_fetch_items(srv: Instance) -> None:
     client.logout()
 
 
+def test_fetch_served_again_from_the_cache_is_the_same(srv: Instance) -> None:
+    """The second FETCH of the same items in one session comes from the process's message
+    cache (summaries, headers): the same octets as the first, which read the store; the
+    message's other account (COPY makes a new message) and an expunge are seen as usual."""
+    client = imaps(srv)
+    box = fresh_box(client)
+    for i in range(3):
+        append(client, box, f"cached {i}", body=f"Body {i}.\r\n")
+    client.select(box)
+    items = (
+        "(UID ENVELOPE BODYSTRUCTURE BODY RFC822.SIZE RFC822.HEADER "
+        "BODY.PEEK[HEADER.FIELDS (Subject From)] BODY.PEEK[HEADER])"
+    )
+    first = client.fetch("1:3", items)
+    text = b"".join(p if isinstance(p, bytes) else b"".join(p) for p in first[1])
+    assert first[0] == "OK" and text.count(b"Subject: cached 2") == 3  # three header items
+    assert b'"cached 0"' in text and b'("text" "plain"' in text.lower()
+    second = client.fetch("1:3", items)
+    assert second == first
+    assert client.fetch("2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1] == (
+        b"Subject: cached 1\r\n\r\n"
+    )
+    client.store("2", "+FLAGS", "\\Deleted")
+    client.expunge()
+    typ, data = client.fetch("1:*", "(ENVELOPE)")
+    assert typ == "OK" and len(data) == 2 and b"cached 1" not in b"".join(data)
+    client.logout()
+
+
 def test_flags_search_copy_move_expunge(srv: Instance) -> None:
     client = imaps(srv)
     box = fresh_box(client)
@@ -605,3 +634,20 @@ def test_subscriptions_outlive_mailboxes_and_recent(srv: Instance) -> None:
     assert b"* 0 RECENT" in other.cmd(b"d2", f"SELECT {base}".encode())  # claimed by raw
     other.close()
     raw.close()
+
+
+def test_login_timeout_ends_a_silent_connection(fresh: Instance) -> None:
+    """RFC 9051 §5.4 autologout: an unauthenticated connection that stays silent for
+    imap.login_timeout gets BYE and is closed; one that keeps talking is not cut off."""
+    fresh.set_config("imap", login_timeout=1.0)
+    fresh.start()
+    with socket.create_connection(("127.0.0.1", fresh.imap_port), timeout=20) as sock:
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"* OK")
+        for i in range(4):  # 2.4 s in all, each pause shorter than the timeout
+            time.sleep(0.6)
+            sock.sendall(b"a%d NOOP\r\n" % i)
+            assert f.readline() == b"a%d OK NOOP completed\r\n" % i
+        assert f.readline() == b"* BYE Autologout; idle for too long\r\n"
+        assert f.readline() == b""
+    fresh.wait_log(r"disconnect ip=127\.0\.0\.1 tls=no user=-? commands=4 [^\n]*reason=\"?timeout")

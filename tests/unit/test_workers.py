@@ -13,7 +13,7 @@ from postkeep.config import Config
 from postkeep.net.slots import LocalSlots
 from postkeep.policy.auth import PasswordVerifier
 from postkeep.store.events import EventBus
-from postkeep.workers import WorkerPool, _frame, _read_frame
+from postkeep.workers import WorkerPool, _frame, _Outbox, _read_frame
 
 
 def test_a_worker_that_stops_reading_its_channel_is_killed() -> None:
@@ -26,7 +26,8 @@ def test_a_worker_that_stops_reading_its_channel_is_killed() -> None:
         pool = WorkerPool(Config(), EventBus(), LocalSlots(10, 10, 10), verifier, [], 1)
         pool.max_backlog = 256 * 1024
         worker = pool.workers[0]
-        worker.proc, worker.writer = proc, writer
+        outbox = _Outbox(writer)
+        worker.proc, worker.outbox = proc, outbox
         message = {"t": "ev", "e": [[1, 2, "flags", 3, 4]]}
         try:
             for _ in range(10):  # a worker that reads keeps its channel
@@ -34,9 +35,9 @@ def test_a_worker_that_stops_reading_its_channel_is_killed() -> None:
             for _ in range(10):
                 got = await asyncio.wait_for(_read_frame(peer_reader), 5)
                 assert got == message
-            assert worker.writer is writer and proc.returncode is None
+            assert worker.outbox is outbox and proc.returncode is None
             frames = 0
-            while worker.writer is not None:  # ... one that stops reading is killed
+            while worker.outbox is not None:  # ... one that stops reading is killed
                 pool._forward(message, exclude=None)
                 frames += 1
                 assert frames < 100_000, "never killed"

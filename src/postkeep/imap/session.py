@@ -26,6 +26,7 @@ from postkeep import log
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.imap import fetch as fetchmod
 from postkeep.imap import render
+from postkeep.imap.cache import MessageCache
 from postkeep.imap.search import Candidate, MessageContent, SearchContext, needs_content, search
 from postkeep.imap.thread import (
     SortFields,
@@ -93,8 +94,11 @@ class Session:
         *,
         peer_ip: str,
         capabilities: Sequence[str],
+        cache: MessageCache | None = None,
     ) -> None:
+        """`cache`: the process's cache of decoded summaries and headers (default: none)."""
         self.store = store
+        self.cache = cache if cache is not None else MessageCache(0)
         self.out = out
         self.limits = limits
         self.peer_ip = peer_ip
@@ -702,8 +706,7 @@ class Session:
                         sel.reported[m.uid] = m.modseq
             summaries: dict[int, Summary] = {}
             if need.summary and infos:
-                raw = await self.store.message_summaries(self.account.id, [i.id for i in infos])
-                summaries = {mid: Summary(doc) for mid, doc in raw.items()}
+                summaries = await self._summaries(infos)
             self._announce_keywords(sel, [k for i in infos for k in i.keywords], first=False)
             contents: dict[int, bytes] = {}
             for n, info in enumerate(infos):
@@ -747,24 +750,58 @@ class Session:
             return
         self._ok(cmd.tag, "FETCH completed")
 
+    async def _summaries(self, infos: Sequence[MessageInfo]) -> dict[int, Summary]:
+        """The decoded summaries of `infos` (expunged ones left out): from the process's
+        cache, the others in one store read."""
+        assert self.account is not None
+        account_id, cache = self.account.id, self.cache
+        out: dict[int, Summary] = {}
+        unknown: list[int] = []
+        for info in infos:
+            summary = cache.summary(account_id, info.id)
+            if summary is None:
+                unknown.append(info.id)
+            else:
+                out[info.id] = summary
+        if unknown:
+            for message_id, doc in (
+                await self.store.message_summaries(account_id, unknown)
+            ).items():
+                summary = out[message_id] = Summary(doc)
+                cache.put_summary(account_id, message_id, summary, len(doc))
+        return out
+
     async def _contents(
         self, infos: Sequence[MessageInfo], summaries: dict[int, Summary], header_only: bool
     ) -> dict[int, bytes]:
         """The contents (or headers) of the first messages of `infos`, in one store read of
-        at most _CONTENT_BATCH_BYTES (but at least one message)."""
+        at most _CONTENT_BATCH_BYTES (but at least one message); headers come from the
+        process's cache when it has them, and go into it."""
         assert self.account is not None
+        account_id, cache = self.account.id, self.cache
+        out: dict[int, bytes] = {}
         wanted: list[tuple[int, int | None]] = []
         total = 0
         for info in infos:
             length = None
             if header_only and info.id in summaries:
+                header = cache.header(account_id, info.id)
+                if header is not None:
+                    out[info.id] = header
+                    continue
                 length = summaries[info.id].tree.body_start
             size = info.size if length is None else length
             if wanted and total + size > _CONTENT_BATCH_BYTES:
                 break
             wanted.append((info.id, length))
             total += size
-        return await self.store.read_messages(self.account.id, wanted, expected_bytes=total)
+        if wanted:
+            read = await self.store.read_messages(account_id, wanted, expected_bytes=total)
+            out.update(read)
+            for message_id, length in wanted:
+                if length is not None and message_id in read:
+                    cache.put_header(account_id, message_id, read[message_id])
+        return out
 
     async def _cmd_store(self, cmd: c.Store) -> None:
         """STORE / UID STORE (RFC 9051 §6.4.6) with UNCHANGEDSINCE (RFC 7162 §3.1.3)."""
