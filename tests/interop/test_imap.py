@@ -290,6 +290,33 @@ def test_fetch_served_again_from_the_cache_is_the_same(srv: Instance) -> None:
     client.logout()
 
 
+def test_flags_only_fetch_matches_the_general_path(srv: Instance) -> None:
+    """FETCH of only UID/FLAGS/MODSEQ (a resync) takes a path of its own: its responses are
+    those of the general path (here forced by an extra item, then cut out), keywords, \\Recent,
+    MODSEQ and CHANGEDSINCE included."""
+    client = imaps(srv)
+    box = fresh_box(client)
+    for i in range(6):
+        append(client, box, f"flags {i}", flags="\\Seen $Label1" if i % 2 else "")
+    client.select(box)
+    client.store("2", "+FLAGS", "(\\Flagged custom)")
+    client.store("3", "+FLAGS", "(\\Deleted)")
+
+    def cut(data: list[bytes], item: bytes) -> list[bytes]:
+        return [re.sub(rb" " + item + rb' (\d+|"[^"]*")', b"", d) for d in data]
+
+    for items in ("(FLAGS)", "(UID FLAGS)", "(FLAGS UID MODSEQ FLAGS)"):
+        typ, fast = client.fetch("1:*", items)
+        assert typ == "OK" and len(fast) == 6
+        typ, general = client.fetch("1:*", items[:-1] + " RFC822.SIZE)")
+        assert fast == cut(general, b"RFC822.SIZE")
+    assert b"\\Recent" in b"".join(fast) and b"custom" in b"".join(fast)
+    typ, fast = client.uid("FETCH", "1:*", "(FLAGS) (CHANGEDSINCE 1)")
+    typ, general = client.uid("FETCH", "1:*", "(FLAGS INTERNALDATE) (CHANGEDSINCE 1)")
+    assert typ == "OK" and b"MODSEQ" in fast[0] and fast == cut(general, b"INTERNALDATE")
+    client.logout()
+
+
 def test_flags_search_copy_move_expunge(srv: Instance) -> None:
     client = imaps(srv)
     box = fresh_box(client)

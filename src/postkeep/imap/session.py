@@ -51,6 +51,7 @@ logger = log.get("imap")
 _FETCH_BATCH = 200  # messages per store round trip when FETCH reads summaries or contents
 _CONTENT_BATCH_BYTES = 4 << 20  # message data FETCH reads from the store in one go
 _FETCH_BATCH_FLAGS = 5000  # ... and when it reads only the message rows (FLAGS, UID, ...)
+_FLAG_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})  # FETCH items `_fetch_flags` renders
 
 
 class Output(Protocol):
@@ -680,12 +681,31 @@ class Session:
             gone = [u for u in gone if u in wanted]
             if gone:
                 self._w(f"* VANISHED (EARLIER) {render.number_set(gone)}\r\n".encode())
-        need = fetchmod.needs(cmd.attributes)
-        set_seen = need.sets_seen and not sel.read_only
-        missing = False
         modseq_item = cmd.changed_since is not None or any(
             a.name == "MODSEQ" for a in cmd.attributes
         )
+        if all(a.name in _FLAG_ITEMS for a in cmd.attributes):
+            missing = await self._fetch_flags(sel, cmd, uids, modseq_item)
+        else:
+            found = await self._fetch_items(sel, cmd, uids, modseq_item)
+            if found is None:
+                return
+            missing = found
+        await self.sync(cmd.uid)
+        if missing and not cmd.uid:  # RFC 9051 §7.1: the client may want to NOOP soon
+            self._ok(cmd.tag, "[EXPUNGEISSUED] Some messages were expunged meanwhile")
+            return
+        self._ok(cmd.tag, "FETCH completed")
+
+    async def _fetch_items(
+        self, sel: Selected, cmd: c.Fetch, uids: list[int], modseq_item: bool
+    ) -> bool | None:
+        """FETCH in general: message rows, summaries and contents read in batches. True if
+        messages were missing; None if a NO [UNKNOWN-CTE] ended the command."""
+        assert self.account is not None
+        need = fetchmod.needs(cmd.attributes)
+        set_seen = need.sets_seen and not sel.read_only
+        missing = False
         atts = list(cmd.attributes)
         step = _FETCH_BATCH if need.summary or need.content or set_seen else _FETCH_BATCH_FLAGS
         for start in range(0, len(uids), step):
@@ -741,14 +761,55 @@ class Session:
                     )
                 except fetchmod.UnknownCte:
                     self._no(cmd.tag, "[UNKNOWN-CTE] Cannot decode the part's transfer encoding")
-                    return
+                    return None
                 self._w(b"* %d FETCH " % seq + body + b"\r\n")
             await self.out.drain()
-        await self.sync(cmd.uid)
-        if missing and not cmd.uid:  # RFC 9051 §7.1: the client may want to NOOP soon
-            self._ok(cmd.tag, "[EXPUNGEISSUED] Some messages were expunged meanwhile")
-            return
-        self._ok(cmd.tag, "FETCH completed")
+        return missing
+
+    async def _fetch_flags(
+        self, sel: Selected, cmd: c.Fetch, uids: list[int], modseq_item: bool
+    ) -> bool:
+        """A FETCH of only UID, FLAGS and MODSEQ (a client's resync: `UID FETCH 1:* (FLAGS)`,
+        RFC 9051 §6.4.5, RFC 7162 §3.1.4) from the bare rows, each flag list rendered once per
+        combination; the same responses as the general path. True if messages were missing."""
+        names = list(dict.fromkeys(
+            (["UID"] if cmd.uid else [])
+            + [a.name for a in cmd.attributes]
+            + (["MODSEQ"] if modseq_item else [])
+        ))
+        lists: dict[tuple[int, str, bool], bytes] = {}
+        recent, seq_of, since = sel.recent, sel.view.seq_of, cmd.changed_since
+        missing = False
+        for start in range(0, len(uids), _FETCH_BATCH_FLAGS):
+            batch = uids[start : start + _FETCH_BATCH_FLAGS]
+            rows = await self.store.message_flags(sel.mailbox_id, render.ranges(batch))
+            missing = missing or len(rows) < len(batch)
+            if since is not None:
+                rows = [r for r in rows if r[3] > since]
+            self._announce_keywords(sel, [k for r in rows if r[2] for k in r[2].split()], False)
+            out: list[bytes] = []
+            for uid, bits, keywords, modseq in rows:
+                seq = seq_of(uid)
+                if seq is None:
+                    continue
+                items: list[bytes] = []
+                for name in names:
+                    if name == "UID":
+                        items.append(b"UID %d" % uid)
+                    elif name == "FLAGS":
+                        key = (bits, keywords, uid in recent)
+                        flags = lists.get(key)
+                        if flags is None:
+                            flags = lists[key] = b"FLAGS " + render.flag_list(
+                                Flag(bits), tuple(keywords.split()), recent=key[2]
+                            )
+                        items.append(flags)
+                    else:
+                        items.append(b"MODSEQ (%d)" % modseq)
+                out.append(b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items)))
+            self._w(b"".join(out))
+            await self.out.drain()
+        return missing
 
     async def _summaries(self, infos: Sequence[MessageInfo]) -> dict[int, Summary]:
         """The decoded summaries of `infos` (expunged ones left out): from the process's

@@ -101,6 +101,15 @@ class HotStatements:
             d,
             range_params,
         )
+        self.flags_in = BySize(
+            lambda n: (
+                select(messages.c.uid, messages.c.flags, messages.c.keywords, messages.c.modseq)
+                .where(messages.c.mailbox_id == mid, uid_ranges(messages.c.uid, n))
+                .order_by(messages.c.uid)
+            ),
+            d,
+            range_params,
+        )
         self.first_unseen = p(
             select(func.min(messages.c.uid)).where(
                 messages.c.mailbox_id == mid, messages.c.flags.op("&")(seen) == 0

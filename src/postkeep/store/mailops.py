@@ -239,6 +239,27 @@ class MailboxOpsMixin(SqlStoreBase):
             out.sort(key=lambda m: m.uid)
         return out
 
+    async def message_flags(
+        self, mailbox_id: int, ranges: Sequence[tuple[int, int]]
+    ) -> list[tuple[int, int, str, int]]:
+        """(uid, flag bits, keywords, modseq) of the messages whose UID falls in the inclusive
+        `ranges`, ascending UID: the rows of a flags-only FETCH (a client's resync), without
+        building a `MessageInfo` each."""
+        if not ranges:
+            return []
+        hot = self.hot
+
+        def fn(cur: Cursor) -> list[tuple[int, int, str, int]]:
+            out: list[tuple[int, int, str, int]] = []
+            for part in chunks(list(ranges), 128):
+                stmt, params = hot.flags_in(part)
+                out += cur.all(stmt, mid=mailbox_id, **params)
+            if len(ranges) > 128:
+                out.sort()
+            return out
+
+        return await self._read_raw(fn)
+
     async def first_unseen_uid(self, mailbox_id: int) -> int | None:
         """The lowest UID without \\Seen (SELECT's UNSEEN, RFC 3501 §6.3.1), None if none."""
         hot = self.hot
