@@ -181,7 +181,7 @@ def _header(data: bytes, start: int, end: int) -> tuple[int, dict[str, str]]:
     return body, fields
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=1024)
 def _named_fields(names: tuple[str, ...]) -> re.Pattern[bytes]:
     """Matches the start of a field line named in `names` (any case, blanks before the colon)."""
     alternatives = b"|".join(re.escape(n.encode("utf-8", "surrogateescape")) for n in names)
@@ -209,7 +209,8 @@ def header_fields(data: bytes, part: Part, names: Sequence[str], *, exclude: boo
         if not names:
             return b"\r\n"
         out = []
-        for m in _named_fields(tuple(names)).finditer(block):
+        # one pattern per set of names, whatever their order and repetitions (clients vary both)
+        for m in _named_fields(tuple(sorted(set(names)))).finditer(block):
             stop = _FIELD_END.search(block, m.end())
             field = block[m.start() : stop.end() if stop else len(block)]
             out.append(field if field.endswith(b"\n") else field + b"\r\n")
