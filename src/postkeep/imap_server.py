@@ -22,7 +22,6 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from postkeep import log
@@ -32,7 +31,6 @@ from postkeep.imap.session import Session, SessionLimits
 from postkeep.net.deadlines import ReadDeadlines
 from postkeep.net.slots import ConnectionSlots, LocalSlots
 from postkeep.net.streams import close_stream, start_listeners, stop_listeners
-from postkeep.net.tls import certificate_file
 from postkeep.policy.auth import AuthBusy, PasswordVerifier, authenticate_password
 from postkeep.protocol import imap_commands as c
 from postkeep.protocol.imap_parser import parse
@@ -48,7 +46,7 @@ from postkeep.protocol.imap_reader import (
     ReaderLimits,
     TooBig,
 )
-from postkeep.smtp_auth import AuthExchange, AuthResult, SmtpAuthenticator, tls_server_end_point
+from postkeep.smtp_auth import AuthExchange, AuthResult, EndPointBindings, SmtpAuthenticator
 from postkeep.smtp_server import ip_class
 from postkeep.store.api import Account
 
@@ -160,12 +158,8 @@ class ImapServer:
         self.auth = SmtpAuthenticator(
             store, verifier, cfg.server.hostname, cfg.imap, gssapi_keytab=keytab, scope="imap"
         )
-        self._end_points: dict[Path, bytes] = {}
-        default = cfg.data_path(cfg.tls.cert_file)
-        self._end_points[default] = tls_server_end_point(default)
-        self._mechanisms = tuple(
-            self.auth.advertised(True, {"tls-server-end-point": self._end_points[default]})
-        )
+        self.bindings = EndPointBindings(cfg.data_path(cfg.tls.cert_file))
+        self._mechanisms = tuple(self.auth.advertised(True, self.bindings.default))
         self.listen = [(a, False) for a in cfg.imap.listen] + [
             (a, True) for a in cfg.imap.tls_listen
         ]
@@ -444,7 +438,7 @@ class ImapServer:
             return
         local = conn.writer.get_extra_info("sockname") or ("",)
         exchange, result = await self.auth.start(
-            mechanism, cmd.initial, self._channel_bindings(conn), str(local[0])
+            mechanism, cmd.initial, self.bindings.of(conn.writer), str(local[0])
         )
         while exchange is not None and not result.finished:
             conn.out.write(b"+ " + result.out + b"\r\n")
@@ -550,16 +544,6 @@ class ImapServer:
         logger.info("login ip=%s user=%s", conn.ip, log.quote(account.address))
         caps = " ".join(session.capabilities)
         conn.out.write(f"{tag} OK [CAPABILITY {caps}] Logged in\r\n".encode())
-
-    def _channel_bindings(self, conn: _Conn) -> dict[str, bytes]:
-        ssl_object = conn.writer.get_extra_info("ssl_object")
-        cert = certificate_file(ssl_object.context) if ssl_object is not None else None
-        if cert is None:
-            return {}
-        binding = self._end_points.get(cert)
-        if binding is None:
-            binding = self._end_points[cert] = tls_server_end_point(cert)
-        return {"tls-server-end-point": binding}
 
     # -- IDLE and COMPRESS -------------------------------------------------------------------------
 

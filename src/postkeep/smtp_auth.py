@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from postkeep import log
 from postkeep.errors import Reply
+from postkeep.net.tls import certificate_file
 from postkeep.policy.auth import AuthBusy, PasswordVerifier, authenticate_password, sasl_secrets_for
 from postkeep.protocol import sasl
 from postkeep.store.api import Account, Store
@@ -216,3 +217,23 @@ def tls_server_end_point(cert_file: Path) -> bytes:
     digest = hashes.Hash(algorithm)
     digest.update(cert.public_bytes(serialization.Encoding.DER))
     return digest.finalize()
+
+
+class EndPointBindings:
+    """The tls-server-end-point binding of each certificate a listener shows, computed once
+    per certificate file (SNI can pick another than the default)."""
+
+    def __init__(self, default_cert: Path) -> None:
+        self.default = {"tls-server-end-point": tls_server_end_point(default_cert)}
+        self._by_file: dict[Path, bytes] = {default_cert: self.default["tls-server-end-point"]}
+
+    def of(self, writer: asyncio.StreamWriter) -> dict[str, bytes]:
+        """The bindings of the connection behind `writer` ({} without TLS)."""
+        ssl_object = writer.get_extra_info("ssl_object")
+        cert = certificate_file(ssl_object.context) if ssl_object is not None else None
+        if cert is None:
+            return {}
+        binding = self._by_file.get(cert)
+        if binding is None:
+            binding = self._by_file[cert] = tls_server_end_point(cert)
+        return {"tls-server-end-point": binding}

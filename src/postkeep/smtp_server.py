@@ -20,7 +20,6 @@ import secrets
 import ssl
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from postkeep import log
 from postkeep.config import Config
@@ -30,7 +29,6 @@ from postkeep.errors import Reply
 from postkeep.net.deadlines import ReadDeadlines
 from postkeep.net.slots import ConnectionLimiter
 from postkeep.net.streams import close_stream, start_listeners, stop_listeners
-from postkeep.net.tls import certificate_file
 from postkeep.policy import limits
 from postkeep.policy.auth import PasswordVerifier
 from postkeep.policy.relay import check_rcpt
@@ -63,8 +61,8 @@ from postkeep.smtp_auth import (
     R_AUTH_TOO_MANY,
     AuthExchange,
     AuthResult,
+    EndPointBindings,
     SmtpAuthenticator,
-    tls_server_end_point,
 )
 from postkeep.store.api import Account, DsnRecipient, Envelope, LocalDelivery, Store
 
@@ -145,7 +143,7 @@ class SmtpServer:
         )
         self.max_header_size = sub.max_header_size if self.submission else cfg.smtp.max_header_size
         self.auth: SmtpAuthenticator | None = None
-        self._end_points: dict[Path, bytes] = {}  # certificate file -> tls-server-end-point
+        self.bindings: EndPointBindings | None = None
         self._mechanisms: tuple[str, ...] = ()
         if self.submission:
             assert verifier is not None and tls_context is not None
@@ -154,11 +152,8 @@ class SmtpServer:
                                           gssapi_keytab=keytab)
             # Offered once TLS is up. Every certificate yields a tls-server-end-point binding,
             # so the default certificate's stands for all when deciding whether to offer -PLUS.
-            default = cfg.data_path(cfg.tls.cert_file)
-            self._end_points[default] = tls_server_end_point(default)
-            self._mechanisms = tuple(self.auth.advertised(
-                True, {"tls-server-end-point": self._end_points[default]}
-            ))
+            self.bindings = EndPointBindings(cfg.data_path(cfg.tls.cert_file))
+            self._mechanisms = tuple(self.auth.advertised(True, self.bindings.default))
         self.listen = (
             [(a, False) for a in sub.listen] + [(a, True) for a in sub.tls_listen]
             if self.submission
@@ -168,17 +163,6 @@ class SmtpServer:
         self.servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.deadlines = ReadDeadlines()
-
-    def channel_bindings(self, conn: _Conn) -> dict[str, bytes]:
-        """RFC 5929 tls-server-end-point of the certificate this connection was shown (SNI)."""
-        ssl_object = conn.writer.get_extra_info("ssl_object")
-        cert = certificate_file(ssl_object.context) if ssl_object is not None else None
-        if cert is None:
-            return {}
-        binding = self._end_points.get(cert)
-        if binding is None:
-            binding = self._end_points[cert] = tls_server_end_point(cert)
-        return {"tls-server-end-point": binding}
 
     def capabilities(self, implicit_tls: bool) -> Capabilities:
         if self.auth is None:
@@ -476,10 +460,10 @@ class SmtpServer:
     # -- AUTH (RFC 4954) --------------------------------------------------------------------------
 
     async def _auth_start(self, conn: _Conn, auth: Auth) -> None:
-        assert self.auth is not None
+        assert self.auth is not None and self.bindings is not None
         local = conn.writer.get_extra_info("sockname") or ("",)
         exchange, result = await self.auth.start(
-            auth.mechanism, auth.initial, self.channel_bindings(conn), str(local[0])
+            auth.mechanism, auth.initial, self.bindings.of(conn.writer), str(local[0])
         )
         conn.auth = exchange
         await self._auth_result(conn, auth.mechanism, result)
