@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 import os
 import platform
 import random
@@ -288,6 +289,7 @@ class Limits:
     users: int
     connections: int
     postkeep_processes: int | None = None  # imap.processes (None: the server's default)
+    postkeep_store_url: str | None = None  # store.url (None: the embedded SQLite store)
 
 
 class Target(abc.ABC):
@@ -647,6 +649,10 @@ class PostkeepTarget(ChildServer):
             raise TargetUnavailable(f"postkeep init failed: {_tail(r.stdout + r.stderr)}")
         self.plain_port, self.tls_port = base + 143, base + 993
         self._tune_config(limits)
+        if limits.postkeep_store_url is not None:  # init put the domain in the SQLite store
+            r = self._cli("--dir", str(self.instance), "domain", "add", DOMAIN)
+            if r.returncode != 0:
+                raise TargetUnavailable(f"domain add failed: {_tail(r.stdout + r.stderr)}")
         for name in [user_name(i) for i in range(1, limits.users + 1)] + [BIG_USER]:
             r = self._cli(
                 "--dir",
@@ -675,6 +681,10 @@ class PostkeepTarget(ChildServer):
         if limits.postkeep_processes is not None:
             values["processes"] = str(limits.postkeep_processes)
         text = set_toml_keys(path.read_text(), "imap", values)
+        if limits.postkeep_store_url is not None:
+            # a TOML basic string; JSON's escaping is a subset of it
+            text = set_toml_keys(text, "store", {"url": json.dumps(limits.postkeep_store_url)})
+            self.notes.append(f"postkeep.toml [store]: url={limits.postkeep_store_url}")
         try:
             conf = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
@@ -1412,6 +1422,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         help="postkeep imap.processes (default: the server's default, one per core)",
     )
+    p.add_argument(
+        "--postkeep-store-url",
+        help="postkeep store.url, e.g. postgresql+psycopg://root@127.0.0.1:5432/imapbench "
+        "(an empty database; default: the embedded SQLite store)",
+    )
     p.add_argument("--postkeep", type=Path, default=REPO / ".venv" / "bin" / "postkeep")
     p.add_argument("--out", type=Path, default=HERE / "last-run.md")
     p.add_argument("--no-write", action="store_true", help="do not write --out")
@@ -1449,6 +1464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         users=args.users,
         connections=max(max_conn, args.clients, 100),
         postkeep_processes=args.postkeep_processes,
+        postkeep_store_url=args.postkeep_store_url,
     )
     raise_nofile(4 * limits.connections + 10000)
     # explicit, since a shell starts background jobs with SIGINT ignored

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, make_url, select
 
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.mime.summary import Summary
@@ -367,3 +367,47 @@ def test_reads_on_the_event_loop_wait_briefly_for_locks(
     cur = store._local.raw.cursor()
     assert cur.execute("PRAGMA busy_timeout").fetchone()[0] == LOOP_BUSY_TIMEOUT_MS < 30_000
     assert cur.execute("PRAGMA cache_size").fetchone()[0] == -LOOP_CACHE_KIB  # small heap
+
+
+@pytest.mark.postgres
+def test_a_write_aborted_by_a_deadlock_runs_again(
+    run: Run, store: SqlStore, acct: Account, db_url: str
+) -> None:
+    """PostgreSQL resolves a deadlock by aborting one transaction; the writer runs the aborted
+    job again (as another process's writer would deadlock with it: two IMAP workers). A real
+    deadlock: the job locks mailbox A, another connection locks B then waits for A, the job
+    then wants B; the job's session detects it first (shorter deadlock_timeout)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite's writers take turns: no deadlock between them")
+    import threading
+
+    from tests.pg import pg_connect
+
+    a, b = _box(run, store, acct, "INBOX"), run(store.create_mailbox(acct.id, "Other")).id
+    other = pg_connect(make_url(db_url))
+    holding_b, attempts = threading.Event(), []
+
+    def rival() -> None:
+        with other.transaction():
+            other.execute("SELECT id FROM mailboxes WHERE id = %s FOR UPDATE", (b,))
+            holding_b.set()
+            other.execute("SELECT id FROM mailboxes WHERE id = %s FOR UPDATE", (a,))
+
+    thread = threading.Thread(target=rival)
+
+    def job(conn: Any) -> int:
+        attempts.append(1)
+        conn.exec_driver_sql("SET LOCAL deadlock_timeout = '100ms'")
+        conn.exec_driver_sql(f"SELECT id FROM mailboxes WHERE id = {a} FOR UPDATE")
+        if len(attempts) == 1:
+            thread.start()
+            assert holding_b.wait(10)
+        conn.exec_driver_sql(f"SELECT id FROM mailboxes WHERE id = {b} FOR UPDATE")
+        return len(attempts)
+
+    try:
+        assert run(store._write(job)) == 2  # aborted once (deadlock detected), then done
+        assert store.stats.retries == 1
+    finally:
+        thread.join(10)
+        other.close()

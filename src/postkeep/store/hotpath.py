@@ -64,6 +64,9 @@ class HotStatements:
             select(accounts.c.address_key, accounts.c.data_key).where(accounts.c.id == aid)
         )
         self.mailbox = p(select(*MAILBOX_COLS).where(mailboxes.c.id == mid))
+        # PostgreSQL: a writer's first statement on a mailbox (rendered without FOR UPDATE on
+        # SQLite, whose writers take turns anyway)
+        self.lock_mailbox = p(select(mailboxes.c.id).where(mailboxes.c.id == mid).with_for_update())
         self.mailbox_named = p(
             select(*MAILBOX_COLS).where(
                 mailboxes.c.account_id == aid, mailboxes.c.name == bindparam("name")

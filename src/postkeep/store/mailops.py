@@ -202,6 +202,7 @@ class MailboxOpsMixin(SqlStoreBase):
 
         def fn(conn: Connection) -> tuple[int, int]:
             cur = self._cursor(conn)
+            self._lock_mailboxes(cur, mailbox_id)
             row = cur.first(hot.recent, mid=mailbox_id)
             if row is None:
                 raise NotFound("mailbox does not exist")
@@ -341,6 +342,18 @@ class MailboxOpsMixin(SqlStoreBase):
             raise StoreError("mailbox has run out of UIDs")
         return int(row[0]), int(row[1]) - uid_count
 
+    def _lock_mailboxes(self, cur: Cursor, *mailbox_ids: int) -> None:
+        """PostgreSQL: lock the mailbox rows (in id order) before a job reads what it will
+        change, so that writers in other processes (IMAP workers) run one after the other per
+        mailbox: otherwise two STOREs both read the old flags and the second overwrites the
+        first's, and two EXPUNGEs both remove (and log) the same messages. Under READ
+        COMMITTED every later statement sees what the previous holder committed. SQLite's
+        writers take turns on the whole database already."""
+        if self._sqlite:
+            return
+        for mailbox_id in sorted(set(mailbox_ids)):
+            cur.first(self.hot.lock_mailbox, mid=mailbox_id)
+
     async def set_flags(
         self,
         account_id: int,
@@ -365,6 +378,7 @@ class MailboxOpsMixin(SqlStoreBase):
             if not ranges:
                 return FlagChange(())
             cur = self._cursor(conn)
+            self._lock_mailboxes(cur, mailbox_id)
             rows = self._messages_in(cur, mailbox_id, ranges)
             updates: list[dict[str, Any]] = []
             modified: list[int] = []
@@ -450,6 +464,7 @@ class MailboxOpsMixin(SqlStoreBase):
 
         def fn(conn: Connection) -> tuple[list[int], list[str]]:
             cur = self._cursor(conn)
+            self._lock_mailboxes(cur, mailbox_id)
             if uids is None:
                 rows = cur.all(hot.deleted, mid=mailbox_id)
             else:
@@ -486,6 +501,7 @@ class MailboxOpsMixin(SqlStoreBase):
                 .where(accounts.c.id == account_id)
                 .with_for_update()
             ).first()
+            self._lock_mailboxes(self._cursor(conn), source_id, dest_id)
             owners = conn.execute(
                 select(mailboxes.c.id, mailboxes.c.uidvalidity).where(
                     mailboxes.c.id.in_([source_id, dest_id]), mailboxes.c.account_id == account_id
@@ -627,6 +643,7 @@ class MailboxOpsMixin(SqlStoreBase):
             ).scalar()
             if box is None:
                 raise NotFound(f"mailbox {name} does not exist")
+            self._lock_mailboxes(self._cursor(conn), box)
             child = conn.execute(
                 select(mailboxes.c.id).where(
                     mailboxes.c.account_id == account_id,
@@ -670,6 +687,7 @@ class MailboxOpsMixin(SqlStoreBase):
             ).all()
             if not any(n == old for _, n in rows):
                 raise NotFound(f"mailbox {old} does not exist")
+            self._lock_mailboxes(self._cursor(conn), *(i for i, _ in rows))
             targets = {i: new + n[len(old) :] for i, n in rows}
             names = set(targets.values())
             levels = new.split(DELIMITER)

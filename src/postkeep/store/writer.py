@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -87,6 +88,7 @@ class DeliveryStats:
     batch_failures: int = 0
     jobs: int = 0  # other writes (flags, expunges, admin...)
     relaxed_commits: int = 0  # transactions committed without waiting for the disk
+    retries: int = 0  # transactions run again after PostgreSQL aborted them (deadlock, ...)
 
     @property
     def mean_batch(self) -> float:
@@ -142,6 +144,23 @@ _STOP = object()
 _END = object()  # ends the files thread, after the writer has stopped
 
 
+# PostgreSQL aborts one of two transactions that conflict (writers of two IMAP workers locking
+# rows in opposite orders): serialization_failure, deadlock_detected. Running the aborted one
+# again is the remedy the documentation gives; ATTEMPTS bounds it.
+_RETRY_SQLSTATES = frozenset({"40001", "40P01"})
+ATTEMPTS = 4
+
+
+def _retryable(exc: BaseException) -> bool:
+    return any(
+        getattr(e, "sqlstate", None) in _RETRY_SQLSTATES for e in (exc, getattr(exc, "orig", None))
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
 def store_error(exc: BaseException) -> StoreError:
     """What callers see: StoreErrors as they are, anything else wrapped (cause kept)."""
     if isinstance(exc, StoreError):
@@ -150,6 +169,8 @@ def store_error(exc: BaseException) -> StoreError:
         err = StoreError(f"cannot write message blob: {exc}")
     elif isinstance(exc, sa_exc.DBAPIError):
         err = StoreError(f"database error: {exc.orig}")
+    elif isinstance(exc, sqlite3.Error) or hasattr(exc, "sqlstate"):  # the driver's, raw cursor
+        err = StoreError(f"database error: {exc}")
     else:
         log.error("unexpected error in the store writer", exc_info=exc)
         err = StoreError(f"internal store error: {exc!r}")
@@ -485,6 +506,12 @@ class GroupCommitWriter:
             return [self._run_job(job) for job in jobs]
         outcomes: list[_Outcome] = []
         for job, result, error in results:
+            if error is not None and _retryable(error):
+                log.info("store: job aborted (%s); running it again alone", _first_line(error))
+                self.stats.retries += 1
+                self.stats.jobs -= 1  # counted again
+                outcomes.append(self._run_job(job))  # alone now, the batch's locks released
+                continue
             if error is not None:
                 outcomes.append(_Outcome(job, error=store_error(error)))
                 continue
@@ -504,8 +531,7 @@ class GroupCommitWriter:
         except Exception as exc:
             return _Outcome(job, error=store_error(exc))
         try:
-            with self._transaction(job.durable) as conn:
-                result = job.fn(conn)
+            result = self._retrying(job.fn, job.durable)
         except Exception as exc:
             if job.undo is not None:
                 try:
@@ -519,6 +545,21 @@ class GroupCommitWriter:
             except Exception:
                 log.exception("store: post-commit action failed")
         return _Outcome(job, result)
+
+    def _retrying(self, fn: Callable[[Connection], Any], durable: bool = True) -> Any:
+        """`fn` in a transaction of its own, run again (up to ATTEMPTS times) when PostgreSQL
+        aborts it to resolve a conflict with another process's writer."""
+        attempt = 1
+        while True:
+            try:
+                with self._transaction(durable) as conn:
+                    return fn(conn)
+            except Exception as exc:
+                if attempt >= ATTEMPTS or not _retryable(exc):
+                    raise
+                log.info("store: transaction aborted (%s); running it again", _first_line(exc))
+                attempt += 1
+                self.stats.retries += 1
 
     def _finish(self, outcomes: list[_Outcome]) -> None:
         """Hand results to the callers' event loops: resolve futures, publish events."""
@@ -580,8 +621,7 @@ class GroupCommitWriter:
                 for p in run:
                     p.written = True
                     p.blob = b""
-            with self._transaction() as conn:
-                placed = self._insert(conn, run)
+            placed = self._retrying(lambda conn: self._insert(conn, run))
         except Exception as exc:
             self.stats.batch_failures += 1
             try:
@@ -603,8 +643,7 @@ class GroupCommitWriter:
                 self._blobs.write(p.blob_id, p.blob)
                 p.written = True
                 p.blob = b""
-            with self._transaction() as conn:
-                [(result, evs)] = self._insert(conn, [p])
+            [(result, evs)] = self._retrying(lambda conn: self._insert(conn, [p]))
         except Exception as exc:
             if p.written:
                 try:
