@@ -369,7 +369,9 @@ def test_reads_on_the_event_loop_wait_briefly_for_locks(
     assert cur.execute("PRAGMA cache_size").fetchone()[0] == -LOOP_CACHE_KIB  # small heap
 
 
-@pytest.mark.postgres
+@pytest.mark.parametrize(  # PostgreSQL only: SQLite's writers take turns, never deadlock
+    "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 def test_a_write_aborted_by_a_deadlock_runs_again(
     run: Run, store: SqlStore, acct: Account, db_url: str
 ) -> None:
@@ -377,8 +379,6 @@ def test_a_write_aborted_by_a_deadlock_runs_again(
     job again (as another process's writer would deadlock with it: two IMAP workers). A real
     deadlock: the job locks mailbox A, another connection locks B then waits for A, the job
     then wants B; the job's session detects it first (shorter deadlock_timeout)."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("SQLite's writers take turns: no deadlock between them")
     import threading
 
     from tests.pg import pg_connect
