@@ -411,3 +411,18 @@ def test_a_write_aborted_by_a_deadlock_runs_again(
     finally:
         thread.join(10)
         other.close()
+
+
+def test_rows_by_uid_over_many_ranges(run: Run, store: SqlStore, acct: Account) -> None:
+    """`messages_by_uid` and `message_flags` read 128 UID ranges per statement: with more, the
+    rows of all statements come back once each, in ascending UID."""
+    env = Envelope("", "", [], "127.0.0.1", "", 1_700_000_000.0)
+    run(store.deliver_all([LocalDelivery(env, [acct.id], MSG, NO_FLAGS, "INBOX", ("k",))] * 300))
+    inbox = _box(run, store, acct, "INBOX")
+    odd = [(u, u) for u in range(299, 0, -2)]  # 150 ranges, given in descending order
+    infos = run(store.messages_by_uid(inbox, odd))
+    assert [m.uid for m in infos] == list(range(1, 300, 2))
+    rows = run(store.message_flags(inbox, odd))
+    assert [r[0] for r in rows] == list(range(1, 300, 2))
+    assert {(r[1], r[2]) for r in rows} == {(0, "k")}
+    assert [r[3] for r in rows] == [m.modseq for m in infos]

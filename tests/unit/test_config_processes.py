@@ -1,4 +1,5 @@
-"""`imap.processes`: how many processes serve IMAP (postkeep.workers), validated at load."""
+"""`imap.processes` (how many processes serve IMAP, postkeep.workers) and
+`imap.message_cache_size`, validated at load."""
 
 from __future__ import annotations
 
@@ -27,3 +28,13 @@ def test_processes_default_is_one_per_core(tmp_path: Path) -> None:
 def test_processes_out_of_range_is_refused(tmp_path: Path, bad: int) -> None:
     with pytest.raises(ConfigError, match=r"^imap\.processes: must be 0 \(one per CPU core\)"):
         _load(tmp_path, bad)
+
+
+@pytest.mark.parametrize("bad", [-1, (1 << 34) + 1])
+def test_message_cache_size_out_of_range_is_refused(tmp_path: Path, bad: int) -> None:
+    path = tmp_path / "postkeep.toml"
+    path.write_text(f"[imap]\nmessage_cache_size = {bad}\n")
+    with pytest.raises(ConfigError, match=r"^imap\.message_cache_size: must be 0 \(off\)"):
+        config.load(path)
+    path.write_text("[imap]\nmessage_cache_size = 0\n")
+    assert config.load(path).imap.message_cache_size == 0

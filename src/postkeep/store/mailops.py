@@ -34,9 +34,10 @@ from postkeep.store.crypto import (
     unseal,
     unwrap_key,
 )
-from postkeep.store.prepared import Cursor
+from postkeep.store.prepared import BySize, Cursor
 from postkeep.store.rows import (
     MAILBOX_COLS,
+    MESSAGE_UID_COLUMN,
     chunks,
     mailbox_from_row,
     mailbox_name,
@@ -146,6 +147,24 @@ def _flag_values(
     return old_flags & ~int(flags), " ".join(k for k in old_kw if k.lower() not in lower)
 
 
+def _rows_in(
+    cur: Cursor,
+    stmt: BySize,
+    mailbox_id: int,
+    ranges: Sequence[tuple[int, int]],
+    uid_column: int,
+) -> list[Any]:
+    """Rows of `stmt` (ordered by UID, which is column `uid_column`) for the mailbox's UIDs in
+    the inclusive `ranges`, 128 ranges per statement; ascending UID in all."""
+    out: list[Any] = []
+    for part in chunks(list(ranges), 128):
+        sql, params = stmt(part)
+        out += cur.all(sql, mid=mailbox_id, **params)
+    if len(ranges) > 128:
+        out.sort(key=lambda r: r[uid_column])
+    return out
+
+
 class MailboxOpsMixin(SqlStoreBase):
     """See the module docstring."""
 
@@ -232,13 +251,10 @@ class MailboxOpsMixin(SqlStoreBase):
         self, cur: Cursor, mailbox_id: int, ranges: Sequence[tuple[int, int]]
     ) -> list[MessageInfo]:
         """The mailbox's messages with a UID in the inclusive `ranges`, ascending UID."""
-        out: list[MessageInfo] = []
-        for part in chunks(list(ranges), 128):
-            stmt, params = self.hot.messages_in(part)
-            out += map(message_from_row, cur.all(stmt, mid=mailbox_id, **params))
-        if len(ranges) > 128:
-            out.sort(key=lambda m: m.uid)
-        return out
+        return [
+            message_from_row(r)
+            for r in _rows_in(cur, self.hot.messages_in, mailbox_id, ranges, MESSAGE_UID_COLUMN)
+        ]
 
     async def message_flags(
         self, mailbox_id: int, ranges: Sequence[tuple[int, int]]
@@ -249,17 +265,7 @@ class MailboxOpsMixin(SqlStoreBase):
         if not ranges:
             return []
         hot = self.hot
-
-        def fn(cur: Cursor) -> list[tuple[int, int, str, int]]:
-            out: list[tuple[int, int, str, int]] = []
-            for part in chunks(list(ranges), 128):
-                stmt, params = hot.flags_in(part)
-                out += cur.all(stmt, mid=mailbox_id, **params)
-            if len(ranges) > 128:
-                out.sort()
-            return out
-
-        return await self._read_raw(fn)
+        return await self._read_raw(lambda cur: _rows_in(cur, hot.flags_in, mailbox_id, ranges, 0))
 
     async def first_unseen_uid(self, mailbox_id: int) -> int | None:
         """The lowest UID without \\Seen (SELECT's UNSEEN, RFC 3501 §6.3.1), None if none."""

@@ -84,6 +84,7 @@ MESSAGE_COLS = (
     messages.c.blob_id,
     messages.c.savedate,
 )
+MESSAGE_UID_COLUMN = 2  # where the UID is in a MESSAGE_COLS row
 
 
 def mailbox_from_row(r: Sequence[Any]) -> Mailbox:
