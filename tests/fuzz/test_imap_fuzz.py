@@ -7,7 +7,7 @@ import typing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from postkeep.protocol.imap_commands import (
+from postkeep.imap.wire.commands import (
     STAR,
     Authenticate,
     Command,
@@ -22,9 +22,9 @@ from postkeep.protocol.imap_commands import (
     SearchOr,
     SequenceSet,
 )
-from postkeep.protocol.imap_mailbox import MailboxNameError, decode_utf7, encode_mailbox_utf7
-from postkeep.protocol.imap_parser import parse
-from postkeep.protocol.imap_reader import (
+from postkeep.imap.wire.mailbox import MailboxNameError, decode_utf7, encode_mailbox_utf7
+from postkeep.imap.wire.parser import parse
+from postkeep.imap.wire.reader import (
     AuthLine,
     Bad,
     CommandReceived,

@@ -19,7 +19,7 @@ from postkeep.imap.search import (
     parse_addresses,
     search,
 )
-from postkeep.protocol.imap_commands import (
+from postkeep.imap.wire.commands import (
     STAR,
     Search,
     SearchAge,
@@ -38,7 +38,7 @@ from postkeep.protocol.imap_commands import (
     SearchText,
     SequenceSet,
 )
-from postkeep.protocol.imap_parser import parse
+from postkeep.imap.wire.parser import parse
 from postkeep.store.api import Flag
 
 T0 = datetime.datetime(2024, 3, 10, tzinfo=datetime.UTC).timestamp()

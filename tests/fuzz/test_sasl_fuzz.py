@@ -8,8 +8,8 @@ import contextlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from postkeep.protocol import sasl
-from postkeep.protocol import sasl_secrets as ss
+from postkeep.sasl import mechanisms as sasl
+from postkeep.sasl import secrets as ss
 
 HOST = "mx.example.test"
 SECRETS = ss.derive_secrets("alice@example.test", "pw")

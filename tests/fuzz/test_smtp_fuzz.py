@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from postkeep.protocol.smtp_parser import CommandError, parse_command
+from postkeep.smtp.wire.parser import CommandError, parse_command
 from tests.protocol.smtp_driver import make_driver
 
 VERBS = [b"EHLO ", b"HELO ", b"MAIL FROM:", b"RCPT TO:", b"DATA", b"BDAT ", b"RSET", b"NOOP",

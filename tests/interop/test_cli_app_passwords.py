@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from postkeep import config as config_mod
-from postkeep.policy.auth import AuthOutcome, PasswordVerifier, authenticate_password
+from postkeep.auth.passwords import AuthOutcome, PasswordVerifier, authenticate_password
 from postkeep.store import open_store
 from postkeep.store.api import Store
 from postkeep.store.crypto import load_master_key
-from postkeep.store.sql import SqlStore
+from postkeep.store.sql.store import SqlStore
 from tests.interop.conftest import PASSWORD, Instance
 
 T = TypeVar("T")

@@ -28,7 +28,8 @@ import pytest
 
 from postkeep import config as config_mod
 from postkeep.errors import ConfigError
-from postkeep.protocol import sasl, sasl_gssapi
+from postkeep.sasl import gssapi as sasl_gssapi
+from postkeep.sasl import mechanisms as sasl
 from tests.interop.conftest import Instance, free_port, make_instance
 
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])

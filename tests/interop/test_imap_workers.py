@@ -1,4 +1,4 @@
-"""IMAP served by several processes (`imap.processes`, postkeep.workers), over the wire.
+"""IMAP served by several processes (`imap.processes`, postkeep.server.imap_workers), over the wire.
 
 Two IMAP workers accept on the same sockets (the main process serves SMTP and keeps the
 global state); these tests open enough connections that both workers serve some (the log tags

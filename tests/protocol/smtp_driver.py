@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from postkeep.errors import Reply
-from postkeep.protocol.smtp_session import (
+from postkeep.smtp.wire.session import (
     Capabilities,
     ChunkReceived,
     DataReceived,

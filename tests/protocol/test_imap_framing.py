@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from postkeep.protocol.imap_commands import (
+from postkeep.imap.wire.commands import (
     Append,
     AppendMessage,
     Authenticate,
@@ -18,8 +18,8 @@ from postkeep.protocol.imap_commands import (
     StartTls,
     Store,
 )
-from postkeep.protocol.imap_parser import parse
-from postkeep.protocol.imap_reader import (
+from postkeep.imap.wire.parser import parse
+from postkeep.imap.wire.reader import (
     MIB,
     POST_AUTH_LIMITS,
     PRE_AUTH_LIMITS,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from postkeep.protocol.smtp_session import (
+from postkeep.smtp.wire.session import (
     AuthRequested,
     AuthResponse,
     Capabilities,

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy.engine import make_url
 
-from postkeep.store.sql import SqlStore
+from postkeep.store.sql.store import SqlStore
 from tests.pg import new_database, pg_connect
 
 T = TypeVar("T")

@@ -13,9 +13,9 @@ from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.store import open_store
 from postkeep.store.api import DEFAULT_MAILBOXES, SpecialUse
 from postkeep.store.crypto import create_master_key
-from postkeep.store.migrations import MIGRATIONS, migrate
-from postkeep.store.schema import metadata, schema_version
-from postkeep.store.sql import SqlStore
+from postkeep.store.sql.migrations import MIGRATIONS, migrate
+from postkeep.store.sql.schema import metadata, schema_version
+from postkeep.store.sql.store import SqlStore
 
 Run = Callable[[Awaitable[Any]], Any]
 

@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import create_engine, inspect, select, text
 
 from postkeep.errors import AlreadyExists, NotFound, StoreError
-from postkeep.protocol.sasl_secrets import derive_secrets
+from postkeep.sasl.secrets import derive_secrets
 from postkeep.store.api import MAX_APP_PASSWORDS, AppPassword, DsnRecipient, Envelope
 from postkeep.store.crypto import account_key_context, new_key, wrap_key
-from postkeep.store.migrations import MIGRATIONS, migrate
-from postkeep.store.schema import account_secrets, app_passwords, schema_version
-from postkeep.store.sql import SqlStore
+from postkeep.store.sql.migrations import MIGRATIONS, migrate
+from postkeep.store.sql.schema import account_secrets, app_passwords, schema_version
+from postkeep.store.sql.store import SqlStore
 
 Run = Callable[[Awaitable[Any]], Any]
 ADDRESS = "alice@example.org"

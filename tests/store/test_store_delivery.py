@@ -23,8 +23,8 @@ from postkeep.store.api import (
     MailboxEvent,
 )
 from postkeep.store.crypto import CHUNK_SIZE
-from postkeep.store.schema import blobs, envelopes
-from postkeep.store.sql import SqlStore
+from postkeep.store.sql.schema import blobs, envelopes
+from postkeep.store.sql.store import SqlStore
 
 Run = Callable[[Awaitable[Any]], Any]
 MARKER = b"PLAINTEXT-MARKER-7f3a"

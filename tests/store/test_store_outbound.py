@@ -13,7 +13,7 @@ import pytest
 
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.store.api import DsnRecipient, Envelope, QueueRecipient
-from postkeep.store.sql import SqlStore
+from postkeep.store.sql.store import SqlStore
 
 Run = Callable[[Awaitable[Any]], Any]
 MARKER = b"OUTBOUND-PLAINTEXT-MARKER-91c2"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 
-from postkeep.policy.auth import (
+from postkeep.auth.passwords import (
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
     AuthBusy,
@@ -31,8 +31,8 @@ from postkeep.policy.auth import (
     sasl_secrets_for,
     verify_password,
 )
-from postkeep.protocol.sasl_secrets import derive_secrets
-from postkeep.store.sql import SqlStore
+from postkeep.sasl.secrets import derive_secrets
+from postkeep.store.sql.store import SqlStore
 
 Run = Callable[[Awaitable[Any]], Any]
 ADDRESS = "alice@example.test"
@@ -189,7 +189,7 @@ def test_verifier_ok_wrong_and_cache(run: Run) -> None:
 
 def test_verifier_shares_successes_across_processes(run: Run) -> None:
     """An IMAP worker's verifier asks the main process's cache before any argon2 work and
-    reports its own successes to it (postkeep.workers wires these over its channel)."""
+    reports its own successes to it (postkeep.server.imap_workers wires these over its channel)."""
     main = PasswordVerifier()
     worker = PasswordVerifier(key=main.key)
     asked: list[bytes] = []

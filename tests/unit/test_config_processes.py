@@ -1,4 +1,4 @@
-"""`imap.processes` (how many processes serve IMAP, postkeep.workers) and
+"""`imap.processes` (how many processes serve IMAP, postkeep.server.imap_workers) and
 `imap.message_cache_size`, validated at load."""
 
 from __future__ import annotations

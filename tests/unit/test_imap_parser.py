@@ -6,7 +6,7 @@ import datetime
 
 import pytest
 
-from postkeep.protocol.imap_commands import (
+from postkeep.imap.wire.commands import (
     STAR,
     Append,
     AppendMessage,
@@ -67,9 +67,9 @@ from postkeep.protocol.imap_commands import (
     Unselect,
     Unsubscribe,
 )
-from postkeep.protocol.imap_lexer import parse_sequence_set
-from postkeep.protocol.imap_mailbox import MailboxNameError, decode_utf7
-from postkeep.protocol.imap_parser import decode_mailbox, encode_mailbox_utf7, parse
+from postkeep.imap.wire.lexer import parse_sequence_set
+from postkeep.imap.wire.mailbox import MailboxNameError, decode_utf7
+from postkeep.imap.wire.parser import decode_mailbox, encode_mailbox_utf7, parse
 
 
 def seq(text: str) -> SequenceSet:

@@ -21,7 +21,7 @@ from postkeep.imap.search import (
     parse_addresses,
     search,
 )
-from postkeep.protocol.imap_commands import (
+from postkeep.imap.wire.commands import (
     STAR,
     ParseError,
     Search,
@@ -31,7 +31,7 @@ from postkeep.protocol.imap_commands import (
     SearchSet,
     SequenceSet,
 )
-from postkeep.protocol.imap_parser import DEFAULT_MAX_SEARCH_DEPTH, parse
+from postkeep.imap.wire.parser import DEFAULT_MAX_SEARCH_DEPTH, parse
 from postkeep.store.api import Flag
 
 UTC = datetime.UTC

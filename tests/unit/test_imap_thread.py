@@ -18,7 +18,7 @@ from postkeep.imap.thread import (
     thread_orderedsubject,
     thread_references,
 )
-from postkeep.protocol.imap_commands import SortCriterion
+from postkeep.imap.wire.commands import SortCriterion
 
 T0 = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC).timestamp()
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from postkeep.imap import render
 from postkeep.imap.view import MailboxView
-from postkeep.protocol.imap_commands import STAR, SequenceSet
+from postkeep.imap.wire import render
+from postkeep.imap.wire.commands import STAR, SequenceSet
 from postkeep.store.api import Flag
 
 

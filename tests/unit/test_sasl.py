@@ -13,9 +13,9 @@ from collections.abc import Mapping
 import pytest
 from scramp import ScramClient
 
-from postkeep.protocol import sasl
-from postkeep.protocol import sasl_secrets as ss
-from postkeep.protocol.sasl import (
+from postkeep.sasl import mechanisms as sasl
+from postkeep.sasl import secrets as ss
+from postkeep.sasl.mechanisms import (
     ABORT,
     ALL_MECHANISMS,
     Challenge,

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from postkeep.protocol import md5state
-from postkeep.protocol.sasl_secrets import (
+from postkeep.sasl import md5state
+from postkeep.sasl.secrets import (
     ScramSecret,
     address_domain,
     cram_md5_digest,

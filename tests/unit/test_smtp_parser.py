@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from postkeep.protocol.smtp_parser import (
+from postkeep.smtp.wire.parser import (
     Bdat,
     CommandError,
     Hello,

@@ -1,7 +1,7 @@
-"""The main process's side of the IMAP worker channel (postkeep.workers), on real sockets and a
-real child process standing in for a worker (`sleep`), where the wire tests cannot reach: a
-worker that stops reading its channel (hung) must not make the main process queue events for
-it without bound."""
+"""The main process's side of the IMAP worker channel (postkeep.server.imap_workers), on real
+sockets and a real child process standing in for a worker (`sleep`), where the wire tests cannot
+reach: a worker that stops reading its channel (hung) must not make the main process queue events
+for it without bound."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import asyncio
 import signal
 import socket
 
+from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
 from postkeep.net.slots import LocalSlots
-from postkeep.policy.auth import PasswordVerifier
+from postkeep.server.imap_workers import WorkerPool, _frame, _Outbox, _read_frame
 from postkeep.store.events import EventBus
-from postkeep.workers import WorkerPool, _frame, _Outbox, _read_frame
 
 
 def test_a_worker_that_stops_reading_its_channel_is_killed() -> None:

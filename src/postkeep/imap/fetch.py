@@ -13,10 +13,10 @@ import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from postkeep.imap import render
+from postkeep.imap.wire import render
+from postkeep.imap.wire.commands import FetchAtt, Section
 from postkeep.mime.structure import Part, decoded_body, find_part, header_fields
 from postkeep.mime.summary import Summary
-from postkeep.protocol.imap_commands import FetchAtt, Section
 from postkeep.store.api import MessageInfo
 
 _SUMMARY_ITEMS = frozenset(

@@ -3,7 +3,7 @@
 Implements the search keys of RFC 9051 §6.4.4 and RFC 3501 §6.4.4 (NEW, OLD, RECENT), MODSEQ
 (RFC 7162 §3.1.5), OLDER/YOUNGER (RFC 5032 §3), SAVEDBEFORE/SAVEDON/SAVEDSINCE and
 SAVEDATESUPPORTED (RFC 8514 §4), EMAILID/THREADID (RFC 8474 §6) and the saved result "$"
-(RFC 5182 §2.1) over the `SearchKey` trees built by `postkeep.protocol.imap_search`.
+(RFC 5182 §2.1) over the `SearchKey` trees built by `postkeep.imap.wire.search`.
 
 A key is compiled once into a predicate with three-valued logic: evaluated without the message
 content it answers True, False or None ("needs the content"), so `search()` reads and parses a
@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from postkeep.protocol.imap_commands import (
+from postkeep.imap.wire.commands import (
     SearchAge,
     SearchAnd,
     SearchDate,

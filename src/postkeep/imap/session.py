@@ -1,9 +1,9 @@
 """One IMAP session: the command handlers of IMAP4rev2 (RFC 9051) and IMAP4rev1 (RFC 3501).
 
-The parser (`postkeep.protocol.imap_parser`) turns input into typed commands; this module
+The parser (`postkeep.imap.wire.parser`) turns input into typed commands; this module
 executes them against the store and writes the responses through an `Output`. States follow
 RFC 9051 §3: not authenticated → authenticated → selected → logout. Framing, TLS, SASL
-round-trips, IDLE waiting and COMPRESS belong to the driver (`postkeep.imap_server`).
+round-trips, IDLE waiting and COMPRESS belong to the driver (`postkeep.imap.server`).
 
 Extensions handled here: ENABLE (RFC 5161) of IMAP4rev2, CONDSTORE, QRESYNC (RFC 7162) and
 UTF8=ACCEPT (RFC 6855); NAMESPACE (RFC 2342); ID (RFC 2971); UNSELECT (RFC 3691); UIDPLUS
@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Protocol
 from postkeep import log
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.imap import fetch as fetchmod
-from postkeep.imap import render
 from postkeep.imap.cache import MessageCache
 from postkeep.imap.search import Candidate, MessageContent, SearchContext, needs_content, search
 from postkeep.imap.thread import (
@@ -37,14 +36,15 @@ from postkeep.imap.thread import (
     thread_references,
 )
 from postkeep.imap.view import MailboxView
+from postkeep.imap.wire import commands as c
+from postkeep.imap.wire import render
 from postkeep.mime.summary import Summary
-from postkeep.protocol import imap_commands as c
 from postkeep.store.api import Account, Envelope, Flag, LocalDelivery, MessageInfo
 from postkeep.store.events import Subscription
-from postkeep.store.mailops import DELIMITER, OverQuota
+from postkeep.store.sql.mailops import DELIMITER, OverQuota
 
 if TYPE_CHECKING:
-    from postkeep.store.sql import SqlStore
+    from postkeep.store.sql.store import SqlStore
 
 logger = log.get("imap")
 

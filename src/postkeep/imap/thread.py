@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from postkeep.imap.search import Address, MessageContent, decode_header_text, parse_addresses
-from postkeep.protocol.imap_commands import SortCriterion
+from postkeep.imap.wire.commands import SortCriterion
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from postkeep.protocol.imap_commands import SequenceSet
+from postkeep.imap.wire.commands import SequenceSet
 
 
 @dataclass(slots=True)

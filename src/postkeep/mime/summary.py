@@ -4,7 +4,8 @@ The summary holds what FETCH ENVELOPE, BODY, BODYSTRUCTURE and BODY[section] nee
 re-parsing the message (RFC 9051 §6.4.5, §7.5.2): the rendered ENVELOPE, the rendered extensible
 BODYSTRUCTURE and non-extensible BODY, and the part tree with byte offsets
 (`postkeep.mime.structure`). It is a small JSON document; the store seals it under the
-message's content key (`postkeep.store.mailops`), so a database dump shows no subject or address.
+message's content key (`postkeep.store.sql.mailops`), so a database dump shows no subject or
+address.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 logged-in account, shared by every process that serves a protocol.
 
 `LocalSlots` keeps the counts; a listener in the server's main process uses it directly. An
-IMAP worker process (`postkeep.workers`) uses `postkeep.workers.RemoteSlots`, which asks the
-main process's `LocalSlots` over the worker channel, so the limits stay global however many
+IMAP worker process uses `postkeep.server.imap_workers.RemoteSlots`, which asks the main
+process's `LocalSlots` over the worker channel, so the limits stay global however many
 processes accept connections.
 """
 

@@ -18,7 +18,7 @@ from typing import Protocol
 from postkeep.errors import Reply
 from postkeep.policy.addresses import normalize
 from postkeep.policy.verdict import Verdict, accept, reject
-from postkeep.protocol.smtp_parser import Path
+from postkeep.smtp.wire.parser import Path
 from postkeep.store.api import Account
 
 R_RCPT_OK = Reply(250, "2.1.5", "Recipient ok")

@@ -238,7 +238,7 @@ class MailboxEvent:
 
 
 class Store(Protocol):
-    """The store API. See `postkeep.store.sql.SqlStore` for the implementation."""
+    """The store API. See `postkeep.store.sql.store.SqlStore` for the implementation."""
 
     async def open(self) -> None:
         """Connect, run pending migrations, start the group-commit writer."""

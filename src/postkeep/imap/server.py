@@ -1,0 +1,612 @@
+"""The IMAP listeners: an asyncio driver around the sans-IO reader/parser and `imap.session`.
+
+Per connection: greeting, then framed commands (`protocol.imap_reader`) parsed with
+`protocol.imap_parser` and executed. This module owns what is not a command's business: TLS
+(STARTTLS, RFC 9051 §6.2.1, with LOGINDISABLED until it is active; implicit TLS, RFC 8314
+§3.3), LOGIN and AUTHENTICATE with SASL-IR (RFC 4959) through the shared SASL code, IDLE
+(RFC 2177 / RFC 9051 §6.3.13) woken by the store's event bus, COMPRESS=DEFLATE (RFC 4978),
+timeouts (RFC 9051 §5.4 autologout), connection limits (per IP, per account) and command-rate
+flow control.
+
+Failed logins log one line fail2ban can match, as SMTP does:
+`auth failure ip=192.0.2.1 user=alice@example.test mechanism=LOGIN reason="..."`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from postkeep import log
+from postkeep.auth.exchange import AuthExchange, AuthResult, EndPointBindings, SmtpAuthenticator
+from postkeep.auth.passwords import AuthBusy, PasswordVerifier, authenticate_password
+from postkeep.config import Config
+from postkeep.imap.cache import MessageCache
+from postkeep.imap.session import Session, SessionLimits
+from postkeep.imap.wire import commands as c
+from postkeep.imap.wire.parser import parse
+from postkeep.imap.wire.reader import (
+    POST_AUTH_LIMITS,
+    PRE_AUTH_LIMITS,
+    AuthLine,
+    Bad,
+    CommandReceived,
+    IdleDone,
+    ImapReader,
+    NeedContinuation,
+    ReaderLimits,
+    TooBig,
+)
+from postkeep.net.deadlines import ReadDeadlines
+from postkeep.net.listener import close_stream, start_listeners, stop_listeners
+from postkeep.net.slots import ConnectionSlots, LocalSlots
+from postkeep.smtp.server import ip_class
+from postkeep.store.api import Account
+
+if TYPE_CHECKING:
+    from postkeep.store.sql.store import SqlStore
+
+logger = log.get("imap")
+
+READ_SIZE = 65536
+TLS_HANDSHAKE_TIMEOUT = 30.0
+_INFLATE_CHUNK = 256 * 1024  # decompressed octets taken per step (no zip bombs)
+
+_BASE_CAPS = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
+_AUTH_CAPS = (
+    "NAMESPACE",
+    "UNSELECT",
+    "UIDPLUS",
+    "MOVE",
+    "SPECIAL-USE",
+    "CREATE-SPECIAL-USE",
+    "LIST-EXTENDED",
+    "LIST-STATUS",
+    "CHILDREN",
+    "CONDSTORE",
+    "QRESYNC",
+    "ESEARCH",
+    "SEARCHRES",
+    "SORT",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
+    "QUOTA",
+    "QUOTA=RES-STORAGE",
+    "BINARY",
+    "MULTIAPPEND",
+    "STATUS=SIZE",
+    "SAVEDATE",
+    "OBJECTID",
+    "WITHIN",
+    "UTF8=ACCEPT",
+    "COMPRESS=DEFLATE",
+)
+
+
+class _Stop(Exception):
+    """End the connection after what has been written."""
+
+
+@dataclass(slots=True, eq=False)
+class _Out:
+    """Response buffer; with COMPRESS active, output goes through raw DEFLATE (RFC 4978 §4)."""
+
+    writer: asyncio.StreamWriter
+    chunks: list[bytes] = field(default_factory=list)
+    deflate: zlib._Compress | None = None
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    async def drain(self) -> None:
+        if not self.chunks:
+            return
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        if self.deflate is not None:
+            data = self.deflate.compress(data) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
+        self.writer.write(data)
+        await self.writer.drain()
+
+
+@dataclass(slots=True, eq=False)
+class _Conn:
+    ip: str
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    out: _Out
+    frames: ImapReader
+    tls: bool
+    session: Session | None = None
+    account: Account | None = None
+    failures: int = 0
+    commands: int = 0
+    inflate: zlib._Decompress | None = None
+    tokens: float = 0.0
+    last: float = 0.0
+
+
+class ImapServer:
+    """The IMAP listeners of an instance (STARTTLS on `imap.listen`, TLS on `imap.tls_listen`)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        store: SqlStore,
+        tls_context: ssl.SSLContext | None,
+        verifier: PasswordVerifier,
+        *,
+        slots: ConnectionSlots | None = None,
+        sockets: Sequence[socket.socket] | None = None,
+    ) -> None:
+        """`slots`: the connection limits' counts (default: this process's own); `sockets`:
+        listening sockets bound already, one per `listen` entry in order (IMAP worker
+        processes share the main process's; default: bind them at `start`)."""
+        self.cfg = cfg
+        self.imap = cfg.imap
+        self.store = store
+        self.tls_context = tls_context
+        self.verifier = verifier
+        keytab = str(cfg.data_path(cfg.imap.gssapi_keytab)) if cfg.imap.gssapi_keytab else None
+        self.auth = SmtpAuthenticator(
+            store, verifier, cfg.server.hostname, cfg.imap, gssapi_keytab=keytab, scope="imap"
+        )
+        self.bindings = EndPointBindings(cfg.data_path(cfg.tls.cert_file))
+        self._mechanisms = tuple(self.auth.advertised(True, self.bindings.default))
+        self.listen = [(a, False) for a in cfg.imap.listen] + [
+            (a, True) for a in cfg.imap.tls_listen
+        ]
+        self.slots: ConnectionSlots = slots or LocalSlots(
+            self.imap.max_connections,
+            self.imap.max_connections_per_ip,
+            self.imap.max_connections_per_account,
+        )
+        self.sockets = sockets
+        self.limits = SessionLimits(max_append_size=self.imap.max_append_size)
+        self.reader_limits = ReaderLimits(
+            max_line=POST_AUTH_LIMITS.max_line,
+            max_literal=self.imap.max_append_size,
+            max_literals=POST_AUTH_LIMITS.max_literals,
+            max_command=max(POST_AUTH_LIMITS.max_command, self.imap.max_append_size + 65536),
+        )
+        self.servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.deadlines = ReadDeadlines()
+        self.message_cache = MessageCache(self.imap.message_cache_size)
+
+    # -- capabilities ------------------------------------------------------------------------------
+
+    def capabilities(self, conn: _Conn) -> list[str]:
+        caps = list(_BASE_CAPS)
+        if conn.session is not None:
+            caps += _AUTH_CAPS
+            caps.append(f"APPENDLIMIT={self.imap.max_append_size}")
+            if conn.inflate is not None:
+                caps.remove("COMPRESS=DEFLATE")
+            return caps
+        if not conn.tls:
+            return [*caps, "STARTTLS", "LOGINDISABLED"]
+        return caps + [f"AUTH={m}" for m in self._mechanisms]
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.servers = await start_listeners(
+            self.listen,
+            self._client,
+            self.tls_context,
+            sockets=self.sockets,
+            read_size=READ_SIZE,
+            handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            role="imap",
+            logger=logger,
+        )
+        self.deadlines.start()
+
+    async def stop(self) -> None:
+        self.deadlines.stop()
+        await stop_listeners(self.servers, self._tasks)
+
+    # -- connection --------------------------------------------------------------------------------
+
+    async def _client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, implicit: bool
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
+        ip = str(peer[0])
+        key = ip_class(ip)
+        try:
+            if not await self.slots.acquire_ip(key):
+                logger.warning("reject ip=%s reason=%s", ip, log.quote("too many connections"))
+                writer.write(b"* BYE [UNAVAILABLE] Too many connections\r\n")
+                await close_stream(writer)
+                return
+            try:
+                await self._serve(reader, writer, ip, implicit)
+            finally:
+                self.slots.release_ip(key)
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ip: str, implicit: bool
+    ) -> None:
+        started = time.monotonic()
+        conn = _Conn(ip, reader, writer, _Out(writer), ImapReader(PRE_AUTH_LIMITS), implicit)
+        conn.tokens = self.imap.command_rate * 10
+        conn.last = started
+        reason = "logout"
+        try:
+            caps = " ".join(self.capabilities(conn))
+            conn.out.write(f"* OK [CAPABILITY {caps}] postkeep ready\r\n".encode())
+            await conn.out.drain()
+            reason = await self._loop(conn)
+        except _Stop as stop:
+            reason = str(stop) or "closed"
+        except TimeoutError:  # before OSError, of which it is a subclass
+            reason = "timeout"
+            conn.out.write(b"* BYE Autologout; idle for too long\r\n")
+        except (ConnectionError, ssl.SSLError, OSError) as e:
+            reason = f"network error: {e.__class__.__name__}"
+        except Exception:  # a bug: log it and end this connection only
+            logger.exception("internal error ip=%s", ip)
+            reason = "internal error"
+            conn.out.write(b"* BYE Internal server error\r\n")
+        except asyncio.CancelledError:
+            reason = "server shutdown"
+            conn.out.write(b"* BYE Server shutting down\r\n")
+            raise
+        finally:
+            with contextlib.suppress(
+                ConnectionError, ssl.SSLError, OSError, TimeoutError, asyncio.CancelledError
+            ):
+                await asyncio.wait_for(conn.out.drain(), 5)
+            if conn.session is not None:
+                conn.session.close()
+            if conn.account is not None:
+                self.slots.release_account(conn.account.id)
+            logger.info(
+                "disconnect ip=%s tls=%s user=%s commands=%d seconds=%.3f reason=%s",
+                ip,
+                "yes" if conn.tls else "no",
+                log.quote(conn.account.address if conn.account else "-"),
+                conn.commands,
+                time.monotonic() - started,
+                log.quote(reason),
+            )
+            await close_stream(writer)
+
+    def _timeout(self, conn: _Conn) -> float:
+        return self.imap.idle_timeout if conn.session is not None else self.imap.login_timeout
+
+    async def _read(self, conn: _Conn) -> bytes:
+        """The next input octets (decompressed when COMPRESS is active); b"" at EOF."""
+        if conn.inflate is not None and conn.inflate.unconsumed_tail:
+            return conn.inflate.decompress(conn.inflate.unconsumed_tail, _INFLATE_CHUNK)
+        data = await self.deadlines.read(conn.reader, READ_SIZE, self._timeout(conn))
+        if conn.inflate is not None and data:
+            try:
+                out = conn.inflate.decompress(data, _INFLATE_CHUNK)
+            except zlib.error:
+                raise _Stop("bad DEFLATE stream") from None
+            return out if out or conn.inflate.unconsumed_tail else await self._read(conn)
+        return data
+
+    async def _loop(self, conn: _Conn) -> str:
+        while True:
+            data = await self._read(conn)
+            if not data:
+                return "client closed"
+            conn.frames.feed(data)
+            while (event := conn.frames.next()) is not None:
+                await self._event(conn, event)
+            await conn.out.drain()
+
+    async def _throttle(self, conn: _Conn) -> None:
+        """Token bucket: `command_rate` per second, burst 10x; over it, wait (flow control)."""
+        now = time.monotonic()
+        rate = self.imap.command_rate
+        conn.tokens = min(rate * 10, conn.tokens + (now - conn.last) * rate)
+        conn.last = now
+        conn.tokens -= 1
+        if conn.tokens < 0:
+            await conn.out.drain()
+            await asyncio.sleep(-conn.tokens / rate)
+
+    async def _event(self, conn: _Conn, event: object) -> None:
+        out = conn.out
+        if isinstance(event, NeedContinuation):
+            out.write(b"+ Ready for literal data\r\n")
+            await out.drain()
+        elif isinstance(event, TooBig | Bad):
+            out.write(event.response())
+            logger.info(
+                "bad ip=%s reason=%s",
+                conn.ip,
+                log.quote(event.response().decode("ascii", "replace").strip()),
+            )
+        elif isinstance(event, IdleDone | AuthLine):  # cannot happen outside IDLE/AUTHENTICATE
+            out.write(b"* BAD Unexpected line\r\n")
+        elif isinstance(event, CommandReceived):
+            conn.commands += 1
+            await self._throttle(conn)
+            utf8 = conn.session.utf8 if conn.session is not None else False
+            cmd = parse(event.data, utf8=utf8, max_depth=conn.frames.limits.max_depth)
+            if isinstance(cmd, c.ParseError):
+                out.write(cmd.response())
+                return
+            await self._command(conn, cmd)
+
+    async def _command(self, conn: _Conn, cmd: c.Command) -> None:
+        out = conn.out
+        if isinstance(cmd, c.Logout):
+            out.write(b"* BYE Logging out\r\n")
+            out.write(f"{cmd.tag} OK LOGOUT completed\r\n".encode())
+            raise _Stop("logout")
+        if isinstance(cmd, c.Capability):
+            out.write(("* CAPABILITY " + " ".join(self.capabilities(conn)) + "\r\n").encode())
+            out.write(f"{cmd.tag} OK CAPABILITY completed\r\n".encode())
+            return
+        if conn.session is None:
+            await self._not_authenticated(conn, cmd)
+            return
+        if isinstance(cmd, c.StartTls | c.Login | c.Authenticate):
+            out.write(f"{cmd.tag} BAD Already authenticated\r\n".encode())
+        elif isinstance(cmd, c.Idle):
+            await self._idle(conn, cmd)
+        elif isinstance(cmd, c.Compress):
+            await self._compress(conn, cmd)
+        else:
+            await conn.session.execute(cmd)
+
+    # -- not authenticated -------------------------------------------------------------------------
+
+    async def _not_authenticated(self, conn: _Conn, cmd: c.Command) -> None:
+        out = conn.out
+        if isinstance(cmd, c.Noop):
+            out.write(f"{cmd.tag} OK NOOP completed\r\n".encode())
+        elif isinstance(cmd, c.Id):
+            out.write(b'* ID ("name" "postkeep")\r\n')
+            out.write(f"{cmd.tag} OK ID completed\r\n".encode())
+        elif isinstance(cmd, c.StartTls):
+            await self._starttls(conn, cmd)
+        elif isinstance(cmd, c.Login):
+            await self._login(conn, cmd)
+        elif isinstance(cmd, c.Authenticate):
+            await self._authenticate(conn, cmd)
+        else:
+            out.write(f"{cmd.tag} BAD Log in first\r\n".encode())
+
+    async def _starttls(self, conn: _Conn, cmd: c.StartTls) -> None:
+        if conn.tls or self.tls_context is None:
+            conn.out.write(f"{cmd.tag} BAD TLS is already active\r\n".encode())
+            return
+        conn.out.write(f"{cmd.tag} OK Begin TLS negotiation now\r\n".encode())
+        await conn.out.drain()
+        # RFC 9051 §6.2.1: nothing pipelined after STARTTLS may be acted on.
+        dropped = len(conn.frames.take_buffered())
+        stale = getattr(conn.reader, "_buffer", None)
+        if stale:
+            dropped += len(stale)
+            stale.clear()
+        if dropped:
+            logger.warning(
+                "discarded ip=%s bytes=%d reason=%s",
+                conn.ip,
+                dropped,
+                log.quote("data pipelined after STARTTLS"),
+            )
+        await conn.writer.start_tls(self.tls_context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        conn.tls = True
+
+    async def _login(self, conn: _Conn, cmd: c.Login) -> None:
+        if not conn.tls:
+            conn.out.write(
+                f"{cmd.tag} NO [PRIVACYREQUIRED] LOGIN needs TLS (use STARTTLS)\r\n".encode()
+            )
+            return
+        try:
+            outcome = await authenticate_password(
+                self.store, cmd.username, cmd.password, "imap", self.verifier
+            )
+        except AuthBusy:
+            conn.out.write(f"{cmd.tag} NO [UNAVAILABLE] Try again later\r\n".encode())
+            return
+        if not outcome.ok or outcome.account is None:
+            await self._auth_failed(conn, cmd.tag, cmd.username, "LOGIN", outcome.reason)
+            return
+        await self._logged_in(conn, cmd.tag, outcome.account)
+
+    async def _authenticate(self, conn: _Conn, cmd: c.Authenticate) -> None:
+        """AUTHENTICATE (RFC 9051 §6.2.2) with SASL-IR (RFC 4959)."""
+        if not conn.tls:
+            conn.out.write(f"{cmd.tag} NO [PRIVACYREQUIRED] Authentication needs TLS\r\n".encode())
+            return
+        mechanism = cmd.mechanism.upper()
+        if mechanism not in self._mechanisms:
+            conn.out.write(f"{cmd.tag} NO [CANNOT] Unsupported mechanism\r\n".encode())
+            return
+        local = conn.writer.get_extra_info("sockname") or ("",)
+        exchange, result = await self.auth.start(
+            mechanism, cmd.initial, self.bindings.of(conn.writer), str(local[0])
+        )
+        while exchange is not None and not result.finished:
+            conn.out.write(b"+ " + result.out + b"\r\n")
+            await conn.out.drain()
+            conn.frames.expect_auth_response(cmd.tag)
+            line = await self._auth_line(conn)
+            if line is None:
+                return
+            if line.cancelled:
+                conn.out.write(f"{cmd.tag} BAD Authentication cancelled\r\n".encode())
+                await self._auth_failed(conn, None, exchange.user, mechanism, "cancelled")
+                return
+            result = await self.auth.respond(exchange, line.line)
+        await self._auth_done(conn, cmd.tag, mechanism, exchange, result)
+
+    async def _auth_line(self, conn: _Conn) -> AuthLine | None:
+        while True:
+            event = conn.frames.next()
+            if event is None:
+                data = await self._read(conn)
+                if not data:
+                    raise _Stop("client closed during AUTHENTICATE")
+                conn.frames.feed(data)
+                continue
+            if isinstance(event, AuthLine):
+                return event
+            if isinstance(event, Bad):
+                conn.out.write(event.response())
+                return None
+
+    async def _auth_done(
+        self,
+        conn: _Conn,
+        tag: str,
+        mechanism: str,
+        exchange: AuthExchange | None,
+        result: AuthResult,
+    ) -> None:
+        reply = result.reply
+        if result.account is not None:
+            await self._logged_in(conn, tag, result.account)
+            return
+        if reply is not None and reply.code == 454:
+            conn.out.write(f"{tag} NO [UNAVAILABLE] Try again later\r\n".encode())
+            return
+        if reply is not None and reply.code == 501:
+            conn.out.write(f"{tag} BAD {reply.text}\r\n".encode())
+        user = exchange.user if exchange is not None else "-"
+        await self._auth_failed(
+            conn,
+            tag if reply is None or reply.code != 501 else None,
+            user,
+            mechanism,
+            result.reason,
+        )
+
+    async def _auth_failed(
+        self, conn: _Conn, tag: str | None, user: str, mechanism: str, reason: str
+    ) -> None:
+        conn.failures += 1
+        logger.warning(
+            "auth failure ip=%s user=%s mechanism=%s reason=%s",
+            conn.ip,
+            log.quote(user or "-"),
+            mechanism,
+            log.quote(reason),
+        )
+        if conn.failures >= self.imap.auth_close_after:
+            if tag is not None:
+                conn.out.write(
+                    f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n".encode()
+                )
+            conn.out.write(b"* BYE Too many authentication failures\r\n")
+            raise _Stop("too many authentication failures")
+        if conn.failures >= self.imap.auth_delay_after:
+            await asyncio.sleep(self.imap.auth_failure_delay)
+        if tag is not None:
+            conn.out.write(f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n".encode())
+
+    async def _logged_in(self, conn: _Conn, tag: str, account: Account) -> None:
+        if not await self.slots.acquire_account(account.id):
+            logger.warning(
+                "reject ip=%s user=%s reason=%s",
+                conn.ip,
+                log.quote(account.address),
+                log.quote("too many connections for the account"),
+            )
+            conn.out.write(f"{tag} NO [LIMIT] Too many connections for this account\r\n".encode())
+            return
+        conn.account = account
+        session = Session(
+            self.store,
+            conn.out,
+            self.limits,
+            peer_ip=conn.ip,
+            capabilities=(),
+            cache=self.message_cache,
+        )
+        session.login(account)
+        conn.session = session
+        session.capabilities = self.capabilities(conn)
+        conn.frames.set_limits(self.reader_limits)
+        logger.info("login ip=%s user=%s", conn.ip, log.quote(account.address))
+        caps = " ".join(session.capabilities)
+        conn.out.write(f"{tag} OK [CAPABILITY {caps}] Logged in\r\n".encode())
+
+    # -- IDLE and COMPRESS -------------------------------------------------------------------------
+
+    async def _idle(self, conn: _Conn, cmd: c.Idle) -> None:
+        """IDLE (RFC 9051 §6.3.13): changes are pushed as they are committed until DONE."""
+        session = conn.session
+        assert session is not None
+        await session.sync(True, poll=True)
+        conn.out.write(b"+ idling\r\n")
+        await conn.out.drain()
+        conn.frames.expect_done()
+        reading: asyncio.Task[bytes] | None = None
+        waiting: asyncio.Task[None] | None = None
+        try:
+            while True:
+                event = conn.frames.next()
+                if isinstance(event, IdleDone):
+                    status = "OK IDLE terminated" if event.ok else "BAD Expected DONE"
+                    conn.out.write(f"{cmd.tag} {status}\r\n".encode())
+                    return
+                if event is not None:  # a framing error of the DONE line
+                    conn.out.write(f"{cmd.tag} BAD Expected DONE\r\n".encode())
+                    return
+                if reading is None:
+                    reading = asyncio.ensure_future(self._read(conn))
+                if waiting is None:
+                    waiting = asyncio.ensure_future(session.wait_event())
+                done, _ = await asyncio.wait(
+                    {reading, waiting}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if waiting in done:
+                    waiting.result()
+                    waiting = None
+                    await session.sync(True)
+                    await conn.out.drain()
+                if reading in done:
+                    data = reading.result()
+                    reading = None
+                    if not data:
+                        raise _Stop("client closed during IDLE")
+                    conn.frames.feed(data)
+        finally:
+            for task in (reading, waiting):
+                if task is not None and not task.done():
+                    task.cancel()
+
+    async def _compress(self, conn: _Conn, cmd: c.Compress) -> None:
+        """COMPRESS DEFLATE (RFC 4978 §3): raw DEFLATE both ways from the next octet on."""
+        if cmd.mechanism.upper() != "DEFLATE":
+            conn.out.write(f"{cmd.tag} NO Unknown compression mechanism\r\n".encode())
+            return
+        if conn.inflate is not None:
+            conn.out.write(f"{cmd.tag} NO [COMPRESSIONACTIVE] Already compressing\r\n".encode())
+            return
+        conn.out.write(f"{cmd.tag} OK DEFLATE active\r\n".encode())
+        await conn.out.drain()
+        conn.out.deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        conn.inflate = zlib.decompressobj(-15)
+        pending = conn.frames.take_buffered()
+        if pending:
+            try:
+                conn.frames.feed(conn.inflate.decompress(pending, _INFLATE_CHUNK))
+            except zlib.error:
+                raise _Stop("bad DEFLATE stream") from None
+        if conn.session is not None:
+            conn.session.capabilities = self.capabilities(conn)

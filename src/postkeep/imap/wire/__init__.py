@@ -1,0 +1,5 @@
+"""The sans-IO IMAP core (RFC 9051): framing, lexer, parser into typed commands, and the
+rendering of strings, literals and sets.
+
+Never imports asyncio, sockets, the store, config, net or policy (an import-linter contract in
+`make lint`)."""

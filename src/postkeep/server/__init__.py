@@ -1,0 +1,1 @@
+"""Process lifecycle: `postkeep serve` (the main process) and the IMAP worker processes."""

@@ -1,0 +1,549 @@
+"""asyncio driver for the SMTP session core: sockets, TLS, timeouts, policy calls, delivery.
+
+One coroutine per connection feeds bytes to `protocol.smtp_session.SmtpSession`, answers its
+events (asking policy and delivery where the protocol alone cannot decide) and writes replies.
+Replies are batched: everything answerable from the bytes at hand is answered in one write
+(RFC 2920 §3.1: a server must flush before it blocks reading), so a whole EHLO reply and a
+pipelined MAIL/RCPT/DATA group each go out in one segment.
+
+Owns: per-connection timeouts (RFC 5321 §4.5.3.2), connection limits (total, per IPv4 address
+or IPv6 /64), the STARTTLS switch (RFC 3207), and the rule that `250` after the message text is
+sent only after `Store.deliver()` returned, i.e. the message is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import ssl
+import time
+from dataclasses import dataclass, field
+
+from postkeep import log
+from postkeep.auth.exchange import (
+    R_AUTH_TOO_MANY,
+    AuthExchange,
+    AuthResult,
+    EndPointBindings,
+    SmtpAuthenticator,
+)
+from postkeep.auth.passwords import PasswordVerifier
+from postkeep.config import Config
+from postkeep.delivery.directory import StoreDirectory
+from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
+from postkeep.errors import Reply
+from postkeep.net.deadlines import ReadDeadlines
+from postkeep.net.listener import close_stream, start_listeners, stop_listeners
+from postkeep.net.slots import ConnectionLimiter
+from postkeep.policy import limits
+from postkeep.policy.relay import check_rcpt
+from postkeep.policy.submission import (
+    check_envelope_sender,
+    check_from_header,
+    check_part_sizes,
+    owned_addresses,
+)
+from postkeep.smtp.wire.parser import Auth, Rcpt
+from postkeep.smtp.wire.session import (
+    AuthRequested,
+    AuthResponse,
+    Capabilities,
+    ChunkReceived,
+    DataReceived,
+    ErrorAction,
+    Event,
+    HelloReceived,
+    MailReceived,
+    MessageReceived,
+    Mode,
+    RcptReceived,
+    Say,
+    SessionLimits,
+    SmtpSession,
+    StartTlsRequested,
+)
+from postkeep.store.api import Account, DsnRecipient, Envelope, LocalDelivery, Store
+
+logger = log.get("smtp")
+
+READ_SIZE = 256 * 1024
+R_TOO_MANY_CONN = Reply(421, "4.7.0", "Too many connections, try again later")
+R_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
+R_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
+R_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
+R_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+TLS_HANDSHAKE_TIMEOUT = 30.0
+
+
+def ip_class(ip: str) -> str:
+    """The key connection limits count by: the IPv4 address, or the IPv6 /64."""
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 6 and addr.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr.ipv4_mapped or addr) if addr.version == 6 else ip
+
+
+def new_queue_id() -> str:
+    """Sortable, unique enough queue id: milliseconds then 16 random bits, in hex."""
+    return f"{int(time.time() * 1000):011X}{secrets.randbits(16):04X}"
+
+
+@dataclass(slots=True, eq=False)
+class _Conn:
+    ip: str
+    port: int
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    session: SmtpSession
+    out: list[bytes] = field(default_factory=list)
+    tls: TlsInfo | None = None
+    rcpt_accounts: dict[Rcpt, tuple[int, ...]] = field(default_factory=dict)
+    messages: int = 0
+    closing: bool = False
+    account: Account | None = None  # after a successful AUTH
+    owned: frozenset[str] = frozenset()  # addresses the account may send as
+    auth: AuthExchange | None = None  # an AUTH exchange in progress
+    auth_failures: int = 0
+
+
+class SmtpServer:
+    """The SMTP listeners of one role of an instance.
+
+    Role "mx" (RFC 5321): port 25 with STARTTLS; mail for local recipients only, no AUTH.
+    Role "submission" (RFC 6409, RFC 8314): STARTTLS and implicit-TLS listeners; AUTH (over TLS
+    only) is required before MAIL; senders must be owned by the login; remote recipients go to
+    the outbound queue.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        tls_context: ssl.SSLContext | None,
+        role: str = "mx",
+        verifier: PasswordVerifier | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.smtp = cfg.smtp
+        self.role = role
+        self.submission = role == "submission"
+        self.store = store
+        self.tls_context = tls_context
+        self.directory = StoreDirectory(store)
+        sub = cfg.submission
+        self.limits = SessionLimits(
+            max_command_line=cfg.smtp.max_command_line,
+            max_message_size=sub.max_message_size if self.submission else cfg.smtp.max_message_size,
+            max_recipients=sub.max_recipients if self.submission else cfg.smtp.max_recipients,
+            max_line_length=cfg.smtp.max_line_length,
+            soft_error_limit=cfg.smtp.soft_error_limit,
+            hard_error_limit=cfg.smtp.hard_error_limit,
+        )
+        self.max_header_size = sub.max_header_size if self.submission else cfg.smtp.max_header_size
+        self.auth: SmtpAuthenticator | None = None
+        self.bindings: EndPointBindings | None = None
+        self._mechanisms: tuple[str, ...] = ()
+        if self.submission:
+            assert verifier is not None and tls_context is not None
+            keytab = str(cfg.data_path(sub.gssapi_keytab)) if sub.gssapi_keytab else None
+            self.auth = SmtpAuthenticator(store, verifier, cfg.server.hostname, sub,
+                                          gssapi_keytab=keytab)
+            # Offered once TLS is up. Every certificate yields a tls-server-end-point binding,
+            # so the default certificate's stands for all when deciding whether to offer -PLUS.
+            self.bindings = EndPointBindings(cfg.data_path(cfg.tls.cert_file))
+            self._mechanisms = tuple(self.auth.advertised(True, self.bindings.default))
+        self.listen = (
+            [(a, False) for a in sub.listen] + [(a, True) for a in sub.tls_listen]
+            if self.submission
+            else [(a, False) for a in cfg.smtp.listen]
+        )
+        self.limiter = ConnectionLimiter(cfg.smtp.max_connections, cfg.smtp.max_connections_per_ip)
+        self.servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.deadlines = ReadDeadlines()
+
+    def capabilities(self, implicit_tls: bool) -> Capabilities:
+        if self.auth is None:
+            return Capabilities(starttls=self.tls_context is not None)
+        return Capabilities(
+            starttls=not implicit_tls,
+            auth_mechanisms=self._mechanisms,
+            auth_requires_tls=True,
+            auth_required=True,
+        )
+
+    async def start(self) -> None:
+        self.servers = await start_listeners(
+            self.listen,
+            self._client,
+            self.tls_context,
+            read_size=READ_SIZE,
+            handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+            role=self.role,
+            logger=logger,
+        )
+        self.deadlines.start()
+
+    async def stop(self) -> None:
+        self.deadlines.stop()
+        await stop_listeners(self.servers, self._tasks)
+
+    # -- connection ---------------------------------------------------------------------------
+
+    async def _client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, implicit: bool
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
+        ip, port = str(peer[0]), int(peer[1])
+        key = ip_class(ip)
+        try:
+            if not self.limiter.acquire(key):
+                logger.warning(
+                    "reject ip=%s code=421 4.7.0 reason=%s", ip, log.quote("too many connections")
+                )
+                writer.write(_plain(R_TOO_MANY_CONN))
+                await close_stream(writer)
+                return
+            try:
+                await self._serve(reader, writer, ip, port, implicit)
+            finally:
+                self.limiter.release(key)
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        ip: str,
+        port: int,
+        implicit: bool,
+    ) -> None:
+        started = time.monotonic()
+        session = SmtpSession(
+            self.cfg.server.hostname, self.limits, self.capabilities(implicit), tls_active=implicit
+        )
+        conn = _Conn(ip, port, reader, writer, session)
+        if implicit:
+            conn.tls = _tls_info(writer)
+        logger.debug("connect ip=%s port=%d role=%s", ip, port, self.role)
+        reason = "quit"
+        try:
+            writer.write(f"220 {self.cfg.server.hostname} ESMTP postkeep\r\n".encode())
+            reason = await self._loop(conn)
+        except (ConnectionError, ssl.SSLError, OSError) as e:
+            reason = f"network error: {e.__class__.__name__}"
+        except asyncio.CancelledError:
+            reason = "server shutdown"
+            writer.write(session.render(R_SHUTDOWN))
+            raise
+        finally:
+            logger.info(
+                "disconnect ip=%s port=%d role=%s tls=%s user=%s helo=%s messages=%d errors=%d "
+                "seconds=%.3f reason=%s",
+                ip,
+                port,
+                self.role,
+                conn.tls.version if conn.tls else "no",
+                log.quote(conn.account.address if conn.account else "-"),
+                log.quote(session.helo.name if session.helo else "-"),
+                conn.messages,
+                session.errors,
+                time.monotonic() - started,
+                log.quote(reason),
+            )
+            await close_stream(writer)
+
+    async def _loop(self, conn: _Conn) -> str:
+        session = conn.session
+        while True:
+            event = session.next_event()
+            if event is None:
+                if conn.out:
+                    conn.writer.write(b"".join(conn.out))
+                    conn.out.clear()
+                    await conn.writer.drain()
+                timeout = (
+                    self.smtp.command_timeout
+                    if session.mode is Mode.COMMAND
+                    else self.smtp.data_timeout
+                )
+                try:
+                    data = await self.deadlines.read(conn.reader, READ_SIZE, timeout)
+                except TimeoutError:
+                    self._log_reject(conn, "-", R_TIMEOUT, "timeout")
+                    conn.writer.write(session.render(R_TIMEOUT))
+                    return "timeout"
+                if not data:
+                    return "client closed"
+                session.feed(data)
+                continue
+            await self._handle(conn, event)
+            if conn.closing:
+                conn.writer.write(b"".join(conn.out))
+                conn.out.clear()
+                await conn.writer.drain()
+                return "quit" if session.mode is Mode.CLOSED else "error limit"
+
+    def _reply(self, conn: _Conn, reply: Reply) -> None:
+        conn.out.append(conn.session.render(reply))
+
+    async def _error(self, conn: _Conn, cmd: str, reply: Reply, reason: str) -> None:
+        """Send an error reply, logging it, within the session's error budget."""
+        self._log_reject(conn, cmd, reply, reason)
+        self._reply(conn, reply)
+        action = conn.session.error_action()
+        if action is ErrorAction.DELAY and self.smtp.error_delay:
+            conn.writer.write(b"".join(conn.out))
+            conn.out.clear()
+            await asyncio.sleep(self.smtp.error_delay)
+        elif action is ErrorAction.CLOSE:
+            self._log_reject(conn, cmd, R_TOO_MANY_ERRORS, "hard error limit")
+            conn.out.append(conn.session.render(R_TOO_MANY_ERRORS))
+            conn.session.mode = Mode.CLOSED
+            conn.closing = True
+
+    def _log_reject(self, conn: _Conn, cmd: str, reply: Reply, reason: str) -> None:
+        logger.info(
+            "reject ip=%s cmd=%s code=%d %s reason=%s",
+            conn.ip,
+            cmd,
+            reply.code,
+            reply.enhanced,
+            log.quote(reason or reply.text),
+        )
+
+    async def _handle(self, conn: _Conn, event: Event) -> None:
+        session = conn.session
+        match event:
+            case Say(reply=reply, close=close):
+                if reply.code >= 400:
+                    await self._error(conn, "-", reply, reply.text)
+                else:
+                    self._reply(conn, reply)
+                if close:
+                    conn.closing = True
+            case HelloReceived(hello=hello):
+                answer = session.accept_hello(hello)
+                conn.rcpt_accounts.clear()
+                if isinstance(answer, list):
+                    conn.out.append(session.render(answer, 250))
+                else:
+                    self._reply(conn, answer)
+            case MailReceived(mail=mail):
+                conn.rcpt_accounts.clear()
+                if self.submission and conn.account is not None:
+                    refused = check_envelope_sender(
+                        mail.path.address, conn.owned, conn.account.address
+                    )
+                    if refused is not None:
+                        await self._error(conn, "MAIL", refused, refused.text)
+                        return
+                reply = session.accept_mail(mail)
+                if reply.code >= 400:
+                    await self._error(conn, "MAIL", reply, reply.text)
+                else:
+                    self._reply(conn, reply)
+            case RcptReceived(rcpt=rcpt):
+                await self._rcpt(conn, rcpt)
+            case DataReceived():
+                self._reply(conn, session.begin_data())
+            case ChunkReceived(size=size):
+                self._reply(conn, session.chunk_reply(size))
+            case MessageReceived():
+                await self._message(conn, event)
+            case StartTlsRequested():
+                await self._starttls(conn)
+            case AuthRequested(auth=auth):
+                await self._auth_start(conn, auth)
+            case AuthResponse(line=line):
+                await self._auth_respond(conn, line)
+
+    async def _rcpt(self, conn: _Conn, rcpt: Rcpt) -> None:
+        session = conn.session
+        mail = session.transaction_mail
+        declared = mail.params.size if mail is not None else None
+        decision = await check_rcpt(
+            self.directory, rcpt.path, declared, authenticated=conn.account is not None
+        )
+        if not decision.verdict.accepted:
+            await self._error(conn, "RCPT", decision.verdict.reply, decision.verdict.reason)
+            return
+        conn.rcpt_accounts[rcpt] = tuple(a.id for a in decision.accounts)
+        self._reply(conn, session.accept_rcpt(rcpt))
+
+    async def _message(self, conn: _Conn, event: MessageReceived) -> None:
+        accounts = {rcpt: conn.rcpt_accounts.get(rcpt, ()) for rcpt in event.rcpts}
+        conn.rcpt_accounts.clear()
+        if event.error is not None:
+            await self._error(conn, "DATA", event.error, event.error.text)
+            return
+        problem = limits.check_headers(
+            event.data, self.max_header_size, self.smtp.max_received_headers
+        )
+        if problem is None and self.submission and conn.account is not None:
+            problem = check_from_header(event.data, conn.owned, conn.account.address)
+            if problem is None:
+                problem = check_part_sizes(event.data, self.cfg.submission.max_part_size)
+        if problem is not None:
+            await self._error(conn, "DATA", problem, problem.text)
+            return
+        queue_id = new_queue_id()
+        now = time.time()
+        session = conn.session
+        mail = event.mail
+        single = event.rcpts[0].path.address if len(event.rcpts) == 1 else None
+        trace = return_path_header(mail.path.address) + received_header(
+            helo=session.helo.name if session.helo else "unknown",
+            client_ip=conn.ip,
+            client_name=None,
+            hostname=self.cfg.server.hostname,
+            protocol=protocol_name(
+                bool(session.helo and session.helo.extended),
+                conn.tls is not None,
+                conn.account is not None,
+                mail.params.smtputf8,
+            ),
+            queue_id=queue_id,
+            tls=conn.tls,
+            recipient=single,
+            when=now,
+        )
+        account_ids = list(dict.fromkeys(i for ids in accounts.values() for i in ids))
+        envelope = Envelope(
+            queue_id=queue_id,
+            mail_from=mail.path.address,
+            recipients=[DsnRecipient(r.path.address, r.notify, r.orcpt) for r in event.rcpts],
+            client_ip=conn.ip,
+            helo=session.helo.name if session.helo else "",
+            received_at=now,
+            ret=mail.params.ret,
+            envid=mail.params.envid,
+            body=mail.params.body,
+            smtputf8=mail.params.smtputf8,
+        )
+        data = trace + event.data
+        # Recipients accepted without local accounts are remote (authenticated submission).
+        remote = [DsnRecipient(r.path.address, r.notify, r.orcpt)
+                  for r, ids in accounts.items() if not ids]
+        try:
+            if account_ids:
+                await self.store.deliver(LocalDelivery(envelope, account_ids, data))
+                self.directory.note_delivery(account_ids, len(data))
+            if remote:
+                await self.store.enqueue_outbound(envelope, remote, data)
+        except Exception:
+            logger.exception("delivery failed qid=%s ip=%s", queue_id, conn.ip)
+            await self._error(conn, "DATA", R_LOCAL_ERROR, f"delivery failed qid={queue_id}")
+            return
+        conn.messages += 1
+        reply = Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
+        self._reply(conn, reply)
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "message qid=%s ip=%s tls=%s user=%s from=<%s> to=%s size=%d result=%s",
+                queue_id,
+                conn.ip,
+                conn.tls.version if conn.tls else "no",
+                log.quote(conn.account.address if conn.account else "-"),
+                mail.path.address,
+                ",".join(f"<{r.path.address}>" for r in event.rcpts),
+                len(event.data),
+                log.quote(f"{reply.code} {reply.enhanced}"),
+            )
+
+    # -- AUTH (RFC 4954) --------------------------------------------------------------------------
+
+    async def _auth_start(self, conn: _Conn, auth: Auth) -> None:
+        assert self.auth is not None and self.bindings is not None
+        local = conn.writer.get_extra_info("sockname") or ("",)
+        exchange, result = await self.auth.start(
+            auth.mechanism, auth.initial, self.bindings.of(conn.writer), str(local[0])
+        )
+        conn.auth = exchange
+        await self._auth_result(conn, auth.mechanism, result)
+
+    async def _auth_respond(self, conn: _Conn, line: bytes) -> None:
+        assert self.auth is not None
+        if conn.auth is None:  # cannot happen: the session reads responses only after a 334
+            conn.session.auth_finished(None)
+            return
+        result = await self.auth.respond(conn.auth, line)
+        await self._auth_result(conn, conn.auth.name, result)
+
+    async def _auth_result(self, conn: _Conn, mechanism: str, result: AuthResult) -> None:
+        assert self.auth is not None
+        session = conn.session
+        if not result.finished:
+            conn.out.append(session.auth_challenge(result.out))
+            return
+        exchange, conn.auth = conn.auth, None
+        reply = result.reply
+        assert reply is not None
+        if result.account is not None:
+            session.auth_finished(result.account.address)
+            conn.account = result.account
+            conn.owned = owned_addresses(
+                result.account,
+                await self.store.list_aliases(),
+                await self.store.list_send_as(result.account.address),
+            )
+            logger.info("auth ok ip=%s user=%s mechanism=%s", conn.ip,
+                        log.quote(result.account.address), mechanism)
+            self._reply(conn, reply)
+            return
+        session.auth_finished(None)
+        if reply.code == 535:
+            conn.auth_failures += 1
+            self.auth.log_failure(conn.ip, exchange, mechanism, result.reason)
+            if await self.auth.failure_pause(conn.auth_failures):
+                self._log_reject(conn, "AUTH", R_AUTH_TOO_MANY, "too many auth failures")
+                self._reply(conn, reply)
+                conn.out.append(session.render(R_AUTH_TOO_MANY))
+                session.mode = Mode.CLOSED
+                conn.closing = True
+                return
+        else:
+            self._log_reject(conn, "AUTH", reply, result.reason)
+        self._reply(conn, reply)
+
+    async def _starttls(self, conn: _Conn) -> None:
+        assert self.tls_context is not None
+        session = conn.session
+        conn.out.append(session.render(session.starttls_reply()))
+        conn.writer.write(b"".join(conn.out))
+        conn.out.clear()
+        await conn.writer.drain()
+        # RFC 3207 §4.2 / CVE-2011-0411: plaintext pipelined after STARTTLS is thrown away,
+        # both what the session buffered and what the stream reader still holds.
+        dropped = session.starttls_begin()
+        stale = getattr(conn.reader, "_buffer", None)
+        if stale:
+            dropped += len(stale)
+            stale.clear()
+        if dropped:
+            logger.warning("discarded ip=%s bytes=%d reason=%s", conn.ip, dropped,
+                           log.quote("data pipelined after STARTTLS"))
+        await conn.writer.start_tls(
+            self.tls_context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
+        )
+        conn.tls = _tls_info(conn.writer)
+        session.tls_started()
+        conn.rcpt_accounts.clear()
+
+
+def _plain(reply: Reply) -> bytes:
+    return f"{reply}\r\n".encode()
+
+
+def _tls_info(writer: asyncio.StreamWriter) -> TlsInfo | None:
+    ssl_object = writer.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    name, version, bits = ssl_object.cipher()
+    return TlsInfo(version, name, bits)

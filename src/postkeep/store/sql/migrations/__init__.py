@@ -1,0 +1,93 @@
+"""Numbered schema migrations and the runner that applies them.
+
+Each migration is a module ``mNNNN_<name>.py`` exposing ``MIGRATION = Migration(N, description,
+upgrade)`` where ``upgrade(conn)`` runs inside the runner's transaction and must only use what it
+defines itself (tables frozen at that version, or plain DDL), never `postkeep.store.sql.schema`,
+which describes the *latest* schema. To add migration N: write ``mNNNN_<name>.py``, append it to
+`MIGRATIONS`, update `postkeep.store.sql.schema` to match.
+
+The runner (`migrate`) records applied versions in ``schema_version``. It applies all pending
+migrations in order in ONE transaction (both SQLite and PostgreSQL have transactional DDL), so a
+failure leaves the database at its old version. Concurrent openers are serialised: on PostgreSQL
+with a transaction-level advisory lock, on SQLite by the writer engine's ``BEGIN IMMEDIATE``.
+Opening an already migrated database is a no-op; a database newer than the code is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, func, select, text
+
+from postkeep.errors import StoreError
+from postkeep.store.sql.schema import schema_version
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    upgrade: Callable[[Connection], None]
+
+
+def _load() -> tuple[Migration, ...]:
+    from postkeep.store.sql.migrations import (
+        m0001_initial,
+        m0002_account_security,
+        m0003_send_as,
+        m0004_imap,
+    )
+
+    return (
+        m0001_initial.MIGRATION,
+        m0002_account_security.MIGRATION,
+        m0003_send_as.MIGRATION,
+        m0004_imap.MIGRATION,
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = _load()
+
+#: Key of the PostgreSQL advisory lock held while migrating ("pkmigr" in ASCII).
+_PG_LOCK_KEY = 0x706B6D696772
+
+
+def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    return migrations[-1].version if migrations else 0
+
+
+def current_version(conn: Connection) -> int:
+    """The schema version recorded in the database (0 for an empty database)."""
+    if not conn.dialect.has_table(conn, schema_version.name):
+        return 0
+    query = select(func.coalesce(func.max(schema_version.c.version), 0))
+    return int(conn.execute(query).scalar_one())
+
+
+def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Apply pending migrations in order, in one transaction; return the versions applied."""
+    for expected, m in enumerate(migrations, start=1):
+        if m.version != expected:
+            raise StoreError(f"migration {m.version} is out of order: expected {expected}")
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        schema_version.create(conn, checkfirst=True)
+        current = current_version(conn)
+        latest = latest_version(migrations)
+        if current > latest:
+            raise StoreError(
+                f"database schema version {current} is newer than this postkeep supports ({latest})"
+            )
+        applied: list[int] = []
+        for m in migrations[current:]:
+            m.upgrade(conn)
+            conn.execute(
+                schema_version.insert().values(
+                    version=m.version, description=m.description, applied_at=time.time()
+                )
+            )
+            applied.append(m.version)
+        return applied

@@ -1,0 +1,113 @@
+"""Row ↔ dataclass helpers shared by the parts of `postkeep.store.sql.store.SqlStore`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, exists
+
+from postkeep.store.api import Account, Flag, Mailbox, MessageInfo
+from postkeep.store.sql.schema import accounts, app_passwords, mailboxes, messages, subscriptions
+
+T = TypeVar("T")
+
+IN_CHUNK = 500  # ids per IN (...) list
+
+#: The columns `account_from_row` expects, in order.
+ACCOUNT_COLS = (
+    accounts.c.id,
+    accounts.c.address,
+    accounts.c.domain_id,
+    accounts.c.password_hash,
+    accounts.c.quota_bytes,
+    accounts.c.used_bytes,
+    accounts.c.disabled,
+    accounts.c.app_passwords_only,
+)
+
+
+#: The columns of an app password row (`postkeep.store.sql.security`).
+APP_PASSWORD_COLS = (
+    app_passwords.c.id,
+    app_passwords.c.account_id,
+    app_passwords.c.name,
+    app_passwords.c.password_hash,
+    app_passwords.c.scopes,
+    app_passwords.c.created,
+    app_passwords.c.last_used,
+    app_passwords.c.revoked_at,
+)
+
+
+def account_from_row(r: Sequence[Any]) -> Account:
+    """An `Account` from a row selected with ACCOUNT_COLS."""
+    return Account(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), bool(r[7]))
+
+
+def mailbox_name(name: str) -> str:
+    """INBOX is case-insensitive (RFC 9051 §5.1): any spelling of it is stored as "INBOX"."""
+    return "INBOX" if name.upper() == "INBOX" else name
+
+
+def chunks(items: Sequence[T], size: int = IN_CHUNK) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+MAILBOX_COLS = (
+    mailboxes.c.id,
+    mailboxes.c.account_id,
+    mailboxes.c.name,
+    mailboxes.c.special_use,
+    mailboxes.c.uidvalidity,
+    mailboxes.c.uidnext,
+    mailboxes.c.highestmodseq,
+    exists()
+    .where(
+        and_(
+            subscriptions.c.account_id == mailboxes.c.account_id,
+            subscriptions.c.name == mailboxes.c.name,
+        )
+    )
+    .label("subscribed"),
+    mailboxes.c.first_recent_uid,
+)
+MESSAGE_COLS = (
+    messages.c.id,
+    messages.c.mailbox_id,
+    messages.c.uid,
+    messages.c.modseq,
+    messages.c.size,
+    messages.c.internaldate,
+    messages.c.flags,
+    messages.c.keywords,
+    messages.c.blob_id,
+    messages.c.savedate,
+)
+MESSAGE_UID_COLUMN = 2  # where the UID is in a MESSAGE_COLS row
+
+
+def mailbox_from_row(r: Sequence[Any]) -> Mailbox:
+    """A `Mailbox` from a row selected with MAILBOX_COLS."""
+    return Mailbox(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8])
+
+
+_FLAGS = tuple(Flag(i) for i in range(32))  # every combination: a lookup, not an enum call
+_NO_KEYWORDS: tuple[str, ...] = ()
+
+
+def message_from_row(r: Sequence[Any]) -> MessageInfo:
+    """A `MessageInfo` from a row selected with MESSAGE_COLS."""
+    f, k = r[6], r[7]
+    return MessageInfo(
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        _FLAGS[f] if 0 <= f < 32 else Flag(f),
+        tuple(k.split()) if k else _NO_KEYWORDS,
+        r[8],
+        r[9],
+    )

@@ -1,0 +1,264 @@
+"""The current relational schema (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+This module describes the schema *as the code expects it now*; the database gets there through
+the numbered migrations in `postkeep.store.sql.migrations` (migration 1 holds a frozen copy of the
+version-1 tables; a test checks that the migrated database matches these definitions).
+
+Notes on the design:
+
+* Addresses are unique case-insensitively: ``accounts.address`` keeps the spelling given at
+  creation (local part as created, domain lower-cased), ``address_key`` its lower-case form,
+  which carries the unique index and is what lookups use. The same for alias sources.
+* IMAP numbering (RFC 9051 §2.3.1.1): ``mailboxes.uidvalidity`` comes from an instance-wide
+  counter (``meta`` row ``uidvalidity``, at least the current time in seconds, strictly
+  increasing), so every mailbox — including one re-created under an old name — gets a distinct
+  positive 32-bit value. ``uidnext`` and ``highestmodseq`` (RFC 7162 §3.1) are advanced with
+  ``UPDATE … RETURNING`` under the row lock, which keeps them strictly increasing with several
+  writers on PostgreSQL too. UIDs and MODSEQs are unsigned 32/63-bit values: BIGINT columns.
+* ``messages.content_key`` is the message's blob content key wrapped with the account's data key
+  (see `postkeep.store.crypto`); ``blobs.refcount`` counts the message rows that use a blob, so a
+  blob shared by several recipients is deleted when its last message row goes.
+* ``envelopes`` record what SMTP knew about each accepted message (RFC 5321 envelope plus the RFC
+  3461 DSN parameters, recipients as JSON).
+* Credentials (migration 2): ``accounts.password_hash`` is an argon2id PHC string;
+  ``account_secrets`` holds one row per SASL mechanism (SCRAM-SHA-*, CRAM-MD5, DIGEST-MD5) with the
+  password-derived secret *sealed* (AES-256-GCM) under the account's data key, bound to the account
+  id and mechanism — CRAM-MD5 and DIGEST-MD5 secrets are password equivalents, so a database dump
+  alone must not reveal them. The rows are replaced wholesale when the password changes.
+  ``app_passwords`` are argon2id hashes of generated per-device passwords with their scopes (a
+  space-separated list, e.g. ``"smtp imap"``); revoking sets ``revoked_at`` (the row stays for the
+  record) and a name is unique among an account's non-revoked app passwords (partial index).
+  ``accounts.app_passwords_only`` refuses the account password for mail protocols.
+* ``outbound_queue`` (migration 2) holds messages accepted by authenticated submission for remote
+  recipients: the blob is encrypted under a fresh content key, wrapped by the instance's "queue"
+  data key (``meta`` row ``queue_data_key``, itself wrapped by the master key); recipients are
+  JSON objects ``{address, notify, orcpt, status}``.
+* IMAP (migration 4): ``blobs.structure`` is the message's MIME summary (`postkeep.mime.summary`:
+  part tree with byte offsets, ENVELOPE, BODYSTRUCTURE), computed once at delivery and sealed
+  under the blob's content key; ``expunged`` logs expunged UIDs with the MODSEQ of their expunge
+  for QRESYNC (RFC 7162 §3.2.10); ``mailboxes.first_recent_uid`` is where \\Recent messages start
+  (RFC 3501 §2.3.2); ``subscriptions`` holds subscribed names, which outlive their mailboxes
+  (RFC 9051 §6.3.7). Mailbox hierarchy is by name, delimiter "/".
+* Ids exposed to callers use AUTOINCREMENT on SQLite so that a deleted row's id is never reused.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+)
+
+#: BIGINT on PostgreSQL; plain INTEGER on SQLite so the column aliases the rowid (autoincrement).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("description", Text, nullable=False),
+    Column("applied_at", Double, nullable=False),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("number", BigInteger, nullable=True),
+    Column("value", LargeBinary, nullable=True),
+)
+
+domains = Table(
+    "domains",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("created", Double, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("address", String(320), nullable=False),
+    Column("address_key", String(320), nullable=False, unique=True),
+    Column("domain_id", Integer, ForeignKey("domains.id"), nullable=False, index=True),
+    Column("password_hash", Text, nullable=False),
+    Column("quota_bytes", BigInteger, nullable=False, default=0),
+    Column("used_bytes", BigInteger, nullable=False, default=0),
+    Column("data_key", LargeBinary, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created", Double, nullable=False),
+    Column("app_passwords_only", Boolean, nullable=False, default=False, server_default=false()),
+    sqlite_autoincrement=True,
+)
+
+account_secrets = Table(
+    "account_secrets",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("mechanism", String(32), primary_key=True),
+    Column("secret", LargeBinary, nullable=False),
+)
+
+app_passwords = Table(
+    "app_passwords",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(64), nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("scopes", Text, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("last_used", Double, nullable=True),
+    Column("revoked_at", Double, nullable=True),
+    sqlite_autoincrement=True,
+)
+Index(
+    "uq_app_passwords_active_name",
+    app_passwords.c.account_id,
+    app_passwords.c.name,
+    unique=True,
+    sqlite_where=app_passwords.c.revoked_at.is_(None),
+    postgresql_where=app_passwords.c.revoked_at.is_(None),
+)
+
+send_as = Table(
+    "send_as",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    # lower-cased address the account may send as (submission sender checks)
+    Column("address_key", String(320), primary_key=True),
+    Column("created", Double, nullable=False),
+)
+
+aliases = Table(
+    "aliases",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source", String(320), nullable=False),
+    Column("source_key", String(320), nullable=False, unique=True),
+    Column("domain_id", Integer, ForeignKey("domains.id"), nullable=False, index=True),
+    Column("targets", Text, nullable=False),
+    Column("created", Double, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+mailboxes = Table(
+    "mailboxes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("special_use", String(32), nullable=True),
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("uidnext", BigInteger, nullable=False, default=1),
+    Column("highestmodseq", BigInteger, nullable=False, default=1),
+    Column("first_recent_uid", BigInteger, nullable=False, default=1, server_default="1"),
+    UniqueConstraint("account_id", "name", name="uq_mailboxes_account_name"),
+    sqlite_autoincrement=True,
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("refcount", Integer, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("structure", LargeBinary, nullable=True),  # sealed MIME summary (migration 4)
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("mailbox_id", Integer, ForeignKey("mailboxes.id"), nullable=False),
+    Column("uid", BigInteger, nullable=False),
+    Column("modseq", BigInteger, nullable=False),
+    Column("blob_id", String(64), ForeignKey("blobs.id"), nullable=False),
+    Column("content_key", LargeBinary, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("internaldate", Double, nullable=False),
+    Column("flags", Integer, nullable=False, default=0),
+    Column("keywords", Text, nullable=False, default=""),
+    Column("savedate", Double, nullable=True),
+    UniqueConstraint("mailbox_id", "uid", name="uq_messages_mailbox_uid"),
+    Index("ix_messages_mailbox_modseq", "mailbox_id", "modseq"),
+    sqlite_autoincrement=True,
+)
+
+envelopes = Table(
+    "envelopes",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("queue_id", String(64), nullable=False, index=True),
+    Column("mail_from", Text, nullable=False),
+    Column("recipients", Text, nullable=False),
+    Column("client_ip", String(64), nullable=False),
+    Column("helo", Text, nullable=False),
+    Column("received_at", Double, nullable=False),
+    Column("ret", String(8), nullable=True),
+    Column("envid", Text, nullable=True),
+    Column("body", String(16), nullable=True),
+    Column("smtputf8", Boolean, nullable=False, default=False),
+    Column("blob_id", String(64), ForeignKey("blobs.id"), nullable=True, index=True),
+    sqlite_autoincrement=True,
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("name", Text, primary_key=True),
+)
+
+expunged = Table(
+    "expunged",
+    metadata,
+    Column("mailbox_id", Integer, primary_key=True, autoincrement=False),
+    Column("uid", BigInteger, primary_key=True, autoincrement=False),
+    Column("modseq", BigInteger, nullable=False),
+    Index("ix_expunged_mailbox_modseq", "mailbox_id", "modseq"),
+)
+
+outbound_queue = Table(
+    "outbound_queue",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("queue_id", String(64), nullable=False, unique=True),
+    Column("blob_id", String(64), nullable=False),
+    Column("content_key", LargeBinary, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mail_from", Text, nullable=False),
+    Column("recipients", Text, nullable=False),
+    Column("ret", String(8), nullable=True),
+    Column("envid", Text, nullable=True),
+    Column("body", String(16), nullable=True),
+    Column("smtputf8", Boolean, nullable=False, default=False),
+    Column("created", Double, nullable=False),
+    Column("next_attempt", Double, nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    sqlite_autoincrement=True,
+)
+
+#: Names of `meta` rows.
+META_UIDVALIDITY = "uidvalidity"
+META_KEY_CHECK = "master_key_check"
+META_QUEUE_KEY = "queue_data_key"
