@@ -30,7 +30,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-READY = "postkeep.server.main: ready hostname="  # logged once every listener is up
+READY = "postkeep.server: ready hostname="  # logged once every listener is up
 
 
 @dataclass
