@@ -1,28 +1,25 @@
-"""SASL exchanges of SMTP AUTH (RFC 4954) and IMAP AUTHENTICATE (RFC 9051 §6.2.2).
+"""The SASL exchange (RFC 4422 §3) of SMTP AUTH (RFC 4954) and IMAP AUTHENTICATE (RFC 9051
+§6.2.2), with an outcome each protocol renders in its own replies.
 
-Drives one `protocol.sasl` mechanism per AUTH command: sends 334 challenges, feeds the client's
-responses back, resolves what the mechanism needs (a password check through the bounded argon2
-verifier, or the account's stored per-mechanism secrets), and ends with 235 or 535. Server data
-that must reach the client with success (SCRAM's server-final) goes as one more 334 challenge
-whose answer must be empty (RFC 4954 §4).
+Drives one `postkeep.sasl.mechanisms` mechanism per exchange: hands challenges to the driver,
+feeds the client's responses back, and resolves what the mechanism needs: a password check
+through the bounded argon2 verifier (`postkeep.auth.passwords`), or the account's stored
+per-mechanism secrets. Server data that must reach the client with success (SCRAM's
+server-final) goes as one more challenge whose answer must be empty (RFC 4954 §4, RFC 9051
+§6.2.2).
 
-Failures are logged in one line a fail2ban filter can match:
-`auth failure ip=192.0.2.1 user=alice@example.test mechanism=PLAIN reason="..."`.
-After `auth_delay_after` failures in a session each failure reply is delayed; at
-`auth_close_after` the session ends with 421 4.7.0.
+Every step ends in an `AuthResult` whose `status` is one of `AuthStatus`: a challenge to send,
+or ok / busy / malformed / cancelled / failed. What that looks like on the wire (`334`, `235`,
+`454`, `501`, `535`; `+`, `OK`, `NO [UNAVAILABLE]`, `BAD`, `NO [AUTHENTICATIONFAILED]`), how
+failures are logged and when a session is slowed down or closed belong to each driver.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-from collections.abc import Mapping
+import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 
 from postkeep import log
 from postkeep.auth.passwords import (
@@ -31,23 +28,19 @@ from postkeep.auth.passwords import (
     authenticate_password,
     sasl_secrets_for,
 )
-from postkeep.errors import Reply
-from postkeep.net.tls import certificate_file
 from postkeep.sasl import mechanisms as sasl
 from postkeep.store.api import Account, Store
 
-if TYPE_CHECKING:
-    from postkeep.config import ImapConfig, SubmissionConfig
 
-logger = log.get("smtp")
+class AuthStatus(enum.Enum):
+    """Where an exchange stands after a step."""
 
-R_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
-R_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
-R_AUTH_ABORTED = Reply(501, "5.0.0", "Authentication aborted")
-R_AUTH_MALFORMED = Reply(501, "5.5.2", "Malformed authentication data (base64 expected)")
-R_AUTH_BUSY = Reply(454, "4.7.0", "Temporary authentication failure, try again later")
-R_AUTH_TOO_MANY = Reply(421, "4.7.0", "Too many authentication failures, closing connection")
-
+    CHALLENGE = "challenge"  # send `AuthResult.challenge`, then feed the client's answer
+    OK = "ok"  # authenticated as `AuthResult.account`
+    BUSY = "busy"  # the password verifier is saturated: temporary, try again later
+    MALFORMED = "malformed"  # the client's data is not base64: a protocol error, not a failure
+    CANCELLED = "cancelled"  # the client sent "*" (RFC 4422 §3.5)
+    FAILED = "failed"  # credentials refused; counts toward the session's failure limit
 
 
 @dataclass(slots=True)
@@ -61,22 +54,29 @@ class AuthExchange:
 
 @dataclass(frozen=True, slots=True)
 class AuthResult:
-    """What the driver must do next: `out` to send; `account` set on success; `close`."""
+    """One step's outcome: `challenge` (base64) to send while `status` is CHALLENGE; `account`
+    when OK; `reason` for the log otherwise."""
 
-    out: bytes = b""
-    reply: Reply | None = None
+    status: AuthStatus
+    challenge: bytes = b""
     account: Account | None = None
-    identity: str | None = None
-    finished: bool = True
     reason: str = ""
 
+    @property
+    def finished(self) -> bool:
+        return self.status is not AuthStatus.CHALLENGE
 
-class SmtpAuthenticator:
-    """Runs AUTH exchanges for one listener role.
+
+_MALFORMED = AuthResult(AuthStatus.MALFORMED, reason="malformed base64")
+_CANCELLED = AuthResult(AuthStatus.CANCELLED, reason="aborted")
+
+
+class SaslAuthenticator:
+    """Runs SASL exchanges for the listeners of one protocol.
 
     `scope` is the protocol ("smtp" or "imap"): it selects the app passwords that may log in
-    and the GSSAPI service name (`smtp/HOST`, `imap/HOST`). Replies are SMTP `Reply` values;
-    the IMAP driver maps them to tagged responses.
+    and the GSSAPI service name (`smtp/HOST`, `imap/HOST`). `mechanisms`: the configured
+    mechanisms, in the order they are offered.
     """
 
     def __init__(
@@ -84,7 +84,7 @@ class SmtpAuthenticator:
         store: Store,
         verifier: PasswordVerifier,
         hostname: str,
-        cfg: SubmissionConfig | ImapConfig,
+        mechanisms: Sequence[str],
         *,
         gssapi_keytab: str | None = None,
         scope: str = "smtp",
@@ -93,11 +93,11 @@ class SmtpAuthenticator:
         self.store = store
         self.verifier = verifier
         self.hostname = hostname
-        self.cfg = cfg
+        self.mechanisms = tuple(mechanisms)
         self.scope = scope
         self.gssapi_keytab = gssapi_keytab or None
-        if sasl.GSSAPI in cfg.sasl_mechanisms and sasl.GSSAPI not in self.advertised(True, None):
-            logger.warning(
+        if sasl.GSSAPI in self.mechanisms and sasl.GSSAPI not in self.advertised(True, None):
+            log.get(scope).warning(
                 "GSSAPI (RFC 4752) is listed but not offered: %s",
                 "the gssapi package is not installed (postkeep[gssapi])"
                 if self.gssapi_keytab else f"{scope}: gssapi_keytab is not set",
@@ -105,7 +105,7 @@ class SmtpAuthenticator:
 
     def advertised(self, tls: bool, channel_bindings: Mapping[str, bytes] | None) -> list[str]:
         return sasl.advertised(
-            self.cfg.sasl_mechanisms, tls=tls, channel_bindings=channel_bindings,
+            self.mechanisms, tls=tls, channel_bindings=channel_bindings,
             gssapi_keytab=self.gssapi_keytab,
         )
 
@@ -116,14 +116,15 @@ class SmtpAuthenticator:
         channel_bindings: Mapping[str, bytes] | None,
         local_ip: str,
     ) -> tuple[AuthExchange | None, AuthResult]:
+        """Begin an exchange (`initial_response`: SASL-IR, RFC 4954 §4 / RFC 4959)."""
         initial: bytes | None = None
         if initial_response is not None:
             try:
                 decoded = sasl.decode_response(initial_response.encode(), initial=True)
             except sasl.SaslMalformed:
-                return None, AuthResult(reply=R_AUTH_MALFORMED, reason="malformed base64")
+                return None, _MALFORMED
             if decoded is sasl.ABORT:
-                return None, AuthResult(reply=R_AUTH_ABORTED, reason="aborted")
+                return None, _CANCELLED
             assert isinstance(decoded, bytes)
             initial = decoded
         offered = self.advertised(True, channel_bindings)
@@ -140,16 +141,17 @@ class SmtpAuthenticator:
         return exchange, await self._advance(exchange, mech.start(initial))
 
     async def respond(self, exchange: AuthExchange, line: bytes) -> AuthResult:
+        """Feed the client's answer to the last challenge."""
         try:
             decoded = sasl.decode_response(line)
         except sasl.SaslMalformed:
-            return AuthResult(reply=R_AUTH_MALFORMED, reason="malformed base64")
+            return _MALFORMED
         if decoded is sasl.ABORT:
-            return AuthResult(reply=R_AUTH_ABORTED, reason="aborted")
+            return _CANCELLED
         assert isinstance(decoded, bytes)
         if exchange.pending is not None:
             if decoded:
-                return await self._failed(exchange, "unexpected data after server-final")
+                return _failed("unexpected data after server-final")
             return await self._succeeded(exchange, exchange.pending)
         return await self._advance(exchange, exchange.mechanism.respond(decoded))
 
@@ -158,7 +160,7 @@ class SmtpAuthenticator:
         while True:
             match step:
                 case sasl.Challenge(data=data):
-                    return AuthResult(out=base64.b64encode(data), finished=False)
+                    return AuthResult(AuthStatus.CHALLENGE, base64.b64encode(data))
                 case sasl.NeedPassword(authcid=authcid, password=password):
                     exchange.user = authcid
                     try:
@@ -166,7 +168,7 @@ class SmtpAuthenticator:
                             self.store, authcid, password, self.scope, self.verifier
                         )
                     except AuthBusy:
-                        return AuthResult(reply=R_AUTH_BUSY, reason="verifier busy")
+                        return AuthResult(AuthStatus.BUSY, reason="verifier busy")
                     exchange.account = outcome.account if outcome.ok else None
                     step = mech.password_checked(outcome.ok)
                     if not outcome.ok and isinstance(step, sasl.Failure):
@@ -178,67 +180,21 @@ class SmtpAuthenticator:
                 case sasl.Success(final=final) as success:
                     if final is not None and exchange.pending is None:
                         exchange.pending = success
-                        return AuthResult(out=base64.b64encode(final), finished=False)
+                        return AuthResult(AuthStatus.CHALLENGE, base64.b64encode(final))
                     return await self._succeeded(exchange, success)
                 case sasl.Failure(reason=reason):
-                    return await self._failed(exchange, reason)
+                    return _failed(reason)
 
     async def _succeeded(self, exchange: AuthExchange, success: sasl.Success) -> AuthResult:
         authcid = success.authcid
         exchange.user = exchange.user or authcid  # GSSAPI names the user only at success
         if success.authzid and success.authzid.lower() != authcid.lower():
-            return await self._failed(exchange, f"may not act as {success.authzid!r}")
+            return _failed(f"may not act as {success.authzid!r}")
         account = exchange.account or await self.store.get_account(authcid)
         if account is None or account.disabled:
-            return await self._failed(exchange, "account vanished or disabled")
-        return AuthResult(reply=R_AUTH_OK, account=account, identity=account.address)
-
-    async def _failed(self, exchange: AuthExchange, reason: str) -> AuthResult:
-        return AuthResult(reply=R_AUTH_FAILED, reason=reason)
-
-    def log_failure(self, ip: str, exchange: AuthExchange | None, mechanism: str,
-                    reason: str) -> None:
-        user = exchange.user if exchange is not None and exchange.user else "-"
-        logger.warning(
-            "auth failure ip=%s user=%s mechanism=%s reason=%s",
-            ip, log.quote(user), mechanism, log.quote(reason),
-        )
-
-    async def failure_pause(self, failures: int) -> bool:
-        """Delay after repeated failures; True when the session must be closed."""
-        if failures >= self.cfg.auth_close_after:
-            return True
-        if failures >= self.cfg.auth_delay_after:
-            await asyncio.sleep(self.cfg.auth_failure_delay)
-        return False
+            return _failed("account vanished or disabled")
+        return AuthResult(AuthStatus.OK, account=account)
 
 
-def tls_server_end_point(cert_file: Path) -> bytes:
-    """The tls-server-end-point channel binding of a certificate (RFC 5929 §4.1)."""
-    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    algorithm = cert.signature_hash_algorithm
-    if algorithm is None or algorithm.name in ("md5", "sha1"):
-        algorithm = hashes.SHA256()
-    digest = hashes.Hash(algorithm)
-    digest.update(cert.public_bytes(serialization.Encoding.DER))
-    return digest.finalize()
-
-
-class EndPointBindings:
-    """The tls-server-end-point binding of each certificate a listener shows, computed once
-    per certificate file (SNI can pick another than the default)."""
-
-    def __init__(self, default_cert: Path) -> None:
-        self.default = {"tls-server-end-point": tls_server_end_point(default_cert)}
-        self._by_file: dict[Path, bytes] = {default_cert: self.default["tls-server-end-point"]}
-
-    def of(self, writer: asyncio.StreamWriter) -> dict[str, bytes]:
-        """The bindings of the connection behind `writer` ({} without TLS)."""
-        ssl_object = writer.get_extra_info("ssl_object")
-        cert = certificate_file(ssl_object.context) if ssl_object is not None else None
-        if cert is None:
-            return {}
-        binding = self._by_file.get(cert)
-        if binding is None:
-            binding = self._by_file[cert] = tls_server_end_point(cert)
-        return {"tls-server-end-point": binding}
+def _failed(reason: str) -> AuthResult:
+    return AuthResult(AuthStatus.FAILED, reason=reason)

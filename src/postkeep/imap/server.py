@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from postkeep import log
-from postkeep.auth.exchange import AuthExchange, AuthResult, EndPointBindings, SmtpAuthenticator
+from postkeep.auth.exchange import AuthExchange, AuthResult, AuthStatus, SaslAuthenticator
 from postkeep.auth.passwords import AuthBusy, PasswordVerifier, authenticate_password
 from postkeep.config import Config
 from postkeep.imap.cache import MessageCache
@@ -46,8 +46,8 @@ from postkeep.imap.wire.reader import (
 )
 from postkeep.net.deadlines import ReadDeadlines
 from postkeep.net.listener import close_stream, start_listeners, stop_listeners
-from postkeep.net.slots import ConnectionSlots, LocalSlots
-from postkeep.smtp.server import ip_class
+from postkeep.net.slots import ConnectionSlots, LocalSlots, ip_class
+from postkeep.net.tls import EndPointBindings
 from postkeep.store.api import Account
 
 if TYPE_CHECKING:
@@ -155,8 +155,9 @@ class ImapServer:
         self.tls_context = tls_context
         self.verifier = verifier
         keytab = str(cfg.data_path(cfg.imap.gssapi_keytab)) if cfg.imap.gssapi_keytab else None
-        self.auth = SmtpAuthenticator(
-            store, verifier, cfg.server.hostname, cfg.imap, gssapi_keytab=keytab, scope="imap"
+        self.auth = SaslAuthenticator(
+            store, verifier, cfg.server.hostname, cfg.imap.sasl_mechanisms,
+            gssapi_keytab=keytab, scope="imap",
         )
         self.bindings = EndPointBindings(cfg.data_path(cfg.tls.cert_file))
         self._mechanisms = tuple(self.auth.advertised(True, self.bindings.default))
@@ -441,7 +442,7 @@ class ImapServer:
             mechanism, cmd.initial, self.bindings.of(conn.writer), str(local[0])
         )
         while exchange is not None and not result.finished:
-            conn.out.write(b"+ " + result.out + b"\r\n")
+            conn.out.write(b"+ " + result.challenge + b"\r\n")
             await conn.out.drain()
             conn.frames.expect_auth_response(cmd.tag)
             line = await self._auth_line(conn)
@@ -477,23 +478,22 @@ class ImapServer:
         exchange: AuthExchange | None,
         result: AuthResult,
     ) -> None:
-        reply = result.reply
-        if result.account is not None:
-            await self._logged_in(conn, tag, result.account)
-            return
-        if reply is not None and reply.code == 454:
-            conn.out.write(f"{tag} NO [UNAVAILABLE] Try again later\r\n".encode())
-            return
-        if reply is not None and reply.code == 501:
-            conn.out.write(f"{tag} BAD {reply.text}\r\n".encode())
-        user = exchange.user if exchange is not None else "-"
-        await self._auth_failed(
-            conn,
-            tag if reply is None or reply.code != 501 else None,
-            user,
-            mechanism,
-            result.reason,
-        )
+        """Render the exchange's outcome (RFC 9051 §6.2.2, RFC 5530 response codes)."""
+        match result.status:
+            case AuthStatus.OK:
+                assert result.account is not None
+                await self._logged_in(conn, tag, result.account)
+            case AuthStatus.BUSY:
+                conn.out.write(f"{tag} NO [UNAVAILABLE] Try again later\r\n".encode())
+            case AuthStatus.MALFORMED | AuthStatus.CANCELLED:
+                text = "Authentication aborted" if result.status is AuthStatus.CANCELLED else (
+                    "Malformed authentication data (base64 expected)")
+                conn.out.write(f"{tag} BAD {text}\r\n".encode())
+                user = exchange.user if exchange is not None else "-"
+                await self._auth_failed(conn, None, user, mechanism, result.reason)
+            case _:
+                user = exchange.user if exchange is not None else "-"
+                await self._auth_failed(conn, tag, user, mechanism, result.reason)
 
     async def _auth_failed(
         self, conn: _Conn, tag: str | None, user: str, mechanism: str, reason: str

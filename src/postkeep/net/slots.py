@@ -9,8 +9,19 @@ processes accept connections.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from typing import Protocol
+
+
+def ip_class(ip: str) -> str:
+    """The key connection limits count by: the IPv4 address (an IPv4-mapped IPv6 address
+    counts as its IPv4 address), or the IPv6 /64, which one subscriber usually holds whole
+    (RFC 6177 §3)."""
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 6 and addr.ipv4_mapped is None:
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return str(addr.ipv4_mapped or addr) if addr.version == 6 else ip
 
 
 class ConnectionSlots(Protocol):

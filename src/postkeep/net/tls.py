@@ -27,6 +27,10 @@ Certificates: the default pair `[tls] cert_file/key_file`, and per-host pairs
 `*.example.org` (one left-most label, RFC 6125 §6.4.3); no or unknown SNI gets the default.
 Expired, not yet valid, mismatched or encrypted keys are refused at startup (`ConfigError`
 with the config key path); `check_tls` reports also what only warrants a warning.
+
+Channel bindings: `EndPointBindings` gives each connection the tls-server-end-point binding
+(RFC 5929 §4.1) of the certificate it was shown, for the SCRAM-*-PLUS mechanisms of every
+protocol that authenticates (RFC 5802 §6, RFC 7677).
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from postkeep.errors import ConfigError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from postkeep.config import Config
 
 TLS12_CIPHERS = ":".join([
@@ -172,6 +178,37 @@ def certificate_file(ctx: ssl.SSLContext) -> Path | None:
     certificate actually presented, e.g. for tls-server-end-point (RFC 5929 §4.1).
     """
     return _CERT_FILES.get(ctx)
+
+
+def tls_server_end_point(cert_file: Path) -> bytes:
+    """The tls-server-end-point channel binding of a certificate (RFC 5929 §4.1)."""
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    algorithm = cert.signature_hash_algorithm
+    if algorithm is None or algorithm.name in ("md5", "sha1"):
+        algorithm = hashes.SHA256()
+    digest = hashes.Hash(algorithm)
+    digest.update(cert.public_bytes(serialization.Encoding.DER))
+    return digest.finalize()
+
+
+class EndPointBindings:
+    """The tls-server-end-point binding of each certificate a listener shows, computed once
+    per certificate file (SNI can pick another than the default)."""
+
+    def __init__(self, default_cert: Path) -> None:
+        self.default = {"tls-server-end-point": tls_server_end_point(default_cert)}
+        self._by_file: dict[Path, bytes] = {default_cert: self.default["tls-server-end-point"]}
+
+    def of(self, writer: asyncio.StreamWriter) -> dict[str, bytes]:
+        """The bindings of the connection behind `writer` ({} without TLS)."""
+        ssl_object = writer.get_extra_info("ssl_object")
+        cert = certificate_file(ssl_object.context) if ssl_object is not None else None
+        if cert is None:
+            return {}
+        binding = self._by_file.get(cert)
+        if binding is None:
+            binding = self._by_file[cert] = tls_server_end_point(cert)
+        return {"tls-server-end-point": binding}
 
 
 # -- per-host certificates (SNI) ----------------------------------------------------------------

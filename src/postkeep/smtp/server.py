@@ -14,7 +14,6 @@ sent only after `Store.deliver()` returned, i.e. the message is durable.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import secrets
 import ssl
@@ -22,13 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from postkeep import log
-from postkeep.auth.exchange import (
-    R_AUTH_TOO_MANY,
-    AuthExchange,
-    AuthResult,
-    EndPointBindings,
-    SmtpAuthenticator,
-)
+from postkeep.auth.exchange import AuthExchange, AuthResult, AuthStatus, SaslAuthenticator
 from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
 from postkeep.delivery.directory import StoreDirectory
@@ -36,7 +29,8 @@ from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, ret
 from postkeep.errors import Reply
 from postkeep.net.deadlines import ReadDeadlines
 from postkeep.net.listener import close_stream, start_listeners, stop_listeners
-from postkeep.net.slots import ConnectionLimiter
+from postkeep.net.slots import ConnectionLimiter, ip_class
+from postkeep.net.tls import EndPointBindings
 from postkeep.policy import limits
 from postkeep.policy.relay import check_rcpt
 from postkeep.policy.submission import (
@@ -76,13 +70,20 @@ R_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
 R_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 TLS_HANDSHAKE_TIMEOUT = 30.0
 
-
-def ip_class(ip: str) -> str:
-    """The key connection limits count by: the IPv4 address, or the IPv6 /64."""
-    addr = ipaddress.ip_address(ip)
-    if addr.version == 6 and addr.ipv4_mapped is None:
-        return str(ipaddress.IPv6Network((addr, 64), strict=False))
-    return str(addr.ipv4_mapped or addr) if addr.version == 6 else ip
+# AUTH (RFC 4954 §6): the SASL exchange's outcomes as replies
+R_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+R_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+R_AUTH_ABORTED = Reply(501, "5.0.0", "Authentication aborted")
+R_AUTH_MALFORMED = Reply(501, "5.5.2", "Malformed authentication data (base64 expected)")
+R_AUTH_BUSY = Reply(454, "4.7.0", "Temporary authentication failure, try again later")
+R_AUTH_TOO_MANY = Reply(421, "4.7.0", "Too many authentication failures, closing connection")
+AUTH_REPLIES = {
+    AuthStatus.OK: R_AUTH_OK,
+    AuthStatus.BUSY: R_AUTH_BUSY,
+    AuthStatus.MALFORMED: R_AUTH_MALFORMED,
+    AuthStatus.CANCELLED: R_AUTH_ABORTED,
+    AuthStatus.FAILED: R_AUTH_FAILED,
+}
 
 
 def new_queue_id() -> str:
@@ -142,14 +143,14 @@ class SmtpServer:
             hard_error_limit=cfg.smtp.hard_error_limit,
         )
         self.max_header_size = sub.max_header_size if self.submission else cfg.smtp.max_header_size
-        self.auth: SmtpAuthenticator | None = None
+        self.auth: SaslAuthenticator | None = None
         self.bindings: EndPointBindings | None = None
         self._mechanisms: tuple[str, ...] = ()
         if self.submission:
             assert verifier is not None and tls_context is not None
             keytab = str(cfg.data_path(sub.gssapi_keytab)) if sub.gssapi_keytab else None
-            self.auth = SmtpAuthenticator(store, verifier, cfg.server.hostname, sub,
-                                          gssapi_keytab=keytab)
+            self.auth = SaslAuthenticator(store, verifier, cfg.server.hostname,
+                                          sub.sasl_mechanisms, gssapi_keytab=keytab)
             # Offered once TLS is up. Every certificate yields a tls-server-end-point binding,
             # so the default certificate's stands for all when deciding whether to offer -PLUS.
             self.bindings = EndPointBindings(cfg.data_path(cfg.tls.cert_file))
@@ -477,15 +478,14 @@ class SmtpServer:
         await self._auth_result(conn, conn.auth.name, result)
 
     async def _auth_result(self, conn: _Conn, mechanism: str, result: AuthResult) -> None:
-        assert self.auth is not None
         session = conn.session
         if not result.finished:
-            conn.out.append(session.auth_challenge(result.out))
+            conn.out.append(session.auth_challenge(result.challenge))
             return
         exchange, conn.auth = conn.auth, None
-        reply = result.reply
-        assert reply is not None
-        if result.account is not None:
+        reply = AUTH_REPLIES[result.status]
+        if result.status is AuthStatus.OK:
+            assert result.account is not None
             session.auth_finished(result.account.address)
             conn.account = result.account
             conn.owned = owned_addresses(
@@ -498,16 +498,22 @@ class SmtpServer:
             self._reply(conn, reply)
             return
         session.auth_finished(None)
-        if reply.code == 535:
+        if result.status is AuthStatus.FAILED:
             conn.auth_failures += 1
-            self.auth.log_failure(conn.ip, exchange, mechanism, result.reason)
-            if await self.auth.failure_pause(conn.auth_failures):
+            user = exchange.user if exchange is not None and exchange.user else "-"
+            logger.warning(
+                "auth failure ip=%s user=%s mechanism=%s reason=%s",
+                conn.ip, log.quote(user), mechanism, log.quote(result.reason),
+            )
+            if conn.auth_failures >= self.cfg.submission.auth_close_after:
                 self._log_reject(conn, "AUTH", R_AUTH_TOO_MANY, "too many auth failures")
                 self._reply(conn, reply)
                 conn.out.append(session.render(R_AUTH_TOO_MANY))
                 session.mode = Mode.CLOSED
                 conn.closing = True
                 return
+            if conn.auth_failures >= self.cfg.submission.auth_delay_after:
+                await asyncio.sleep(self.cfg.submission.auth_failure_delay)
         else:
             self._log_reject(conn, "AUTH", reply, result.reason)
         self._reply(conn, reply)
