@@ -44,9 +44,8 @@ from postkeep.imap.wire.reader import (
     ReaderLimits,
     TooBig,
 )
-from postkeep.net.deadlines import ReadDeadlines
-from postkeep.net.listener import close_stream, start_listeners, stop_listeners
-from postkeep.net.slots import ConnectionSlots, LocalSlots, ip_class
+from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
+from postkeep.net.slots import ConnectionSlots, LocalSlots
 from postkeep.net.tls import EndPointBindings
 from postkeep.store.api import Account
 
@@ -56,7 +55,6 @@ if TYPE_CHECKING:
 logger = log.get("imap")
 
 READ_SIZE = 65536
-TLS_HANDSHAKE_TIMEOUT = 30.0
 _INFLATE_CHUNK = 256 * 1024  # decompressed octets taken per step (no zip bombs)
 
 _BASE_CAPS = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
@@ -169,7 +167,6 @@ class ImapServer:
             self.imap.max_connections_per_ip,
             self.imap.max_connections_per_account,
         )
-        self.sockets = sockets
         self.limits = SessionLimits(max_append_size=self.imap.max_append_size)
         self.reader_limits = ReaderLimits(
             max_line=POST_AUTH_LIMITS.max_line,
@@ -177,9 +174,18 @@ class ImapServer:
             max_literals=POST_AUTH_LIMITS.max_literals,
             max_command=max(POST_AUTH_LIMITS.max_command, self.imap.max_append_size + 65536),
         )
-        self.servers: list[asyncio.Server] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.deadlines = ReadDeadlines()
+        self.listeners = Listeners(
+            self.listen,
+            self._serve,
+            tls_context,
+            slots=self.slots,
+            busy=b"* BYE [UNAVAILABLE] Too many connections\r\n",
+            role="imap",
+            logger=logger,
+            read_size=READ_SIZE,
+            sockets=sockets,
+        )
+        self.deadlines = self.listeners.deadlines
         self.message_cache = MessageCache(self.imap.message_cache_size)
 
     # -- capabilities ------------------------------------------------------------------------------
@@ -199,49 +205,17 @@ class ImapServer:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.servers = await start_listeners(
-            self.listen,
-            self._client,
-            self.tls_context,
-            sockets=self.sockets,
-            read_size=READ_SIZE,
-            handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-            role="imap",
-            logger=logger,
-        )
-        self.deadlines.start()
+        await self.listeners.start()
 
     async def stop(self) -> None:
-        self.deadlines.stop()
-        await stop_listeners(self.servers, self._tasks)
+        await self.listeners.stop()
 
     # -- connection --------------------------------------------------------------------------------
 
-    async def _client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, implicit: bool
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
-        ip = str(peer[0])
-        key = ip_class(ip)
-        try:
-            if not await self.slots.acquire_ip(key):
-                logger.warning("reject ip=%s reason=%s", ip, log.quote("too many connections"))
-                writer.write(b"* BYE [UNAVAILABLE] Too many connections\r\n")
-                await close_stream(writer)
-                return
-            try:
-                await self._serve(reader, writer, ip, implicit)
-            finally:
-                self.slots.release_ip(key)
-        finally:
-            self._tasks.discard(task)
-
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ip: str, implicit: bool
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
     ) -> None:
+        ip, implicit = peer.ip, peer.implicit_tls
         started = time.monotonic()
         conn = _Conn(ip, reader, writer, _Out(writer), ImapReader(PRE_AUTH_LIMITS), implicit)
         conn.tokens = self.imap.command_rate * 10
@@ -395,19 +369,8 @@ class ImapServer:
         conn.out.write(f"{cmd.tag} OK Begin TLS negotiation now\r\n".encode())
         await conn.out.drain()
         # RFC 9051 §6.2.1: nothing pipelined after STARTTLS may be acted on.
-        dropped = len(conn.frames.take_buffered())
-        stale = getattr(conn.reader, "_buffer", None)
-        if stale:
-            dropped += len(stale)
-            stale.clear()
-        if dropped:
-            logger.warning(
-                "discarded ip=%s bytes=%d reason=%s",
-                conn.ip,
-                dropped,
-                log.quote("data pipelined after STARTTLS"),
-            )
-        await conn.writer.start_tls(self.tls_context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        await start_tls(conn.reader, conn.writer, self.tls_context,
+                        buffered=len(conn.frames.take_buffered()), ip=conn.ip, logger=logger)
         conn.tls = True
 
     async def _login(self, conn: _Conn, cmd: c.Login) -> None:

@@ -24,7 +24,7 @@ def ip_class(ip: str) -> str:
     return str(addr.ipv4_mapped or addr) if addr.version == 6 else ip
 
 
-class ConnectionSlots(Protocol):
+class IpSlots(Protocol):
     """Take a slot before serving; give it back exactly once when the connection ends."""
 
     async def acquire_ip(self, key: str) -> bool:
@@ -32,6 +32,10 @@ class ConnectionSlots(Protocol):
         ...
 
     def release_ip(self, key: str) -> None: ...
+
+
+class ConnectionSlots(IpSlots, Protocol):
+    """Connection slots and, after login, account slots."""
 
     async def acquire_account(self, account_id: int) -> bool:
         """A logged-in slot for the account; False past the per-account limit."""
@@ -41,7 +45,8 @@ class ConnectionSlots(Protocol):
 
 
 class ConnectionLimiter:
-    """Counts open connections in all and per IP class (SMTP's listeners use it directly)."""
+    """Counts open connections in all and per IP class (SMTP's listeners use it directly, as
+    their `IpSlots`)."""
 
     def __init__(self, total: int, per_ip: int) -> None:
         self.total = total
@@ -61,6 +66,12 @@ class ConnectionLimiter:
         self.open[key] -= 1
         if not self.open[key]:
             del self.open[key]
+
+    async def acquire_ip(self, key: str) -> bool:
+        return self.acquire(key)
+
+    def release_ip(self, key: str) -> None:
+        self.release(key)
 
 
 class LocalSlots:

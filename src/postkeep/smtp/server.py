@@ -27,9 +27,8 @@ from postkeep.config import Config
 from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
 from postkeep.errors import Reply
-from postkeep.net.deadlines import ReadDeadlines
-from postkeep.net.listener import close_stream, start_listeners, stop_listeners
-from postkeep.net.slots import ConnectionLimiter, ip_class
+from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
+from postkeep.net.slots import ConnectionLimiter
 from postkeep.net.tls import EndPointBindings
 from postkeep.policy import limits
 from postkeep.policy.relay import check_rcpt
@@ -68,7 +67,6 @@ R_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
 R_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 R_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
 R_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
-TLS_HANDSHAKE_TIMEOUT = 30.0
 
 # AUTH (RFC 4954 §6): the SASL exchange's outcomes as replies
 R_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
@@ -160,10 +158,18 @@ class SmtpServer:
             if self.submission
             else [(a, False) for a in cfg.smtp.listen]
         )
-        self.limiter = ConnectionLimiter(cfg.smtp.max_connections, cfg.smtp.max_connections_per_ip)
-        self.servers: list[asyncio.Server] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.deadlines = ReadDeadlines()
+        self.listeners = Listeners(
+            self.listen,
+            self._serve,
+            tls_context,
+            slots=ConnectionLimiter(cfg.smtp.max_connections, cfg.smtp.max_connections_per_ip),
+            busy=f"{R_TOO_MANY_CONN}\r\n".encode(),
+            busy_code=f"{R_TOO_MANY_CONN.code} {R_TOO_MANY_CONN.enhanced}",
+            role=role,
+            logger=logger,
+            read_size=READ_SIZE,
+        )
+        self.deadlines = self.listeners.deadlines
 
     def capabilities(self, implicit_tls: bool) -> Capabilities:
         if self.auth is None:
@@ -176,55 +182,17 @@ class SmtpServer:
         )
 
     async def start(self) -> None:
-        self.servers = await start_listeners(
-            self.listen,
-            self._client,
-            self.tls_context,
-            read_size=READ_SIZE,
-            handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
-            role=self.role,
-            logger=logger,
-        )
-        self.deadlines.start()
+        await self.listeners.start()
 
     async def stop(self) -> None:
-        self.deadlines.stop()
-        await stop_listeners(self.servers, self._tasks)
+        await self.listeners.stop()
 
     # -- connection ---------------------------------------------------------------------------
 
-    async def _client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, implicit: bool
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
-        ip, port = str(peer[0]), int(peer[1])
-        key = ip_class(ip)
-        try:
-            if not self.limiter.acquire(key):
-                logger.warning(
-                    "reject ip=%s code=421 4.7.0 reason=%s", ip, log.quote("too many connections")
-                )
-                writer.write(_plain(R_TOO_MANY_CONN))
-                await close_stream(writer)
-                return
-            try:
-                await self._serve(reader, writer, ip, port, implicit)
-            finally:
-                self.limiter.release(key)
-        finally:
-            self._tasks.discard(task)
-
     async def _serve(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        ip: str,
-        port: int,
-        implicit: bool,
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
     ) -> None:
+        ip, port, implicit = peer.ip, peer.port, peer.implicit_tls
         started = time.monotonic()
         session = SmtpSession(
             self.cfg.server.hostname, self.limits, self.capabilities(implicit), tls_active=implicit
@@ -525,26 +493,12 @@ class SmtpServer:
         conn.writer.write(b"".join(conn.out))
         conn.out.clear()
         await conn.writer.drain()
-        # RFC 3207 §4.2 / CVE-2011-0411: plaintext pipelined after STARTTLS is thrown away,
-        # both what the session buffered and what the stream reader still holds.
-        dropped = session.starttls_begin()
-        stale = getattr(conn.reader, "_buffer", None)
-        if stale:
-            dropped += len(stale)
-            stale.clear()
-        if dropped:
-            logger.warning("discarded ip=%s bytes=%d reason=%s", conn.ip, dropped,
-                           log.quote("data pipelined after STARTTLS"))
-        await conn.writer.start_tls(
-            self.tls_context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT
-        )
+        # RFC 3207 §4.2: plaintext pipelined after STARTTLS is thrown away
+        await start_tls(conn.reader, conn.writer, self.tls_context,
+                        buffered=session.starttls_begin(), ip=conn.ip, logger=logger)
         conn.tls = _tls_info(conn.writer)
         session.tls_started()
         conn.rcpt_accounts.clear()
-
-
-def _plain(reply: Reply) -> bytes:
-    return f"{reply}\r\n".encode()
 
 
 def _tls_info(writer: asyncio.StreamWriter) -> TlsInfo | None:
