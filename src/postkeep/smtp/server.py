@@ -1,14 +1,15 @@
-"""asyncio driver for the SMTP session core: sockets, TLS, timeouts, policy calls, delivery.
+"""asyncio driver for the SMTP session core, both roles (MX and submission): the thin part.
 
-One coroutine per connection feeds bytes to `protocol.smtp_session.SmtpSession`, answers its
-events (asking policy and delivery where the protocol alone cannot decide) and writes replies.
-Replies are batched: everything answerable from the bytes at hand is answered in one write
-(RFC 2920 §3.1: a server must flush before it blocks reading), so a whole EHLO reply and a
-pipelined MAIL/RCPT/DATA group each go out in one segment.
+One coroutine per connection (accepted, counted and TLS-wrapped by `net.listener`) feeds bytes
+to `smtp.wire.session.SmtpSession`, answers its events (asking policy where the protocol alone
+cannot decide) and writes replies. Replies are batched: everything answerable from the bytes at
+hand is answered in one write (RFC 2920 §3.1: a server must flush before it blocks reading), so
+a whole EHLO reply and a pipelined MAIL/RCPT/DATA group each go out in one segment.
 
-Owns: per-connection timeouts (RFC 5321 §4.5.3.2), connection limits (total, per IPv4 address
-or IPv6 /64), the STARTTLS switch (RFC 3207), and the rule that `250` after the message text is
-sent only after `Store.deliver()` returned, i.e. the message is durable.
+Owns: per-connection read timeouts (RFC 5321 §4.5.3.2), the error budget's delays, STARTTLS
+(RFC 3207), AUTH's replies and failure limits (RFC 4954), and handing each received message to
+the inbound pipeline (`delivery.inbound`), whose `250` is sent only once the message is
+durable.
 """
 
 from __future__ import annotations
@@ -25,19 +26,14 @@ from postkeep.auth.exchange import AuthExchange, AuthResult, AuthStatus, SaslAut
 from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
 from postkeep.delivery.directory import StoreDirectory
-from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
+from postkeep.delivery.inbound import Client, Inbound, InboundLimits, InboundPipeline
+from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
 from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
 from postkeep.net.slots import ConnectionLimiter
 from postkeep.net.tls import EndPointBindings
-from postkeep.policy import limits
 from postkeep.policy.relay import check_rcpt
-from postkeep.policy.submission import (
-    check_envelope_sender,
-    check_from_header,
-    check_part_sizes,
-    owned_addresses,
-)
+from postkeep.policy.submission import check_envelope_sender, owned_addresses
 from postkeep.smtp.wire.parser import Auth, Rcpt
 from postkeep.smtp.wire.session import (
     AuthRequested,
@@ -57,14 +53,13 @@ from postkeep.smtp.wire.session import (
     SmtpSession,
     StartTlsRequested,
 )
-from postkeep.store.api import Account, DsnRecipient, Envelope, LocalDelivery, Store
+from postkeep.store.api import Account, DsnRecipient, Envelope, Store
 
 logger = log.get("smtp")
 
 READ_SIZE = 256 * 1024
 R_TOO_MANY_CONN = Reply(421, "4.7.0", "Too many connections, try again later")
 R_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
-R_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 R_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
 R_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 
@@ -140,7 +135,19 @@ class SmtpServer:
             soft_error_limit=cfg.smtp.soft_error_limit,
             hard_error_limit=cfg.smtp.hard_error_limit,
         )
-        self.max_header_size = sub.max_header_size if self.submission else cfg.smtp.max_header_size
+        self.inbound = InboundPipeline(
+            store,
+            self.directory,
+            cfg.server.hostname,
+            InboundLimits(
+                max_header_size=(
+                    sub.max_header_size if self.submission else cfg.smtp.max_header_size
+                ),
+                max_received_headers=cfg.smtp.max_received_headers,
+                max_part_size=sub.max_part_size,
+            ),
+            submission=self.submission,
+        )
         self.auth: SaslAuthenticator | None = None
         self.bindings: EndPointBindings | None = None
         self._mechanisms: tuple[str, ...] = ()
@@ -352,66 +359,40 @@ class SmtpServer:
         if event.error is not None:
             await self._error(conn, "DATA", event.error, event.error.text)
             return
-        problem = limits.check_headers(
-            event.data, self.max_header_size, self.smtp.max_received_headers
-        )
-        if problem is None and self.submission and conn.account is not None:
-            problem = check_from_header(event.data, conn.owned, conn.account.address)
-            if problem is None:
-                problem = check_part_sizes(event.data, self.cfg.submission.max_part_size)
-        if problem is not None:
-            await self._error(conn, "DATA", problem, problem.text)
-            return
-        queue_id = new_queue_id()
-        now = time.time()
-        session = conn.session
-        mail = event.mail
-        single = event.rcpts[0].path.address if len(event.rcpts) == 1 else None
-        trace = return_path_header(mail.path.address) + received_header(
-            helo=session.helo.name if session.helo else "unknown",
-            client_ip=conn.ip,
-            client_name=None,
-            hostname=self.cfg.server.hostname,
-            protocol=protocol_name(
-                bool(session.helo and session.helo.extended),
-                conn.tls is not None,
-                conn.account is not None,
-                mail.params.smtputf8,
-            ),
+        session, mail = conn.session, event.mail
+        recipients = [
+            (DsnRecipient(r.path.address, r.notify, r.orcpt), ids) for r, ids in accounts.items()
+        ]
+        queue_id, now = new_queue_id(), time.time()
+        helo = session.helo.name if session.helo else ""
+        message = Inbound(
             queue_id=queue_id,
-            tls=conn.tls,
-            recipient=single,
-            when=now,
-        )
-        account_ids = list(dict.fromkeys(i for ids in accounts.values() for i in ids))
-        envelope = Envelope(
-            queue_id=queue_id,
-            mail_from=mail.path.address,
-            recipients=[DsnRecipient(r.path.address, r.notify, r.orcpt) for r in event.rcpts],
-            client_ip=conn.ip,
-            helo=session.helo.name if session.helo else "",
             received_at=now,
-            ret=mail.params.ret,
-            envid=mail.params.envid,
-            body=mail.params.body,
-            smtputf8=mail.params.smtputf8,
+            envelope=Envelope(
+                queue_id=queue_id,
+                mail_from=mail.path.address,
+                recipients=[rcpt for rcpt, _ in recipients],
+                client_ip=conn.ip,
+                helo=helo,
+                received_at=now,
+                ret=mail.params.ret,
+                envid=mail.params.envid,
+                body=mail.params.body,
+                smtputf8=mail.params.smtputf8,
+            ),
+            recipients=recipients,
+            data=event.data,
+            client=Client(
+                conn.ip, helo, bool(session.helo and session.helo.extended), conn.tls,
+                conn.account, conn.owned,
+            ),
         )
-        data = trace + event.data
-        # Recipients accepted without local accounts are remote (authenticated submission).
-        remote = [DsnRecipient(r.path.address, r.notify, r.orcpt)
-                  for r, ids in accounts.items() if not ids]
-        try:
-            if account_ids:
-                await self.store.deliver(LocalDelivery(envelope, account_ids, data))
-                self.directory.note_delivery(account_ids, len(data))
-            if remote:
-                await self.store.enqueue_outbound(envelope, remote, data)
-        except Exception:
-            logger.exception("delivery failed qid=%s ip=%s", queue_id, conn.ip)
-            await self._error(conn, "DATA", R_LOCAL_ERROR, f"delivery failed qid={queue_id}")
+        outcome = await self.inbound.run(message)
+        reply = outcome.verdict.reply
+        if not outcome.verdict.accepted:
+            await self._error(conn, "DATA", reply, outcome.verdict.reason)
             return
         conn.messages += 1
-        reply = Reply(250, "2.0.0", f"Ok: queued as {queue_id}")
         self._reply(conn, reply)
         if logger.isEnabledFor(logging.INFO):
             logger.info(

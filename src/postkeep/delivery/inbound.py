@@ -1,0 +1,167 @@
+"""The inbound pipeline: what happens to a message after its end-of-data, until it is durable.
+
+The SMTP driver hands over each message whose text it received in full (RFC 5321 §4.1.1.4,
+BDAT RFC 3030) as an `Inbound`, and sends what `InboundPipeline.run` returns: a rejection, or
+`250 2.0.0 Ok: queued as <qid>` once the message is stored (RFC 5321 §6.1: a `250` after the
+text means the server has taken responsibility for it).
+
+The pipeline is one sequence of named stages, each returning None (go on) or a `Verdict`
+(stop; the verdict's reply goes to the client, its reason to the log):
+
+- ``limits``: the header section's size and the Received count (`policy.limits`; RFC 5321
+  §6.3: a count past the limit is a mail loop);
+- ``sender`` (submission only): the From: header is owned by the login (RFC 6409 §8.1) and no
+  MIME part is over the size limit (`policy.submission`);
+- ``trace``: Return-Path and Received (`delivery.trace`, RFC 5321 §4.4);
+- ``store``: local recipients' copies in one durable commit (`Store.deliver`), remote
+  recipients (authenticated submission) into the outbound queue.
+
+Later checks join here, as stages of their own in this list: SPF, DKIM, DMARC, ARC, DNSBL
+verdicts after ``limits``; content filters before ``trace``; DKIM signing of submitted mail
+before ``store``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from postkeep import log
+from postkeep.delivery.directory import StoreDirectory
+from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
+from postkeep.errors import Reply
+from postkeep.policy import limits
+from postkeep.policy.submission import check_from_header, check_part_sizes
+from postkeep.policy.verdict import Verdict
+from postkeep.store.api import Account, DsnRecipient, Envelope, LocalDelivery, Store
+
+logger = log.get("smtp")  # the SMTP driver's log: operators' filters match these lines there
+
+R_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """What the session knows of who sent the message."""
+
+    ip: str
+    helo: str  # "" when the client sent none (cannot happen after MAIL; kept total)
+    esmtp: bool
+    tls: TlsInfo | None
+    login: Account | None = None  # authenticated submission
+    owned: frozenset[str] = frozenset()  # addresses the login may send as
+
+
+@dataclass(slots=True, eq=False)
+class Inbound:
+    """One message on its way in. `recipients` pairs each accepted recipient with the ids of
+    the local accounts it resolved to (none: a remote recipient, submission only). Stages may
+    add `trace`, the header fields put in front of `data` when it is stored."""
+
+    queue_id: str
+    received_at: float
+    envelope: Envelope
+    recipients: Sequence[tuple[DsnRecipient, tuple[int, ...]]]
+    data: bytes
+    client: Client
+    trace: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundLimits:
+    max_header_size: int
+    max_received_headers: int
+    max_part_size: int  # submission only
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """`stage` names the stage that refused the message, "" when it was stored."""
+
+    verdict: Verdict
+    stage: str = ""
+
+
+Stage = Callable[[Inbound], Awaitable[Verdict | None]]
+
+
+class InboundPipeline:
+    """The stages for one role ("mx" or "submission"), in the order they run."""
+
+    def __init__(
+        self,
+        store: Store,
+        directory: StoreDirectory,
+        hostname: str,
+        limits: InboundLimits,
+        *,
+        submission: bool,
+    ) -> None:
+        self.store = store
+        self.directory = directory
+        self.hostname = hostname
+        self.limits = limits
+        self.stages: tuple[tuple[str, Stage], ...] = (
+            ("limits", self.check_limits),
+            *((("sender", self.check_sender),) if submission else ()),
+            ("trace", self.add_trace),
+            ("store", self.store_message),
+        )
+
+    async def run(self, message: Inbound) -> Outcome:
+        for name, stage in self.stages:
+            verdict = await stage(message)
+            if verdict is not None:
+                return Outcome(verdict, name)
+        return Outcome(Verdict(Reply(250, "2.0.0", f"Ok: queued as {message.queue_id}")))
+
+    # -- the stages, in pipeline order -------------------------------------------------------
+
+    async def check_limits(self, message: Inbound) -> Verdict | None:
+        problem = limits.check_headers(
+            message.data, self.limits.max_header_size, self.limits.max_received_headers
+        )
+        return None if problem is None else Verdict(problem, problem.text)
+
+    async def check_sender(self, message: Inbound) -> Verdict | None:
+        login = message.client.login
+        if login is None:  # cannot happen: submission requires AUTH before MAIL
+            return None
+        problem = check_from_header(message.data, message.client.owned, login.address)
+        if problem is None:
+            problem = check_part_sizes(message.data, self.limits.max_part_size)
+        return None if problem is None else Verdict(problem, problem.text)
+
+    async def add_trace(self, message: Inbound) -> Verdict | None:
+        client, envelope = message.client, message.envelope
+        rcpts = envelope.recipients
+        message.trace = return_path_header(envelope.mail_from) + received_header(
+            helo=client.helo or "unknown",
+            client_ip=client.ip,
+            client_name=None,
+            hostname=self.hostname,
+            protocol=protocol_name(
+                client.esmtp, client.tls is not None, client.login is not None,
+                envelope.smtputf8,
+            ),
+            queue_id=message.queue_id,
+            tls=client.tls,
+            recipient=rcpts[0].address if len(rcpts) == 1 else None,
+            when=message.received_at,
+        )
+        return None
+
+    async def store_message(self, message: Inbound) -> Verdict | None:
+        account_ids = list(dict.fromkeys(i for _, ids in message.recipients for i in ids))
+        remote = [rcpt for rcpt, ids in message.recipients if not ids]
+        data = message.trace + message.data
+        try:
+            if account_ids:
+                await self.store.deliver(LocalDelivery(message.envelope, account_ids, data))
+                self.directory.note_delivery(account_ids, len(data))
+            if remote:
+                await self.store.enqueue_outbound(message.envelope, remote, data)
+        except Exception:
+            logger.exception("delivery failed qid=%s ip=%s", message.queue_id, message.client.ip)
+            return Verdict(R_LOCAL_ERROR, f"delivery failed qid={message.queue_id}")
+        return None
