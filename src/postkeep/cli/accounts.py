@@ -1,0 +1,454 @@
+"""The `postkeep` command: init, serve, check, and domain / user / alias administration.
+
+Exit status: 0 on success, 1 when an operation fails (e.g. the user exists), 2 for bad usage or a
+bad configuration (one clear line naming the key path, never a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from postkeep import config as config_mod
+from postkeep.auth.passwords import (
+    PasswordRejected,
+    address_inputs,
+    check_password_policy,
+    generate_app_password,
+    generate_password,
+    hash_app_password,
+    hash_password,
+)
+from postkeep.errors import ConfigError, StoreError
+from postkeep.sasl.secrets import derive_secrets
+from postkeep.smtp.wire.parser import CommandError, is_domain, parse_path
+from postkeep.store import open_store
+from postkeep.store.api import APP_PASSWORD_SCOPES, Store
+from postkeep.store.crypto import create_master_key, load_master_key
+
+CONFIG_NAME = "postkeep.toml"
+DEFAULT_DIR = "var/dev"
+
+
+class CliError(Exception):
+    """An operation failed; the message is shown to the operator (exit 1)."""
+
+
+def _config_path(directory: str) -> Path:
+    return Path(directory) / CONFIG_NAME
+
+
+def _load(args: argparse.Namespace) -> config_mod.Config:
+    return config_mod.load(_config_path(args.dir))
+
+
+def _with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[Any]]) -> Any:
+    cfg = _load(args)
+    master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
+
+    async def run() -> Any:
+        store = await open_store(cfg.store_url, cfg.data_dir, master_key, maintenance=False)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _check_domain(name: str) -> str:
+    name = name.strip().lower().rstrip(".")
+    if not is_domain(name, utf8=True) or "." not in name:
+        raise CliError(f"{name!r} is not a valid domain name")
+    return name
+
+
+def _check_address(address: str, allow_catch_all: bool = False) -> str:
+    address = address.strip()
+    if allow_catch_all and address.startswith("@"):
+        return "@" + _check_domain(address[1:])
+    try:
+        path = parse_path(f"<{address}>", utf8=True, allow_null=False)
+    except CommandError as e:
+        raise CliError(f"{address!r} is not a valid address: {e.reply.text}") from None
+    if path.domain.startswith("["):
+        raise CliError(f"{address!r}: address literals cannot be local addresses")
+    return f"{path.local}@{_check_domain(path.domain)}"
+
+
+def _read_password(args: argparse.Namespace) -> tuple[str, bool]:
+    """(password, generated)."""
+    if args.password_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise CliError("no password on standard input")
+        return line, False
+    return generate_password(), True
+
+
+# -- init ---------------------------------------------------------------------------------------
+
+
+def _config_text(hostname: str, base_port: int) -> str:
+    return f"""# postkeep instance configuration: see docs/config.md for every key.
+[server]
+hostname = "{hostname}"
+data_dir = "."
+
+[smtp]
+listen = ["127.0.0.1:{base_port + 25}"]
+
+[submission]
+listen = ["127.0.0.1:{base_port + 87}"]
+tls_listen = ["127.0.0.1:{base_port + 65}"]
+
+[imap]
+listen = ["127.0.0.1:{base_port + 143}"]
+tls_listen = ["127.0.0.1:{base_port + 993}"]
+"""
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    directory = Path(args.directory or args.dir)
+    hostname = args.hostname.strip().lower()
+    if not is_domain(hostname):
+        raise CliError(f"{hostname!r} is not a valid host name")
+    domain = _check_domain(args.domain)
+    if not (args.base_port > 0 and args.base_port + 993 < 65536):
+        raise CliError("--base-port must leave room for base+993 below 65536")
+    cfg_path = directory / CONFIG_NAME
+    if cfg_path.exists():
+        raise CliError(f"{cfg_path} exists already: this directory holds an instance")
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    cfg_path.write_text(_config_text(hostname, args.base_port))
+    cfg = config_mod.load(cfg_path)
+    create_master_key(cfg.data_path(cfg.store.master_key_file))
+    from postkeep.net.tls import create_self_signed
+
+    create_self_signed(
+        hostname, cfg.data_path(cfg.tls.cert_file), cfg.data_path(cfg.tls.key_file)
+    )
+    password = generate_password()
+
+    async def setup(store: Store) -> None:
+        await store.add_domain(domain)
+        address = f"postmaster@{domain}"
+        await store.add_account(
+            address, hash_password(password), secrets=derive_secrets(address, password)
+        )
+
+    args.dir = str(directory)
+    _with_store(args, setup)
+    print(f"initialised {directory} for {hostname}, domain {domain}")
+    print(f"SMTP listens on 127.0.0.1:{args.base_port + 25}, submission on "
+          f"{args.base_port + 87} (STARTTLS) and {args.base_port + 65} (implicit TLS), IMAP on "
+          f"{args.base_port + 143} (STARTTLS) and {args.base_port + 993} (implicit TLS)")
+    print(f"postmaster@{domain} password: {password}")
+    return 0
+
+
+# -- serve / check ------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from postkeep import log
+    from postkeep.server.main import run, serve
+
+    cfg = _load(args)
+    log.setup(cfg.log.level)
+    run(serve(cfg))
+    return 0
+
+
+def cmd_imap_worker(args: argparse.Namespace) -> int:
+    """An IMAP worker process, started by `serve` (postkeep.server.imap_workers), never by hand."""
+    from postkeep import log
+    from postkeep.server.imap_workers import serve_worker
+    from postkeep.server.main import run
+
+    cfg = _load(args)
+    log.setup(cfg.log.level, process=f"w{args.index}")
+    fds = [int(fd) for fd in args.listen_fds.split(",") if fd]
+    run(serve_worker(cfg, args.index, args.channel_fd, fds))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from postkeep.net.tls import check_tls
+
+    cfg = _load(args)
+    problems = check_tls(cfg)
+    try:
+        load_master_key(cfg.data_path(cfg.store.master_key_file))
+    except StoreError as e:
+        problems.append(f"store.master_key_file: {e}")
+    else:
+
+        async def probe(store: Store) -> list[str]:
+            found = []
+            domains = await store.list_domains()
+            if not domains:
+                found.append("store: no local domain: add one with `postkeep domain add`")
+            for d in domains:
+                if await store.resolve_local(f"postmaster@{d.name}") is None:
+                    found.append(f"store: postmaster@{d.name} reaches no account (RFC 5321 4.5.1)")
+            return found
+
+        try:
+            problems += _with_store(args, probe)
+        except Exception as e:  # report, do not crash: `check` exists to diagnose
+            problems.append(f"store: cannot open {cfg.store_url}: {e}")
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print("ok")
+    return 1 if problems else 0
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    print(config_mod.reference_markdown(), end="")
+    return 0
+
+
+# -- domain / user / alias ----------------------------------------------------------------------
+
+
+def cmd_domain(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for d in _with_store(args, lambda s: s.list_domains()):
+            print(d.name)
+        return 0
+    name = _check_domain(args.name)
+    if args.action == "add":
+        _with_store(args, lambda s: s.add_domain(name))
+        print(f"added domain {name}")
+    else:
+        _with_store(args, lambda s: s.remove_domain(name))
+        print(f"removed domain {name}")
+    return 0
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """`user add|passwd|set|remove|list`: passwords pass the policy (the address counts as known
+    to attackers) and are stored as an argon2id hash plus the derived SASL mechanism secrets."""
+    if args.action == "list":
+        domain = _check_domain(args.domain) if args.domain else None
+        for a in _with_store(args, lambda s: s.list_accounts(domain)):
+            quota = f"{a.quota_bytes}" if a.quota_bytes else "unlimited"
+            print(f"{a.address}\tused={a.used_bytes}\tquota={quota}"
+                  + ("\tdisabled" if a.disabled else "")
+                  + ("\tapp-passwords-only" if a.app_passwords_only else ""))
+        return 0
+    address = _check_address(args.address)
+    if args.action == "remove":
+        _with_store(args, lambda s: s.remove_account(address))
+        print(f"removed {address}")
+        return 0
+    if args.action == "set":
+        if args.app_passwords_only is None:
+            raise CliError("nothing to set: give --app-passwords-only yes|no")
+        flag = args.app_passwords_only == "yes"
+        _with_store(args, lambda s: s.set_app_passwords_only(address, flag))
+        print(f"{address}: app passwords only: {args.app_passwords_only}")
+        return 0
+    password, generated = _read_password(args)
+    try:
+        check_password_policy(password, address_inputs(address))
+    except PasswordRejected as e:
+        raise CliError(str(e)) from None
+    password_hash = hash_password(password)
+    secrets = derive_secrets(address, password)
+    if args.action == "add":
+
+        async def add(store: Store) -> None:
+            domain = address.rpartition("@")[2]
+            if await store.get_domain(domain) is None:
+                raise CliError(f"{domain} is not a local domain: `postkeep domain add {domain}`")
+            await store.add_account(address, password_hash, args.quota, secrets=secrets)
+
+        _with_store(args, add)
+        print(f"added {address}")
+    else:
+        _with_store(args, lambda s: s.set_password(address, password_hash, secrets))
+        print(f"changed password of {address}")
+    if generated:
+        print(f"password: {password}")
+    return 0
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "never"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def cmd_app_password(args: argparse.Namespace) -> int:
+    """`app-password add|list|revoke`: per-device passwords, generated and shown once, limited to
+    scopes (smtp, imap), stored as argon2id hashes."""
+    address = _check_address(args.address)
+    if args.action == "list":
+        rows = _with_store(args, lambda s: s.list_app_passwords(address, args.all))
+        for ap in rows:
+            print(f"{ap.name}\tscopes={','.join(ap.scopes)}\tcreated={_when(ap.created)}"
+                  f"\tlast_used={_when(ap.last_used)}" + ("\trevoked" if ap.revoked else ""))
+        return 0
+    name = args.name.strip()
+    if args.action == "revoke":
+        _with_store(args, lambda s: s.revoke_app_password(address, name))
+        print(f"revoked app password {name!r} of {address}")
+        return 0
+    scopes = list(dict.fromkeys(args.scope or APP_PASSWORD_SCOPES))
+    password = generate_app_password()
+    password_hash = hash_app_password(password)
+    _with_store(args, lambda s: s.add_app_password(address, name, password_hash, scopes))
+    print(f"added app password {name!r} of {address} for {' and '.join(scopes)}")
+    print(f"app password (shown only this once): {password}")
+    return 0
+
+
+def cmd_send_as(args: argparse.Namespace) -> int:
+    address = _check_address(args.address)
+    if args.action == "list":
+        for sender in _with_store(args, lambda s: s.list_send_as(address)):
+            print(sender)
+        return 0
+    sender = _check_address(args.sender)
+    if args.action == "add":
+        _with_store(args, lambda s: s.grant_send_as(address, sender))
+        print(f"{address} may send as {sender}")
+    else:
+        _with_store(args, lambda s: s.revoke_send_as(address, sender))
+        print(f"{address} may no longer send as {sender}")
+    return 0
+
+
+def cmd_alias(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for a in _with_store(args, lambda s: s.list_aliases()):
+            print(f"{a.source}\t{', '.join(a.targets)}")
+        return 0
+    source = _check_address(args.source, allow_catch_all=True)
+    if args.action == "remove":
+        _with_store(args, lambda s: s.remove_alias(source))
+        print(f"removed alias {source}")
+        return 0
+    targets = [_check_address(t) for t in args.targets]
+
+    async def add(store: Store) -> None:
+        domain = source.rpartition("@")[2]
+        if await store.get_domain(domain) is None:
+            raise CliError(f"{domain} is not a local domain")
+        await store.add_alias(source, targets)
+
+    _with_store(args, add)
+    print(f"added alias {source} -> {', '.join(targets)}")
+    return 0
+
+
+# -- argument parsing ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="postkeep", description="postkeep mail server")
+    parser.add_argument("--dir", default=DEFAULT_DIR, help=f"instance directory ({DEFAULT_DIR})")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="create a new instance")
+    p.add_argument("directory", nargs="?", help="instance directory (default: --dir)")
+    p.add_argument("--hostname", default="localhost")
+    p.add_argument("--domain", default="example.test")
+    p.add_argument("--base-port", type=int, default=2500,
+                   help="SMTP listens on base+25 (default 2500 → 2525)")
+    p.set_defaults(func=cmd_init)
+
+    sub.add_parser("serve", help="run the server").set_defaults(func=cmd_serve)
+    p = sub.add_parser("imap-worker")  # started by `serve` (server.imap_workers); not in --help
+    p.add_argument("--index", type=int, required=True)
+    p.add_argument("--channel-fd", type=int, required=True)
+    p.add_argument("--listen-fds", required=True)
+    p.set_defaults(func=cmd_imap_worker)
+    sub.add_parser("check", help="validate config, certificates and store").set_defaults(
+        func=cmd_check
+    )
+    sub.add_parser("config-reference", help="print the config reference").set_defaults(
+        func=cmd_config_reference
+    )
+
+    p = sub.add_parser("domain", help="manage local domains")
+    dsub = p.add_subparsers(dest="action", required=True)
+    for action in ("add", "remove"):
+        dsub.add_parser(action).add_argument("name")
+    dsub.add_parser("list")
+    p.set_defaults(func=cmd_domain)
+
+    p = sub.add_parser("user", help="manage accounts")
+    usub = p.add_subparsers(dest="action", required=True)
+    for action in ("add", "passwd"):
+        q = usub.add_parser(action)
+        q.add_argument("address")
+        q.add_argument("--password-stdin", action="store_true",
+                       help="read the password from standard input (else one is generated)")
+        if action == "add":
+            q.add_argument("--quota", type=int, default=0, help="quota in bytes (0: none)")
+    q = usub.add_parser("set", help="change account settings")
+    q.add_argument("address")
+    q.add_argument("--app-passwords-only", choices=("yes", "no"),
+                   help="refuse the account password for mail protocols (app passwords only)")
+    usub.add_parser("remove").add_argument("address")
+    usub.add_parser("list").add_argument("--domain")
+    p.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("app-password", help="manage an account's app passwords")
+    apsub = p.add_subparsers(dest="action", required=True)
+    q = apsub.add_parser("add", help="generate an app password (shown once)")
+    q.add_argument("address")
+    q.add_argument("name", help="what it is for, e.g. the device")
+    q.add_argument("--scope", action="append", choices=APP_PASSWORD_SCOPES,
+                   help="protocol it may be used with; repeat for several (default: all)")
+    q = apsub.add_parser("list")
+    q.add_argument("address")
+    q.add_argument("--all", action="store_true", help="include revoked app passwords")
+    q = apsub.add_parser("revoke")
+    q.add_argument("address")
+    q.add_argument("name")
+    p.set_defaults(func=cmd_app_password)
+
+    p = sub.add_parser("alias", help="manage aliases (source @domain is a catch-all)")
+    asub = p.add_subparsers(dest="action", required=True)
+    q = asub.add_parser("add")
+    q.add_argument("source")
+    q.add_argument("targets", nargs="+")
+    asub.add_parser("remove").add_argument("source")
+    asub.add_parser("list")
+    p.set_defaults(func=cmd_alias)
+
+    p = sub.add_parser("send-as", help="let an account send as another address (submission)")
+    ssub = p.add_subparsers(dest="action", required=True)
+    for action in ("add", "remove"):
+        q = ssub.add_parser(action)
+        q.add_argument("address", help="the account")
+        q.add_argument("sender", help="the address it may send as")
+    ssub.add_parser("list").add_argument("address")
+    p.set_defaults(func=cmd_send_as)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"postkeep: config error: {e}", file=sys.stderr)
+        return 2
+    except (CliError, StoreError) as e:
+        print(f"postkeep: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
