@@ -7,13 +7,10 @@ bad configuration (one clear line naming the key path, never a traceback).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from postkeep import config as config_mod
 from postkeep.auth.passwords import (
@@ -25,71 +22,22 @@ from postkeep.auth.passwords import (
     hash_app_password,
     hash_password,
 )
+from postkeep.cli.common import (
+    CONFIG_NAME,
+    CliError,
+    check_address,
+    check_domain,
+    load_config,
+    read_password,
+    with_store,
+)
 from postkeep.errors import ConfigError, StoreError
 from postkeep.sasl.secrets import derive_secrets
-from postkeep.smtp.wire.parser import CommandError, is_domain, parse_path
-from postkeep.store import open_store
+from postkeep.smtp.wire.parser import is_domain
 from postkeep.store.api import APP_PASSWORD_SCOPES, Store
 from postkeep.store.crypto import create_master_key, load_master_key
 
-CONFIG_NAME = "postkeep.toml"
 DEFAULT_DIR = "var/dev"
-
-
-class CliError(Exception):
-    """An operation failed; the message is shown to the operator (exit 1)."""
-
-
-def _config_path(directory: str) -> Path:
-    return Path(directory) / CONFIG_NAME
-
-
-def _load(args: argparse.Namespace) -> config_mod.Config:
-    return config_mod.load(_config_path(args.dir))
-
-
-def _with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[Any]]) -> Any:
-    cfg = _load(args)
-    master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
-
-    async def run() -> Any:
-        store = await open_store(cfg.store_url, cfg.data_dir, master_key, maintenance=False)
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
-def _check_domain(name: str) -> str:
-    name = name.strip().lower().rstrip(".")
-    if not is_domain(name, utf8=True) or "." not in name:
-        raise CliError(f"{name!r} is not a valid domain name")
-    return name
-
-
-def _check_address(address: str, allow_catch_all: bool = False) -> str:
-    address = address.strip()
-    if allow_catch_all and address.startswith("@"):
-        return "@" + _check_domain(address[1:])
-    try:
-        path = parse_path(f"<{address}>", utf8=True, allow_null=False)
-    except CommandError as e:
-        raise CliError(f"{address!r} is not a valid address: {e.reply.text}") from None
-    if path.domain.startswith("["):
-        raise CliError(f"{address!r}: address literals cannot be local addresses")
-    return f"{path.local}@{_check_domain(path.domain)}"
-
-
-def _read_password(args: argparse.Namespace) -> tuple[str, bool]:
-    """(password, generated)."""
-    if args.password_stdin:
-        line = sys.stdin.readline().rstrip("\r\n")
-        if not line:
-            raise CliError("no password on standard input")
-        return line, False
-    return generate_password(), True
 
 
 # -- init ---------------------------------------------------------------------------------------
@@ -119,7 +67,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     hostname = args.hostname.strip().lower()
     if not is_domain(hostname):
         raise CliError(f"{hostname!r} is not a valid host name")
-    domain = _check_domain(args.domain)
+    domain = check_domain(args.domain)
     if not (args.base_port > 0 and args.base_port + 993 < 65536):
         raise CliError("--base-port must leave room for base+993 below 65536")
     cfg_path = directory / CONFIG_NAME
@@ -145,7 +93,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         )
 
     args.dir = str(directory)
-    _with_store(args, setup)
+    with_store(args, setup)
     print(f"initialised {directory} for {hostname}, domain {domain}")
     print(f"SMTP listens on 127.0.0.1:{args.base_port + 25}, submission on "
           f"{args.base_port + 87} (STARTTLS) and {args.base_port + 65} (implicit TLS), IMAP on "
@@ -161,7 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from postkeep import log
     from postkeep.server.main import run, serve
 
-    cfg = _load(args)
+    cfg = load_config(args)
     log.setup(cfg.log.level)
     run(serve(cfg))
     return 0
@@ -173,7 +121,7 @@ def cmd_imap_worker(args: argparse.Namespace) -> int:
     from postkeep.server.imap_workers import serve_worker
     from postkeep.server.main import run
 
-    cfg = _load(args)
+    cfg = load_config(args)
     log.setup(cfg.log.level, process=f"w{args.index}")
     fds = [int(fd) for fd in args.listen_fds.split(",") if fd]
     run(serve_worker(cfg, args.index, args.channel_fd, fds))
@@ -183,7 +131,7 @@ def cmd_imap_worker(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from postkeep.net.tls import check_tls
 
-    cfg = _load(args)
+    cfg = load_config(args)
     problems = check_tls(cfg)
     try:
         load_master_key(cfg.data_path(cfg.store.master_key_file))
@@ -202,7 +150,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             return found
 
         try:
-            problems += _with_store(args, probe)
+            problems += with_store(args, probe)
         except Exception as e:  # report, do not crash: `check` exists to diagnose
             problems.append(f"store: cannot open {cfg.store_url}: {e}")
     for problem in problems:
@@ -222,15 +170,15 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
 
 def cmd_domain(args: argparse.Namespace) -> int:
     if args.action == "list":
-        for d in _with_store(args, lambda s: s.list_domains()):
+        for d in with_store(args, lambda s: s.list_domains()):
             print(d.name)
         return 0
-    name = _check_domain(args.name)
+    name = check_domain(args.name)
     if args.action == "add":
-        _with_store(args, lambda s: s.add_domain(name))
+        with_store(args, lambda s: s.add_domain(name))
         print(f"added domain {name}")
     else:
-        _with_store(args, lambda s: s.remove_domain(name))
+        with_store(args, lambda s: s.remove_domain(name))
         print(f"removed domain {name}")
     return 0
 
@@ -239,26 +187,26 @@ def cmd_user(args: argparse.Namespace) -> int:
     """`user add|passwd|set|remove|list`: passwords pass the policy (the address counts as known
     to attackers) and are stored as an argon2id hash plus the derived SASL mechanism secrets."""
     if args.action == "list":
-        domain = _check_domain(args.domain) if args.domain else None
-        for a in _with_store(args, lambda s: s.list_accounts(domain)):
+        domain = check_domain(args.domain) if args.domain else None
+        for a in with_store(args, lambda s: s.list_accounts(domain)):
             quota = f"{a.quota_bytes}" if a.quota_bytes else "unlimited"
             print(f"{a.address}\tused={a.used_bytes}\tquota={quota}"
                   + ("\tdisabled" if a.disabled else "")
                   + ("\tapp-passwords-only" if a.app_passwords_only else ""))
         return 0
-    address = _check_address(args.address)
+    address = check_address(args.address)
     if args.action == "remove":
-        _with_store(args, lambda s: s.remove_account(address))
+        with_store(args, lambda s: s.remove_account(address))
         print(f"removed {address}")
         return 0
     if args.action == "set":
         if args.app_passwords_only is None:
             raise CliError("nothing to set: give --app-passwords-only yes|no")
         flag = args.app_passwords_only == "yes"
-        _with_store(args, lambda s: s.set_app_passwords_only(address, flag))
+        with_store(args, lambda s: s.set_app_passwords_only(address, flag))
         print(f"{address}: app passwords only: {args.app_passwords_only}")
         return 0
-    password, generated = _read_password(args)
+    password, generated = read_password(args)
     try:
         check_password_policy(password, address_inputs(address))
     except PasswordRejected as e:
@@ -273,10 +221,10 @@ def cmd_user(args: argparse.Namespace) -> int:
                 raise CliError(f"{domain} is not a local domain: `postkeep domain add {domain}`")
             await store.add_account(address, password_hash, args.quota, secrets=secrets)
 
-        _with_store(args, add)
+        with_store(args, add)
         print(f"added {address}")
     else:
-        _with_store(args, lambda s: s.set_password(address, password_hash, secrets))
+        with_store(args, lambda s: s.set_password(address, password_hash, secrets))
         print(f"changed password of {address}")
     if generated:
         print(f"password: {password}")
@@ -292,54 +240,54 @@ def _when(timestamp: float | None) -> str:
 def cmd_app_password(args: argparse.Namespace) -> int:
     """`app-password add|list|revoke`: per-device passwords, generated and shown once, limited to
     scopes (smtp, imap), stored as argon2id hashes."""
-    address = _check_address(args.address)
+    address = check_address(args.address)
     if args.action == "list":
-        rows = _with_store(args, lambda s: s.list_app_passwords(address, args.all))
+        rows = with_store(args, lambda s: s.list_app_passwords(address, args.all))
         for ap in rows:
             print(f"{ap.name}\tscopes={','.join(ap.scopes)}\tcreated={_when(ap.created)}"
                   f"\tlast_used={_when(ap.last_used)}" + ("\trevoked" if ap.revoked else ""))
         return 0
     name = args.name.strip()
     if args.action == "revoke":
-        _with_store(args, lambda s: s.revoke_app_password(address, name))
+        with_store(args, lambda s: s.revoke_app_password(address, name))
         print(f"revoked app password {name!r} of {address}")
         return 0
     scopes = list(dict.fromkeys(args.scope or APP_PASSWORD_SCOPES))
     password = generate_app_password()
     password_hash = hash_app_password(password)
-    _with_store(args, lambda s: s.add_app_password(address, name, password_hash, scopes))
+    with_store(args, lambda s: s.add_app_password(address, name, password_hash, scopes))
     print(f"added app password {name!r} of {address} for {' and '.join(scopes)}")
     print(f"app password (shown only this once): {password}")
     return 0
 
 
 def cmd_send_as(args: argparse.Namespace) -> int:
-    address = _check_address(args.address)
+    address = check_address(args.address)
     if args.action == "list":
-        for sender in _with_store(args, lambda s: s.list_send_as(address)):
+        for sender in with_store(args, lambda s: s.list_send_as(address)):
             print(sender)
         return 0
-    sender = _check_address(args.sender)
+    sender = check_address(args.sender)
     if args.action == "add":
-        _with_store(args, lambda s: s.grant_send_as(address, sender))
+        with_store(args, lambda s: s.grant_send_as(address, sender))
         print(f"{address} may send as {sender}")
     else:
-        _with_store(args, lambda s: s.revoke_send_as(address, sender))
+        with_store(args, lambda s: s.revoke_send_as(address, sender))
         print(f"{address} may no longer send as {sender}")
     return 0
 
 
 def cmd_alias(args: argparse.Namespace) -> int:
     if args.action == "list":
-        for a in _with_store(args, lambda s: s.list_aliases()):
+        for a in with_store(args, lambda s: s.list_aliases()):
             print(f"{a.source}\t{', '.join(a.targets)}")
         return 0
-    source = _check_address(args.source, allow_catch_all=True)
+    source = check_address(args.source, allow_catch_all=True)
     if args.action == "remove":
-        _with_store(args, lambda s: s.remove_alias(source))
+        with_store(args, lambda s: s.remove_alias(source))
         print(f"removed alias {source}")
         return 0
-    targets = [_check_address(t) for t in args.targets]
+    targets = [check_address(t) for t in args.targets]
 
     async def add(store: Store) -> None:
         domain = source.rpartition("@")[2]
@@ -347,7 +295,7 @@ def cmd_alias(args: argparse.Namespace) -> int:
             raise CliError(f"{domain} is not a local domain")
         await store.add_alias(source, targets)
 
-    _with_store(args, add)
+    with_store(args, add)
     print(f"added alias {source} -> {', '.join(targets)}")
     return 0
 
