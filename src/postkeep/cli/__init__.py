@@ -1,5 +1,42 @@
-"""The `postkeep` command (moving into one module per command family)."""
+"""The `postkeep` command: the argument parser and `main`. Each command family adds its
+subcommands from a module of its own: `instance` (init, serve, imap-worker, check,
+config-reference) and `accounts` (domain, user, alias, app-password, send-as); `common` holds what
+they share.
 
-from postkeep.cli.accounts import build_parser, main
+Exit status: 0 on success, 1 when an operation fails (e.g. the user exists), 2 for bad usage or a
+bad configuration (one clear line naming the key path, never a traceback).
+"""
 
-__all__ = ["build_parser", "main"]
+from __future__ import annotations
+
+import argparse
+import sys
+
+from postkeep.cli import accounts, instance
+from postkeep.cli.common import CliError
+from postkeep.errors import ConfigError, StoreError
+
+DEFAULT_DIR = "var/dev"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="postkeep", description="postkeep mail server")
+    parser.add_argument("--dir", default=DEFAULT_DIR, help=f"instance directory ({DEFAULT_DIR})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    instance.add_commands(sub)
+    accounts.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"postkeep: config error: {e}", file=sys.stderr)
+        return 2
+    except (CliError, StoreError) as e:
+        print(f"postkeep: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

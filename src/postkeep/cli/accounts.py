@@ -1,13 +1,8 @@
-"""The `postkeep` command: init, serve, check, and domain / user / alias administration.
-
-Exit status: 0 on success, 1 when an operation fails (e.g. the user exists), 2 for bad usage or a
-bad configuration (one clear line naming the key path, never a traceback).
-"""
+"""Account administration commands of `postkeep`: domain, user, alias, app-password, send-as."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from postkeep.auth.passwords import (
@@ -18,16 +13,9 @@ from postkeep.auth.passwords import (
     hash_app_password,
     hash_password,
 )
-from postkeep.cli import instance
 from postkeep.cli.common import CliError, check_address, check_domain, read_password, with_store
-from postkeep.errors import ConfigError, StoreError
 from postkeep.sasl.secrets import derive_secrets
 from postkeep.store.api import APP_PASSWORD_SCOPES, Store
-
-DEFAULT_DIR = "var/dev"
-
-
-# -- domain / user / alias ----------------------------------------------------------------------
 
 
 def cmd_domain(args: argparse.Namespace) -> int:
@@ -165,13 +153,8 @@ def cmd_alias(args: argparse.Namespace) -> int:
 # -- argument parsing ---------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="postkeep", description="postkeep mail server")
-    parser.add_argument("--dir", default=DEFAULT_DIR, help=f"instance directory ({DEFAULT_DIR})")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    instance.add_commands(sub)
-
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add domain, user, app-password, alias and send-as to the `postkeep` subparsers."""
     p = sub.add_parser("domain", help="manage local domains")
     dsub = p.add_subparsers(dest="action", required=True)
     for action in ("add", "remove"):
@@ -228,18 +211,3 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("sender", help="the address it may send as")
     ssub.add_parser("list").add_argument("address")
     p.set_defaults(func=cmd_send_as)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ConfigError as e:
-        print(f"postkeep: config error: {e}", file=sys.stderr)
-        return 2
-    except (CliError, StoreError) as e:
-        print(f"postkeep: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
