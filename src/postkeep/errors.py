@@ -1,8 +1,8 @@
-"""Replies and errors that carry them.
+"""Replies, and the errors of the store and the config.
 
 An SMTP reply is a basic code (RFC 5321 §4.2) plus an enhanced status code (RFC 3463) and a text.
-Policy and delivery raise `TempFail` / `PermFail` carrying the reply the session must send; only the
-session writes to the wire.
+Policy and the inbound pipeline return the reply the session must send (as a value, often inside
+a `policy.verdict.Verdict`); only the session writes to the wire.
 """
 
 from __future__ import annotations
@@ -18,38 +18,10 @@ class Reply:
     enhanced: str
     text: str
 
-    @property
-    def is_positive(self) -> bool:
-        return self.code < 400
-
-    @property
-    def is_transient(self) -> bool:
-        return 400 <= self.code < 500
-
-    @property
-    def is_permanent(self) -> bool:
-        return self.code >= 500
-
     def __str__(self) -> str:
         if self.enhanced:
             return f"{self.code} {self.enhanced} {self.text}"
         return f"{self.code} {self.text}"
-
-
-class MailError(Exception):
-    """An error that knows the reply to give the client."""
-
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(str(reply))
-        self.reply = reply
-
-
-class TempFail(MailError):
-    """A transient failure (4xx): the client should retry later."""
-
-
-class PermFail(MailError):
-    """A permanent failure (5xx): the client must not retry as is."""
 
 
 class StoreError(Exception):

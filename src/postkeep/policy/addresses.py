@@ -25,7 +25,3 @@ def unquote_local(local: str) -> str:
 def normalize(local: str, domain: str) -> str:
     """The lookup key of a mailbox: unquoted local part, lower-cased domain."""
     return f"{unquote_local(local)}@{domain.lower().rstrip('.')}"
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower()

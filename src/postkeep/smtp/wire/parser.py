@@ -54,10 +54,6 @@ class Path:
     def is_null(self) -> bool:
         return not self.local and not self.domain
 
-    @property
-    def is_ascii(self) -> bool:
-        return self.address.isascii()
-
 
 NULL_PATH = Path("", "")
 

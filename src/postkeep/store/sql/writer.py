@@ -90,10 +90,6 @@ class DeliveryStats:
     relaxed_commits: int = 0  # transactions committed without waiting for the disk
     retries: int = 0  # transactions run again after PostgreSQL aborted them (deadlock, ...)
 
-    @property
-    def mean_batch(self) -> float:
-        return self.deliveries / self.batches if self.batches else 0.0
-
 
 @dataclass(slots=True, eq=False)
 class _Pending:
