@@ -27,8 +27,10 @@ run: install
 	fi
 	$(BIN)/postkeep --dir $(DEV) serve
 
+# ruff, then the layering contracts of pyproject.toml [tool.importlinter] (docs/architecture.md)
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 # The gssapi extra builds from source against what test-deps.sh installs (libkrb5-dev, gcc).
 test: install lint
