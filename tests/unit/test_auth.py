@@ -1,5 +1,6 @@
-"""policy.auth: password policy, argon2id hashing, the bounded verifier with its success cache,
-authenticate_password and sasl_secrets_for (against a real SQLite store)."""
+"""policy.passwords and auth.passwords: password policy, argon2id hashing, the bounded verifier
+with its success cache, authenticate_password and sasl_secrets_for (against a real SQLite
+store)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,10 @@ import pytest
 from argon2 import PasswordHasher
 
 from postkeep.auth.passwords import (
-    MAX_PASSWORD_LENGTH,
-    MIN_PASSWORD_LENGTH,
     AuthBusy,
     AuthOutcome,
-    PasswordRejected,
     PasswordVerifier,
-    address_inputs,
     authenticate_password,
-    check_password_policy,
     generate_app_password,
     generate_password,
     hash_app_password,
@@ -30,6 +26,13 @@ from postkeep.auth.passwords import (
     normalize_app_password,
     sasl_secrets_for,
     verify_password,
+)
+from postkeep.policy.passwords import (
+    MAX_PASSWORD_LENGTH,
+    MIN_PASSWORD_LENGTH,
+    PasswordRejected,
+    address_inputs,
+    check_password_policy,
 )
 from postkeep.sasl.secrets import derive_secrets
 from postkeep.store.sql.store import SqlStore

@@ -5,15 +5,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from postkeep.auth.passwords import (
-    PasswordRejected,
-    address_inputs,
-    check_password_policy,
-    generate_app_password,
-    hash_app_password,
-    hash_password,
-)
+from postkeep.auth.passwords import generate_app_password, hash_app_password, hash_password
 from postkeep.cli.common import CliError, check_address, check_domain, read_password, with_store
+from postkeep.policy.passwords import PasswordRejected, address_inputs, check_password_policy
 from postkeep.sasl.secrets import derive_secrets
 from postkeep.store.api import APP_PASSWORD_SCOPES, Store
 
