@@ -1,19 +1,201 @@
-"""The main process's side of the IMAP worker channel (postkeep.server.imap_workers), on real
-sockets and a real child process standing in for a worker (`sleep`), where the wire tests cannot
-reach: a worker that stops reading its channel (hung) must not make the main process queue events
-for it without bound."""
+"""Both ends of the IMAP worker channel (postkeep.server.imap_workers) without worker processes,
+where the wire tests cannot reach: how the main process answers a worker's messages and gives back
+what it held, how a worker takes the main process's answers, how a frame is read off the stream,
+and (on real sockets, with a real child process standing in for a worker: `sleep`) that a worker
+that stops reading its channel (hung) does not make the main process queue events for it without
+bound."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 import socket
+import struct
+from collections import Counter
+
+import pytest
 
 from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
 from postkeep.net.slots import LocalSlots
-from postkeep.server.imap_workers import WorkerPool, _frame, _Outbox, _read_frame
+from postkeep.server.imap_workers import WorkerChannel, WorkerPool, _Outbox, _read_message
+from postkeep.server.ipc import (
+    MAX_FRAME,
+    AccountSlot,
+    Answer,
+    ChannelError,
+    Events,
+    Hello,
+    IpSlot,
+    Message,
+    PasswordLearned,
+    PasswordQuery,
+    Ready,
+    SlotRelease,
+    SlotRequest,
+    encode,
+)
+from postkeep.store.api import MailboxEvent
 from postkeep.store.events import EventBus
+
+EVENT = MailboxEvent(1, 2, "flags", 3, 4)
+
+
+def _fed(*data: bytes) -> asyncio.StreamReader:
+    """A stream that yields `data`, then ends."""
+    reader = asyncio.StreamReader()
+    for chunk in data:
+        reader.feed_data(chunk)
+    reader.feed_eof()
+    return reader
+
+
+async def _pipe() -> tuple[
+    tuple[asyncio.StreamReader, asyncio.StreamWriter],
+    tuple[asyncio.StreamReader, asyncio.StreamWriter],
+]:
+    """Both ends of a channel (a writer closes its socket once it is collected: keep both)."""
+    ours, theirs = socket.socketpair()
+    return (
+        await asyncio.open_unix_connection(sock=ours),
+        await asyncio.open_unix_connection(sock=theirs),
+    )
+
+
+async def _received(reader: asyncio.StreamReader, count: int) -> list[Message | None]:
+    return [await asyncio.wait_for(_read_message(reader), 5) for _ in range(count)]
+
+
+def test_read_message_reads_frames_until_the_end_of_the_stream() -> None:
+    async def go() -> None:
+        frames = [encode(Ready(7)), encode(Events((EVENT,)))]
+        reader = _fed(b"".join(frames))
+        assert await _read_message(reader) == Ready(7)
+        assert await _read_message(reader) == Events((EVENT,))
+        assert await _read_message(reader) is None
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"\x00\x00", "truncated frame"),  # in the header
+        (encode(Ready(7))[:-1], "truncated frame"),  # in the body
+        (struct.pack("!I", 10), "truncated frame"),  # no body at all
+        (struct.pack("!I", MAX_FRAME + 1) + b"{}", "frame of 65537 octets"),
+        (struct.pack("!I", 2) + b"[]", "frame is a JSON list"),
+        (struct.pack("!I", 10) + b'{"t":"no"}', "unknown message kind 'no'"),
+    ],
+    ids=["header", "body", "no-body", "oversized", "not-object", "unknown"],
+)
+def test_read_message_refuses_a_malformed_frame(data: bytes, error: str) -> None:
+    async def go() -> None:
+        with pytest.raises(ChannelError, match=error):
+            await _read_message(_fed(data))
+
+    asyncio.run(go())
+
+
+def test_the_main_process_answers_a_worker_and_gives_back_what_it_held() -> None:
+    async def go() -> None:
+        bus = EventBus()
+        slots = LocalSlots(10, 1, 1)
+        verifier = PasswordVerifier()
+        pool = WorkerPool(Config(), bus, slots, verifier, [], 2)
+        worker, other = pool.workers
+        (_, writer), (answers, _peer) = await _pipe()
+        (_, other_writer), (forwarded, _other_peer) = await _pipe()
+        outbox = _Outbox(writer)
+        worker.outbox, other.outbox = outbox, _Outbox(other_writer)  # as _run_once sets them
+        digest = bytes(32)
+        ip, account = IpSlot("192.0.2.0"), AccountSlot(7)
+        requests: list[Message] = [
+            SlotRequest(1, ip),
+            SlotRequest(2, ip),  # past the per-IP limit of 1
+            SlotRequest(3, account),
+            SlotRequest(4, account),  # past the per-account limit of 1
+            SlotRelease(account),
+            SlotRelease(AccountSlot(8)),  # not taken by this worker: not released
+            SlotRelease(IpSlot("198.51.100.0")),
+            PasswordQuery(5, digest),
+            PasswordLearned(digest),
+            PasswordQuery(6, digest),
+            Events((EVENT,)),
+            Ready(4242),
+        ]
+        with bus.subscribe(None) as sub:
+            await pool._serve_channel(worker, _fed(*map(encode, requests)), outbox)
+            assert sub.drain() == [EVENT]  # published in the main process ...
+        assert await _received(answers, 6) == [
+            Answer(1, True),
+            Answer(2, False),
+            Answer(3, True),
+            Answer(4, False),
+            Answer(5, False),
+            Answer(6, True),
+        ]
+        assert await _received(forwarded, 1) == [Events((EVENT,))]  # ... and to the others
+        assert worker.ready.is_set()
+        assert worker.held == Counter({ip: 1})
+        assert slots.connections.count == 1 and slots.accounts == Counter()
+        pool._release_all(worker)  # what _run_once does when the channel closes
+        assert slots.connections.count == 0 and worker.held == Counter()
+        writer.close()
+        assert await _received(answers, 1) == [None]  # not its own events: nothing else
+        verifier.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("message", [Answer(1, True), Hello(b"k")], ids=lambda m: type(m).__name__)
+def test_the_main_process_refuses_what_only_it_sends(message: Message) -> None:
+    async def go() -> None:
+        verifier = PasswordVerifier()
+        pool = WorkerPool(Config(), EventBus(), LocalSlots(10, 10, 10), verifier, [], 1)
+        (_, writer), _peer = await _pipe()
+        with pytest.raises(ChannelError, match=f"a worker sent {type(message).__name__}"):
+            await pool._serve_channel(pool.workers[0], _fed(encode(message)), _Outbox(writer))
+        verifier.close()
+
+    asyncio.run(go())
+
+
+def test_a_worker_takes_the_main_process_answers_and_events() -> None:
+    async def go() -> None:
+        bus = EventBus()
+        (reader, writer), (main_reader, main_writer) = await _pipe()
+        channel = WorkerChannel(reader, writer, bus)
+        reading = asyncio.create_task(channel.run())
+        with bus.subscribe(None) as sub:
+            asked = asyncio.create_task(channel.slots.acquire_account(7))
+            cached = asyncio.create_task(channel.password_cached(b"\x01"))
+            channel.slots.release_ip("192.0.2.0")
+            bus.publish(EVENT)  # relayed to the main process
+            sent = await _received(main_reader, 4)
+            assert sent == [  # the requests are sent once their tasks run
+                SlotRelease(IpSlot("192.0.2.0")),
+                SlotRequest(1, AccountSlot(7)),
+                PasswordQuery(2, b"\x01"),
+                Events((EVENT,)),
+            ]
+            main_writer.write(encode(Answer(2, True)) + encode(Answer(1, False)))
+            main_writer.write(encode(Events((MailboxEvent(5, 6, "exists", 7, 8),))))
+            assert await asyncio.wait_for(asked, 5) is False
+            assert await asyncio.wait_for(cached, 5) is True
+            assert await asyncio.wait_for(sub.get(), 5) == EVENT  # published here at once
+            assert await asyncio.wait_for(sub.get(), 5) == MailboxEvent(5, 6, "exists", 7, 8)
+            pending = asyncio.create_task(channel.slots.acquire_ip("192.0.2.0"))
+            await asyncio.sleep(0)
+            main_writer.write(encode(SlotRequest(9, IpSlot("x"))))  # only a worker sends that
+            with pytest.raises(ChannelError, match="the main process sent SlotRequest"):
+                await asyncio.wait_for(reading, 5)
+            assert channel.closed and bus.relay is None
+            assert await asyncio.wait_for(pending, 5) is False  # unanswered: refused
+        main_writer.close()
+        writer.close()
+
+    asyncio.run(go())
 
 
 def test_a_worker_that_stops_reading_its_channel_is_killed() -> None:
@@ -28,12 +210,12 @@ def test_a_worker_that_stops_reading_its_channel_is_killed() -> None:
         worker = pool.workers[0]
         outbox = _Outbox(writer)
         worker.proc, worker.outbox = proc, outbox
-        message = {"t": "ev", "e": [[1, 2, "flags", 3, 4]]}
+        message = Events((EVENT,))
         try:
             for _ in range(10):  # a worker that reads keeps its channel
                 pool._forward(message, exclude=None)
             for _ in range(10):
-                got = await asyncio.wait_for(_read_frame(peer_reader), 5)
+                got = await asyncio.wait_for(_read_message(peer_reader), 5)
                 assert got == message
             assert worker.outbox is outbox and proc.returncode is None
             frames = 0
@@ -41,7 +223,7 @@ def test_a_worker_that_stops_reading_its_channel_is_killed() -> None:
                 pool._forward(message, exclude=None)
                 frames += 1
                 assert frames < 100_000, "never killed"
-            assert frames * len(_frame(message)) > pool.max_backlog  # killed past it, not before
+            assert frames * len(encode(message)) > pool.max_backlog  # killed past it, not before
             assert await asyncio.wait_for(proc.wait(), 5) == -signal.SIGKILL
             assert writer.transport.is_closing()
         finally:

@@ -12,23 +12,28 @@ loop is free to answer the workers at once. A worker runs only the IMAP listener
 connections (SQLite in WAL mode serialises the writers of all processes; PostgreSQL is made for
 it) and its own event bus.
 
-What must stay global goes over one channel per worker (a socketpair; frames of a 4-byte
-length and a JSON object) to the main process:
+What must stay global goes over one channel per worker (a socketpair) to the main process, as
+the typed messages of `postkeep.server.ipc` (which defines them and their frames); each end
+writes what it sends during one pass of the event loop at the end of that pass, in one write:
 
 - connection slots (`postkeep.net.slots`): a worker asks the main process's `LocalSlots`
-  before serving a connection (``ip``) or a login (``acct``) and answers ``ok``; releases
-  (``ip-``, ``acct-``) need no answer. The main process gives back whatever a worker held when
-  its channel closes, so a crashed worker leaks no slot;
-- mailbox events (``ev``): every event a process's store publishes is relayed to the main
-  process (batched: one frame per pass of the event loop), which publishes it on its own bus
+  before serving a connection or a login (`SlotRequest` of an `IpSlot` or an `AccountSlot`),
+  which answers (`Answer`); releases (`SlotRelease`) need no answer. The main process gives
+  back whatever a worker held when its channel closes, so a crashed worker leaks no slot;
+- mailbox events (`Events`): every event a process's store publishes is relayed to the main
+  process (batched: one message per pass of the event loop), which publishes it on its own bus
   and forwards it to the other workers, so IDLE in any process is woken by SMTP delivery (main
   process) and by other sessions' changes;
-- password verification successes (``pw?``, ``pw+``): the main process's `PasswordVerifier`
-  cache is shared; a worker that misses its own cache asks it before spending an argon2
-  verification (tens to hundreds of ms of CPU) and reports its own successes, so a user is
-  verified once per cache lifetime, not once per process. The main process sends the cache's
-  HMAC key in its first message (``hello``);
-- ``ready``: a worker's listeners are up (the main process logs "ready" after all of them).
+- password verification successes (`PasswordQuery`, `PasswordLearned`): the main process's
+  `PasswordVerifier` cache is shared; a worker that misses its own cache asks it before
+  spending an argon2 verification (tens to hundreds of ms of CPU) and reports its own
+  successes, so a user is verified once per cache lifetime, not once per process. The main
+  process sends the cache's HMAC key in its first message (`Hello`);
+- `Ready`: a worker's listeners are up (the main process logs "ready" after all of them).
+
+A frame that is not a valid message (`ipc.ChannelError`) ends the channel: the main process
+logs it and closes the channel (so the worker stops, is restarted and its slots are given
+back); a worker that reads one stops.
 
 A worker that dies is restarted (after 1 s, doubling up to 30 s while it keeps dying early),
 and so is one that stops reading its channel (killed once 16 MiB are queued for it); a worker
@@ -40,28 +45,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import signal
 import socket
-import struct
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 from postkeep import log
 from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
 from postkeep.net.slots import LocalSlots
+from postkeep.server import ipc
 from postkeep.store.api import MailboxEvent
 from postkeep.store.events import EventBus
 
 logger = log.get("workers")
 
-_LENGTH = struct.Struct("!I")
-MAX_FRAME = 64 * 1024  # every message is a few dozen bytes; anything larger is a bug
 MAX_BACKLOG = 16 << 20  # octets queued for a worker that does not read them: it is hung
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -70,43 +71,22 @@ RESTART_DELAY_MAX = 30.0
 STABLE_AFTER = 60.0  # a worker that ran this long restarts after the first delay again
 
 
-# -- framing -------------------------------------------------------------------------------------
+# -- the channel ---------------------------------------------------------------------------------
 
 
-def _frame(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, separators=(",", ":")).encode()
-    return _LENGTH.pack(len(body)) + body
-
-
-async def _read_frame(reader: asyncio.StreamReader) -> dict[str, Any] | None:
-    """The next message, or None at end of stream; ValueError for a malformed frame."""
+async def _read_message(reader: asyncio.StreamReader) -> ipc.Message | None:
+    """The next message, or None at end of stream; ipc.ChannelError for a malformed frame."""
     try:
-        head = await reader.readexactly(_LENGTH.size)
+        header = await reader.readexactly(ipc.HEADER_SIZE)
     except asyncio.IncompleteReadError as e:
         if e.partial:
-            raise ValueError("truncated frame") from None
+            raise ipc.ChannelError("truncated frame") from None
         return None
-    (length,) = _LENGTH.unpack(head)
-    if length > MAX_FRAME:
-        raise ValueError(f"frame of {length} octets")
     try:
-        message = json.loads(await reader.readexactly(length))
+        body = await reader.readexactly(ipc.frame_length(header))
     except asyncio.IncompleteReadError:
-        raise ValueError("truncated frame") from None
-    if not isinstance(message, dict):
-        raise ValueError("frame is not an object")
-    return message
-
-
-def _event_row(event: MailboxEvent) -> list[Any]:
-    return [event.account_id, event.mailbox_id, event.kind, event.uid, event.modseq]
-
-
-def _events(message: dict[str, Any]) -> list[MailboxEvent]:
-    return [
-        MailboxEvent(int(account_id), int(mailbox_id), str(kind), uid, modseq)
-        for account_id, mailbox_id, kind, uid, modseq in message["e"]
-    ]
+        raise ipc.ChannelError("truncated frame") from None
+    return ipc.decode(body)
 
 
 class _Outbox:
@@ -140,27 +120,22 @@ class _Outbox:
 
 
 class _EventBatch:
-    """Events published during one pass of the event loop, sent as one ``ev`` frame at its end
-    (a STORE on 100 messages publishes 100 events: one frame and one write, not 100)."""
+    """Events published during one pass of the event loop, sent as one `ipc.Events` at its
+    end (a STORE on 100 messages publishes 100 events: one frame and one write, not 100)."""
 
-    def __init__(self, send: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, send: Callable[[ipc.Events], None]) -> None:
         self._send = send
-        self._rows: list[list[Any]] = []
+        self._events: list[MailboxEvent] = []
 
     def add(self, event: MailboxEvent) -> None:
-        if not self._rows:
+        if not self._events:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._rows.append(_event_row(event))
+        self._events.append(event)
 
     def _flush(self) -> None:
-        rows, self._rows = self._rows, []
-        if rows:
-            self._send({"t": "ev", "e": rows})
-
-
-def _slot(kind: str, key: Any) -> tuple[str, str | int]:
-    """A connection slot as the channel names it: ("ip", IP class) or ("acct", account id)."""
-    return (kind, str(key)) if kind == "ip" else (kind, int(key))
+        events, self._events = self._events, []
+        if events:
+            self._send(ipc.Events(tuple(events)))
 
 
 # -- main process side ---------------------------------------------------------------------------
@@ -174,7 +149,7 @@ class _Worker:
         self.proc: asyncio.subprocess.Process | None = None
         self.outbox: _Outbox | None = None
         self.ready = asyncio.Event()
-        self.held: Counter[tuple[str, str | int]] = Counter()  # ("ip", key) / ("acct", id)
+        self.held: Counter[ipc.Slot] = Counter()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -272,10 +247,10 @@ class WorkerPool:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours)
         worker.outbox = outbox = _Outbox(writer)
-        outbox.send(_frame({"t": "hello", "key": self.verifier.key.hex()}))
+        outbox.send(ipc.encode(ipc.Hello(self.verifier.key)))
         try:
             await self._serve_channel(worker, reader, outbox)
-        except (ValueError, KeyError, TypeError) as e:
+        except ipc.ChannelError as e:
             logger.error("worker=%d bad channel message: %s", worker.index, e)
         except (ConnectionError, OSError):
             pass
@@ -294,46 +269,45 @@ class WorkerPool:
     async def _serve_channel(
         self, worker: _Worker, reader: asyncio.StreamReader, outbox: _Outbox
     ) -> None:
-        while (message := await _read_frame(reader)) is not None:
-            kind = message["t"]
-            if kind == "ev":
-                for event in _events(message):
-                    self.bus.publish_local(event)
-                self._forward(message, exclude=worker)
-            elif kind in ("ip", "acct"):
-                slot = _slot(kind, message["k"])
-                ok = self._take(slot)
-                if ok:
-                    worker.held[slot] += 1
-                outbox.send(_frame({"t": "ok", "id": message["id"], "ok": ok}))
-            elif kind in ("ip-", "acct-"):
-                slot = _slot(kind[:-1], message["k"])
-                if worker.held[slot] > 0:  # never release what this worker did not take
-                    worker.held[slot] -= 1
-                    self._release(slot)
-            elif kind == "pw?":
-                ok = self.verifier.cached_digest(bytes.fromhex(str(message["k"])))
-                outbox.send(_frame({"t": "ok", "id": message["id"], "ok": ok}))
-            elif kind == "pw+":
-                self.verifier.remember_digest(bytes.fromhex(str(message["k"])))
-            elif kind == "ready":
-                logger.info("worker=%d ready pid=%s", worker.index, message.get("pid"))
-                worker.ready.set()
-            else:
-                raise ValueError(f"unknown message type {kind!r}")
+        while (message := await _read_message(reader)) is not None:
+            match message:
+                case ipc.Events(events):
+                    for event in events:
+                        self.bus.publish_local(event)
+                    self._forward(message, exclude=worker)
+                case ipc.SlotRequest(request_id, slot):
+                    ok = self._take(slot)
+                    if ok:
+                        worker.held[slot] += 1
+                    outbox.send(ipc.encode(ipc.Answer(request_id, ok)))
+                case ipc.SlotRelease(slot):
+                    if worker.held[slot] > 0:  # never release what this worker did not take
+                        worker.held[slot] -= 1
+                        self._release(slot)
+                case ipc.PasswordQuery(request_id, digest):
+                    ok = self.verifier.cached_digest(digest)
+                    outbox.send(ipc.encode(ipc.Answer(request_id, ok)))
+                case ipc.PasswordLearned(digest):
+                    self.verifier.remember_digest(digest)
+                case ipc.Ready(pid):
+                    logger.info("worker=%d ready pid=%s", worker.index, pid)
+                    worker.ready.set()
+                case _:
+                    raise ipc.ChannelError(f"a worker sent {type(message).__name__}")
 
-    def _take(self, slot: tuple[str, str | int]) -> bool:
-        kind, key = slot
-        if kind == "ip":
-            return self.slots.take_ip(str(key))
-        return self.slots.take_account(int(key))
+    def _take(self, slot: ipc.Slot) -> bool:
+        match slot:
+            case ipc.IpSlot(ip_class):
+                return self.slots.take_ip(ip_class)
+            case ipc.AccountSlot(account_id):
+                return self.slots.take_account(account_id)
 
-    def _release(self, slot: tuple[str, str | int]) -> None:
-        kind, key = slot
-        if kind == "ip":
-            self.slots.release_ip(str(key))
-        else:
-            self.slots.release_account(int(key))
+    def _release(self, slot: ipc.Slot) -> None:
+        match slot:
+            case ipc.IpSlot(ip_class):
+                self.slots.release_ip(ip_class)
+            case ipc.AccountSlot(account_id):
+                self.slots.release_account(account_id)
 
     def _release_all(self, worker: _Worker) -> None:
         for slot, n in worker.held.items():
@@ -347,8 +321,8 @@ class WorkerPool:
         """The main process's own events (SMTP delivery) to every worker."""
         self._batch.add(event)
 
-    def _forward(self, message: dict[str, Any], exclude: _Worker | None) -> None:
-        frame = _frame(message)
+    def _forward(self, message: ipc.Events, exclude: _Worker | None) -> None:
+        frame = ipc.encode(message)
         for worker in self.workers:
             if worker is not exclude and worker.outbox is not None:
                 worker.outbox.send(frame)
@@ -391,24 +365,25 @@ class WorkerChannel:
         self._batch = _EventBatch(self.send)
         bus.relay = self._batch.add
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: ipc.Message) -> None:
         if not self.closed:
-            self._outbox.send(_frame(message))
+            self._outbox.send(ipc.encode(message))
 
     async def password_cached(self, digest: bytes) -> bool:
-        return await self.ask("pw?", digest.hex())
+        return await self.ask(lambda request_id: ipc.PasswordQuery(request_id, digest))
 
     def password_verified(self, digest: bytes) -> None:
-        self.send({"t": "pw+", "k": digest.hex()})
+        self.send(ipc.PasswordLearned(digest))
 
-    async def ask(self, kind: str, key: str | int) -> bool:
-        """Send a slot request and wait for the answer (False once the channel is closed)."""
+    async def ask(self, request: Callable[[int], ipc.SlotRequest | ipc.PasswordQuery]) -> bool:
+        """Send the request of a new id and wait for its answer (False once the channel is
+        closed)."""
         if self.closed:
             return False
         request_id = next(self._ids)
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
-        self.send({"t": kind, "id": request_id, "k": key})
+        self.send(request(request_id))
         try:
             return await future
         finally:
@@ -417,17 +392,17 @@ class WorkerChannel:
     async def run(self) -> None:
         """Read the main process's messages until the channel closes."""
         try:
-            while (message := await _read_frame(self.reader)) is not None:
-                kind = message["t"]
-                if kind == "ev":
-                    for event in _events(message):
-                        self.bus.publish_local(event)
-                elif kind == "ok":
-                    future = self._waiting.get(int(message["id"]))
-                    if future is not None and not future.done():
-                        future.set_result(bool(message["ok"]))
-                else:
-                    raise ValueError(f"unknown message type {kind!r}")
+            while (message := await _read_message(self.reader)) is not None:
+                match message:
+                    case ipc.Events(events):
+                        for event in events:
+                            self.bus.publish_local(event)
+                    case ipc.Answer(request_id, ok):
+                        future = self._waiting.get(request_id)
+                        if future is not None and not future.done():
+                            future.set_result(ok)
+                    case _:
+                        raise ipc.ChannelError(f"the main process sent {type(message).__name__}")
         except (ConnectionError, OSError):
             pass
         finally:
@@ -445,16 +420,19 @@ class RemoteSlots:
         self.channel = channel
 
     async def acquire_ip(self, key: str) -> bool:
-        return await self.channel.ask("ip", key)
+        return await self._acquire(ipc.IpSlot(key))
 
     def release_ip(self, key: str) -> None:
-        self.channel.send({"t": "ip-", "k": key})
+        self.channel.send(ipc.SlotRelease(ipc.IpSlot(key)))
 
     async def acquire_account(self, account_id: int) -> bool:
-        return await self.channel.ask("acct", account_id)
+        return await self._acquire(ipc.AccountSlot(account_id))
 
     def release_account(self, account_id: int) -> None:
-        self.channel.send({"t": "acct-", "k": account_id})
+        self.channel.send(ipc.SlotRelease(ipc.AccountSlot(account_id)))
+
+    async def _acquire(self, slot: ipc.Slot) -> bool:
+        return await self.channel.ask(lambda request_id: ipc.SlotRequest(request_id, slot))
 
 
 async def serve_worker(cfg: Config, index: int, channel_fd: int, listen_fds: list[int]) -> None:
@@ -472,11 +450,11 @@ async def serve_worker(cfg: Config, index: int, channel_fd: int, listen_fds: lis
         cfg.store_url, cfg.data_dir, master_key, events=bus, maintenance=False
     )
     reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=channel_fd))
-    hello = await _read_frame(reader)
-    if hello is None or hello.get("t") != "hello":
+    hello = await _read_message(reader)
+    if not isinstance(hello, ipc.Hello):
         raise RuntimeError("the main process did not say hello")
     channel = WorkerChannel(reader, writer, bus)
-    verifier = PasswordVerifier(key=bytes.fromhex(str(hello["key"])))
+    verifier = PasswordVerifier(key=hello.password_key)
     verifier.shared_lookup = channel.password_cached
     verifier.on_remember = channel.password_verified
     sockets = [socket.socket(fileno=fd) for fd in listen_fds]
@@ -489,7 +467,7 @@ async def serve_worker(cfg: Config, index: int, channel_fd: int, listen_fds: lis
     reading.add_done_callback(lambda _task: stop.set())
     try:
         await imap.start()
-        channel.send({"t": "ready", "pid": os.getpid()})
+        channel.send(ipc.Ready(os.getpid()))
         await stop.wait()
         if channel.closed:
             logger.warning("worker=%d: the main process is gone; stopping", index)

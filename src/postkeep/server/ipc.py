@@ -1,0 +1,276 @@
+"""The channel between the main process and each IMAP worker process
+(`postkeep.server.imap_workers`): its messages and their frames, sans-IO.
+
+A frame is a 4-byte big-endian length and that many octets of a JSON object; its ``t`` names
+the message's kind and its other fields have short names. `encode` turns a message into a
+whole frame; `frame_length` reads the length in a frame's header and `decode` turns a frame's
+body back into a message. Decoding is strict: an unknown kind, a missing, unexpected or
+wrongly typed field, malformed JSON or an oversized frame raises `ChannelError`, so whatever
+the other process sends, the reader gets a well-typed message or that one error, never a
+KeyError or a TypeError from deep inside a handler.
+
+The messages (their kind on the wire, who sends them):
+
+- `Hello` (``hello``), main process: the first message on a channel, with the HMAC key of the
+  main process's password cache (`postkeep.auth.passwords.PasswordVerifier`);
+- `Ready` (``ready``), worker: its listeners are up; with its pid;
+- `SlotRequest` (``ip``, ``acct``), worker: take a connection slot, `IpSlot` before serving a
+  connection, `AccountSlot` before a login; answered with an `Answer`;
+- `SlotRelease` (``ip-``, ``acct-``), worker: give back a slot it took; no answer;
+- `PasswordQuery` (``pw?``), worker: is this verified password's HMAC in the main process's
+  cache? answered with an `Answer`;
+- `PasswordLearned` (``pw+``), worker: the HMAC of a password it has just verified;
+- `Answer` (``ok``), main process: the yes or no to the `SlotRequest` or `PasswordQuery` with
+  the same request id (the two share one series of ids per channel);
+- `Events` (``ev``), both: mailbox events (`postkeep.store.api.MailboxEvent`), from a worker's
+  store to the main process, and from the main process to the workers (another worker's
+  events, and its own: SMTP delivery).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from postkeep.store.api import MailboxEvent
+
+_LENGTH = struct.Struct("!I")
+HEADER_SIZE = _LENGTH.size
+MAX_FRAME = 64 * 1024  # octets of a frame's body (an `Events` of about 2,400 events)
+
+
+class ChannelError(ValueError):
+    """A frame that is not a valid message."""
+
+
+# -- messages ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IpSlot:
+    """A connection slot of an IP class (`postkeep.net.slots.LocalSlots.take_ip`)."""
+
+    ip_class: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSlot:
+    """A logged-in slot of an account (`postkeep.net.slots.LocalSlots.take_account`)."""
+
+    account_id: int
+
+
+Slot = IpSlot | AccountSlot
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    password_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRequest:
+    request_id: int
+    slot: Slot
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRelease:
+    slot: Slot
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordQuery:
+    request_id: int
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordLearned:
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    request_id: int
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Events:
+    events: tuple[MailboxEvent, ...]
+
+
+Message = (
+    Hello | Ready | SlotRequest | SlotRelease | PasswordQuery | PasswordLearned | Answer | Events
+)
+
+
+# -- encoding ------------------------------------------------------------------------------------
+
+
+def encode(message: Message) -> bytes:
+    """The whole frame of `message`: its length, then its JSON object."""
+    body = json.dumps(_fields(message), separators=(",", ":")).encode()
+    return _LENGTH.pack(len(body)) + body
+
+
+def _fields(message: Message) -> dict[str, Any]:
+    match message:
+        case Hello(password_key):
+            return {"t": "hello", "key": password_key.hex()}
+        case Ready(pid):
+            return {"t": "ready", "pid": pid}
+        case SlotRequest(request_id, IpSlot(ip_class)):
+            return {"t": "ip", "id": request_id, "k": ip_class}
+        case SlotRequest(request_id, AccountSlot(account_id)):
+            return {"t": "acct", "id": request_id, "k": account_id}
+        case SlotRelease(IpSlot(ip_class)):
+            return {"t": "ip-", "k": ip_class}
+        case SlotRelease(AccountSlot(account_id)):
+            return {"t": "acct-", "k": account_id}
+        case PasswordQuery(request_id, digest):
+            return {"t": "pw?", "id": request_id, "k": digest.hex()}
+        case PasswordLearned(digest):
+            return {"t": "pw+", "k": digest.hex()}
+        case Answer(request_id, ok):
+            return {"t": "ok", "id": request_id, "ok": ok}
+        case Events(events):
+            rows = [[e.account_id, e.mailbox_id, e.kind, e.uid, e.modseq] for e in events]
+            return {"t": "ev", "e": rows}
+    raise TypeError(f"not a channel message: {message!r}")
+
+
+# -- decoding ------------------------------------------------------------------------------------
+
+
+def frame_length(header: bytes) -> int:
+    """The length of the body that follows a frame's `HEADER_SIZE` octets of header."""
+    if len(header) != HEADER_SIZE:
+        raise ChannelError(f"frame header of {len(header)} octets, not {HEADER_SIZE}")
+    (length,) = _LENGTH.unpack(header)
+    if length > MAX_FRAME:
+        raise ChannelError(f"frame of {length} octets (at most {MAX_FRAME})")
+    return length
+
+
+def decode(body: bytes) -> Message:
+    """The message in a frame's body (the octets after its header)."""
+    if len(body) > MAX_FRAME:
+        raise ChannelError(f"frame of {len(body)} octets (at most {MAX_FRAME})")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as e:  # also invalid UTF-8, and integers too long
+        raise ChannelError(f"frame is not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ChannelError(f"frame is a JSON {type(data).__name__}, not an object")
+    kind = data.get("t")
+    if not isinstance(kind, str):
+        raise ChannelError("frame without a message kind ('t')")
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        raise ChannelError(f"unknown message kind {kind!r}")
+    fields = _Fields(kind, data)
+    message = decoder(fields)
+    fields.check_all_read()
+    return message
+
+
+class _Fields:
+    """The fields of one message's JSON object, each read with its expected type."""
+
+    def __init__(self, kind: str, data: dict[str, Any]) -> None:
+        self.kind = kind
+        self.data = data
+        self.read = {"t"}
+
+    def _get(self, name: str) -> Any:
+        if name not in self.data:
+            raise ChannelError(f"{self.kind!r} message without {name!r}")
+        self.read.add(name)
+        return self.data[name]
+
+    def _wrong(self, name: str, expected: str) -> ChannelError:
+        value = self.data[name]
+        return ChannelError(
+            f"{self.kind!r} message: {name!r} is {type(value).__name__} {value!r:.40}, "
+            f"not {expected}"
+        )
+
+    def integer(self, name: str) -> int:
+        value = self._get(name)
+        if not _is_int(value):
+            raise self._wrong(name, "an integer")
+        return value
+
+    def string(self, name: str) -> str:
+        value = self._get(name)
+        if not isinstance(value, str):
+            raise self._wrong(name, "a string")
+        return value
+
+    def boolean(self, name: str) -> bool:
+        value = self._get(name)
+        if not isinstance(value, bool):
+            raise self._wrong(name, "a boolean")
+        return value
+
+    def octets(self, name: str) -> bytes:
+        """A string of hex digits, as the octets it spells."""
+        value = self._get(name)
+        if not isinstance(value, str):
+            raise self._wrong(name, "a hex string")
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            raise self._wrong(name, "a hex string") from None
+
+    def events(self, name: str) -> tuple[MailboxEvent, ...]:
+        rows = self._get(name)
+        if not isinstance(rows, list) or not all(_is_event_row(row) for row in rows):
+            raise self._wrong(name, "a list of [account, mailbox, kind, uid, modseq]")
+        return tuple(MailboxEvent(*row) for row in rows)
+
+    def check_all_read(self) -> None:
+        unexpected = sorted(self.data.keys() - self.read)
+        if unexpected:
+            raise ChannelError(f"{self.kind!r} message with unexpected fields {unexpected}")
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not 1
+
+
+def _is_event_row(row: object) -> bool:
+    if not isinstance(row, list) or len(row) != 5:
+        return False
+    account_id, mailbox_id, kind, uid, modseq = row
+    return (
+        _is_int(account_id)
+        and _is_int(mailbox_id)
+        and isinstance(kind, str)
+        and (uid is None or _is_int(uid))
+        and (modseq is None or _is_int(modseq))
+    )
+
+
+_DECODERS: dict[str, Callable[[_Fields], Message]] = {
+    "hello": lambda f: Hello(f.octets("key")),
+    "ready": lambda f: Ready(f.integer("pid")),
+    "ip": lambda f: SlotRequest(f.integer("id"), IpSlot(f.string("k"))),
+    "acct": lambda f: SlotRequest(f.integer("id"), AccountSlot(f.integer("k"))),
+    "ip-": lambda f: SlotRelease(IpSlot(f.string("k"))),
+    "acct-": lambda f: SlotRelease(AccountSlot(f.integer("k"))),
+    "pw?": lambda f: PasswordQuery(f.integer("id"), f.octets("k")),
+    "pw+": lambda f: PasswordLearned(f.octets("k")),
+    "ok": lambda f: Answer(f.integer("id"), f.boolean("ok")),
+    "ev": lambda f: Events(f.events("e")),
+}
