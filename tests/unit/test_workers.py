@@ -18,8 +18,16 @@ import pytest
 from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
 from postkeep.net.slots import LocalSlots
-from postkeep.server.imap_workers import WorkerChannel, WorkerPool, _Outbox, _read_message
+from postkeep.server.imap_workers import (
+    WorkerChannel,
+    WorkerPool,
+    _EventBatch,
+    _Outbox,
+    _read_message,
+)
 from postkeep.server.ipc import (
+    EVENTS_PER_FRAME,
+    HEADER_SIZE,
     MAX_FRAME,
     AccountSlot,
     Answer,
@@ -33,6 +41,7 @@ from postkeep.server.ipc import (
     Ready,
     SlotRelease,
     SlotRequest,
+    decode,
     encode,
 )
 from postkeep.store.api import MailboxEvent
@@ -233,3 +242,24 @@ def test_a_worker_that_stops_reading_its_channel_is_killed() -> None:
             verifier.close()
 
     asyncio.run(go())
+
+
+def test_a_pass_with_more_events_than_one_frame_holds_is_sent_in_several() -> None:
+    """A STORE on 3,000 messages publishes 3,000 events in one pass of the event loop: they
+    must reach the other end complete, in frames it accepts (one frame of them all would be
+    past MAX_FRAME and cost the worker its channel)."""
+    longest = MailboxEvent(2**31 - 1, 2**31 - 1, "mailboxes", 2**32 - 1, 2**63 - 1)
+    assert len(encode(Events((longest,) * EVENTS_PER_FRAME))) - HEADER_SIZE <= MAX_FRAME
+    frames: list[bytes] = []
+
+    async def publish() -> None:
+        batch = _EventBatch(lambda message: frames.append(encode(message)))
+        for uid in range(1, 3001):
+            batch.add(MailboxEvent(2**31 - 1, 2**31 - 1, "flags", uid, 2**63 - uid))
+        await asyncio.sleep(0)  # the end of the pass
+
+    asyncio.run(publish())
+    assert len(frames) > 1
+    received = [decode(frame[HEADER_SIZE:]) for frame in frames]
+    uids = [e.uid for m in received if isinstance(m, Events) for e in m.events]
+    assert uids == list(range(1, 3001))

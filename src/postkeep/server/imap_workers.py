@@ -120,8 +120,10 @@ class _Outbox:
 
 
 class _EventBatch:
-    """Events published during one pass of the event loop, sent as one `ipc.Events` at its
-    end (a STORE on 100 messages publishes 100 events: one frame and one write, not 100)."""
+    """Events published during one pass of the event loop, sent together at its end (a STORE
+    on 100 messages publishes 100 events: one frame and one write, not 100), in frames of at
+    most `ipc.EVENTS_PER_FRAME` (a STORE on 20,000 messages must not make a frame the other
+    end refuses, which would cost the worker its channel and its sessions)."""
 
     def __init__(self, send: Callable[[ipc.Events], None]) -> None:
         self._send = send
@@ -134,8 +136,8 @@ class _EventBatch:
 
     def _flush(self) -> None:
         events, self._events = self._events, []
-        if events:
-            self._send(ipc.Events(tuple(events)))
+        for start in range(0, len(events), ipc.EVENTS_PER_FRAME):
+            self._send(ipc.Events(tuple(events[start : start + ipc.EVENTS_PER_FRAME])))
 
 
 # -- main process side ---------------------------------------------------------------------------

@@ -39,7 +39,10 @@ from postkeep.store.api import MailboxEvent
 
 _LENGTH = struct.Struct("!I")
 HEADER_SIZE = _LENGTH.size
-MAX_FRAME = 64 * 1024  # octets of a frame's body (an `Events` of about 2,400 events)
+MAX_FRAME = 64 * 1024  # octets of a frame's body
+# Events per frame: the longest event row (32-bit ids and UID, 63-bit MODSEQ, the longest kind)
+# is under 80 octets, so 500 of them stay far below MAX_FRAME (tests/unit/test_workers.py).
+EVENTS_PER_FRAME = 500
 
 
 class ChannelError(ValueError):
