@@ -51,7 +51,7 @@ from postkeep.smtp.server import ip_class
 from postkeep.store.api import Account
 
 if TYPE_CHECKING:
-    from postkeep.store.sql.store import SqlStore
+    from postkeep.store.api import MailStore
 
 logger = log.get("imap")
 
@@ -139,7 +139,7 @@ class ImapServer:
     def __init__(
         self,
         cfg: Config,
-        store: SqlStore,
+        store: MailStore,
         tls_context: ssl.SSLContext | None,
         verifier: PasswordVerifier,
         *,

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from postkeep import log
 from postkeep.errors import AlreadyExists, NotFound, StoreError
@@ -39,12 +39,17 @@ from postkeep.imap.view import MailboxView
 from postkeep.imap.wire import commands as c
 from postkeep.imap.wire import render
 from postkeep.mime.summary import Summary
-from postkeep.store.api import Account, Envelope, Flag, LocalDelivery, MessageInfo
+from postkeep.store.api import (
+    DELIMITER,
+    Account,
+    Envelope,
+    Flag,
+    LocalDelivery,
+    MailStore,
+    MessageInfo,
+    OverQuota,
+)
 from postkeep.store.events import Subscription
-from postkeep.store.sql.mailops import DELIMITER, OverQuota
-
-if TYPE_CHECKING:
-    from postkeep.store.sql.store import SqlStore
 
 logger = log.get("imap")
 
@@ -89,7 +94,7 @@ class Session:
 
     def __init__(
         self,
-        store: SqlStore,
+        store: MailStore,
         out: Output,
         limits: SessionLimits,
         *,
