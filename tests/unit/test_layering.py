@@ -1,6 +1,8 @@
 """Import boundaries between postkeep's packages, read from the source (every import statement,
 those under ``if TYPE_CHECKING:`` and inside functions included).
 
+- The sans-IO protocol cores, `postkeep.imap.wire` and `postkeep.smtp.wire`, never import
+  asyncio, sockets, the store, config, net or policy.
 - `postkeep.imap` reaches the store through its interface (`postkeep.store.api`, the event bus),
   never through the SQL implementation, `postkeep.store.sql`.
 """
@@ -17,6 +19,14 @@ import pytest
 import postkeep
 
 SRC = Path(postkeep.__file__).parent
+SANS_IO_FORBIDDEN = (
+    "asyncio",
+    "socket",
+    "postkeep.store",
+    "postkeep.config",
+    "postkeep.net",
+    "postkeep.policy",
+)
 
 
 def imported(package: str) -> Iterator[tuple[str, str]]:
@@ -40,6 +50,8 @@ def within(module: str, prefixes: tuple[str, ...]) -> bool:
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [
+        ("postkeep.imap.wire", SANS_IO_FORBIDDEN),
+        ("postkeep.smtp.wire", SANS_IO_FORBIDDEN),
         ("postkeep.imap", ("postkeep.store.sql",)),
     ],
 )

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from postkeep.imap import fetch as fetchmod
+from postkeep.imap.flags import flag_list, split_flags
 from postkeep.imap.view import Selected
 from postkeep.imap.wire import commands as c
 from postkeep.imap.wire import render
@@ -48,7 +49,7 @@ async def cmd_append(session: Session, cmd: c.Append) -> None:
     parsed: list[tuple[c.AppendMessage, Flag, tuple[str, ...]]] = []
     total = 0
     for msg in cmd.messages:
-        split = render.split_flags(msg.flags)
+        split = split_flags(msg.flags)
         if isinstance(split, str):
             session.bad(cmd.tag, split)
             return
@@ -252,7 +253,7 @@ async def _fetch_flags(
                     key = (bits, keywords, uid in recent)
                     flags = lists.get(key)
                     if flags is None:
-                        flags = lists[key] = b"FLAGS " + render.flag_list(
+                        flags = lists[key] = b"FLAGS " + flag_list(
                             Flag(bits), tuple(keywords.split()), recent=key[2]
                         )
                     items.append(flags)
@@ -328,7 +329,7 @@ async def cmd_store(session: Session, cmd: c.Store) -> None:
     if sel is None:
         return
     assert session.account is not None
-    flags = render.split_flags(cmd.flags)
+    flags = split_flags(cmd.flags)
     if isinstance(flags, str):
         session.bad(cmd.tag, flags)
         return

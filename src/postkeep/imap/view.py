@@ -18,7 +18,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from postkeep.imap.wire import render
+from postkeep.imap import flags
 from postkeep.imap.wire.commands import SequenceSet
 from postkeep.store.api import MessageInfo
 
@@ -119,7 +119,7 @@ class Selected:
 
     def flag_list(self, info: MessageInfo) -> bytes:
         """The FLAGS list of a message, with \\Recent when it is recent to this session."""
-        return render.flag_list(info.flags, info.keywords, recent=info.uid in self.recent)
+        return flags.flag_list(info.flags, info.keywords, recent=info.uid in self.recent)
 
     def uid_set(self, uids: SequenceSet) -> list[int]:
         """UIDs in the view a UID set names, with SEARCHRES's "$" (RFC 5182)."""
