@@ -12,9 +12,8 @@ from sqlalchemy import create_engine, make_url, select
 
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.mime.summary import Summary
-from postkeep.store.api import Account, Envelope, Flag, LocalDelivery, MailboxEvent
+from postkeep.store.api import Account, Envelope, Flag, LocalDelivery, MailboxEvent, OverQuota
 from postkeep.store.sql.base import LOOP_BUSY_TIMEOUT_MS, LOOP_CACHE_KIB
-from postkeep.store.sql.mailops import OverQuota
 from postkeep.store.sql.schema import blobs
 from postkeep.store.sql.store import SqlStore
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from postkeep.imap import flags
 from postkeep.imap.view import MailboxView
 from postkeep.imap.wire import render
 from postkeep.imap.wire.commands import STAR, SequenceSet
@@ -66,14 +67,14 @@ def test_strings_and_literals() -> None:
     assert render.string("Grüße") == b"{7}\r\n" + "Grüße".encode()
     assert render.literal(b"a\x00b", binary=True) == b"~{3}\r\na\x00b"
     assert render.literal(b"a\x00b") == b"{3}\r\na\x80b"  # no NUL in a plain literal
-    assert render.flag_list(Flag.SEEN, recent=True) == b"(\\Recent \\Seen)"
+    assert flags.flag_list(Flag.SEEN, recent=True) == b"(\\Recent \\Seen)"
     assert render.astring("INBOX") == b"INBOX" and render.astring("a b") == b'"a b"'
 
 
 def test_flags_and_sets() -> None:
-    assert render.flag_list(Flag.SEEN | Flag.FLAGGED, ("$Work",)) == b"(\\Flagged \\Seen $Work)"
-    assert render.split_flags(["\\seen", "\\Recent", "$A", "$a"]) == (Flag.SEEN, ("$A",))
-    assert render.split_flags(["\\Bogus"]) == "Invalid system flag \\Bogus"
+    assert flags.flag_list(Flag.SEEN | Flag.FLAGGED, ("$Work",)) == b"(\\Flagged \\Seen $Work)"
+    assert flags.split_flags(["\\seen", "\\Recent", "$A", "$a"]) == (Flag.SEEN, ("$A",))
+    assert flags.split_flags(["\\Bogus"]) == "Invalid system flag \\Bogus"
     assert render.number_set([5, 1, 2, 3, 9]) == "1:3,5,9"
     assert render.number_set([]) == ""
     assert render.mailbox("Entwürfe", utf8=False) == b'"Entw&APw-rfe"'

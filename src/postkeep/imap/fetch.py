@@ -13,6 +13,7 @@ import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from postkeep.imap.flags import flag_list
 from postkeep.imap.wire import render
 from postkeep.imap.wire.commands import FetchAtt, Section
 from postkeep.mime.structure import Part, decoded_body, find_part, header_fields
@@ -139,7 +140,7 @@ def render_items(
         if name == "UID":
             add("UID", b"%d" % info.uid)
         elif name == "FLAGS":
-            add("FLAGS", render.flag_list(info.flags, info.keywords, recent=recent))
+            add("FLAGS", flag_list(info.flags, info.keywords, recent=recent))
         elif name == "INTERNALDATE":
             add("INTERNALDATE", b'"' + internaldate(info.internaldate).encode() + b'"')
         elif name == "RFC822.SIZE":

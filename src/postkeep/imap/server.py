@@ -50,7 +50,7 @@ from postkeep.net.tls import EndPointBindings
 from postkeep.store.api import Account
 
 if TYPE_CHECKING:
-    from postkeep.store.sql.store import SqlStore
+    from postkeep.store.api import MailStore
 
 logger = log.get("imap")
 
@@ -137,7 +137,7 @@ class ImapServer:
     def __init__(
         self,
         cfg: Config,
-        store: SqlStore,
+        store: MailStore,
         tls_context: ssl.SSLContext | None,
         verifier: PasswordVerifier,
         *,

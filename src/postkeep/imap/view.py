@@ -7,15 +7,20 @@ expunged, UIDs added: RFC 7162's MODSEQ order makes that exact, see `Session.syn
 what must be announced, so two sessions on one mailbox stay consistent whatever order their
 changes commit in. Expunges are held back (the UIDs stay in the view) while a FETCH, STORE or
 SEARCH by sequence number runs, as RFC 9051 §7.5.1 requires.
+
+`Selected` is the session's selected mailbox: the view and what the session has announced of
+the mailbox (HIGHESTMODSEQ, keywords, \\Recent messages, SEARCHRES's saved result).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from postkeep.imap import flags
 from postkeep.imap.wire.commands import SequenceSet
+from postkeep.store.api import MessageInfo
 
 
 @dataclass(slots=True)
@@ -93,3 +98,44 @@ class MailboxView:
                 kept.append(uid)
         self.uids = kept
         return out
+
+
+@dataclass(slots=True)
+class Selected:
+    """The selected mailbox of one session (RFC 9051 §3.3): its view, and what was announced."""
+
+    mailbox_id: int
+    name: str
+    uidvalidity: int
+    read_only: bool
+    view: MailboxView
+    modseq: int  # highest MODSEQ announced
+    keywords: set[str] = field(default_factory=set)  # lower-case keywords announced in FLAGS
+    keyword_names: list[str] = field(default_factory=list)
+    dirty: bool = False
+    reported: dict[int, int] = field(default_factory=dict)  # uid -> modseq already sent
+    saved: frozenset[int] = frozenset()  # SEARCHRES "$" (UIDs)
+    recent: set[int] = field(default_factory=set)  # UIDs \Recent to this session
+
+    def flag_list(self, info: MessageInfo) -> bytes:
+        """The FLAGS list of a message, with \\Recent when it is recent to this session."""
+        return flags.flag_list(info.flags, info.keywords, recent=info.uid in self.recent)
+
+    def uid_set(self, uids: SequenceSet) -> list[int]:
+        """UIDs in the view a UID set names, with SEARCHRES's "$" (RFC 5182)."""
+        found = self.view.by_uid(uids)
+        if uids.saved:
+            found = sorted(set(found) | (self.saved & set(self.view.uids)))
+        return found
+
+    def targets(self, seqs: SequenceSet, uid: bool) -> list[int] | None:
+        """UIDs a command names; None (the command is answered BAD) for sequence numbers out of
+        range."""
+        if uid:
+            return self.uid_set(seqs)
+        if not self.view.seq_in_range(seqs):
+            return None
+        found = self.view.by_seq(seqs)
+        if seqs.saved:
+            found = sorted(set(found) | (self.saved & set(self.view.uids)))
+        return found

@@ -1,8 +1,8 @@
 """Persistent state: domains, accounts and their credentials (password hash, SASL mechanism
 secrets, app passwords), aliases, mailboxes, messages, the outbound queue and encrypted blobs.
 
-The contract is `postkeep.store.api.Store`; `postkeep.store.sql.store.SqlStore` implements it
-on SQLite or PostgreSQL. Typical use::
+The contract is `postkeep.store.api.Store` (and `MailStore`, what IMAP needs besides);
+`postkeep.store.sql.store.SqlStore` implements both on SQLite or PostgreSQL. Typical use::
 
     key = load_master_key(data_dir / "master.key")     # or create_master_key(...) once, at init
     store = await open_store(None, data_dir, key)      # None: sqlite:///<data_dir>/store.db

@@ -8,9 +8,13 @@ Exposure: the store is reached only by authenticated code paths and by delivery;
 callers to have validated addresses (lower-cased domain, syntax checked) but re-checks uniqueness
 and referential integrity itself.
 
-Every method is a coroutine; implementations run blocking I/O in threads. `deliver()` returns only
-once the blob and the metadata are durable (fsync'd files, committed transaction): that is the
-promise behind SMTP's `250` after DATA.
+Every method is a coroutine (but `MailStore.subscribe`); implementations run blocking I/O in
+threads. `deliver()` returns only once the blob and the metadata are durable (fsync'd files,
+committed transaction): that is the promise behind SMTP's `250` after DATA.
+
+`Store` is what SMTP, delivery, authentication and the CLI use; `MailStore` extends it with the
+mailbox operations IMAP needs (snapshots, MODSEQ changes, flags, expunge, copy and move, mailbox
+management, subscriptions).
 """
 
 from __future__ import annotations
@@ -18,7 +22,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from postkeep.errors import StoreError
+
+if TYPE_CHECKING:
+    from postkeep.store.events import Subscription
 
 
 class SpecialUse(enum.StrEnum):
@@ -237,6 +246,65 @@ class MailboxEvent:
     modseq: int | None = None
 
 
+# -- IMAP mailbox operations (`MailStore`) ---------------------------------------------------------
+
+#: The hierarchy delimiter of mailbox names (RFC 9051 §5.1).
+DELIMITER = "/"
+
+
+class OverQuota(StoreError):
+    """The operation would take the account over its quota (IMAP [OVERQUOTA], RFC 9208 §4.3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A mailbox as of one read: its row, its UIDs ascending, the keywords in use (if asked)."""
+
+    mailbox: Mailbox
+    uids: list[int]
+    keywords: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed in a mailbox after a MODSEQ, read in one transaction: the mailbox row, the
+    messages with a greater MODSEQ (new ones included, RFC 7162 §3.1.4.1) ascending by UID,
+    and the UIDs expunged after it (§3.2.10), ascending."""
+
+    mailbox: Mailbox
+    changed: list[MessageInfo]
+    expunged: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxCounts:
+    """What STATUS reports (RFC 9051 §6.3.11, RFC 8438 SIZE)."""
+
+    messages: int
+    unseen: int
+    deleted: int
+    size: int
+    recent: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FlagChange:
+    """Result of `set_flags`: the messages whose flags changed (new MODSEQ) and, with
+    UNCHANGEDSINCE, the UIDs that failed the test (RFC 7162 §3.1.3 MODIFIED)."""
+
+    changed: tuple[MessageInfo, ...]
+    modified: tuple[int, ...] = ()
+    unchanged: tuple[MessageInfo, ...] = ()  # matched, flags already as asked
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    """UIDPLUS COPYUID data (RFC 4315 §3): the destination's UIDVALIDITY and UID pairs."""
+
+    uidvalidity: int
+    pairs: tuple[tuple[int, int], ...]  # (source uid, destination uid), source order
+
+
 class Store(Protocol):
     """The store API. See `postkeep.store.sql.store.SqlStore` for the implementation."""
 
@@ -349,3 +417,117 @@ class Store(Protocol):
         and records the envelope. Returns only after all of it is durable; then publishes a
         MailboxEvent per recipient. On failure nothing is visible and the blob is removed.
         """
+
+
+class MailStore(Store, Protocol):
+    """The store as IMAP uses it: `Store` plus the mailbox operations of RFC 9051 and its
+    extensions. A protocol of its own, not part of `Store`, so that SMTP, delivery,
+    authentication and the CLI (and their test doubles) depend only on what they use.
+
+    Mailbox and message ids are the caller's to scope: the operations taking an `account_id`
+    check ownership, the reads by `mailbox_id` trust the caller (IMAP got the id from the
+    account's own mailbox). `ranges` and `uids` are inclusive (low, high) UID runs, ascending.
+    """
+
+    # -- events ------------------------------------------------------------------------------------
+    def subscribe(self, account_id: int | None, maxsize: int | None = None) -> Subscription:
+        """The MailboxEvents of one account (None: of all), for IDLE (RFC 9051 §6.3.13)."""
+
+    # -- reads -------------------------------------------------------------------------------------
+    async def get_mailbox_by_id(self, mailbox_id: int) -> Mailbox | None:
+        """The mailbox row (UIDNEXT, HIGHESTMODSEQ, ...), None if it is gone."""
+
+    async def mailbox_snapshot(self, mailbox_id: int, *, keywords: bool = False) -> Snapshot:
+        """Row, UIDs and (if asked) keywords in use, in one read (SELECT, RFC 9051 §6.3.2)."""
+
+    async def mailbox_changes(self, mailbox_id: int, modseq: int) -> Changes:
+        """Changes after `modseq` (RFC 7162 §3.1.4.1, §3.2.10); NotFound if the mailbox is gone."""
+
+    async def claim_recent(self, mailbox_id: int) -> tuple[int, int]:
+        """Take the \\Recent messages for one session: UIDs in [first, end) (RFC 3501 §2.3.2)."""
+
+    async def messages_by_uid(
+        self, mailbox_id: int, ranges: Sequence[tuple[int, int]]
+    ) -> list[MessageInfo]:
+        """The messages with a UID in `ranges`, ascending UID (FETCH, RFC 9051 §6.4.5)."""
+
+    async def message_flags(
+        self, mailbox_id: int, ranges: Sequence[tuple[int, int]]
+    ) -> list[tuple[int, int, str, int]]:
+        """(uid, flag bits, keywords, modseq) of those messages: a flags-only FETCH's rows."""
+
+    async def first_unseen_uid(self, mailbox_id: int) -> int | None:
+        """The lowest UID without \\Seen, None if none (SELECT's UNSEEN, RFC 3501 §6.3.1)."""
+
+    async def changed_since(self, mailbox_id: int, modseq: int) -> list[MessageInfo]:
+        """Messages with MODSEQ > `modseq`, ascending UID (CHANGEDSINCE, RFC 7162 §3.1.4.1)."""
+
+    async def expunged_since(self, mailbox_id: int, modseq: int) -> list[int]:
+        """UIDs expunged after `modseq`, ascending (VANISHED, RFC 7162 §3.2.10)."""
+
+    async def mailbox_counts(self, mailbox_id: int) -> MailboxCounts:
+        """The counts and total size STATUS reports (RFC 9051 §6.3.11, RFC 8438)."""
+
+    async def message_summaries(
+        self, account_id: int, message_ids: Sequence[int]
+    ) -> dict[int, bytes]:
+        """Each message's MIME summary document (`postkeep.mime.summary`); missing ids left out."""
+
+    async def read_messages(
+        self,
+        account_id: int,
+        wanted: Sequence[tuple[int, int | None]],
+        *,
+        expected_bytes: int | None = None,
+    ) -> dict[int, bytes]:
+        """(message id, None or prefix length) -> the decrypted bytes; messages gone left out."""
+
+    # -- flags, expunge, copy and move, append -----------------------------------------------------
+    async def set_flags(
+        self,
+        account_id: int,
+        mailbox_id: int,
+        uids: Sequence[tuple[int, int]],
+        mode: str,
+        flags: Flag,
+        keywords: Sequence[str] = (),
+        unchanged_since: int | None = None,
+    ) -> FlagChange:
+        """STORE "replace", "add" or "remove" (RFC 9051 §6.4.6; UNCHANGEDSINCE, RFC 7162 §3.1.3)."""
+
+    async def expunge(
+        self, account_id: int, mailbox_id: int, uids: Sequence[tuple[int, int]] | None = None
+    ) -> list[int]:
+        """Remove the \\Deleted messages (in `uids`: RFC 4315 §2.1); UIDs gone (RFC 9051 §6.4.3)."""
+
+    async def copy_messages(
+        self,
+        account_id: int,
+        source_id: int,
+        uids: Sequence[tuple[int, int]],
+        dest_id: int,
+        *,
+        move: bool = False,
+    ) -> CopyResult:
+        """COPY, or MOVE with `move` (RFC 9051 §6.4.7-8, RFC 6851); OverQuota past the quota."""
+
+    async def deliver_all(self, deliveries: Sequence[LocalDelivery]) -> list[DeliveryResult]:
+        """Several deliveries in one transaction, all or none (MULTIAPPEND, RFC 3502)."""
+
+    # -- mailboxes and subscriptions ---------------------------------------------------------------
+    async def create_mailbox(
+        self, account_id: int, name: str, special_use: str | None = None
+    ) -> Mailbox:
+        """CREATE with its superior names (RFC 9051 §6.3.4, RFC 6154 §3); AlreadyExists."""
+
+    async def delete_mailbox(self, account_id: int, name: str) -> None:
+        """DELETE (RFC 9051 §6.3.5); refused for INBOX and for a mailbox with children."""
+
+    async def rename_mailbox(self, account_id: int, old: str, new: str) -> None:
+        """RENAME, children included; INBOX's messages move, INBOX stays (RFC 9051 §6.3.6)."""
+
+    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None:
+        """SUBSCRIBE / UNSUBSCRIBE (RFC 9051 §6.3.7-8); NotFound unsubscribing an unknown name."""
+
+    async def list_subscriptions(self, account_id: int) -> list[str]:
+        """The subscribed names, whether their mailboxes exist or not (RFC 9051 §6.3.7)."""

@@ -1,29 +1,18 @@
-"""IMAP response rendering (sans-IO): strings, literals, flags, sequence sets, mailbox names.
+"""IMAP response rendering (sans-IO): strings, literals, sequence sets, mailbox names.
 
 Implements the response grammar of RFC 9051 §4 and §9 for the values the server sends: quoted
 strings (only 7-bit text without CR, LF, NUL; with \\ and " escaped), literals otherwise
-(``{n}`` or literal8 ``~{n}`` for BINARY data with NUL, RFC 3516 §4.3), NIL, flag lists
-(RFC 9051 §2.3.2), sequence sets in compact "1:3,5" form, and mailbox names in UTF-8
-(IMAP4rev2, UTF8=ACCEPT) or modified UTF-7 (RFC 3501 §5.1.3).
+(``{n}`` or literal8 ``~{n}`` for BINARY data with NUL, RFC 3516 §4.3), NIL, sequence sets in
+compact "1:3,5" form, and mailbox names in UTF-8 (IMAP4rev2, UTF8=ACCEPT) or modified UTF-7
+(RFC 3501 §5.1.3). Flag lists are rendered by `postkeep.imap.flags`, which knows the store's
+flag bits.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from postkeep.imap.wire.mailbox import encode_mailbox_utf7
-from postkeep.store.api import Flag
-
-#: System flags in the order the server lists them (RFC 9051 §2.3.2).
-SYSTEM_FLAGS: tuple[tuple[Flag, str], ...] = (
-    (Flag.ANSWERED, "\\Answered"),
-    (Flag.FLAGGED, "\\Flagged"),
-    (Flag.DELETED, "\\Deleted"),
-    (Flag.SEEN, "\\Seen"),
-    (Flag.DRAFT, "\\Draft"),
-)
-FLAG_BY_NAME: dict[str, Flag] = {name.upper(): flag for flag, name in SYSTEM_FLAGS}
 
 _QUOTE_SAFE = frozenset(range(0x20, 0x7F)) - {0x22, 0x5C}
 
@@ -54,39 +43,6 @@ def astring(value: str) -> bytes:
     if raw and all(0x21 <= b < 0x7F and b not in b'(){ %*"\\]' for b in raw):
         return raw
     return string(raw)
-
-
-def flag_names(flags: Flag, keywords: Iterable[str] = ()) -> list[str]:
-    return [name for flag, name in SYSTEM_FLAGS if flags & flag] + list(keywords)
-
-
-@functools.lru_cache(maxsize=1024)  # FETCH FLAGS of a large mailbox repeats a few lists
-def flag_list(flags: Flag, keywords: tuple[str, ...] = (), *, recent: bool = False) -> bytes:
-    names = flag_names(flags, keywords)
-    if recent:
-        names.insert(0, "\\Recent")
-    return ("(" + " ".join(names) + ")").encode()
-
-
-def split_flags(names: Sequence[str]) -> tuple[Flag, tuple[str, ...]] | str:
-    """System flags and keywords from flag names, or an error text for a bad system flag.
-
-    \\Recent cannot be stored (RFC 3501 §2.3.2) and is ignored, as Dovecot does.
-    """
-    flags = Flag(0)
-    keywords: dict[str, str] = {}
-    for name in names:
-        if name.startswith("\\"):
-            upper = name.upper()
-            if upper == "\\RECENT":
-                continue
-            flag = FLAG_BY_NAME.get(upper)
-            if flag is None:
-                return f"Invalid system flag {name}"
-            flags |= flag
-        else:
-            keywords.setdefault(name.lower(), name)
-    return flags, tuple(keywords.values())
 
 
 def number_set(numbers: Iterable[int]) -> str:

@@ -1,4 +1,6 @@
-"""Mailbox and message operations of `postkeep.store.sql.store.SqlStore` that IMAP needs.
+"""Mailbox and message operations of `postkeep.store.sql.store.SqlStore` that IMAP needs: its
+part of `postkeep.store.api.MailStore`, whose result types (and `DELIMITER`, `OverQuota`) live
+there.
 
 Snapshots of a mailbox (UIDs in order), messages by UID range, changes since a MODSEQ, counts for
 STATUS; flag changes (RFC 9051 §6.4.6, with CONDSTORE's UNCHANGEDSINCE, RFC 7162 §3.1.3),
@@ -17,14 +19,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, or_, select, update
 
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.mime.summary import summarize
-from postkeep.store.api import Flag, Mailbox, MailboxEvent, MessageInfo
+from postkeep.store.api import (
+    DELIMITER,
+    Changes,
+    CopyResult,
+    Flag,
+    FlagChange,
+    Mailbox,
+    MailboxCounts,
+    MailboxEvent,
+    MessageInfo,
+    OverQuota,
+    Snapshot,
+)
 from postkeep.store.crypto import (
     CryptoError,
     decrypt_blob,
@@ -55,63 +69,9 @@ from postkeep.store.sql.schema import (
 )
 from postkeep.store.sql.writer import UID_MAX
 
-DELIMITER = "/"
 MAX_MAILBOX_NAME = 1000  # octets of UTF-8
 MAX_MAILBOXES = 10_000  # per account
 MAX_KEYWORDS = 64  # per message
-
-
-class OverQuota(StoreError):
-    """The operation would take the account over its quota (IMAP [OVERQUOTA], RFC 9208 §4.3)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A mailbox as of one read: its row, its UIDs ascending, the keywords in use (if asked)."""
-
-    mailbox: Mailbox
-    uids: list[int]
-    keywords: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Changes:
-    """What changed in a mailbox after a MODSEQ, read in one transaction: the mailbox row, the
-    messages with a greater MODSEQ (new ones included, RFC 7162 §3.1.4.1) ascending by UID,
-    and the UIDs expunged after it (§3.2.10), ascending."""
-
-    mailbox: Mailbox
-    changed: list[MessageInfo]
-    expunged: list[int]
-
-
-@dataclass(frozen=True, slots=True)
-class MailboxCounts:
-    """What STATUS reports (RFC 9051 §6.3.11, RFC 8438 SIZE)."""
-
-    messages: int
-    unseen: int
-    deleted: int
-    size: int
-    recent: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class FlagChange:
-    """Result of `set_flags`: the messages whose flags changed (new MODSEQ) and, with
-    UNCHANGEDSINCE, the UIDs that failed the test (RFC 7162 §3.1.3 MODIFIED)."""
-
-    changed: tuple[MessageInfo, ...]
-    modified: tuple[int, ...] = ()
-    unchanged: tuple[MessageInfo, ...] = ()  # matched, flags already as asked
-
-
-@dataclass(frozen=True, slots=True)
-class CopyResult:
-    """UIDPLUS COPYUID data (RFC 4315 §3): the destination's UIDVALIDITY and UID pairs."""
-
-    uidvalidity: int
-    pairs: tuple[tuple[int, int], ...]  # (source uid, destination uid), source order
 
 
 def check_mailbox_name(name: str) -> str:

@@ -1,4 +1,5 @@
-"""SqlStore: the `postkeep.store.api.Store` on SQLAlchemy Core, for SQLite and PostgreSQL.
+"""SqlStore: `postkeep.store.api.Store` and `MailStore` on SQLAlchemy Core, for SQLite and
+PostgreSQL.
 
 The store is assembled from parts: `postkeep.store.sql.base` (engines, lifecycle, the read pool and
 the single writer thread, keys), this module (delivery, domains, accounts, aliases, mailboxes and
