@@ -1,4 +1,4 @@
 """The sans-IO SMTP server core: command grammar, session state machine, reply rendering.
 
 Bytes in, typed events out. Never imports asyncio, sockets, the store, config, net or policy
-(checked by `tests/unit/test_layering.py`)."""
+(the `wire` contract of `make lint`, pyproject.toml [tool.importlinter])."""
