@@ -10,7 +10,7 @@ import datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from postkeep.imap.search import (
+from postkeep.imap.content import (
     Candidate,
     MessageContent,
     SearchContext,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from postkeep.imap.search import (
+from postkeep.imap.content import (
     Address,
     Candidate,
     MessageContent,

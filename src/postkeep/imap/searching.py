@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from postkeep.imap.search import Candidate, MessageContent, SearchContext, needs_content, search
+from postkeep.imap.content import Candidate, MessageContent, SearchContext, needs_content, search
 from postkeep.imap.thread import (
     SortFields,
     render_threads,
