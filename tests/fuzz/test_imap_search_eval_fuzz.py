@@ -10,15 +10,8 @@ import datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from postkeep.imap.search import (
-    Candidate,
-    MessageContent,
-    SearchContext,
-    matches,
-    needs_content,
-    parse_addresses,
-    search,
-)
+from postkeep.imap.content import MessageContent, parse_addresses
+from postkeep.imap.search import Candidate, SearchContext, matches, needs_content, search
 from postkeep.imap.wire.commands import (
     STAR,
     Search,

@@ -9,18 +9,14 @@ from collections.abc import Callable
 
 import pytest
 
-from postkeep.imap.search import (
+from postkeep.imap.content import (
     Address,
-    Candidate,
     MessageContent,
-    SearchContext,
     decode_bytes,
     decode_header_text,
-    matches,
-    needs_content,
     parse_addresses,
-    search,
 )
+from postkeep.imap.search import Candidate, SearchContext, matches, needs_content, search
 from postkeep.imap.wire.commands import (
     STAR,
     ParseError,

@@ -4,8 +4,8 @@ SEARCH and UID SEARCH (RFC 9051 §6.4.4, §6.4.9) with ESEARCH's result options 
 SEARCHRES's SAVE (RFC 5182), MODSEQ (CONDSTORE: RFC 7162 §3.1.5) and WITHIN (RFC 5032); SORT
 (RFC 5256 §3) and THREAD=ORDEREDSUBJECT and THREAD=REFERENCES (RFC 5256 §2.1-2.2, §4). The
 search keys are evaluated by `postkeep.imap.search`, sorting and threading done by
-`postkeep.imap.thread`; this module reads the candidates (and contents) from the store and
-writes the responses.
+`postkeep.imap.thread`, both over messages read as `postkeep.imap.content.MessageContent`; this
+module reads the candidates (and contents) from the store and writes the responses.
 
 Each `cmd_*` handler is a function of (session, command), called from `Session.execute`; see
 `postkeep.imap.session` for why functions rather than mixins.
@@ -16,7 +16,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from postkeep.imap.search import Candidate, MessageContent, SearchContext, needs_content, search
+from postkeep.imap.content import MessageContent
+from postkeep.imap.search import Candidate, SearchContext, needs_content, search
 from postkeep.imap.thread import (
     SortFields,
     render_threads,

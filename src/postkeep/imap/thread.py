@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from postkeep.imap.search import Address, MessageContent, decode_header_text, parse_addresses
+from postkeep.imap.content import Address, MessageContent, decode_header_text, parse_addresses
 from postkeep.imap.wire.commands import SortCriterion
 
 
