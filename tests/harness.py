@@ -358,6 +358,12 @@ class Harness:
             address, fast_hash(password), quota, secrets=derive_secrets(address, password)
         ))
 
+    def new_user(self, domain: str, quota: int = 0, prefix: str = "u") -> str:
+        """A new account with a unique address in `domain` (its mailboxes start empty)."""
+        address = f"{unique(prefix)}@{domain}"
+        self.add_user(address, quota=quota)
+        return address
+
     def add_alias(self, source: str, *targets: str) -> Alias:
         """An alias `local@domain`, or a catch-all `@domain`."""
         return self.run(self.db.add_alias(source, list(targets)))
