@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,17 @@ from postkeep.store.crypto import load_master_key
 
 POSTKEEP = [sys.executable, "-m", "postkeep"]
 PASSWORD = "correct horse battery staple"
+
+
+def require_tool(name: str, package: str, path: str | None = None) -> str:
+    """The path of an external program the suite needs, or a FAILED test (not a skip):
+    `make test` installs them all (scripts/test-deps.sh), so a missing one is a broken
+    install to fix, not a reason to test less."""
+    found = shutil.which(name, path=path)
+    if found is None:
+        pytest.fail(f"{name} is missing: install the Debian package {package} "
+                    "(scripts/test-deps.sh does)", pytrace=False)
+    return found
 
 
 def free_port() -> int:

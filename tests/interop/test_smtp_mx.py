@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import smtplib
 import socket
 import ssl
@@ -12,9 +11,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from tests.interop.conftest import Instance
-
-pytestmark = pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+from tests.interop.conftest import Instance, require_tool
 
 
 def marker() -> str:
@@ -23,7 +20,8 @@ def marker() -> str:
 
 def swaks(inst: Instance, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["swaks", "--server", "127.0.0.1", "--port", str(inst.smtp_port), "--timeout", "20",
+        [require_tool("swaks", "swaks"), "--server", "127.0.0.1", "--port", str(inst.smtp_port),
+         "--timeout", "20",
          *args],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )

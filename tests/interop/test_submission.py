@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import shutil
 import smtplib
 import socket
 import ssl
@@ -17,9 +16,7 @@ from pathlib import Path
 import pytest
 from scramp import ScramClient
 
-from tests.interop.conftest import PASSWORD, Instance, make_instance
-
-pytestmark = pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+from tests.interop.conftest import PASSWORD, Instance, make_instance, require_tool
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +102,8 @@ def test_swaks_mechanisms(sub: Instance, mechanism: str, tls: str) -> None:
     extra = (["--auth-extra", "realm=example.test,dmd5-host=localhost"]
              if mechanism == "DIGEST-MD5" else [])
     r = subprocess.run(
-        ["swaks", "--server", "127.0.0.1", "--port", str(port), tls, "--timeout", "20",
+        [require_tool("swaks", "swaks"), "--server", "127.0.0.1", "--port", str(port), tls,
+         "--timeout", "20",
          "--auth", mechanism, "--auth-user", "alice@example.test", "--auth-password", PASSWORD,
          "-f", "alice@example.test", "-t", "bob@example.test",
          "--header", "From: alice@example.test", *extra],
@@ -173,7 +171,8 @@ def test_curl_smtps(sub: Instance, tmp_path: Path) -> None:
     # curl would pick DIGEST-MD5 (enabled on this instance), and its DIGEST-MD5 sends an empty
     # realm and host ("smtp/"), which RFC 2831 servers refuse: ask for PLAIN, its usual choice.
     r = subprocess.run(
-        ["curl", "-sS", "--insecure", f"smtps://127.0.0.1:{sub.submissions_port}",
+        [require_tool("curl", "curl"), "-sS", "--insecure",
+         f"smtps://127.0.0.1:{sub.submissions_port}",
          "--login-options", "AUTH=PLAIN",
          "--mail-from", "alice@example.test", "--mail-rcpt", "bob@example.test",
          "--upload-file", str(mail), "--user", f"alice@example.test:{PASSWORD}"],
@@ -297,14 +296,13 @@ def test_app_passwords(sub: Instance) -> None:
     sub.cli("user", "set", "bob@example.test", "--app-passwords-only", "no")
 
 
-@pytest.mark.skipif(shutil.which("fail2ban-regex") is None, reason="fail2ban not installed")
 def test_fail2ban_filter_matches_auth_failures(sub: Instance) -> None:
     """The shipped fail2ban filter matches every AUTH failure line, with the client IP."""
     log = sub.log()
     failures = log.count("postkeep.smtp: auth failure ip=127.0.0.1 ")
     assert failures >= 3  # made by the tests above in this module
     filt = Path(__file__).parents[2] / "contrib" / "fail2ban" / "filter.d" / "postkeep.conf"
-    r = subprocess.run(["fail2ban-regex", str(sub.log_path), str(filt)],
+    r = subprocess.run([require_tool("fail2ban-regex", "fail2ban"), str(sub.log_path), str(filt)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     found = re.search(r"Lines: \d+ lines, \d+ ignored, (\d+) matched", r.stdout)

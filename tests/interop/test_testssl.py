@@ -8,16 +8,15 @@ nothing below TLS 1.2 is offered; no vulnerability is reported as VULNERABLE.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.interop.conftest import require_tool
 from tests.interop.test_tls_policy import TlsSetup, started_tls_instance
 
-TESTSSL = shutil.which("testssl")
 ACCEPTED_SEVERITIES = {"OK", "INFO", "LOW"}  # MEDIUM, HIGH, CRITICAL, FATAL and WARN fail,
 # except these scanner-side WARNs, keyed by (id, finding):
 KNOWN_WARNINGS = {
@@ -35,10 +34,7 @@ TARGETS = [
     pytest.param("submissions_port", None, id="submissions-implicit-tls"),  # RFC 8314 §3.3
 ]
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(TESTSSL is None, reason="testssl (Debian package testssl.sh) missing"),
-]
+pytestmark = pytest.mark.slow
 
 
 def run_testssl(host: str, port: int, starttls: str | None, ca_file: Path,
@@ -47,10 +43,10 @@ def run_testssl(host: str, port: int, starttls: str | None, ca_file: Path,
 
     `starttls` is testssl's `-t` protocol (smtp, imap, ...) or None for implicit TLS.
     """
-    assert TESTSSL is not None
+    testssl = require_tool("testssl", "testssl.sh")
     out = workdir / f"testssl-{port}.json"
     command = [
-        TESTSSL, "--quiet", "--color", "0", "--nodns", "none", "--ip", host,
+        testssl, "--quiet", "--color", "0", "--nodns", "none", "--ip", host,
         "--warnings", "off", "--add-ca", str(ca_file), "--jsonfile-pretty", str(out),
         *(["-t", starttls] if starttls else []),
         "-p", "-S", "-U", f"{host}:{port}",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import shutil
 import socket
 import ssl
 import subprocess
@@ -25,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from postkeep.net.tls import TLS12_CIPHERS
-from tests.interop.conftest import POSTKEEP, Instance, make_instance
+from tests.interop.conftest import POSTKEEP, Instance, make_instance, require_tool
 
 OTHER_HOST = "mail.other.test"
 CBC_ONLY = ":".join([
@@ -268,10 +267,9 @@ def test_sni_chooses_the_per_host_certificate(tls_server: TlsSetup) -> None:
         conn.close()
 
 
-@pytest.mark.skipif(shutil.which("sslscan") is None, reason="sslscan is not installed")
 def test_sslscan_sees_only_the_policy(tls_server: TlsSetup) -> None:
     result = subprocess.run(
-        ["sslscan", "--starttls-smtp", "--no-colour", "--xml=-",
+        [require_tool("sslscan", "sslscan"), "--starttls-smtp", "--no-colour", "--xml=-",
          f"127.0.0.1:{tls_server.inst.smtp_port}"],
         capture_output=True, text=True, timeout=120, check=True,
     )

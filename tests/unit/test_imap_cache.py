@@ -44,6 +44,33 @@ def test_least_recently_used_out_first_within_the_bound() -> None:
     assert big.header(1, 1) is None and big.size == 0
 
 
+def test_a_touched_entry_outlives_older_untouched_ones() -> None:
+    """Least recently used, not first in: reading an old entry (either kind) keeps it when the
+    bound is next passed, and the oldest untouched entry goes instead."""
+    header = b"H" * 1000  # 1300 octets an entry with the bookkeeping
+    for touch in (MessageCache.header, MessageCache.summary):
+        cache = MessageCache(7 * 1300)  # room for exactly 7
+        for mid in range(1, 8):
+            cache.put_header(1, mid, header)
+        assert cache.size == 7 * 1300
+        touch(cache, 1, 1)  # the oldest, read again
+        cache.put_header(1, 8, header)  # past the bound: one must go
+        assert cache.size == 7 * 1300
+        assert cache.header(1, 1) == header  # touched: kept
+        assert cache.header(1, 2) is None  # the least recently used: evicted
+        assert all(cache.header(1, mid) == header for mid in range(3, 9))
+
+
+def test_filling_an_entry_counts_as_a_use() -> None:
+    header = b"H" * 1000
+    cache = MessageCache(3 * 1300 + 3 * len(DOC) + 100)
+    for mid in (1, 2, 3):
+        cache.put_header(1, mid, header)
+    cache.put_summary(1, 1, Summary(DOC), len(DOC))  # entry 1 gets its summary: used now
+    cache.put_header(1, 4, header)
+    assert cache.summary(1, 1) is not None and cache.header(1, 2) is None
+
+
 def test_zero_turns_it_off() -> None:
     cache = MessageCache(0)
     cache.put_summary(1, 1, Summary(DOC), len(DOC))
