@@ -12,7 +12,7 @@ from email.message import EmailMessage
 import pytest
 
 from postkeep.policy.submission import check_part_sizes, owned_addresses
-from postkeep.store.api import Account, Alias
+from postkeep.store.api import ALIAS_DEPTH, Account, Alias
 from tests.harness import Harness, queue_id, strip_trace
 from tests.inprocess.conftest import ALICE, BOB, CAROL, TEAM
 
@@ -179,3 +179,32 @@ def test_check_part_sizes_nested_and_skipped() -> None:
                     for i in range(60)) + b"\r\n" + b"x" * 200
     refused = check_part_sizes(deep, 100)
     assert refused is not None and (refused.code, refused.enhanced) == (554, "5.6.0")
+
+
+def test_owned_addresses_follow_alias_chains_as_far_as_delivery() -> None:
+    """all@ -> team@ -> alice: mail to all@ reaches alice, so she may send as all@; a chain
+    longer than delivery follows (ALIAS_DEPTH) owns nothing past it; a loop ends."""
+    acc = Account(1, "alice@example.test", 1, "", 0, 0, False)
+    chain = [Alias(1, "team@example.test", ("alice@example.test",)),
+             Alias(2, "all@example.test", ("team@example.test", "bob@example.test"))]
+    assert owned_addresses(acc, chain) == frozenset(
+        {"alice@example.test", "team@example.test", "all@example.test"})
+    deep = [Alias(i, f"a{i}@example.test", (f"a{i - 1}@example.test" if i else ALICE,))
+            for i in range(ALIAS_DEPTH + 2)]
+    owned = owned_addresses(acc, deep)
+    assert {f"a{i}@example.test" for i in range(ALIAS_DEPTH)} <= owned
+    assert f"a{ALIAS_DEPTH}@example.test" not in owned
+    loop = [Alias(1, "x@example.test", ("y@example.test", ALICE)),
+            Alias(2, "y@example.test", ("x@example.test",))]
+    assert owned_addresses(acc, loop) == frozenset({ALICE, "x@example.test", "y@example.test"})
+
+
+def test_sender_may_use_a_nested_alias_that_reaches_her(harness: Harness) -> None:
+    user = harness.new_user("example.test")
+    harness.add_alias(f"inner-{user}", user)
+    harness.add_alias(f"outer-{user}", f"inner-{user}")
+    with harness.smtp() as mx:  # delivery follows the chain ...
+        assert not mx.sendmail("someone@remote.test", [f"outer-{user}"], message(user))
+    with harness.submit(user) as client:  # ... and so does ownership
+        assert mail_from(client, f"outer-{user}")[0] == 250
+        assert mail_from(client, f"inner-{user}")[0] == 250

@@ -1,10 +1,10 @@
 """Submission policy (RFC 6409): who may send as whom, and per-message limits on submitted mail.
 
-Sender ownership: the envelope sender (MAIL FROM) and every address in the From: header must
-belong to the authenticated account: its own address, the source of an alias (not a
-catch-all) that delivers to it, or an address it was granted ("send as"). Anything else is
-refused with 553 5.7.1, so a logged-in user cannot impersonate another (RFC 6409 §6.1 lets the
-MSA enforce this).
+Sender ownership: the envelope sender (MAIL FROM) and every address in the From: header must belong
+to the authenticated account: its own address, the source of an alias (not a catch-all) that
+delivers to it (also through other aliases), or an address it was granted ("send as"). Anything
+else is refused with 553 5.7.1, so a logged-in user cannot impersonate another (RFC 6409 §6.1 lets
+the MSA enforce this).
 
 MIME part limit: a single part larger than `max_part_size` (encoded) is refused with 552 5.3.4.
 The parse is skipped when the whole message is smaller than the limit.
@@ -22,7 +22,7 @@ from email.utils import getaddresses
 from postkeep.errors import Reply
 from postkeep.policy.addresses import normalize
 from postkeep.policy.limits import header_section
-from postkeep.store.api import Account, Alias
+from postkeep.store.api import ALIAS_DEPTH, Account, Alias
 
 MAX_MIME_DEPTH = 50
 
@@ -31,15 +31,23 @@ def owned_addresses(
     account: Account, aliases: Iterable[Alias], grants: Iterable[str] = ()
 ) -> frozenset[str]:
     """Lookup keys (see `policy.addresses.normalize`) the account may send as: its address,
-    aliases delivering to it, and explicit "send as" grants."""
-    own = account.address.lower()
-    owned = {own, *(g.lower() for g in grants)}
+    the aliases whose mail reaches it (directly or through other aliases, as far as delivery
+    follows them: `ALIAS_DEPTH` levels), and explicit "send as" grants."""
+    reaching: dict[str, set[str]] = {}  # address -> sources of the aliases that name it
     for alias in aliases:
         if alias.source.startswith("@"):
             continue  # a catch-all does not let its target send as anyone@domain
-        if any(t.lower() == own for t in alias.targets):
-            owned.add(alias.source.lower())
-    return frozenset(owned)
+        for target in alias.targets:
+            reaching.setdefault(target.lower(), set()).add(alias.source.lower())
+    own = account.address.lower()
+    owned = {own}
+    level = {own}
+    for _ in range(ALIAS_DEPTH):
+        level = {s for a in level for s in reaching.get(a, ())} - owned
+        if not level:
+            break
+        owned |= level
+    return frozenset(owned | {g.lower() for g in grants})
 
 
 def _key(address: str) -> str:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from postkeep.store.events import Subscription
 
 
+ALIAS_DEPTH = 8  # levels of aliases `resolve_local` follows (and sender ownership with it)
+
+
 class SpecialUse(enum.StrEnum):
     """RFC 6154 special-use attributes of the default mailboxes."""
 
@@ -397,9 +400,9 @@ class Store(Protocol):
         """Accounts that mail to `address` reaches, or None if the address is not local.
 
         Order: an account with that address; else an alias with that exact source (targets that are
-        local accounts, expanded recursively up to 8 levels, each account once); else the catch-all
-        alias `@domain`. Returns [] for a local domain alias whose targets are all non-local.
-        Returns None when the domain is not local or nothing matches.
+        local accounts, expanded recursively up to ALIAS_DEPTH levels, each account once); else the
+        catch-all alias `@domain`. Returns [] for a local domain alias whose targets are all
+        non-local. Returns None when the domain is not local or nothing matches.
         """
 
     # -- mailboxes and messages ------------------------------------------------------------------

@@ -31,6 +31,7 @@ from sqlalchemy import exc as sa_exc
 
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.store.api import (
+    ALIAS_DEPTH,
     DEFAULT_MAILBOXES,
     Account,
     Alias,
@@ -82,8 +83,6 @@ from postkeep.store.sql.security import AccountSecurityMixin, check_secrets
 __all__ = ["ALIAS_DEPTH", "SqlStore", "create_engines", "split_address"]
 
 T = TypeVar("T")
-
-ALIAS_DEPTH = 8
 
 
 def split_address(address: str, *, catch_all: bool = False) -> tuple[str, str, str]:
