@@ -120,7 +120,27 @@ def test_header_section_and_check_headers() -> None:
     assert header_section(b"A: 1\r\nB: 2\r\n\r\nbody") == b"A: 1\r\nB: 2\r\n"
     assert header_section(b"\r\nbody") == b""
     assert header_section(b"A: 1\r\n") == b"A: 1\r\n"
+    # bare LF line ends (BDAT BODY=BINARYMIME): the header ends at the first empty line too
+    assert header_section(b"A: 1\nB: 2\n\nbody\n\n") == b"A: 1\nB: 2\n"
+    assert header_section(b"A: 1\r\n\nbody") == b"A: 1\r\n"
+    assert header_section(b"A: 1\n\r\nbody") == b"A: 1\n"
+    assert header_section(b"\nbody") == b""
     assert check_headers(b"A: 1\r\n\r\n" + b"x" * 10_000, 10, 0) is None
     loop = check_headers(b"Received: a\r\nreceived: b\r\n\r\n", 1000, 1)
     assert loop is not None and (loop.code, loop.enhanced) == (554, "5.4.6")
     assert check_headers(b"Received: a\r\nreceived: b\r\n\r\n", 1000, 2) is None
+
+
+def test_binarymime_with_bare_lf_lines_counts_only_its_header(harness: Harness) -> None:
+    """A BDAT BODY=BINARYMIME message (RFC 3030 §3) may end its lines in a bare LF: its header
+    section still ends at the first empty line, so a long body is not a long header, nor are
+    Received lines in the body hops."""
+    body = b"".join(b"Received: in the body %d\n" % i for i in range(200))
+    data = b"Subject: binary\nX-Test: lf\n\n" + body
+    assert len(data) > MX_HEADER
+    client = harness.raw()
+    client.feed(b"EHLO client.test\r\n", 1)
+    reply = client.feed(
+        b"MAIL FROM:<someone@remote.test> BODY=BINARYMIME\r\nRCPT TO:<%s>\r\n"
+        b"BDAT %d LAST\r\n" % (ALICE.encode(), len(data)) + data, 3)
+    assert reply.splitlines()[-1].startswith(b"250 2.0.0 Ok: queued as"), reply

@@ -11,17 +11,24 @@ import re
 from postkeep.errors import Reply
 
 _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
+_EMPTY_LINE = re.compile(rb"\r?\n\r?\n")  # a line end, then an empty line
 
 R_HEADER_TOO_BIG = Reply(552, "5.3.4", "Message header section too large")
 R_LOOP = Reply(554, "5.4.6", "Too many Received headers: mail loop detected (RFC 5321 6.3)")
 
 
 def header_section(data: bytes) -> bytes:
-    """The header section of a message (RFC 5322 §2.1), without the empty line after it."""
-    if data.startswith(b"\r\n"):
+    """The header section of a message (RFC 5322 §2.1), without the empty line after it.
+
+    Lines may end in a bare LF: BDAT BODY=BINARYMIME (RFC 3030 §3) lets such a message in, and
+    the MIME parser reads it the same way, so its header ends at its first empty line too."""
+    if data.startswith((b"\r\n", b"\n")):
         return b""
-    end = data.find(b"\r\n\r\n")
-    return data if end < 0 else data[: end + 2]
+    end = _EMPTY_LINE.search(data)
+    if end is None:
+        return data
+    start = end.start()
+    return data[: start + (2 if data[start] == 0x0D else 1)]
 
 
 def check_headers(data: bytes, max_header_size: int, max_received: int) -> Reply | None:
