@@ -94,3 +94,22 @@ def test_auth_initial_response_may_exceed_command_line_limit() -> None:
     s.feed(b"NOOP " + b"x" * 600 + b"\r\n")
     event = s.next_event()
     assert isinstance(event, Say) and event.reply.code == 500  # other commands keep the limit
+
+
+def test_auth_lines_get_the_longer_limit_only_where_auth_is_offered() -> None:
+    """RFC 4954 §4 lets an AUTH line with an initial response run to 12,288 octets; a server
+    that offers no AUTH (the MX) keeps its command-line limit for lines that start "AUTH "."""
+    line = b"AUTH PLAIN " + b"A" * 2000 + b"\r\n"
+    mx = SmtpSession("mx.example.test", SessionLimits(max_command_line=512),
+                     Capabilities(starttls=True), tls_active=True)
+    mx.feed(b"EHLO c\r\n")
+    hello = mx.next_event()
+    mx.accept_hello(hello.hello)  # type: ignore[union-attr]
+    assert reply_of(mx, line).startswith(b"500 5.5.2")  # line too long
+    msa = SmtpSession("msa.example.test", SessionLimits(max_command_line=512), CAPS,
+                      tls_active=True)
+    msa.feed(b"EHLO c\r\n")
+    hello = msa.next_event()
+    msa.accept_hello(hello.hello)  # type: ignore[union-attr]
+    msa.feed(line)
+    assert isinstance(msa.next_event(), AuthRequested)

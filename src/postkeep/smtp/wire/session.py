@@ -284,7 +284,7 @@ class SmtpSession:
         buf = self._buf
         end = buf.find(b"\n")
         limit = self.limits.max_command_line
-        if buf[:5].upper() == b"AUTH ":
+        if self.capabilities.auth_mechanisms and buf[:5].upper() == b"AUTH ":
             limit = max(limit, MAX_AUTH_LINE)  # RFC 4954 §4: initial responses up to 12288
         if end < 0:
             if len(buf) > limit:
