@@ -11,7 +11,6 @@ import re
 from postkeep.errors import Reply
 
 _RECEIVED = re.compile(rb"^received:", re.IGNORECASE | re.MULTILINE)
-_EMPTY_LINE = re.compile(rb"\r?\n\r?\n")  # a line end, then an empty line
 
 R_HEADER_TOO_BIG = Reply(552, "5.3.4", "Message header section too large")
 R_LOOP = Reply(554, "5.4.6", "Too many Received headers: mail loop detected (RFC 5321 6.3)")
@@ -24,11 +23,8 @@ def header_section(data: bytes) -> bytes:
     the MIME parser reads it the same way, so its header ends at its first empty line too."""
     if data.startswith((b"\r\n", b"\n")):
         return b""
-    end = _EMPTY_LINE.search(data)
-    if end is None:
-        return data
-    start = end.start()
-    return data[: start + (2 if data[start] == 0x0D else 1)]
+    ends = [i for i in (data.find(b"\n\r\n"), data.find(b"\n\n")) if i >= 0]
+    return data[: min(ends) + 1] if ends else data  # up to the LF that ends the last line
 
 
 def check_headers(data: bytes, max_header_size: int, max_received: int) -> Reply | None:
