@@ -1,12 +1,12 @@
 """The IMAP listeners: an asyncio driver around the sans-IO reader/parser and `imap.session`.
 
-Per connection: greeting, then framed commands (`protocol.imap_reader`) parsed with
-`protocol.imap_parser` and executed. This module owns what is not a command's business: TLS
-(STARTTLS, RFC 9051 §6.2.1, with LOGINDISABLED until it is active; implicit TLS, RFC 8314
-§3.3), LOGIN and AUTHENTICATE with SASL-IR (RFC 4959) through the shared SASL code, IDLE
-(RFC 2177 / RFC 9051 §6.3.13) woken by the store's event bus, COMPRESS=DEFLATE (RFC 4978),
-timeouts (RFC 9051 §5.4 autologout), connection limits (per IP, per account) and command-rate
-flow control.
+Per connection (accepted, counted per IP class and TLS-wrapped by `net.listener`): greeting,
+then framed commands (`imap.wire.reader`) parsed with `imap.wire.parser` and executed by the
+session. This module owns what is not a command's business: STARTTLS (RFC 9051 §6.2.1, with
+LOGINDISABLED until it is active), LOGIN and AUTHENTICATE with SASL-IR (RFC 4959) through
+`auth.exchange`, whose outcomes it renders as IMAP responses (RFC 5530 codes), IDLE (RFC 2177 /
+RFC 9051 §6.3.13) woken by the store's event bus, COMPRESS=DEFLATE (RFC 4978), timeouts (RFC
+9051 §5.4 autologout), the per-account connection limit and command-rate flow control.
 
 Failed logins log one line fail2ban can match, as SMTP does:
 `auth failure ip=192.0.2.1 user=alice@example.test mechanism=LOGIN reason="..."`.

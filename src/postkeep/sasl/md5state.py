@@ -1,7 +1,7 @@
 """A resumable MD5 (RFC 1321): the compression function, with its chaining state exposed.
 
 `hashlib` cannot export or resume an MD5 state, but the CRAM-MD5 secrets Dovecot stores (and
-`sasl_secrets` derives) are exactly such states: the HMAC-MD5 (RFC 2104) inner and outer
+`sasl.secrets` derives) are exactly such states: the HMAC-MD5 (RFC 2104) inner and outer
 contexts after compressing the one block `key XOR ipad` / `key XOR opad`. Verifying a CRAM-MD5
 response (RFC 2195) resumes MD5 from them, so the password itself is never needed.
 

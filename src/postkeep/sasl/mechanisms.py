@@ -7,7 +7,7 @@ base64-decoded) data and acts on each `Step` it returns:
   and pass the client's next response to `respond()`;
 - `NeedPassword` (PLAIN, LOGIN): verify the password itself, then call `password_checked(ok)`;
 - `NeedSecrets` (CRAM-MD5, DIGEST-MD5, SCRAM-*): look up the account's stored secrets (the dict
-  of `sasl_secrets.derive_secrets`, None for an unknown or disabled account), call `provide()`;
+  of `sasl.secrets.derive_secrets`, None for an unknown or disabled account), call `provide()`;
 - `Success`: authenticated. When `final` is not None (SCRAM's server-final-message, DIGEST-MD5's
   rspauth) it must reach the client *before* success: send it as one more challenge and accept
   only an empty response, then report success (RFC 4422 §5 item 7, RFC 4954 §4 "334", IMAP "+");
@@ -17,7 +17,7 @@ Mechanisms: PLAIN (RFC 4616), LOGIN (draft-murchison-sasl-login-00), CRAM-MD5 (R
 DIGEST-MD5 (RFC 2831, qop=auth only; deprecated by RFC 6331, off unless configured),
 SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802, RFC 7677) with their -PLUS variants over the channel
 bindings tls-server-end-point (RFC 5929 §4) and tls-exporter (RFC 9266). GSSAPI (RFC 4752,
-Kerberos V5) lives in `sasl_gssapi`: optional, only with a keytab and the `gssapi` package.
+Kerberos V5) lives in `sasl.gssapi`: optional, only with a keytab and the `gssapi` package.
 
 Every exchange uses fresh random nonces; an instance refuses to be driven further once it has
 returned `Success` or `Failure`, and any out-of-sequence call fails the exchange. No method
@@ -321,7 +321,7 @@ class CramMd5(ServerMechanism):
     """CRAM-MD5 (RFC 2195 §2): challenge "<random.timestamp@hostname>", answer "user hexdigest".
 
     The digest is HMAC-MD5 (RFC 2104) keyed with the password; it is checked against the stored
-    HMAC contexts (`sasl_secrets.verify_cram_md5`), in constant time, with a dummy secret when
+    HMAC contexts (`sasl.secrets.verify_cram_md5`), in constant time, with a dummy secret when
     the account is unknown so that both paths do the same work.
     """
 
