@@ -473,3 +473,14 @@ def test_self_signed_key_is_private(tmp_path: Path) -> None:
     tls.create_self_signed("localhost", cert, key)
     assert key.stat().st_mode & 0o777 == 0o600
     assert tls.check_certificate(cert, key, "localhost") == []
+
+
+def test_self_signed_validity_is_at_most_825_days(tmp_path: Path) -> None:
+    # CA/Browser Forum's former 825-day limit, which scanners (testssl) still check: the whole
+    # period counts, the backdating against clock skew included.
+    cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
+    tls.create_self_signed("localhost", cert, key)
+    leaf = x509.load_pem_x509_certificate(cert.read_bytes())
+    period = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+    assert datetime.timedelta(days=824) < period <= datetime.timedelta(days=825)
+    assert leaf.not_valid_before_utc < datetime.datetime.now(datetime.UTC)
