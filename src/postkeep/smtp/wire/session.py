@@ -19,6 +19,7 @@ data is consumed and discarded until its end, then rejected.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 
 from postkeep.errors import Reply
@@ -41,6 +42,17 @@ from postkeep.smtp.wire.parser import (
 )
 
 _TERMINATOR = b"\r\n.\r\n"
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x21-\x7e]")
+
+
+def echo_safe(text: str) -> str:
+    """`text` with every character but printable ASCII shown as "?", to echo a client's word.
+
+    C0 and C1 controls (ESC, DEL, CSI ...) and any other non-ASCII character from a client are
+    never sent back raw: a reply carrying them could drive the terminal of whoever reads a
+    transcript, or be logged verbatim by the client's software.
+    """
+    return _NOT_PRINTABLE_ASCII.sub("?", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,9 +405,10 @@ class SmtpSession:
         """Record EHLO/HELO; returns the reply lines for EHLO or a Reply for HELO."""
         self.helo = hello
         self._tx = _Transaction()
+        greeting = f"{self.hostname} Hello {echo_safe(hello.name)}"
         if not hello.extended:
-            return Reply(250, "", f"{self.hostname} Hello {hello.name}")
-        return [f"{self.hostname} Hello {hello.name}", *self.extensions()]
+            return Reply(250, "", greeting)
+        return [greeting, *self.extensions()]
 
     def extensions(self) -> list[str]:
         """EHLO keywords (RFC 5321 §4.1.1.1) for the current state."""
