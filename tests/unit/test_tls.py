@@ -484,3 +484,16 @@ def test_self_signed_validity_is_at_most_825_days(tmp_path: Path) -> None:
     period = leaf.not_valid_after_utc - leaf.not_valid_before_utc
     assert datetime.timedelta(days=824) < period <= datetime.timedelta(days=825)
     assert leaf.not_valid_before_utc < datetime.datetime.now(datetime.UTC)
+
+
+def test_network_error_reasons() -> None:
+    assert tls.network_error(ConnectionResetError()) == "network error: ConnectionResetError"
+    # raised by Python code (asyncio's SSL protocol does): no reason, library or verify message
+    assert tls.network_error(ssl.SSLError("SSL handshake is taking longer")) == (
+        'network error: SSLError message="SSL handshake is taking longer"')
+    # OpenSSL's reasons from real handshakes: tests/inprocess/test_wire_hygiene.py
+    e = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    e.reason, e.library, e.verify_message = "CERTIFICATE_VERIFY_FAILED", "SSL", "self-signed"
+    assert tls.network_error(e) == (
+        "network error: SSLCertVerificationError reason=CERTIFICATE_VERIFY_FAILED library=SSL "
+        "verify=self-signed")

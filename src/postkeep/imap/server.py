@@ -46,7 +46,7 @@ from postkeep.imap.wire.reader import (
 )
 from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
 from postkeep.net.slots import ConnectionSlots, LocalSlots
-from postkeep.net.tls import EndPointBindings
+from postkeep.net.tls import EndPointBindings, network_error
 from postkeep.store.api import Account
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ class ImapServer:
             reason = "timeout"
             conn.out.write(b"* BYE Autologout; idle for too long\r\n")
         except (ConnectionError, ssl.SSLError, OSError) as e:
-            reason = f"network error: {e.__class__.__name__}"
+            reason = network_error(e)
         except Exception:  # a bug: log it and end this connection only
             logger.exception("internal error ip=%s", ip)
             reason = "internal error"

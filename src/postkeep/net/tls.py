@@ -1,4 +1,5 @@
-"""TLS contexts for every listener, per-host certificates (SNI), and certificate checks.
+"""TLS contexts for every listener, per-host certificates (SNI), certificate checks, and the
+log reason of a failed TLS connection (`network_error`).
 
 Policy (BCP 195 = RFC 9325 §3-§4; every listener, STARTTLS and implicit TLS alike):
 
@@ -53,6 +54,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from postkeep import log
 from postkeep.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -411,6 +413,30 @@ def _dns_names(leaf: x509.Certificate) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return list(san.get_values_for_type(x509.DNSName))
+
+
+# -- logging failures -----------------------------------------------------------------------------
+
+
+def network_error(e: BaseException) -> str:
+    """The `reason` of a session ended by a network or TLS error, with OpenSSL's word for it.
+
+    For an `ssl.SSLError` that is its `reason=` (WRONG_VERSION_NUMBER, UNSUPPORTED_PROTOCOL,
+    TLSV1_ALERT_UNKNOWN_CA, ...), `library=` and, for a failed certificate check, `verify=`
+    the verification message; without reason or verification message, `message=` the error's
+    text. E.g. `network error: SSLError reason=WRONG_VERSION_NUMBER library=SSL`: a client that
+    rejected the certificate is told apart from one that spoke no TLS or too old a version.
+    Values are quoted as `log.quote` does (the disconnect line quotes the whole reason again).
+    """
+    text = f"network error: {e.__class__.__name__}"
+    if not isinstance(e, ssl.SSLError):
+        return text
+    # Only errors from OpenSSL have the attributes: asyncio raises SSLError("...") of its own.
+    fields = [(key, getattr(e, attr, None)) for key, attr in
+              (("reason", "reason"), ("library", "library"), ("verify", "verify_message"))]
+    if not fields[0][1] and not fields[2][1]:
+        fields.append(("message", e.strerror or (str(e.args[-1]) if e.args else "")))
+    return " ".join([text, *(f"{key}={log.quote(value)}" for key, value in fields if value)])
 
 
 # -- the instance's own certificate -------------------------------------------------------------

@@ -31,7 +31,7 @@ from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
 from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
 from postkeep.net.slots import ConnectionLimiter
-from postkeep.net.tls import EndPointBindings
+from postkeep.net.tls import EndPointBindings, network_error
 from postkeep.policy.relay import check_rcpt
 from postkeep.policy.submission import check_envelope_sender, owned_addresses
 from postkeep.smtp.wire.parser import Auth, Rcpt
@@ -213,7 +213,7 @@ class SmtpServer:
             writer.write(f"220 {self.cfg.server.hostname} ESMTP postkeep\r\n".encode())
             reason = await self._loop(conn)
         except (ConnectionError, ssl.SSLError, OSError) as e:
-            reason = f"network error: {e.__class__.__name__}"
+            reason = network_error(e)
         except asyncio.CancelledError:
             reason = "server shutdown"
             writer.write(session.render(R_SHUTDOWN))
