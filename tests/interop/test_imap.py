@@ -217,6 +217,41 @@ def test_bad_input_gets_bad_and_connection_survives(srv: Instance) -> None:
     raw.close()
 
 
+def test_rfc_maximal_id_before_login(srv: Instance) -> None:
+    """RFC 2971 §3.3: up to 30 pairs, fields of 30 octets, values of 1024; nothing more."""
+    raw = Raw(srv.imap_port)  # before STARTTLS even
+    pairs = [((b"f%02d" % i).ljust(30, b"x"), (b"v%02d" % i).ljust(1024, b"y")) for i in range(30)]
+    quoted = b" ".join(b'"%s" "%s"' % pair for pair in pairs)
+    lines = raw.cmd(b"a1", b"ID (" + quoted + b")")
+    assert lines[0].startswith(b'* ID ("name" "postkeep"') and lines[-1].startswith(b"a1 OK")
+    literals = b" ".join(b"{30+}\r\n%s {1024+}\r\n%s" % pair for pair in pairs)
+    lines = raw.cmd(b"a2", b"ID (" + literals + b")")
+    assert lines[0].startswith(b"* ID ") and lines[-1].startswith(b"a2 OK")
+    raw.send(b"a3 ID ({30}\r\n")  # synchronizing literals: a "+" for each
+    for field, value in pairs:
+        assert raw.line().startswith(b"+ ")
+        raw.send(field + b" {1024}\r\n")
+        assert raw.line().startswith(b"+ ")
+        raw.send(value + (b")\r\n" if field == pairs[-1][0] else b" {30}\r\n"))
+    assert raw.until(b"a3")[-1].startswith(b"a3 OK")
+    # RFC 2971's own limits
+    assert raw.cmd(b"a4", b"ID (" + quoted + b' "k" "v")')[-1] == (
+        b"a4 BAD Too many ID fields (more than 30, RFC 2971 3.3)"
+    )
+    assert raw.cmd(b"a5", b'ID ("k" "' + b"v" * 1025 + b'")')[-1] == (
+        b"a5 BAD ID value longer than 1024 octets (RFC 2971 3.3)"
+    )
+    assert raw.cmd(b"a6", b'ID ("' + b"k" * 31 + b'" "v")')[-1].startswith(
+        b"a6 BAD ID field longer than 30 octets"
+    )
+    # the pre-auth bound: 32 KiB for an ID line, 8 KiB for any other
+    filler = b"v" * (32768 - len(b'a7 ID ("k" "")\r\n') + 1)
+    assert raw.cmd(b"a7", b'ID ("k" "' + filler + b'")') == [b"a7 BAD Line too long"]
+    assert raw.cmd(b"a8", b"NOOP " + b"x" * 9000) == [b"a8 BAD Line too long"]
+    assert raw.cmd(b"a9", b"NOOP")[-1].startswith(b"a9 OK")
+    raw.close()
+
+
 def test_bad_commands_after_login(srv: Instance) -> None:
     raw = Raw(srv.imaps_port, tls=True)
     raw.cmd(b"a0", f'LOGIN {ALICE} "{PASSWORD}"'.encode())

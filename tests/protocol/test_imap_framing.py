@@ -10,6 +10,7 @@ from postkeep.imap.wire.commands import (
     Authenticate,
     Enable,
     Fetch,
+    Id,
     Idle,
     Login,
     Logout,
@@ -20,6 +21,9 @@ from postkeep.imap.wire.commands import (
 )
 from postkeep.imap.wire.parser import parse
 from postkeep.imap.wire.reader import (
+    ID_LIMITS,
+    ID_LITERAL_MAX,
+    ID_QUOTED_MAX,
     MIB,
     POST_AUTH_LIMITS,
     PRE_AUTH_LIMITS,
@@ -271,17 +275,105 @@ def test_literal_limits_before_and_after_authentication() -> None:
 
 def test_too_many_literals() -> None:
     r = ImapReader()  # 4 literals before authentication
-    head = b"a ID ({1}\r\na {1}\r\nb {1}\r\nc {1}\r\nd "
+    head = b"a LOGIN ({1}\r\na {1}\r\nb {1}\r\nc {1}\r\nd "
     events = run(r, head + b"{1}\r\n")
     assert events[:4] == [NeedContinuation(1)] * 4
     assert events[4] == Bad("a", "Too many literals in one command (limit 4)")
     assert not r.in_command
     # the same with LITERAL+: the fifth literal and the rest of the command are discarded
     r = ImapReader()
-    events = run(r, b"a ID ({1+}\r\na {1+}\r\nb {1+}\r\nc {1+}\r\nd {1+}\r\ne)\r\nb NOOP\r\n")
+    events = run(
+        r, b"a LOGIN ({1+}\r\na {1+}\r\nb {1+}\r\nc {1+}\r\nd {1+}\r\ne)\r\nb NOOP\r\n"
+    )
     assert events == [Bad("a", "Too many literals in one command (limit 4)"), CommandReceived(
         b"b NOOP"
     )]
+
+
+# -- RFC 2971 ID before login -----------------------------------------------------------------
+
+
+def id_pairs(n: int = 30, field: int = 30, value: int = 1024) -> list[tuple[bytes, bytes]]:
+    return [
+        ((b"f%02d" % i).ljust(field, b"x"), (b"v%02d" % i).ljust(value, b"y")) for i in range(n)
+    ]
+
+
+def id_quoted(pairs: list[tuple[bytes, bytes]], tag: bytes = b"a1") -> bytes:
+    body = b" ".join(b'"%s" "%s"' % pair for pair in pairs)
+    return tag + b" ID (" + body + b")\r\n"
+
+
+def id_literals(pairs: list[tuple[bytes, bytes]], plus: bool = True) -> bytes:
+    mark = b"+" if plus else b""
+    parts = [b"{%d%s}\r\n%s {%d%s}\r\n%s" % (len(f), mark, f, len(v), mark, v) for f, v in pairs]
+    return b"a2 ID (" + b" ".join(parts) + b")\r\n"
+
+
+@pytest.mark.parametrize("split", [None, 1000])
+def test_rfc_maximal_id_is_framed_before_login(split: int | None) -> None:
+    """RFC 2971 §3.3 allows 30 pairs of 30-octet fields and 1024-octet values."""
+    pairs = id_pairs()
+    line = id_quoted(pairs)
+    assert len(line) == 2 + ID_QUOTED_MAX > PRE_AUTH_LIMITS.max_line
+    r = ImapReader(PRE_AUTH_LIMITS)
+    events = run(r, line + b"a3 NOOP\r\n", split)
+    assert commands(events) == [line[:-2], b"a3 NOOP"]
+    cmd = parse(commands(events)[0])
+    assert isinstance(cmd, Id) and cmd.params is not None and len(cmd.params) == 30
+    assert cmd.params[29] == (pairs[29][0].decode(), pairs[29][1].decode())
+    # every field and value a LITERAL+ literal: 60 literals
+    data = id_literals(pairs)
+    assert len(data) == 2 + ID_LITERAL_MAX
+    events = run(r, data + b"a3 NOOP\r\n", split)
+    assert len(events) == 2 and commands(events)[1] == b"a3 NOOP"
+    cmd = parse(commands(events)[0])
+    assert isinstance(cmd, Id) and cmd.params == tuple(
+        (f.decode(), v.decode()) for f, v in pairs
+    )
+    # synchronizing literals: a continuation request for each
+    events = run(r, id_literals(pairs, plus=False))
+    assert events[:60] == [NeedContinuation(30), NeedContinuation(1024)] * 30
+    assert isinstance(parse(commands(events)[0]), Id)
+    # the ID command's tag is any tag, in any case
+    assert len(commands(run(r, id_quoted(pairs, b"X.y-9").replace(b" ID ", b" iD ")))) == 1
+
+
+def test_id_allowance_is_bounded_and_for_id_only() -> None:
+    r = ImapReader(PRE_AUTH_LIMITS)
+    bound = ID_LIMITS.max_line
+    line = b"a1 ID (" + b'"f" "' + b"v" * (bound - 16) + b'")\r\n'
+    assert len(line) == bound
+    assert commands(run(r, line)) == [line[:-2]]
+    longer = line[:9] + b"v" + line[9:]
+    for split in (None, 4096):
+        events = run(r, longer + b"a2 NOOP\r\n", split)
+        assert events == [Bad("a1", "Line too long"), CommandReceived(b"a2 NOOP")]
+    # streaming an endless ID line: memory stays within the allowance
+    r.feed(b"a1 ID (")
+    for _ in range(20):
+        r.feed(b"x" * 4096)
+        while r.next() is not None:
+            pass
+        assert r.buffered <= bound + 4096 + 64
+    run(r, b"\r\n")
+    # literals: 60 of at most 1024 octets
+    assert run(r, b"a3 ID ({1025}\r\n") == [TooBig("a3", 1025, 1024, False)]
+    many = b"a4 ID (" + b"{1+}\r\nk " * 60 + b"{1+}\r\nk)\r\na5 NOOP\r\n"
+    assert run(r, many) == [
+        Bad("a4", "Too many literals in one command (limit 60)"),
+        CommandReceived(b"a5 NOOP"),
+    ]
+    # other commands keep the tight limits, whatever follows on later lines
+    assert run(r, b"a6 LOGIN " + b"u" * 9000 + b"\r\n") == [Bad("a6", "Line too long")]
+    assert run(r, b"a7 IDX " + b"u" * 9000 + b"\r\n") == [Bad("a7", "Line too long")]
+    assert run(r, b"a8 NOOP\r\na9 LOGIN {5+}\r\nu ID (" + b"x" * 9000 + b"\r\n") == [
+        CommandReceived(b"a8 NOOP"),
+        Bad("a9", "Line too long"),
+    ]
+    # after login the usual limits apply (they admit the largest ID anyway)
+    r.set_limits(POST_AUTH_LIMITS)
+    assert commands(run(r, id_quoted(id_pairs()))) != []
 
 
 # -- line and command limits ------------------------------------------------------------------
@@ -443,3 +535,8 @@ def test_limit_presets() -> None:
     assert PRE_AUTH_LIMITS.max_depth == POST_AUTH_LIMITS.max_depth == 32
     # an unauthenticated client can make the reader hold only a few KB
     assert PRE_AUTH_LIMITS.max_command + PRE_AUTH_LIMITS.max_line <= 24 * 1024
+    # ... or 32 KiB for an ID command, enough for the largest RFC 2971 ID with a 600-octet tag
+    assert PRE_AUTH_LIMITS.id_limits == ID_LIMITS and POST_AUTH_LIMITS.id_limits is None
+    assert ID_LIMITS.max_command == ID_LIMITS.max_line == 32 * 1024
+    assert ID_LIMITS.max_literal == 1024 and ID_LIMITS.max_literals == 60
+    assert max(ID_QUOTED_MAX, ID_LITERAL_MAX) + 600 <= ID_LIMITS.max_line

@@ -135,6 +135,20 @@ def test_any_state_commands() -> None:
     assert ok(b"a023 ID NIL") == Id("a023", None)
     assert ok(b'a1 ID ("name" NIL)') == Id("a1", (("name", None),))
     assert ok(b"a1 ID ()") == Id("a1", ())
+
+
+def test_id_at_rfc2971_limits() -> None:
+    """RFC 2971 §3.3: 30 pairs, fields of 30 octets, values of 1024, quoted or literal."""
+    pairs = [f"f{i:02d}".ljust(30, "x") for i in range(30)]
+    value = "v" * 1024
+    quoted = b" ".join(b'"%s" "%s"' % (f.encode(), value.encode()) for f in pairs)
+    assert ok(b"a ID (" + quoted + b")") == Id("a", tuple((f, value) for f in pairs))
+    literal = b" ".join(
+        b"{30}\r\n%s {1024+}\r\n%s" % (f.encode(), value.encode()) for f in pairs
+    )
+    assert ok(b"a ID (" + literal + b")") == Id("a", tuple((f, value) for f in pairs))
+    # a value's length is that of its content, escapes aside
+    assert ok(b'a ID ("k" "' + b'\\"' * 1024 + b'")') == Id("a", (("k", '"' * 1024),))
     assert ok(b"a COMPRESS deflate") == Compress("a", "DEFLATE")
 
 
@@ -661,8 +675,12 @@ def test_quota() -> None:
         (b"a SETQUOTA r (STORAGE)", "a", "BAD Syntax error in SETQUOTA"),
         (b"a ID", "a", "BAD Missing argument for ID"),
         (b'a ID ("name")', "a", "BAD Syntax error in ID"),
-        (b'a ID ("' + b"x" * 31 + b'" NIL)', "a", "BAD ID field or value too long"),
-        (b"a ID (" + b'"k" "v" ' * 30 + b'"k" "v")', "a", "BAD Too many ID fields"),
+        (b'a ID ("' + b"x" * 31 + b'" NIL)', "a", "BAD ID field longer than 30 octets"),
+        (b"a ID ({31}\r\n" + b"x" * 31 + b' "v")', "a", "BAD ID field longer than 30 octets"),
+        (b'a ID ("k" "' + b"v" * 1025 + b'")', "a", "BAD ID value longer than 1024 octets"),
+        (b'a ID ("k" {1025}\r\n' + b"v" * 1025 + b")", "a", "BAD ID value longer than 1024"),
+        (b'a ID ("k" "' + b"\\\"" * 1025 + b'")', "a", "BAD ID value longer than 1024"),
+        (b"a ID (" + b'"k" "v" ' * 30 + b'"k" "v")', "a", "BAD Too many ID fields (more than 30"),
         (b"a COMPRESS", "a", "BAD Missing argument for COMPRESS"),
         (b"a SELECT \x80", "a", "BAD Syntax error in SELECT"),
         (b'a SELECT "\xc3\xa9"', "a", "NO [CANNOT] Mailbox name must be printable US-ASCII"),

@@ -111,7 +111,7 @@ SPECIAL_USE: Final = {
     a.upper(): a
     for a in ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
 }
-# RFC 2971 §3.3 limits.
+# RFC 2971 §3.3 limits (the reader's pre-auth ID allowance, `reader.ID_LIMITS`, is sized on them).
 ID_MAX_PAIRS: Final = 30
 ID_MAX_FIELD: Final = 30
 ID_MAX_VALUE: Final = 1024
@@ -198,11 +198,13 @@ class _Parser:
             lx.sp()
             raw = lx.nstring()
             value = None if raw is None else lx.text(raw, "ID value")
-            if len(name.encode()) > ID_MAX_FIELD or len(raw or b"") > ID_MAX_VALUE:
-                raise lx.fail("ID field or value too long (RFC 2971 3.3)")
+            if len(name.encode()) > ID_MAX_FIELD:
+                raise lx.fail(f"ID field longer than {ID_MAX_FIELD} octets (RFC 2971 3.3)")
+            if len(raw or b"") > ID_MAX_VALUE:
+                raise lx.fail(f"ID value longer than {ID_MAX_VALUE} octets (RFC 2971 3.3)")
             params.append((name, value))
             if len(params) > ID_MAX_PAIRS:
-                raise lx.fail("Too many ID fields (RFC 2971 3.3)")
+                raise lx.fail(f"Too many ID fields (more than {ID_MAX_PAIRS}, RFC 2971 3.3)")
         lx.close_paren()
         lx.end()
         return Id(self.tag, tuple(params))

@@ -18,9 +18,11 @@ Exposure: fed by an unauthenticated peer. Every limit is a constructor argument
 (`ReaderLimits`); past one, input is discarded to the end of the offending line or command and
 one error event is emitted, tagged when the command's tag could be read. After `next()` has
 returned None, the reader holds at most `max_command` octets (the command so far and its
-partial line) — `max_auth_line` while reading an AUTHENTICATE response, `max_line` in IDLE —
-plus 64: before authentication (`PRE_AUTH_LIMITS`) a client can make it hold about 12 KB. The
-driver raises the limits with `set_limits()` after login.
+partial line) — `max_auth_line` while reading an AUTHENTICATE response, `max_line` in IDLE,
+the `id_limits` ones for an ID command — plus 64: before authentication (`PRE_AUTH_LIMITS`) a
+client can make it hold about 12 KB, or 32 KiB for one ID command (RFC 2971: up to 30 pairs
+of 1024-octet values, see `ID_LIMITS`). The driver raises the limits with `set_limits()` after
+login.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from postkeep.imap.wire.lexer import read_tag
+from postkeep.imap.wire.parser import ID_MAX_FIELD, ID_MAX_PAIRS, ID_MAX_VALUE
 
 MIB: Final = 1024 * 1024
 LITERAL_MINUS_MAX: Final = 4096  # RFC 7888 §4
@@ -49,6 +52,8 @@ class ReaderLimits:
     `parse()`, which the driver calls with `max_depth=limits.max_depth`. `max_auth_line`: one
     AUTHENTICATE continuation line. `literal_minus`: the server advertises LITERAL- instead of
     LITERAL+, so non-synchronizing literals over 4096 octets are refused (RFC 7888 §4).
+    `id_limits`: when set, the line, literal and command limits of a command whose first line
+    starts "tag ID " (RFC 2971) — `parse()` then holds it to RFC 2971's own limits.
     """
 
     max_line: int = 8192
@@ -58,10 +63,30 @@ class ReaderLimits:
     max_depth: int = 32
     max_auth_line: int = 12288
     literal_minus: bool = False
+    id_limits: ReaderLimits | None = None
 
 
-# Before authentication only LOGIN / AUTHENTICATE need literals, and small ones.
-PRE_AUTH_LIMITS: Final = ReaderLimits()
+# RFC 2971 §3.3: at most 30 field-value pairs, fields of at most 30 octets, values of at most
+# 1024. The largest ID command, tag aside: quoted strings without escapes, "tag ID (" + 30 x
+# ("f..." SP "v...") with 29 SP between pairs + ")" CRLF; or every string a LITERAL+ literal,
+# "{30+}" CRLF and "{1024+}" CRLF announcing them. (A quoted value whose escapes make it longer
+# than the literal form has to be sent as a literal.)
+ID_QUOTED_MAX: Final = (
+    len(b" ID (") + ID_MAX_PAIRS * (ID_MAX_FIELD + 2 + 1 + ID_MAX_VALUE + 2)
+    + ID_MAX_PAIRS - 1 + len(b")\r\n")
+)
+ID_LITERAL_MAX: Final = (
+    len(b" ID (")
+    + ID_MAX_PAIRS * (len(b"{30+}\r\n") + ID_MAX_FIELD + 1 + len(b"{1024+}\r\n") + ID_MAX_VALUE)
+    + ID_MAX_PAIRS - 1 + len(b")\r\n")
+)
+# 32 KiB: both forms (31,807 and 32,167 octets) with a tag of up to 600 octets; a literal may
+# hold a value, 60 of them hold every field and value.
+ID_LIMITS: Final = ReaderLimits(
+    max_line=32768, max_literal=ID_MAX_VALUE, max_literals=2 * ID_MAX_PAIRS, max_command=32768
+)
+# Before authentication only LOGIN / AUTHENTICATE need literals, and small ones; ID has its own.
+PRE_AUTH_LIMITS: Final = ReaderLimits(id_limits=ID_LIMITS)
 # After authentication: APPEND of messages up to 50 MiB, long UID sets, MULTIAPPEND.
 POST_AUTH_LIMITS: Final = ReaderLimits(
     max_line=65536,
@@ -200,6 +225,7 @@ class ImapReader:
         self._cmd = bytearray()  # the command so far: complete lines and literal octets
         self._literals = 0
         self._tag: str | None = None
+        self._active = limits  # the limits of the command being read
         self._state = _State.LINE
         self._left = 0  # literal octets still to read or discard
         self._tail = b""  # end of the line being discarded
@@ -303,9 +329,21 @@ class ImapReader:
         tag, end = read_tag(window)
         return tag if tag is not None and end < len(window) else None
 
-    def _too_long(self) -> str:
-        """Which limit an over-long line hits first: the line's own or the command's."""
+    def _command_limits(self, head: bytes | bytearray) -> ReaderLimits:
+        """The limits of the command starting with `head` (its first octets when nothing of it
+        is in `_cmd` yet): `id_limits` for "tag ID ...", else `limits`."""
+        if self._cmd:
+            return self._active
         limits = self.limits
+        if limits.id_limits is not None:
+            tag, end = read_tag(bytes(head[: _TAG_SCAN + 1]))
+            if tag is not None and head[end : end + 4].upper() == b" ID ":
+                limits = limits.id_limits
+        self._active = limits
+        return limits
+
+    def _too_long(self, limits: ReaderLimits) -> str:
+        """Which limit an over-long line hits first: the line's own or the command's."""
         room = limits.max_command - len(self._cmd)
         return "Line too long" if limits.max_line <= room else "Command too long"
 
@@ -382,13 +420,13 @@ class ImapReader:
     def _command_line(self) -> ReaderEvent | None:
         """Process one line of a command. Returns None both when input is missing (state
         LINE) and after starting an unannounced non-synchronizing literal (state LITERAL)."""
-        limits = self.limits
         buf = self._buf
+        limits = self._command_limits(buf)
         end = buf.find(b"\n", self._scanned)
         if end < 0:
             if len(buf) > limits.max_line or len(self._cmd) + len(buf) > limits.max_command:
                 tag = self._tag if self._cmd else self._recover_tag(buf)
-                text = self._too_long()
+                text = self._too_long(limits)
                 self._reset_command()
                 self._start_skip(bytes(buf[-_TAIL:]), plain=False)
                 buf.clear()
@@ -404,7 +442,7 @@ class ImapReader:
         tag = self._tag
         header = literal_header(line)
         if len(line) > limits.max_line or len(self._cmd) + len(line) > limits.max_command:
-            text = self._too_long()
+            text = self._too_long(limits)
             self._reset_command()
             if header is not None and header[1]:
                 self._skip_literal(header[0])
