@@ -29,6 +29,9 @@ done
 # A real IMAP sync client for tests/interop/test_imap.py (mbsync).
 need_pkg isync
 
+# A real mail client with GNU SASL for tests/interop/test_mutt.py (mutt).
+need_pkg mutt
+
 # TLS scanners for the policy tests (tests/interop/test_tls_policy.py, test_testssl.py).
 for pkg in testssl.sh sslscan; do need_pkg "$pkg"; done
 

@@ -145,6 +145,31 @@ def test_starttls_then_login(srv: Instance) -> None:
     client.logout()
 
 
+@pytest.mark.parametrize("starttls", [False, True])
+def test_scram_plus_offered_over_tls12_only(srv: Instance, starttls: bool) -> None:
+    """Over TLS 1.3 clients bind with tls-exporter (RFC 9266), which we cannot give: no -PLUS
+    there, and AUTHENTICATE with one is refused like any unknown mechanism."""
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        context = ctx()
+        context.maximum_version = version
+        client: imaplib.IMAP4
+        if starttls:
+            client = imaplib.IMAP4("127.0.0.1", srv.imap_port, timeout=20)
+            client.starttls(context)
+        else:
+            client = imaplib.IMAP4_SSL("127.0.0.1", srv.imaps_port, ssl_context=context,
+                                       timeout=20)
+        caps = client.capability()[1][0].split()
+        plus = [c for c in caps if c.endswith(b"-PLUS")]
+        if version is ssl.TLSVersion.TLSv1_2:
+            assert plus == [b"AUTH=SCRAM-SHA-256-PLUS", b"AUTH=SCRAM-SHA-1-PLUS"]
+        else:
+            assert plus == [] and b"AUTH=SCRAM-SHA-256" in caps
+            typ, data = client._simple_command("AUTHENTICATE", "SCRAM-SHA-256-PLUS", "=")
+            assert (typ, data[-1][:8]) == ("NO", b"[CANNOT]")
+        client.logout()
+
+
 def test_starttls_discards_pipelined_plaintext(srv: Instance) -> None:
     raw = Raw(srv.imap_port)
     raw.send(b"a1 STARTTLS\r\na2 LOGIN x y\r\n")

@@ -35,10 +35,12 @@ def sub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     inst.stop()
 
 
-def noverify() -> ssl.SSLContext:
+def noverify(max_version: ssl.TLSVersion | None = None) -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if max_version is not None:
+        ctx.maximum_version = max_version
     return ctx
 
 
@@ -71,14 +73,63 @@ def test_no_auth_and_no_mail_before_tls(sub: Instance) -> None:
         assert (code, text[:5]) == (530, b"5.7.0")
 
 
-def test_mail_needs_auth_after_tls(sub: Instance) -> None:
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
+                         ids=["tls1.2", "tls1.3"])
+def test_mail_needs_auth_after_tls(sub: Instance, version: ssl.TLSVersion) -> None:
     with smtplib.SMTP("127.0.0.1", sub.submission_port) as c:
-        c.starttls(context=noverify())
+        c.starttls(context=noverify(version))
         c.ehlo()
         mechs = c.esmtp_features["auth"].split()
-        assert mechs[:2] == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]
+        if version is ssl.TLSVersion.TLSv1_2:  # tls-server-end-point is what clients use here
+            assert mechs[:4] == ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS",
+                                 "SCRAM-SHA-1"]
+        else:  # TLS 1.3: clients want tls-exporter (RFC 9266), which we cannot give
+            assert mechs[:2] == ["SCRAM-SHA-256", "SCRAM-SHA-1"]
+            assert not [m for m in mechs if m.endswith("-PLUS")]
         assert "PLAIN" in mechs and "LOGIN" in mechs
         assert c.mail("alice@example.test")[0] == 530
+
+
+@pytest.mark.parametrize("port", ["submission_port", "submissions_port"])
+def test_no_plus_over_tls13(sub: Instance, port: str) -> None:
+    """Over TLS 1.3 a -PLUS AUTH is an unknown mechanism, and a SCRAM client saying it could
+    bind ("y") is no downgrade, since none was offered; over TLS 1.2 it is one (RFC 5802 §6)."""
+    for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        raw = socket.create_connection(("127.0.0.1", getattr(sub, port)), timeout=20)
+        f = raw.makefile("rb")
+        sock = raw
+        if port == "submissions_port":
+            sock = noverify(version).wrap_socket(raw, server_hostname="localhost")
+            f = sock.makefile("rb")
+        f.readline()
+        if port == "submission_port":
+            sock.sendall(b"EHLO plus.test\r\n")
+            while f.readline()[3:4] == b"-":
+                pass
+            sock.sendall(b"STARTTLS\r\n")
+            assert f.readline().startswith(b"220")
+            sock = noverify(version).wrap_socket(raw, server_hostname="localhost")
+            f = sock.makefile("rb")
+        assert sock.version() == version.name.replace("_", ".")
+        sock.sendall(b"EHLO plus.test\r\n")
+        lines = [f.readline()]
+        while lines[-1][3:4] == b"-":
+            lines.append(f.readline())
+        (auth,) = [line for line in lines if line[4:9] == b"AUTH "]
+        y_first = base64.b64encode(b"y,,n=alice@example.test,r=0123456789abcdef")
+        if version is ssl.TLSVersion.TLSv1_3:
+            assert b"-PLUS" not in auth
+            sock.sendall(b"AUTH SCRAM-SHA-256-PLUS\r\n")
+            assert f.readline().startswith(b"504 5.5.4")
+            sock.sendall(b"AUTH SCRAM-SHA-256 " + y_first + b"\r\n")
+            assert f.readline().startswith(b"334 ")
+            sock.sendall(b"*\r\n")
+            assert f.readline().startswith(b"501")
+        else:
+            assert b" SCRAM-SHA-256-PLUS " in auth
+            sock.sendall(b"AUTH SCRAM-SHA-256 " + y_first + b"\r\n")
+            assert f.readline().startswith(b"535 5.7.8")
+        sock.close()
 
 
 # -- every mechanism, with real clients -----------------------------------------------------
@@ -115,9 +166,13 @@ def test_swaks_mechanisms(sub: Instance, mechanism: str, tls: str) -> None:
 
 def _scram(sub: Instance, mechanism: str, user: str = "alice@example.test",
            password: str = PASSWORD) -> bytes:
-    """A SCRAM exchange with scramp's client over implicit TLS; returns the final reply."""
+    """A SCRAM exchange with scramp's client over implicit TLS; returns the final reply.
+
+    -PLUS over TLS 1.2: over TLS 1.3 they are not offered (no tls-exporter binding)."""
     raw = socket.create_connection(("127.0.0.1", sub.submissions_port), timeout=20)
-    sock = noverify().wrap_socket(raw, server_hostname="localhost")
+    plus = mechanism.endswith("-PLUS")
+    sock = noverify(ssl.TLSVersion.TLSv1_2 if plus else None).wrap_socket(
+        raw, server_hostname="localhost")
     f = sock.makefile("rb")
 
     def reply() -> bytes:

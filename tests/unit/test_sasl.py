@@ -103,6 +103,24 @@ def test_advertised() -> None:
     assert sasl.advertised([], tls=True, channel_bindings=CB) == []
 
 
+def test_advertised_by_tls_version() -> None:
+    """Over TLS 1.3 clients bind with tls-exporter (RFC 9266), not tls-server-end-point."""
+    everything = list(ALL_MECHANISMS)
+    end_point = {"tls-server-end-point": b"h" * 32}
+    for version in (None, "TLSv1.2", "TLSv1.1"):
+        assert sasl.advertised(everything, tls=True, channel_bindings=end_point,
+                               tls_version=version) == everything
+    assert sasl.advertised(everything, tls=True, channel_bindings=end_point,
+                           tls_version="TLSv1.3") == [
+        "SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "DIGEST-MD5", "PLAIN", "LOGIN"]
+    both = {**end_point, "tls-exporter": b"k" * 32}
+    assert sasl.advertised(everything, tls=True, channel_bindings=both,
+                           tls_version="TLSv1.3") == everything
+    assert sasl.plus_bindings(both, "TLSv1.3") == {"tls-exporter": b"k" * 32}
+    assert sasl.plus_bindings(both, "TLSv1.2") == both
+    assert sasl.plus_bindings(end_point, "TLSv1.3") == {}
+
+
 def test_create() -> None:
     for name in ALL_MECHANISMS:
         mech = sasl.create(name, hostname=HOST, channel_bindings=CB)

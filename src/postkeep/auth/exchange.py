@@ -103,10 +103,17 @@ class SaslAuthenticator:
                 if self.gssapi_keytab else f"{scope}: gssapi_keytab is not set",
             )
 
-    def advertised(self, tls: bool, channel_bindings: Mapping[str, bytes] | None) -> list[str]:
+    def advertised(
+        self,
+        tls: bool,
+        channel_bindings: Mapping[str, bytes] | None,
+        tls_version: str | None = None,
+    ) -> list[str]:
+        """What to offer on a connection; no -PLUS over TLS 1.3 without tls-exporter
+        (`sasl.plus_bindings`)."""
         return sasl.advertised(
             self.mechanisms, tls=tls, channel_bindings=channel_bindings,
-            gssapi_keytab=self.gssapi_keytab,
+            gssapi_keytab=self.gssapi_keytab, tls_version=tls_version,
         )
 
     async def start(
@@ -115,8 +122,13 @@ class SaslAuthenticator:
         initial_response: str | None,
         channel_bindings: Mapping[str, bytes] | None,
         local_ip: str,
+        tls_version: str | None = None,
     ) -> tuple[AuthExchange | None, AuthResult]:
-        """Begin an exchange (`initial_response`: SASL-IR, RFC 4954 §4 / RFC 4959)."""
+        """Begin an exchange (`initial_response`: SASL-IR, RFC 4954 §4 / RFC 4959).
+
+        `mechanism` must be one `advertised` on this connection (the drivers check): with
+        the same `tls_version`, so that a SCRAM "y" flag is judged against what was offered.
+        """
         initial: bytes | None = None
         if initial_response is not None:
             try:
@@ -127,7 +139,7 @@ class SaslAuthenticator:
                 return None, _CANCELLED
             assert isinstance(decoded, bytes)
             initial = decoded
-        offered = self.advertised(True, channel_bindings)
+        offered = self.advertised(True, channel_bindings, tls_version)
         mech = sasl.create(
             mechanism,
             hostname=self.hostname,

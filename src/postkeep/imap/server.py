@@ -158,7 +158,12 @@ class ImapServer:
             gssapi_keytab=keytab, scope="imap",
         )
         self.bindings = EndPointBindings(cfg.data_path(cfg.tls.cert_file))
+        # Every certificate yields a tls-server-end-point binding, so the default one's stands
+        # for all; over TLS 1.3 clients want tls-exporter instead, so no -PLUS there.
         self._mechanisms = tuple(self.auth.advertised(True, self.bindings.default))
+        self._mechanisms_tls13 = tuple(
+            self.auth.advertised(True, self.bindings.default, "TLSv1.3")
+        )
         self.listen = [(a, False) for a in cfg.imap.listen] + [
             (a, True) for a in cfg.imap.tls_listen
         ]
@@ -200,7 +205,11 @@ class ImapServer:
             return caps
         if not conn.tls:
             return [*caps, "STARTTLS", "LOGINDISABLED"]
-        return caps + [f"AUTH={m}" for m in self._mechanisms]
+        return caps + [f"AUTH={m}" for m in self._offered(conn)]
+
+    def _offered(self, conn: _Conn) -> tuple[str, ...]:
+        """The SASL mechanisms of a connection over TLS: without -PLUS over TLS 1.3."""
+        return self._mechanisms_tls13 if _tls_version(conn) == "TLSv1.3" else self._mechanisms
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -397,12 +406,13 @@ class ImapServer:
             conn.out.write(f"{cmd.tag} NO [PRIVACYREQUIRED] Authentication needs TLS\r\n".encode())
             return
         mechanism = cmd.mechanism.upper()
-        if mechanism not in self._mechanisms:
+        if mechanism not in self._offered(conn):
             conn.out.write(f"{cmd.tag} NO [CANNOT] Unsupported mechanism\r\n".encode())
             return
         local = conn.writer.get_extra_info("sockname") or ("",)
         exchange, result = await self.auth.start(
-            mechanism, cmd.initial, self.bindings.of(conn.writer), str(local[0])
+            mechanism, cmd.initial, self.bindings.of(conn.writer), str(local[0]),
+            _tls_version(conn),
         )
         while exchange is not None and not result.finished:
             conn.out.write(b"+ " + result.challenge + b"\r\n")
@@ -573,3 +583,9 @@ class ImapServer:
                 raise _Stop("bad DEFLATE stream") from None
         if conn.session is not None:
             conn.session.capabilities = self.capabilities(conn)
+
+
+def _tls_version(conn: _Conn) -> str | None:
+    """The connection's TLS version ("TLSv1.3", ...), None without TLS."""
+    ssl_object = conn.writer.get_extra_info("ssl_object")
+    return ssl_object.version() if ssl_object is not None else None

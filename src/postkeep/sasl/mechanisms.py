@@ -774,21 +774,40 @@ def create(
     raise ValueError(f"unknown SASL mechanism {name!r}")
 
 
+def plus_bindings(
+    channel_bindings: Mapping[str, bytes] | None, tls_version: str | None = None
+) -> dict[str, bytes]:
+    """The channel bindings worth offering -PLUS mechanisms for on a connection.
+
+    Over TLS 1.3 (`tls_version` "TLSv1.3", as `ssl.SSLObject.version()` names it) clients
+    use tls-exporter (RFC 9266 §3: the default binding for TLS 1.3) and many, GNU SASL among
+    them, no other: a -PLUS mechanism chosen there and then failing for want of that binding
+    leaves them unable to log in, so there only tls-exporter counts. Over TLS 1.2 and
+    earlier, tls-server-end-point (RFC 5929 §4) is used as well.
+    """
+    usable = _usable_bindings(channel_bindings)
+    if tls_version == "TLSv1.3":
+        return {k: v for k, v in usable.items() if k == "tls-exporter"}
+    return usable
+
+
 def advertised(
     enabled: Sequence[str],
     *,
     tls: bool,
     channel_bindings: Mapping[str, bytes] | None,
     gssapi_keytab: str | None = None,
+    tls_version: str | None = None,
 ) -> list[str]:
     """The mechanisms to offer, in `ALL_MECHANISMS` order, filtered by `enabled`.
 
     PLAIN and LOGIN only with `tls` (RFC 4954 §4, RFC 8314); -PLUS only with TLS and a
-    supported channel binding (RFC 5802 §6). GSSAPI (RFC 4752) first, when enabled, with a
+    channel binding its clients will use on this connection's `tls_version` (see
+    `plus_bindings`; RFC 5802 §6). GSSAPI (RFC 4752) first, when enabled, with a
     `gssapi_keytab` and the `gssapi` package importable (see `GSSAPI`).
     """
     wanted = {m.upper() for m in enabled}
-    have_cb = tls and bool(_usable_bindings(channel_bindings))
+    have_cb = tls and bool(plus_bindings(channel_bindings, tls_version))
     offered = [
         m for m in ALL_MECHANISMS
         if m in wanted

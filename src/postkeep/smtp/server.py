@@ -151,15 +151,20 @@ class SmtpServer:
         self.auth: SaslAuthenticator | None = None
         self.bindings: EndPointBindings | None = None
         self._mechanisms: tuple[str, ...] = ()
+        self._mechanisms_tls13: tuple[str, ...] = ()  # no -PLUS (see `sasl.plus_bindings`)
         if self.submission:
             assert verifier is not None and tls_context is not None
             keytab = str(cfg.data_path(sub.gssapi_keytab)) if sub.gssapi_keytab else None
             self.auth = SaslAuthenticator(store, verifier, cfg.server.hostname,
                                           sub.sasl_mechanisms, gssapi_keytab=keytab)
             # Offered once TLS is up. Every certificate yields a tls-server-end-point binding,
-            # so the default certificate's stands for all when deciding whether to offer -PLUS.
+            # so the default certificate's stands for all when deciding whether to offer -PLUS;
+            # the TLS version decides too: over TLS 1.3 clients want tls-exporter, not offered.
             self.bindings = EndPointBindings(cfg.data_path(cfg.tls.cert_file))
             self._mechanisms = tuple(self.auth.advertised(True, self.bindings.default))
+            self._mechanisms_tls13 = tuple(
+                self.auth.advertised(True, self.bindings.default, "TLSv1.3")
+            )
         self.listen = (
             [(a, False) for a in sub.listen] + [(a, True) for a in sub.tls_listen]
             if self.submission
@@ -178,12 +183,15 @@ class SmtpServer:
         )
         self.deadlines = self.listeners.deadlines
 
-    def capabilities(self, implicit_tls: bool) -> Capabilities:
+    def capabilities(self, implicit_tls: bool, tls: TlsInfo | None = None) -> Capabilities:
+        """What a connection is offered: `tls`, the TLS it runs over (None before STARTTLS),
+        decides whether the -PLUS mechanisms are among them."""
         if self.auth is None:
             return Capabilities(starttls=self.tls_context is not None)
+        tls13 = tls is not None and tls.version == "TLSv1.3"
         return Capabilities(
             starttls=not implicit_tls,
-            auth_mechanisms=self._mechanisms,
+            auth_mechanisms=self._mechanisms_tls13 if tls13 else self._mechanisms,
             auth_requires_tls=True,
             auth_required=True,
         )
@@ -201,12 +209,13 @@ class SmtpServer:
     ) -> None:
         ip, port, implicit = peer.ip, peer.port, peer.implicit_tls
         started = time.monotonic()
+        tls = _tls_info(writer) if implicit else None
         session = SmtpSession(
-            self.cfg.server.hostname, self.limits, self.capabilities(implicit), tls_active=implicit
+            self.cfg.server.hostname, self.limits, self.capabilities(implicit, tls),
+            tls_active=implicit,
         )
         conn = _Conn(ip, port, reader, writer, session)
-        if implicit:
-            conn.tls = _tls_info(writer)
+        conn.tls = tls
         logger.debug("connect ip=%s port=%d role=%s", ip, port, self.role)
         reason = "quit"
         try:
@@ -413,7 +422,8 @@ class SmtpServer:
         assert self.auth is not None and self.bindings is not None
         local = conn.writer.get_extra_info("sockname") or ("",)
         exchange, result = await self.auth.start(
-            auth.mechanism, auth.initial, self.bindings.of(conn.writer), str(local[0])
+            auth.mechanism, auth.initial, self.bindings.of(conn.writer), str(local[0]),
+            conn.tls.version if conn.tls else None,
         )
         conn.auth = exchange
         await self._auth_result(conn, auth.mechanism, result)
@@ -478,7 +488,7 @@ class SmtpServer:
         await start_tls(conn.reader, conn.writer, self.tls_context,
                         buffered=session.starttls_begin(), ip=conn.ip, logger=logger)
         conn.tls = _tls_info(conn.writer)
-        session.tls_started()
+        session.tls_started(self.capabilities(False, conn.tls))
         conn.rcpt_accounts.clear()
 
 

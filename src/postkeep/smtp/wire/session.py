@@ -490,8 +490,13 @@ class SmtpSession:
         del self._buf[:]
         return dropped
 
-    def tls_started(self) -> None:
-        """RFC 3207 §4.2: after the handshake the session starts over, EHLO first."""
+    def tls_started(self, capabilities: Capabilities | None = None) -> None:
+        """RFC 3207 §4.2: after the handshake the session starts over, EHLO first.
+
+        `capabilities`: what the listener offers now that TLS is up, if that differs from
+        before (the SASL mechanisms can depend on the negotiated TLS version)."""
+        if capabilities is not None:
+            self.capabilities = capabilities
         self.tls_active = True
         self.helo = None
         self.authenticated = None
