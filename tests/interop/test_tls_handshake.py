@@ -10,14 +10,18 @@ a ServerHello; a plaintext refusal line would only be a TLS error to it), and lo
 from __future__ import annotations
 
 import contextlib
+import resource
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.interop.conftest import Instance, make_instance
+from postkeep.server.fdlimit import FD_MARGIN
+from tests.interop.conftest import POSTKEEP, Instance, make_instance
 
 PER_IP = 2
 HANDSHAKE_TIMEOUT = 2.0
@@ -88,3 +92,45 @@ def test_a_failed_handshake_is_logged(inst: Instance) -> None:
             sock.recv(200)
     inst.wait_log(r"tls handshake failed ip=127\.0\.0\.1 reason=(?!timeout)\S+")
 
+
+# -- the open-file limit ---------------------------------------------------------------------
+
+
+def _serve_with_nofile(inst: Instance, soft: int, hard: int) -> subprocess.Popen[bytes]:
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return subprocess.Popen(
+        [*POSTKEEP, "--dir", str(inst.dir), "serve"], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, preexec_fn=lower,
+    )
+
+
+def test_serve_refuses_to_start_below_the_need(tmp_path: Path) -> None:
+    inst = make_instance(tmp_path)
+    proc = _serve_with_nofile(inst, 256, 512)
+    out, _ = proc.communicate(timeout=60)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 2, text
+    assert "config error: smtp.max_connections" in text
+    assert "imap.max_connections" in text or "imap.processes" in text
+    assert "hard limit (RLIMIT_NOFILE) is 512" in text
+
+
+def test_serve_raises_the_soft_limit_to_the_need(tmp_path: Path) -> None:
+    inst = make_instance(tmp_path)
+    inst.set_config("imap", processes=1)  # smtp and imap max_connections: 200 and 1000
+    proc = _serve_with_nofile(inst, 128, 4096)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for raw in proc.stdout:
+            lines.append(raw.decode(errors="replace"))
+            if "ready hostname=" in lines[-1]:
+                break
+        text = "".join(lines)
+        need = 200 + 200 + 1000 + FD_MARGIN
+        assert f"open files limit={need} need={need} hard=4096 process=server" in text, text
+    finally:
+        proc.terminate()
+        proc.wait(15)
