@@ -446,8 +446,8 @@ async def serve_worker(cfg: Config, index: int, channel_fd: int, listen_fds: lis
     from postkeep.store import open_store
     from postkeep.store.crypto import load_master_key
 
-    raise_open_files(fd_need(cfg, imap_worker=True), process=f"imap-worker-{index}")
     tls_context = build_tls(cfg)
+    raise_open_files(fd_need(cfg, imap_worker=True), process=f"imap-worker-{index}")
     master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
     bus = EventBus()
     store = await open_store(
