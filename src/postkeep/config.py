@@ -106,6 +106,12 @@ class TlsConfig:
         "directory). Each name may appear once.",
         default_factory=list,
     )
+    handshake_timeout: float = _doc(
+        "Seconds a client has to finish its TLS handshake, on implicit-TLS listeners (the "
+        "connection holds its slot meanwhile) and after STARTTLS; past it the connection is "
+        "closed and logged `tls handshake failed ip=... reason=timeout`.",
+        default=10.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -431,6 +437,8 @@ def _validate_tls(cfg: Config) -> None:
         for key in ("cert_file", "key_file"):
             if not getattr(item, key):
                 raise ConfigError(f"{prefix}.{key}", "must name a PEM file")
+    if not 0 < cfg.tls.handshake_timeout <= 300:
+        raise ConfigError("tls.handshake_timeout", "must be greater than 0 and at most 300")
 
 
 def _validate(cfg: Config) -> None:

@@ -185,6 +185,9 @@ def make_instance(root: Path, domain: str = "example.test") -> Instance:
             rf'(\[{section}\]\nlisten = )\[.*?\]\ntls_listen = \[.*?\]',
             f'\\1["127.0.0.1:{plain}"]\ntls_listen = ["127.0.0.1:{implicit}"]', text,
         )
+    # caps that fit a 20,000-descriptor hard limit (`serve` refuses to start past it)
+    text = text.replace("[smtp]\n", "[smtp]\nmax_connections = 200\n", 1)
+    text = text.replace("[imap]\n", "[imap]\nmax_connections = 1000\n", 1)
     cfg.write_text(text)
     inst = Instance(directory, port, sub_port, subs_port, imap_port, imaps_port)
     inst.cli("user", "add", f"alice@{domain}", "--password-stdin", input=PASSWORD + "\n")

@@ -189,8 +189,10 @@ class ImapServer:
             logger=logger,
             read_size=READ_SIZE,
             sockets=sockets,
+            handshake_timeout=cfg.tls.handshake_timeout,
         )
         self.deadlines = self.listeners.deadlines
+        self.handshake_timeout = cfg.tls.handshake_timeout
         self.message_cache = MessageCache(self.imap.message_cache_size)
 
     # -- capabilities ------------------------------------------------------------------------------
@@ -379,7 +381,8 @@ class ImapServer:
         await conn.out.drain()
         # RFC 9051 §6.2.1: nothing pipelined after STARTTLS may be acted on.
         await start_tls(conn.reader, conn.writer, self.tls_context,
-                        buffered=len(conn.frames.take_buffered()), ip=conn.ip, logger=logger)
+                        buffered=len(conn.frames.take_buffered()), ip=conn.ip, logger=logger,
+                        timeout=self.handshake_timeout)
         conn.tls = True
 
     async def _login(self, conn: _Conn, cmd: c.Login) -> None:

@@ -3,12 +3,21 @@
 One copy of what the SMTP and IMAP drivers (and the next ones) do before and around a session:
 
 - `Listeners` binds (or adopts, in IMAP worker processes) the listening sockets of one role,
-  each plain (STARTTLS offered later) or implicit TLS (RFC 8314 §3.3) with a bounded handshake
-  (`TLS_HANDSHAKE_TIMEOUT`); takes a connection slot per client IP class before serving
-  (`postkeep.net.slots`): past the limits the client gets the role's refusal line and the log
-  `reject ip=... [code=...] reason="too many connections"`; gives the slot back when the
-  session ends, whatever way it ends; owns the role's `ReadDeadlines`; and on `stop` cancels
-  every session (each says goodbye in its own protocol) and waits for them.
+  each plain (STARTTLS offered later) or implicit TLS (RFC 8314 §3.3); takes a connection slot
+  per client IP class at accept, before any TLS (`postkeep.net.slots`): past the limits the
+  connection is closed with the log `reject ip=... [code=...] reason="too many connections"`,
+  a plain one after the role's refusal line, an implicit-TLS one without a word (its client
+  waits for a ServerHello: a plaintext line would only be a TLS protocol error to it, and a
+  handshake to carry the line would spend on the refused client what the limit protects);
+  on implicit-TLS listeners it accepts raw sockets itself (`sock_accept`: nothing is read
+  before TLS, so no ClientHello can be lost to a plaintext reader), takes the slot, then does
+  the handshake (`connect_accepted_socket`, bounded by `tls.handshake_timeout`), so a
+  connection holds its slot while it handshakes; gives the slot back when the session
+  ends, whatever way it ends; owns the role's `ReadDeadlines`; and on `stop` cancels every
+  session (each says goodbye in its own protocol) and waits for them.
+- A handshake that fails or times out (implicit TLS or STARTTLS) is logged in one line,
+  `tls handshake failed ip=... reason=...` (`reason=timeout` for the deadline), for operators
+  and fail2ban.
 - `start_tls` is the server side of STARTTLS (SMTP RFC 3207, IMAP RFC 9051 §6.2.1): plaintext
   pipelined behind the command is thrown away, never read as if it came over TLS (RFC 3207 §4.2,
   CVE-2011-0411), and logged `discarded ip=... bytes=...`; then the handshake, bounded in time.
@@ -29,7 +38,7 @@ from postkeep.net.deadlines import ReadDeadlines
 from postkeep.net.slots import IpSlots, ip_class
 
 LISTEN_BACKLOG = 1024
-TLS_HANDSHAKE_TIMEOUT = 30.0
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,40 @@ async def close_stream(writer: asyncio.StreamWriter) -> None:
         pass
 
 
+def _handshake_reason(error: BaseException, elapsed: float, timeout: float) -> str:
+    # asyncio and uvloop both abort a handshake past its deadline with ConnectionAbortedError
+    timed_out = isinstance(error, ConnectionAbortedError) and (
+        elapsed >= timeout or "taking longer" in str(error)
+    )
+    if timed_out or isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, ssl.SSLError):
+        return error.reason or error.__class__.__name__
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return error.__class__.__name__
+
+
+async def handshake(
+    writer: asyncio.StreamWriter,
+    tls_context: ssl.SSLContext,
+    *,
+    timeout: float,
+    ip: str,
+    logger: logging.Logger,
+) -> None:
+    """The server side of a TLS handshake on `writer`, at most `timeout` seconds; a failure is
+    logged `tls handshake failed ip=... reason=...` and raised again."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        await writer.start_tls(tls_context, ssl_handshake_timeout=timeout)
+    except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as e:
+        reason = _handshake_reason(e, loop.time() - started, timeout)
+        logger.warning("tls handshake failed ip=%s reason=%s", ip, log.quote(reason))
+        raise
+
+
 def bind_listeners(listen: Sequence[str]) -> list[socket.socket]:
     """Listening TCP sockets for "ip:port" entries, for processes that share them."""
     sockets: list[socket.socket] = []
@@ -81,6 +124,7 @@ class Listeners:
     connection limits (`busy_code`, its status code, goes in the log line when the protocol
     has one). `sockets`: listening sockets bound already, in the order of `listen` (IMAP
     worker processes share the main process's); default: bind them at `start`.
+    `handshake_timeout`: seconds an implicit-TLS client has to finish its handshake.
     """
 
     def __init__(
@@ -96,6 +140,7 @@ class Listeners:
         logger: logging.Logger,
         read_size: int,
         sockets: Sequence[socket.socket] | None = None,
+        handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
     ) -> None:
         self.listen = list(listen)
         self.session = session
@@ -107,26 +152,34 @@ class Listeners:
         self.logger = logger
         self.read_size = read_size
         self.sockets = sockets
+        self.handshake_timeout = handshake_timeout
         self.deadlines = ReadDeadlines()
         self.servers: list[asyncio.Server] = []
+        self._sockets: list[socket.socket] = []  # implicit TLS: accepted by `_accept`
+        self._acceptors: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         for i, (item, implicit) in enumerate(self.listen):
             if self.sockets is not None:
-                where: dict[str, object] = {"sock": self.sockets[i]}
+                sock = self.sockets[i]
             else:
                 host, port = parse_listen(item)
-                where = {"host": host, "port": port, "reuse_address": True}
-            server = await asyncio.start_server(
-                lambda r, w, implicit=implicit: self._client(r, w, implicit),
-                limit=self.read_size,
-                backlog=LISTEN_BACKLOG,
-                ssl=self.tls_context if implicit else None,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if implicit else None,
-                **where,  # type: ignore[arg-type]
-            )
-            self.servers.append(server)
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+            if implicit:
+                if self.tls_context is None:
+                    raise ValueError(f"{item}: implicit TLS needs a TLS context")
+                # accepted here, raw: the slot is taken before any octet is read, then the
+                # handshake (`_implicit_client`); asyncio's ssl= would handshake before the slot
+                sock.setblocking(False)
+                self._sockets.append(sock)
+                self._acceptors.append(asyncio.create_task(self._accept(sock)))
+            else:
+                server = await asyncio.start_server(
+                    self._client, limit=self.read_size, backlog=LISTEN_BACKLOG, sock=sock
+                )
+                self.servers.append(server)
             kind = "implicit TLS" if implicit else "STARTTLS"
             self.logger.info("listening on %s (%s, %s)", item, self.role, kind)
         self.deadlines.start()
@@ -136,6 +189,11 @@ class Listeners:
         self.deadlines.stop()
         for server in self.servers:
             server.close()
+        for acceptor in self._acceptors:
+            acceptor.cancel()
+        await asyncio.gather(*self._acceptors, return_exceptions=True)
+        for sock in self._sockets:
+            sock.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -143,20 +201,66 @@ class Listeners:
         for server in self.servers:
             await server.wait_closed()
 
-    async def _client(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, implicit: bool
-    ) -> None:
+    async def _accept(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listening)
+            except OSError as e:  # EMFILE and the like: log, breathe, go on
+                self.logger.warning("accept failed reason=%s", log.quote(e.strerror or e))
+                await asyncio.sleep(0.1)
+                continue
+            task = asyncio.create_task(self._implicit_client(sock, address))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _implicit_client(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        assert self.tls_context is not None
+        peer = Peer(str(address[0]), int(address[1]), ip_class(str(address[0])), True)
+        try:
+            if not await self.slots.acquire_ip(peer.key):
+                self._log_reject(peer)
+                sock.close()  # without a word: the client waits for a ServerHello
+                return
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            loop = asyncio.get_running_loop()
+            reader = asyncio.StreamReader(limit=self.read_size)
+            protocol = asyncio.StreamReaderProtocol(reader)
+            started = loop.time()
+            try:
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol, sock, ssl=self.tls_context,
+                    ssl_handshake_timeout=self.handshake_timeout,
+                )
+            except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as e:
+                reason = _handshake_reason(e, loop.time() - started, self.handshake_timeout)
+                self.logger.warning("tls handshake failed ip=%s reason=%s", peer.ip,
+                                    log.quote(reason))
+                return
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            await self.session(reader, writer, peer)
+        finally:
+            sock.close()  # a no-op once the transport owns and closed it
+            self.slots.release_ip(peer.key)
+
+    def _log_reject(self, peer: Peer) -> None:
+        code = f" code={self.busy_code}" if self.busy_code else ""
+        self.logger.warning(
+            "reject ip=%s%s reason=%s", peer.ip, code, log.quote("too many connections")
+        )
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         address = writer.get_extra_info("peername") or ("0.0.0.0", 0)
-        peer = Peer(str(address[0]), int(address[1]), ip_class(str(address[0])), implicit)
+        peer = Peer(str(address[0]), int(address[1]), ip_class(str(address[0])), False)
         try:
             if not await self.slots.acquire_ip(peer.key):
-                code = f" code={self.busy_code}" if self.busy_code else ""
-                self.logger.warning(
-                    "reject ip=%s%s reason=%s", peer.ip, code, log.quote("too many connections")
-                )
+                self._log_reject(peer)
                 writer.write(self.busy)
                 await close_stream(writer)
                 return
@@ -176,11 +280,14 @@ async def start_tls(
     buffered: int,
     ip: str,
     logger: logging.Logger,
+    timeout: float = TLS_HANDSHAKE_TIMEOUT,
 ) -> None:
     """Switch a connection to TLS once the protocol's go-ahead is flushed.
 
     `buffered`: octets of plaintext the protocol core had read past the command and dropped
     already; what the stream reader still holds is dropped here. Both are logged together.
+    `timeout`: seconds the handshake may take (`tls.handshake_timeout`); a failure is logged
+    and raised.
     """
     dropped = buffered
     stale = getattr(reader, "_buffer", None)
@@ -192,4 +299,4 @@ async def start_tls(
             "discarded ip=%s bytes=%d reason=%s",
             ip, dropped, log.quote("data pipelined after STARTTLS"),
         )
-    await writer.start_tls(tls_context, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+    await handshake(writer, tls_context, timeout=timeout, ip=ip, logger=logger)

@@ -442,10 +442,12 @@ async def serve_worker(cfg: Config, index: int, channel_fd: int, listen_fds: lis
     main process's channel closes."""
     from postkeep.imap.server import ImapServer
     from postkeep.net.tls import build_tls
+    from postkeep.server.fdlimit import fd_need, raise_open_files
     from postkeep.store import open_store
     from postkeep.store.crypto import load_master_key
 
     tls_context = build_tls(cfg)
+    raise_open_files(fd_need(cfg, imap_worker=True), process=f"imap-worker-{index}")
     master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
     bus = EventBus()
     store = await open_store(

@@ -1,6 +1,8 @@
 """`postkeep serve`: builds the listeners and services from the config and runs them.
 
-Startup order: TLS context (fails fast on bad certificates), store (migrations), listeners,
+Startup order: TLS context (fails fast on bad certificates), the open-file limit
+(`postkeep.server.fdlimit`: raised to what the connection caps need, or a refusal to start
+naming the keys), store (migrations), listeners,
 IMAP worker processes (`postkeep.server.imap_workers`, when `imap.processes` > 1: that many
 workers share the IMAP listening sockets, bound here first, and this process serves no IMAP
 itself).
@@ -22,6 +24,7 @@ from postkeep.imap.server import ImapServer
 from postkeep.net.listener import bind_listeners
 from postkeep.net.slots import LocalSlots
 from postkeep.net.tls import build_tls
+from postkeep.server.fdlimit import fd_need, raise_open_files
 from postkeep.server.imap_workers import WorkerPool
 from postkeep.smtp.server import SmtpServer
 from postkeep.store import open_store
@@ -32,6 +35,7 @@ logger = log.get("server")
 
 async def serve(cfg: Config) -> None:
     tls_context = build_tls(cfg)
+    raise_open_files(fd_need(cfg))
     master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
     store = await open_store(cfg.store_url, cfg.data_dir, master_key)
     verifier = PasswordVerifier()

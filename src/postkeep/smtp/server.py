@@ -180,8 +180,10 @@ class SmtpServer:
             role=role,
             logger=logger,
             read_size=READ_SIZE,
+            handshake_timeout=cfg.tls.handshake_timeout,
         )
         self.deadlines = self.listeners.deadlines
+        self.handshake_timeout = cfg.tls.handshake_timeout
 
     def capabilities(self, implicit_tls: bool, tls: TlsInfo | None = None) -> Capabilities:
         """What a connection is offered: `tls`, the TLS it runs over (None before STARTTLS),
@@ -486,7 +488,8 @@ class SmtpServer:
         await conn.writer.drain()
         # RFC 3207 §4.2: plaintext pipelined after STARTTLS is thrown away
         await start_tls(conn.reader, conn.writer, self.tls_context,
-                        buffered=session.starttls_begin(), ip=conn.ip, logger=logger)
+                        buffered=session.starttls_begin(), ip=conn.ip, logger=logger,
+                        timeout=self.handshake_timeout)
         conn.tls = _tls_info(conn.writer)
         session.tls_started(self.capabilities(False, conn.tls))
         conn.rcpt_accounts.clear()

@@ -1,0 +1,136 @@
+"""Interop: implicit-TLS connections (RFC 8314 §3.3) hold their per-IP slot from accept on,
+handshake included; a handshake that never comes is cut at `tls.handshake_timeout` and logged.
+
+`serve` raises its open-file limit to what the connection caps need, or refuses to start.
+
+A client refused for the limits on an implicit-TLS port is closed without a word (it waits for
+a ServerHello; a plaintext refusal line would only be a TLS error to it), and logged `reject`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from postkeep.server.fdlimit import FD_MARGIN
+from tests.interop.conftest import POSTKEEP, Instance, make_instance
+
+PER_IP = 2
+HANDSHAKE_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="module")
+def inst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    inst = make_instance(tmp_path_factory.mktemp("handshake"))
+    inst.set_config("smtp", max_connections_per_ip=PER_IP)
+    inst.set_config("imap", max_connections_per_ip=PER_IP)
+    inst.set_config("tls", handshake_timeout=HANDSHAKE_TIMEOUT)
+    inst.start()
+    yield inst
+    inst.stop()
+
+
+def _port(inst: Instance, role: str) -> int:
+    return inst.submissions_port if role == "submission" else inst.imaps_port
+
+
+def _tls_greeting(inst: Instance, port: int) -> bytes:
+    ctx = ssl.create_default_context(cafile=str(inst.ca_file))
+    with (socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+          ctx.wrap_socket(raw, server_hostname="localhost") as tls):
+        return tls.recv(200)
+
+
+@pytest.mark.parametrize("role", ["submission", "imap"])
+def test_silent_handshakes_hold_the_per_ip_slots(inst: Instance, role: str) -> None:
+    port = _port(inst, role)
+    rejects = inst.log().count('reason="too many connections"')
+    timeouts = inst.log().count("tls handshake failed ip=127.0.0.1 reason=timeout")
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(PER_IP)]
+    try:
+        time.sleep(0.5)  # let the server take their slots
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as refused:
+            # closed at once without a word: no plaintext refusal line on a TLS port
+            assert refused.recv(200) == b""
+        assert time.monotonic() - started < HANDSHAKE_TIMEOUT / 2
+        deadline = time.monotonic() + 5
+        while inst.log().count('reason="too many connections"') <= rejects:
+            assert time.monotonic() < deadline, inst.log()[-3000:]
+            time.sleep(0.05)
+        assert 'reject ip=127.0.0.1' in inst.log()
+        # the silent ones are cut at the handshake deadline, and logged
+        for sock in silent:
+            assert sock.recv(200) == b""
+        deadline = time.monotonic() + 5
+        while inst.log().count("tls handshake failed ip=127.0.0.1 reason=timeout") < (
+            timeouts + PER_IP
+        ):
+            assert time.monotonic() < deadline, inst.log()[-3000:]
+            time.sleep(0.05)
+    finally:
+        for sock in silent:
+            sock.close()
+    # their slots are free again: a real TLS client is served
+    time.sleep(0.2)
+    greeting = _tls_greeting(inst, port)
+    assert greeting.startswith(b"220 " if role == "submission" else b"* OK")
+
+
+def test_a_failed_handshake_is_logged(inst: Instance) -> None:
+    with socket.create_connection(("127.0.0.1", inst.submissions_port), timeout=10) as sock:
+        sock.sendall(b"EHLO plaintext.example\r\n")
+        with contextlib.suppress(ConnectionResetError):
+            sock.recv(200)
+    inst.wait_log(r"tls handshake failed ip=127\.0\.0\.1 reason=(?!timeout)\S+")
+
+
+# -- the open-file limit ---------------------------------------------------------------------
+
+
+def _serve_with_nofile(inst: Instance, soft: int, hard: int) -> subprocess.Popen[bytes]:
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return subprocess.Popen(
+        [*POSTKEEP, "--dir", str(inst.dir), "serve"], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, preexec_fn=lower,
+    )
+
+
+def test_serve_refuses_to_start_below_the_need(tmp_path: Path) -> None:
+    inst = make_instance(tmp_path)
+    proc = _serve_with_nofile(inst, 256, 512)
+    out, _ = proc.communicate(timeout=60)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 2, text
+    assert "config error: smtp.max_connections" in text
+    assert "imap.max_connections" in text or "imap.processes" in text
+    assert "hard limit (RLIMIT_NOFILE) is 512" in text
+
+
+def test_serve_raises_the_soft_limit_to_the_need(tmp_path: Path) -> None:
+    inst = make_instance(tmp_path)
+    inst.set_config("imap", processes=1)  # smtp and imap max_connections: 200 and 1000
+    proc = _serve_with_nofile(inst, 128, 4096)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for raw in proc.stdout:
+            lines.append(raw.decode(errors="replace"))
+            if "ready hostname=" in lines[-1]:
+                break
+        text = "".join(lines)
+        need = 200 + 200 + 1000 + FD_MARGIN
+        assert f"open files limit={need} need={need} hard=4096 process=server" in text, text
+    finally:
+        proc.terminate()
+        proc.wait(15)
