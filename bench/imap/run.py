@@ -673,7 +673,7 @@ class PostkeepTarget(ChildServer):
             raise TargetUnavailable(f"{path} missing after init")
         n = limits.connections + 1000
         values = {
-            "max_connections": str(max(20000, n)),
+            "max_connections": str(n),  # each worker needs this many descriptors
             "max_connections_per_ip": str(n),
             "max_connections_per_account": str(n),
             "command_rate": "1000000.0",

@@ -265,7 +265,11 @@ class ImapConfig:
         "notifications for all of them. 0: one per CPU core (at most 8).",
         default=0,
     )
-    max_connections: int = _doc("Simultaneous IMAP connections in all.", default=20000)
+    max_connections: int = _doc(
+        "Simultaneous IMAP connections in all (each IMAP process needs this many open files "
+        "plus 256: the server refuses to start when the hard RLIMIT_NOFILE is lower).",
+        default=10000,
+    )
     max_connections_per_ip: int = _doc(
         "Simultaneous connections from one IPv4 address or IPv6 /64.", default=100
     )

@@ -117,8 +117,6 @@ def test_imap_starttls_old_protocol_logged_with_reason(harness: Harness) -> None
                          'library=SSL"'), line
 
 
-@pytest.mark.xfail(strict=True, reason="the implicit-TLS handshake runs inside asyncio before "
-                   "the session handler; net/listener.py logs nothing when it fails")
 def test_implicit_tls_handshake_failure_logged(harness: Harness) -> None:
     before = harness.log_lines("UNSUPPORTED_PROTOCOL")
     client_hello_refused(socket.create_connection(("127.0.0.1", harness.submissions_port)))
