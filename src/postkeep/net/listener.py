@@ -66,6 +66,13 @@ async def close_stream(writer: asyncio.StreamWriter) -> None:
         pass
 
 
+def _log_handshake_failure(
+    logger: logging.Logger, ip: str, error: BaseException, elapsed: float, timeout: float
+) -> None:
+    reason = _handshake_reason(error, elapsed, timeout)
+    logger.warning("tls handshake failed ip=%s reason=%s", ip, log.quote(reason))
+
+
 def _handshake_reason(error: BaseException, elapsed: float, timeout: float) -> str:
     # asyncio and uvloop both abort a handshake past its deadline with ConnectionAbortedError
     timed_out = isinstance(error, ConnectionAbortedError) and (
@@ -95,9 +102,14 @@ async def handshake(
     try:
         await writer.start_tls(tls_context, ssl_handshake_timeout=timeout)
     except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as e:
-        reason = _handshake_reason(e, loop.time() - started, timeout)
-        logger.warning("tls handshake failed ip=%s reason=%s", ip, log.quote(reason))
+        _log_handshake_failure(logger, ip, e, loop.time() - started, timeout)
         raise
+
+
+def _bind(item: str) -> socket.socket:
+    host, port = parse_listen(item)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
 
 
 def bind_listeners(listen: Sequence[str]) -> list[socket.socket]:
@@ -105,10 +117,7 @@ def bind_listeners(listen: Sequence[str]) -> list[socket.socket]:
     sockets: list[socket.socket] = []
     try:
         for item in listen:
-            host, port = parse_listen(item)
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
-            sockets.append(sock)
+            sockets.append(_bind(item))
     except BaseException:
         for sock in sockets:
             sock.close()
@@ -161,12 +170,7 @@ class Listeners:
 
     async def start(self) -> None:
         for i, (item, implicit) in enumerate(self.listen):
-            if self.sockets is not None:
-                sock = self.sockets[i]
-            else:
-                host, port = parse_listen(item)
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+            sock = self.sockets[i] if self.sockets is not None else _bind(item)
             if implicit:
                 if self.tls_context is None:
                     raise ValueError(f"{item}: implicit TLS needs a TLS context")
@@ -236,9 +240,8 @@ class Listeners:
                     ssl_handshake_timeout=self.handshake_timeout,
                 )
             except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as e:
-                reason = _handshake_reason(e, loop.time() - started, self.handshake_timeout)
-                self.logger.warning("tls handshake failed ip=%s reason=%s", peer.ip,
-                                    log.quote(reason))
+                _log_handshake_failure(self.logger, peer.ip, e, loop.time() - started,
+                                       self.handshake_timeout)
                 return
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             await self.session(reader, writer, peer)
