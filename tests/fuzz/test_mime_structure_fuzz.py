@@ -4,11 +4,13 @@ quoted-printable decoding against a transcription of Dovecot's decoder."""
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from postkeep.mime import structure
 from postkeep.mime.structure import (
     Part,
     bodystructure,
@@ -21,6 +23,8 @@ from postkeep.mime.structure import (
     parse_structure,
     to_json,
 )
+from postkeep.mime.summary import summarize
+from postkeep.mime.window import Window
 
 FRAGMENTS = [
     b"Content-Type: multipart/mixed; boundary=b\r\n",
@@ -291,3 +295,74 @@ def test_header_fields_picks_exactly_the_named_fields(
               if n.strip().lower() not in wanted]
     assert header_fields(data, root, names, exclude=False) == b"".join(chosen) + b"\r\n"
     assert header_fields(data, root, names, exclude=True) == b"".join(others) + b"\r\n"
+
+
+# -- the parser over a Window (a spooled message read a block at a time) ------------------------
+
+
+def window(data: bytes, block: int) -> Window:
+    return Window(len(data), lambda start, length: data[start : start + length], block)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(st.lists(st.sampled_from(FRAGMENTS), max_size=60).map(b"".join),
+              st.binary(max_size=500)),
+    st.integers(min_value=1, max_value=40),
+    st.integers(min_value=1, max_value=6),
+)
+def test_parse_over_a_window_is_the_parse_of_the_bytes(
+    data: bytes, block: int, max_depth: int
+) -> None:
+    """Blocks of any size, matches across their edges: the same tree, envelope and summary."""
+    view = window(data, block)
+    assert parse_structure(view) == parse_structure(data)
+    assert parse_structure(view, max_depth=max_depth, max_parts=8) == parse_structure(
+        data, max_depth=max_depth, max_parts=8)
+    assert envelope(view) == envelope(data)
+    assert summarize(view) == summarize(data)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=300), st.binary(max_size=6), st.integers(1, 9), st.data())
+def test_window_operations_are_those_of_bytes(
+    data: bytes, sub: bytes, block: int, draw: st.DataObject
+) -> None:
+    view = window(data, block)
+    start = draw.draw(st.one_of(st.none(), st.integers(-5, len(data) + 5)))
+    end = draw.draw(st.one_of(st.none(), st.integers(-5, len(data) + 5)))
+    assert len(view) == len(data)
+    assert view[start:end] == data[start:end]
+    if data:
+        index = draw.draw(st.integers(-len(data), len(data) - 1))
+        assert view[index] == data[index]
+    if sub:
+        assert view.find(sub, start, end) == data.find(sub, start, end)
+        assert view.count(sub, start, end) == data.count(sub, start, end)
+        assert view.startswith(sub, start, end) == data.startswith(sub, start, end)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"\n--b", b"--", b"x", b" ", b"\t", b"\r", b"\n", b"\r\n"]),
+             max_size=30).map(b"".join),
+    st.integers(0, 5),
+    st.integers(0, 5),
+)
+def test_delimiter_search_is_the_rfc2046_pattern(data: bytes, pos: int, cut: int) -> None:
+    """The find-based delimiter search matches what the RFC 2046 §5.1.1 pattern matches."""
+    end = max(len(data) - cut, 0)
+    m = re.compile(rb"\n--b(--)?[ \t]*(?=\r?\n|\Z)").search(data, pos, end)
+    expected = None if m is None else (m.start(), m.end(), m.group(1) is not None)
+    assert structure._delimiter(data, b"\n--b", pos, end) == expected
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b":", b" ", b"\r", b"\n", b"\r\n"]), max_size=30)
+       .map(b"".join))
+def test_header_ends_at_the_first_empty_line(data: bytes) -> None:
+    """The body starts after the first LF CRLF or LF LF (or a leading empty line)."""
+    m = re.compile(rb"\n\r?\n").search(data)
+    expected = (1 if data.startswith(b"\n") else 2 if data.startswith(b"\r\n")
+                else m.end() if m else len(data))
+    assert parse_structure(data).body_start == expected

@@ -31,6 +31,11 @@ decoder writes (trailing blanks dropped, line ends CRLF). Unlike Dovecot, a mult
 boundary parameter is treated as text/plain (its body stays readable as part 1), and invalid
 quoted-printable is decoded leniently instead of failing BINARY.
 
+The tree is found with `find`, `count`, `startswith` and bounded slices of the message (no
+regular expression runs over the message itself), so `parse_structure` and `envelope` work on a
+`mime.window.Window` as on bytes: a message spooled to disk is parsed without being read into
+memory whole.
+
 Strings hold header octets decoded as UTF-8 with "surrogateescape", so 8-bit headers
 round-trip; rendered IMAP text must be encoded with ("utf-8", "surrogateescape").
 """
@@ -45,11 +50,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from postkeep.mime.window import Window
+
+Text = bytes | Window  # a message in memory, or read a block at a time (`mime.window`)
 Params = tuple[tuple[str, str], ...]
 Address = tuple[str | None, str | None, str | None, str | None]  # name, route, mailbox, host
 
 _DEPTH_CAP: Final = 200  # keeps the recursion far below Python's limit
 _MAX_VALUE: Final = 256 * 1024  # octets of one header field value that are looked at
+_MAX_HEADER: Final = 1024 * 1024  # octets of one part's header that are looked at
 _MAX_PARAMS: Final = 64
 _MESSAGE: Final = frozenset({"rfc822", "global"})
 _EMPTY_ENVELOPE: Final = "(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"
@@ -61,7 +70,6 @@ _FIELDS: Final = frozenset(  # the Content-* fields (RFC 2045 §3) and the ENVEL
         "message-id",
     }
 )  # fmt: skip
-_BLANK_LINE = re.compile(rb"\n\r?\n")
 _FIELD_END = re.compile(rb"\n(?![ \t])")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 _LINE_START = re.compile(rb"^(?=[^ \t])", re.M)
@@ -153,7 +161,7 @@ def _field_start(names: frozenset[str]) -> re.Pattern[bytes]:
     return re.compile(rb"^(?=[" + initials + rb"])(" + alternatives + rb")[ \t]*:", re.I | re.M)
 
 
-def _header(data: bytes, start: int, end: int) -> tuple[int, dict[str, str]]:
+def _header(data: Text, start: int, end: int) -> tuple[int, dict[str, str]]:
     """(body start, {lower-case name: first value}) of the part at data[start:end].
 
     Only the Content-* and ENVELOPE fields are collected; the body starts after the first
@@ -163,10 +171,14 @@ def _header(data: bytes, start: int, end: int) -> tuple[int, dict[str, str]]:
         hdr_end, body = start, start + 1
     elif data.startswith(b"\r\n", start, end):
         hdr_end, body = start, start + 2
-    else:
-        m = _BLANK_LINE.search(data, start, end)
-        hdr_end, body = (m.start() + 1, m.end()) if m else (end, end)
-    block = data[start:hdr_end]
+    else:  # the first LF CRLF or LF LF
+        crlf = data.find(b"\n\r\n", start, end)
+        lf = data.find(b"\n\n", start, crlf + 1 if crlf >= 0 else end)
+        if lf >= 0:
+            hdr_end, body = lf + 1, lf + 2
+        else:
+            hdr_end, body = (crlf + 1, crlf + 3) if crlf >= 0 else (end, end)
+    block = data[start : min(hdr_end, start + _MAX_HEADER)]
     fields: dict[str, str] = {}
     pos = 0
     while len(fields) < len(_FIELDS):
@@ -348,7 +360,7 @@ def _empty_part(at: int) -> Part:
 class _Parser:
     """Builds the tree top-down; each multipart searches only its own body for delimiters."""
 
-    def __init__(self, data: bytes, max_depth: int) -> None:
+    def __init__(self, data: Text, max_depth: int) -> None:
         self.data = data
         self.max_depth = max_depth
         self.count = 0
@@ -399,24 +411,24 @@ class _Parser:
         """The subparts of the multipart body data[start:end] (RFC 2046 §5.1.1)."""
         data = self.data
         try:
-            mark = re.escape(boundary.encode("utf-8", "surrogateescape"))
+            mark = boundary.encode("utf-8", "surrogateescape")
         except UnicodeEncodeError:
-            mark = re.escape(boundary.encode("utf-8", "replace"))
+            mark = boundary.encode("utf-8", "replace")
         # The body start follows the LF of the empty line, so "\n--" also finds a delimiter
         # on the body's first line. The line end stays outside the match.
-        delimiter = re.compile(b"\n--" + mark + rb"(--)?[ \t]*(?=\r?\n|\Z)")
+        delimiter = b"\n--" + mark
         digest = subtype == "digest"
         kids: list[Part] = []
         current: int | None = None
         pos = max(start - 1, 0)
-        while (m := delimiter.search(data, pos, end)) is not None:
+        while (m := _delimiter(data, delimiter, pos, end)) is not None:
+            at, pos, closing = m
             if current is not None:  # the CRLF before the delimiter is not the part's
-                stop = m.start() - (m.start() > current and data[m.start() - 1] == 13)
+                stop = at - (at > current and data[at - 1] == 13)
                 kids.append(self.part(current, max(stop, current), depth, limit - 1, digest))
                 current = None
-            if m.group(1):
+            if closing:
                 break
-            pos = m.end()
             current = pos + (
                 2 if data.startswith(b"\r\n", pos, end) else data.startswith(b"\n", pos, end)
             )
@@ -430,13 +442,39 @@ class _Parser:
         return tuple(kids)
 
 
-def parse_structure(data: bytes, *, max_depth: int = 32, max_parts: int = 1000) -> Part:
+def _delimiter(data: Text, delimiter: bytes, pos: int, end: int) -> tuple[int, int, bool] | None:
+    """The first delimiter line in data[pos:end] (RFC 2046 §5.1.1): `delimiter` ("\\n--" and
+    the boundary), optionally "--" (closing), blanks, then a line end or `end`, which is not
+    part of the match. Returns (start, end, closing) of the match, or None."""
+    while (at := data.find(delimiter, pos, end)) >= 0:
+        after = at + len(delimiter)
+        closing = data.startswith(b"--", after, end)
+        after += 2 * closing
+        step = 16
+        while after < end:  # the blanks: a few octets, then more while there are only blanks
+            piece = data[after : min(end, after + step)]
+            blanks = len(piece) - len(piece.lstrip(b" \t"))
+            after += blanks
+            if blanks < len(piece):
+                break
+            step = min(2 * step, 1 << 16)
+        if after == end or data.startswith(b"\n", after, end) or data.startswith(
+            b"\r\n", after, end
+        ):
+            return at, after, closing
+        pos = at + 1
+    return None
+
+
+def parse_structure(data: Text, *, max_depth: int = 32, max_parts: int = 1000) -> Part:
     """The MIME tree of the raw message `data`; never raises on any input.
 
     At most `max_parts` parts (at least 1) and `max_depth` levels (1..200, the root is level
     1): a multipart or message part that would exceed either is an application/octet-stream
     leaf. Work is linear in len(data) per level, memory proportional to the part count; of a
-    header field value the first 256 KiB are used.
+    part's header the first 1 MiB is looked at, of a header field value the first 256 KiB.
+    `data` is the message in memory or a `Window` onto it (a spooled message, read a block
+    at a time): the tree is the same.
     """
     parser = _Parser(data, min(max(max_depth, 1), _DEPTH_CAP))
     return parser.part(0, len(data), 0, max(max_parts, 1), False)
@@ -557,7 +595,7 @@ def _address_list(addresses: list[Address]) -> str:
     return "(" + "".join("(" + " ".join(map(imap_string, a)) + ")" for a in addresses) + ")"
 
 
-def envelope(data: bytes, part: Part | None = None) -> str:
+def envelope(data: Text, part: Part | None = None) -> str:
     """ENVELOPE (RFC 9051 §7.5.2) of the header of `part` (default: the message's own).
 
     Values are the raw unfolded field bodies (RFC 2047 encoded-words left as they are); Sender
