@@ -8,9 +8,10 @@ Exposure: the store is reached only by authenticated code paths and by delivery;
 callers to have validated addresses (lower-cased domain, syntax checked) but re-checks uniqueness
 and referential integrity itself.
 
-Every method is a coroutine (but `MailStore.subscribe`); implementations run blocking I/O in
-threads. `deliver()` returns only once the blob and the metadata are durable (fsync'd files,
-committed transaction): that is the promise behind SMTP's `250` after DATA.
+Every method is a coroutine (but `MailStore.subscribe` and `Store.new_spool`); implementations
+run blocking I/O in threads. `deliver()` returns only once the blob and the metadata are
+durable (fsync'd files, committed transaction): that is the promise behind SMTP's `250` after
+DATA.
 
 `Store` is what SMTP, delivery, authentication and the CLI use; `MailStore` extends it with the
 mailbox operations IMAP needs (snapshots, MODSEQ changes, flags, expunge, copy and move, mailbox
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from postkeep.errors import StoreError
+from postkeep.store.spool import MessageData, Spool
 
 if TYPE_CHECKING:
     from postkeep.store.events import Subscription
@@ -182,13 +184,15 @@ class LocalDelivery:
 
     `account_ids` lists each local account once (alias expansion already done). The message goes to
     each account's INBOX (or `mailbox_name`). `data` is the whole message as it will be stored
-    (trace headers added). IMAP APPEND uses this too, with an envelope whose `queue_id` is empty
-    (no envelope row is recorded), `received_at` as the INTERNALDATE, and its flags and keywords.
+    (trace headers added): bytes, or a `SpooledText` (an SMTP message too large to hold in
+    memory), read a chunk at a time. IMAP APPEND uses this too, with an envelope whose
+    `queue_id` is empty (no envelope row is recorded), `received_at` as the INTERNALDATE, and
+    its flags and keywords.
     """
 
     envelope: Envelope
     account_ids: Sequence[int]
-    data: bytes
+    data: MessageData
     flags: Flag = Flag(0)  # noqa: RUF009 - an immutable int flag, safe as a shared default
     mailbox_name: str = "INBOX"
     keywords: tuple[str, ...] = ()
@@ -374,7 +378,7 @@ class Store(Protocol):
 
     # -- outbound queue ----------------------------------------------------------------------------
     async def enqueue_outbound(
-        self, envelope: Envelope, recipients: Sequence[DsnRecipient], data: bytes
+        self, envelope: Envelope, recipients: Sequence[DsnRecipient], data: MessageData
     ) -> str:
         """Queue a message for remote `recipients`, durably (encrypted blob fsync'd, row
         committed) before returning its queue id."""
@@ -411,6 +415,10 @@ class Store(Protocol):
     async def list_messages(self, mailbox_id: int) -> list[MessageInfo]: ...
     async def read_message(self, account_id: int, message_id: int) -> bytes:
         """The decrypted message; raises NotFound if it is not the account's."""
+
+    def new_spool(self) -> Spool:
+        """A spool for the text of a message on its way in (`postkeep.store.spool`), in the
+        store's own temporary directory; it blocks (a file is made): call it in a thread."""
 
     async def deliver(self, delivery: LocalDelivery) -> DeliveryResult:
         """Store one message durably for all its recipients (group-committed).

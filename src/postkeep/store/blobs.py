@@ -14,7 +14,8 @@ then the destination directory is fsync'd, so after a crash a blob is either abs
 Directories created on the way are made durable by fsyncing their parents.
 
 `write_many` is the group-commit form: it writes N blobs, fsyncs each file, renames them all and
-then fsyncs each touched directory once.
+then fsyncs each touched directory once. A blob is given whole or as an iterable of pieces
+(`crypto.encrypt_stream`), written as they come: a large message is never in memory whole.
 
 Files are created 0600 and directories 0700: the contents are ciphertext, but their sizes and
 times are still metadata worth keeping private.
@@ -42,6 +43,8 @@ _BLOB_ID = re.compile(r"[0-9a-f]{36}")
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+BlobData = bytes | bytearray | memoryview | Iterable[bytes]  # whole, or in pieces
 
 
 def new_blob_id() -> str:
@@ -119,11 +122,11 @@ class BlobFiles:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    def write(self, blob_id: str, data: bytes | bytearray | memoryview) -> None:
+    def write(self, blob_id: str, data: BlobData) -> None:
         """Durably store one blob (see `write_many`)."""
         self.write_many([(blob_id, data)])
 
-    def write_many(self, items: Sequence[tuple[str, bytes | bytearray | memoryview]]) -> None:
+    def write_many(self, items: Sequence[tuple[str, BlobData]]) -> None:
         """Durably store several new blobs: all are on disk and fsync'd when this returns.
 
         On error, every blob of the batch is removed again (tmp or final) and the error raised.
@@ -141,7 +144,11 @@ class BlobFiles:
                     fd = os.open(tmp, _CREATE_FLAGS, _FILE_MODE)
                     tmps.append(tmp)
                     fds.append(fd)
-                    _write_all(fd, data)
+                    if isinstance(data, bytes | bytearray | memoryview):
+                        _write_all(fd, data)
+                    else:
+                        for piece in data:
+                            _write_all(fd, piece)
                 # Write everything first, then flush each: the file system can overlap the work.
                 for fd in fds:
                     os.fsync(fd)

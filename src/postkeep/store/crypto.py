@@ -38,8 +38,9 @@ import io
 import os
 import stat
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -243,8 +244,18 @@ def encrypted_size(plaintext_size: int) -> int:
     return HEADER_SIZE + plaintext_size + chunks * TAG_SIZE
 
 
-def encrypt_blob(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
-    """Encrypt a whole message into the chunked blob format (see the module docstring)."""
+class Plaintext(Protocol):
+    """What a blob is encrypted from: octets with a length that can be sliced (bytes, or a
+    `postkeep.mime.window.Window` onto a spooled message)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, key: slice, /) -> bytes | bytearray | memoryview: ...
+
+
+def encrypt_stream(key: bytes, data: Plaintext) -> Iterator[bytes]:
+    """The blob of `data` (see the module docstring) in pieces: the header, then each chunk's
+    ciphertext. `data` is read a chunk at a time, as the pieces are taken, so writing them one
+    by one never holds more than a chunk of the message or of its blob."""
     _check_key(key, "content key")
     size = len(data)
     chunks = max(1, -(-size // CHUNK_SIZE))
@@ -252,15 +263,23 @@ def encrypt_blob(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
         raise StoreError("message too large to encrypt")
     prefix = os.urandom(NONCE_PREFIX_SIZE)
     header = _HEADER.pack(MAGIC, VERSION, CHUNK_SHIFT, 0, prefix, size)
-    aes = AESGCM(key)
-    view = memoryview(data)
-    out = bytearray(header)
+    return _chunks(AESGCM(key), header, prefix, data, chunks)
+
+
+def _chunks(
+    aes: AESGCM, header: bytes, prefix: bytes, data: Plaintext, chunks: int
+) -> Iterator[bytes]:
+    yield header
     last = chunks - 1
     for i in range(chunks):
+        chunk = data[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]
         aad = header + _CHUNK_AAD.pack(i, i == last)
-        chunk = view[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]
-        out += aes.encrypt(prefix + i.to_bytes(4, "big"), chunk, aad)
-    return bytes(out)
+        yield aes.encrypt(prefix + i.to_bytes(4, "big"), chunk, aad)
+
+
+def encrypt_blob(key: bytes, data: bytes | bytearray | memoryview) -> bytes:
+    """Encrypt a whole message held in memory into the chunked blob format."""
+    return b"".join(encrypt_stream(key, memoryview(data)))
 
 
 class _Header:

@@ -32,12 +32,13 @@ from postkeep.store.api import DsnRecipient, Envelope, QueueEntry, QueueRecipien
 from postkeep.store.blobs import new_blob_id
 from postkeep.store.crypto import (
     decrypt_blob,
-    encrypt_blob,
+    encrypt_stream,
     new_key,
     outbound_key_context,
     unwrap_key,
     wrap_key,
 )
+from postkeep.store.spool import MessageData
 from postkeep.store.sql.base import SqlStoreBase
 from postkeep.store.sql.schema import outbound_queue
 
@@ -85,9 +86,10 @@ class OutboundQueueMixin(SqlStoreBase):
     """Outbound queue methods of `SqlStore` (see the module docstring)."""
 
     async def enqueue_outbound(
-        self, envelope: Envelope, recipients: Sequence[DsnRecipient], data: bytes
+        self, envelope: Envelope, recipients: Sequence[DsnRecipient], data: MessageData
     ) -> str:
         """Queue `data` for the remote `recipients`; returns the queue id once durable.
+        `data` in memory or spooled is encrypted as it is written, a chunk at a time.
 
         The queue id is `envelope.queue_id` (a fresh one if empty); AlreadyExists if an entry with
         that id is queued already. Cancelling the caller does not withdraw a queued write.
@@ -121,7 +123,7 @@ class OutboundQueueMixin(SqlStoreBase):
         }
 
         def prepare() -> None:  # writer thread, before the transaction
-            self._blobs.write(blob_id, encrypt_blob(content_key, data))
+            self._blobs.write(blob_id, encrypt_stream(content_key, data))
 
         def undo() -> None:
             self._blobs.delete(blob_id)

@@ -52,6 +52,7 @@ from postkeep.store.crypto import (
     wrap_key,
 )
 from postkeep.store.events import Subscription
+from postkeep.store.spool import Spool
 from postkeep.store.sql.base import SqlStoreBase, create_engines
 from postkeep.store.sql.mailops import MailboxOpsMixin
 from postkeep.store.sql.outbound import OutboundQueueMixin
@@ -110,6 +111,14 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
     """
 
     # -- delivery ----------------------------------------------------------------------------------
+
+    def new_spool(self) -> Spool:
+        """A spool in ``<data_dir>/blobs/tmp`` (see the Store protocol)."""
+        self._check_open()
+        try:
+            return Spool(self._blobs.tmp)
+        except OSError as exc:
+            raise StoreError(f"cannot make a spool file: {exc}") from exc
 
     async def deliver(self, delivery: LocalDelivery) -> DeliveryResult:
         """Store a message for its recipients, durably, group-committed (see the Store protocol).

@@ -60,9 +60,9 @@ from postkeep.store.api import (
     LocalDelivery,
     MailboxEvent,
 )
-from postkeep.store.blobs import BlobFiles, new_blob_id
+from postkeep.store.blobs import BlobData, BlobFiles, new_blob_id
 from postkeep.store.crypto import (
-    encrypt_blob,
+    encrypt_stream,
     message_key_context,
     new_key,
     seal,
@@ -102,7 +102,7 @@ class _Pending:
     loop: asyncio.AbstractEventLoop
     blob_id: str = ""
     content_key: bytes = b""
-    blob: bytes = b""
+    blob: BlobData = b""  # the blob's pieces, encrypted as they are written
     structure: bytes = b""
     written: bool = False
 
@@ -583,11 +583,14 @@ class GroupCommitWriter:
     # -- group commit ------------------------------------------------------------------------------
 
     def _prepare(self, p: _Pending) -> None:
+        """Key, summary and blob of a delivery: its blob is encrypted as it is written (a
+        chunk at a time, from memory or from a spool) by `BlobFiles.write_many`."""
         p.blob_id = new_blob_id()
         p.content_key = new_key()
-        p.blob = encrypt_blob(p.content_key, p.delivery.data)
-        summary = summarize(p.delivery.data)
+        data = p.delivery.data
+        summary = summarize(data)
         p.structure = seal(p.content_key, summary, structure_context(p.blob_id))
+        p.blob = encrypt_stream(p.content_key, data)
 
     def _deliver_batch(self, run: list[_Pending]) -> list[_Outcome]:
         if not all(p.written for p in run):  # the files thread could not write them
