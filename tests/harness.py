@@ -45,6 +45,7 @@ from postkeep.auth.passwords import PasswordVerifier
 from postkeep.imap.server import ImapServer
 from postkeep.net.tls import build_tls, create_self_signed
 from postkeep.sasl.secrets import derive_secrets
+from postkeep.smtp.intake import DataBudget
 from postkeep.smtp.server import SmtpServer
 from postkeep.smtp.wire.session import SmtpSession
 from postkeep.store import create_master_key, open_store
@@ -118,14 +119,13 @@ class ConnStats:
     """What a recorded SMTP connection's session was fed, and its largest buffers between reads.
 
     The driver feeds the session only once it needs more input, i.e. after it has processed
-    everything before; so `peak_raw`, `peak_buffered` and `peak_message` are what the session
-    kept between reads (DATA text, command bytes, BDAT message)."""
+    everything before; so `peak_text` and `peak_buffered` are what the session kept between
+    reads (message text, command bytes)."""
 
     def __init__(self, session: SmtpSession) -> None:
         self.fed = 0
-        self.peak_raw = 0
+        self.peak_text = 0
         self.peak_buffered = 0
-        self.peak_message = 0
         self._session = session
         self._feed = session.feed
         session.feed = self.feed  # type: ignore[method-assign]
@@ -137,9 +137,8 @@ class ConnStats:
 
     def sample(self) -> None:
         s = self._session
-        self.peak_raw = max(self.peak_raw, len(s._raw))
+        self.peak_text = max(self.peak_text, s.pending_text)
         self.peak_buffered = max(self.peak_buffered, s.buffered)
-        self.peak_message = max(self.peak_message, len(s._message))
 
 
 class RecordingSmtpServer(SmtpServer):
@@ -271,9 +270,11 @@ class Harness:
                 self.verifier = PasswordVerifier()
             tls_context = build_tls(cfg)
             assert self.store is not None and self.verifier is not None
-            self.mx = RecordingSmtpServer(cfg, self.store, tls_context, role="mx")
+            budget = DataBudget(cfg.smtp.max_data_in_flight)  # one per process, as `serve`
+            self.mx = RecordingSmtpServer(cfg, self.store, tls_context, role="mx", budget=budget)
             self.submission = RecordingSmtpServer(cfg, self.store, tls_context,
-                                                  role="submission", verifier=self.verifier)
+                                                  role="submission", verifier=self.verifier,
+                                                  budget=budget)
             self.imap = ImapServer(cfg, self.store, tls_context, self.verifier)
             try:
                 self.run(self._start_all())

@@ -130,6 +130,20 @@ class SmtpConfig:
     max_header_size: int = _doc(
         "Largest header section accepted, in bytes; larger gets 552 5.3.4.", default=100 * KiB
     )
+    spool_threshold: int = _doc(
+        "Bytes of a message's text a session holds in memory while it arrives (MX and "
+        "submission); past them the text goes to an encrypted temporary file without a name "
+        "(in the blob directory), from which the message's blob is written, so a session's "
+        "memory does not grow with the size of its message. 0: every message goes to a file.",
+        default=1 * MiB,
+    )
+    max_data_in_flight: int = _doc(
+        "Bytes of message text all SMTP sessions of the server may hold in memory at once (MX "
+        "and submission together): a message that would take more is refused with 451 4.3.1 "
+        "(the client tries again later), and DATA is refused so while less than 64 KiB is "
+        "left. At least `spool_threshold`.",
+        default=256 * MiB,
+    )
     max_recipients: int = _doc(
         "Recipients per message (RFC 5321 §4.5.3.1.8 requires at least 100); more get 452 4.5.3.",
         default=100,
@@ -513,6 +527,10 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("smtp.max_line_length", "must be at least 1000 (RFC 5321 §4.5.3.1.6)")
     if smtp.error_delay < 0 or smtp.soft_error_limit < 0:
         raise ConfigError("smtp.error_delay", "must not be negative")
+    if smtp.spool_threshold < 0:
+        raise ConfigError("smtp.spool_threshold", "must not be negative")
+    if smtp.max_data_in_flight < max(smtp.spool_threshold, 64 * KiB):
+        raise ConfigError("smtp.max_data_in_flight", "must be at least spool_threshold and 64 KiB")
 
 
 def load(path: Path) -> Config:

@@ -19,10 +19,17 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
 Later checks join here, as stages of their own in this list: SPF, DKIM, DMARC, ARC, DNSBL
 verdicts after ``limits``; content filters before ``trace``; DKIM signing of submitted mail
 before ``store``.
+
+A message's text is bytes, or a `SpooledText` (past `smtp.spool_threshold` it arrived into an
+encrypted spool): stages read it as bytes-like (`len`, slices, `find`...; a spooled one is
+decrypted a block at a time), the header checks only its first octets, the MIME part check
+(a parse of the whole message) runs in a thread for a spooled one, and the store writes its
+blob from the spool.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +41,7 @@ from postkeep.policy import limits
 from postkeep.policy.submission import check_from_header, check_part_sizes
 from postkeep.policy.verdict import Verdict
 from postkeep.store.api import Account, DsnRecipient, Envelope, LocalDelivery, Store
+from postkeep.store.spool import MessageData, SpooledText
 
 logger = log.get("smtp")  # the SMTP driver's log: operators' filters match these lines there
 
@@ -62,7 +70,7 @@ class Inbound:
     received_at: float
     envelope: Envelope
     recipients: Sequence[tuple[DsnRecipient, tuple[int, ...]]]
-    data: bytes
+    data: MessageData
     client: Client
     trace: bytes = b""
 
@@ -117,9 +125,14 @@ class InboundPipeline:
 
     # -- the stages, in pipeline order -------------------------------------------------------
 
+    def _head(self, message: Inbound) -> bytes:
+        """The first octets of the text: the header section, if it is within the limit (its
+        empty line included), else more than the limit allows."""
+        return message.data[: self.limits.max_header_size + 3]
+
     async def check_limits(self, message: Inbound) -> Verdict | None:
         problem = limits.check_headers(
-            message.data, self.limits.max_header_size, self.limits.max_received_headers
+            self._head(message), self.limits.max_header_size, self.limits.max_received_headers
         )
         return None if problem is None else Verdict(problem, problem.text)
 
@@ -127,9 +140,15 @@ class InboundPipeline:
         login = message.client.login
         if login is None:  # cannot happen: submission requires AUTH before MAIL
             return None
-        problem = check_from_header(message.data, message.client.owned, login.address)
+        # after `limits`: the header section is within what _head reads
+        problem = check_from_header(self._head(message), message.client.owned, login.address)
         if problem is None:
-            problem = check_part_sizes(message.data, self.limits.max_part_size)
+            if isinstance(message.data, SpooledText):  # read from disk, decrypted: off the loop
+                problem = await asyncio.to_thread(
+                    check_part_sizes, message.data, self.limits.max_part_size
+                )
+            else:
+                problem = check_part_sizes(message.data, self.limits.max_part_size)
         return None if problem is None else Verdict(problem, problem.text)
 
     async def add_trace(self, message: Inbound) -> Verdict | None:
@@ -154,7 +173,11 @@ class InboundPipeline:
     async def store_message(self, message: Inbound) -> Verdict | None:
         account_ids = list(dict.fromkeys(i for _, ids in message.recipients for i in ids))
         remote = [rcpt for rcpt, ids in message.recipients if not ids]
-        data = message.trace + message.data
+        data: MessageData = (
+            message.data.with_prefix(message.trace)
+            if isinstance(message.data, SpooledText)
+            else message.trace + message.data
+        )
         try:
             if account_ids:
                 await self.store.deliver(LocalDelivery(message.envelope, account_ids, data))

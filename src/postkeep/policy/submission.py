@@ -6,25 +6,27 @@ delivers to it (also through other aliases), or an address it was granted ("send
 else is refused with 553 5.7.1, so a logged-in user cannot impersonate another (RFC 6409 §6.1 lets
 the MSA enforce this).
 
-MIME part limit: a single part larger than `max_part_size` (encoded) is refused with 552 5.3.4.
-The parse is skipped when the whole message is smaller than the limit.
+MIME part limit: a single part larger than `max_part_size` (encoded) is refused with 552 5.3.4,
+a structure nested deeper than `MAX_MIME_DEPTH` with 554 5.6.0. The parts are those of the MIME
+parser IMAP serves them with (`mime.structure`, which reads a spooled message a block at a
+time); the parse is skipped when the whole message is smaller than the limit.
 """
 
 from __future__ import annotations
 
-import email
 import email.parser
 import email.policy
 from collections.abc import Iterable
-from email.message import Message
 from email.utils import getaddresses
 
 from postkeep.errors import Reply
+from postkeep.mime.structure import Part, Text, parse_structure
 from postkeep.policy.addresses import normalize
 from postkeep.policy.limits import header_section
 from postkeep.store.api import ALIAS_DEPTH, Account, Alias
 
 MAX_MIME_DEPTH = 50
+MAX_MIME_PARTS = 10_000
 
 
 def owned_addresses(
@@ -75,19 +77,20 @@ def check_from_header(data: bytes, owned: frozenset[str], login: str) -> Reply |
     return None
 
 
-def check_part_sizes(data: bytes, max_part_size: int) -> Reply | None:
-    """Refuse a message with a MIME part (encoded body) over `max_part_size` bytes."""
+def check_part_sizes(data: Text, max_part_size: int) -> Reply | None:
+    """Refuse a message with a MIME part (encoded body) over `max_part_size` bytes, or nested
+    more than `MAX_MIME_DEPTH` levels below its top."""
     if len(data) <= max_part_size:
         return None
-    message = email.message_from_bytes(data, policy=email.policy.compat32)
-    stack: list[tuple[Message, int]] = [(message, 0)]
+    # deep enough to see a level past the limit; parts enough for any sane message
+    root = parse_structure(data, max_depth=MAX_MIME_DEPTH + 2, max_parts=MAX_MIME_PARTS)
+    stack: list[tuple[Part, int]] = [(root, 0)]
     while stack:
         part, depth = stack.pop()
         if depth > MAX_MIME_DEPTH:
             return Reply(554, "5.6.0", "MIME structure nested too deeply")
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            stack.extend((p, depth + 1) for p in payload if isinstance(p, Message))
-        elif isinstance(payload, str | bytes) and len(payload) > max_part_size:
+        if part.children:
+            stack.extend((child, depth + 1) for child in part.children)
+        elif part.body_end - part.body_start > max_part_size:
             return Reply(552, "5.3.4", f"A MIME part exceeds {max_part_size} bytes")
     return None

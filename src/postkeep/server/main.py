@@ -26,6 +26,7 @@ from postkeep.net.slots import LocalSlots
 from postkeep.net.tls import build_tls
 from postkeep.server.fdlimit import fd_need, raise_open_files
 from postkeep.server.imap_workers import WorkerPool
+from postkeep.smtp.intake import DataBudget
 from postkeep.smtp.server import SmtpServer
 from postkeep.store import open_store
 from postkeep.store.crypto import load_master_key
@@ -39,8 +40,10 @@ async def serve(cfg: Config) -> None:
     master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
     store = await open_store(cfg.store_url, cfg.data_dir, master_key)
     verifier = PasswordVerifier()
-    smtp = SmtpServer(cfg, store, tls_context)
-    submission = SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier)
+    budget = DataBudget(cfg.smtp.max_data_in_flight)  # message text in flight: MX + submission
+    smtp = SmtpServer(cfg, store, tls_context, budget=budget)
+    submission = SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier,
+                            budget=budget)
     imap_listen = [*cfg.imap.listen, *cfg.imap.tls_listen]
     processes = cfg.imap_processes() if imap_listen else 1
     sockets = bind_listeners(imap_listen) if processes > 1 else None

@@ -7,9 +7,10 @@ hand is answered in one write (RFC 2920 §3.1: a server must flush before it blo
 a whole EHLO reply and a pipelined MAIL/RCPT/DATA group each go out in one segment.
 
 Owns: per-connection read timeouts (RFC 5321 §4.5.3.2), the error budget's delays, STARTTLS
-(RFC 3207), AUTH's replies and failure limits (RFC 4954), and handing each received message to
-the inbound pipeline (`delivery.inbound`), whose `250` is sent only once the message is
-durable.
+(RFC 3207), AUTH's replies and failure limits (RFC 4954), storing each message's text as it
+arrives (`smtp.intake`: memory, then an encrypted spool; the process's budget for text in
+flight) and handing each received message to the inbound pipeline (`delivery.inbound`), whose
+`250` is sent only once the message is durable.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from postkeep.net.slots import ConnectionLimiter
 from postkeep.net.tls import EndPointBindings, network_error
 from postkeep.policy.relay import check_rcpt
 from postkeep.policy.submission import check_envelope_sender, owned_addresses
+from postkeep.smtp.intake import R_NO_ROOM, ROOM, DataBudget, Intake
 from postkeep.smtp.wire.parser import Auth, Rcpt
 from postkeep.smtp.wire.session import (
     AuthRequested,
@@ -52,6 +54,7 @@ from postkeep.smtp.wire.session import (
     SessionLimits,
     SmtpSession,
     StartTlsRequested,
+    TextReceived,
 )
 from postkeep.store.api import Account, DsnRecipient, Envelope, Store
 
@@ -100,6 +103,8 @@ class _Conn:
     owned: frozenset[str] = frozenset()  # addresses the account may send as
     auth: AuthExchange | None = None  # an AUTH exchange in progress
     auth_failures: int = 0
+    intake: Intake | None = None  # the text of the message being received
+    refusal: tuple[Reply, str] | None = None  # an intake's refusal, until its reply is sent
 
 
 class SmtpServer:
@@ -118,8 +123,12 @@ class SmtpServer:
         tls_context: ssl.SSLContext | None,
         role: str = "mx",
         verifier: PasswordVerifier | None = None,
+        budget: DataBudget | None = None,
     ) -> None:
+        """`budget`: the process's budget for message text in flight, shared by the MX and
+        submission servers (a budget of `smtp.max_data_in_flight` of its own if None)."""
         self.cfg = cfg
+        self.budget = budget if budget is not None else DataBudget(cfg.smtp.max_data_in_flight)
         self.smtp = cfg.smtp
         self.role = role
         self.submission = role == "submission"
@@ -230,6 +239,8 @@ class SmtpServer:
             writer.write(session.render(R_SHUTDOWN))
             raise
         finally:
+            if conn.intake is not None:
+                conn.intake.discard()
             logger.info(
                 "disconnect ip=%s port=%d role=%s tls=%s user=%s helo=%s messages=%d errors=%d "
                 "seconds=%.3f reason=%s",
@@ -271,6 +282,9 @@ class SmtpServer:
                 session.feed(data)
                 continue
             await self._handle(conn, event)
+            if conn.intake is not None and conn.intake.stream != session.message_stream:
+                conn.intake.discard()  # RSET, EHLO, STARTTLS, a refused chunk: no message
+                conn.intake = None
             if conn.closing:
                 conn.writer.write(b"".join(conn.out))
                 conn.out.clear()
@@ -310,7 +324,7 @@ class SmtpServer:
         match event:
             case Say(reply=reply, close=close):
                 if reply.code >= 400:
-                    await self._error(conn, "-", reply, reply.text)
+                    await self._error(conn, "-", reply, self._reason(conn, reply))
                 else:
                     self._reply(conn, reply)
                 if close:
@@ -339,7 +353,13 @@ class SmtpServer:
             case RcptReceived(rcpt=rcpt):
                 await self._rcpt(conn, rcpt)
             case DataReceived():
-                self._reply(conn, session.begin_data())
+                if self.budget.room < ROOM:
+                    reply = session.refuse_data(R_NO_ROOM)
+                    await self._error(conn, "DATA", reply, "no room in smtp.max_data_in_flight")
+                else:
+                    self._reply(conn, session.begin_data())
+            case TextReceived(data=data):
+                await self._text(conn, data)
             case ChunkReceived(size=size):
                 self._reply(conn, session.chunk_reply(size))
             case MessageReceived():
@@ -364,11 +384,36 @@ class SmtpServer:
         conn.rcpt_accounts[rcpt] = tuple(a.id for a in decision.accounts)
         self._reply(conn, session.accept_rcpt(rcpt))
 
+    async def _text(self, conn: _Conn, data: bytes) -> None:
+        stream = conn.session.message_stream
+        assert stream is not None  # text comes only while a message is being received
+        if conn.intake is None:
+            conn.intake = Intake(self.budget, self.smtp.spool_threshold, self.store.new_spool,
+                                 stream)
+        if not await conn.intake.add(data):
+            conn.refusal = conn.intake.refusal
+            conn.intake = None
+            assert conn.refusal is not None
+            conn.session.refuse_message(conn.refusal[0])
+
+    def _reason(self, conn: _Conn, reply: Reply) -> str:
+        """What to log for an error reply: the reason of the intake's refusal if it is that."""
+        refusal, conn.refusal = conn.refusal, None
+        return refusal[1] if refusal is not None and refusal[0] is reply else reply.text
+
     async def _message(self, conn: _Conn, event: MessageReceived) -> None:
+        intake, conn.intake = conn.intake, None
+        try:
+            await self._deliver(conn, event, intake)
+        finally:
+            if intake is not None:
+                intake.discard()
+
+    async def _deliver(self, conn: _Conn, event: MessageReceived, intake: Intake | None) -> None:
         accounts = {rcpt: conn.rcpt_accounts.get(rcpt, ()) for rcpt in event.rcpts}
         conn.rcpt_accounts.clear()
         if event.error is not None:
-            await self._error(conn, "DATA", event.error, event.error.text)
+            await self._error(conn, "DATA", event.error, self._reason(conn, event.error))
             return
         session, mail = conn.session, event.mail
         recipients = [
@@ -392,7 +437,7 @@ class SmtpServer:
                 smtputf8=mail.params.smtputf8,
             ),
             recipients=recipients,
-            data=event.data,
+            data=intake.text() if intake is not None else b"",
             client=Client(
                 conn.ip, helo, bool(session.helo and session.helo.extended), conn.tls,
                 conn.account, conn.owned,
@@ -414,7 +459,7 @@ class SmtpServer:
                 log.quote(conn.account.address if conn.account else "-"),
                 mail.path.address,
                 ",".join(f"<{r.path.address}>" for r in event.rcpts),
-                len(event.data),
+                event.size,
                 log.quote(f"{reply.code} {reply.enhanced}"),
             )
 

@@ -88,23 +88,30 @@ class Spool:
                 raise
 
     def _append(self, data: bytes | bytearray | memoryview) -> None:
-        self._tail += data
-        full = len(self._tail) // CHUNK_SIZE
-        if full:
-            whole = memoryview(bytes(self._tail[: full * CHUNK_SIZE]))
-            del self._tail[: full * CHUNK_SIZE]
-            out = bytearray()
-            for i in range(full):
-                index = self._chunks + i
-                chunk = whole[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]
-                out += self._aes.encrypt(self._nonce(index), chunk, self._aad(index))
-            offset = self._chunks * _SPAN
-            pending = memoryview(out)
-            while pending:
-                written = os.pwrite(self._file.fileno(), pending, offset)
-                offset += written
-                pending = pending[written:]
-            self._chunks += full
+        """Encrypt and write each chunk as soon as it is whole, straight from `data`."""
+        with memoryview(data) as view:
+            at = 0
+            if self._tail:  # complete the partial chunk first
+                at = min(len(view), CHUNK_SIZE - len(self._tail))
+                self._tail += view[:at]
+                if len(self._tail) < CHUNK_SIZE:
+                    return
+                self._write_chunk(self._tail)
+                self._tail = bytearray()
+            while len(view) - at >= CHUNK_SIZE:
+                self._write_chunk(view[at : at + CHUNK_SIZE])
+                at += CHUNK_SIZE
+            self._tail += view[at:]
+
+    def _write_chunk(self, chunk: bytes | bytearray | memoryview) -> None:
+        index = self._chunks
+        sealed = memoryview(self._aes.encrypt(self._nonce(index), chunk, self._aad(index)))
+        offset = index * _SPAN
+        while sealed:
+            written = os.pwrite(self._file.fileno(), sealed, offset)
+            offset += written
+            sealed = sealed[written:]
+        self._chunks += 1
 
     def read(self, start: int, length: int) -> bytes:
         """Text octets [start, start+length), within what was written; each chunk read is

@@ -11,14 +11,20 @@ SMTP smuggling defence: only CRLF "." CRLF ends DATA; any bare CR or bare LF in 
 rejects the message (RFC 5321 §2.3.8 forbids them), so no `\\n.\\n` variant can end a message
 here and another be hidden after it for a downstream server.
 
+Message text is not collected here: it is scanned as it arrives (the terminator, dot-stuffing,
+bare CR/LF, line lengths, the size: state carried from one read to the next) and handed to the
+driver piece by piece (`TextReceived`), which stores it (`smtp.intake`). What the core holds of
+it between reads is the current line, at most `max_line_length` (+2) octets.
+
 Exposure: fed by an unauthenticated peer. Memory is bounded by `max_command_line` for commands
-and by `max_message_size` (plus a small slack for dot-stuffing) for message data; past that,
-data is consumed and discarded until its end, then rejected.
+and by `max_line_length` for message text; a message past `max_message_size`, or with a bare
+CR/LF or an over-long line, is consumed and discarded until its end, then rejected.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -42,6 +48,7 @@ from postkeep.smtp.wire.parser import (
 )
 
 _TERMINATOR = b"\r\n.\r\n"
+_STREAMS = itertools.count(1)  # names the message texts of all sessions (`message_stream`)
 _NOT_PRINTABLE_ASCII = re.compile(r"[^\x21-\x7e]")
 
 
@@ -114,6 +121,15 @@ class DataReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class TextReceived:
+    """The next piece of the text of the message being received (DATA: dot-unstuffed; BDAT: as
+    sent), in order; none comes once the message is known to be refused. The driver stores it
+    under `SmtpSession.message_stream`, or refuses it with `refuse_message`."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkReceived:
     """A non-final BDAT chunk was read in full: answer 250 with `chunk_reply()`."""
 
@@ -122,15 +138,17 @@ class ChunkReceived:
 
 @dataclass(frozen=True, slots=True)
 class MessageReceived:
-    """A whole message (DATA ended, or BDAT LAST read); the transaction is already reset.
+    """A whole message (DATA ended, or BDAT LAST read); the transaction is already reset. Its
+    text came before as `TextReceived` pieces, `size` octets in all.
 
-    `error` is set when the protocol layer already knows the message must be refused (too big,
-    bare CR/LF, over-long line); then `data` is empty.
+    `error` is set when the message must be refused: the core found it too big, with a bare
+    CR/LF or an over-long line, or the driver refused it (`refuse_message`); the text stopped
+    coming then.
     """
 
     mail: Mail
     rcpts: tuple[Rcpt, ...]
-    data: bytes
+    size: int
     error: Reply | None
 
 
@@ -159,6 +177,7 @@ Event = (
     | MailReceived
     | RcptReceived
     | DataReceived
+    | TextReceived
     | ChunkReceived
     | MessageReceived
     | StartTlsRequested
@@ -187,6 +206,7 @@ class _Transaction:
     rcpts: list[Rcpt] = field(default_factory=list)
     failed: bool = False  # a BDAT chunk was refused: later chunks are refused too (RFC 3030 §2)
     used_data: bool = False
+    stream: int = 0  # names its message text once that began (`SmtpSession.message_stream`)
 
 
 # -- replies ----------------------------------------------------------------------------------
@@ -225,6 +245,51 @@ MAX_AUTH_LINE = 12288  # RFC 4954 §4
 R_SMTPUTF8_NEEDS_EHLO = Reply(555, "5.5.4", "SMTPUTF8 requires EHLO")
 
 
+class LineCheck:
+    """Bare CR/LF (RFC 5321 §2.3.8) and line lengths (§4.5.3.1.6, CRLF included) of a text
+    given in pieces split anywhere, with what is needed of the previous piece carried over:
+    whether it ended in CR, and the length of its last, unfinished line. A piece is looked at
+    with a few `count`/`find` calls and one search for a long line, never split into lines.
+    `max_line` 0 checks nothing (BODY=BINARYMIME, RFC 3030 §3)."""
+
+    __slots__ = ("_cr", "_long", "_max", "_partial")
+
+    def __init__(self, max_line: int) -> None:
+        self._max = max_line
+        self._partial = 0  # octets of the unfinished line (no CR, no LF)
+        self._cr = False  # the last piece ended in a CR
+        self._long = re.compile(b"\n[^\r\n]{%d}" % (max_line - 1)) if max_line else None
+
+    def feed(self, piece: bytes) -> Reply | None:
+        """The first problem of `piece`, taken after the pieces before it, or None."""
+        if self._long is None or not piece:
+            return None
+        start, end = 0, len(piece)
+        if self._cr:
+            if piece[0] != 0x0A:
+                return R_BARE_NEWLINE
+            self._cr, self._partial, start = False, 0, 1
+        if end > start and piece[end - 1] == 0x0D:
+            self._cr, end = True, end - 1
+        crlf = piece.count(b"\r\n", start, end)
+        if piece.count(b"\n", start, end) != crlf or piece.count(b"\r", start, end) != crlf:
+            return R_BARE_NEWLINE
+        first = piece.find(b"\r\n", start, end)
+        if first < 0:
+            self._partial += end - start
+        elif self._partial + first - start + 2 > self._max or self._long.search(
+            piece, first + 1, end
+        ):
+            return R_TEXT_LINE_TOO_LONG
+        else:
+            self._partial = end - piece.rfind(b"\r\n", start, end) - 2
+        return R_TEXT_LINE_TOO_LONG if self._partial + 2 > self._max else None
+
+    def finish(self) -> Reply | None:
+        """The problem of the text's end: a CR that no LF followed."""
+        return R_BARE_NEWLINE if self._cr and self._long is not None else None
+
+
 class SmtpSession:
     """The protocol state of one connection. See the module docstring."""
 
@@ -246,18 +311,19 @@ class SmtpSession:
         self._buf = bytearray()
         self._tx = _Transaction()
         self._skip_line = False  # discarding the rest of an over-long command line
-        # DATA: raw (dot-stuffed) text, with a sentinel CRLF in front so the terminator search
-        # also finds a "." on the very first line.
+        # the message text: its size, its line checks and the refusal once one was found
+        self._size = 0
+        self._lines = LineCheck(limits.max_line_length)
+        self._error: Reply | None = None
+        # DATA: raw (dot-stuffed) text not yet handed on, from the CRLF before the current
+        # line (a sentinel CRLF at first, so that a "." on the first line is seen too)
         self._raw = bytearray()
-        self._scanned = 0
-        self._discarding = False
+        self._scanned = 0  # octets of _raw searched for the terminator
         # BDAT
         self._bdat_left = 0
         self._bdat_last = False
-        self._bdat_error: Reply | None = None
-        self._bdat_size = 0
+        self._bdat_error: Reply | None = None  # the reply to the current chunk
         self._bdat_chunk = 0
-        self._message = bytearray()
 
     # -- input ------------------------------------------------------------------------------
 
@@ -274,21 +340,47 @@ class SmtpSession:
         """The accepted MAIL of the current transaction, if any."""
         return self._tx.mail
 
+    @property
+    def message_stream(self) -> int | None:
+        """A number naming the message whose text is arriving, unique in the process; None
+        when none is (between messages, and once the transaction is reset, has failed or
+        ended). What the driver stored of a text it drops as soon as this number is not that
+        text's: the client said RSET, EHLO, STARTTLS, a chunk was refused..."""
+        tx = self._tx
+        return tx.stream if tx.stream and not tx.failed else None
+
+    @property
+    def pending_text(self) -> int:
+        """Octets of message text held by the core (the current line of DATA)."""
+        return len(self._raw)
+
+    def refuse_message(self, reply: Reply) -> None:
+        """The driver refuses the message being received (no room for it, a store error): the
+        rest of its text is read and discarded; DATA ends with a `MessageReceived` carrying
+        `reply`, a BDAT chunk is answered with it (and later chunks with 503)."""
+        if self.mode is Mode.DATA:
+            self._fail(reply)
+        elif self.mode is Mode.BDAT and self._bdat_error is None:
+            self._bdat_error = reply
+            self._tx.failed = True
+
+    def refuse_data(self, reply: Reply) -> Reply:
+        """The driver refuses DATA itself (before 354): the transaction is reset, as by RSET,
+        and `reply` is what to send."""
+        self._tx = _Transaction()
+        return reply
+
     def next_event(self) -> Event | None:
         """The next event from buffered input, or None when more input is needed."""
-        while True:
-            if self.mode is Mode.COMMAND:
-                return self._next_command()
-            if self.mode is Mode.DATA:
-                return self._next_data()
-            if self.mode is Mode.BDAT:
-                event = self._next_bdat()
-                if event is None and self._bdat_left == 0:
-                    continue
-                return event
-            if self.mode is Mode.AUTH:
-                return self._next_auth_line()
-            return None
+        if self.mode is Mode.COMMAND:
+            return self._next_command()
+        if self.mode is Mode.DATA:
+            return self._next_data()
+        if self.mode is Mode.BDAT:
+            return self._next_bdat()
+        if self.mode is Mode.AUTH:
+            return self._next_auth_line()
+        return None
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -444,8 +536,14 @@ class SmtpSession:
         self.mode = Mode.DATA
         self._raw = bytearray(b"\r\n")
         self._scanned = 0
-        self._discarding = False
+        self._begin_text(check_lines=True)
         return Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+
+    def _begin_text(self, check_lines: bool) -> None:
+        self._tx.stream = next(_STREAMS)
+        self._size = 0
+        self._lines = LineCheck(self.limits.max_line_length if check_lines else 0)
+        self._error = None
 
     def chunk_reply(self, size: int) -> Reply:
         return Reply(250, "2.0.0", f"{size} octets received")
@@ -505,47 +603,77 @@ class SmtpSession:
     # -- DATA -------------------------------------------------------------------------------
 
     def _next_data(self) -> Event | None:
+        """Hand on the text up to the last complete line (dot-unstuffed, RFC 5321 §4.5.2),
+        keeping the line after it; at the terminator, the message."""
         raw = self._raw
         if self._buf:
             raw += self._buf
             del self._buf[:]
         end = raw.find(_TERMINATOR, max(0, self._scanned - 4))
-        if end < 0:
+        if end == 0 or (end > 0 and self._error is not None):
+            return self._end_data(end)
+        if self._error is not None:  # discarding: keep what could begin the terminator
+            del raw[:-4]
             self._scanned = len(raw)
-            slack = self.limits.max_message_size // 50 + 4096  # dot-stuffing overhead
-            if len(raw) > self.limits.max_message_size + slack:
-                self._discarding = True
-                del raw[:-4]
-                self._scanned = len(raw)
             return None
-        leftover = raw[end + len(_TERMINATOR) :]
+        cut = end if end > 0 else raw.rfind(b"\r\n")  # raw begins with a CRLF: cut >= 0
+        if cut == 0:
+            return self._partial_line()
+        with memoryview(raw) as view:
+            text = bytes(view[2 : cut + 2])
+        if text.startswith(b"."):  # a leading "." was added by the sender: remove it
+            text = text[1:]
+        text = text.replace(b"\r\n.", b"\r\n")  # the same object if there is none
+        del raw[:cut]  # the CRLF before the next line stays in front
+        self._scanned = 0 if end > 0 else len(raw)
+        if self._check(text):
+            return TextReceived(text)
+        return self.next_event()
+
+    def _partial_line(self) -> None:
+        """More text is needed, and what there is, is one unfinished line: refuse it already
+        if it has a bare CR/LF or is too long (what the core holds stays a line)."""
+        raw = self._raw
+        self._scanned = len(raw)
+        line = raw[2:-1] if raw.endswith(b"\r") else raw[2:]
+        if b"\r" in line or b"\n" in line:
+            self._fail(R_BARE_NEWLINE)
+        elif len(raw) - 2 > self.limits.max_line_length:
+            self._fail(R_TEXT_LINE_TOO_LONG)
+        if self._error is not None:
+            del raw[:-4]
+            self._scanned = len(raw)
+
+    def _end_data(self, end: int) -> MessageReceived:
+        """The terminator is at raw[end:]: what follows it is input again."""
+        leftover = self._raw[end + len(_TERMINATOR) :]
         if leftover:
             self._buf[:0] = leftover
-        # RFC 5321 §4.5.2: a leading "." on any line was added by the sender; remove it.
-        text = bytes(raw[: end + 2]).replace(b"\r\n.", b"\r\n")[2:]
         self._raw = bytearray()
         self.mode = Mode.COMMAND
-        error = R_TOO_BIG if self._discarding else self._check_text(text, binary=False)
-        return self._finish_message(text, error)
+        return self._finish_message()
 
-    def _check_text(self, text: bytes, binary: bool) -> Reply | None:
-        if len(text) > self.limits.max_message_size:
-            return R_TOO_BIG
-        if binary:
-            return None
-        crlf = text.count(b"\r\n")
-        if text.count(b"\n") != crlf or text.count(b"\r") != crlf:
-            return R_BARE_NEWLINE
-        # No bare CR/LF past this point, so CRLF delimits every line (CRLF counts in the limit).
-        if text and max(map(len, text.split(b"\r\n"))) + 2 > self.limits.max_line_length:
-            return R_TEXT_LINE_TOO_LONG
-        return None
+    def _check(self, text: bytes) -> bool:
+        """Count and check the next piece of text; False (and the message refused) if bad."""
+        self._size += len(text)
+        error = R_TOO_BIG if self._size > self.limits.max_message_size else self._lines.feed(text)
+        if error is not None:
+            self._fail(error)
+        return error is None
 
-    def _finish_message(self, text: bytes, error: Reply | None) -> MessageReceived:
+    def _fail(self, error: Reply) -> None:
+        """The message is refused: no more of its text is handed on (a DATA text is read to
+        its end and discarded)."""
+        if self._error is None:
+            self._error = error
+            self._tx.failed = True
+
+    def _finish_message(self) -> MessageReceived:
         tx = self._tx
         assert tx.mail is not None
         self._tx = _Transaction()
-        return MessageReceived(tx.mail, tuple(tx.rcpts), b"" if error else text, error)
+        error, self._error = self._error, None
+        return MessageReceived(tx.mail, tuple(tx.rcpts), self._size, error)
 
     # -- BDAT (RFC 3030) ---------------------------------------------------------------------
 
@@ -563,8 +691,7 @@ class SmtpSession:
             error = R_NO_RCPT
         if tx.mail is not None and not tx.used_data and error is None:
             tx.used_data = True
-            self._message = bytearray()
-            self._bdat_size = 0
+            self._begin_text(check_lines=tx.mail.params.body != "BINARYMIME")
         if error is not None and tx.mail is not None:
             tx.failed = True
         self._bdat_left = bdat.size
@@ -577,34 +704,30 @@ class SmtpSession:
     def _next_bdat(self) -> Event | None:
         if self._bdat_left:
             take = min(self._bdat_left, len(self._buf))
-            if take:
-                if self._bdat_error is None:
-                    self._bdat_size += take
-                    if self._bdat_size > self.limits.max_message_size:
-                        self._bdat_error = R_TOO_BIG
-                        self._tx.failed = True
-                        self._message = bytearray()
-                    else:
-                        self._message += self._buf[:take]
-                del self._buf[:take]
-                self._bdat_left -= take
+            if not take:
+                return None
+            piece = bytes(self._buf[:take])
+            del self._buf[:take]
+            self._bdat_left -= take
+            if self._bdat_error is None:
+                if self._check(piece):
+                    return TextReceived(piece)
+                self._bdat_error = self._error
             if self._bdat_left:
                 return None
         self.mode = Mode.COMMAND
+        if self._bdat_error is None and self._bdat_last:
+            self._bdat_error = self._lines.finish()  # a CR at the very end
         if self._bdat_error is not None:
             error = self._bdat_error
-            self._bdat_error = None
+            self._bdat_error = self._error = None
+            self._tx.failed = self._tx.mail is not None
             if self._bdat_last and self._tx.mail is not None:
                 self._tx = _Transaction()
             return Say(error)
         if not self._bdat_last:
             return ChunkReceived(self._bdat_chunk)
-        tx = self._tx
-        assert tx.mail is not None
-        text = bytes(self._message)
-        self._message = bytearray()
-        binary = tx.mail.params.body == "BINARYMIME"
-        return self._finish_message(text, self._check_text(text, binary))
+        return self._finish_message()
 
     # -- output -----------------------------------------------------------------------------
 
