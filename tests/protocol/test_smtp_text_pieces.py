@@ -150,17 +150,17 @@ def test_the_stream_number_names_a_text_until_it_ends_or_is_reset() -> None:
     first = s.message_stream
     assert first is not None
     assert isinstance(s.next_event(), ChunkReceived) and s.message_stream == first
-    s.feed(b"RSET\r\n")
+    s.feed(b"RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\nDATA\r\n")
     assert isinstance(s.next_event(), Say) and s.message_stream is None  # reset: dropped
-    other = session()
-    other.feed(b"DATA\r\n")
-    other.next_event()
-    other.begin_data()
-    assert other.message_stream not in (None, first)  # unique in the process
-    other.feed(b"x" * 10 + b"\r\n")
-    assert isinstance(other.next_event(), TextReceived)
-    other.refuse_message(Reply(451, "4.3.1", "no room"))
-    assert other.message_stream is None  # refused: the driver drops what it stored
-    other.feed(b"more\r\n.\r\n")
-    end = other.next_event()
+    s.accept_mail(s.next_event().mail)  # type: ignore[union-attr]
+    s.accept_rcpt(s.next_event().rcpt)  # type: ignore[union-attr]
+    assert isinstance(s.next_event(), DataReceived)
+    s.begin_data()
+    assert s.message_stream not in (None, first)  # the next message: another number
+    s.feed(b"x" * 10 + b"\r\n")
+    assert isinstance(s.next_event(), TextReceived)
+    s.refuse_message(Reply(451, "4.3.1", "no room"))
+    assert s.message_stream is None  # refused: the driver drops what it stored
+    s.feed(b"more\r\n.\r\n")
+    end = s.next_event()
     assert isinstance(end, MessageReceived) and end.error == Reply(451, "4.3.1", "no room")

@@ -24,7 +24,6 @@ CR/LF or an over-long line, is consumed and discarded until its end, then reject
 from __future__ import annotations
 
 import enum
-import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -48,7 +47,6 @@ from postkeep.smtp.wire.parser import (
 )
 
 _TERMINATOR = b"\r\n.\r\n"
-_STREAMS = itertools.count(1)  # names the message texts of all sessions (`message_stream`)
 _NOT_PRINTABLE_ASCII = re.compile(r"[^\x21-\x7e]")
 
 
@@ -311,7 +309,8 @@ class SmtpSession:
         self._buf = bytearray()
         self._tx = _Transaction()
         self._skip_line = False  # discarding the rest of an over-long command line
-        # the message text: its size, its line checks and the refusal once one was found
+        # the message text: its number, its size, its line checks, the refusal once found
+        self._streams = 0
         self._size = 0
         self._lines = LineCheck(limits.max_line_length)
         self._error: Reply | None = None
@@ -342,10 +341,11 @@ class SmtpSession:
 
     @property
     def message_stream(self) -> int | None:
-        """A number naming the message whose text is arriving, unique in the process; None
-        when none is (between messages, and once the transaction is reset, has failed or
-        ended). What the driver stored of a text it drops as soon as this number is not that
-        text's: the client said RSET, EHLO, STARTTLS, a chunk was refused..."""
+        """A number naming the message whose text is arriving (a new one for each message of
+        the session); None when none is (between messages, and once the transaction is reset,
+        has failed or ended). What the driver stored of a text it drops as soon as this
+        number is not that text's: the client said RSET, EHLO, STARTTLS, a chunk was
+        refused..."""
         tx = self._tx
         return tx.stream if tx.stream and not tx.failed else None
 
@@ -540,7 +540,8 @@ class SmtpSession:
         return Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 
     def _begin_text(self, check_lines: bool) -> None:
-        self._tx.stream = next(_STREAMS)
+        self._streams += 1
+        self._tx.stream = self._streams
         self._size = 0
         self._lines = LineCheck(self.limits.max_line_length if check_lines else 0)
         self._error = None
