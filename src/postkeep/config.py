@@ -172,8 +172,11 @@ class SmtpConfig:
     error_delay: float = _doc("Seconds to delay error replies past the soft limit.", default=1.0)
 
 
-DEFAULT_SASL = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1",
-                "CRAM-MD5", "PLAIN", "LOGIN"]
+# No -PLUS by default: the only channel binding Python's ssl lets us give is
+# tls-server-end-point (RFC 5929 §4), and the clients that choose a -PLUS mechanism when offered
+# (GNU SASL 2.x: mutt, neomutt, msmtp) bind with tls-exporter (RFC 9266) over TLS 1.2 and 1.3
+# alike, then give up: offered -PLUS, mutt could not send at all.
+DEFAULT_SASL = ["SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN"]
 
 
 @dataclass(frozen=True)
@@ -193,8 +196,11 @@ class SubmissionConfig:
     )
     sasl_mechanisms: list[str] = _doc(
         "SASL mechanisms offered after TLS, in this order. Also known: DIGEST-MD5 (legacy, "
-        "RFC 6331: off unless listed here) and GSSAPI (Kerberos, RFC 4752: offered, first, "
-        "only when listed here and `gssapi_keytab` is set).",
+        "RFC 6331: off unless listed here), GSSAPI (Kerberos, RFC 4752: offered, first, "
+        "only when listed here and `gssapi_keytab` is set) and SCRAM-SHA-256-PLUS / "
+        "SCRAM-SHA-1-PLUS (off unless listed: they bind with tls-server-end-point, RFC 5929, "
+        "offered over TLS 1.2 only; GNU SASL clients such as mutt pick them and then fail, "
+        "wanting tls-exporter, which the server cannot give).",
         default_factory=lambda: list(DEFAULT_SASL),
     )
     gssapi_keytab: str = _doc(
@@ -456,7 +462,7 @@ def _validate(cfg: Config) -> None:
             parse_listen(item)
         except ValueError as e:
             raise ConfigError(f"smtp.listen[{i}]", str(e)) from None
-    known = {*DEFAULT_SASL, "DIGEST-MD5", "GSSAPI"}
+    known = {*DEFAULT_SASL, "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "DIGEST-MD5", "GSSAPI"}
     for section, part in (("submission", cfg.submission), ("imap", cfg.imap)):
         for key in ("listen", "tls_listen"):
             for i, item in enumerate(getattr(part, key)):

@@ -145,26 +145,53 @@ def test_starttls_then_login(srv: Instance) -> None:
     client.logout()
 
 
+@pytest.fixture(scope="module")
+def plus_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    inst = make_instance(tmp_path_factory.mktemp("imap-plus"))
+    inst.set_config("imap", sasl_mechanisms=["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256",
+                                             "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1", "PLAIN"])
+    inst.start()
+    yield inst
+    inst.stop()
+
+
+def _plus_caps(port: int, starttls: bool, version: ssl.TLSVersion) -> tuple[
+        imaplib.IMAP4, list[bytes]]:
+    context = ctx()
+    context.maximum_version = version
+    client: imaplib.IMAP4
+    if starttls:
+        client = imaplib.IMAP4("127.0.0.1", port, timeout=20)
+        client.starttls(context)
+    else:
+        client = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=context, timeout=20)
+    caps = client.capability()[1][0].split()
+    return client, [c for c in caps if c.endswith(b"-PLUS")]
+
+
 @pytest.mark.parametrize("starttls", [False, True])
-def test_scram_plus_offered_over_tls12_only(srv: Instance, starttls: bool) -> None:
-    """Over TLS 1.3 clients bind with tls-exporter (RFC 9266), which we cannot give: no -PLUS
+def test_scram_plus_not_offered_by_default(srv: Instance, starttls: bool) -> None:
+    """GNU SASL clients pick a -PLUS mechanism when offered and bind with tls-exporter (RFC 9266),
+    which we cannot give, over TLS 1.2 and 1.3 alike: by default no -PLUS on either."""
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        client, plus = _plus_caps(srv.imaps_port if not starttls else srv.imap_port,
+                                  starttls, version)
+        assert plus == []
+        client.logout()
+
+
+@pytest.mark.parametrize("starttls", [False, True])
+def test_scram_plus_offered_over_tls12_only(plus_srv: Instance, starttls: bool) -> None:
+    """Listed in `imap.sasl_mechanisms`, -PLUS is offered over TLS 1.2 (tls-server-end-point).
+    Over TLS 1.3 clients bind with tls-exporter (RFC 9266), which we cannot give: no -PLUS
     there, and AUTHENTICATE with one is refused like any unknown mechanism."""
     for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
-        context = ctx()
-        context.maximum_version = version
-        client: imaplib.IMAP4
-        if starttls:
-            client = imaplib.IMAP4("127.0.0.1", srv.imap_port, timeout=20)
-            client.starttls(context)
-        else:
-            client = imaplib.IMAP4_SSL("127.0.0.1", srv.imaps_port, ssl_context=context,
-                                       timeout=20)
-        caps = client.capability()[1][0].split()
-        plus = [c for c in caps if c.endswith(b"-PLUS")]
+        port = plus_srv.imap_port if starttls else plus_srv.imaps_port
+        client, plus = _plus_caps(port, starttls, version)
         if version is ssl.TLSVersion.TLSv1_2:
             assert plus == [b"AUTH=SCRAM-SHA-256-PLUS", b"AUTH=SCRAM-SHA-1-PLUS"]
         else:
-            assert plus == [] and b"AUTH=SCRAM-SHA-256" in caps
+            assert plus == []
             typ, data = client._simple_command("AUTHENTICATE", "SCRAM-SHA-256-PLUS", "=")
             assert (typ, data[-1][:8]) == ("NO", b"[CANNOT]")
         client.logout()
