@@ -39,6 +39,8 @@ from postkeep.net.slots import IpSlots, ip_class
 
 LISTEN_BACKLOG = 1024
 TLS_HANDSHAKE_TIMEOUT = 10.0
+ACCEPT_RETRY = 0.1  # seconds between tries of an accept that failed (EMFILE and the like)
+ACCEPT_FAILING_EVERY = 60.0  # seconds between log lines while accept keeps failing
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,14 +208,32 @@ class Listeners:
             await server.wait_closed()
 
     async def _accept(self, listening: socket.socket) -> None:
+        """Accept implicit-TLS connections. An accept that fails (EMFILE, ENFILE, ENOBUFS: the
+        connection waits in the backlog) is retried every `ACCEPT_RETRY` seconds; a burst of
+        failures logs one line when it starts, one every `ACCEPT_FAILING_EVERY` seconds while
+        it lasts, and one when accept works again, instead of ten a second."""
         loop = asyncio.get_running_loop()
+        failures, first, last_line = 0, 0.0, 0.0
         while True:
             try:
                 sock, address = await loop.sock_accept(listening)
             except OSError as e:  # EMFILE and the like: log, breathe, go on
-                self.logger.warning("accept failed reason=%s", log.quote(e.strerror or e))
-                await asyncio.sleep(0.1)
+                now = loop.time()
+                reason = log.quote(e.strerror or e)
+                if not failures:
+                    first = last_line = now
+                    self.logger.warning("accept failed reason=%s", reason)
+                elif now - last_line >= ACCEPT_FAILING_EVERY:
+                    last_line = now
+                    self.logger.warning("accept failing reason=%s failures=%d seconds=%.0f",
+                                        reason, failures + 1, now - first)
+                failures += 1
+                await asyncio.sleep(ACCEPT_RETRY)
                 continue
+            if failures:
+                self.logger.warning("accept resumed failures=%d seconds=%.1f",
+                                    failures, loop.time() - first)
+                failures = 0
             task = asyncio.create_task(self._implicit_client(sock, address))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
