@@ -70,12 +70,15 @@ def test_invisible_characters_are_refused_even_forced(fresh: Instance) -> None:
         for command in (["user", "add", f"b{invisible}ob@example.test", "--force",
                          "--password-stdin"],
                         ["alias", "add", f"t{invisible}eam@example.test", "bob@example.test",
-                         "--force"]):
+                         "--force"],
+                        ["alias", "add", "team@example.test", f"b{invisible}ob@remote.test"],
+                        ["send-as", "add", "bob@example.test", f"b{invisible}ob@remote.test"]):
             r = fresh.cli(*command, input=PASSWORD + "\n", check=False)
             assert r.returncode == 1, command
             assert f"invisible or control character (U+{ord(invisible):04X} {name})" in r.stderr
     assert all(u.isascii() for u in users(fresh))
     assert all(a.isascii() for a in fresh.cli("alias", "list").stdout.split())
+    assert fresh.cli("send-as", "list", "bob@example.test").stdout == ""
 
 
 def test_domains_are_stored_in_idna_canonical_form(fresh: Instance) -> None:

@@ -7,7 +7,7 @@ import time
 
 from postkeep.auth.passwords import generate_app_password, hash_app_password, hash_password
 from postkeep.cli.common import CliError, check_address, check_domain, read_password, with_store
-from postkeep.policy.addresses import check_new_address
+from postkeep.policy.addresses import check_new_address, check_visible
 from postkeep.policy.passwords import PasswordRejected, address_inputs, check_password_policy
 from postkeep.sasl.secrets import derive_secrets
 from postkeep.store.api import APP_PASSWORD_SCOPES, Store
@@ -39,6 +39,14 @@ def check_new(args: argparse.Namespace, address: str) -> None:
     refused = check_new_address(address, with_store(args, _existing), force=args.force)
     if refused is not None:
         raise CliError(refused)
+
+
+def visible(address: str) -> str:
+    """`address`, or CliError if it has an invisible character (`policy.addresses`)."""
+    refused = check_visible(address)
+    if refused is not None:
+        raise CliError(refused)
+    return address
 
 
 def cmd_user(args: argparse.Namespace) -> int:
@@ -129,6 +137,7 @@ def cmd_send_as(args: argparse.Namespace) -> int:
         return 0
     sender = check_address(args.sender)
     if args.action == "add":
+        visible(sender)
         with_store(args, lambda s: s.grant_send_as(address, sender))
         print(f"{address} may send as {sender}")
     else:
@@ -147,7 +156,7 @@ def cmd_alias(args: argparse.Namespace) -> int:
         with_store(args, lambda s: s.remove_alias(source))
         print(f"removed alias {source}")
         return 0
-    targets = [check_address(t) for t in args.targets]
+    targets = [visible(check_address(t)) for t in args.targets]
     check_new(args, source)
 
     async def add(store: Store) -> None:

@@ -16,6 +16,9 @@ Checked, in this order, on the canonical form:
   with Han and Japanese kana, Bopomofo or Hangul: Latin with Cyrillic is refused), with digits
   of more than one numbering system (§5.3), or with a repeated nonspacing mark (§5.4).
 
+A new alias target or send-as grant may be a remote address: only the invisible characters are
+refused there (`check_visible`).
+
 The UTS #39 checks are ICU's `SpoofChecker` (PyICU); docs/architecture.md says why.
 """
 
@@ -52,6 +55,16 @@ def _checker() -> icu.SpoofChecker:
 def skeleton(address: str) -> str:
     """The UTS #39 §4 skeleton of an address's lookup key: equal skeletons look alike."""
     return str(_checker().getSkeleton(0, address_key(address)))
+
+
+def check_visible(address: str) -> str | None:
+    """Why `address` may not be written into a new alias target or send-as grant (it may be a
+    remote address: only invisible characters are refused), or None."""
+    invisible = invisible_characters(address)
+    if invisible:
+        return (f"refusing {address!r}: it contains an invisible or control character "
+                f"({', '.join(invisible)})")
+    return None
 
 
 def _never(local: str) -> str | None:
