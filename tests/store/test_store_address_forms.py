@@ -112,6 +112,7 @@ def test_migration_5_refuses_to_merge_two_accounts(
     with pytest.raises(StoreError) as refused:
         make_store()
     message = str(refused.value)
-    assert f"the account {NFC!a} and the account {NFD!a} are both {NFC}" in message
+    assert (f"the account {NFC!r} (U+00FC) and the account {NFD!r} (U+0308) are both {NFC} "
+            "after normalisation") in message
     assert "remove or rename one of them" in message
     assert _schema_version(db_url) == 4  # nothing changed

@@ -72,6 +72,12 @@ _send_as = Table(
 )
 
 
+def _shown(text: str) -> str:
+    """`text` quoted, with its non-ASCII code points spelled out (NFC and NFD look the same)."""
+    points = " ".join(f"U+{ord(c):04X}" for c in text if not c.isascii())
+    return f"{text!r} ({points})" if points else repr(text)
+
+
 def _refuse_collisions(rows: Iterable[tuple[str, str, str]]) -> None:
     """rows: (new key, what, old form); refuse if two old rows share a new key."""
     seen: dict[str, tuple[str, str]] = {}
@@ -80,7 +86,7 @@ def _refuse_collisions(rows: Iterable[tuple[str, str, str]]) -> None:
             other_what, other = seen[key]
             raise StoreError(
                 f"cannot put addresses in canonical Unicode form: the {other_what} "
-                f"{other!a} and the {what} {old!a} are both {key} after "
+                f"{_shown(other)} and the {what} {_shown(old)} are both {key} after "
                 "normalisation (NFC, IDNA); remove or rename one of them with the postkeep "
                 "version that created them, then upgrade"
             )
@@ -119,7 +125,7 @@ def _upgrade(conn: Connection, master_key: bytes) -> None:
                 )
             except CryptoError:
                 raise StoreError(
-                    f"cannot re-wrap the data key of {a.address!a}: is this the master "
+                    f"cannot re-wrap the data key of {_shown(a.address)}: is this the master "
                     "key the database was created with?"
                 ) from None
             values["data_key"] = wrap_key(master_key, data_key, account_key_context(key))
