@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
+from postkeep.addresses import address_key, canonical_address, canonical_domain
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.store.api import (
     ALIAS_DEPTH,
@@ -86,13 +87,14 @@ T = TypeVar("T")
 
 
 def split_address(address: str, *, catch_all: bool = False) -> tuple[str, str, str]:
-    """(address as stored, lower-case lookup key, domain) — the domain part is lower-cased."""
+    """(address as stored, lookup key, domain), in the canonical forms of `postkeep.addresses`
+    (NFC local part, IDNA U-label domain; the key's local part lower-cased)."""
     a = address.strip()
     local, sep, domain = a.rpartition("@")
     if not sep or not domain or (not local and not catch_all) or any(c.isspace() for c in a):
         raise StoreError(f"invalid address {address!r}")
-    stored = f"{local}@{domain.lower()}"
-    return stored, stored.lower(), domain.lower()
+    stored = canonical_address(a)
+    return stored, address_key(stored), stored.rpartition("@")[2]
 
 
 INLINE_READ_BYTES = 256 << 10  # `read_messages` of at most this much skips the thread hop
@@ -152,7 +154,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
     # -- domains -----------------------------------------------------------------------------------
 
     async def add_domain(self, name: str) -> Domain:
-        name = name.strip().lower()
+        name = canonical_domain(name)
         if not name or "@" in name or any(c.isspace() for c in name):
             raise StoreError(f"invalid domain name {name!r}")
 
@@ -168,7 +170,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         return await self._write(fn)
 
     async def get_domain(self, name: str) -> Domain | None:
-        key = name.strip().lower()
+        key = canonical_domain(name)
         q = select(domains.c.id, domains.c.name).where(domains.c.name == key)
         row = await self._read(lambda conn: conn.execute(q).first())
         return Domain(row[0], row[1]) if row else None
@@ -179,7 +181,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         return [Domain(r[0], r[1]) for r in rows]
 
     async def remove_domain(self, name: str) -> None:
-        key = name.strip().lower()
+        key = canonical_domain(name)
 
         def fn(conn: Connection) -> None:
             domain_id = conn.execute(select(domains.c.id).where(domains.c.name == key)).scalar()
@@ -273,7 +275,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         return await self._write(fn)
 
     async def get_account(self, address: str) -> Account | None:
-        key = address.strip().lower()
+        key = address_key(address)
         q = select(*ACCOUNT_COLS).where(accounts.c.address_key == key)
         row = await self._read(lambda conn: conn.execute(q).first())
         return account_from_row(row) if row else None
@@ -286,12 +288,12 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
     async def list_accounts(self, domain: str | None = None) -> list[Account]:
         q = select(*ACCOUNT_COLS).order_by(accounts.c.address_key)
         if domain is not None:
-            q = q.join(domains).where(domains.c.name == domain.strip().lower())
+            q = q.join(domains).where(domains.c.name == canonical_domain(domain))
         rows = await self._read(lambda conn: conn.execute(q).all())
         return [account_from_row(r) for r in rows]
 
     async def _update_account(self, address: str, **values: Any) -> None:
-        key = address.strip().lower()
+        key = address_key(address)
         stmt = update(accounts).where(accounts.c.address_key == key).values(**values)
 
         def fn(conn: Connection) -> None:
@@ -304,7 +306,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         self, address: str, password_hash: str, secrets: Mapping[str, str] | None = None
     ) -> None:
         """Replace the password hash and, in the same transaction, ALL mechanism secrets."""
-        key = address.strip().lower()
+        key = address_key(address)
         clean = check_secrets(secrets)
         stmt = (
             update(accounts)
@@ -334,7 +336,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
 
     async def remove_account(self, address: str) -> None:
         """Delete the account's rows; blobs whose last message row went are deleted after commit."""
-        key = address.strip().lower()
+        key = address_key(address)
 
         def fn(conn: Connection) -> list[str]:
             # lock the account row first, as deliveries do (account, then mailboxes): no deadlock
@@ -415,12 +417,12 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
     async def list_aliases(self, domain: str | None = None) -> list[Alias]:
         q = select(aliases.c.id, aliases.c.source, aliases.c.targets).order_by(aliases.c.source_key)
         if domain is not None:
-            q = q.join(domains).where(domains.c.name == domain.strip().lower())
+            q = q.join(domains).where(domains.c.name == canonical_domain(domain))
         rows = await self._read(lambda conn: conn.execute(q).all())
         return [_alias(r) for r in rows]
 
     async def remove_alias(self, source: str) -> None:
-        key = source.strip().lower()
+        key = address_key(source)
 
         def fn(conn: Connection) -> None:
             if conn.execute(delete(aliases).where(aliases.c.source_key == key)).rowcount == 0:
@@ -432,7 +434,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         """See the Store protocol. Targets expand through accounts and exact aliases only (a
         catch-all applies to the address looked up, not to alias targets); loops are cut by
         remembering visited aliases, depth by ALIAS_DEPTH."""
-        key = address.strip().lower()
+        key = address_key(address)
         local, sep, domain = key.rpartition("@")
         if not sep or not local or not domain:
             return None
@@ -455,7 +457,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
                 return False
             seen_aliases.add(source)
             for target in json.loads(targets):
-                tkey = target.lower()
+                tkey = address_key(target)
                 acc = conn.execute(account_q, {"k": tkey}).first()
                 if acc is not None:
                     found.setdefault(acc[0], account_from_row(acc))
