@@ -15,6 +15,8 @@ One copy of what the SMTP and IMAP drivers (and the next ones) do before and aro
   connection holds its slot while it handshakes; gives the slot back when the session
   ends, whatever way it ends; owns the role's `ReadDeadlines`; and on `stop` cancels every
   session (each says goodbye in its own protocol) and waits for them.
+- `close_stream` flushes what a session wrote last for at most 5 s, then aborts: a client
+  that reads nothing cannot keep a closed session's socket open.
 - A handshake that fails or times out (implicit TLS or STARTTLS) is logged in one line,
   `tls handshake failed ip=... reason=...` (`reason=timeout` for the deadline), for operators
   and fail2ban.
@@ -58,10 +60,14 @@ Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Peer], Awaitable
 
 
 async def close_stream(writer: asyncio.StreamWriter) -> None:
-    """Flush and close a connection, waiting at most 5 s; a peer already gone is no error."""
+    """Flush and close a connection, waiting at most 5 s for each (a peer that reads nothing
+    keeps no slot); a peer already gone is no error."""
     try:
         if not writer.is_closing():
-            await writer.drain()
+            try:
+                await asyncio.wait_for(writer.drain(), 5)
+            except TimeoutError:
+                writer.transport.abort()  # close() would wait for the peer to read it all
             writer.close()
         await asyncio.wait_for(writer.wait_closed(), 5)
     except (ConnectionError, ssl.SSLError, OSError, TimeoutError):

@@ -224,6 +224,7 @@ class ImapReader:
         self._scanned = 0  # octets of _buf already searched for LF
         self._cmd = bytearray()  # the command so far: complete lines and literal octets
         self._literals = 0
+        self._literal_octets = 0  # octets of the literals accepted into the command
         self._tag: str | None = None
         self._active = limits  # the limits of the command being read
         self._state = _State.LINE
@@ -260,6 +261,12 @@ class ImapReader:
     def discarding(self) -> bool:
         """Whether the reader is skipping input after an error event."""
         return self._state in (_State.SKIP_LINE, _State.SKIP_LITERAL)
+
+    @property
+    def literal_octets(self) -> int:
+        """Octets of the literals accepted into the command being read (the driver's
+        deadline for the command grows with them)."""
+        return self._literal_octets
 
     @property
     def in_command(self) -> bool:
@@ -350,6 +357,7 @@ class ImapReader:
     def _reset_command(self) -> None:
         self._cmd = bytearray()
         self._literals = 0
+        self._literal_octets = 0
         self._tag = None
         self._state = _State.LINE
 
@@ -469,6 +477,7 @@ class ImapReader:
             return refusal
         self._state = _State.LITERAL
         self._left = size
+        self._literal_octets += size
         if non_sync:
             return None
         return NeedContinuation(size)
