@@ -109,15 +109,18 @@ class _Out:
     writer: asyncio.StreamWriter
     chunks: list[bytes] = field(default_factory=list)
     deflate: zlib._Compress | None = None
+    buffered: int = 0  # octets in `chunks`: FETCH drains past a bound (imap.streaming)
 
     def write(self, data: bytes) -> None:
         self.chunks.append(data)
+        self.buffered += len(data)
 
     async def drain(self) -> None:
         if not self.chunks:
             return
         data = b"".join(self.chunks)
         self.chunks.clear()
+        self.buffered = 0
         if self.deflate is not None:
             data = self.deflate.compress(data) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
         self.writer.write(data)

@@ -42,8 +42,11 @@ logger = log.get("imap")
 
 
 class Output(Protocol):
-    """Where responses go: `write()` buffers, `drain()` flushes to the peer."""
+    """Where responses go: `write()` buffers, `drain()` flushes to the peer (and waits until
+    the socket has taken most of it); `buffered` counts the octets written since."""
 
+    @property
+    def buffered(self) -> int: ...
     def write(self, data: bytes) -> None: ...
     async def drain(self) -> None: ...
 
