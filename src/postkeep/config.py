@@ -291,6 +291,11 @@ class ImapConfig:
         "recently used out first. 0: no cache.",
         default=16 * MiB,
     )
+    max_search_keys: int = _doc(
+        "Search keys one SEARCH, SORT or THREAD may hold (NOT, OR and parentheses aside); "
+        "past it the command is answered NO [LIMIT] (RFC 9051 §7.1).",
+        default=1000,
+    )
     processes: int = _doc(
         "Processes that serve IMAP connections. 1: the main process itself. More: that many "
         "IMAP worker processes, started (and restarted if they die) by the main process, "
@@ -533,7 +538,7 @@ def _validate(cfg: Config) -> None:
     imap = cfg.imap
     for key in ("max_append_size", "max_connections", "max_connections_per_ip",
                 "max_connections_per_account", "login_timeout", "command_timeout",
-                "min_data_rate", "slow_after", "command_rate"):
+                "min_data_rate", "slow_after", "command_rate", "max_search_keys"):
         if getattr(imap, key) <= 0:
             raise ConfigError(f"imap.{key}", "must be greater than 0")
     for section, share in (("imap", imap.slow_share), ("smtp", cfg.smtp.slow_share)):

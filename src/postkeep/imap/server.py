@@ -196,6 +196,7 @@ class ImapServer:
             max_literal=self.imap.max_append_size,
             max_literals=POST_AUTH_LIMITS.max_literals,
             max_command=max(POST_AUTH_LIMITS.max_command, self.imap.max_append_size + 65536),
+            search_limits=POST_AUTH_LIMITS.search_limits,
         )
         self.listeners = Listeners(
             self.listen,
@@ -419,8 +420,16 @@ class ImapServer:
             conn.commands += 1
             await self._throttle(conn)
             utf8 = conn.session.utf8 if conn.session is not None else False
-            cmd = parse(event.data, utf8=utf8, max_depth=conn.frames.limits.max_depth)
+            cmd = parse(event.data, utf8=utf8, max_depth=conn.frames.limits.max_depth,
+                        max_search_keys=self.imap.max_search_keys)
             if isinstance(cmd, c.ParseError):
+                if cmd.limit:
+                    logger.warning(
+                        "reject ip=%s user=%s reason=%s",
+                        conn.ip,
+                        log.quote(conn.account.address if conn.account else "-"),
+                        log.quote(cmd.text.removeprefix("NO [LIMIT] ")),
+                    )
                 out.write(cmd.response())
                 return
             await self._command(conn, cmd)
