@@ -296,6 +296,18 @@ class ImapConfig:
         "past it the command is answered NO [LIMIT] (RFC 9051 §7.1).",
         default=1000,
     )
+    max_search_work: int = _doc(
+        "Search key evaluations one SEARCH, SORT or THREAD may cost: its keys times the "
+        "messages of the mailbox; past it the command is answered NO [LIMIT] before it runs. "
+        "However long a search runs, it lets the other sessions of its process have a turn "
+        "every 10 ms.",
+        default=10_000_000,
+    )
+    max_search_content: int = _doc(
+        "Bytes of message content (headers, text) one SEARCH, SORT or THREAD may read; past "
+        "it the command ends with NO [LIMIT].",
+        default=1024 * MiB,
+    )
     processes: int = _doc(
         "Processes that serve IMAP connections. 1: the main process itself. More: that many "
         "IMAP worker processes, started (and restarted if they die) by the main process, "
@@ -538,7 +550,8 @@ def _validate(cfg: Config) -> None:
     imap = cfg.imap
     for key in ("max_append_size", "max_connections", "max_connections_per_ip",
                 "max_connections_per_account", "login_timeout", "command_timeout",
-                "min_data_rate", "slow_after", "command_rate", "max_search_keys"):
+                "min_data_rate", "slow_after", "command_rate", "max_search_keys",
+                "max_search_work", "max_search_content"):
         if getattr(imap, key) <= 0:
             raise ConfigError(f"imap.{key}", "must be greater than 0")
     for section, share in (("imap", imap.slow_share), ("smtp", cfg.smtp.slow_share)):

@@ -1,12 +1,12 @@
-"""Reading message data for FETCH in batches bounded by octets.
+"""Reading message data for FETCH, SEARCH, SORT and THREAD in batches bounded by octets.
 
 Summaries (`postkeep.mime.summary`) come from the process's cache (`postkeep.imap.cache`) or
 one store read for the rest of a batch; contents from one store read of at most
 CONTENT_BATCH_BYTES (but at least one message); headers from the cache when it has them, and
 go into it. A message larger than STREAM_SIZE is never read whole: FETCH streams it from the
-store as it writes it (`MailStore.open_message`, `postkeep.imap.streaming`). So what one
-session holds of its mailbox does not depend on the size of its messages, nor on how many a
-command names.
+store as it writes it (`MailStore.open_message`), SEARCH scans it piece by piece
+(`postkeep.imap.textscan`). So what one session holds of its mailbox does not depend on the
+size of its messages, nor on how many a command names.
 """
 
 from __future__ import annotations

@@ -190,7 +190,11 @@ class ImapServer:
             self.imap.max_connections_per_account,
             slow_slots(self.imap.max_connections, self.imap.slow_share),
         )
-        self.limits = SessionLimits(max_append_size=self.imap.max_append_size)
+        self.limits = SessionLimits(
+            max_append_size=self.imap.max_append_size,
+            max_search_work=self.imap.max_search_work,
+            max_search_content=self.imap.max_search_content,
+        )
         self.reader_limits = ReaderLimits(
             max_line=POST_AUTH_LIMITS.max_line,
             max_literal=self.imap.max_append_size,

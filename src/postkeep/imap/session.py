@@ -53,8 +53,11 @@ class Output(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
+    """A session's bounds (the `imap.*` config keys of the same names)."""
+
     max_append_size: int
-    max_search_content: int = 20_000  # messages a content search may read
+    max_search_work: int = 10_000_000  # keys x messages one SEARCH, SORT or THREAD may cost
+    max_search_content: int = 1 << 30  # message octets one of them may read
     max_keywords: int = 64
 
 
