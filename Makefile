@@ -15,6 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	  { echo "installing python3-venv"; \
 	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
 	    sh -c 'apt-get update -qq && apt-get install -y -qq python3-venv' ; }
+	@pkg-config --exists icu-i18n 2>/dev/null && command -v g++ >/dev/null || \
+	  { echo "installing libicu-dev, pkg-config and g++ (PyICU builds against ICU)"; \
+	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
+	    sh -c 'apt-get update -qq && apt-get install -y -qq libicu-dev pkg-config g++' ; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

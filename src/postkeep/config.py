@@ -163,11 +163,25 @@ class SmtpConfig:
         default=2048,
     )
     command_timeout: float = _doc(
-        "Seconds to wait for the next command (RFC 5321 §4.5.3.2.7 says at least 300).",
+        "Seconds a client has for each command, from when the server is ready for it until "
+        "its whole line is in, reading the replies to the one before included (RFC 5321 "
+        "§4.5.3.2.7 says to wait at least 300); octets that trickle in do not extend it. Past "
+        "it: 421 4.4.2 and close.",
         default=300.0,
     )
     data_timeout: float = _doc(
-        "Seconds to wait for each block of message data (RFC 5321 §4.5.3.2.5-6).", default=180.0
+        "Seconds of message text (DATA, each BDAT chunk) a client has in hand: it starts with "
+        "this many, each read adds its octets divided by `min_data_rate`, never to more than "
+        "this many again. So the text may never stop for longer than this (RFC 5321 "
+        "§4.5.3.2.5-6), and past this grace it must average `min_data_rate`. Past it: "
+        "421 4.4.2 and close.",
+        default=180.0,
+    )
+    min_data_rate: float = _doc(
+        "Octets per second message text must average once `data_timeout` is spent (as "
+        "Postfix's smtpd_min_data_rate): 500 lets a 25 MiB message take 14 hours, and cuts a "
+        "client that trickles an octet a second after about 3 minutes.",
+        default=500.0,
     )
     max_connections: int = _doc(
         "Concurrent SMTP connections in all; more get 421 4.7.0 and are closed.", default=1000
@@ -175,6 +189,19 @@ class SmtpConfig:
     max_connections_per_ip: int = _doc(
         "Concurrent connections from one IPv4 address or IPv6 /64; more get 421 4.7.0.",
         default=20,
+    )
+    slow_after: float = _doc(
+        "Seconds after which a connection counts as slow: once it has kept the server waiting "
+        "this long for commands in all, since it connected or since its last accepted "
+        "message, or once it is this far behind `min_data_rate` in message text.",
+        default=10.0,
+    )
+    slow_share: float = _doc(
+        "Share of `max_connections` that slow connections may hold (above 0, at most 1). A "
+        "connection that turns slow when that many are slow already gets 421 4.4.2 and is "
+        "closed, so clients that trickle or idle, from however many addresses, leave the "
+        "rest to clients that keep up.",
+        default=0.5,
     )
     soft_error_limit: int = _doc(
         "Errors in a session after which each error reply is delayed by `error_delay`.",
@@ -186,8 +213,11 @@ class SmtpConfig:
     error_delay: float = _doc("Seconds to delay error replies past the soft limit.", default=1.0)
 
 
-DEFAULT_SASL = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-1",
-                "CRAM-MD5", "PLAIN", "LOGIN"]
+# No -PLUS by default: the only channel binding Python's ssl lets us give is
+# tls-server-end-point (RFC 5929 §4), and the clients that choose a -PLUS mechanism when offered
+# (GNU SASL 2.x: mutt, neomutt, msmtp) bind with tls-exporter (RFC 9266) over TLS 1.2 and 1.3
+# alike, then give up: offered -PLUS, mutt could not send at all.
+DEFAULT_SASL = ["SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN"]
 
 
 @dataclass(frozen=True)
@@ -207,8 +237,11 @@ class SubmissionConfig:
     )
     sasl_mechanisms: list[str] = _doc(
         "SASL mechanisms offered after TLS, in this order. Also known: DIGEST-MD5 (legacy, "
-        "RFC 6331: off unless listed here) and GSSAPI (Kerberos, RFC 4752: offered, first, "
-        "only when listed here and `gssapi_keytab` is set).",
+        "RFC 6331: off unless listed here), GSSAPI (Kerberos, RFC 4752: offered, first, "
+        "only when listed here and `gssapi_keytab` is set) and SCRAM-SHA-256-PLUS / "
+        "SCRAM-SHA-1-PLUS (off unless listed: they bind with tls-server-end-point, RFC 5929, "
+        "offered over TLS 1.2 only; GNU SASL clients such as mutt pick them and then fail, "
+        "wanting tls-exporter, which the server cannot give).",
         default_factory=lambda: list(DEFAULT_SASL),
     )
     gssapi_keytab: str = _doc(
@@ -272,6 +305,23 @@ class ImapConfig:
         "recently used out first. 0: no cache.",
         default=16 * MiB,
     )
+    max_search_keys: int = _doc(
+        "Search keys one SEARCH, SORT or THREAD may hold (NOT, OR and parentheses aside); "
+        "past it the command is answered NO [LIMIT] (RFC 9051 §7.1).",
+        default=1000,
+    )
+    max_search_work: int = _doc(
+        "Search key evaluations one SEARCH, SORT or THREAD may cost: its keys times the "
+        "messages of the mailbox; past it the command is answered NO [LIMIT] before it runs. "
+        "However long a search runs, it lets the other sessions of its process have a turn "
+        "every 10 ms.",
+        default=10_000_000,
+    )
+    max_search_content: int = _doc(
+        "Bytes of message content (headers, text) one SEARCH, SORT or THREAD may read; past "
+        "it the command ends with NO [LIMIT].",
+        default=1024 * MiB,
+    )
     processes: int = _doc(
         "Processes that serve IMAP connections. 1: the main process itself. More: that many "
         "IMAP worker processes, started (and restarted if they die) by the main process, "
@@ -290,13 +340,37 @@ class ImapConfig:
     max_connections_per_account: int = _doc(
         "Simultaneous logged-in connections of one account (NO [LIMIT] past it).", default=50
     )
+    slow_after: float = _doc(
+        "Seconds after which a connection counts as slow: before login, once it is this old; "
+        "after login, once a command it began is this far behind its allowance of "
+        "`min_data_rate` octets a second for literals (silence between commands is not slow).",
+        default=10.0,
+    )
+    slow_share: float = _doc(
+        "Share of `max_connections` that slow connections may hold (above 0, at most 1), "
+        "counted over all IMAP processes; a connection that turns slow when that many are "
+        "slow already gets BYE [UNAVAILABLE] (as `smtp.slow_share`).",
+        default=0.5,
+    )
     login_timeout: float = _doc(
-        "Seconds a connection may stay unauthenticated and silent.", default=60.0
+        "Seconds from connecting to being logged in (commands and octets do not extend it); "
+        "past it: BYE.",
+        default=60.0,
     )
     idle_timeout: float = _doc(
-        "Seconds of silence (IDLE included) before an authenticated connection is logged out "
-        "(RFC 9051 §5.4: at least 30 minutes).",
+        "Seconds of silence between commands (IDLE included) before an authenticated "
+        "connection is logged out (RFC 9051 §5.4: at least 30 minutes).",
         default=1860.0,
+    )
+    command_timeout: float = _doc(
+        "Seconds a logged-in client has to send a command in full from its first octet, plus "
+        "a second for every `min_data_rate` octets of its literals; octets that trickle in do "
+        "not extend it. Past it: BYE.",
+        default=60.0,
+    )
+    min_data_rate: float = _doc(
+        "Octets per second literals (APPEND) must average, beyond `command_timeout`.",
+        default=500.0,
     )
     command_rate: float = _doc(
         "Commands per second a connection may send on average; past a burst of 10 times this, "
@@ -470,7 +544,7 @@ def _validate(cfg: Config) -> None:
             parse_listen(item)
         except ValueError as e:
             raise ConfigError(f"smtp.listen[{i}]", str(e)) from None
-    known = {*DEFAULT_SASL, "DIGEST-MD5", "GSSAPI"}
+    known = {*DEFAULT_SASL, "SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS", "DIGEST-MD5", "GSSAPI"}
     for section, part in (("submission", cfg.submission), ("imap", cfg.imap)):
         for key in ("listen", "tls_listen"):
             for i, item in enumerate(getattr(part, key)):
@@ -489,9 +563,14 @@ def _validate(cfg: Config) -> None:
                               f"no such file: {cfg.data_path(part.gssapi_keytab)}")
     imap = cfg.imap
     for key in ("max_append_size", "max_connections", "max_connections_per_ip",
-                "max_connections_per_account", "login_timeout", "command_rate"):
+                "max_connections_per_account", "login_timeout", "command_timeout",
+                "min_data_rate", "slow_after", "command_rate", "max_search_keys",
+                "max_search_work", "max_search_content"):
         if getattr(imap, key) <= 0:
             raise ConfigError(f"imap.{key}", "must be greater than 0")
+    for section, share in (("imap", imap.slow_share), ("smtp", cfg.smtp.slow_share)):
+        if not 0 < share <= 1:
+            raise ConfigError(f"{section}.slow_share", "must be greater than 0 and at most 1")
     if not 0 <= imap.processes <= 64:
         raise ConfigError("imap.processes", "must be 0 (one per CPU core) to 64")
     if imap.idle_timeout < 1800:
@@ -515,6 +594,8 @@ def _validate(cfg: Config) -> None:
         "hard_error_limit": smtp.hard_error_limit,
         "command_timeout": smtp.command_timeout,
         "data_timeout": smtp.data_timeout,
+        "min_data_rate": smtp.min_data_rate,
+        "slow_after": smtp.slow_after,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -72,14 +72,20 @@ class Instance:
         return result
 
     def set_config(self, section: str, **values: object) -> None:
-        """Append keys to a section of postkeep.toml (section must not exist yet, except smtp)."""
+        """Set keys in a section of postkeep.toml (added, or replacing the key's line)."""
         path = self.dir / "postkeep.toml"
         text = path.read_text()
         lines = "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
-        if f"[{section}]\n" in text:
-            text = text.replace(f"[{section}]\n", f"[{section}]\n{lines}", 1)
+        header = f"[{section}]\n"
+        if header in text:
+            start = text.index(header) + len(header)
+            end = text.find("\n[", start)
+            end = len(text) if end < 0 else end + 1
+            body = "".join(line for line in text[start:end].splitlines(keepends=True)
+                           if line.split("=", 1)[0].strip() not in values)
+            text = text[:start] + lines + body + text[end:]
         else:
-            text += f"\n[{section}]\n{lines}"
+            text += f"\n{header}{lines}"
         path.write_text(text)
 
     def start(self) -> None:

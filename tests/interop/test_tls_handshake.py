@@ -134,3 +134,30 @@ def test_serve_raises_the_soft_limit_to_the_need(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_accept_failures_log_one_line_per_burst(inst: Instance) -> None:
+    """Out of file descriptors (EMFILE), an implicit-TLS accept is retried ten times a second;
+    the burst is logged once when it starts and once when accept works again, with its count,
+    not once per try. The server's open-file limit is lowered from outside (prlimit) to the
+    lowest free descriptor number, so the next accept fails for real, then raised back."""
+    assert inst.proc is not None
+    pid = inst.proc.pid
+    before = inst.log()
+    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    held = {int(p.name) for p in Path(f"/proc/{pid}/fd").iterdir()}
+    lowest_free = min(set(range(max(held) + 2)) - held)  # a new descriptor takes this number
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, limits[1]))
+    try:
+        sock = socket.create_connection(("127.0.0.1", inst.submissions_port), timeout=10)
+        inst.wait_log(r"accept failed reason=")
+        time.sleep(1.5)  # some tens of failed tries
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+    ctx = ssl.create_default_context(cafile=str(inst.ca_file))
+    with sock, ctx.wrap_socket(sock, server_hostname="localhost") as tls:
+        assert tls.recv(100).startswith(b"220 ")
+    m = inst.wait_log(r"accept resumed failures=(\d+) seconds=")
+    assert int(m.group(1)) >= 2
+    burst = inst.log()[len(before):]
+    assert burst.count("accept failed") == 1, burst

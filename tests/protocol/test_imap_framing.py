@@ -27,6 +27,7 @@ from postkeep.imap.wire.reader import (
     MIB,
     POST_AUTH_LIMITS,
     PRE_AUTH_LIMITS,
+    SEARCH_LIMITS,
     AuthLine,
     Bad,
     CommandReceived,
@@ -376,6 +377,26 @@ def test_id_allowance_is_bounded_and_for_id_only() -> None:
     assert commands(run(r, id_quoted(id_pairs()))) != []
 
 
+def test_search_commands_have_their_own_bounds() -> None:
+    """SEARCH, SORT and THREAD (UID forms too, any case): literals of search strings, not of
+    messages, 256 KiB in all; APPEND keeps its own."""
+    r = ImapReader(POST_AUTH_LIMITS)
+    big = SEARCH_LIMITS.max_literal + 1
+    for name in (b"SEARCH", b"uid search", b"SORT (DATE) UTF-8", b"UID THREAD REFERENCES UTF-8"):
+        assert run(r, b"s " + name + b" SUBJECT {%d}\r\n" % big) == [
+            TooBig("s", big, SEARCH_LIMITS.max_literal, False)
+        ]
+    key = b"SUBJECT {60000+}\r\n" + b"x" * 60000 + b" "
+    held = len(b"t SEARCH " + key * 4 + b"SUBJECT {60000+}\r\n")  # when the fifth is announced
+    assert run(r, b"t SEARCH " + key * 5 + b"ALL\r\nu NOOP\r\n") == [
+        TooBig("t", 60000, SEARCH_LIMITS.max_command - held, True),
+        CommandReceived(b"u NOOP"),
+    ]
+    four = b"v SEARCH " + key * 4 + b"ALL"
+    assert commands(run(r, four + b"\r\n")) == [four]
+    assert run(r, b"w APPEND INBOX {%d}\r\n" % big) == [NeedContinuation(big)]
+
+
 # -- line and command limits ------------------------------------------------------------------
 
 
@@ -537,6 +558,7 @@ def test_limit_presets() -> None:
     assert PRE_AUTH_LIMITS.max_command + PRE_AUTH_LIMITS.max_line <= 24 * 1024
     # ... or 32 KiB for an ID command, enough for the largest RFC 2971 ID with a 600-octet tag
     assert PRE_AUTH_LIMITS.id_limits == ID_LIMITS and POST_AUTH_LIMITS.id_limits is None
+    assert POST_AUTH_LIMITS.search_limits == SEARCH_LIMITS and SEARCH_LIMITS.max_command == 1 << 18
     assert ID_LIMITS.max_command == ID_LIMITS.max_line == 32 * 1024
     assert ID_LIMITS.max_literal == 1024 and ID_LIMITS.max_literals == 60
     assert max(ID_QUOTED_MAX, ID_LITERAL_MAX) + 600 <= ID_LIMITS.max_line

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, func, select
 
 from postkeep.errors import NotFound, StoreError
 from postkeep.store.api import (
+    PIECE_SIZE,
     Account,
     DeliveryResult,
     DsnRecipient,
@@ -171,6 +172,53 @@ def test_large_message_and_range(run: Run, store: SqlStore, accounts: list[Accou
     assert got == {d.message_id: data[:prefix]}  # the unknown id is left out
     other = run(store.read_messages(accounts[1].id, [(d.message_id, None)]))
     assert other == {}  # not the account's message
+
+
+def test_open_message_reads_pieces(
+    run: Run, store: SqlStore, accounts: list[Account], data_dir: Path
+) -> None:
+    """open_message: pieces of at most PIECE_SIZE cut at chunk multiples, clamped ranges, the
+    blob readable after its file is removed, NotFound for another account's message, and a
+    tampered chunk refused."""
+    data = bytes(range(256)) * (5 * PIECE_SIZE // 256) + b"tail"
+    d = run(store.deliver(delivery([accounts[0].id], data))).delivered[0]
+
+    async def read(start: int, end: int) -> list[bytes]:
+        reader = await store.open_message(d.account_id, d.message_id)
+        try:
+            assert reader.size == len(data)
+            return [piece async for piece in reader.pieces(start, end)]
+        finally:
+            reader.close()
+
+    pieces = run(read(0, len(data) + 100))
+    assert b"".join(pieces) == data and {len(p) for p in pieces[:-1]} == {PIECE_SIZE}
+    pieces = run(read(PIECE_SIZE - 5, 2 * PIECE_SIZE + 7))
+    assert [len(p) for p in pieces] == [5, PIECE_SIZE, 7]
+    assert b"".join(pieces) == data[PIECE_SIZE - 5 : 2 * PIECE_SIZE + 7]
+    assert run(read(len(data) + 1, len(data) + 9)) == []
+    with pytest.raises(NotFound):
+        run(store.open_message(accounts[1].id, d.message_id))
+
+    async def read_after_unlink() -> bytes:
+        reader = await store.open_message(d.account_id, d.message_id)
+        try:
+            for path in blob_files(data_dir):
+                path.unlink()  # what the files thread does after an expunge commits
+            return b"".join([piece async for piece in reader.pieces(0, reader.size)])
+        finally:
+            reader.close()
+
+    (blob,) = blob_files(data_dir)
+    raw = bytearray(blob.read_bytes())
+    assert run(read_after_unlink()) == data
+    with pytest.raises(NotFound):
+        run(store.open_message(d.account_id, d.message_id))
+    raw[-5] ^= 1  # in the last chunk
+    blob.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match="failed authentication"):
+        run(read(0, len(data)))
+    assert len(run(read(0, PIECE_SIZE))[0]) == PIECE_SIZE  # the chunks before it still read
 
 
 def test_concurrent_deliveries_group_commit(

@@ -411,6 +411,22 @@ def test_search_nesting_or_not_and_modseq_entry() -> None:
     assert left.key == right.key and isinstance(left.key, SearchOr) and len(left.key.keys) == 4
 
 
+def test_search_key_limit_stops_the_parse() -> None:
+    """Past `max_search_keys` keys (NOT, OR and parentheses aside), SEARCH, SORT and THREAD
+    are refused NO [LIMIT] (RFC 9051 §7.1), wherever the keys are nested."""
+    three = b"OR (SEEN NOT DRAFT) UID 1:*"
+    for cmd in (b"a SEARCH ", b"a UID SORT (DATE) UTF-8 ", b"a THREAD REFERENCES UTF-8 "):
+        assert isinstance(parse(cmd + three, max_search_keys=3), Search | Sort | Thread)
+        refused = parse(cmd + b"ALL " + three, max_search_keys=3)
+        assert isinstance(refused, ParseError) and refused.limit
+        assert refused.response() == b"a NO [LIMIT] Too many search keys (at most 3)\r\n"
+    bad = parse(b"a SEARCH FROB", max_search_keys=3)
+    assert isinstance(bad, ParseError) and not bad.limit
+    # the keys past the limit are never parsed: a syntax error there does not matter
+    late = parse(b"a SEARCH ALL ALL ALL ALL )(", max_search_keys=3)
+    assert isinstance(late, ParseError) and late.limit
+
+
 def test_searchres_and_save() -> None:
     """RFC 5182: RETURN (SAVE) and "$" as a sequence set."""
     assert ok(b'A282 SEARCH RETURN (SAVE) FLAGGED SINCE 1-Feb-1994 NOT FROM "Smith"') == Search(

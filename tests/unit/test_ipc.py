@@ -29,6 +29,7 @@ from postkeep.server.ipc import (
     Ready,
     SlotRelease,
     SlotRequest,
+    SlowSlot,
     decode,
     encode,
     frame_length,
@@ -45,6 +46,8 @@ WIRE: list[tuple[Message, dict[str, Any]]] = [
     (SlotRequest(2, AccountSlot(17)), {"t": "acct", "id": 2, "k": 17}),
     (SlotRelease(IpSlot("2001:db8::/64")), {"t": "ip-", "k": "2001:db8::/64"}),
     (SlotRelease(AccountSlot(17)), {"t": "acct-", "k": 17}),
+    (SlotRequest(5, SlowSlot()), {"t": "slow", "id": 5}),
+    (SlotRelease(SlowSlot()), {"t": "slow-"}),
     (PasswordQuery(3, DIGEST), {"t": "pw?", "id": 3, "k": DIGEST.hex()}),
     (PasswordLearned(DIGEST), {"t": "pw+", "k": DIGEST.hex()}),
     (Answer(3, True), {"t": "ok", "id": 3, "ok": True}),
@@ -86,7 +89,8 @@ def test_every_message_round_trips(message: Message, wire: dict[str, Any]) -> No
 
 def test_every_kind_is_covered() -> None:
     kinds = {wire["t"] for _message, wire in WIRE}
-    assert kinds == {"hello", "ready", "ip", "acct", "ip-", "acct-", "pw?", "pw+", "ok", "ev"}
+    assert kinds == {"hello", "ready", "ip", "acct", "ip-", "acct-", "slow", "slow-", "pw?",
+                     "pw+", "ok", "ev"}
 
 
 def test_frame_length_refuses_a_short_header_and_an_oversized_frame() -> None:

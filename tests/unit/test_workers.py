@@ -41,6 +41,7 @@ from postkeep.server.ipc import (
     Ready,
     SlotRelease,
     SlotRequest,
+    SlowSlot,
     decode,
     encode,
 )
@@ -109,7 +110,7 @@ def test_read_message_refuses_a_malformed_frame(data: bytes, error: str) -> None
 def test_the_main_process_answers_a_worker_and_gives_back_what_it_held() -> None:
     async def go() -> None:
         bus = EventBus()
-        slots = LocalSlots(10, 1, 1)
+        slots = LocalSlots(10, 1, 1, max_slow=1)
         verifier = PasswordVerifier()
         pool = WorkerPool(Config(), bus, slots, verifier, [], 2)
         worker, other = pool.workers
@@ -130,26 +131,35 @@ def test_the_main_process_answers_a_worker_and_gives_back_what_it_held() -> None
             PasswordQuery(5, digest),
             PasswordLearned(digest),
             PasswordQuery(6, digest),
+            SlotRequest(7, SlowSlot()),
+            SlotRequest(8, SlowSlot()),  # past the slow limit of 1
+            SlotRelease(SlowSlot()),
+            SlotRequest(9, SlowSlot()),
             Events((EVENT,)),
             Ready(4242),
         ]
         with bus.subscribe(None) as sub:
             await pool._serve_channel(worker, _fed(*map(encode, requests)), outbox)
             assert sub.drain() == [EVENT]  # published in the main process ...
-        assert await _received(answers, 6) == [
+        assert await _received(answers, 9) == [
             Answer(1, True),
             Answer(2, False),
             Answer(3, True),
             Answer(4, False),
             Answer(5, False),
             Answer(6, True),
+            Answer(7, True),
+            Answer(8, False),
+            Answer(9, True),
         ]
         assert await _received(forwarded, 1) == [Events((EVENT,))]  # ... and to the others
         assert worker.ready.is_set()
-        assert worker.held == Counter({ip: 1})
+        assert worker.held == Counter({ip: 1, SlowSlot(): 1})
         assert slots.connections.count == 1 and slots.accounts == Counter()
+        assert slots.connections.slow == 1
         pool._release_all(worker)  # what _run_once does when the channel closes
         assert slots.connections.count == 0 and worker.held == Counter()
+        assert slots.connections.slow == 0
         writer.close()
         assert await _received(answers, 1) == [None]  # not its own events: nothing else
         verifier.close()
@@ -179,19 +189,25 @@ def test_a_worker_takes_the_main_process_answers_and_events() -> None:
         with bus.subscribe(None) as sub:
             asked = asyncio.create_task(channel.slots.acquire_account(7))
             cached = asyncio.create_task(channel.password_cached(b"\x01"))
+            slow = asyncio.create_task(channel.slots.acquire_slow())
             channel.slots.release_ip("192.0.2.0")
+            channel.slots.release_slow()
             bus.publish(EVENT)  # relayed to the main process
-            sent = await _received(main_reader, 4)
+            sent = await _received(main_reader, 6)
             assert sent == [  # the requests are sent once their tasks run
                 SlotRelease(IpSlot("192.0.2.0")),
+                SlotRelease(SlowSlot()),
                 SlotRequest(1, AccountSlot(7)),
                 PasswordQuery(2, b"\x01"),
+                SlotRequest(3, SlowSlot()),
                 Events((EVENT,)),
             ]
             main_writer.write(encode(Answer(2, True)) + encode(Answer(1, False)))
+            main_writer.write(encode(Answer(3, True)))
             main_writer.write(encode(Events((MailboxEvent(5, 6, "exists", 7, 8),))))
             assert await asyncio.wait_for(asked, 5) is False
             assert await asyncio.wait_for(cached, 5) is True
+            assert await asyncio.wait_for(slow, 5) is True
             assert await asyncio.wait_for(sub.get(), 5) == EVENT  # published here at once
             assert await asyncio.wait_for(sub.get(), 5) == MailboxEvent(5, 6, "exists", 7, 8)
             pending = asyncio.create_task(channel.slots.acquire_ip("192.0.2.0"))

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from postkeep import log
+from postkeep.addresses import address_key
 from postkeep.auth.passwords import (
     AuthBusy,
     PasswordVerifier,
@@ -200,7 +201,7 @@ class SaslAuthenticator:
     async def _succeeded(self, exchange: AuthExchange, success: sasl.Success) -> AuthResult:
         authcid = success.authcid
         exchange.user = exchange.user or authcid  # GSSAPI names the user only at success
-        if success.authzid and success.authzid.lower() != authcid.lower():
+        if success.authzid and address_key(success.authzid) != address_key(authcid):
             return _failed(f"may not act as {success.authzid!r}")
         account = exchange.account or await self.store.get_account(authcid)
         if account is None or account.disabled:

@@ -7,6 +7,7 @@ import time
 
 from postkeep.auth.passwords import generate_app_password, hash_app_password, hash_password
 from postkeep.cli.common import CliError, check_address, check_domain, read_password, with_store
+from postkeep.policy.addresses import check_new_address, check_visible
 from postkeep.policy.passwords import PasswordRejected, address_inputs, check_password_policy
 from postkeep.sasl.secrets import derive_secrets
 from postkeep.store.api import APP_PASSWORD_SCOPES, Store
@@ -25,6 +26,27 @@ def cmd_domain(args: argparse.Namespace) -> int:
         with_store(args, lambda s: s.remove_domain(name))
         print(f"removed domain {name}")
     return 0
+
+
+async def _existing(store: Store) -> list[tuple[str, str]]:
+    """Every address there is, as (address, "account" or "alias")."""
+    return ([(a.address, "account") for a in await store.list_accounts()]
+            + [(a.source, "alias") for a in await store.list_aliases()])
+
+
+def check_new(args: argparse.Namespace, address: str) -> None:
+    """CliError unless `address` may be created (`policy.addresses.check_new_address`)."""
+    refused = check_new_address(address, with_store(args, _existing), force=args.force)
+    if refused is not None:
+        raise CliError(refused)
+
+
+def visible(address: str) -> str:
+    """`address`, or CliError if it has an invisible character (`policy.addresses`)."""
+    refused = check_visible(address)
+    if refused is not None:
+        raise CliError(refused)
+    return address
 
 
 def cmd_user(args: argparse.Namespace) -> int:
@@ -50,6 +72,8 @@ def cmd_user(args: argparse.Namespace) -> int:
         with_store(args, lambda s: s.set_app_passwords_only(address, flag))
         print(f"{address}: app passwords only: {args.app_passwords_only}")
         return 0
+    if args.action == "add":
+        check_new(args, address)
     password, generated = read_password(args)
     try:
         check_password_policy(password, address_inputs(address))
@@ -113,6 +137,7 @@ def cmd_send_as(args: argparse.Namespace) -> int:
         return 0
     sender = check_address(args.sender)
     if args.action == "add":
+        visible(sender)
         with_store(args, lambda s: s.grant_send_as(address, sender))
         print(f"{address} may send as {sender}")
     else:
@@ -131,7 +156,8 @@ def cmd_alias(args: argparse.Namespace) -> int:
         with_store(args, lambda s: s.remove_alias(source))
         print(f"removed alias {source}")
         return 0
-    targets = [check_address(t) for t in args.targets]
+    targets = [visible(check_address(t)) for t in args.targets]
+    check_new(args, source)
 
     async def add(store: Store) -> None:
         domain = source.rpartition("@")[2]
@@ -145,6 +171,9 @@ def cmd_alias(args: argparse.Namespace) -> int:
 
 
 # -- argument parsing ---------------------------------------------------------------------------
+
+_FORCE_HELP = ("add it even if it looks like an existing address or mixes scripts (UTS #39); "
+               "invisible characters are refused all the same")
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -165,6 +194,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                        help="read the password from standard input (else one is generated)")
         if action == "add":
             q.add_argument("--quota", type=int, default=0, help="quota in bytes (0: none)")
+            q.add_argument("--force", action="store_true", help=_FORCE_HELP)
     q = usub.add_parser("set", help="change account settings")
     q.add_argument("address")
     q.add_argument("--app-passwords-only", choices=("yes", "no"),
@@ -193,6 +223,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     q = asub.add_parser("add")
     q.add_argument("source")
     q.add_argument("targets", nargs="+")
+    q.add_argument("--force", action="store_true", help=_FORCE_HELP)
     asub.add_parser("remove").add_argument("source")
     asub.add_parser("list")
     p.set_defaults(func=cmd_alias)

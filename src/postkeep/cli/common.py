@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from postkeep import config as config_mod
+from postkeep.addresses import canonical_domain, canonical_local
 from postkeep.auth.passwords import generate_password
 from postkeep.smtp.wire.parser import CommandError, is_domain, parse_path
 from postkeep.store import open_store
@@ -45,16 +46,21 @@ def with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[Any
 
 
 def check_domain(name: str) -> str:
-    """`name` normalised (lower case, no trailing dot); CliError unless it is a domain name."""
-    name = name.strip().lower().rstrip(".")
-    if not is_domain(name, utf8=True) or "." not in name:
-        raise CliError(f"{name!r} is not a valid domain name")
-    return name
+    """`name` in canonical form (`postkeep.addresses.canonical_domain`: IDNA U-labels, no
+    trailing dot); CliError unless it is a domain name."""
+    try:
+        canonical = canonical_domain(name, strict=True)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    if not is_domain(canonical, utf8=True) or "." not in canonical:
+        raise CliError(f"{name.strip()!r} is not a valid domain name")
+    return canonical
 
 
 def check_address(address: str, allow_catch_all: bool = False) -> str:
-    """`address` as local@domain with the domain normalised; CliError unless it is a mailbox
-    address (RFC 5321 path syntax, no address literal). `@domain` passes if `allow_catch_all`."""
+    """`address` in canonical form (`postkeep.addresses`: local part in NFC, domain in IDNA
+    U-labels); CliError unless it is a mailbox address (RFC 5321 path syntax, no address
+    literal). `@domain` passes if `allow_catch_all`."""
     address = address.strip()
     if allow_catch_all and address.startswith("@"):
         return "@" + check_domain(address[1:])
@@ -64,7 +70,7 @@ def check_address(address: str, allow_catch_all: bool = False) -> str:
         raise CliError(f"{address!r} is not a valid address: {e.reply.text}") from None
     if path.domain.startswith("["):
         raise CliError(f"{address!r}: address literals cannot be local addresses")
-    return f"{path.local}@{check_domain(path.domain)}"
+    return f"{canonical_local(path.local)}@{check_domain(path.domain)}"
 
 
 def read_password(args: argparse.Namespace) -> tuple[str, bool]:

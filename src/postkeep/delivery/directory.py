@@ -1,10 +1,12 @@
 """The recipient directory over the store: local domains, address resolution, postmaster.
 
-Lookups are cached for `TTL` seconds (positive and negative answers alike, at most
-`MAX_ENTRIES` addresses): the MX asks the same few addresses thousands of times a minute, while
-the CLI changes accounts from another process rarely, and a change is seen within `TTL`.
-Deliveries made by this process update the cached quota usage at once (`note_delivery`), so
-quota is enforced from the next RCPT on; usage changed elsewhere is seen within `TTL`.
+Addresses and domains are looked up in canonical form (`postkeep.addresses`), so the cache has one
+entry per mailbox whatever Unicode form a client wrote it in. Lookups are cached for `TTL` seconds
+(positive and negative answers alike, at most `MAX_ENTRIES` addresses): the MX asks the same few
+addresses thousands of times a minute, while the CLI changes accounts from another process rarely,
+and a change is seen within `TTL`. Deliveries made by this process update the cached quota usage at
+once (`note_delivery`), so quota is enforced from the next RCPT on; usage changed elsewhere is seen
+within `TTL`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from postkeep.addresses import address_key, canonical_domain
 from postkeep.store.api import Account, Store
 
 TTL = 2.0
@@ -34,10 +37,10 @@ class StoreDirectory:
         return self._domains
 
     async def is_local_domain(self, domain: str) -> bool:
-        return domain in await self.local_domains()
+        return canonical_domain(domain) in await self.local_domains()
 
     async def resolve(self, address: str) -> list[Account] | None:
-        key = address.lower()
+        key = address_key(address)
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and now - hit[0] <= TTL:

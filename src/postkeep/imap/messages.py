@@ -15,22 +15,23 @@ Each `cmd_*` handler is a function of (session, command), called from `Session.e
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from postkeep.imap import fetch as fetchmod
+from postkeep.imap import loader, streaming
+from postkeep.imap.fetch import Streamed
 from postkeep.imap.flags import flag_list, split_flags
+from postkeep.imap.streaming import FLUSH_BYTES
 from postkeep.imap.view import Selected
 from postkeep.imap.wire import commands as c
 from postkeep.imap.wire import render
 from postkeep.mime.summary import Summary
-from postkeep.store.api import Envelope, Flag, LocalDelivery, MessageInfo
+from postkeep.store.api import Envelope, Flag, LocalDelivery, MessageInfo, MessageReader
 
 if TYPE_CHECKING:
     from postkeep.imap.session import Session
 
 _FETCH_BATCH = 200  # messages per store round trip when FETCH reads summaries or contents
-_CONTENT_BATCH_BYTES = 4 << 20  # message data FETCH reads from the store in one go
 _FETCH_BATCH_FLAGS = 5000  # ... and when it reads only the message rows (FLAGS, UID, ...)
 _FLAG_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})  # FETCH items `_fetch_flags` renders
 
@@ -152,8 +153,11 @@ async def cmd_fetch(session: Session, cmd: c.Fetch) -> None:
 async def _fetch_items(
     session: Session, sel: Selected, cmd: c.Fetch, uids: list[int], modseq_item: bool
 ) -> bool | None:
-    """FETCH in general: message rows, summaries and contents read in batches. True if
-    messages were missing; None if a NO [UNKNOWN-CTE] ended the command."""
+    """FETCH in general: message rows, summaries and contents read in batches (by count and
+    by octets, `postkeep.imap.loader`), responses flushed to the socket past FLUSH_BYTES; a
+    message larger than `loader.STREAM_SIZE` is streamed from the store
+    (`postkeep.imap.streaming`). True if messages were missing; None if a NO [UNKNOWN-CTE]
+    ended the command."""
     assert session.account is not None
     need = fetchmod.needs(cmd.attributes)
     set_seen = need.sets_seen and not sel.read_only
@@ -178,7 +182,7 @@ async def _fetch_items(
                     sel.reported[m.uid] = m.modseq
         summaries: dict[int, Summary] = {}
         if need.summary and infos:
-            summaries = await _summaries(session, infos)
+            summaries = await loader.summaries(session, infos)
         session.announce_keywords(sel, [k for i in infos for k in i.keywords], first=False)
         contents: dict[int, bytes] = {}
         for n, info in enumerate(infos):
@@ -190,33 +194,60 @@ async def _fetch_items(
                 missing = True  # expunged by another session meanwhile
                 continue
             summary = summaries.get(info.id)
-            data = None
-            if need.content:
+            item_atts = atts
+            if info.uid in seen_changed and not any(a.name == "FLAGS" for a in atts):
+                item_atts = [*atts, c.FetchAtt("FLAGS")]
+            data: bytes | Streamed | None = None
+            reader: MessageReader | None = None
+            if need.content and _streamed(info, need):
+                opened = await streaming.open_message(session, info, summary, item_atts)
+                if opened is None:  # expunged (row or blob gone) meanwhile
+                    missing = True
+                    continue
+                reader, data = opened
+            elif need.content:
                 if info.id not in contents:
-                    contents = await _contents(session, infos[n:], summaries, need.header_only)
+                    rest = [i for i in infos[n:] if not _streamed(i, need)]
+                    contents = await loader.contents(session, rest, summaries, need.header_only)
                 data = contents.get(info.id)
                 if data is None:  # expunged (row or blob gone) meanwhile
                     missing = True
                     continue
-            item_atts = atts
-            if info.uid in seen_changed and not any(a.name == "FLAGS" for a in atts):
-                item_atts = [*atts, c.FetchAtt("FLAGS")]
             try:
-                body = fetchmod.render_items(
-                    info,
-                    item_atts,
-                    summary,
-                    data,
-                    uid=cmd.uid,
-                    modseq=modseq_item or (session.condstore and info.uid in seen_changed),
-                    recent=info.uid in sel.recent,
-                )
-            except fetchmod.UnknownCte:
-                session.no(cmd.tag, "[UNKNOWN-CTE] Cannot decode the part's transfer encoding")
-                return None
-            session.write(b"* %d FETCH " % seq + body + b"\r\n")
+                try:
+                    pieces = fetchmod.render_items(
+                        info,
+                        item_atts,
+                        summary,
+                        data,
+                        uid=cmd.uid,
+                        modseq=modseq_item or (session.condstore and info.uid in seen_changed),
+                        recent=info.uid in sel.recent,
+                    )
+                    scans = {} if reader is None else await streaming.measure(reader, pieces)
+                except fetchmod.UnknownCte:
+                    session.no(cmd.tag, "[UNKNOWN-CTE] Cannot decode the part's transfer encoding")
+                    return None
+                head = b"* %d FETCH " % seq
+                if reader is None:
+                    assert len(pieces) == 1 and isinstance(pieces[0], bytes)
+                    session.write(head + pieces[0] + b"\r\n")
+                else:
+                    session.write(head)
+                    await streaming.write(session, reader, pieces, scans)
+                    session.write(b"\r\n")
+            finally:
+                if reader is not None:
+                    reader.close()
+            if session.out.buffered >= FLUSH_BYTES:
+                await session.out.drain()
         await session.out.drain()
     return missing
+
+
+def _streamed(info: MessageInfo, need: fetchmod.Needs) -> bool:
+    """Whether FETCH streams this message from the store instead of reading it whole."""
+    return info.size > loader.STREAM_SIZE and not need.header_only
 
 
 async def _fetch_flags(
@@ -263,64 +294,6 @@ async def _fetch_flags(
         session.write(b"".join(out))
         await session.out.drain()
     return missing
-
-
-async def _summaries(session: Session, infos: Sequence[MessageInfo]) -> dict[int, Summary]:
-    """The decoded summaries of `infos` (expunged ones left out): from the process's
-    cache, the others in one store read."""
-    assert session.account is not None
-    account_id, cache = session.account.id, session.cache
-    out: dict[int, Summary] = {}
-    unknown: list[int] = []
-    for info in infos:
-        summary = cache.summary(account_id, info.id)
-        if summary is None:
-            unknown.append(info.id)
-        else:
-            out[info.id] = summary
-    if unknown:
-        for message_id, doc in (
-            await session.store.message_summaries(account_id, unknown)
-        ).items():
-            summary = out[message_id] = Summary(doc)
-            cache.put_summary(account_id, message_id, summary, len(doc))
-    return out
-
-
-async def _contents(
-    session: Session,
-    infos: Sequence[MessageInfo],
-    summaries: dict[int, Summary],
-    header_only: bool,
-) -> dict[int, bytes]:
-    """The contents (or headers) of the first messages of `infos`, in one store read of
-    at most _CONTENT_BATCH_BYTES (but at least one message); headers come from the
-    process's cache when it has them, and go into it."""
-    assert session.account is not None
-    account_id, cache = session.account.id, session.cache
-    out: dict[int, bytes] = {}
-    wanted: list[tuple[int, int | None]] = []
-    total = 0
-    for info in infos:
-        length = None
-        if header_only and info.id in summaries:
-            header = cache.header(account_id, info.id)
-            if header is not None:
-                out[info.id] = header
-                continue
-            length = summaries[info.id].tree.body_start
-        size = info.size if length is None else length
-        if wanted and total + size > _CONTENT_BATCH_BYTES:
-            break
-        wanted.append((info.id, length))
-        total += size
-    if wanted:
-        read = await session.store.read_messages(account_id, wanted, expected_bytes=total)
-        out.update(read)
-        for message_id, length in wanted:
-            if length is not None and message_id in read:
-                cache.put_header(account_id, message_id, read[message_id])
-    return out
 
 
 async def cmd_store(session: Session, cmd: c.Store) -> None:

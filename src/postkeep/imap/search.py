@@ -5,10 +5,13 @@ Implements the search keys of RFC 9051 §6.4.4 and RFC 3501 §6.4.4 (NEW, OLD, R
 SAVEDATESUPPORTED (RFC 8514 §4), EMAILID/THREADID (RFC 8474 §6) and the saved result "$"
 (RFC 5182 §2.1) over the `SearchKey` trees built by `postkeep.imap.wire.search`.
 
-A key is compiled once into a predicate with three-valued logic: evaluated without the message
-content it answers True, False or None ("needs the content"), so `search()` reads and parses a
-message only when the keys that need no content cannot decide alone. Within AND and OR the
-cheap keys run first, then header keys, then body keys.
+A key is compiled once into a predicate (`predicate()`) with three-valued logic: evaluated
+without the message content it answers True, False or None ("needs the content"), so a message
+is read and parsed only when the keys that need no content cannot decide alone. Within AND and
+OR the cheap keys run first, then header keys, then body keys. SEARCH evaluates in two passes
+with the content read in batches in between (`postkeep.imap.searching`); `search()` does the
+same for candidates whose contents can be loaded one at a time, and is what the evaluator's own
+tests drive. `key_count` and `text_needles` tell what a program costs and looks for.
 
 The content keys read the message through `MessageContent` (`postkeep.imap.content`): header
 fields RFC 2047 decoded, the address fields of FROM, TO, CC and BCC normalised as RFC 5322 §3.4
@@ -84,7 +87,7 @@ class SearchContext:
 # -- evaluation -----------------------------------------------------------------------------
 
 # A compiled key: True or False, or None when the answer needs the content and it is None.
-_Pred = Callable[[Candidate, MessageContent | None], bool | None]
+Predicate = Callable[[Candidate, MessageContent | None], bool | None]
 
 _FLAG_TESTS: Final[dict[str, Callable[[Candidate], bool]]] = {
     "ALL": lambda m: True,
@@ -132,6 +135,38 @@ def needs_content(key: SearchKey) -> bool:
     return _cost(key) > 0
 
 
+def needs_body(key: SearchKey) -> bool:
+    """Whether evaluating `key` may need the message body (BODY, TEXT), not just its header."""
+    return _cost(key) > 1
+
+
+def _leaves(key: SearchKey) -> list[SearchKey]:
+    """The keys of a program that are not NOT, OR or AND (the tree's depth is bounded by the
+    parser's `max_search_depth`)."""
+    if isinstance(key, SearchNot):
+        return _leaves(key.key)
+    if isinstance(key, SearchAnd | SearchOr):
+        return [leaf for k in key.keys for leaf in _leaves(k)]
+    return [key]
+
+
+def key_count(key: SearchKey) -> int:
+    """How many search keys a program holds, NOT, OR and parentheses aside: what evaluating it
+    against one message costs at most (the `imap.max_search_keys` and `max_search_work`
+    bounds)."""
+    return len(_leaves(key))
+
+
+def text_needles(key: SearchKey) -> frozenset[str]:
+    """The casefolded strings of a program's BODY and TEXT keys: what a scan of a message's
+    text (`postkeep.imap.textscan`) looks for."""
+    return frozenset(
+        leaf.value.casefold()
+        for leaf in _leaves(key)
+        if isinstance(leaf, SearchText) and leaf.key in ("BODY", "TEXT")
+    )
+
+
 def _day(timestamp: float, tz: datetime.tzinfo) -> datetime.date:
     return datetime.datetime.fromtimestamp(timestamp, tz).date()
 
@@ -141,7 +176,7 @@ def _in_ranges(ranges: tuple[tuple[int, int], ...], number: int) -> bool:
     return i >= 0 and ranges[i][0] <= number <= ranges[i][1]
 
 
-def _compile_set(key: SearchSet, ctx: SearchContext) -> _Pred:
+def _compile_set(key: SearchSet, ctx: SearchContext) -> Predicate:
     """Message numbers or UIDs, "*" resolved; "$" always names UIDs (RFC 5182 §2.1)."""
     ranges = key.set.resolve(ctx.largest_uid if key.uid else ctx.largest_seq)
     saved = ctx.saved if key.set.saved else frozenset()
@@ -150,7 +185,7 @@ def _compile_set(key: SearchSet, ctx: SearchContext) -> _Pred:
     return lambda m, c: _in_ranges(ranges, m.seq) or m.uid in saved
 
 
-def _compile_date(key: SearchDate, ctx: SearchContext) -> _Pred:
+def _compile_date(key: SearchDate, ctx: SearchContext) -> Predicate:
     test = _DATE_TESTS[key.key.removeprefix("SENT").removeprefix("SAVED")]
     want = key.date
     if key.key.startswith("SENT"):
@@ -170,7 +205,7 @@ def _compile_date(key: SearchDate, ctx: SearchContext) -> _Pred:
     return lambda m, c: test(_day(m.internaldate, tz), want)
 
 
-def _compile_text(key: SearchText | SearchHeader) -> _Pred:
+def _compile_text(key: SearchText | SearchHeader) -> Predicate:
     needle = key.value.casefold()
     if isinstance(key, SearchHeader):
         field, which = key.field, "HEADER"
@@ -191,7 +226,7 @@ def _compile_text(key: SearchText | SearchHeader) -> _Pred:
     return text
 
 
-def _compile_not(inner: _Pred) -> _Pred:
+def _compile_not(inner: Predicate) -> Predicate:
     def negation(m: Candidate, c: MessageContent | None) -> bool | None:
         result = inner(m, c)
         return None if result is None else not result
@@ -199,7 +234,7 @@ def _compile_not(inner: _Pred) -> _Pred:
     return negation
 
 
-def _compile_group(preds: list[_Pred], any_of: bool) -> _Pred:
+def _compile_group(preds: list[Predicate], any_of: bool) -> Predicate:
     """AND (`any_of` False) or OR over `preds`, short-circuiting, Kleene logic for None."""
     decisive = any_of  # the value that decides the whole group
 
@@ -216,7 +251,7 @@ def _compile_group(preds: list[_Pred], any_of: bool) -> _Pred:
     return group
 
 
-def _compile(key: SearchKey, ctx: SearchContext) -> _Pred:
+def _compile(key: SearchKey, ctx: SearchContext) -> Predicate:
     if isinstance(key, SearchFlag):
         test = _FLAG_TESTS[key.key]
         return lambda m, c: test(m)
@@ -252,6 +287,12 @@ def _compile(key: SearchKey, ctx: SearchContext) -> _Pred:
         return _compile_not(_compile(key.key, ctx))
     ordered = sorted(key.keys, key=_cost)  # stable: cheap keys first, body keys last
     return _compile_group([_compile(k, ctx) for k in ordered], isinstance(key, SearchOr))
+
+
+def predicate(key: SearchKey, ctx: SearchContext) -> Predicate:
+    """`key` compiled once: called with a candidate and its content (None at first), it
+    answers True, False, or None when the content is needed and was not given."""
+    return _compile(key, ctx)
 
 
 def matches(

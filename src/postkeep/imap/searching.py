@@ -13,11 +13,24 @@ Each `cmd_*` handler is a function of (session, command), called from `Session.e
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
 
+from postkeep import log
+from postkeep.errors import NotFound
+from postkeep.imap import loader
 from postkeep.imap.content import MessageContent
-from postkeep.imap.search import Candidate, SearchContext, needs_content, search
+from postkeep.imap.search import (
+    Candidate,
+    SearchContext,
+    key_count,
+    needs_body,
+    predicate,
+    text_needles,
+)
+from postkeep.imap.textscan import ScannedContent, scan
 from postkeep.imap.thread import (
     SortFields,
     render_threads,
@@ -29,10 +42,55 @@ from postkeep.imap.thread import (
 from postkeep.imap.view import Selected
 from postkeep.imap.wire import commands as c
 from postkeep.imap.wire import render
+from postkeep.mime.structure import Part
 from postkeep.store.api import MessageInfo
 
 if TYPE_CHECKING:
+    from postkeep.imap.search import Predicate
     from postkeep.imap.session import Session
+
+logger = log.get("imap")
+
+SLICE_SECONDS: Final = 0.01  # longest a search runs before it lets other sessions have a turn
+_BATCH: Final = 200  # messages whose content (or header) one store read brings
+
+
+class _Limit(Exception):
+    """The command went past one of its budgets: answered NO [LIMIT] (RFC 9051 §7.1)."""
+
+
+class _Budget:
+    """What one SEARCH, SORT or THREAD may still spend: content octets (imap.max_search_content)
+    and time on the event loop, given back to other sessions every SLICE_SECONDS."""
+
+    def __init__(self, session: Session) -> None:
+        self.content = session.limits.max_search_content
+        self._slice = time.monotonic()
+
+    async def turn(self) -> None:
+        """Let the other sessions of the process run if this one has had its slice."""
+        if time.monotonic() - self._slice >= SLICE_SECONDS:
+            await asyncio.sleep(0)
+            self._slice = time.monotonic()
+
+    async def read(self, octets: int) -> None:
+        """Count `octets` of content about to be read (and take a turn if due)."""
+        self.content -= octets
+        if self.content < 0:
+            raise _Limit("content")
+        await self.turn()
+
+
+def _refuse(session: Session, tag: str, reason: str, text: str) -> None:
+    """NO [LIMIT] with the one log line every refusal gets."""
+    assert session.account is not None
+    logger.warning(
+        "reject ip=%s user=%s reason=%s",
+        session.peer_ip,
+        log.quote(session.account.address),
+        log.quote(reason),
+    )
+    session.no(tag, f"[LIMIT] {text}")
 
 
 async def _candidates(session: Session, sel: Selected) -> list[tuple[Candidate, MessageInfo]]:
@@ -59,27 +117,105 @@ async def _candidates(session: Session, sel: Selected) -> list[tuple[Candidate, 
 
 
 async def _matching(
-    session: Session, sel: Selected, key: c.SearchKey
-) -> tuple[list[tuple[Candidate, MessageInfo]], dict[int, bytes]] | str:
-    """The messages matching `key` (in sequence order) and the contents read for it."""
-    assert session.account is not None
+    session: Session, sel: Selected, cmd: c.Search | c.Sort | c.Thread
+) -> list[tuple[Candidate, MessageInfo]] | None:
+    """The messages matching the command's program, in sequence order; None once it was
+    answered NO [LIMIT]: more key evaluations (keys x messages) than imap.max_search_work, or
+    more content than imap.max_search_content (the parser refused more keys than
+    imap.max_search_keys already).
+
+    The keys that need no content are evaluated first, for every message; the content of the
+    messages they leave undecided is then read a batch at a time (`postkeep.imap.loader`:
+    headers only when no key needs the body; a message too large to hold is scanned piece by
+    piece, `postkeep.imap.textscan`), evaluated and dropped. Every SLICE_SECONDS the search
+    lets the other sessions of the process have a turn."""
+    key, limits = cmd.key, session.limits
+    keys = key_count(key)
     cands = await _candidates(session, sel)
+    if keys * len(cands) > limits.max_search_work:
+        _refuse(session, cmd.tag,
+                f"search work {keys} keys x {len(cands)} messages, "
+                f"limit {limits.max_search_work}",
+                "Search too complex for this mailbox: use fewer keys")
+        return None
     ctx = SearchContext(len(sel.view), sel.view.largest_uid, sel.saved, time.time())
+    pred = predicate(key, ctx)
+    budget = _Budget(session)
+    hits: set[int] = set()
+    undecided: list[tuple[Candidate, MessageInfo]] = []
+    for cand, info in cands:
+        result = pred(cand, None)
+        if result is None:
+            undecided.append((cand, info))
+        elif result:
+            hits.add(cand.uid)
+        await budget.turn()
+    try:
+        for start in range(0, len(undecided), _BATCH):
+            batch = undecided[start : start + _BATCH]
+            hits.update(await _content_hits(session, key, pred, batch, budget))
+    except _Limit:
+        _refuse(session, cmd.tag, f"search content past {limits.max_search_content} octets",
+                f"Search reads too much (at most {limits.max_search_content} octets)")
+        return None
+    return [pair for pair in cands if pair[0].uid in hits]
+
+
+async def _content_hits(
+    session: Session,
+    key: c.SearchKey,
+    pred: Predicate,
+    batch: Sequence[tuple[Candidate, MessageInfo]],
+    budget: _Budget,
+) -> set[int]:
+    """The UIDs in `batch` that match once their content is read."""
+    assert session.account is not None
+    header_only = not needs_body(key)
+    infos = [info for _, info in batch]
+    summaries = await loader.summaries(
+        session, [i for i in infos if header_only or i.size > loader.STREAM_SIZE]
+    )
+    hits: set[int] = set()
     contents: dict[int, bytes] = {}
-    if needs_content(key):
-        if len(cands) > session.limits.max_search_content:
-            return "[LIMIT] Mailbox too large for a text search"
-        for cand, info in cands:
-            contents[cand.uid] = await session.store.read_message(session.account.id, info.id)
-    parsed: dict[int, MessageContent] = {}
+    for n, (cand, info) in enumerate(batch):
+        if (header_only or info.size > loader.STREAM_SIZE) and info.id not in summaries:
+            continue  # expunged by another session meanwhile
+        if not header_only and info.size > loader.STREAM_SIZE:
+            content: MessageContent | None = await _scanned(
+                session, key, info, summaries[info.id].tree, budget
+            )
+        else:
+            if info.id not in contents:
+                rest = [i for i in infos[n:] if header_only or i.size <= loader.STREAM_SIZE]
+                contents = await loader.contents(session, rest, summaries, header_only)
+            data = contents.pop(info.id, None)
+            if data is None:
+                continue  # expunged meanwhile
+            await budget.read(len(data))
+            content = MessageContent.parse(data)
+        if content is not None and pred(cand, content):
+            hits.add(cand.uid)
+        await budget.turn()
+    return hits
 
-    def load(cand: Candidate) -> MessageContent:
-        if cand.uid not in parsed:
-            parsed[cand.uid] = MessageContent.parse(contents[cand.uid])
-        return parsed[cand.uid]
 
-    hits = {h.uid for h in search(key, [x for x, _ in cands], load, ctx)}
-    return [pair for pair in cands if pair[0].uid in hits], contents
+async def _scanned(
+    session: Session, key: c.SearchKey, info: MessageInfo, root: Part, budget: _Budget
+) -> ScannedContent | None:
+    """A large message's header, and its text scanned for the program's BODY and TEXT
+    strings; None if it is gone."""
+    assert session.account is not None
+    try:
+        reader = await session.store.open_message(session.account.id, info.id)
+    except NotFound:
+        return None
+    try:
+        await budget.read(root.body_start)
+        header = b"".join([piece async for piece in reader.pieces(0, root.body_start)])
+        found = await scan(reader, root, text_needles(key), budget.read)
+    finally:
+        reader.close()
+    return ScannedContent(header, found)
 
 
 async def cmd_search(session: Session, cmd: c.Search) -> None:
@@ -89,11 +225,9 @@ async def cmd_search(session: Session, cmd: c.Search) -> None:
     if sel is None:
         return
     await session.sync(cmd.uid)
-    found = await _matching(session, sel, cmd.key)
-    if isinstance(found, str):
-        session.no(cmd.tag, found)
+    hits = await _matching(session, sel, cmd)
+    if hits is None:
         return
-    hits, _ = found
     numbers = [cand.uid if cmd.uid else cand.seq for cand, _ in hits]
     uses_modseq = _uses_modseq(cmd.key)
     if uses_modseq:
@@ -144,25 +278,34 @@ async def cmd_search(session: Session, cmd: c.Search) -> None:
 async def _sort_items(
     session: Session, cmd: c.Sort | c.Thread
 ) -> list[tuple[int, SortFields]] | None:
-    """The messages a SORT / THREAD program matches, with their sort fields, keyed by UID
-    (UID SORT / UID THREAD) or sequence number; None once an error was answered."""
+    """The messages a SORT / THREAD program matches, with their sort fields (from their
+    headers, read a batch at a time), keyed by UID (UID SORT / UID THREAD) or sequence number;
+    None once an error was answered."""
     sel = session.need_selected(cmd)
     if sel is None:
         return None
-    assert session.account is not None
     await session.sync(cmd.uid)
-    found = await _matching(session, sel, cmd.key)
-    if isinstance(found, str):
-        session.no(cmd.tag, found)
+    hits = await _matching(session, sel, cmd)
+    if hits is None:
         return None
-    hits, contents = found
+    budget = _Budget(session)
     items = []
-    for cand, info in hits:
-        data = contents.get(cand.uid)
-        if data is None:
-            data = await session.store.read_message(session.account.id, info.id)
-        ident = cand.uid if cmd.uid else cand.seq
-        items.append((ident, sort_fields(data, info.internaldate, info.size)))
+    for start in range(0, len(hits), _BATCH):
+        batch = hits[start : start + _BATCH]
+        infos = [info for _, info in batch]
+        summaries = await loader.summaries(session, infos)
+        headers: dict[int, bytes] = {}
+        for n, (cand, info) in enumerate(batch):
+            if info.id not in summaries:
+                continue  # expunged by another session meanwhile
+            if info.id not in headers:
+                headers = await loader.contents(session, infos[n:], summaries, True)
+            header = headers.pop(info.id, None)
+            if header is None:
+                continue
+            ident = cand.uid if cmd.uid else cand.seq
+            items.append((ident, sort_fields(header, info.internaldate, info.size)))
+            await budget.turn()
     return items
 
 

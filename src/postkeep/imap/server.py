@@ -5,8 +5,16 @@ then framed commands (`imap.wire.reader`) parsed with `imap.wire.parser` and exe
 session. This module owns what is not a command's business: STARTTLS (RFC 9051 §6.2.1, with
 LOGINDISABLED until it is active), LOGIN and AUTHENTICATE with SASL-IR (RFC 4959) through
 `auth.exchange`, whose outcomes it renders as IMAP responses (RFC 5530 codes), IDLE (RFC 2177 /
-RFC 9051 §6.3.13) woken by the store's event bus, COMPRESS=DEFLATE (RFC 4978), timeouts (RFC
-9051 §5.4 autologout), the per-account connection limit and command-rate flow control.
+RFC 9051 §6.3.13) woken by the store's event bus, COMPRESS=DEFLATE (RFC 4978), the deadlines,
+the per-account connection limit and command-rate flow control.
+
+Deadlines (`net.deadlines`) on every wait on the client, reads and flushes of responses alike,
+none of which octets extend: before login, `login_timeout` from connect; after login,
+`command_timeout` for a command from its first octet plus a second per `min_data_rate` octets
+of its literals, and `idle_timeout` of silence between commands (IDLE included: the autologout
+of RFC 9051 §5.4). A connection that is `slow_after` seconds into its login phase, or that far
+behind within a command, turns slow and needs a slow slot (global over the IMAP processes,
+`net.slots`). Past a deadline, or refused a slow slot: BYE, one `reject` line, close.
 
 Failed logins log one line fail2ban can match, as SMTP does:
 `auth failure ip=192.0.2.1 user=alice@example.test mechanism=LOGIN reason="..."`.
@@ -20,9 +28,9 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from postkeep import log
 from postkeep.auth.exchange import AuthExchange, AuthResult, AuthStatus, SaslAuthenticator
@@ -44,8 +52,9 @@ from postkeep.imap.wire.reader import (
     ReaderLimits,
     TooBig,
 )
+from postkeep.net.deadlines import SlowClient
 from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
-from postkeep.net.slots import ConnectionSlots, LocalSlots
+from postkeep.net.slots import ConnectionSlots, LocalSlots, slow_slots
 from postkeep.net.tls import EndPointBindings, network_error
 from postkeep.store.api import Account
 
@@ -53,6 +62,7 @@ if TYPE_CHECKING:
     from postkeep.store.api import MailStore
 
 logger = log.get("imap")
+T = TypeVar("T")
 
 READ_SIZE = 65536
 _INFLATE_CHUNK = 256 * 1024  # decompressed octets taken per step (no zip bombs)
@@ -99,15 +109,18 @@ class _Out:
     writer: asyncio.StreamWriter
     chunks: list[bytes] = field(default_factory=list)
     deflate: zlib._Compress | None = None
+    buffered: int = 0  # octets in `chunks`: FETCH drains past a bound (imap.streaming)
 
     def write(self, data: bytes) -> None:
         self.chunks.append(data)
+        self.buffered += len(data)
 
     async def drain(self) -> None:
         if not self.chunks:
             return
         data = b"".join(self.chunks)
         self.chunks.clear()
+        self.buffered = 0
         if self.deflate is not None:
             data = self.deflate.compress(data) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
         self.writer.write(data)
@@ -129,6 +142,10 @@ class _Conn:
     inflate: zlib._Decompress | None = None
     tokens: float = 0.0
     last: float = 0.0
+    started: float = 0.0  # loop time of connect (the login phase's deadline counts from it)
+    command_started: float | None = None  # loop time of the first octet of the command
+    idle_since: float | None = None  # loop time the wait for the next command began
+    slow: bool = False  # holds one of the slow slots
 
 
 class ImapServer:
@@ -171,13 +188,19 @@ class ImapServer:
             self.imap.max_connections,
             self.imap.max_connections_per_ip,
             self.imap.max_connections_per_account,
+            slow_slots(self.imap.max_connections, self.imap.slow_share),
         )
-        self.limits = SessionLimits(max_append_size=self.imap.max_append_size)
+        self.limits = SessionLimits(
+            max_append_size=self.imap.max_append_size,
+            max_search_work=self.imap.max_search_work,
+            max_search_content=self.imap.max_search_content,
+        )
         self.reader_limits = ReaderLimits(
             max_line=POST_AUTH_LIMITS.max_line,
             max_literal=self.imap.max_append_size,
             max_literals=POST_AUTH_LIMITS.max_literals,
             max_command=max(POST_AUTH_LIMITS.max_command, self.imap.max_append_size + 65536),
+            search_limits=POST_AUTH_LIMITS.search_limits,
         )
         self.listeners = Listeners(
             self.listen,
@@ -231,6 +254,7 @@ class ImapServer:
         conn = _Conn(ip, reader, writer, _Out(writer), ImapReader(PRE_AUTH_LIMITS), implicit)
         conn.tokens = self.imap.command_rate * 10
         conn.last = started
+        conn.started = asyncio.get_running_loop().time()
         reason = "logout"
         try:
             caps = " ".join(self.capabilities(conn))
@@ -261,6 +285,7 @@ class ImapServer:
                 conn.session.close()
             if conn.account is not None:
                 self.slots.release_account(conn.account.id)
+            self._not_slow(conn)
             logger.info(
                 "disconnect ip=%s tls=%s user=%s commands=%d seconds=%.3f reason=%s",
                 ip,
@@ -272,14 +297,78 @@ class ImapServer:
             )
             await close_stream(writer)
 
-    def _timeout(self, conn: _Conn) -> float:
-        return self.imap.idle_timeout if conn.session is not None else self.imap.login_timeout
+    # -- deadlines -----------------------------------------------------------------------------
+
+    def _deadline(self, conn: _Conn) -> tuple[float, float | None, str | None]:
+        """The deadline of the next read, when the connection turns slow, and the reason to
+        give past the deadline (None: the autologout of RFC 9051 §5.4)."""
+        imap = self.imap
+        if conn.session is None:
+            return (conn.started + imap.login_timeout, conn.started + imap.slow_after,
+                    "login timeout")
+        now = asyncio.get_running_loop().time()
+        frames = conn.frames
+        if frames.buffered or frames.in_command:
+            if conn.command_started is None:
+                conn.command_started = now
+            start = conn.command_started + frames.literal_octets / imap.min_data_rate
+            return start + imap.command_timeout, start + imap.slow_after, "command timeout"
+        if conn.idle_since is None:
+            conn.idle_since = now
+        return conn.idle_since + imap.idle_timeout, None, None
+
+    async def _client(self, conn: _Conn, start: Callable[[], Awaitable[T]]) -> T:
+        """Wait on the client (`start()`: a read, or a drain of the responses) within the
+        connection's deadline (see the module docstring)."""
+        while True:
+            deadline, slow_at, reason = self._deadline(conn)
+            if conn.slow:
+                slow_at = None
+            elif slow_at is not None and slow_at <= asyncio.get_running_loop().time():
+                await self._turn_slow(conn)
+                slow_at = None
+            try:
+                return await self.deadlines.wait(start, deadline, slow_at)
+            except SlowClient:
+                await self._turn_slow(conn)
+            except TimeoutError:
+                if reason is None:
+                    raise
+                self._reject(conn, reason, f"* BYE {reason.capitalize()}\r\n".encode())
+
+    async def _turn_slow(self, conn: _Conn) -> None:
+        if not await self.slots.acquire_slow():
+            self._reject(conn, "too many slow connections",
+                         b"* BYE [UNAVAILABLE] Too many slow connections\r\n")
+        conn.slow = True
+
+    def _reject(self, conn: _Conn, reason: str, bye: bytes) -> NoReturn:
+        logger.warning(
+            "reject ip=%s user=%s reason=%s",
+            conn.ip,
+            log.quote(conn.account.address if conn.account else "-"),
+            log.quote(reason),
+        )
+        conn.out.write(bye)
+        raise _Stop(reason)
+
+    def _command_done(self, conn: _Conn) -> None:
+        """A command ended (or failed framing): the next one gets deadlines of its own."""
+        conn.command_started = None
+        conn.idle_since = None
+        if conn.session is not None:
+            self._not_slow(conn)
+
+    def _not_slow(self, conn: _Conn) -> None:
+        if conn.slow:
+            conn.slow = False
+            self.slots.release_slow()
 
     async def _read(self, conn: _Conn) -> bytes:
         """The next input octets (decompressed when COMPRESS is active); b"" at EOF."""
         if conn.inflate is not None and conn.inflate.unconsumed_tail:
             return conn.inflate.decompress(conn.inflate.unconsumed_tail, _INFLATE_CHUNK)
-        data = await self.deadlines.read(conn.reader, READ_SIZE, self._timeout(conn))
+        data = await self._client(conn, lambda: conn.reader.read(READ_SIZE))
         if conn.inflate is not None and data:
             try:
                 out = conn.inflate.decompress(data, _INFLATE_CHUNK)
@@ -296,7 +385,7 @@ class ImapServer:
             conn.frames.feed(data)
             while (event := conn.frames.next()) is not None:
                 await self._event(conn, event)
-            await conn.out.drain()
+            await self._client(conn, conn.out.drain)
 
     async def _throttle(self, conn: _Conn) -> None:
         """Token bucket: `command_rate` per second, burst 10x; over it, wait (flow control)."""
@@ -306,15 +395,23 @@ class ImapServer:
         conn.last = now
         conn.tokens -= 1
         if conn.tokens < 0:
-            await conn.out.drain()
+            await self._client(conn, conn.out.drain)
             await asyncio.sleep(-conn.tokens / rate)
 
     async def _event(self, conn: _Conn, event: object) -> None:
-        out = conn.out
         if isinstance(event, NeedContinuation):
-            out.write(b"+ Ready for literal data\r\n")
-            await out.drain()
-        elif isinstance(event, TooBig | Bad):
+            conn.out.write(b"+ Ready for literal data\r\n")
+            await self._client(conn, conn.out.drain)
+            return
+        self._command_done(conn)
+        try:
+            await self._framed(conn, event)
+        finally:
+            self._command_done(conn)
+
+    async def _framed(self, conn: _Conn, event: object) -> None:
+        out = conn.out
+        if isinstance(event, TooBig | Bad):
             out.write(event.response())
             logger.info(
                 "bad ip=%s reason=%s",
@@ -327,8 +424,16 @@ class ImapServer:
             conn.commands += 1
             await self._throttle(conn)
             utf8 = conn.session.utf8 if conn.session is not None else False
-            cmd = parse(event.data, utf8=utf8, max_depth=conn.frames.limits.max_depth)
+            cmd = parse(event.data, utf8=utf8, max_depth=conn.frames.limits.max_depth,
+                        max_search_keys=self.imap.max_search_keys)
             if isinstance(cmd, c.ParseError):
+                if cmd.limit:
+                    logger.warning(
+                        "reject ip=%s user=%s reason=%s",
+                        conn.ip,
+                        log.quote(conn.account.address if conn.account else "-"),
+                        log.quote(cmd.text.removeprefix("NO [LIMIT] ")),
+                    )
                 out.write(cmd.response())
                 return
             await self._command(conn, cmd)
@@ -378,7 +483,7 @@ class ImapServer:
             conn.out.write(f"{cmd.tag} BAD TLS is already active\r\n".encode())
             return
         conn.out.write(f"{cmd.tag} OK Begin TLS negotiation now\r\n".encode())
-        await conn.out.drain()
+        await self._client(conn, conn.out.drain)
         # RFC 9051 §6.2.1: nothing pipelined after STARTTLS may be acted on.
         await start_tls(conn.reader, conn.writer, self.tls_context,
                         buffered=len(conn.frames.take_buffered()), ip=conn.ip, logger=logger,
@@ -419,7 +524,7 @@ class ImapServer:
         )
         while exchange is not None and not result.finished:
             conn.out.write(b"+ " + result.challenge + b"\r\n")
-            await conn.out.drain()
+            await self._client(conn, conn.out.drain)
             conn.frames.expect_auth_response(cmd.tag)
             line = await self._auth_line(conn)
             if line is None:
@@ -505,6 +610,7 @@ class ImapServer:
             conn.out.write(f"{tag} NO [LIMIT] Too many connections for this account\r\n".encode())
             return
         conn.account = account
+        self._not_slow(conn)  # logged in: the login phase's slowness is over
         session = Session(
             self.store,
             conn.out,
@@ -529,7 +635,7 @@ class ImapServer:
         assert session is not None
         await session.sync(True, poll=True)
         conn.out.write(b"+ idling\r\n")
-        await conn.out.drain()
+        await self._client(conn, conn.out.drain)
         conn.frames.expect_done()
         reading: asyncio.Task[bytes] | None = None
         waiting: asyncio.Task[None] | None = None
@@ -554,7 +660,7 @@ class ImapServer:
                     waiting.result()
                     waiting = None
                     await session.sync(True)
-                    await conn.out.drain()
+                    await self._client(conn, conn.out.drain)
                 if reading in done:
                     data = reading.result()
                     reading = None
@@ -575,7 +681,7 @@ class ImapServer:
             conn.out.write(f"{cmd.tag} NO [COMPRESSIONACTIVE] Already compressing\r\n".encode())
             return
         conn.out.write(f"{cmd.tag} OK DEFLATE active\r\n".encode())
-        await conn.out.drain()
+        await self._client(conn, conn.out.drain)
         conn.out.deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
         conn.inflate = zlib.decompressobj(-15)
         pending = conn.frames.take_buffered()

@@ -42,16 +42,22 @@ logger = log.get("imap")
 
 
 class Output(Protocol):
-    """Where responses go: `write()` buffers, `drain()` flushes to the peer."""
+    """Where responses go: `write()` buffers, `drain()` flushes to the peer (and waits until
+    the socket has taken most of it); `buffered` counts the octets written since."""
 
+    @property
+    def buffered(self) -> int: ...
     def write(self, data: bytes) -> None: ...
     async def drain(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class SessionLimits:
+    """A session's bounds (the `imap.*` config keys of the same names)."""
+
     max_append_size: int
-    max_search_content: int = 20_000  # messages a content search may read
+    max_search_work: int = 10_000_000  # keys x messages one SEARCH, SORT or THREAD may cost
+    max_search_content: int = 1 << 30  # message octets one of them may read
     max_keywords: int = 64
 
 

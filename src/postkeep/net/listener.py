@@ -15,6 +15,8 @@ One copy of what the SMTP and IMAP drivers (and the next ones) do before and aro
   connection holds its slot while it handshakes; gives the slot back when the session
   ends, whatever way it ends; owns the role's `ReadDeadlines`; and on `stop` cancels every
   session (each says goodbye in its own protocol) and waits for them.
+- `close_stream` flushes what a session wrote last for at most 5 s, then aborts: a client
+  that reads nothing cannot keep a closed session's socket open.
 - A handshake that fails or times out (implicit TLS or STARTTLS) is logged in one line,
   `tls handshake failed ip=... reason=...` (`reason=timeout` for the deadline), for operators
   and fail2ban.
@@ -39,6 +41,8 @@ from postkeep.net.slots import IpSlots, ip_class
 
 LISTEN_BACKLOG = 1024
 TLS_HANDSHAKE_TIMEOUT = 10.0
+ACCEPT_RETRY = 0.1  # seconds between tries of an accept that failed (EMFILE and the like)
+ACCEPT_FAILING_EVERY = 60.0  # seconds between log lines while accept keeps failing
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +60,14 @@ Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Peer], Awaitable
 
 
 async def close_stream(writer: asyncio.StreamWriter) -> None:
-    """Flush and close a connection, waiting at most 5 s; a peer already gone is no error."""
+    """Flush and close a connection, waiting at most 5 s for each (a peer that reads nothing
+    keeps no slot); a peer already gone is no error."""
     try:
         if not writer.is_closing():
-            await writer.drain()
+            try:
+                await asyncio.wait_for(writer.drain(), 5)
+            except TimeoutError:
+                writer.transport.abort()  # close() would wait for the peer to read it all
             writer.close()
         await asyncio.wait_for(writer.wait_closed(), 5)
     except (ConnectionError, ssl.SSLError, OSError, TimeoutError):
@@ -206,14 +214,32 @@ class Listeners:
             await server.wait_closed()
 
     async def _accept(self, listening: socket.socket) -> None:
+        """Accept implicit-TLS connections. An accept that fails (EMFILE, ENFILE, ENOBUFS: the
+        connection waits in the backlog) is retried every `ACCEPT_RETRY` seconds; a burst of
+        failures logs one line when it starts, one every `ACCEPT_FAILING_EVERY` seconds while
+        it lasts, and one when accept works again, instead of ten a second."""
         loop = asyncio.get_running_loop()
+        failures, first, last_line = 0, 0.0, 0.0
         while True:
             try:
                 sock, address = await loop.sock_accept(listening)
             except OSError as e:  # EMFILE and the like: log, breathe, go on
-                self.logger.warning("accept failed reason=%s", log.quote(e.strerror or e))
-                await asyncio.sleep(0.1)
+                now = loop.time()
+                reason = log.quote(e.strerror or e)
+                if not failures:
+                    first = last_line = now
+                    self.logger.warning("accept failed reason=%s", reason)
+                elif now - last_line >= ACCEPT_FAILING_EVERY:
+                    last_line = now
+                    self.logger.warning("accept failing reason=%s failures=%d seconds=%.0f",
+                                        reason, failures + 1, now - first)
+                failures += 1
+                await asyncio.sleep(ACCEPT_RETRY)
                 continue
+            if failures:
+                self.logger.warning("accept resumed failures=%d seconds=%.1f",
+                                    failures, loop.time() - first)
+                failures = 0
             task = asyncio.create_task(self._implicit_client(sock, address))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -1,5 +1,15 @@
-"""Connection slots: the limits on simultaneous connections in all, per client IP class and per
-logged-in account, shared by every process that serves a protocol.
+"""Connection slots: the limits on simultaneous connections in all, per client IP class, per
+logged-in account, and on the connections that are slow, shared by every process that serves a
+protocol.
+
+Slow connections: a driver asks for a slow slot when a connection turns slow (it has kept the
+server waiting past the protocol's `slow_after`: SMTP, for commands in all since it connected
+or last delivered a message, or that far behind `min_data_rate` in message text; IMAP, before
+login, or within a command) and gives it back when the connection stops being slow (SMTP: a
+message accepted; IMAP: logged in, or the command complete) or ends. At most `max_slow` of the
+`total` may be slow at once; a connection refused a slow slot is closed (421 4.4.2, BYE). So
+clients that trickle octets, idle or keep a command open hold `max_slow` slots at most,
+however many addresses they come from, and the rest stays for clients that keep up.
 
 `LocalSlots` keeps the counts; a listener in the server's main process uses it directly. An
 IMAP worker process uses `postkeep.server.imap_workers.RemoteSlots`, which asks the main
@@ -33,6 +43,12 @@ class IpSlots(Protocol):
 
     def release_ip(self, key: str) -> None: ...
 
+    async def acquire_slow(self) -> bool:
+        """A slot among the slow connections; False when `max_slow` are slow already."""
+        ...
+
+    def release_slow(self) -> None: ...
+
 
 class ConnectionSlots(IpSlots, Protocol):
     """Connection slots and, after login, account slots."""
@@ -45,14 +61,16 @@ class ConnectionSlots(IpSlots, Protocol):
 
 
 class ConnectionLimiter:
-    """Counts open connections in all and per IP class (SMTP's listeners use it directly, as
-    their `IpSlots`)."""
+    """Counts open connections in all, per IP class and slow ones (SMTP's listeners and
+    drivers use it directly, as their `IpSlots`). `max_slow`: default `total`."""
 
-    def __init__(self, total: int, per_ip: int) -> None:
+    def __init__(self, total: int, per_ip: int, max_slow: int | None = None) -> None:
         self.total = total
         self.per_ip = per_ip
+        self.max_slow = total if max_slow is None else max_slow
         self.open: Counter[str] = Counter()
         self.count = 0
+        self.slow = 0
 
     def acquire(self, key: str) -> bool:
         if self.count >= self.total or self.open[key] >= self.per_ip:
@@ -67,18 +85,32 @@ class ConnectionLimiter:
         if not self.open[key]:
             del self.open[key]
 
+    def take_slow(self) -> bool:
+        if self.slow >= self.max_slow:
+            return False
+        self.slow += 1
+        return True
+
+    def release_slow(self) -> None:
+        self.slow -= 1
+
     async def acquire_ip(self, key: str) -> bool:
         return self.acquire(key)
 
     def release_ip(self, key: str) -> None:
         self.release(key)
 
+    async def acquire_slow(self) -> bool:
+        return self.take_slow()
+
 
 class LocalSlots:
     """The counts themselves (one event-loop thread: no locking)."""
 
-    def __init__(self, total: int, per_ip: int, per_account: int) -> None:
-        self.connections = ConnectionLimiter(total, per_ip)
+    def __init__(
+        self, total: int, per_ip: int, per_account: int, max_slow: int | None = None
+    ) -> None:
+        self.connections = ConnectionLimiter(total, per_ip, max_slow)
         self.per_account = per_account
         self.accounts: Counter[int] = Counter()
 
@@ -87,6 +119,12 @@ class LocalSlots:
 
     def release_ip(self, key: str) -> None:
         self.connections.release(key)
+
+    def take_slow(self) -> bool:
+        return self.connections.take_slow()
+
+    def release_slow(self) -> None:
+        self.connections.release_slow()
 
     def take_account(self, account_id: int) -> bool:
         if self.accounts[account_id] >= self.per_account:
@@ -102,5 +140,14 @@ class LocalSlots:
     async def acquire_ip(self, key: str) -> bool:
         return self.take_ip(key)
 
+    async def acquire_slow(self) -> bool:
+        return self.take_slow()
+
     async def acquire_account(self, account_id: int) -> bool:
         return self.take_account(account_id)
+
+
+def slow_slots(total: int, share: float) -> int:
+    """How many of `total` connections may be slow at once: the `slow_share` of it, at least
+    one."""
+    return max(1, int(total * share))

@@ -1,10 +1,14 @@
 """Recipient policy for the MX role: who may receive mail here, and relay denial.
 
-Decides RCPT TO (RFC 5321 §4.1.1.3, §3.6.2 "relay"): an address of a local domain is accepted
-only if it reaches a local account (directly or by alias or catch-all); `postmaster` is always
-accepted (RFC 5321 §4.5.1); any other domain, address literals included, is refused to
-unauthenticated clients (relay denied). Quota (RFC 1870 §6.2 semantics for SIZE) is checked here
-against the declared size so a full mailbox is refused before the data is sent.
+Decides RCPT TO (RFC 5321 §4.1.1.3, §3.6.2 "relay"): an address of a local domain is accepted only
+if it reaches a local account (directly or by alias or catch-all); `postmaster` is always accepted
+(RFC 5321 §4.5.1); any other domain, address literals included, is refused to unauthenticated
+clients (relay denied). An address with an invisible or control character (zero-width space, bidi
+override ...: `postkeep.addresses.invisible_characters`) is refused with 553 5.1.3 whatever its
+domain: no account has one, and to a remote server such an address is a look-alike of another. Local
+addresses are looked up in canonical form (`postkeep.addresses`: NFC, IDNA), so every Unicode form
+of an address reaches one mailbox. Quota (RFC 1870 §6.2 semantics for SIZE) is checked here against
+the declared size so a full mailbox is refused before the data is sent.
 
 Exposure: answers unauthenticated peers; it reveals whether a local address exists (as every MX
 must for RFC 5321 §3.6.2 honesty); directory harvesting is bounded by the session error budget.
@@ -15,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from postkeep.addresses import address_key, canonical_domain, invisible_characters
 from postkeep.errors import Reply
-from postkeep.policy.addresses import normalize
 from postkeep.policy.verdict import Verdict, accept, reject
 from postkeep.smtp.wire.parser import Path
 from postkeep.store.api import Account
@@ -56,13 +60,19 @@ async def check_rcpt(
     directory: Directory, path: Path, declared_size: int | None, authenticated: bool = False
 ) -> RcptDecision:
     """Decide one RCPT TO for the MX role."""
+    invisible = invisible_characters(path.address)
+    if invisible:
+        return RcptDecision(
+            reject(553, "5.1.3", "Address contains an invisible or control character",
+                   f"invisible character in {path.address}: {', '.join(invisible)}")
+        )
     is_postmaster = path.local.lower() in ("postmaster", '"postmaster"')
     if not path.domain:  # `<Postmaster>` alone, RFC 5321 §4.1.1.3
         accounts = await directory.postmaster(None)
         if accounts:
             return RcptDecision(accept(R_RCPT_OK), tuple(accounts))
         return RcptDecision(reject(451, "4.3.0", "No postmaster configured", "no postmaster"))
-    domain = path.domain.lower().rstrip(".")
+    domain = canonical_domain(path.domain)
     if domain.startswith("[") or not await directory.is_local_domain(domain):
         if authenticated:  # RFC 6409: a logged-in user's mail goes out through the queue
             return RcptDecision(accept(R_RCPT_OK))
@@ -70,7 +80,7 @@ async def check_rcpt(
         return RcptDecision(
             reject(554, "5.7.1", "Relay access denied", f"relay denied to {path.address}")
         )
-    address = normalize(path.local, domain)
+    address = address_key(f"{path.local}@{domain}")
     accounts = await directory.resolve(address)
     if accounts is None and is_postmaster:
         accounts = await directory.postmaster(domain)

@@ -19,9 +19,9 @@ import email.policy
 from collections.abc import Iterable
 from email.utils import getaddresses
 
+from postkeep.addresses import address_key
 from postkeep.errors import Reply
 from postkeep.mime.structure import Part, Text, parse_structure
-from postkeep.policy.addresses import normalize
 from postkeep.policy.limits import header_section
 from postkeep.store.api import ALIAS_DEPTH, Account, Alias
 
@@ -32,7 +32,7 @@ MAX_MIME_PARTS = 10_000
 def owned_addresses(
     account: Account, aliases: Iterable[Alias], grants: Iterable[str] = ()
 ) -> frozenset[str]:
-    """Lookup keys (see `policy.addresses.normalize`) the account may send as: its address,
+    """Lookup keys (`postkeep.addresses.address_key`) the account may send as: its address,
     the aliases whose mail reaches it (directly or through other aliases, as far as delivery
     follows them: `ALIAS_DEPTH` levels), and explicit "send as" grants."""
     reaching: dict[str, set[str]] = {}  # address -> sources of the aliases that name it
@@ -40,8 +40,8 @@ def owned_addresses(
         if alias.source.startswith("@"):
             continue  # a catch-all does not let its target send as anyone@domain
         for target in alias.targets:
-            reaching.setdefault(target.lower(), set()).add(alias.source.lower())
-    own = account.address.lower()
+            reaching.setdefault(address_key(target), set()).add(address_key(alias.source))
+    own = address_key(account.address)
     owned = {own}
     level = {own}
     for _ in range(ALIAS_DEPTH):
@@ -49,30 +49,29 @@ def owned_addresses(
         if not level:
             break
         owned |= level
-    return frozenset(owned | {g.lower() for g in grants})
-
-
-def _key(address: str) -> str:
-    local, _, domain = address.rpartition("@")
-    return normalize(local, domain).lower() if local else address.lower()
+    return frozenset(owned | {address_key(g) for g in grants})
 
 
 def check_envelope_sender(address: str, owned: frozenset[str], login: str) -> Reply | None:
     """MAIL FROM ownership; the null sender is allowed (it impersonates no one)."""
-    if not address or _key(address) in owned:
+    if not address or address_key(address) in owned:
         return None
     return Reply(553, "5.7.1", f"Sender address <{address}> is not owned by user {login}")
 
 
 def check_from_header(data: bytes, owned: frozenset[str], login: str) -> Reply | None:
-    """Every From: address must be owned by the login (RFC 5322 §3.6.2)."""
+    """Every From: address must be owned by the login (RFC 5322 §3.6.2); a UTF-8 header
+    (RFC 6532 §3.2) is read as UTF-8 (the parser hands its octets over as surrogate escapes)."""
     parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
     header = parser.parsebytes(header_section(data))
-    values = [str(v) for v in header.get_all("From", [])]
+    values = [
+        v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        for k, v in header.raw_items() if k.lower() == "from"
+    ]
     if len(values) > 1:
         return Reply(550, "5.6.0", "Message has more than one From header (RFC 5322 3.6)")
     for _name, address in getaddresses(values):
-        if address and _key(address) not in owned:
+        if address and address_key(address) not in owned:
             return Reply(553, "5.7.1", f"From address <{address}> is not owned by user {login}")
     return None
 

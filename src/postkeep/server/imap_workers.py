@@ -17,9 +17,10 @@ the typed messages of `postkeep.server.ipc` (which defines them and their frames
 writes what it sends during one pass of the event loop at the end of that pass, in one write:
 
 - connection slots (`postkeep.net.slots`): a worker asks the main process's `LocalSlots`
-  before serving a connection or a login (`SlotRequest` of an `IpSlot` or an `AccountSlot`),
-  which answers (`Answer`); releases (`SlotRelease`) need no answer. The main process gives
-  back whatever a worker held when its channel closes, so a crashed worker leaks no slot;
+  before serving a connection or a login, and when a connection turns slow (`SlotRequest` of
+  an `IpSlot`, an `AccountSlot` or a `SlowSlot`), which answers (`Answer`); releases
+  (`SlotRelease`) need no answer. The main process gives back whatever a worker held when its
+  channel closes, so a crashed worker leaks no slot;
 - mailbox events (`Events`): every event a process's store publishes is relayed to the main
   process (batched: one message per pass of the event loop), which publishes it on its own bus
   and forwards it to the other workers, so IDLE in any process is woken by SMTP delivery (main
@@ -303,6 +304,8 @@ class WorkerPool:
                 return self.slots.take_ip(ip_class)
             case ipc.AccountSlot(account_id):
                 return self.slots.take_account(account_id)
+            case ipc.SlowSlot():
+                return self.slots.take_slow()
 
     def _release(self, slot: ipc.Slot) -> None:
         match slot:
@@ -310,6 +313,8 @@ class WorkerPool:
                 self.slots.release_ip(ip_class)
             case ipc.AccountSlot(account_id):
                 self.slots.release_account(account_id)
+            case ipc.SlowSlot():
+                self.slots.release_slow()
 
     def _release_all(self, worker: _Worker) -> None:
         for slot, n in worker.held.items():
@@ -426,6 +431,12 @@ class RemoteSlots:
 
     def release_ip(self, key: str) -> None:
         self.channel.send(ipc.SlotRelease(ipc.IpSlot(key)))
+
+    async def acquire_slow(self) -> bool:
+        return await self._acquire(ipc.SlowSlot())
+
+    def release_slow(self) -> None:
+        self.channel.send(ipc.SlotRelease(ipc.SlowSlot()))
 
     async def acquire_account(self, account_id: int) -> bool:
         return await self._acquire(ipc.AccountSlot(account_id))

@@ -14,9 +14,10 @@ The messages (their kind on the wire, who sends them):
 - `Hello` (``hello``), main process: the first message on a channel, with the HMAC key of the
   main process's password cache (`postkeep.auth.passwords.PasswordVerifier`);
 - `Ready` (``ready``), worker: its listeners are up; with its pid;
-- `SlotRequest` (``ip``, ``acct``), worker: take a connection slot, `IpSlot` before serving a
-  connection, `AccountSlot` before a login; answered with an `Answer`;
-- `SlotRelease` (``ip-``, ``acct-``), worker: give back a slot it took; no answer;
+- `SlotRequest` (``ip``, ``acct``, ``slow``), worker: take a connection slot, `IpSlot` before
+  serving a connection, `AccountSlot` before a login, `SlowSlot` when a connection turns slow;
+  answered with an `Answer`;
+- `SlotRelease` (``ip-``, ``acct-``, ``slow-``), worker: give back a slot it took; no answer;
 - `PasswordQuery` (``pw?``), worker: is this verified password's HMAC in the main process's
   cache? answered with an `Answer`;
 - `PasswordLearned` (``pw+``), worker: the HMAC of a password it has just verified;
@@ -66,7 +67,12 @@ class AccountSlot:
     account_id: int
 
 
-Slot = IpSlot | AccountSlot
+@dataclass(frozen=True, slots=True)
+class SlowSlot:
+    """One of the slots of the slow connections (`postkeep.net.slots.LocalSlots.take_slow`)."""
+
+
+Slot = IpSlot | AccountSlot | SlowSlot
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +142,14 @@ def _fields(message: Message) -> dict[str, Any]:
             return {"t": "ip", "id": request_id, "k": ip_class}
         case SlotRequest(request_id, AccountSlot(account_id)):
             return {"t": "acct", "id": request_id, "k": account_id}
+        case SlotRequest(request_id, SlowSlot()):
+            return {"t": "slow", "id": request_id}
         case SlotRelease(IpSlot(ip_class)):
             return {"t": "ip-", "k": ip_class}
         case SlotRelease(AccountSlot(account_id)):
             return {"t": "acct-", "k": account_id}
+        case SlotRelease(SlowSlot()):
+            return {"t": "slow-"}
         case PasswordQuery(request_id, digest):
             return {"t": "pw?", "id": request_id, "k": digest.hex()}
         case PasswordLearned(digest):
@@ -270,8 +280,10 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     "ready": lambda f: Ready(f.integer("pid")),
     "ip": lambda f: SlotRequest(f.integer("id"), IpSlot(f.string("k"))),
     "acct": lambda f: SlotRequest(f.integer("id"), AccountSlot(f.integer("k"))),
+    "slow": lambda f: SlotRequest(f.integer("id"), SlowSlot()),
     "ip-": lambda f: SlotRelease(IpSlot(f.string("k"))),
     "acct-": lambda f: SlotRelease(AccountSlot(f.integer("k"))),
+    "slow-": lambda f: SlotRelease(SlowSlot()),
     "pw?": lambda f: PasswordQuery(f.integer("id"), f.octets("k")),
     "pw+": lambda f: PasswordLearned(f.octets("k")),
     "ok": lambda f: Answer(f.integer("id"), f.boolean("ok")),

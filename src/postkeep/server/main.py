@@ -22,7 +22,7 @@ from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
 from postkeep.imap.server import ImapServer
 from postkeep.net.listener import bind_listeners
-from postkeep.net.slots import LocalSlots
+from postkeep.net.slots import LocalSlots, slow_slots
 from postkeep.net.tls import build_tls
 from postkeep.server.fdlimit import fd_need, raise_open_files
 from postkeep.server.imap_workers import WorkerPool
@@ -51,6 +51,7 @@ async def serve(cfg: Config) -> None:
         cfg.imap.max_connections,
         cfg.imap.max_connections_per_ip,
         cfg.imap.max_connections_per_account,
+        slow_slots(cfg.imap.max_connections, cfg.imap.slow_share),
     )
     servers: list[SmtpServer | ImapServer] = [smtp] + ([submission] if submission.listen else [])
     if processes == 1 and imap_listen:

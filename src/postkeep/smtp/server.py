@@ -6,11 +6,20 @@ cannot decide) and writes replies. Replies are batched: everything answerable fr
 hand is answered in one write (RFC 2920 §3.1: a server must flush before it blocks reading), so
 a whole EHLO reply and a pipelined MAIL/RCPT/DATA group each go out in one segment.
 
-Owns: per-connection read timeouts (RFC 5321 §4.5.3.2), the error budget's delays, STARTTLS
-(RFC 3207), AUTH's replies and failure limits (RFC 4954), storing each message's text as it
-arrives (`smtp.intake`: memory, then an encrypted spool; the process's budget for text in
-flight) and handing each received message to the inbound pipeline (`delivery.inbound`), whose
-`250` is sent only once the message is durable.
+Owns: the deadlines (RFC 5321 §4.5.3.2), the error budget's delays, STARTTLS (RFC 3207), AUTH's
+replies and failure limits (RFC 4954), storing each message's text as it arrives
+(`smtp.intake`: memory, then an encrypted spool; the process's budget for text in flight), and
+handing each received message to the inbound pipeline (`delivery.inbound`), whose `250` is
+sent only once the message is durable.
+
+Deadlines: each command has `command_timeout` from when the server is ready for it (its replies
+to the one before flushed) until its whole line is in; message text (DATA, a BDAT chunk) starts
+with `data_timeout` and each read adds its octets / `min_data_rate`, at most `data_timeout`
+ahead again (Postfix's smtpd_per_request_deadline and smtpd_min_data_rate). Octets that trickle
+in extend neither. A connection that has kept the server waiting `slow_after` seconds for
+commands since it connected or last delivered a message, or is that far behind the minimum
+rate, turns slow and needs one of the role's slow slots (`postkeep.net.slots`). Past a deadline,
+or refused a slow slot: 421 4.4.2, one `reject` line, close.
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ import logging
 import secrets
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from postkeep import log
 from postkeep.auth.exchange import AuthExchange, AuthResult, AuthStatus, SaslAuthenticator
@@ -30,8 +41,9 @@ from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.inbound import Client, Inbound, InboundLimits, InboundPipeline
 from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
+from postkeep.net.deadlines import SlowClient
 from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
-from postkeep.net.slots import ConnectionLimiter
+from postkeep.net.slots import ConnectionLimiter, slow_slots
 from postkeep.net.tls import EndPointBindings, network_error
 from postkeep.policy.relay import check_rcpt
 from postkeep.policy.submission import check_envelope_sender, owned_addresses
@@ -59,10 +71,12 @@ from postkeep.smtp.wire.session import (
 from postkeep.store.api import Account, DsnRecipient, Envelope, Store
 
 logger = log.get("smtp")
+T = TypeVar("T")
 
 READ_SIZE = 256 * 1024
 R_TOO_MANY_CONN = Reply(421, "4.7.0", "Too many connections, try again later")
 R_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
+R_TOO_SLOW = Reply(421, "4.4.2", "Too many slow connections, closing connection")
 R_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
 R_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 
@@ -105,6 +119,17 @@ class _Conn:
     auth_failures: int = 0
     intake: Intake | None = None  # the text of the message being received
     refusal: tuple[Reply, str] | None = None  # an intake's refusal, until its reply is sent
+    # the deadline (loop time) of the command line, message text or BDAT chunk being received,
+    # and the session mode it is for; None once it is complete
+    deadline: float | None = None
+    record: Mode = Mode.COMMAND
+    last_read: float = 0.0  # loop time of the last octets of message text
+    waited: float = 0.0  # seconds waited for commands since connect or the last message
+    slow: bool = False  # holds one of the slow slots
+
+
+class _TooSlow(Exception):
+    """The connection turned slow and no slow slot was free."""
 
 
 class SmtpServer:
@@ -179,11 +204,15 @@ class SmtpServer:
             if self.submission
             else [(a, False) for a in cfg.smtp.listen]
         )
+        self.slots = ConnectionLimiter(
+            cfg.smtp.max_connections, cfg.smtp.max_connections_per_ip,
+            slow_slots(cfg.smtp.max_connections, cfg.smtp.slow_share),
+        )
         self.listeners = Listeners(
             self.listen,
             self._serve,
             tls_context,
-            slots=ConnectionLimiter(cfg.smtp.max_connections, cfg.smtp.max_connections_per_ip),
+            slots=self.slots,
             busy=f"{R_TOO_MANY_CONN}\r\n".encode(),
             busy_code=f"{R_TOO_MANY_CONN.code} {R_TOO_MANY_CONN.enhanced}",
             role=role,
@@ -255,6 +284,7 @@ class SmtpServer:
                 time.monotonic() - started,
                 log.quote(reason),
             )
+            self._not_slow(conn)
             await close_stream(writer)
 
     async def _loop(self, conn: _Conn) -> str:
@@ -262,34 +292,98 @@ class SmtpServer:
         while True:
             event = session.next_event()
             if event is None:
-                if conn.out:
-                    conn.writer.write(b"".join(conn.out))
-                    conn.out.clear()
-                    await conn.writer.drain()
-                timeout = (
-                    self.smtp.command_timeout
-                    if session.mode is Mode.COMMAND
-                    else self.smtp.data_timeout
-                )
                 try:
-                    data = await self.deadlines.read(conn.reader, READ_SIZE, timeout)
+                    data = await self._receive(conn)
                 except TimeoutError:
-                    self._log_reject(conn, "-", R_TIMEOUT, "timeout")
-                    conn.writer.write(session.render(R_TIMEOUT))
-                    return "timeout"
+                    return self._close(conn, R_TIMEOUT, self._timeout_reason(conn), "timeout")
+                except _TooSlow:
+                    return self._close(conn, R_TOO_SLOW, "too many slow connections", "too slow")
                 if not data:
                     return "client closed"
                 session.feed(data)
                 continue
+            if not isinstance(event, TextReceived):  # a piece of text: the rest is to come
+                conn.deadline = None  # the command, the message or the chunk is complete
             await self._handle(conn, event)
             if conn.intake is not None and conn.intake.stream != session.message_stream:
                 conn.intake.discard()  # RSET, EHLO, STARTTLS, a refused chunk: no message
                 conn.intake = None
             if conn.closing:
-                conn.writer.write(b"".join(conn.out))
+                conn.writer.write(b"".join(conn.out))  # flushed by close_stream
                 conn.out.clear()
-                await conn.writer.drain()
                 return "quit" if session.mode is Mode.CLOSED else "error limit"
+
+    # -- deadlines (RFC 5321 §4.5.3.2) ------------------------------------------------------------
+
+    async def _receive(self, conn: _Conn) -> bytes:
+        """Flush the replies, then read, within the deadline of what is being received."""
+        session, smtp = conn.session, self.smtp
+        now = asyncio.get_running_loop().time()
+        text = session.mode in (Mode.DATA, Mode.BDAT)
+        if conn.deadline is None or conn.record is not session.mode:
+            conn.record = session.mode
+            conn.deadline = now + (smtp.data_timeout if text else smtp.command_timeout)
+            conn.last_read = now
+        if conn.out:
+            conn.writer.write(b"".join(conn.out))
+            conn.out.clear()
+            await self._wait(conn, conn.writer.drain)
+        data = await self._wait(conn, lambda: conn.reader.read(READ_SIZE))
+        if text and data:
+            # the text's allowance grows with what came, never past data_timeout ahead
+            now = asyncio.get_running_loop().time()
+            earned = conn.deadline + len(data) / smtp.min_data_rate
+            conn.last_read = now
+            conn.deadline = min(now + smtp.data_timeout, earned)
+        return data
+
+    async def _wait(self, conn: _Conn, start: Callable[[], Awaitable[T]]) -> T:
+        """Wait on the client (`start()`: a read or a drain) within the current deadline; the
+        connection turns slow past `slow_after` and then needs a slow slot (or `_TooSlow`)."""
+        assert conn.deadline is not None
+        loop = asyncio.get_running_loop()
+        text = conn.record in (Mode.DATA, Mode.BDAT)
+        while True:
+            began = loop.time()
+            slow_at = None
+            if not conn.slow:
+                # commands: the time waited in all; text: how far behind min_data_rate
+                base = conn.deadline - self.smtp.data_timeout if text else began
+                slow_at = base + self.smtp.slow_after - conn.waited
+                if slow_at <= began:
+                    await self._turn_slow(conn)
+                    slow_at = None
+            try:
+                return await self.deadlines.wait(start, conn.deadline, slow_at)
+            except SlowClient:
+                await self._turn_slow(conn)
+            finally:
+                if not text:
+                    conn.waited += loop.time() - began
+
+    async def _turn_slow(self, conn: _Conn) -> None:
+        if not await self.slots.acquire_slow():
+            raise _TooSlow
+        conn.slow = True
+
+    def _timeout_reason(self, conn: _Conn) -> str:
+        if conn.record not in (Mode.DATA, Mode.BDAT):
+            return "command timeout"
+        assert conn.deadline is not None
+        if conn.deadline < conn.last_read + self.smtp.data_timeout:
+            return "data rate below min_data_rate"
+        return "data timeout"
+
+    def _close(self, conn: _Conn, reply: Reply, reason: str, summary: str) -> str:
+        self._log_reject(conn, "-", reply, reason)
+        conn.writer.write(conn.session.render(reply))
+        return summary
+
+    def _not_slow(self, conn: _Conn) -> None:
+        """Give back the slow slot, if the connection holds one."""
+        if conn.slow:
+            conn.slow = False
+            self.slots.release_slow()
 
     def _reply(self, conn: _Conn, reply: Reply) -> None:
         conn.out.append(conn.session.render(reply))
@@ -449,6 +543,8 @@ class SmtpServer:
             await self._error(conn, "DATA", reply, outcome.verdict.reason)
             return
         conn.messages += 1
+        conn.waited = 0.0  # a delivered message: the connection is not slow (any more)
+        self._not_slow(conn)
         self._reply(conn, reply)
         if logger.isEnabledFor(logging.INFO):
             logger.info(

@@ -21,9 +21,9 @@ management, subscriptions).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from postkeep.errors import StoreError
 from postkeep.store.spool import MessageData, Spool
@@ -312,6 +312,26 @@ class CopyResult:
     pairs: tuple[tuple[int, int], ...]  # (source uid, destination uid), source order
 
 
+#: The most octets `MessageReader.pieces` yields at a time (four 64 KiB blob chunks).
+PIECE_SIZE: Final = 256 << 10
+
+
+class MessageReader(Protocol):
+    """An open message (`MailStore.open_message`) read piece by piece: each piece is read and
+    decrypted (every blob chunk it touches authenticated) only when it is asked for. The blob
+    stays open until `close()`, so an expunge meanwhile does not cut a reader short."""
+
+    @property
+    def size(self) -> int:
+        """The message's length in octets."""
+
+    def pieces(self, start: int, end: int) -> AsyncIterator[bytes]:
+        """Octets [start, end) of the message (clamped to it) in pieces of at most PIECE_SIZE;
+        StoreError if the blob fails authentication or is shorter than its header says."""
+
+    def close(self) -> None: ...
+
+
 class Store(Protocol):
     """The store API. See `postkeep.store.sql.store.SqlStore` for the implementation."""
 
@@ -492,6 +512,10 @@ class MailStore(Store, Protocol):
         expected_bytes: int | None = None,
     ) -> dict[int, bytes]:
         """(message id, None or prefix length) -> the decrypted bytes; messages gone left out."""
+
+    async def open_message(self, account_id: int, message_id: int) -> MessageReader:
+        """The message, open to be read piece by piece (FETCH and SEARCH of messages too large
+        to hold); NotFound if it is not the account's or is gone. The caller closes it."""
 
     # -- flags, expunge, copy and move, append -----------------------------------------------------
     async def set_flags(

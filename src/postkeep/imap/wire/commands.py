@@ -640,6 +640,12 @@ class ParseError:
     def status(self) -> str:
         return self.text.split(" ", 1)[0]
 
+    @property
+    def limit(self) -> bool:
+        """A refusal for size (NO [LIMIT], RFC 9051 §7.1: too many search keys), which the
+        driver logs as a rejection."""
+        return self.text.startswith("NO [LIMIT]")
+
     def response(self) -> bytes:
         """The response line, CRLF included."""
         return f"{self.tag or '*'} {self.text}\r\n".encode()

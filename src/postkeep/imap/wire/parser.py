@@ -127,12 +127,14 @@ def parse(
     utf8: bool = False,
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_search_depth: int = DEFAULT_MAX_SEARCH_DEPTH,
+    max_search_keys: int | None = None,
 ) -> Command | ParseError:
     """Parse one command (without its final CRLF).
 
     `utf8` selects UTF-8 mailbox names (IMAP4rev2, or UTF8=ACCEPT enabled) instead of modified
     UTF-7 (RFC 3501 §5.1.3). `max_depth` bounds the nesting of parenthesized lists;
-    `max_search_depth` the depth of a search program's tree (NOT, OR, parentheses).
+    `max_search_depth` the depth of a search program's tree (NOT, OR, parentheses);
+    `max_search_keys` its keys (past it: NO [LIMIT], `ParseError.limit`).
     """
     tag, pos = read_tag(data)
     if tag is None:
@@ -144,7 +146,7 @@ def parse(
             raise ParseFail("BAD Missing command")
         lx.sp()
         name = lx.keyword("a command name")
-        return _Parser(lx, tag, max_search_depth).command(name)
+        return _Parser(lx, tag, max_search_depth, max_search_keys).command(name)
     except ParseFail as e:
         return ParseError(tag, e.text)
 
@@ -152,12 +154,15 @@ def parse(
 class _Parser:
     """Per-command argument parsers; each consumes the whole rest of the command."""
 
-    __slots__ = ("lx", "max_search_depth", "tag")
+    __slots__ = ("lx", "max_search_depth", "max_search_keys", "tag")
 
-    def __init__(self, lx: Lexer, tag: str, max_search_depth: int) -> None:
+    def __init__(
+        self, lx: Lexer, tag: str, max_search_depth: int, max_search_keys: int | None
+    ) -> None:
         self.lx = lx
         self.tag = tag
         self.max_search_depth = max_search_depth
+        self.max_search_keys = max_search_keys
 
     def command(self, name: str) -> Command:
         lx = self.lx
@@ -536,7 +541,9 @@ class _Parser:
             lx.sp()
             returns = return_options(lx, SEARCH_RETURN_OPTIONS)
             lx.sp()
-        charset, key = search_criteria(lx, self.max_search_depth, charset_required=False)
+        charset, key = search_criteria(
+            lx, self.max_search_depth, charset_required=False, max_keys=self.max_search_keys
+        )
         lx.end()
         return Search(self.tag, key, uid, charset, returns)
 
@@ -551,7 +558,9 @@ class _Parser:
             lx.sp()
         criteria = sort_criteria(lx)
         lx.sp()
-        charset, key = search_criteria(lx, self.max_search_depth, charset_required=True)
+        charset, key = search_criteria(
+            lx, self.max_search_depth, charset_required=True, max_keys=self.max_search_keys
+        )
         lx.end()
         assert charset is not None
         return Sort(self.tag, criteria, charset, key, uid, returns)
@@ -562,7 +571,9 @@ class _Parser:
         lx.sp()
         algorithm = thread_algorithm(lx)
         lx.sp()
-        charset, key = search_criteria(lx, self.max_search_depth, charset_required=True)
+        charset, key = search_criteria(
+            lx, self.max_search_depth, charset_required=True, max_keys=self.max_search_keys
+        )
         lx.end()
         assert charset is not None
         return Thread(self.tag, algorithm, charset, key, uid)

@@ -39,6 +39,7 @@ MIB: Final = 1024 * 1024
 LITERAL_MINUS_MAX: Final = 4096  # RFC 7888 §4
 _TAIL: Final = 64  # octets of a discarded line kept to recognize a literal announcement
 _TAG_SCAN: Final = 1024  # a tag is looked for in the first octets of a command only
+_SEARCH_COMMAND: Final = re.compile(rb" (?:UID )?(?:SEARCH|SORT|THREAD) ", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,8 @@ class ReaderLimits:
     LITERAL+, so non-synchronizing literals over 4096 octets are refused (RFC 7888 §4).
     `id_limits`: when set, the line, literal and command limits of a command whose first line
     starts "tag ID " (RFC 2971) — `parse()` then holds it to RFC 2971's own limits.
+    `search_limits`: likewise for SEARCH, SORT and THREAD (and their UID forms), whose
+    literals are search strings, not messages.
     """
 
     max_line: int = 8192
@@ -64,6 +67,7 @@ class ReaderLimits:
     max_auth_line: int = 12288
     literal_minus: bool = False
     id_limits: ReaderLimits | None = None
+    search_limits: ReaderLimits | None = None
 
 
 # RFC 2971 §3.3: at most 30 field-value pairs, fields of at most 30 octets, values of at most
@@ -87,12 +91,19 @@ ID_LIMITS: Final = ReaderLimits(
 )
 # Before authentication only LOGIN / AUTHENTICATE need literals, and small ones; ID has its own.
 PRE_AUTH_LIMITS: Final = ReaderLimits(id_limits=ID_LIMITS)
+# A search program: lines as long as any command's (UID sets), search strings of up to 64 KiB,
+# 256 KiB in all (with APPEND's limits one SEARCH could make the reader hold 64 MiB, and cost
+# seconds to parse).
+SEARCH_LIMITS: Final = ReaderLimits(
+    max_line=65536, max_literal=65536, max_literals=1000, max_command=256 * 1024
+)
 # After authentication: APPEND of messages up to 50 MiB, long UID sets, MULTIAPPEND.
 POST_AUTH_LIMITS: Final = ReaderLimits(
     max_line=65536,
     max_literal=50 * MIB,
     max_literals=1000,
     max_command=64 * MIB,
+    search_limits=SEARCH_LIMITS,
 )
 
 # -- events -----------------------------------------------------------------------------------
@@ -224,6 +235,7 @@ class ImapReader:
         self._scanned = 0  # octets of _buf already searched for LF
         self._cmd = bytearray()  # the command so far: complete lines and literal octets
         self._literals = 0
+        self._literal_octets = 0  # octets of the literals accepted into the command
         self._tag: str | None = None
         self._active = limits  # the limits of the command being read
         self._state = _State.LINE
@@ -260,6 +272,12 @@ class ImapReader:
     def discarding(self) -> bool:
         """Whether the reader is skipping input after an error event."""
         return self._state in (_State.SKIP_LINE, _State.SKIP_LITERAL)
+
+    @property
+    def literal_octets(self) -> int:
+        """Octets of the literals accepted into the command being read (the driver's
+        deadline for the command grows with them)."""
+        return self._literal_octets
 
     @property
     def in_command(self) -> bool:
@@ -331,14 +349,18 @@ class ImapReader:
 
     def _command_limits(self, head: bytes | bytearray) -> ReaderLimits:
         """The limits of the command starting with `head` (its first octets when nothing of it
-        is in `_cmd` yet): `id_limits` for "tag ID ...", else `limits`."""
+        is in `_cmd` yet): `id_limits` for "tag ID ...", `search_limits` for "tag SEARCH ..."
+        and the like, else `limits`."""
         if self._cmd:
             return self._active
         limits = self.limits
-        if limits.id_limits is not None:
+        if limits.id_limits is not None or limits.search_limits is not None:
             tag, end = read_tag(bytes(head[: _TAG_SCAN + 1]))
-            if tag is not None and head[end : end + 4].upper() == b" ID ":
+            ident = tag is not None and head[end : end + 4].upper() == b" ID "
+            if ident and limits.id_limits is not None:
                 limits = limits.id_limits
+            elif tag is not None and limits.search_limits and _SEARCH_COMMAND.match(head, end):
+                limits = limits.search_limits
         self._active = limits
         return limits
 
@@ -350,6 +372,7 @@ class ImapReader:
     def _reset_command(self) -> None:
         self._cmd = bytearray()
         self._literals = 0
+        self._literal_octets = 0
         self._tag = None
         self._state = _State.LINE
 
@@ -469,6 +492,7 @@ class ImapReader:
             return refusal
         self._state = _State.LITERAL
         self._left = size
+        self._literal_octets += size
         if non_sync:
             return None
         return NeedContinuation(size)

@@ -224,12 +224,17 @@ def _build(item: _Item) -> SearchKey:
     return SearchOr(tuple(keys)) if item.kind == "OR" else SearchAnd(tuple(keys))
 
 
-def search_program(lx: Lexer, decode: Decoder, max_search_depth: int) -> SearchKey:
+def search_program(
+    lx: Lexer, decode: Decoder, max_search_depth: int, max_keys: int | None = None
+) -> SearchKey:
     """search-key *(SP search-key), up to the end of the command or whatever cannot follow.
 
-    An explicit stack replaces recursion; `max_search_depth` bounds the flattened tree.
+    An explicit stack replaces recursion; `max_search_depth` bounds the flattened tree. Past
+    `max_keys` keys (NOT, OR and parentheses aside) parsing stops with NO [LIMIT] (RFC 9051
+    §7.1): what the rest would cost to parse is not spent.
     """
     stack = [_Frame("TOP")]
+    keys = 0
     while True:
         if lx.peek() == LPAREN:
             lx.open_paren()
@@ -241,6 +246,9 @@ def search_program(lx: Lexer, decode: Decoder, max_search_depth: int) -> SearchK
             lx.sp()
             stack.append(_Frame(word))
             continue
+        keys += 1
+        if max_keys is not None and keys > max_keys:
+            raise ParseFail(f"NO [LIMIT] Too many search keys (at most {max_keys})")
         value: _Item = _leaf(lx, decode)
         while True:  # reduce
             frame = stack[-1]
@@ -333,7 +341,7 @@ def _modseq(lx: Lexer) -> SearchModSeq:
 
 
 def search_criteria(
-    lx: Lexer, max_search_depth: int, charset_required: bool
+    lx: Lexer, max_search_depth: int, charset_required: bool, max_keys: int | None = None
 ) -> tuple[str | None, SearchKey]:
     """[CHARSET SP charset SP] keys (SEARCH), or charset SP keys (SORT, THREAD)."""
     charset: str | None = None
@@ -346,7 +354,7 @@ def search_criteria(
         charset = read_charset(lx)
         lx.sp()
     decode = charset_decoder(lx, charset)
-    return charset, search_program(lx, decode, max_search_depth)
+    return charset, search_program(lx, decode, max_search_depth, max_keys)
 
 
 def sort_criteria(lx: Lexer) -> tuple[SortCriterion, ...]:

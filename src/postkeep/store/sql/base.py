@@ -198,7 +198,7 @@ class SqlStoreBase:
         self._dbapi_error = dialect.loaded_dbapi.Error
         self._hot = HotStatements(dialect)
         try:
-            applied = migrate(self._writer)
+            applied = migrate(self._writer, master_key=self._master)
             if applied:
                 log.info("store schema migrated to version %d", applied[-1])
             self._check_master_key()

@@ -142,7 +142,7 @@ send_as = Table(
     "send_as",
     metadata,
     Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
-    # lower-cased address the account may send as (submission sender checks)
+    # lookup key (`postkeep.addresses.address_key`) the account may send as (submission checks)
     Column("address_key", String(320), primary_key=True),
     Column("created", Double, nullable=False),
 )

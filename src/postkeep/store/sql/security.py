@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy import exc as sa_exc
 
+from postkeep.addresses import address_key
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.store.api import MAX_APP_PASSWORDS, AppPassword, AuthRecord
 from postkeep.store.crypto import seal, secret_context, unseal
@@ -120,7 +121,7 @@ class AccountSecurityMixin(SqlStoreBase):
 
     async def set_app_passwords_only(self, address: str, flag: bool) -> None:
         """Set or clear `Account.app_passwords_only`; NotFound for an unknown account."""
-        key = address.strip().lower()
+        key = address_key(address)
         stmt = (
             update(accounts).where(accounts.c.address_key == key).values(app_passwords_only=flag)
         )
@@ -134,7 +135,7 @@ class AccountSecurityMixin(SqlStoreBase):
     async def get_auth(self, address: str) -> AuthRecord | None:
         """Account, decrypted mechanism secrets and active app passwords, in one read (one
         snapshot: REPEATABLE READ on PostgreSQL)."""
-        key = address.strip().lower()
+        key = address_key(address)
         hot = self.hot
 
         def fn(cur: Cursor) -> AuthRecord | None:
@@ -157,7 +158,7 @@ class AccountSecurityMixin(SqlStoreBase):
 
     @staticmethod
     def _account_id(conn: Connection, address: str, *, lock: bool = False) -> int:
-        q = select(accounts.c.id).where(accounts.c.address_key == address.strip().lower())
+        q = select(accounts.c.id).where(accounts.c.address_key == address_key(address))
         account_id = conn.execute(q.with_for_update() if lock else q).scalar()
         if account_id is None:
             raise NotFound(f"account {address} does not exist")
@@ -274,7 +275,7 @@ class AccountSecurityMixin(SqlStoreBase):
 
     async def grant_send_as(self, address: str, sender: str) -> None:
         """Let `address`'s account send as `sender` (AlreadyExists if granted already)."""
-        key = sender.strip().lower()
+        key = address_key(sender)
         if "@" not in key or len(key) > 320:
             raise StoreError(f"{sender!r} is not an address")
 
@@ -292,7 +293,7 @@ class AccountSecurityMixin(SqlStoreBase):
         await self._write(fn)
 
     async def revoke_send_as(self, address: str, sender: str) -> None:
-        key = sender.strip().lower()
+        key = address_key(sender)
 
         def fn(conn: Connection) -> None:
             account_id = self._account_id(conn, address)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Mapping, Sequence
+from concurrent.futures import Executor
+from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -29,10 +30,12 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
+from postkeep.addresses import address_key, canonical_address, canonical_domain
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.store.api import (
     ALIAS_DEPTH,
     DEFAULT_MAILBOXES,
+    PIECE_SIZE,
     Account,
     Alias,
     DeliveryResult,
@@ -40,10 +43,13 @@ from postkeep.store.api import (
     LocalDelivery,
     Mailbox,
     MessageInfo,
+    MessageReader,
 )
 from postkeep.store.blobs import BlobMissing
 from postkeep.store.crypto import (
+    CryptoError,
     account_key_context,
+    blob_plaintext_size,
     decrypt_blob,
     decrypt_range,
     message_key_context,
@@ -87,16 +93,48 @@ T = TypeVar("T")
 
 
 def split_address(address: str, *, catch_all: bool = False) -> tuple[str, str, str]:
-    """(address as stored, lower-case lookup key, domain) — the domain part is lower-cased."""
+    """(address as stored, lookup key, domain), in the canonical forms of `postkeep.addresses`
+    (NFC local part, IDNA U-label domain; the key's local part lower-cased)."""
     a = address.strip()
     local, sep, domain = a.rpartition("@")
     if not sep or not domain or (not local and not catch_all) or any(c.isspace() for c in a):
         raise StoreError(f"invalid address {address!r}")
-    stored = f"{local}@{domain.lower()}"
-    return stored, stored.lower(), domain.lower()
+    stored = canonical_address(a)
+    return stored, address_key(stored), stored.rpartition("@")[2]
 
 
 INLINE_READ_BYTES = 256 << 10  # `read_messages` of at most this much skips the thread hop
+
+
+class _BlobReader:
+    """`MessageReader` over an open blob file: each piece is decrypted on the read pool (the
+    blob's chunks are 64 KiB, PIECE_SIZE a multiple of them, so no chunk is decrypted twice)."""
+
+    def __init__(self, pool: Executor, file: BinaryIO, key: bytes, size: int) -> None:
+        self._pool = pool
+        self._file = file
+        self._key = key
+        self._size = size
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def pieces(self, start: int, end: int) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        pos, end = max(0, start), min(end, self._size)
+        while pos < end:
+            stop = min(end, (pos // PIECE_SIZE + 1) * PIECE_SIZE)
+            piece = await loop.run_in_executor(
+                self._pool, decrypt_range, self._file, self._key, pos, stop - pos
+            )
+            if len(piece) != stop - pos:
+                raise CryptoError("blob shorter than its header says")
+            yield piece
+            pos = stop
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def _alias(r: Sequence[Any]) -> Alias:
@@ -161,7 +199,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
     # -- domains -----------------------------------------------------------------------------------
 
     async def add_domain(self, name: str) -> Domain:
-        name = name.strip().lower()
+        name = canonical_domain(name)
         if not name or "@" in name or any(c.isspace() for c in name):
             raise StoreError(f"invalid domain name {name!r}")
 
@@ -177,7 +215,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         return await self._write(fn)
 
     async def get_domain(self, name: str) -> Domain | None:
-        key = name.strip().lower()
+        key = canonical_domain(name)
         q = select(domains.c.id, domains.c.name).where(domains.c.name == key)
         row = await self._read(lambda conn: conn.execute(q).first())
         return Domain(row[0], row[1]) if row else None
@@ -188,7 +226,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         return [Domain(r[0], r[1]) for r in rows]
 
     async def remove_domain(self, name: str) -> None:
-        key = name.strip().lower()
+        key = canonical_domain(name)
 
         def fn(conn: Connection) -> None:
             domain_id = conn.execute(select(domains.c.id).where(domains.c.name == key)).scalar()
@@ -282,7 +320,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         return await self._write(fn)
 
     async def get_account(self, address: str) -> Account | None:
-        key = address.strip().lower()
+        key = address_key(address)
         q = select(*ACCOUNT_COLS).where(accounts.c.address_key == key)
         row = await self._read(lambda conn: conn.execute(q).first())
         return account_from_row(row) if row else None
@@ -295,12 +333,12 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
     async def list_accounts(self, domain: str | None = None) -> list[Account]:
         q = select(*ACCOUNT_COLS).order_by(accounts.c.address_key)
         if domain is not None:
-            q = q.join(domains).where(domains.c.name == domain.strip().lower())
+            q = q.join(domains).where(domains.c.name == canonical_domain(domain))
         rows = await self._read(lambda conn: conn.execute(q).all())
         return [account_from_row(r) for r in rows]
 
     async def _update_account(self, address: str, **values: Any) -> None:
-        key = address.strip().lower()
+        key = address_key(address)
         stmt = update(accounts).where(accounts.c.address_key == key).values(**values)
 
         def fn(conn: Connection) -> None:
@@ -313,7 +351,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         self, address: str, password_hash: str, secrets: Mapping[str, str] | None = None
     ) -> None:
         """Replace the password hash and, in the same transaction, ALL mechanism secrets."""
-        key = address.strip().lower()
+        key = address_key(address)
         clean = check_secrets(secrets)
         stmt = (
             update(accounts)
@@ -343,7 +381,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
 
     async def remove_account(self, address: str) -> None:
         """Delete the account's rows; blobs whose last message row went are deleted after commit."""
-        key = address.strip().lower()
+        key = address_key(address)
 
         def fn(conn: Connection) -> list[str]:
             # lock the account row first, as deliveries do (account, then mailboxes): no deadlock
@@ -424,12 +462,12 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
     async def list_aliases(self, domain: str | None = None) -> list[Alias]:
         q = select(aliases.c.id, aliases.c.source, aliases.c.targets).order_by(aliases.c.source_key)
         if domain is not None:
-            q = q.join(domains).where(domains.c.name == domain.strip().lower())
+            q = q.join(domains).where(domains.c.name == canonical_domain(domain))
         rows = await self._read(lambda conn: conn.execute(q).all())
         return [_alias(r) for r in rows]
 
     async def remove_alias(self, source: str) -> None:
-        key = source.strip().lower()
+        key = address_key(source)
 
         def fn(conn: Connection) -> None:
             if conn.execute(delete(aliases).where(aliases.c.source_key == key)).rowcount == 0:
@@ -441,7 +479,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
         """See the Store protocol. Targets expand through accounts and exact aliases only (a
         catch-all applies to the address looked up, not to alias targets); loops are cut by
         remembering visited aliases, depth by ALIAS_DEPTH."""
-        key = address.strip().lower()
+        key = address_key(address)
         local, sep, domain = key.rpartition("@")
         if not sep or not local or not domain:
             return None
@@ -464,7 +502,7 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
                 return False
             seen_aliases.add(source)
             for target in json.loads(targets):
-                tkey = target.lower()
+                tkey = address_key(target)
                 acc = conn.execute(account_q, {"k": tkey}).first()
                 if acc is not None:
                     found.setdefault(acc[0], account_from_row(acc))
@@ -558,3 +596,23 @@ class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlSto
 
         small = expected_bytes is not None and expected_bytes <= INLINE_READ_BYTES
         return await self._read_raw(fn, inline=small)
+
+    async def open_message(self, account_id: int, message_id: int) -> MessageReader:
+        """The blob opened and its content key unwrapped in one read (on the event loop's
+        thread on SQLite: a row, a key and a 24-octet header); NotFound if it is gone."""
+
+        def fn(cur: Cursor) -> _BlobReader:
+            blob_id, key = self._content_key(cur, account_id, message_id)
+            try:
+                file = self._blobs.open(blob_id)
+            except BlobMissing:
+                raise NotFound(f"message {message_id} not found") from None
+            try:
+                size = blob_plaintext_size(file)
+            except BaseException:
+                file.close()
+                raise
+            assert self._pool is not None
+            return _BlobReader(self._pool, file, key, size)
+
+        return await self._read_raw(fn)

@@ -4,7 +4,9 @@ Each migration is a module ``mNNNN_<name>.py`` exposing ``MIGRATION = Migration(
 upgrade)`` where ``upgrade(conn)`` runs inside the runner's transaction and must only use what it
 defines itself (tables frozen at that version, or plain DDL), never `postkeep.store.sql.schema`,
 which describes the *latest* schema. To add migration N: write ``mNNNN_<name>.py``, append it to
-`MIGRATIONS`, update `postkeep.store.sql.schema` to match.
+`MIGRATIONS`, update `postkeep.store.sql.schema` to match. A migration that must re-wrap keys
+(`needs_master_key`) is called as ``upgrade(conn, master_key)`` with the key the store was opened
+with; without one the runner refuses to apply it.
 
 The runner (`migrate`) records applied versions in ``schema_version``. It applies all pending
 migrations in order in ONE transaction (both SQLite and PostgreSQL have transactional DDL), so a
@@ -18,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
 
@@ -29,7 +32,8 @@ from postkeep.store.sql.schema import schema_version
 class Migration:
     version: int
     description: str
-    upgrade: Callable[[Connection], None]
+    upgrade: Callable[..., None]  # (conn), or (conn, master_key) if `needs_master_key`
+    needs_master_key: bool = False
 
 
 def _load() -> tuple[Migration, ...]:
@@ -38,6 +42,7 @@ def _load() -> tuple[Migration, ...]:
         m0002_account_security,
         m0003_send_as,
         m0004_imap,
+        m0005_address_forms,
     )
 
     return (
@@ -45,6 +50,7 @@ def _load() -> tuple[Migration, ...]:
         m0002_account_security.MIGRATION,
         m0003_send_as.MIGRATION,
         m0004_imap.MIGRATION,
+        m0005_address_forms.MIGRATION,
     )
 
 
@@ -66,7 +72,9 @@ def current_version(conn: Connection) -> int:
     return int(conn.execute(query).scalar_one())
 
 
-def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+def migrate(
+    engine: Engine, migrations: Sequence[Migration] = MIGRATIONS, master_key: bytes | None = None
+) -> list[int]:
     """Apply pending migrations in order, in one transaction; return the versions applied."""
     for expected, m in enumerate(migrations, start=1):
         if m.version != expected:
@@ -83,7 +91,12 @@ def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> lis
             )
         applied: list[int] = []
         for m in migrations[current:]:
-            m.upgrade(conn)
+            args: tuple[Any, ...] = (conn,)
+            if m.needs_master_key:
+                if master_key is None:
+                    raise StoreError(f"migration {m.version} needs the master key")
+                args = (conn, master_key)
+            m.upgrade(*args)
             conn.execute(
                 schema_version.insert().values(
                     version=m.version, description=m.description, applied_at=time.time()
