@@ -287,3 +287,52 @@ def test_imap_client_that_reads_no_responses_is_cut_at_the_login_deadline(
     finally:
         sock.close()
 
+
+
+def test_imap_client_that_stops_reading_a_fetch_is_cut_at_the_command_deadline(
+    harness_factory: Any,
+) -> None:
+    """A FETCH streams its responses in 256 KiB steps, each a wait on the client: a client
+    that stops reading is cut `command_timeout` into a wait (before: it held its slot, its
+    command and the blob it streamed from for as long as it liked)."""
+    h = _harness(harness_factory, imap={"command_timeout": 1.0})
+    client = h.imaps(ALICE)
+    body = b"Subject: big\r\n\r\n" + (b"y" * 998 + b"\r\n") * 2000  # 2 MB
+    for _ in range(5):
+        assert client.append("INBOX", None, None, body)[0] == "OK"
+    client.logout()
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", h.imaps_port))
+    sock = h.client_context().wrap_socket(raw, server_hostname="127.0.0.1")
+    try:
+        assert read_line(sock).startswith(b"* OK ")
+        sock.sendall(f'a1 LOGIN {ALICE} "{PASSWORD}"\r\na2 SELECT INBOX\r\n'.encode())
+        while not read_line(sock).startswith(b"a2 OK"):
+            pass
+        sock.sendall(b"a3 FETCH 1:* BODY[]\r\n")  # 10 MB of responses, never read
+        _wait_log(h, r'postkeep\.imap: reject ip=127\.0\.0\.1 user=alice@example\.test '
+                     r'reason="send timeout"')
+        _wait_log(h, r'postkeep\.imap: disconnect ip=127\.0\.0\.1 .*reason=')
+        slots = h.imap.slots if h.imap is not None else None
+        assert isinstance(slots, LocalSlots)
+        _wait_until(lambda: h.on_loop(lambda: slots.connections.count) == 0,
+                    "its slot is still held")
+    finally:
+        sock.close()
+
+
+def test_imap_announced_literal_earns_no_time_before_its_octets_come(
+    harness_factory: Any,
+) -> None:
+    """The command deadline grows with the literal octets received, not announced: an APPEND
+    of `{10000000}` followed by silence is cut at `command_timeout` (before: 1 s plus 20,000 s
+    for the octets it had only announced)."""
+    h = _harness(harness_factory, imap={"command_timeout": 1.0})
+    with _imaps_logged_in(h) as sock:
+        sock.sendall(b"a2 APPEND INBOX {10000000}\r\n")
+        assert read_line(sock).startswith(b"+ ")
+        assert read_line(sock) == b"* BYE Command timeout\r\n"
+    assert h.log_lines(r'postkeep\.imap: reject ip=127\.0\.0\.1 user=alice@example\.test '
+                       r'reason="command timeout"')

@@ -128,6 +128,25 @@ class _Out:
 
 
 @dataclass(slots=True, eq=False)
+class _CommandOut:
+    """The `Output` of a logged-in session: `conn.out`, whose drains during a command go
+    through the server's deadlines (`ImapServer._respond`)."""
+
+    server: ImapServer
+    conn: _Conn
+
+    @property
+    def buffered(self) -> int:
+        return self.conn.out.buffered
+
+    def write(self, data: bytes) -> None:
+        self.conn.out.write(data)
+
+    async def drain(self) -> None:
+        await self.server._respond(self.conn)
+
+
+@dataclass(slots=True, eq=False)
 class _Conn:
     ip: str
     reader: asyncio.StreamReader
@@ -337,20 +356,56 @@ class ImapServer:
                 self._reject(conn, reason, f"* BYE {reason.capitalize()}\r\n".encode())
 
     async def _turn_slow(self, conn: _Conn) -> None:
-        if not await self.slots.acquire_slow():
+        if not await self._take_slow(conn):
             self._reject(conn, "too many slow connections",
                          b"* BYE [UNAVAILABLE] Too many slow connections\r\n")
+
+    async def _take_slow(self, conn: _Conn) -> bool:
+        """Hold a slow slot for `conn` (False: none left). Once per connection: during IDLE
+        two waits (the reading task and a drain of pushed responses) can both pass their
+        slow marks."""
+        if conn.slow:
+            return True
+        if not await self.slots.acquire_slow():
+            return False
+        if conn.slow:  # the other wait took one meanwhile
+            self.slots.release_slow()
         conn.slow = True
+        return True
+
+    async def _respond(self, conn: _Conn) -> None:
+        """A drain of responses while a command runs (FETCH flushes every 256 KiB): each
+        within `command_timeout` of its start and slow past `slow_after`, whatever octets
+        the client takes meanwhile. A client that stops reading is cut (its slot, the
+        command and the blob it streams from are let go): the reject line, then the
+        connection drops (no BYE: the client reads nothing)."""
+        now = asyncio.get_running_loop().time()
+        deadline, slow_at = now + self.imap.command_timeout, now + self.imap.slow_after
+        while True:
+            try:
+                return await self.deadlines.wait(conn.out.drain, deadline,
+                                                 None if conn.slow else slow_at)
+            except SlowClient:
+                if not await self._take_slow(conn):
+                    self._log_reject(conn, "too many slow connections")
+                    raise ConnectionAbortedError("too many slow connections") from None
+            except TimeoutError:
+                self._log_reject(conn, "send timeout")
+                raise ConnectionAbortedError("send timeout") from None
 
     def _reject(self, conn: _Conn, reason: str, bye: bytes) -> NoReturn:
+        self._log_reject(conn, reason)
+        conn.out.write(bye)
+        raise _Stop(reason)
+
+    @staticmethod
+    def _log_reject(conn: _Conn, reason: str) -> None:
         logger.warning(
             "reject ip=%s user=%s reason=%s",
             conn.ip,
             log.quote(conn.account.address if conn.account else "-"),
             log.quote(reason),
         )
-        conn.out.write(bye)
-        raise _Stop(reason)
 
     def _command_done(self, conn: _Conn) -> None:
         """A command ended (or failed framing): the next one gets deadlines of its own."""
@@ -385,7 +440,10 @@ class ImapServer:
             conn.frames.feed(data)
             while (event := conn.frames.next()) is not None:
                 await self._event(conn, event)
-            await self._client(conn, conn.out.drain)
+            if conn.session is not None:  # the responses of a command: its own deadline
+                await self._respond(conn)
+            else:
+                await self._client(conn, conn.out.drain)
 
     async def _throttle(self, conn: _Conn) -> None:
         """Token bucket: `command_rate` per second, burst 10x; over it, wait (flow control)."""
@@ -613,7 +671,7 @@ class ImapServer:
         self._not_slow(conn)  # logged in: the login phase's slowness is over
         session = Session(
             self.store,
-            conn.out,
+            _CommandOut(self, conn),
             self.limits,
             peer_ip=conn.ip,
             capabilities=(),

@@ -304,7 +304,12 @@ class SmtpServer:
                 continue
             if not isinstance(event, TextReceived):  # a piece of text: the rest is to come
                 conn.deadline = None  # the command, the message or the chunk is complete
-            await self._handle(conn, event)
+                await self._handle(conn, event)
+            else:
+                began = asyncio.get_running_loop().time()
+                await self._handle(conn, event)  # may wait for the spool's writer thread
+                if conn.deadline is not None:  # the server's own time is not the client's
+                    conn.deadline += asyncio.get_running_loop().time() - began
             if conn.intake is not None and conn.intake.stream != session.message_stream:
                 conn.intake.discard()  # RSET, EHLO, STARTTLS, a refused chunk: no message
                 conn.intake = None

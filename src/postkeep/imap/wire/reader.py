@@ -275,8 +275,11 @@ class ImapReader:
 
     @property
     def literal_octets(self) -> int:
-        """Octets of the literals accepted into the command being read (the driver's
-        deadline for the command grows with them)."""
+        """Literal octets received into the command being read (the driver's deadline for
+        the command grows with them): what arrived, not what a literal announced, so a
+        `{52428800}` followed by silence earns nothing."""
+        if self._state is _State.LITERAL:
+            return self._literal_octets - self._left
         return self._literal_octets
 
     @property
