@@ -14,7 +14,8 @@ its bytes to the driver, which calls `imap_parser.parse()` on them. Implements:
 * a driver's budget for literal octets held (`set_limits(..., admit=...)`): a literal within
   limits is accepted only when `admit(n)` is true, the driver having counted its n octets;
   otherwise it is refused with `NoRoom` (``NO [LIMIT]``, RFC 9051 §7.1), before the client
-  sends it when synchronizing, and read and discarded, not held, when not;
+  sends it when synchronizing; when not, it is read and discarded, not held, with the rest of
+  its command, and `NoRoom` comes once that is done;
 * AUTHENTICATE continuation lines (RFC 9051 §6.2.2) after `expect_auth_response()`, and the
   "DONE" line that ends IDLE (RFC 9051 §6.3.13) after `expect_done()`.
 
@@ -161,7 +162,8 @@ class NoRoom:
     held (`admit`) had no room for it (RFC 9051 §7.1: `tag NO [LIMIT]`, try again later).
 
     As for `TooBig`, a synchronizing literal has not been sent and will not be; a
-    non-synchronizing one is read and discarded with the rest of its command, never held.
+    non-synchronizing one is read and discarded with the rest of its command, never held, and
+    the event comes after the command's last octet.
     Literals of the command accepted before it have been dropped: the driver gives back what
     it counted for the command.
     """
@@ -274,6 +276,7 @@ class ImapReader:
         self._mode = ReaderMode.COMMAND
         self._auth_tag: str | None = None
         self._admit: Callable[[int], bool] | None = None
+        self._after_skip: NoRoom | None = None  # answers a command being discarded
 
     # -- driver interface ---------------------------------------------------------------------
 
@@ -362,6 +365,9 @@ class ImapReader:
             elif state is _State.SKIP_LINE:
                 if not self._skip_line():
                     return None
+                if self._state is _State.LINE and self._after_skip is not None:
+                    event, self._after_skip = self._after_skip, None
+                    return event
             elif self._mode is ReaderMode.AUTH:
                 return self._special_line(self.limits.max_auth_line)
             elif self._mode is ReaderMode.IDLE:
@@ -529,6 +535,9 @@ class ImapReader:
             self._reset_command()
             if non_sync:
                 self._skip_literal(size)
+                if isinstance(refusal, NoRoom):  # answered once the command is read
+                    self._after_skip = refusal
+                    return None
             return refusal
         self._state = _State.LITERAL
         self._left = size
