@@ -43,9 +43,9 @@ from argon2 import PasswordHasher
 from postkeep import config as config_mod
 from postkeep.auth.passwords import PasswordVerifier
 from postkeep.imap.server import ImapServer
+from postkeep.net.budget import DataBudget
 from postkeep.net.tls import build_tls, create_self_signed
 from postkeep.sasl.secrets import derive_secrets
-from postkeep.smtp.intake import DataBudget
 from postkeep.smtp.server import SmtpServer
 from postkeep.smtp.wire.session import SmtpSession
 from postkeep.store import create_master_key, open_store

@@ -299,6 +299,14 @@ class ImapConfig:
         "Largest message APPEND accepts, in bytes (advertised as APPENDLIMIT, RFC 7889).",
         default=50 * MiB,
     )
+    max_append_in_flight: int = _doc(
+        "Bytes of command literals (APPEND and MULTIAPPEND messages above all) all IMAP "
+        "sessions of one IMAP process may hold in memory at once. A literal that would take "
+        "more is refused with NO [LIMIT] (RFC 9051 §7.1; the client tries again later): "
+        "before the client sends it when it waits for the server's \"+\", else its octets are "
+        "read and dropped. At least `max_append_size`.",
+        default=256 * MiB,
+    )
     message_cache_size: int = _doc(
         "Bytes of memory each IMAP process may use to keep the decoded summaries and headers "
         "of the messages FETCH served (ENVELOPE, BODYSTRUCTURE, header items), least "
@@ -579,6 +587,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("imap.message_cache_size", "must be 0 (off) to 16 GiB")
     if imap.max_append_size > 1 << 30:
         raise ConfigError("imap.max_append_size", "must be at most 1 GiB")
+    if imap.max_append_in_flight < imap.max_append_size:
+        raise ConfigError("imap.max_append_in_flight", "must be at least max_append_size")
     sub = cfg.submission
     if sub.max_recipients < 1 or sub.max_message_size <= 0 or sub.max_header_size <= 0:
         raise ConfigError("submission", "message limits must be greater than 0")

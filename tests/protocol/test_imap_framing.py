@@ -34,6 +34,7 @@ from postkeep.imap.wire.reader import (
     IdleDone,
     ImapReader,
     NeedContinuation,
+    NoRoom,
     ReaderEvent,
     ReaderLimits,
     ReaderMode,
@@ -272,6 +273,37 @@ def test_literal_limits_before_and_after_authentication() -> None:
     assert run(r, b"e APPEND INBOX {%d}\r\n" % (50 * MIB + 1)) == [
         TooBig("e", 50 * MIB + 1, 50 * MIB, False)
     ]
+
+
+def test_literal_budget_refuses_what_does_not_fit() -> None:
+    """`admit` (the driver's budget) is asked for each literal within the limits: a refused
+    synchronizing literal gets NoRoom and no "+"; a refused LITERAL+ one is read and dropped,
+    with the rest of its command; literals over the limits are TooBig without asking."""
+    asked: list[int] = []
+
+    def admit(octets: int) -> bool:
+        asked.append(octets)
+        return octets <= 1000
+
+    r = ImapReader()
+    r.set_limits(POST_AUTH_LIMITS, admit)
+    assert run(r, b"a APPEND INBOX {1001}\r\n") == [NoRoom("a", 1001, False)]
+    assert not r.in_command
+    assert run(r, b"b APPEND INBOX {1001+}\r\n" + b"m" * 1000) == []  # answered at its end
+    assert r.buffered == 0 and r.discarding
+    assert run(r, b"m\r\nc NOOP\r\n") == [NoRoom("b", 1001, True), CommandReceived(b"c NOOP")]
+    assert r.buffered == 0
+    # MULTIAPPEND: the first message fits, the second does not; the command is dropped whole
+    events = run(r, b"d APPEND INBOX {10}\r\n" + b"m" * 10 + b" {2000}\r\n")
+    assert events == [NeedContinuation(10), NoRoom("d", 2000, False)]
+    assert not r.in_command
+    assert run(r, b"e APPEND INBOX {%d}\r\n" % (50 * MIB + 1))[0] == TooBig(
+        "e", 50 * MIB + 1, 50 * MIB, False
+    )
+    assert asked == [1001, 1001, 10, 2000]
+    assert NoRoom("f", 7, False).response() == (
+        b"f NO [LIMIT] No room for a literal of 7 octets now, try again later\r\n"
+    )
 
 
 def test_too_many_literals() -> None:

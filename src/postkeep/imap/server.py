@@ -16,6 +16,11 @@ of RFC 9051 §5.4). A connection that is `slow_after` seconds into its login pha
 behind within a command, turns slow and needs a slow slot (global over the IMAP processes,
 `net.slots`). Past a deadline, or refused a slow slot: BYE, one `reject` line, close.
 
+Literals held (APPEND's messages above all) count against a process-wide `DataBudget`
+(`imap.max_append_in_flight`): the reader asks `_admit` before it accepts each literal, one that
+does not fit is answered `NO [LIMIT]` (RFC 9051 §7.1) with a `reject` line, and a command's
+octets are given back after its event and when the connection ends, however it ends.
+
 Failed logins log one line fail2ban can match, as SMTP does:
 `auth failure ip=192.0.2.1 user=alice@example.test mechanism=LOGIN reason="..."`.
 """
@@ -49,9 +54,11 @@ from postkeep.imap.wire.reader import (
     IdleDone,
     ImapReader,
     NeedContinuation,
+    NoRoom,
     ReaderLimits,
     TooBig,
 )
+from postkeep.net.budget import DataBudget
 from postkeep.net.deadlines import SlowClient
 from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
 from postkeep.net.slots import ConnectionSlots, LocalSlots, slow_slots
@@ -165,6 +172,7 @@ class _Conn:
     command_started: float | None = None  # loop time of the first octet of the command
     idle_since: float | None = None  # loop time the wait for the next command began
     slow: bool = False  # holds one of the slow slots
+    held: int = 0  # literal octets of the command being read, counted in the literal budget
 
 
 class ImapServer:
@@ -236,6 +244,7 @@ class ImapServer:
         self.deadlines = self.listeners.deadlines
         self.handshake_timeout = cfg.tls.handshake_timeout
         self.message_cache = MessageCache(self.imap.message_cache_size)
+        self.literal_budget = DataBudget(self.imap.max_append_in_flight)
 
     # -- capabilities ------------------------------------------------------------------------------
 
@@ -305,6 +314,7 @@ class ImapServer:
             if conn.account is not None:
                 self.slots.release_account(conn.account.id)
             self._not_slow(conn)
+            self._give_back(conn)
             logger.info(
                 "disconnect ip=%s tls=%s user=%s commands=%d seconds=%.3f reason=%s",
                 ip,
@@ -414,6 +424,18 @@ class ImapServer:
         if conn.session is not None:
             self._not_slow(conn)
 
+    def _admit(self, conn: _Conn, octets: int) -> bool:
+        """Count a literal's octets against `imap.max_append_in_flight`, if they fit."""
+        if not self.literal_budget.take(octets):
+            return False
+        conn.held += octets
+        return True
+
+    def _give_back(self, conn: _Conn) -> None:
+        """The command's literals are let go (it ended, was refused, or the connection did)."""
+        self.literal_budget.give(conn.held)
+        conn.held = 0
+
     def _not_slow(self, conn: _Conn) -> None:
         if conn.slow:
             conn.slow = False
@@ -466,10 +488,19 @@ class ImapServer:
             await self._framed(conn, event)
         finally:
             self._command_done(conn)
+            self._give_back(conn)  # no event but "+" leaves literals of a command held
 
     async def _framed(self, conn: _Conn, event: object) -> None:
         out = conn.out
-        if isinstance(event, TooBig | Bad):
+        if isinstance(event, NoRoom):
+            logger.warning(
+                "reject ip=%s user=%s reason=%s",
+                conn.ip,
+                log.quote(conn.account.address if conn.account else "-"),
+                log.quote("literal octets in flight past imap.max_append_in_flight"),
+            )
+            out.write(event.response())
+        elif isinstance(event, TooBig | Bad):
             out.write(event.response())
             logger.info(
                 "bad ip=%s reason=%s",
@@ -680,7 +711,7 @@ class ImapServer:
         session.login(account)
         conn.session = session
         session.capabilities = self.capabilities(conn)
-        conn.frames.set_limits(self.reader_limits)
+        conn.frames.set_limits(self.reader_limits, lambda octets: self._admit(conn, octets))
         logger.info("login ip=%s user=%s", conn.ip, log.quote(account.address))
         caps = " ".join(session.capabilities)
         conn.out.write(f"{tag} OK [CAPABILITY {caps}] Logged in\r\n".encode())

@@ -21,12 +21,12 @@ from postkeep import log
 from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
 from postkeep.imap.server import ImapServer
+from postkeep.net.budget import DataBudget
 from postkeep.net.listener import bind_listeners
 from postkeep.net.slots import LocalSlots, slow_slots
 from postkeep.net.tls import build_tls
 from postkeep.server.fdlimit import fd_need, raise_open_files
 from postkeep.server.imap_workers import WorkerPool
-from postkeep.smtp.intake import DataBudget
 from postkeep.smtp.server import SmtpServer
 from postkeep.store import open_store
 from postkeep.store.crypto import load_master_key

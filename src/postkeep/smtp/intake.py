@@ -23,6 +23,7 @@ import asyncio
 from collections.abc import Callable
 
 from postkeep.errors import Reply
+from postkeep.net.budget import DataBudget
 from postkeep.store.spool import MessageData, Spool, SpooledText
 
 R_NO_ROOM = Reply(451, "4.3.1", "Insufficient system resources, try again later")
@@ -30,29 +31,6 @@ R_SPOOL_FAILED = Reply(451, "4.3.0", "Local error in processing, try again later
 
 ROOM = 64 * 1024  # DATA is refused at once while less than this is left of the budget
 _NO_ROOM = "message data in flight past smtp.max_data_in_flight"
-
-
-class DataBudget:
-    """Octets of message text held in memory by the SMTP sessions of this process, and the
-    most they may hold. Used from the event loop's thread only."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    @property
-    def room(self) -> int:
-        return self.limit - self.used
-
-    def take(self, octets: int) -> bool:
-        """Count `octets` more, if they fit."""
-        if octets > self.room:
-            return False
-        self.used += octets
-        return True
-
-    def give(self, octets: int) -> None:
-        self.used -= octets
 
 
 class Intake:

@@ -41,13 +41,14 @@ from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.inbound import Client, Inbound, InboundLimits, InboundPipeline
 from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
+from postkeep.net.budget import DataBudget
 from postkeep.net.deadlines import SlowClient
 from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
 from postkeep.net.slots import ConnectionLimiter, slow_slots
 from postkeep.net.tls import EndPointBindings, network_error
 from postkeep.policy.relay import check_rcpt
 from postkeep.policy.submission import check_envelope_sender, owned_addresses
-from postkeep.smtp.intake import R_NO_ROOM, ROOM, DataBudget, Intake
+from postkeep.smtp.intake import R_NO_ROOM, ROOM, Intake
 from postkeep.smtp.wire.parser import Auth, Rcpt
 from postkeep.smtp.wire.session import (
     AuthRequested,

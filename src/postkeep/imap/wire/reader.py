@@ -11,6 +11,11 @@ its bytes to the driver, which calls `imap_parser.parse()` on them. Implements:
   octets whatever we say, so a refused one is read and discarded, with the rest of its
   command, and never interpreted as commands;
 * literal8 ~{n} (RFC 3516 §4.2), framed like a literal;
+* a driver's budget for literal octets held (`set_limits(..., admit=...)`): a literal within
+  limits is accepted only when `admit(n)` is true, the driver having counted its n octets;
+  otherwise it is refused with `NoRoom` (``NO [LIMIT]``, RFC 9051 §7.1), before the client
+  sends it when synchronizing; when not, it is read and discarded, not held, with the rest of
+  its command, and `NoRoom` comes once that is done;
 * AUTHENTICATE continuation lines (RFC 9051 §6.2.2) after `expect_auth_response()`, and the
   "DONE" line that ends IDLE (RFC 9051 §6.3.13) after `expect_done()`.
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -151,6 +157,29 @@ class TooBig:
 
 
 @dataclass(frozen=True, slots=True)
+class NoRoom:
+    """A literal within the limits was refused because the driver's budget for literal octets
+    held (`admit`) had no room for it (RFC 9051 §7.1: `tag NO [LIMIT]`, try again later).
+
+    As for `TooBig`, a synchronizing literal has not been sent and will not be; a
+    non-synchronizing one is read and discarded with the rest of its command, never held, and
+    the event comes after the command's last octet.
+    Literals of the command accepted before it have been dropped: the driver gives back what
+    it counted for the command.
+    """
+
+    tag: str | None
+    size: int
+    non_synchronizing: bool
+
+    def response(self) -> bytes:
+        return (
+            f"{self.tag or '*'} NO [LIMIT] No room for a literal of {self.size} octets now, "
+            "try again later\r\n"
+        ).encode()
+
+
+@dataclass(frozen=True, slots=True)
 class Bad:
     """A framing error (line or command too long, too many literals): answer
     `tag BAD text`, or `* BAD text` when no tag could be read. The offending input is being
@@ -182,7 +211,9 @@ class IdleDone:
     ok: bool
 
 
-ReaderEvent = CommandReceived | NeedContinuation | TooBig | Bad | AuthLine | IdleDone
+ReaderEvent = (
+    CommandReceived | NeedContinuation | TooBig | NoRoom | Bad | AuthLine | IdleDone
+)
 
 
 class ReaderMode(enum.Enum):
@@ -244,6 +275,8 @@ class ImapReader:
         self._plain_skip = False  # the line being discarded cannot announce a literal
         self._mode = ReaderMode.COMMAND
         self._auth_tag: str | None = None
+        self._admit: Callable[[int], bool] | None = None
+        self._after_skip: NoRoom | None = None  # answers a command being discarded
 
     # -- driver interface ---------------------------------------------------------------------
 
@@ -255,9 +288,17 @@ class ImapReader:
         """
         self._buf += data
 
-    def set_limits(self, limits: ReaderLimits) -> None:
-        """Change the limits (raise them after authentication); applies to what follows."""
+    def set_limits(
+        self, limits: ReaderLimits, admit: Callable[[int], bool] | None = None
+    ) -> None:
+        """Change the limits (raise them after authentication); applies to what follows.
+
+        `admit(n)`, when given, is asked before each literal within the limits is accepted:
+        true when the driver counted its n octets against its budget (it gives them back
+        after the command's event), false to refuse the literal with `NoRoom`.
+        """
         self.limits = limits
+        self._admit = admit
 
     @property
     def mode(self) -> ReaderMode:
@@ -327,6 +368,9 @@ class ImapReader:
             elif state is _State.SKIP_LINE:
                 if not self._skip_line():
                     return None
+                if self._state is _State.LINE and self._after_skip is not None:
+                    event, self._after_skip = self._after_skip, None
+                    return event
             elif self._mode is ReaderMode.AUTH:
                 return self._special_line(self.limits.max_auth_line)
             elif self._mode is ReaderMode.IDLE:
@@ -488,10 +532,15 @@ class ImapReader:
             refusal = TooBig(tag, size, LITERAL_MINUS_MAX, non_sync)
         elif size > limits.max_literal or size > room:
             refusal = TooBig(tag, size, min(limits.max_literal, room), non_sync)
+        elif self._admit is not None and not self._admit(size):
+            refusal = NoRoom(tag, size, non_sync)
         if refusal is not None:
             self._reset_command()
             if non_sync:
                 self._skip_literal(size)
+                if isinstance(refusal, NoRoom):  # answered once the command is read
+                    self._after_skip = refusal
+                    return None
             return refusal
         self._state = _State.LITERAL
         self._left = size
