@@ -110,3 +110,17 @@ def test_rcpt_with_an_invisible_character_is_refused(inst: Instance, invisible: 
     name = {"\u200b": "ZERO WIDTH SPACE", "\u202e": "RIGHT-TO-LEFT OVERRIDE"}[invisible]
     inst.wait_log(rf"reject ip=127\.0\.0\.1 cmd=RCPT code=553 5\.1\.3 reason=.*U\+"
                   rf"{ord(invisible):04X} {name}")
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\u202e"], ids=["zwsp", "rlo"])
+def test_mail_from_with_an_invisible_character_is_refused(inst: Instance, invisible: str) -> None:
+    """A sender that only looks like another (zero-width space, bidi override) is refused at
+    MAIL FROM on the MX, 553 5.1.7, and the session goes on."""
+    with smtplib.SMTP("127.0.0.1", inst.smtp_port, timeout=20) as c:
+        c.ehlo("client.test")
+        code, text = c.mail(f"pay{invisible}pal@remote.test", ["SMTPUTF8"])
+        assert (code, text.split()[0]) == (553, b"5.1.7"), (code, text)
+        assert b"invisible or control character" in text
+        assert c.mail("sender@remote.test", ["SMTPUTF8"])[0] == 250
+    inst.wait_log(rf"reject ip=127\.0\.0\.1 cmd=MAIL code=553 5\.1\.7 reason=.*U\+"
+                  rf"{ord(invisible):04X} ")

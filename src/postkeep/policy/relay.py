@@ -56,6 +56,17 @@ def _quota_verdict(accounts: list[Account], declared: int) -> Verdict | None:
     return None
 
 
+def check_sender(address: str) -> Verdict | None:
+    """MAIL FROM, either role: a reverse-path with an invisible or control character is
+    refused (553 5.1.7, RFC 3463 "bad sender's mailbox address syntax"), as RCPT refuses one:
+    a zero-width space or a bidi override in a sender only makes it look like another."""
+    invisible = invisible_characters(address)
+    if not invisible:
+        return None
+    return reject(553, "5.1.7", "Sender address contains an invisible or control character",
+                  f"invisible character in {address}: {', '.join(invisible)}")
+
+
 async def check_rcpt(
     directory: Directory, path: Path, declared_size: int | None, authenticated: bool = False
 ) -> RcptDecision:

@@ -46,7 +46,7 @@ from postkeep.net.deadlines import SlowClient
 from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
 from postkeep.net.slots import ConnectionLimiter, slow_slots
 from postkeep.net.tls import EndPointBindings, network_error
-from postkeep.policy.relay import check_rcpt
+from postkeep.policy.relay import check_rcpt, check_sender
 from postkeep.policy.submission import check_envelope_sender, owned_addresses
 from postkeep.smtp.intake import R_NO_ROOM, ROOM, Intake
 from postkeep.smtp.wire.parser import Auth, Rcpt
@@ -438,6 +438,9 @@ class SmtpServer:
                     self._reply(conn, answer)
             case MailReceived(mail=mail):
                 conn.rcpt_accounts.clear()
+                if (invalid := check_sender(mail.path.address)) is not None:
+                    await self._error(conn, "MAIL", invalid.reply, invalid.reason)
+                    return
                 if self.submission and conn.account is not None:
                     refused = check_envelope_sender(
                         mail.path.address, conn.owned, conn.account.address
