@@ -14,14 +14,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
+from postkeep.errors import NotFound
 from postkeep.mime.summary import Summary
-from postkeep.store.api import MessageInfo
+from postkeep.store.api import MessageInfo, MessageReader
 
 if TYPE_CHECKING:
     from postkeep.imap.session import Session
 
 CONTENT_BATCH_BYTES: Final = 256 << 10  # message octets read from the store in one go
 STREAM_SIZE: Final = 256 << 10  # messages larger than this are never read whole
+
+
+async def open_reader(session: Session, info: MessageInfo) -> MessageReader | None:
+    """`info`'s message opened to be read piece by piece; None if it is gone (expunged by
+    another session meanwhile). The caller closes it."""
+    assert session.account is not None
+    try:
+        return await session.store.open_message(session.account.id, info.id)
+    except NotFound:
+        return None
+
+
+async def read_range(reader: MessageReader, start: int, end: int) -> bytes:
+    """Octets [start, end) of an open message, joined (for the small parts: a header)."""
+    return b"".join([piece async for piece in reader.pieces(start, end)])
 
 
 async def summaries(session: Session, infos: Sequence[MessageInfo]) -> dict[int, Summary]:

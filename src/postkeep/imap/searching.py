@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
 from postkeep import log
-from postkeep.errors import NotFound
 from postkeep.imap import loader
 from postkeep.imap.content import MessageContent
 from postkeep.imap.search import (
@@ -204,14 +203,12 @@ async def _scanned(
 ) -> ScannedContent | None:
     """A large message's header, and its text scanned for the program's BODY and TEXT
     strings; None if it is gone."""
-    assert session.account is not None
-    try:
-        reader = await session.store.open_message(session.account.id, info.id)
-    except NotFound:
+    reader = await loader.open_reader(session, info)
+    if reader is None:
         return None
     try:
         await budget.read(root.body_start)
-        header = b"".join([piece async for piece in reader.pieces(0, root.body_start)])
+        header = await loader.read_range(reader, 0, root.body_start)
         found = await scan(reader, root, text_needles(key), budget.read)
     finally:
         reader.close()

@@ -17,8 +17,9 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final
 
 from postkeep import log
-from postkeep.errors import NotFound, StoreError
+from postkeep.errors import StoreError
 from postkeep.imap import fetch as fetchmod
+from postkeep.imap import loader
 from postkeep.imap.fetch import Piece, Stream, Streamed
 from postkeep.imap.wire import commands as c
 from postkeep.mime.decoding import decoder
@@ -43,16 +44,14 @@ async def open_message(
 ) -> tuple[MessageReader, Streamed] | None:
     """The message opened for streaming, with the headers its HEADER.FIELDS items filter read
     ahead; None if it is gone."""
-    assert session.account is not None
-    try:
-        reader = await session.store.open_message(session.account.id, info.id)
-    except NotFound:
+    reader = await loader.open_reader(session, info)
+    if reader is None:
         return None
     try:
         headers: dict[int, bytes] = {}
         if summary is not None:
             for start, end in fetchmod.header_ranges(atts, summary.tree):
-                headers[start] = b"".join([p async for p in reader.pieces(start, end)])
+                headers[start] = await loader.read_range(reader, start, end)
     except BaseException:
         reader.close()
         raise
