@@ -27,9 +27,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -44,7 +45,7 @@ from postkeep.errors import Reply
 from postkeep.net.budget import DataBudget
 from postkeep.net.deadlines import SlowClient
 from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
-from postkeep.net.slots import ConnectionLimiter, slow_slots
+from postkeep.net.slots import ConnectionLimiter, IpSlots, slow_slots
 from postkeep.net.tls import EndPointBindings, network_error
 from postkeep.policy.relay import check_rcpt, check_sender
 from postkeep.policy.submission import check_envelope_sender, owned_addresses
@@ -150,9 +151,14 @@ class SmtpServer:
         role: str = "mx",
         verifier: PasswordVerifier | None = None,
         budget: DataBudget | None = None,
+        slots: IpSlots | None = None,
+        sockets: Sequence[socket.socket] | None = None,
     ) -> None:
         """`budget`: the process's budget for message text in flight, shared by the MX and
-        submission servers (a budget of `smtp.max_data_in_flight` of its own if None)."""
+        submission servers (a budget of `smtp.max_data_in_flight` of its own if None);
+        `slots`: the connection limits' counts (default: this process's own, for this role);
+        `sockets`: listening sockets bound already, one per `listen` entry in order (worker
+        processes share the main process's)."""
         self.cfg = cfg
         self.budget = budget if budget is not None else DataBudget(cfg.smtp.max_data_in_flight)
         self.smtp = cfg.smtp
@@ -205,7 +211,7 @@ class SmtpServer:
             if self.submission
             else [(a, False) for a in cfg.smtp.listen]
         )
-        self.slots = ConnectionLimiter(
+        self.slots: IpSlots = slots or ConnectionLimiter(
             cfg.smtp.max_connections, cfg.smtp.max_connections_per_ip,
             slow_slots(cfg.smtp.max_connections, cfg.smtp.slow_share),
         )
@@ -219,6 +225,7 @@ class SmtpServer:
             role=role,
             logger=logger,
             read_size=READ_SIZE,
+            sockets=sockets,
             handshake_timeout=cfg.tls.handshake_timeout,
         )
         self.deadlines = self.listeners.deadlines
