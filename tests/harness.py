@@ -248,7 +248,7 @@ class Harness:
             "submission": {"listen": [f"127.0.0.1:{self.submission_port}"],
                            "tls_listen": [f"127.0.0.1:{self.submissions_port}"]},
             "imap": {"listen": [f"127.0.0.1:{self.imap_port}"],
-                     "tls_listen": [f"127.0.0.1:{self.imaps_port}"], "processes": 1},
+                     "tls_listen": [f"127.0.0.1:{self.imaps_port}"]},
         }
         for section, values in self.overrides.items():
             sections.setdefault(section, {}).update(values)

@@ -44,6 +44,13 @@ class ServerConfig:
         "the directory holding the config file.",
         default=".",
     )
+    processes: int = _doc(
+        "Worker processes that serve every listener (SMTP MX, submission, IMAP), each on all "
+        "of them; the main process starts them (and restarts one that dies), keeps the "
+        "connection limits and relays IDLE notifications for all of them, and serves no "
+        "connection itself. 0: one per CPU core (at most 8).",
+        default=0,
+    )
 
 
 @dataclass(frozen=True)
@@ -138,10 +145,10 @@ class SmtpConfig:
         default=1 * MiB,
     )
     max_data_in_flight: int = _doc(
-        "Bytes of message text all SMTP sessions of the server may hold in memory at once (MX "
-        "and submission together): a message that would take more is refused with 451 4.3.1 "
-        "(the client tries again later), and DATA is refused so while less than 64 KiB is "
-        "left. At least `spool_threshold`.",
+        "Bytes of message text all SMTP sessions of one worker process may hold in memory at "
+        "once (MX and submission together): a message that would take more is refused with "
+        "451 4.3.1 (the client tries again later), and DATA is refused so while less than "
+        "64 KiB is left. At least `spool_threshold`.",
         default=256 * MiB,
     )
     max_recipients: int = _doc(
@@ -301,14 +308,14 @@ class ImapConfig:
     )
     max_append_in_flight: int = _doc(
         "Bytes of command literals (APPEND and MULTIAPPEND messages above all) all IMAP "
-        "sessions of one IMAP process may hold in memory at once. A literal that would take "
+        "sessions of one worker process may hold in memory at once. A literal that would take "
         "more is refused with NO [LIMIT] (RFC 9051 §7.1; the client tries again later): "
         "before the client sends it when it waits for the server's \"+\", else its octets are "
         "read and dropped. At least `max_append_size`.",
         default=256 * MiB,
     )
     message_cache_size: int = _doc(
-        "Bytes of memory each IMAP process may use to keep the decoded summaries and headers "
+        "Bytes of memory each worker process may use to keep the decoded summaries and headers "
         "of the messages FETCH served (ENVELOPE, BODYSTRUCTURE, header items), least "
         "recently used out first. 0: no cache.",
         default=16 * MiB,
@@ -330,15 +337,8 @@ class ImapConfig:
         "it the command ends with NO [LIMIT].",
         default=1024 * MiB,
     )
-    processes: int = _doc(
-        "Processes that serve IMAP connections. 1: the main process itself. More: that many "
-        "IMAP worker processes, started (and restarted if they die) by the main process, "
-        "which then serves no IMAP but keeps the connection limits and relays IDLE "
-        "notifications for all of them. 0: one per CPU core (at most 8).",
-        default=0,
-    )
     max_connections: int = _doc(
-        "Simultaneous IMAP connections in all (each IMAP process needs this many open files "
+        "Simultaneous IMAP connections in all (each worker process needs this many open files "
         "plus 256: the server refuses to start when the hard RLIMIT_NOFILE is lower).",
         default=10000,
     )
@@ -356,7 +356,7 @@ class ImapConfig:
     )
     slow_share: float = _doc(
         "Share of `max_connections` that slow connections may hold (above 0, at most 1), "
-        "counted over all IMAP processes; a connection that turns slow when that many are "
+        "counted over all worker processes; a connection that turns slow when that many are "
         "slow already gets BYE [UNAVAILABLE] (as `smtp.slow_share`).",
         default=0.5,
     )
@@ -409,9 +409,10 @@ class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
 
-    def imap_processes(self) -> int:
-        """How many processes serve IMAP (`imap.processes`, 0: one per core, at most 8)."""
-        return self.imap.processes or max(1, min(os.cpu_count() or 1, 8))
+    def processes(self) -> int:
+        """How many worker processes serve the listeners (`server.processes`, 0: one per
+        core, at most 8)."""
+        return self.server.processes or max(1, min(os.cpu_count() or 1, 8))
 
     @property
     def data_dir(self) -> Path:
@@ -480,6 +481,10 @@ def _convert(path: str, value: Any, hint: Any) -> Any:
     raise TypeError(f"unsupported config type {hint!r} at {path}")  # a bug, not user input
 
 
+# keys of earlier releases that live elsewhere now: their error names the new place
+MOVED_KEYS = {"imap.processes": "server.processes"}
+
+
 def _build(cls: Any, table: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
@@ -487,7 +492,8 @@ def _build(cls: Any, table: dict[str, Any], prefix: str) -> Any:
     for key, value in table.items():
         path = f"{prefix}.{key}" if prefix else key
         if key not in known:
-            raise ConfigError(path, "unknown key")
+            moved = MOVED_KEYS.get(path)
+            raise ConfigError(path, f"moved to {moved}" if moved else "unknown key")
         kwargs[key] = _convert(path, value, hints[key])
     return cls(**kwargs)
 
@@ -579,8 +585,8 @@ def _validate(cfg: Config) -> None:
     for section, share in (("imap", imap.slow_share), ("smtp", cfg.smtp.slow_share)):
         if not 0 < share <= 1:
             raise ConfigError(f"{section}.slow_share", "must be greater than 0 and at most 1")
-    if not 0 <= imap.processes <= 64:
-        raise ConfigError("imap.processes", "must be 0 (one per CPU core) to 64")
+    if not 0 <= cfg.server.processes <= 64:
+        raise ConfigError("server.processes", "must be 0 (one per CPU core) to 64")
     if imap.idle_timeout < 1800:
         raise ConfigError("imap.idle_timeout", "must be at least 1800 (RFC 9051 §5.4)")
     if not 0 <= imap.message_cache_size <= 1 << 34:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -117,6 +118,40 @@ class Instance:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def workers(self) -> list[int]:
+        """The pids of the running worker processes, by index (each index's latest "ready")."""
+        found = {int(m[1]): int(m[2]) for m in re.finditer(r"worker=(\d+) ready pid=(\d+)",
+                                                           self.log())}
+        return [found[index] for index in sorted(found)]
+
+    def tree(self) -> list[int]:
+        """The server's processes: the main process and its descendants (the fork server, the
+        workers)."""
+        assert self.proc is not None
+        pids, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                with contextlib.suppress(OSError):
+                    todo += map(int, (task / "children").read_text().split())
+        return pids
+
+    def kill_all(self) -> None:
+        """SIGKILL every process of the server at once (a crash of the whole machine, as far
+        as the server can tell), and reap the main process."""
+        for pid in self.tree():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert self.proc is not None
+        self.proc.wait()
+        self.proc = None
+
+    def worker(self) -> int:
+        """The pid of the only worker (`server.processes = 1`): where every session runs."""
+        (pid,) = self.workers()
+        return pid
 
     def wait_log(self, pattern: str, timeout: float = 10) -> re.Match[str]:
         deadline = time.monotonic() + timeout

@@ -1,18 +1,22 @@
 """Crash test: SIGKILL the server while clients stream messages; every `250` must survive.
 
 Four client threads send messages (each with a unique id and a body derived from it) over real
-SMTP connections while the server is killed with SIGKILL at random moments and restarted. At the
-end, every message whose DATA got `250` is in the store, exactly as sent, and decrypts.
+SMTP connections while the server is killed with SIGKILL at random moments: the whole process
+tree at once, then restarted; or one worker process, which the main process restarts while
+the other keeps serving. At the end, every message whose DATA got `250` is in the store,
+exactly as sent, and decrypts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import signal
 import smtplib
 import threading
 import time
+from collections.abc import Callable
 
 from tests.interop.conftest import Instance
 
@@ -39,9 +43,9 @@ def client(inst: Instance, name: str, acked: list[str], stop: threading.Event) -
             time.sleep(0.05)  # server down: retry until it is back
 
 
-def test_sigkill_loses_nothing_acknowledged(fresh: Instance) -> None:
+def _streaming(fresh: Instance, kill: Callable[[random.Random], None]) -> list[str]:
+    """Stream messages from four clients while `kill` strikes KILLS times; what got 250."""
     rng = random.Random(1234)
-    fresh.start()
     acked: list[str] = []
     stop = threading.Event()
     threads = [
@@ -56,14 +60,17 @@ def test_sigkill_loses_nothing_acknowledged(fresh: Instance) -> None:
         while len(acked) < before + 20 and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(rng.uniform(0.0, 0.3))
-        fresh.stop(signal.SIGKILL)
-        fresh.start()
+        kill(rng)
     stop.set()
     for t in threads:
         t.join(20)
     fresh.stop()
+    return acked
 
+
+def _check_stored(fresh: Instance, acked: list[str]) -> None:
     assert len(acked) >= KILLS * 20, "clients made too little progress to test anything"
+    assert len(set(acked)) == len(acked)
     stored: dict[str, bytes] = {}
     for msg in fresh.messages("alice@example.test"):
         _, _, rest = msg.partition(b"Subject: crash ")
@@ -73,3 +80,34 @@ def test_sigkill_loses_nothing_acknowledged(fresh: Instance) -> None:
     assert not missing, f"{len(missing)} acknowledged messages lost: {missing[:5]}"
     for mid in acked:
         assert stored[mid] == body_for(mid).encode() + b"\r\n", f"{mid} corrupted"
+
+
+def test_sigkill_of_the_whole_server_loses_nothing_acknowledged(fresh: Instance) -> None:
+    fresh.start()
+
+    def crash(_rng: random.Random) -> None:
+        fresh.kill_all()
+        fresh.start()
+
+    _check_stored(fresh, _streaming(fresh, crash))
+
+
+def test_sigkill_of_a_worker_loses_nothing_acknowledged(fresh: Instance) -> None:
+    """A worker killed mid-DATA costs the connections it held, nothing acknowledged; the main
+    process restarts it (and the other worker serves meanwhile)."""
+    fresh.set_config("server", processes=2)
+    fresh.start()
+    kills: list[int] = []
+
+    def kill_one(rng: random.Random) -> None:
+        pid = rng.choice(fresh.workers())
+        os.kill(pid, signal.SIGKILL)
+        kills.append(pid)
+        deadline = time.monotonic() + 30
+        while pid in fresh.workers():  # until its replacement is up
+            assert time.monotonic() < deadline, "worker not restarted"
+            time.sleep(0.05)
+
+    _check_stored(fresh, _streaming(fresh, kill_one))
+    assert fresh.log().count("exited status=-9; restarting") == KILLS
+    assert not set(kills) & set(fresh.workers())  # each replaced by a new process

@@ -38,7 +38,8 @@ def _message(size: int, seed: str) -> bytes:
 @pytest.fixture
 def srv(tmp_path: Path) -> Iterator[Instance]:
     inst = make_instance(tmp_path)
-    inst.set_config("imap", processes=1, max_append_size=LIMIT, max_append_in_flight=LIMIT)
+    inst.set_config("server", processes=1)
+    inst.set_config("imap", max_append_size=LIMIT, max_append_in_flight=LIMIT)
     inst.start()
     yield inst
     inst.stop()
@@ -136,7 +137,8 @@ BUDGET = 2 * BIG  # imap.max_append_in_flight of the memory test: two messages a
 @pytest.fixture
 def mem_srv(tmp_path: Path) -> Iterator[Instance]:
     inst = make_instance(tmp_path)
-    inst.set_config("imap", processes=1, max_append_size=BIG, max_append_in_flight=BUDGET,
+    inst.set_config("server", processes=1)
+    inst.set_config("imap", max_append_size=BIG, max_append_in_flight=BUDGET,
                     max_connections_per_ip=SESSIONS + 4,
                     max_connections_per_account=SESSIONS + 4)
     inst.start()

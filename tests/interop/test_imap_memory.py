@@ -1,6 +1,6 @@
 """IMAP memory and CPU bounds over the wire, measured on the real `postkeep serve` process.
 
-The instance serves IMAP in its main process (`imap.processes = 1`), so the server's own
+The instance has one worker process (`server.processes = 1`), so that worker's
 /proc/PID/status is the process every session runs in. Large messages are delivered through
 the store API from the test process (another process on the same store, as the IMAP workers
 are), so nothing but the command under test runs in the server meanwhile; its peak memory is
@@ -54,7 +54,8 @@ SLOW = "bob@example.test"  # the search limits and the long SEARCH
 
 def _instance(root: Path) -> Instance:
     inst = make_instance(root)
-    inst.set_config("imap", processes=1, max_search_keys=KEYS, max_search_work=WORK,
+    inst.set_config("server", processes=1)
+    inst.set_config("imap", max_search_keys=KEYS, max_search_work=WORK,
                     max_search_content=CONTENT)
     inst.start()
     return inst
@@ -94,8 +95,7 @@ class Peak:
     """The server's peak resident memory during a `with` block, above its size before it."""
 
     def __init__(self, inst: Instance) -> None:
-        assert inst.proc is not None
-        self.pid = inst.proc.pid
+        self.pid = inst.worker()
         self.growth = 0
 
     def __enter__(self) -> Peak:

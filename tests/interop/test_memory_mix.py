@@ -1,12 +1,12 @@
 """The whole process tree under a mix of the hostile probes at once (issue 12: "the process tree
 stays under a configured bound under any mix of the probes above"), on a real `postkeep serve`
-with two IMAP worker processes: large messages over the MX at once, FETCH 1:* BODY[] of large
+with two worker processes: large messages over the MX at once, FETCH 1:* BODY[] of large
 messages, a content SEARCH over them, and large APPENDs, all concurrently.
 
 What bounds the tree is configuration, not message or mailbox size: message text past
 `smtp.spool_threshold` goes to encrypted spools and what sessions hold is capped by
-`smtp.max_data_in_flight` (main process); APPEND literals by `imap.max_append_in_flight` (per
-IMAP process); FETCH and SEARCH hold a few MiB per session whatever the mailbox. The test sums
+`smtp.max_data_in_flight` (per worker); APPEND literals by `imap.max_append_in_flight` (per
+worker); FETCH and SEARCH hold a few MiB per session whatever the mailbox. The test sums
 the growth of every process's peak resident memory (VmHWM after resetting it, against VmRSS
 before) and checks it against those budgets plus a fixed allowance per session; the same mix
 held in memory (before issue 12) cost several times the data.
@@ -38,7 +38,8 @@ USER = "alice@example.test"
 def srv(tmp_path: Path) -> Iterator[Instance]:
     inst = make_instance(tmp_path)
     inst.set_config("smtp", spool_threshold=256 * 1024, max_data_in_flight=DATA_BUDGET)
-    inst.set_config("imap", processes=2, max_append_size=APPEND_SIZE,
+    inst.set_config("server", processes=2)
+    inst.set_config("imap", max_append_size=APPEND_SIZE,
                     max_append_in_flight=APPEND_BUDGET)
     inst.start()
     _deliver(inst, USER, [_big_message(n, LARGE_SIZE) for n in range(LARGE)])
@@ -47,16 +48,15 @@ def srv(tmp_path: Path) -> Iterator[Instance]:
 
 
 def _tree(inst: Instance) -> list[int]:
-    """The server's process and its children (the IMAP workers)."""
+    """The server's main process and its workers (the fork server between them holds no
+    session)."""
     assert inst.proc is not None
-    pid = inst.proc.pid
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [pid, *map(int, children)]
+    return [inst.proc.pid, *inst.workers()]
 
 
 def test_a_mix_of_probes_keeps_the_tree_within_its_budgets(srv: Instance) -> None:
     pids = _tree(srv)
-    assert len(pids) == 3, pids  # the main process and two IMAP workers
+    assert len(pids) == 3, pids  # the main process and two workers
     # A first login verifies the argon2id hash (64 MiB for its moment, once per cache lifetime
     # for all processes, at most `auth` pool threads at once): done before the measurement.
     setup = Client(srv, USER)
@@ -80,7 +80,8 @@ def test_a_mix_of_probes_keeps_the_tree_within_its_budgets(srv: Instance) -> Non
             responses = client.command("FETCH 1:* BODY[]")
             assert responses[-1].text.startswith(b"t OK"), responses[-1].text
             literals = [lit for r in responses for lit in r.literals]
-            assert len(literals) == LARGE and all(len(x) > LARGE_SIZE - 1024 for x in literals)
+            # the large ones, and whichever MX messages of the mix are in already
+            assert len([x for x in literals if len(x) > LARGE_SIZE - 1024]) >= LARGE
             results.append("fetch")
         finally:
             client.close()
@@ -131,9 +132,9 @@ def test_a_mix_of_probes_keeps_the_tree_within_its_budgets(srv: Instance) -> Non
     growth = {pid: _status(pid)["VmHWM"] - before[pid] for pid in pids}
     total = sum(growth.values())
     sessions = SMTP_SESSIONS + FETCHES + 1 + APPENDS
-    # the data held at most: the SMTP budget, each IMAP process's APPEND budget about three
+    # the data held at most: each worker's SMTP budget, and its APPEND budget about three
     # times over (the reader's buffer, the parser's copy, the store's: see the APPEND test)
-    bound = DATA_BUDGET + 2 * 3 * APPEND_BUDGET + sessions * PER_SESSION
+    bound = 2 * DATA_BUDGET + 2 * 3 * APPEND_BUDGET + sessions * PER_SESSION
     print(f"mix of {sessions} sessions, {SMTP_SESSIONS * SMTP_SIZE >> 20} MiB over the MX, "
           f"{FETCHES * LARGE * LARGE_SIZE >> 20} MiB fetched, "
           f"{APPENDS * APPEND_SIZE >> 20} MiB appended: tree grew "

@@ -1,5 +1,5 @@
 """Slow clients cannot take every connection slot (issue 12), on a real `postkeep serve` with
-two IMAP worker processes: the slots of the slow connections are counted in the main process
+two worker processes: the slots of the slow connections are counted in the main process
 for both workers (`SlowSlot` over the worker channel), so however the kernel spreads the
 trickling connections over the workers, no more than `imap.slow_share` of
 `imap.max_connections` stay, and a client from a fresh address logs in."""
@@ -14,7 +14,8 @@ from tests.trickle import Tricklers, connect, read_line
 
 
 def test_a_fresh_address_logs_in_while_trickling_connections_fill_imap(fresh: Instance) -> None:
-    fresh.set_config("imap", processes=2, max_connections=6, max_connections_per_ip=3,
+    fresh.set_config("server", processes=2)
+    fresh.set_config("imap", max_connections=6, max_connections_per_ip=3,
                      slow_after=1.0, slow_share=0.5)
     fresh.start()
     fresh.wait_log(r"worker=2 ready")

@@ -1,4 +1,5 @@
-"""What message data costs the server, measured on a real `postkeep serve` by its own memory
+"""What message data costs the server, measured on a real `postkeep serve` with one worker
+process (`server.processes = 1`: every session runs in it) by the worker's memory
 (/proc/PID/status VmHWM after resetting it) and open files (/proc/PID/fd): large messages are
 spooled to encrypted, nameless files instead of held; the long-line check does not split a
 message into lines; a process-wide budget refuses message data past it with 451 4.3.1; spooled
@@ -29,8 +30,13 @@ ALICE, BOB = "alice@example.test", "bob@example.test"
 
 
 def pid(inst: Instance) -> int:
-    assert inst.proc is not None
-    return inst.proc.pid
+    """The worker process, where the sessions run."""
+    return inst.worker()
+
+
+def start(inst: Instance) -> None:
+    inst.set_config("server", processes=1)
+    inst.start()
 
 
 def reset_peak(inst: Instance) -> int:
@@ -136,7 +142,7 @@ def test_concurrent_large_messages_cost_what_a_session_holds_not_their_size(
     file; the server's memory grows by a few MB per session, far below the data (held in
     memory, each such message cost 2.5-3 times its size)."""
     fresh.set_config("smtp", spool_threshold=256 * 1024)
-    fresh.start()
+    start(fresh)
     text = body(8 * MiB)
     before = reset_peak(fresh)
     replies: list[bytes] = []
@@ -156,7 +162,7 @@ def test_a_message_of_short_lines_is_not_split_into_lines(fresh: Instance) -> No
     """8 MB of 2-octet lines: the line checks cost nothing per line (a split of the whole
     message into 2 million lines cost the server about 120 MB)."""
     fresh.set_config("smtp", spool_threshold=256 * 1024)
-    fresh.start()
+    start(fresh)
     text = body(8 * MiB, b"ab\r\n")
     before = reset_peak(fresh)
     assert send_message(fresh, text).startswith(b"250 ")
@@ -174,7 +180,7 @@ def test_data_in_flight_past_the_budget_gets_451_and_later_mail_goes_through(
     fit (451 4.3.1 after its text), and once 1000 KB are held DATA itself is refused; the
     transaction is reset; when the first is done, all of the budget is there again."""
     fresh.set_config("smtp", spool_threshold=MiB, max_data_in_flight=MiB)
-    fresh.start()
+    start(fresh)
     holder = Smtp(fresh)
     assert holder.begin().startswith(b"354 ")
     holder.send(b"Subject: held\r\n\r\n" + b"h" * 78 + b"\r\n" + b"h\r\n" * (900_000 // 3))
@@ -262,7 +268,7 @@ def test_spooled_messages_arrive_byte_for_byte_with_their_structure(fresh: Insta
     arrives (DATA and BDAT); read back over IMAP, each message is what was sent, its
     BODYSTRUCTURE that of the stored octets; and no spool is left."""
     fresh.set_config("smtp", spool_threshold=64 * 1024)
-    fresh.start()
+    start(fresh)
     text = mime_message()
     wire = stuffed(text)
     with smtp(fresh) as c:
@@ -294,7 +300,7 @@ def test_an_aborted_spooled_transaction_leaves_nothing_behind(fresh: Instance) -
     """RSET between BDAT chunks, QUIT, a disconnect in DATA, a message too big, a 554 from a
     pipeline stage: each spooled transaction's file is removed."""
     fresh.set_config("smtp", spool_threshold=64 * 1024, max_message_size=2 * MiB)
-    fresh.start()
+    start(fresh)
     piece = b"Subject: aborted\r\n\r\n" + (b"a" * 78 + b"\r\n") * 5000  # 400 KB
 
     def spooling() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from postkeep.server.fdlimit import FD_MARGIN
+from postkeep.server.fdlimit import FD_MARGIN, FD_PER_WORKER
 from tests.interop.conftest import POSTKEEP, Instance, make_instance
 
 PER_IP = 2
@@ -33,6 +33,7 @@ def inst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     inst.set_config("smtp", max_connections_per_ip=PER_IP)
     inst.set_config("imap", max_connections_per_ip=PER_IP)
     inst.set_config("tls", handshake_timeout=HANDSHAKE_TIMEOUT)
+    inst.set_config("server", processes=1)  # one worker accepts everything (the EMFILE test)
     inst.start()
     yield inst
     inst.stop()
@@ -113,13 +114,13 @@ def test_serve_refuses_to_start_below_the_need(tmp_path: Path) -> None:
     text = out.decode(errors="replace")
     assert proc.returncode == 2, text
     assert "config error: smtp.max_connections" in text
-    assert "imap.max_connections" in text or "imap.processes" in text
+    assert "imap.max_connections" in text and "server.processes" in text
     assert "hard limit (RLIMIT_NOFILE) is 512" in text
 
 
 def test_serve_raises_the_soft_limit_to_the_need(tmp_path: Path) -> None:
     inst = make_instance(tmp_path)
-    inst.set_config("imap", processes=1)  # smtp and imap max_connections: 200 and 1000
+    inst.set_config("server", processes=1)  # smtp and imap max_connections: 200 and 1000
     proc = _serve_with_nofile(inst, 128, 4096)
     try:
         assert proc.stdout is not None
@@ -129,7 +130,7 @@ def test_serve_raises_the_soft_limit_to_the_need(tmp_path: Path) -> None:
             if "ready hostname=" in lines[-1]:
                 break
         text = "".join(lines)
-        need = 200 + 200 + 1000 + FD_MARGIN
+        need = 200 + 200 + 1000 + FD_PER_WORKER + FD_MARGIN
         assert f"open files limit={need} need={need} hard=4096 process=server" in text, text
     finally:
         proc.terminate()
@@ -141,8 +142,7 @@ def test_accept_failures_log_one_line_per_burst(inst: Instance) -> None:
     the burst is logged once when it starts and once when accept works again, with its count,
     not once per try. The server's open-file limit is lowered from outside (prlimit) to the
     lowest free descriptor number, so the next accept fails for real, then raised back."""
-    assert inst.proc is not None
-    pid = inst.proc.pid
+    pid = inst.worker()
     before = inst.log()
     limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
     held = {int(p.name) for p in Path(f"/proc/{pid}/fd").iterdir()}

@@ -1,5 +1,5 @@
-"""`imap.processes` (how many processes serve IMAP, postkeep.server.imap_workers) and
-`imap.message_cache_size`, validated at load."""
+"""`server.processes` (how many worker processes serve the listeners, postkeep.server.pool)
+and `imap.message_cache_size`, validated at load."""
 
 from __future__ import annotations
 
@@ -14,20 +14,27 @@ from postkeep.errors import ConfigError
 
 def _load(tmp_path: Path, processes: int) -> config.Config:
     path = tmp_path / "postkeep.toml"
-    path.write_text(f"[imap]\nprocesses = {processes}\n")
+    path.write_text(f"[server]\nprocesses = {processes}\n")
     return config.load(path)
 
 
 def test_processes_default_is_one_per_core(tmp_path: Path) -> None:
-    assert _load(tmp_path, 0).imap_processes() == max(1, min(os.cpu_count() or 1, 8))
-    assert _load(tmp_path, 1).imap_processes() == 1
-    assert _load(tmp_path, 3).imap_processes() == 3
+    assert _load(tmp_path, 0).processes() == max(1, min(os.cpu_count() or 1, 8))
+    assert _load(tmp_path, 1).processes() == 1
+    assert _load(tmp_path, 3).processes() == 3
 
 
 @pytest.mark.parametrize("bad", [-1, 65])
 def test_processes_out_of_range_is_refused(tmp_path: Path, bad: int) -> None:
-    with pytest.raises(ConfigError, match=r"^imap\.processes: must be 0 \(one per CPU core\)"):
+    with pytest.raises(ConfigError, match=r"^server\.processes: must be 0 \(one per CPU core\)"):
         _load(tmp_path, bad)
+
+
+def test_the_key_of_earlier_releases_names_its_new_place(tmp_path: Path) -> None:
+    path = tmp_path / "postkeep.toml"
+    path.write_text("[imap]\nprocesses = 2\n")
+    with pytest.raises(ConfigError, match=r"^imap\.processes: moved to server\.processes"):
+        config.load(path)
 
 
 @pytest.mark.parametrize("bad", [-1, (1 << 34) + 1])

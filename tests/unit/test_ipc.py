@@ -42,12 +42,13 @@ DIGEST = bytes(range(32))
 WIRE: list[tuple[Message, dict[str, Any]]] = [
     (Hello(DIGEST), {"t": "hello", "key": DIGEST.hex()}),
     (Ready(4242), {"t": "ready", "pid": 4242}),
-    (SlotRequest(1, IpSlot("192.0.2.7")), {"t": "ip", "id": 1, "k": "192.0.2.7"}),
+    (SlotRequest(1, IpSlot("mx", "192.0.2.7")), {"t": "ip", "id": 1, "s": "mx", "k": "192.0.2.7"}),
     (SlotRequest(2, AccountSlot(17)), {"t": "acct", "id": 2, "k": 17}),
-    (SlotRelease(IpSlot("2001:db8::/64")), {"t": "ip-", "k": "2001:db8::/64"}),
+    (SlotRelease(IpSlot("imap", "2001:db8::/64")),
+     {"t": "ip-", "s": "imap", "k": "2001:db8::/64"}),
     (SlotRelease(AccountSlot(17)), {"t": "acct-", "k": 17}),
-    (SlotRequest(5, SlowSlot()), {"t": "slow", "id": 5}),
-    (SlotRelease(SlowSlot()), {"t": "slow-"}),
+    (SlotRequest(5, SlowSlot("submission")), {"t": "slow", "id": 5, "s": "submission"}),
+    (SlotRelease(SlowSlot("imap")), {"t": "slow-", "s": "imap"}),
     (PasswordQuery(3, DIGEST), {"t": "pw?", "id": 3, "k": DIGEST.hex()}),
     (PasswordLearned(DIGEST), {"t": "pw+", "k": DIGEST.hex()}),
     (Answer(3, True), {"t": "ok", "id": 3, "ok": True}),
@@ -152,7 +153,9 @@ def test_decode_refuses_an_unknown_kind(kind: str) -> None:
         ({"t": "ready"}, "pid"),
         ({"t": "ip", "k": "x"}, "id"),
         ({"t": "acct", "id": 1}, "k"),
-        ({"t": "ip-"}, "k"),
+        ({"t": "ip-", "s": "mx"}, "k"),
+        ({"t": "ip-", "k": "x"}, "s"),
+        ({"t": "slow", "id": 1}, "s"),
         ({"t": "pw?", "k": "00"}, "id"),
         ({"t": "pw+"}, "k"),
         ({"t": "ok", "id": 1}, "ok"),
@@ -172,12 +175,14 @@ def test_decode_refuses_a_missing_field(fields: dict[str, Any], missing: str) ->
         ({"t": "hello", "key": "not hex"}, "key", "a hex string"),
         ({"t": "ready", "pid": "4242"}, "pid", "an integer"),
         ({"t": "ready", "pid": 1.5}, "pid", "an integer"),
-        ({"t": "ip", "id": 1, "k": 7}, "k", "a string"),
+        ({"t": "ip", "id": 1, "s": "mx", "k": 7}, "k", "a string"),
+        ({"t": "slow", "id": 1, "s": "pop3"}, "s", "one of mx, submission, imap"),
+        ({"t": "ip", "id": 1, "s": 1, "k": "x"}, "s", "one of mx, submission, imap"),
         ({"t": "ip", "id": "1", "k": "x"}, "id", "an integer"),
         ({"t": "ip", "id": True, "k": "x"}, "id", "an integer"),  # JSON true is not 1
         ({"t": "acct", "id": 1, "k": "17"}, "k", "an integer"),
         ({"t": "acct-", "k": None}, "k", "an integer"),
-        ({"t": "ip-", "k": ["x"]}, "k", "a string"),
+        ({"t": "ip-", "s": "imap", "k": ["x"]}, "k", "a string"),
         ({"t": "pw?", "id": 1, "k": "0g"}, "k", "a hex string"),
         ({"t": "pw+", "k": "abc"}, "k", "a hex string"),  # an odd number of digits
         ({"t": "ok", "id": 1, "ok": 1}, "ok", "a boolean"),
@@ -207,7 +212,7 @@ def test_decode_refuses_an_unexpected_field() -> None:
 
 def test_the_error_is_a_value_error_and_quotes_little_of_a_long_value() -> None:
     with pytest.raises(ValueError, match="a string") as caught:
-        decode(_body({"t": "ip-", "k": [0] * 10_000}))
+        decode(_body({"t": "ip-", "s": "mx", "k": [0] * 10_000}))
     assert isinstance(caught.value, ChannelError)
     assert len(str(caught.value)) < 200
 
@@ -217,7 +222,9 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=3), inner),
     max_leaves=20,
 )
-_kinds = st.sampled_from(["hello", "ready", "ip", "acct", "ip-", "acct-", "pw?", "pw+", "ok", "ev"])
+_kinds = st.sampled_from(["hello", "ready", "ip", "acct", "ip-", "acct-", "slow", "slow-", "pw?",
+                          "pw+", "ok", "ev"])
+_values = _json | st.sampled_from(["mx", "submission", "imap"])
 
 
 @settings(max_examples=300, deadline=None)
@@ -228,7 +235,8 @@ def test_any_bytes_decode_to_a_message_or_channel_error(body: bytes) -> None:
 
 
 @settings(max_examples=500, deadline=None)
-@given(_kinds, st.dictionaries(st.sampled_from(["id", "k", "key", "pid", "ok", "e", "x"]), _json))
+@given(_kinds,
+       st.dictionaries(st.sampled_from(["id", "s", "k", "key", "pid", "ok", "e", "x"]), _values))
 def test_any_fields_decode_to_a_message_or_channel_error(kind: str, fields: dict[str, Any]) -> None:
     try:
         message = decode(_body({**fields, "t": kind}))

@@ -170,7 +170,7 @@ class PasswordVerifier:
     ) -> None:
         """`key`: the cache's HMAC key (default: a new random one). Processes that share
         successes (`shared_lookup` / `on_remember`, IMAP workers:
-        `postkeep.server.imap_workers`) must use the same key."""
+        `postkeep.server.workers`) must use the same key."""
         self.max_pending = max_pending
         self.cache_ttl = cache_ttl
         self.cache_size = cache_size
@@ -182,12 +182,26 @@ class PasswordVerifier:
         # another process's cache of successes (IMAP workers ask the main process's)
         self.shared_lookup: Callable[[bytes], Awaitable[bool]] | None = None
         self.on_remember: Callable[[bytes], None] | None = None
-        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="auth-verify")
+        self._max_workers = max_workers
+        self._pool: ThreadPoolExecutor | None = None  # made by the first verification or `warm`
+        self._closed = False
         self._lock = threading.Lock()
         self._waiting = 0
         self._cache: OrderedDict[bytes, float] = OrderedDict()
         self._inflight: dict[bytes, _Flight] = {}
-        self._pool.submit(_dummy_hash)  # ready before the first unknown user tries
+
+    def warm(self) -> None:
+        """Start the verification threads and make the dummy hash now, so that it is ready
+        before the first unknown user tries. A verifier that only keeps the cache for other
+        processes (the server's main process) never calls it and never starts a thread."""
+        self._executor().submit(_dummy_hash)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            if self._closed:
+                raise RuntimeError("password verifier is shut down")
+            self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="auth-verify")
+        return self._pool
 
     @property
     def waiting(self) -> int:
@@ -298,7 +312,7 @@ class PasswordVerifier:
                     self._waiting -= 1
 
         try:
-            cf = self._pool.submit(run)
+            cf = self._executor().submit(run)
         except RuntimeError:  # shut down
             with self._lock:
                 self._waiting -= 1
@@ -309,7 +323,9 @@ class PasswordVerifier:
 
     def close(self) -> None:
         """Stop the worker threads (verifications not yet started are cancelled)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 # -- authentication decisions ----------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The `postkeep` command: the argument parser and `main`. Each command family adds its
-subcommands from a module of its own: `instance` (init, serve, imap-worker, check,
+subcommands from a module of its own: `instance` (init, serve, check,
 config-reference) and `accounts` (domain, user, alias, app-password, send-as); `common` holds what
 they share.
 

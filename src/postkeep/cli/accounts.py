@@ -7,7 +7,6 @@ import time
 
 from postkeep.auth.passwords import generate_app_password, hash_app_password, hash_password
 from postkeep.cli.common import CliError, check_address, check_domain, read_password, with_store
-from postkeep.policy.addresses import check_new_address, check_visible
 from postkeep.policy.passwords import PasswordRejected, address_inputs, check_password_policy
 from postkeep.sasl.secrets import derive_secrets
 from postkeep.store.api import APP_PASSWORD_SCOPES, Store
@@ -36,6 +35,8 @@ async def _existing(store: Store) -> list[tuple[str, str]]:
 
 def check_new(args: argparse.Namespace, address: str) -> None:
     """CliError unless `address` may be created (`policy.addresses.check_new_address`)."""
+    from postkeep.policy.addresses import check_new_address  # ICU: not for `serve`
+
     refused = check_new_address(address, with_store(args, _existing), force=args.force)
     if refused is not None:
         raise CliError(refused)
@@ -43,6 +44,8 @@ def check_new(args: argparse.Namespace, address: str) -> None:
 
 def visible(address: str) -> str:
     """`address`, or CliError if it has an invisible character (`policy.addresses`)."""
+    from postkeep.policy.addresses import check_visible  # ICU: not for `serve`
+
     refused = check_visible(address)
     if refused is not None:
         raise CliError(refused)

@@ -1,5 +1,5 @@
-"""Commands that set up, run and check a `postkeep` instance: init, serve, imap-worker (started
-by `serve`, not listed in --help), check, config-reference."""
+"""Commands that set up, run and check a `postkeep` instance: init, serve, check,
+config-reference."""
 
 from __future__ import annotations
 
@@ -83,24 +83,17 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from postkeep import log
-    from postkeep.server.main import run, serve
+    from postkeep.server.forkserver import ForkServerGone
+    from postkeep.server.main import serve
+    from postkeep.server.pool import WorkerStartError
 
     cfg = load_config(args)
     log.setup(cfg.log.level)
-    run(serve(cfg))
-    return 0
-
-
-def cmd_imap_worker(args: argparse.Namespace) -> int:
-    """An IMAP worker process, started by `serve` (postkeep.server.imap_workers), never by hand."""
-    from postkeep import log
-    from postkeep.server.imap_workers import serve_worker
-    from postkeep.server.main import run
-
-    cfg = load_config(args)
-    log.setup(cfg.log.level, process=f"w{args.index}")
-    fds = [int(fd) for fd in args.listen_fds.split(",") if fd]
-    run(serve_worker(cfg, args.index, args.channel_fd, fds))
+    try:
+        serve(cfg)
+    except (WorkerStartError, ForkServerGone) as e:
+        log.get("server").error("%s", e)
+        return 1
     return 0
 
 
@@ -145,7 +138,7 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add init, serve, imap-worker, check and config-reference to the `postkeep` subparsers."""
+    """Add init, serve, check and config-reference to the `postkeep` subparsers."""
     p = sub.add_parser("init", help="create a new instance")
     p.add_argument("directory", nargs="?", help="instance directory (default: --dir)")
     p.add_argument("--hostname", default="localhost")
@@ -155,11 +148,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_init)
 
     sub.add_parser("serve", help="run the server").set_defaults(func=cmd_serve)
-    p = sub.add_parser("imap-worker")  # started by `serve` (server.imap_workers); not in --help
-    p.add_argument("--index", type=int, required=True)
-    p.add_argument("--channel-fd", type=int, required=True)
-    p.add_argument("--listen-fds", required=True)
-    p.set_defaults(func=cmd_imap_worker)
     sub.add_parser("check", help="validate config, certificates and store").set_defaults(
         func=cmd_check
     )

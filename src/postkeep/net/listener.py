@@ -297,6 +297,10 @@ class Listeners:
                 await self.session(reader, writer, peer)
             finally:
                 self.slots.release_ip(peer.key)
+        except asyncio.CancelledError:
+            # `stop`: the session has said goodbye (421, BYE). The task must end normally:
+            # asyncio's start_server callback logs a cancelled one as "Exception in callback"
+            return
         finally:
             self._tasks.discard(task)
 

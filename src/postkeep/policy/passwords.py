@@ -5,14 +5,15 @@ score of at least 3 (zxcvbn's frequency lists reject common passwords such as "p
 "qwertyuiop12"), and not based on the account's address: what is left once the address parts
 are removed must still be strong. zxcvbn's cost grows fast with length, so only the first 72
 characters (zxcvbn's own limit) are scored. Generated app passwords are not checked here.
+
+zxcvbn is imported when a password is first checked: its frequency lists are 11 MiB of memory,
+and the server's processes never check a password (the CLI, and later the web UI, do).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-
-from zxcvbn import zxcvbn
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
@@ -46,6 +47,8 @@ def _user_tokens(user_inputs: Sequence[str]) -> list[str]:
 
 
 def _strength(password: str, tokens: list[str]) -> dict[str, object]:
+    from zxcvbn import zxcvbn  # 11 MiB: only where passwords are chosen (see above)
+
     result: dict[str, object] = zxcvbn(password[:ZXCVBN_MAX_LENGTH], user_inputs=tokens)
     return result
 

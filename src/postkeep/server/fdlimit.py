@@ -3,7 +3,7 @@
 Every connection is a descriptor from accept on, TLS handshake included, so a process that may
 hold `max_connections` of each of its listeners' roles needs that many descriptors plus a margin
 (`FD_MARGIN`) for the store (SQLite and its journal, or a PostgreSQL pool), blob files being
-read and written, the listening sockets, the log and the IMAP workers' channels. At start the
+read and written, the listening sockets, the log and the workers' channels. At start the
 soft limit is raised to that need (never lowered); when even the hard limit is below it the
 process refuses to start with a `ConfigError` naming the keys behind the need: the alternative
 is a server that stops accepting (MX delivery included) once one client holds the descriptors.
@@ -19,7 +19,7 @@ from postkeep.config import Config
 from postkeep.errors import ConfigError
 
 FD_MARGIN = 256
-FD_PER_WORKER = 4  # the channel socket, the child's pipes
+FD_PER_WORKER = 2  # the main process's end of a worker's channel, and a spare
 
 logger = log.get("server")
 
@@ -32,17 +32,15 @@ class FdNeed:
     keys: tuple[str, ...]
 
 
-def fd_need(cfg: Config, *, imap_worker: bool = False) -> FdNeed:
-    """What the main process (`imap_worker` False) or one IMAP worker process needs.
+def fd_need(cfg: Config) -> FdNeed:
+    """What the main process and every worker process (which inherit its limit) need.
 
-    The MX and submission each count `smtp.max_connections` (each role has its own limiter);
-    IMAP counts `imap.max_connections` in the process that serves it: the main process when
-    `imap.processes` is 1, else each worker (the limit is global, so one worker may hold it all).
+    A worker may hold every connection of every service: the limits are global, and the
+    kernel may hand all of them to one worker. The MX and the submission each count
+    `smtp.max_connections` (each role has its own limits), IMAP `imap.max_connections`; the
+    main process needs a channel per worker on top.
     """
-    imap_listen = bool(cfg.imap.listen or cfg.imap.tls_listen)
-    if imap_worker:
-        return FdNeed(cfg.imap.max_connections + FD_MARGIN, ("imap.max_connections",))
-    total = FD_MARGIN
+    total = FD_MARGIN + FD_PER_WORKER * cfg.processes()
     keys: list[str] = []
     if cfg.smtp.listen:
         total += cfg.smtp.max_connections
@@ -50,13 +48,10 @@ def fd_need(cfg: Config, *, imap_worker: bool = False) -> FdNeed:
     if cfg.submission.listen or cfg.submission.tls_listen:
         total += cfg.smtp.max_connections
         keys.append("smtp.max_connections (submission)")
-    processes = cfg.imap_processes() if imap_listen else 1
-    if imap_listen and processes == 1:
+    if cfg.imap.listen or cfg.imap.tls_listen:
         total += cfg.imap.max_connections
         keys.append("imap.max_connections")
-    elif imap_listen:
-        total += FD_PER_WORKER * processes
-        keys.append("imap.processes")
+    keys.append("server.processes")
     return FdNeed(total, tuple(keys))
 
 

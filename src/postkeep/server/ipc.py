@@ -1,5 +1,5 @@
-"""The channel between the main process and each IMAP worker process
-(`postkeep.server.imap_workers`): its messages and their frames, sans-IO.
+"""The channel between the main process and each worker process (`postkeep.server.workers`):
+its messages and their frames, sans-IO.
 
 A frame is a 4-byte big-endian length and that many octets of a JSON object; its ``t`` names
 the message's kind and its other fields have short names. `encode` turns a message into a
@@ -16,7 +16,8 @@ The messages (their kind on the wire, who sends them):
 - `Ready` (``ready``), worker: its listeners are up; with its pid;
 - `SlotRequest` (``ip``, ``acct``, ``slow``), worker: take a connection slot, `IpSlot` before
   serving a connection, `AccountSlot` before a login, `SlowSlot` when a connection turns slow;
-  answered with an `Answer`;
+  answered with an `Answer`. Connection and slow slots are counted per service (``mx``,
+  ``submission``, ``imap``: `SERVICES`), each with its own limits;
 - `SlotRelease` (``ip-``, ``acct-``, ``slow-``), worker: give back a slot it took; no answer;
 - `PasswordQuery` (``pw?``), worker: is this verified password's HMAC in the main process's
   cache? answered with an `Answer`;
@@ -46,6 +47,9 @@ MAX_FRAME = 64 * 1024  # octets of a frame's body
 EVENTS_PER_FRAME = 500
 
 
+SERVICES = ("mx", "submission", "imap")  # the roles whose connections are counted apart
+
+
 class ChannelError(ValueError):
     """A frame that is not a valid message."""
 
@@ -55,8 +59,10 @@ class ChannelError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class IpSlot:
-    """A connection slot of an IP class (`postkeep.net.slots.LocalSlots.take_ip`)."""
+    """A connection slot of an IP class on one service's listeners
+    (`postkeep.net.slots.LocalSlots.take_ip`)."""
 
+    service: str
     ip_class: str
 
 
@@ -69,7 +75,10 @@ class AccountSlot:
 
 @dataclass(frozen=True, slots=True)
 class SlowSlot:
-    """One of the slots of the slow connections (`postkeep.net.slots.LocalSlots.take_slow`)."""
+    """One of the slots of one service's slow connections
+    (`postkeep.net.slots.LocalSlots.take_slow`)."""
+
+    service: str
 
 
 Slot = IpSlot | AccountSlot | SlowSlot
@@ -138,18 +147,18 @@ def _fields(message: Message) -> dict[str, Any]:
             return {"t": "hello", "key": password_key.hex()}
         case Ready(pid):
             return {"t": "ready", "pid": pid}
-        case SlotRequest(request_id, IpSlot(ip_class)):
-            return {"t": "ip", "id": request_id, "k": ip_class}
+        case SlotRequest(request_id, IpSlot(service, ip_class)):
+            return {"t": "ip", "id": request_id, "s": service, "k": ip_class}
         case SlotRequest(request_id, AccountSlot(account_id)):
             return {"t": "acct", "id": request_id, "k": account_id}
-        case SlotRequest(request_id, SlowSlot()):
-            return {"t": "slow", "id": request_id}
-        case SlotRelease(IpSlot(ip_class)):
-            return {"t": "ip-", "k": ip_class}
+        case SlotRequest(request_id, SlowSlot(service)):
+            return {"t": "slow", "id": request_id, "s": service}
+        case SlotRelease(IpSlot(service, ip_class)):
+            return {"t": "ip-", "s": service, "k": ip_class}
         case SlotRelease(AccountSlot(account_id)):
             return {"t": "acct-", "k": account_id}
-        case SlotRelease(SlowSlot()):
-            return {"t": "slow-"}
+        case SlotRelease(SlowSlot(service)):
+            return {"t": "slow-", "s": service}
         case PasswordQuery(request_id, digest):
             return {"t": "pw?", "id": request_id, "k": digest.hex()}
         case PasswordLearned(digest):
@@ -236,6 +245,12 @@ class _Fields:
             raise self._wrong(name, "a boolean")
         return value
 
+    def service(self, name: str) -> str:
+        value = self._get(name)
+        if value not in SERVICES:
+            raise self._wrong(name, f"one of {', '.join(SERVICES)}")
+        return value
+
     def octets(self, name: str) -> bytes:
         """A string of hex digits, as the octets it spells."""
         value = self._get(name)
@@ -278,12 +293,12 @@ def _is_event_row(row: object) -> bool:
 _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     "hello": lambda f: Hello(f.octets("key")),
     "ready": lambda f: Ready(f.integer("pid")),
-    "ip": lambda f: SlotRequest(f.integer("id"), IpSlot(f.string("k"))),
+    "ip": lambda f: SlotRequest(f.integer("id"), IpSlot(f.service("s"), f.string("k"))),
     "acct": lambda f: SlotRequest(f.integer("id"), AccountSlot(f.integer("k"))),
-    "slow": lambda f: SlotRequest(f.integer("id"), SlowSlot()),
-    "ip-": lambda f: SlotRelease(IpSlot(f.string("k"))),
+    "slow": lambda f: SlotRequest(f.integer("id"), SlowSlot(f.service("s"))),
+    "ip-": lambda f: SlotRelease(IpSlot(f.service("s"), f.string("k"))),
     "acct-": lambda f: SlotRelease(AccountSlot(f.integer("k"))),
-    "slow-": lambda f: SlotRelease(SlowSlot()),
+    "slow-": lambda f: SlotRelease(SlowSlot(f.service("s"))),
     "pw?": lambda f: PasswordQuery(f.integer("id"), f.octets("k")),
     "pw+": lambda f: PasswordLearned(f.octets("k")),
     "ok": lambda f: Answer(f.integer("id"), f.boolean("ok")),

@@ -1,89 +1,142 @@
-"""`postkeep serve`: builds the listeners and services from the config and runs them.
+"""`postkeep serve`: the main process, which binds the listeners, starts the worker processes
+that serve them, supervises them and serves no connection itself (`postkeep.server.pool`).
 
-Startup order: TLS context (fails fast on bad certificates), the open-file limit
-(`postkeep.server.fdlimit`: raised to what the connection caps need, or a refusal to start
-naming the keys), store (migrations), listeners,
-IMAP worker processes (`postkeep.server.imap_workers`, when `imap.processes` > 1: that many
-workers share the IMAP listening sockets, bound here first, and this process serves no IMAP
-itself).
-SIGTERM/SIGINT stop the workers and the listeners, let sessions end with 421 / BYE, then close
-the store, which drains pending group-committed writes.
+Start-up, in this order, and why:
+
+1. the TLS context (fails fast on bad certificates; built once here and inherited by the
+   workers) and the open-file limit (`postkeep.server.fdlimit`: raised to what a worker's
+   connection caps need, or a refusal naming the keys; the workers inherit it);
+2. every listening socket bound (ports below 1024 need root), in the config's order;
+3. the master key read; everything a worker runs imported, then `gc.freeze()`, then the fork
+   server forked (`postkeep.server.forkserver`): while this process still has one thread and
+   no event loop, so that the workers it forks share the imported pages;
+4. on the event loop: the store opened once (migrations, stale blobs removed) and closed: the
+   workers open their own; then the workers started, and "ready" logged once all are up.
+
+SIGTERM/SIGINT stop the workers (each ends its sessions with 421 4.3.2 / BYE and closes its
+store, which drains pending writes), then the fork server. Both signals are blocked from the
+first step until the event loop's handlers are installed (`STOP_SIGNALS`), and so in each
+worker until its own are: one that arrives during start-up waits for them, and the start-up
+ends as a clean stop instead of a traceback or a worker "exited with status -15".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import signal
+import socket
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any
 
 from postkeep import log
 from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
-from postkeep.imap.server import ImapServer
-from postkeep.net.budget import DataBudget
 from postkeep.net.listener import bind_listeners
-from postkeep.net.slots import LocalSlots, slow_slots
 from postkeep.net.tls import build_tls
 from postkeep.server.fdlimit import fd_need, raise_open_files
-from postkeep.server.imap_workers import WorkerPool
-from postkeep.smtp.server import SmtpServer
+from postkeep.server.forkserver import ForkServer, ForkServerGone
+from postkeep.server.pool import WorkerPool, service_slots
+from postkeep.server.worker import ListenSockets, run_worker
 from postkeep.store import open_store
 from postkeep.store.crypto import load_master_key
 
 logger = log.get("server")
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
-async def serve(cfg: Config) -> None:
+
+def bind_all(cfg: Config) -> ListenSockets:
+    """Every listening socket of the config, per service (closed again if one fails)."""
+    bound: list[socket.socket] = []
+    try:
+        groups = []
+        for entries in (
+            cfg.smtp.listen,
+            [*cfg.submission.listen, *cfg.submission.tls_listen],
+            [*cfg.imap.listen, *cfg.imap.tls_listen],
+        ):
+            group = bind_listeners(entries)
+            bound += group
+            groups.append(group)
+    except BaseException:
+        for sock in bound:
+            sock.close()
+        raise
+    return ListenSockets(*groups)
+
+
+def serve(cfg: Config) -> None:
+    """Run the server until SIGTERM or SIGINT (see the module's docstring for the order)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     tls_context = build_tls(cfg)
     raise_open_files(fd_need(cfg))
-    master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
+    sockets = bind_all(cfg)
+    try:
+        master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
+        _preload(cfg)
+        run(_prepare_store(cfg, master_key))
+        gc.freeze()  # what is imported and built so far stays shared with the workers
+        forks = ForkServer.start(partial(run_worker, cfg, sockets, tls_context, master_key),
+                                 f"postkeep: fork server ({cfg.base_dir})")
+        try:
+            run(_supervise(cfg, forks, master_key))
+        finally:
+            forks.close()
+    finally:
+        for sock in sockets.all():
+            sock.close()
+
+
+def _preload(cfg: Config) -> None:
+    """Import what the workers import only once they run (the event loop, the store's database
+    driver), so that it is imported once, here, for all of them."""
+    import importlib
+
+    with contextlib.suppress(ImportError):
+        importlib.import_module("uvloop")
+    url = cfg.store_url
+    for module in (
+        ("sqlalchemy.dialects.postgresql.psycopg", "psycopg") if url.startswith("postgresql")
+        else ("sqlalchemy.dialects.sqlite.pysqlite", "sqlite3")
+    ):
+        importlib.import_module(module)
+
+
+async def _prepare_store(cfg: Config, master_key: bytes) -> None:
+    """Open the store once (migrations, stale blobs removed) and close it: the workers open
+    their own."""
     store = await open_store(cfg.store_url, cfg.data_dir, master_key)
-    verifier = PasswordVerifier()
-    budget = DataBudget(cfg.smtp.max_data_in_flight)  # message text in flight: MX + submission
-    smtp = SmtpServer(cfg, store, tls_context, budget=budget)
-    submission = SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier,
-                            budget=budget)
-    imap_listen = [*cfg.imap.listen, *cfg.imap.tls_listen]
-    processes = cfg.imap_processes() if imap_listen else 1
-    sockets = bind_listeners(imap_listen) if processes > 1 else None
-    slots = LocalSlots(
-        cfg.imap.max_connections,
-        cfg.imap.max_connections_per_ip,
-        cfg.imap.max_connections_per_account,
-        slow_slots(cfg.imap.max_connections, cfg.imap.slow_share),
-    )
-    servers: list[SmtpServer | ImapServer] = [smtp] + ([submission] if submission.listen else [])
-    if processes == 1 and imap_listen:
-        servers.append(ImapServer(cfg, store, tls_context, verifier, slots=slots))
-    # more than one: IMAP is served by that many workers only; this process keeps the slots
-    # and relays events, with its event loop free to answer them at once
-    workers = WorkerPool(
-        cfg, store.events, slots, verifier, sockets or [], processes if sockets else 0
-    )
+    await store.close()
+
+
+async def _supervise(cfg: Config, forks: ForkServer, master_key: bytes) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile: now
+    verifier = PasswordVerifier()  # its cache only: the workers verify
+    processes = cfg.processes()
+    pool = WorkerPool(forks, service_slots(cfg), verifier, processes)
+    forks.on_gone = stop.set
     try:
-        for server in servers:
-            await server.start()
-        await workers.start()
-        logger.info("ready hostname=%s imap_processes=%d", cfg.server.hostname, processes)
-        await stop.wait()
+        if await pool.start(stop):
+            logger.info("ready hostname=%s processes=%d", cfg.server.hostname, processes)
+            await stop.wait()
         logger.info("stopping")
     finally:
-        await asyncio.gather(workers.stop(), *(server.stop() for server in servers))
-        for sock in sockets or ():
-            sock.close()
+        await pool.stop()
         verifier.close()
-        await store.close()
         logger.info("stopped")
+    if forks.gone:
+        raise ForkServerGone("the fork server exited: no worker could be restarted")
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
-    """Run `main` (`serve(cfg)`, `serve_worker(...)`) on uvloop when it is installed, else on
-    asyncio's default loop."""
+    """Run `main` on uvloop when it is installed, else on asyncio's default loop."""
     try:
         import uvloop
     except ImportError:

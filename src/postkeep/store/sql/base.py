@@ -43,7 +43,7 @@ from postkeep.store.crypto import (
     wrap_key,
 )
 from postkeep.store.events import EventBus
-from postkeep.store.sql.hotpath import HotStatements
+from postkeep.store.sql.hotpath import HotStatements, hot_statements
 from postkeep.store.sql.migrations import migrate
 from postkeep.store.sql.prepared import Cursor
 from postkeep.store.sql.schema import META_KEY_CHECK, META_QUEUE_KEY, meta
@@ -196,7 +196,7 @@ class SqlStoreBase:
         dialect = self._reader.dialect
         self._sqlite = dialect.name == "sqlite"
         self._dbapi_error = dialect.loaded_dbapi.Error
-        self._hot = HotStatements(dialect)
+        self._hot = hot_statements(dialect)
         try:
             applied = migrate(self._writer, master_key=self._master)
             if applied:

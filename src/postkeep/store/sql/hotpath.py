@@ -3,6 +3,11 @@
 Each is built with SQLAlchemy Core and compiled for the store's dialect at open
 (`postkeep.store.sql.prepared` says why and how they are run). Parameter names: ``mid`` a mailbox
 id, ``aid`` an account id, ``lo0/hi0...`` UID ranges, ``id0...`` id lists.
+
+`hot_statements` keeps one set per kind of dialect for the process: compiling them runs much of
+SQLAlchemy's compiler, and in a worker process forked from the server's main process (which
+opened the store first) that would copy 5 MiB of pages shared with it; a `Prepared` is only
+SQL text and parameter names, the same for every engine of that dialect.
 """
 
 from __future__ import annotations
@@ -32,9 +37,20 @@ from postkeep.store.sql.schema import (
     subscriptions,
 )
 
+_BY_DIALECT: dict[tuple[str, str, str], HotStatements] = {}
+
+
+def hot_statements(d: Dialect) -> HotStatements:
+    """The statements compiled for `d`'s kind of dialect (see the module docstring)."""
+    key = (d.name, d.driver, d.paramstyle)
+    hot = _BY_DIALECT.get(key)
+    if hot is None:
+        hot = _BY_DIALECT[key] = HotStatements(d)
+    return hot
+
 
 class HotStatements:
-    """See the module docstring; one instance per open store."""
+    """See the module docstring; one instance per kind of dialect (`hot_statements`)."""
 
     def __init__(self, d: Dialect) -> None:
         mid, aid = bindparam("mid"), bindparam("aid")

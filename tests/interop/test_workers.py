@@ -1,12 +1,14 @@
-"""IMAP served by several processes (`imap.processes`, postkeep.server.imap_workers), over the wire.
+"""Every listener served by several worker processes (`server.processes`, postkeep.server.pool),
+over the wire.
 
-Two IMAP workers accept on the same sockets (the main process serves SMTP and keeps the
+Two workers accept on the same sockets (the main process serves no connection and keeps the
 global state); these tests open enough connections that both workers serve some (the log tags
-a worker's lines `imap[w1]`, `imap[w2]`), then check what must hold across processes: IDLE
-woken by SMTP delivery (main process) and by a session's changes in the other worker,
-connection limits per IP and per account counted globally, a killed worker restarted with its
-slots given back, and a killed main process taking its workers down with it (its ports free
-for a restart).
+a worker's lines `imap[w1]`, `smtp[w2]`), then check what must hold across processes: IDLE
+woken by SMTP delivery in either worker and by a session's changes in the other worker,
+connection limits per IP and per account counted globally (IMAP and SMTP), a killed worker
+restarted with its slots given back, a killed main process taking its workers down with it
+(its ports free for a restart), and SIGTERM ending every session cleanly, also while the
+workers are still starting.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import re
 import signal
 import socket
 import ssl
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.interop.conftest import PASSWORD, Instance, make_instance
+from tests.interop.conftest import PASSWORD, POSTKEEP, Instance, make_instance
 from tests.interop.test_imap import ALICE, BOB, append, ctx, deliver, imaps
 
 WORKER_READY = r"worker=1 ready pid=(\d+)"
@@ -71,7 +74,8 @@ def _wait_line(client: imaplib.IMAP4_SSL, pattern: bytes) -> bytes:
 def multi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     inst = make_instance(tmp_path_factory.mktemp("workers"))
     inst.cli("user", "add", "limited@example.test", "--password-stdin", input=PASSWORD + "\n")
-    inst.set_config("imap", processes=2, max_connections_per_account=LIMIT)
+    inst.set_config("server", processes=2)
+    inst.set_config("imap", max_connections_per_account=LIMIT)
     inst.start()
     yield inst
     inst.stop()
@@ -82,12 +86,12 @@ def _pid(inst: Instance) -> int:
 
 
 def test_idle_woken_across_processes(multi: Instance) -> None:
-    assert "imap_processes=2" in multi.log()
+    assert "ready hostname=localhost processes=2" in multi.log()
     clients = _spread(multi, BOB)
     try:
         for client in clients:
             _idle(client)
-        deliver(multi, BOB, "to every process")  # stored by the main process (SMTP)
+        deliver(multi, BOB, "to every process")  # stored by one of the workers (SMTP)
         for client in clients:
             exists = _wait_line(client, rb"^\* \d+ EXISTS")
         n = int(exists.split()[1])
@@ -155,7 +159,8 @@ def test_account_limit_is_global(multi: Instance) -> None:
 
 
 def test_ip_limit_is_global(fresh: Instance) -> None:
-    fresh.set_config("imap", processes=2, max_connections_per_ip=3)
+    fresh.set_config("server", processes=2)
+    fresh.set_config("imap", max_connections_per_ip=3)
     fresh.start()
     held = []
     for _ in range(3):
@@ -181,7 +186,8 @@ def test_ip_limit_is_global(fresh: Instance) -> None:
 
 
 def test_killed_worker_is_restarted_and_its_slots_freed(fresh: Instance) -> None:
-    fresh.set_config("imap", processes=2, max_connections_per_account=LIMIT)
+    fresh.set_config("server", processes=2)
+    fresh.set_config("imap", max_connections_per_account=LIMIT)
     fresh.start()
     clients = _spread(fresh, ALICE, limit=LIMIT)
     while len(clients) < LIMIT:
@@ -210,7 +216,7 @@ def test_killed_worker_is_restarted_and_its_slots_freed(fresh: Instance) -> None
 
 
 def test_killed_main_process_takes_workers_down(fresh: Instance) -> None:
-    fresh.set_config("imap", processes=2)
+    fresh.set_config("server", processes=2)
     fresh.start()
     pid = _pid(fresh)
     fresh.stop(signal.SIGKILL)
@@ -229,3 +235,100 @@ def _state(pid: int) -> str:
             return f.read().lower()
     except OSError:
         return "zombie"
+
+
+def test_smtp_ip_limit_is_global(fresh: Instance) -> None:
+    """The MX's per-IP limit is counted by the main process for both workers: with 3 held,
+    a fourth is refused whichever worker takes it (the log shows both refusing)."""
+    fresh.set_config("server", processes=2)
+    fresh.set_config("smtp", max_connections_per_ip=3)
+    fresh.start()
+    held = []
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", fresh.smtp_port), timeout=10)
+        assert sock.recv(4096).startswith(b"220 ")
+        held.append(sock)
+    refused = re.compile(r'postkeep\.smtp\[(w[12])\]: reject ip=127\.0\.0\.1 code=421 4\.7\.0 '
+                         r'reason="too many connections"')
+    for _ in range(40):
+        sock = socket.create_connection(("127.0.0.1", fresh.smtp_port), timeout=10)
+        assert sock.recv(4096) == b"421 4.7.0 Too many connections, try again later\r\n"
+        sock.close()
+        if set(refused.findall(fresh.log())) == {"w1", "w2"}:
+            break
+    else:
+        raise AssertionError(f"refused by one worker only: {set(refused.findall(fresh.log()))}")
+    held.pop().close()
+    deadline = time.monotonic() + 10
+    while True:  # the slot comes back, whichever worker held it
+        sock = socket.create_connection(("127.0.0.1", fresh.smtp_port), timeout=10)
+        if sock.recv(4096).startswith(b"220 "):
+            sock.close()
+            break
+        sock.close()
+        assert time.monotonic() < deadline, "slot not released"
+        time.sleep(0.1)
+    for sock in held:
+        sock.close()
+
+
+def _smtp_session(inst: Instance) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", inst.smtp_port), timeout=20)
+    assert sock.recv(4096).startswith(b"220 ")
+    sock.sendall(b"EHLO client.test\r\n")
+    while not re.search(rb"^250 ", sock.recv(4096), re.M):
+        pass
+    return sock
+
+
+def test_sigterm_ends_every_session_cleanly(fresh: Instance) -> None:
+    """SIGTERM: every worker ends its SMTP sessions with 421 4.3.2 and its IMAP sessions with
+    BYE, then the whole tree exits with status 0."""
+    fresh.set_config("server", processes=2)
+    fresh.start()
+    smtp = [_smtp_session(fresh) for _ in range(6)]
+    imap = _spread(fresh, ALICE)
+    for client in imap:
+        _idle(client)
+    tree = fresh.tree()
+    assert len(tree) == 4, tree  # main, fork server, two workers
+    assert fresh.proc is not None
+    fresh.proc.send_signal(signal.SIGTERM)
+    for sock in smtp:
+        sock.settimeout(20)
+        assert sock.recv(4096) == b"421 4.3.2 Service shutting down, try again later\r\n"
+        assert sock.recv(4096) == b""
+        sock.close()
+    for client in imap:
+        assert _wait_line(client, rb"^\* BYE ").startswith(b"* BYE ")
+    assert fresh.proc.wait(30) == 0
+    for pid in tree:
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in _state(pid)
+    log = fresh.log()
+    assert "postkeep.server: stopped" in log and "Traceback" not in log
+
+
+def test_sigterm_while_the_workers_start_is_a_clean_stop(fresh: Instance) -> None:
+    """`make run` stopped during start-up used to print a traceback ("IMAP worker 1 exited with
+    status -15"): a SIGTERM or SIGINT at any moment of the start (here: once the main process
+    has begun, once worker 1 listens, once worker 2 does) is a clean stop, status 0."""
+    fresh.set_config("server", processes=2)
+    for sig, moment in ((signal.SIGTERM, r"open files limit="),
+                        (signal.SIGINT, r"smtp\[w1\]: listening on"),
+                        (signal.SIGTERM, r"smtp\[w2\]: listening on"),
+                        (signal.SIGINT, r"open files limit=")):
+        before = len(fresh.log()) if fresh.log_path.exists() else 0
+        with fresh.log_path.open("ab") as log:
+            proc = subprocess.Popen([*POSTKEEP, "--dir", str(fresh.dir), "serve"],
+                                    stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while not re.search(moment, fresh.log()[before:]):
+            assert time.monotonic() < deadline and proc.poll() is None, fresh.log()[before:]
+            time.sleep(0.005)
+        proc.send_signal(sig)
+        assert proc.wait(30) == 0, fresh.log()[before:]
+        text = fresh.log()[before:]
+        assert "Traceback" not in text and "exited with status" not in text, text
+        assert "postkeep.server: stopped" in text
+    fresh.start()  # the ports are free again
+    imaps(fresh, ALICE).logout()

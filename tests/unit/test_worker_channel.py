@@ -1,9 +1,9 @@
-"""Both ends of the IMAP worker channel (postkeep.server.imap_workers) without worker processes,
-where the wire tests cannot reach: how the main process answers a worker's messages and gives back
-what it held, how a worker takes the main process's answers, how a frame is read off the stream,
-and (on real sockets, with a real child process standing in for a worker: `sleep`) that a worker
-that stops reading its channel (hung) does not make the main process queue events for it without
-bound."""
+"""Both ends of the worker channel (postkeep.server.pool, .worker, .channel) without worker
+processes, where the wire tests cannot reach: how the main process answers a worker's messages
+and gives back what it held, how a worker takes the main process's answers, how a frame is
+read off the stream, and (on real sockets, with a real child process standing in for a worker:
+`sleep`) that a worker that stops reading its channel (hung) does not make the main process
+queue events for it without bound."""
 
 from __future__ import annotations
 
@@ -16,15 +16,10 @@ from collections import Counter
 import pytest
 
 from postkeep.auth.passwords import PasswordVerifier
-from postkeep.config import Config
 from postkeep.net.slots import LocalSlots
-from postkeep.server.imap_workers import (
-    WorkerChannel,
-    WorkerPool,
-    _EventBatch,
-    _Outbox,
-    _read_message,
-)
+from postkeep.server.channel import EventBatch as _EventBatch
+from postkeep.server.channel import Outbox as _Outbox
+from postkeep.server.channel import read_message as _read_message
 from postkeep.server.ipc import (
     EVENTS_PER_FRAME,
     HEADER_SIZE,
@@ -45,10 +40,18 @@ from postkeep.server.ipc import (
     decode,
     encode,
 )
+from postkeep.server.pool import WorkerPool
+from postkeep.server.worker import WorkerChannel
 from postkeep.store.api import MailboxEvent
 from postkeep.store.events import EventBus
 
 EVENT = MailboxEvent(1, 2, "flags", 3, 4)
+
+
+def _pool(slots: LocalSlots, verifier: PasswordVerifier, count: int) -> WorkerPool:
+    """A pool whose workers are not forked (no fork server: these tests drive its channels)."""
+    others = {"mx": LocalSlots(10, 10, 0), "submission": LocalSlots(10, 10, 0)}
+    return WorkerPool(None, {**others, "imap": slots}, verifier, count)  # type: ignore[arg-type]
 
 
 def _fed(*data: bytes) -> asyncio.StreamReader:
@@ -109,17 +112,16 @@ def test_read_message_refuses_a_malformed_frame(data: bytes, error: str) -> None
 
 def test_the_main_process_answers_a_worker_and_gives_back_what_it_held() -> None:
     async def go() -> None:
-        bus = EventBus()
         slots = LocalSlots(10, 1, 1, max_slow=1)
         verifier = PasswordVerifier()
-        pool = WorkerPool(Config(), bus, slots, verifier, [], 2)
+        pool = _pool(slots, verifier, 2)
         worker, other = pool.workers
         (_, writer), (answers, _peer) = await _pipe()
         (_, other_writer), (forwarded, _other_peer) = await _pipe()
         outbox = _Outbox(writer)
         worker.outbox, other.outbox = outbox, _Outbox(other_writer)  # as _run_once sets them
         digest = bytes(32)
-        ip, account = IpSlot("192.0.2.0"), AccountSlot(7)
+        ip, account = IpSlot("imap", "192.0.2.0"), AccountSlot(7)
         requests: list[Message] = [
             SlotRequest(1, ip),
             SlotRequest(2, ip),  # past the per-IP limit of 1
@@ -127,39 +129,40 @@ def test_the_main_process_answers_a_worker_and_gives_back_what_it_held() -> None
             SlotRequest(4, account),  # past the per-account limit of 1
             SlotRelease(account),
             SlotRelease(AccountSlot(8)),  # not taken by this worker: not released
-            SlotRelease(IpSlot("198.51.100.0")),
+            SlotRelease(IpSlot("imap", "198.51.100.0")),
+            SlotRequest(10, IpSlot("mx", "192.0.2.0")),  # another service: its own limits
             PasswordQuery(5, digest),
             PasswordLearned(digest),
             PasswordQuery(6, digest),
-            SlotRequest(7, SlowSlot()),
-            SlotRequest(8, SlowSlot()),  # past the slow limit of 1
-            SlotRelease(SlowSlot()),
-            SlotRequest(9, SlowSlot()),
+            SlotRequest(7, SlowSlot("imap")),
+            SlotRequest(8, SlowSlot("imap")),  # past the slow limit of 1
+            SlotRelease(SlowSlot("imap")),
+            SlotRequest(9, SlowSlot("imap")),
             Events((EVENT,)),
             Ready(4242),
         ]
-        with bus.subscribe(None) as sub:
-            await pool._serve_channel(worker, _fed(*map(encode, requests)), outbox)
-            assert sub.drain() == [EVENT]  # published in the main process ...
-        assert await _received(answers, 9) == [
+        await pool._serve_channel(worker, _fed(*map(encode, requests)), outbox)
+        assert await _received(answers, 10) == [
             Answer(1, True),
             Answer(2, False),
             Answer(3, True),
             Answer(4, False),
+            Answer(10, True),
             Answer(5, False),
             Answer(6, True),
             Answer(7, True),
             Answer(8, False),
             Answer(9, True),
         ]
-        assert await _received(forwarded, 1) == [Events((EVENT,))]  # ... and to the others
+        assert await _received(forwarded, 1) == [Events((EVENT,))]  # to the others
         assert worker.ready.is_set()
-        assert worker.held == Counter({ip: 1, SlowSlot(): 1})
+        mx = IpSlot("mx", "192.0.2.0")
+        assert worker.held == Counter({ip: 1, mx: 1, SlowSlot("imap"): 1})
         assert slots.connections.count == 1 and slots.accounts == Counter()
-        assert slots.connections.slow == 1
+        assert slots.connections.slow == 1 and pool.slots["mx"].connections.count == 1
         pool._release_all(worker)  # what _run_once does when the channel closes
         assert slots.connections.count == 0 and worker.held == Counter()
-        assert slots.connections.slow == 0
+        assert slots.connections.slow == 0 and pool.slots["mx"].connections.count == 0
         writer.close()
         assert await _received(answers, 1) == [None]  # not its own events: nothing else
         verifier.close()
@@ -171,7 +174,7 @@ def test_the_main_process_answers_a_worker_and_gives_back_what_it_held() -> None
 def test_the_main_process_refuses_what_only_it_sends(message: Message) -> None:
     async def go() -> None:
         verifier = PasswordVerifier()
-        pool = WorkerPool(Config(), EventBus(), LocalSlots(10, 10, 10), verifier, [], 1)
+        pool = _pool(LocalSlots(10, 10, 10), verifier, 1)
         (_, writer), _peer = await _pipe()
         with pytest.raises(ChannelError, match=f"a worker sent {type(message).__name__}"):
             await pool._serve_channel(pool.workers[0], _fed(encode(message)), _Outbox(writer))
@@ -185,21 +188,22 @@ def test_a_worker_takes_the_main_process_answers_and_events() -> None:
         bus = EventBus()
         (reader, writer), (main_reader, main_writer) = await _pipe()
         channel = WorkerChannel(reader, writer, bus)
+        slots = channel.slots("imap")
         reading = asyncio.create_task(channel.run())
         with bus.subscribe(None) as sub:
-            asked = asyncio.create_task(channel.slots.acquire_account(7))
+            asked = asyncio.create_task(slots.acquire_account(7))
             cached = asyncio.create_task(channel.password_cached(b"\x01"))
-            slow = asyncio.create_task(channel.slots.acquire_slow())
-            channel.slots.release_ip("192.0.2.0")
-            channel.slots.release_slow()
+            slow = asyncio.create_task(channel.slots("submission").acquire_slow())
+            slots.release_ip("192.0.2.0")
+            slots.release_slow()
             bus.publish(EVENT)  # relayed to the main process
             sent = await _received(main_reader, 6)
             assert sent == [  # the requests are sent once their tasks run
-                SlotRelease(IpSlot("192.0.2.0")),
-                SlotRelease(SlowSlot()),
+                SlotRelease(IpSlot("imap", "192.0.2.0")),
+                SlotRelease(SlowSlot("imap")),
                 SlotRequest(1, AccountSlot(7)),
                 PasswordQuery(2, b"\x01"),
-                SlotRequest(3, SlowSlot()),
+                SlotRequest(3, SlowSlot("submission")),
                 Events((EVENT,)),
             ]
             main_writer.write(encode(Answer(2, True)) + encode(Answer(1, False)))
@@ -210,9 +214,9 @@ def test_a_worker_takes_the_main_process_answers_and_events() -> None:
             assert await asyncio.wait_for(slow, 5) is True
             assert await asyncio.wait_for(sub.get(), 5) == EVENT  # published here at once
             assert await asyncio.wait_for(sub.get(), 5) == MailboxEvent(5, 6, "exists", 7, 8)
-            pending = asyncio.create_task(channel.slots.acquire_ip("192.0.2.0"))
+            pending = asyncio.create_task(slots.acquire_ip("192.0.2.0"))
             await asyncio.sleep(0)
-            main_writer.write(encode(SlotRequest(9, IpSlot("x"))))  # only a worker sends that
+            main_writer.write(encode(SlotRequest(9, IpSlot("mx", "x"))))  # only a worker sends that
             with pytest.raises(ChannelError, match="the main process sent SlotRequest"):
                 await asyncio.wait_for(reading, 5)
             assert channel.closed and bus.relay is None
@@ -230,11 +234,11 @@ def test_a_worker_that_stops_reading_its_channel_is_killed() -> None:
         peer_reader, _peer_writer = await asyncio.open_unix_connection(sock=theirs)
         proc = await asyncio.create_subprocess_exec("sleep", "60")
         verifier = PasswordVerifier()
-        pool = WorkerPool(Config(), EventBus(), LocalSlots(10, 10, 10), verifier, [], 1)
+        pool = _pool(LocalSlots(10, 10, 10), verifier, 1)
         pool.max_backlog = 256 * 1024
         worker = pool.workers[0]
         outbox = _Outbox(writer)
-        worker.proc, worker.outbox = proc, outbox
+        worker.pid, worker.outbox = proc.pid, outbox
         message = Events((EVENT,))
         try:
             for _ in range(10):  # a worker that reads keeps its channel

@@ -1,0 +1,280 @@
+"""The worker pool: the main process's side of the worker processes (the nginx model).
+
+N identical workers (`server.processes`, default one per core) serve every listener (SMTP MX,
+submission, IMAP): the main process binds the listening sockets, the workers inherit them
+(forked by `postkeep.server.forkserver`), and the kernel hands each new connection to one of
+the workers accepting on that socket (a busy process reaches `accept` later, so connections
+drift to the idle ones). The main process serves no connection: its event loop only answers
+the workers, so an answer never waits behind a session's work (with IMAP sessions on the same
+loop an answer once waited ~35 ms).
+
+What must stay global goes over one channel per worker (`postkeep.server.ipc` messages,
+`postkeep.server.channel` framing), and the main process keeps it:
+
+- connection slots (`postkeep.net.slots.LocalSlots`, one set per service: mx, submission,
+  imap): a worker asks before it serves a connection, a login or a connection turned slow
+  (`SlotRequest`, answered); releases need no answer. Whatever a worker held is given back
+  when its channel closes, so a crashed worker leaks no slot and the limits stay exact;
+- mailbox events (`Events`): every event a worker's store publishes (an SMTP delivery, a STORE
+  or EXPUNGE) is forwarded to the other workers, so IDLE in any process is woken;
+- password verification successes (`PasswordQuery`, `PasswordLearned`): the main process's
+  `PasswordVerifier` cache is shared (its HMAC key goes in `Hello`), so a user is verified by
+  argon2 once per cache lifetime, not once per worker; the main process itself never
+  verifies (and so starts no verification thread);
+- `Ready`: a worker's listeners are up (the main process logs "ready" after all of them).
+
+A frame that is not a valid message (`ipc.ChannelError`) ends the channel: it is logged and
+closed, so the worker stops, is restarted and its slots are given back.
+
+A worker that dies is restarted (after 1 s, doubling up to 30 s while it keeps dying early;
+it lost only the connections it held: a message is acknowledged only once durable); so is
+one that stops reading its channel (killed once 16 MiB are queued for it, so a hung worker
+cannot grow the main process without bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections import Counter
+
+from postkeep import log
+from postkeep.auth.passwords import PasswordVerifier
+from postkeep.config import Config
+from postkeep.net.slots import LocalSlots, slow_slots
+from postkeep.server import ipc
+from postkeep.server.channel import Outbox, read_message
+from postkeep.server.forkserver import ForkServer, ForkServerGone
+
+logger = log.get("workers")
+
+MAX_BACKLOG = 16 << 20  # octets queued for a worker that does not read them: it is hung
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+RESTART_DELAY = 1.0
+RESTART_DELAY_MAX = 30.0
+STABLE_AFTER = 60.0  # a worker that ran this long restarts after the first delay again
+
+
+def service_slots(cfg: Config) -> dict[str, LocalSlots]:
+    """The connection limits of each service, kept by the main process for all workers. The
+    MX and the submission listeners each count up to the `smtp.max_connections*` keys."""
+    smtp, imap = cfg.smtp, cfg.imap
+    return {
+        "mx": LocalSlots(smtp.max_connections, smtp.max_connections_per_ip, 0,
+                         slow_slots(smtp.max_connections, smtp.slow_share)),
+        "submission": LocalSlots(smtp.max_connections, smtp.max_connections_per_ip, 0,
+                                 slow_slots(smtp.max_connections, smtp.slow_share)),
+        "imap": LocalSlots(imap.max_connections, imap.max_connections_per_ip,
+                           imap.max_connections_per_account,
+                           slow_slots(imap.max_connections, imap.slow_share)),
+    }
+
+
+class WorkerStartError(RuntimeError):
+    """A worker exited before its listeners were up (its own log lines say why)."""
+
+
+class _Worker:
+    """One worker slot of the pool: its current process and what it holds."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.pid: int | None = None  # of the running process
+        self.outbox: Outbox | None = None
+        self.ready = asyncio.Event()
+        self.held: Counter[ipc.Slot] = Counter()
+        self.task: asyncio.Task[None] | None = None
+
+
+class WorkerPool:
+    """Starts, supervises and stops the workers (forked by `forks`) and serves their channels:
+    slots against `slots`, events forwarded, password successes shared through `verifier`."""
+
+    def __init__(
+        self,
+        forks: ForkServer,
+        slots: dict[str, LocalSlots],
+        verifier: PasswordVerifier,
+        count: int,
+    ) -> None:
+        self.forks = forks
+        self.slots = slots
+        self.verifier = verifier
+        self.workers = [_Worker(i) for i in range(1, count + 1)]
+        self._stopping = False
+        self.max_backlog = MAX_BACKLOG
+
+    async def start(self, stop: asyncio.Event) -> bool:
+        """Start every worker and wait until each has its listeners up: True; False when
+        `stop` is set first (a SIGTERM while they start: not an error)."""
+        for worker in self.workers:
+            worker.task = asyncio.create_task(self._supervise(worker))
+        ready = asyncio.ensure_future(asyncio.gather(*(w.ready.wait() for w in self.workers)))
+        stopped = asyncio.ensure_future(stop.wait())
+        supervisors = [w.task for w in self.workers if w.task is not None]
+        try:
+            done, _pending = await asyncio.wait(
+                [ready, stopped, *supervisors], timeout=START_TIMEOUT,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            stopped.cancel()
+        if ready in done:
+            return True
+        ready.cancel()
+        await asyncio.gather(ready, return_exceptions=True)  # its CancelledError, retrieved
+        if stop.is_set():
+            return False
+        for task in done:
+            task.result()  # a worker that exited before it was ready: its error
+        raise WorkerStartError(f"workers not ready after {START_TIMEOUT:.0f} s")
+
+    async def stop(self) -> None:
+        """SIGTERM every worker (each ends its sessions with 421 / BYE) and wait for them."""
+        self._stopping = True
+        for worker in self.workers:
+            self._signal(worker, signal.SIGTERM)
+        tasks = [w.task for w in self.workers if w.task is not None]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+            for worker in self.workers:
+                self._signal(worker, signal.SIGKILL)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _signal(self, worker: _Worker, sig: int) -> None:
+        if worker.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.pid, sig)
+
+    # -- supervision -------------------------------------------------------------------------------
+
+    async def _supervise(self, worker: _Worker) -> None:
+        delay = RESTART_DELAY
+        while not self._stopping:
+            started = time.monotonic()
+            try:
+                code = await self._run_once(worker)
+            except ForkServerGone:
+                if self._stopping:
+                    return
+                raise
+            if self._stopping:
+                return
+            if not worker.ready.is_set():  # never came up: a startup error, not a crash
+                raise WorkerStartError(f"worker {worker.index} exited with status {code} while "
+                                       "starting")
+            if time.monotonic() - started >= STABLE_AFTER:
+                delay = RESTART_DELAY
+            logger.error(
+                "worker=%d exited status=%s; restarting in %.0f s", worker.index, code, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESTART_DELAY_MAX)
+
+    async def _run_once(self, worker: _Worker) -> int:
+        """Run one process of the worker until it exits; returns its exit status."""
+        pid, sock = await self.forks.spawn(worker.index)
+        worker.pid = pid
+        if self._stopping:  # SIGTERM came while it was being forked
+            self._signal(worker, signal.SIGTERM)
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+        worker.outbox = outbox = Outbox(writer)
+        outbox.send(ipc.encode(ipc.Hello(self.verifier.key)))
+        try:
+            await self._serve_channel(worker, reader, outbox)
+        except ipc.ChannelError as e:
+            logger.error("worker=%d bad channel message: %s", worker.index, e)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            worker.outbox = None
+            writer.close()
+            self._release_all(worker)
+        try:  # the channel is gone: the worker stops on its own; make sure of it
+            code = await asyncio.wait_for(self.forks.wait(pid), STOP_TIMEOUT)
+        except TimeoutError:
+            self._signal(worker, signal.SIGKILL)
+            code = await self.forks.wait(pid)
+        worker.pid = None
+        return code
+
+    async def _serve_channel(
+        self, worker: _Worker, reader: asyncio.StreamReader, outbox: Outbox
+    ) -> None:
+        while (message := await read_message(reader)) is not None:
+            match message:
+                case ipc.Events():
+                    self._forward(message, exclude=worker)
+                case ipc.SlotRequest(request_id, slot):
+                    ok = self._take(slot)
+                    if ok:
+                        worker.held[slot] += 1
+                    outbox.send(ipc.encode(ipc.Answer(request_id, ok)))
+                case ipc.SlotRelease(slot):
+                    if worker.held[slot] > 0:  # never release what this worker did not take
+                        worker.held[slot] -= 1
+                        self._release(slot)
+                case ipc.PasswordQuery(request_id, digest):
+                    ok = self.verifier.cached_digest(digest)
+                    outbox.send(ipc.encode(ipc.Answer(request_id, ok)))
+                case ipc.PasswordLearned(digest):
+                    self.verifier.remember_digest(digest)
+                case ipc.Ready(pid):
+                    logger.info("worker=%d ready pid=%s", worker.index, pid)
+                    worker.ready.set()
+                case _:
+                    raise ipc.ChannelError(f"a worker sent {type(message).__name__}")
+
+    def _take(self, slot: ipc.Slot) -> bool:
+        match slot:
+            case ipc.IpSlot(service, ip_class):
+                return self.slots[service].take_ip(ip_class)
+            case ipc.AccountSlot(account_id):
+                return self.slots["imap"].take_account(account_id)
+            case ipc.SlowSlot(service):
+                return self.slots[service].take_slow()
+
+    def _release(self, slot: ipc.Slot) -> None:
+        match slot:
+            case ipc.IpSlot(service, ip_class):
+                self.slots[service].release_ip(ip_class)
+            case ipc.AccountSlot(account_id):
+                self.slots["imap"].release_account(account_id)
+            case ipc.SlowSlot(service):
+                self.slots[service].release_slow()
+
+    def _release_all(self, worker: _Worker) -> None:
+        for slot, n in worker.held.items():
+            for _ in range(n):
+                self._release(slot)
+        worker.held.clear()
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def _forward(self, message: ipc.Events, exclude: _Worker | None) -> None:
+        frame = ipc.encode(message)
+        for worker in self.workers:
+            if worker is not exclude and worker.outbox is not None:
+                worker.outbox.send(frame)
+                self._check_backlog(worker, worker.outbox)
+
+    def _check_backlog(self, worker: _Worker, outbox: Outbox) -> None:
+        """A worker that stops reading its channel (hung) would make this process queue its
+        events without bound: past `max_backlog` octets it is killed, and restarted."""
+        queued = outbox.queued()
+        if queued <= self.max_backlog or worker.pid is None:
+            return
+        logger.error(
+            "worker=%d does not read its channel (%d octets queued); killing it",
+            worker.index,
+            queued,
+        )
+        self._signal(worker, signal.SIGKILL)
+        outbox.writer.transport.abort()
+        worker.outbox = None

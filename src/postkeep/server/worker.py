@@ -1,0 +1,231 @@
+"""A worker process: every listener (SMTP MX, submission, IMAP) served on the sockets the main
+process bound, on the worker's own store connections (SQLite in WAL mode serialises the writers
+of all processes; PostgreSQL is made for it), event bus and message-text budget.
+
+A worker is forked by `postkeep.server.forkserver` and talks to the main process over its
+channel (`postkeep.server.pool` describes what goes over it): `RemoteSlots` asks for the
+connection slots of one service, `WorkerChannel` relays its bus's events out and the others'
+in, and answers the password verifier's shared-cache lookups. It stops on SIGTERM (every
+session ends with 421 4.3.2 / BYE) and at once when its channel closes (the main process is
+gone), so that its listening sockets are free for a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import setproctitle
+
+from postkeep import log
+from postkeep.auth.passwords import PasswordVerifier
+from postkeep.config import Config
+from postkeep.imap.server import ImapServer
+from postkeep.net.budget import DataBudget
+from postkeep.server import ipc
+from postkeep.server.channel import EventBatch, Outbox, read_message
+from postkeep.smtp.server import SmtpServer
+from postkeep.store import open_store
+from postkeep.store.events import EventBus
+
+logger = log.get("workers")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSockets:
+    """The listening sockets of each service, bound by the main process, in the order of their
+    config entries (`listen`, then `tls_listen`)."""
+
+    mx: list[socket.socket]
+    submission: list[socket.socket]
+    imap: list[socket.socket]
+
+    def all(self) -> list[socket.socket]:
+        return [*self.mx, *self.submission, *self.imap]
+
+
+class WorkerChannel:
+    """A worker's end of the channel: relays its bus's events out, takes the others' in, and
+    asks the main process for connection slots (`RemoteSlots`) and cached passwords."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, bus: EventBus
+    ) -> None:
+        self.reader = reader
+        self._outbox = Outbox(writer)
+        self.bus = bus
+        self.closed = False
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[bool]] = {}
+        self._batch = EventBatch(self.send)
+        bus.relay = self._batch.add
+
+    def slots(self, service: str) -> RemoteSlots:
+        return RemoteSlots(self, service)
+
+    def send(self, message: ipc.Message) -> None:
+        if not self.closed:
+            self._outbox.send(ipc.encode(message))
+
+    async def password_cached(self, digest: bytes) -> bool:
+        return await self.ask(lambda request_id: ipc.PasswordQuery(request_id, digest))
+
+    def password_verified(self, digest: bytes) -> None:
+        self.send(ipc.PasswordLearned(digest))
+
+    async def ask(self, request: Callable[[int], ipc.SlotRequest | ipc.PasswordQuery]) -> bool:
+        """Send the request of a new id and wait for its answer (False once the channel is
+        closed)."""
+        if self.closed:
+            return False
+        request_id = next(self._ids)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        self.send(request(request_id))
+        try:
+            return await future
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def run(self) -> None:
+        """Read the main process's messages until the channel closes."""
+        try:
+            while (message := await read_message(self.reader)) is not None:
+                match message:
+                    case ipc.Events(events):
+                        for event in events:
+                            self.bus.publish_local(event)
+                    case ipc.Answer(request_id, ok):
+                        future = self._waiting.get(request_id)
+                        if future is not None and not future.done():
+                            future.set_result(ok)
+                    case _:
+                        raise ipc.ChannelError(f"the main process sent {type(message).__name__}")
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.closed = True
+            self.bus.relay = None
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_result(False)
+
+
+class RemoteSlots:
+    """`ConnectionSlots` of one service, kept by the main process, asked over the channel."""
+
+    def __init__(self, channel: WorkerChannel, service: str) -> None:
+        self.channel = channel
+        self.service = service
+
+    async def acquire_ip(self, key: str) -> bool:
+        return await self._acquire(ipc.IpSlot(self.service, key))
+
+    def release_ip(self, key: str) -> None:
+        self.channel.send(ipc.SlotRelease(ipc.IpSlot(self.service, key)))
+
+    async def acquire_slow(self) -> bool:
+        return await self._acquire(ipc.SlowSlot(self.service))
+
+    def release_slow(self) -> None:
+        self.channel.send(ipc.SlotRelease(ipc.SlowSlot(self.service)))
+
+    async def acquire_account(self, account_id: int) -> bool:
+        return await self._acquire(ipc.AccountSlot(account_id))
+
+    def release_account(self, account_id: int) -> None:
+        self.channel.send(ipc.SlotRelease(ipc.AccountSlot(account_id)))
+
+    async def _acquire(self, slot: ipc.Slot) -> bool:
+        return await self.channel.ask(lambda request_id: ipc.SlotRequest(request_id, slot))
+
+
+async def serve_worker(
+    cfg: Config,
+    index: int,
+    channel_sock: socket.socket,
+    sockets: ListenSockets,
+    tls_context: ssl.SSLContext | None,
+    master_key: bytes,
+) -> None:
+    """Serve every listener on the inherited sockets until SIGTERM or until the main process's
+    channel closes."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # blocked since the main process's start (`postkeep.server.main`): one sent meanwhile now
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    bus = EventBus()
+    store = await open_store(
+        cfg.store_url, cfg.data_dir, master_key, events=bus, maintenance=False
+    )
+    reader, writer = await asyncio.open_unix_connection(sock=channel_sock)
+    hello = await read_message(reader)
+    if not isinstance(hello, ipc.Hello):
+        raise RuntimeError("the main process did not say hello")
+    channel = WorkerChannel(reader, writer, bus)
+    verifier = PasswordVerifier(key=hello.password_key)
+    verifier.shared_lookup = channel.password_cached
+    verifier.on_remember = channel.password_verified
+    budget = DataBudget(cfg.smtp.max_data_in_flight)  # message text in flight: MX + submission
+    servers: list[SmtpServer | ImapServer] = []
+    if sockets.mx:
+        servers.append(SmtpServer(cfg, store, tls_context, budget=budget,
+                                  slots=channel.slots("mx"), sockets=sockets.mx))
+    if sockets.submission:
+        verifier.warm()
+        servers.append(SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier,
+                                  budget=budget, slots=channel.slots("submission"),
+                                  sockets=sockets.submission))
+    if sockets.imap:
+        verifier.warm()
+        servers.append(ImapServer(cfg, store, tls_context, verifier, slots=channel.slots("imap"),
+                                  sockets=sockets.imap))
+    reading = asyncio.create_task(channel.run())
+    reading.add_done_callback(lambda _task: stop.set())
+    try:
+        for server in servers:
+            await server.start()
+        channel.send(ipc.Ready(os.getpid()))
+        await stop.wait()
+        if channel.closed:
+            logger.warning("worker=%d: the main process is gone; stopping", index)
+    finally:
+        await asyncio.gather(*(server.stop() for server in servers))
+        for sock in sockets.all():
+            sock.close()
+        verifier.close()
+        await store.close()
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+        writer.close()
+
+
+def run_worker(
+    cfg: Config,
+    sockets: ListenSockets,
+    tls_context: ssl.SSLContext | None,
+    master_key: bytes,
+    index: int,
+    channel: socket.socket,
+) -> int:
+    """A forked worker's whole life (`postkeep.server.forkserver.Target`): its exit code."""
+    from postkeep.server.main import run
+
+    setproctitle.setproctitle(f"postkeep: worker {index} ({cfg.base_dir})")
+    log.setup(cfg.log.level, process=f"w{index}")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when workers stop
+    try:
+        run(serve_worker(cfg, index, channel, sockets, tls_context, master_key))
+    except Exception:
+        logger.exception("worker=%d failed", index)
+        return 1
+    return 0
