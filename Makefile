@@ -45,6 +45,7 @@ test: install lint
 bench: install
 	$(BIN)/python bench/smtp_ingest/run.py
 	$(BIN)/python bench/imap/run.py
+	$(BIN)/python bench/footprint/run.py
 
 clean:
 	rm -rf $(VENV) var build src/*.egg-info .pytest_cache .ruff_cache .hypothesis
