@@ -122,19 +122,19 @@ class Proc:
 
 
 def proc_name(pid: int) -> str:
-    """A short role name: postkeep's `serve` / `imap-worker N`, else the command's name
-    (Dovecot's and Postfix's processes name themselves)."""
+    """A short role name: postkeep's `serve`, `fork server`, `worker N` (the titles its
+    processes set), else the command's name (Dovecot's and Postfix's processes name
+    themselves)."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         comm = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return "?"
     args = [a.decode(errors="replace") for a in argv if a]
+    title = " ".join(args)
+    if title.startswith("postkeep: "):  # "postkeep: worker 1 (/dir)", "postkeep: fork server (...)"
+        return title.removeprefix("postkeep: ").split(" (", 1)[0]
     if "postkeep" in " ".join(args[:3]):
-        if "imap-worker" in args:
-            rest = args[args.index("imap-worker") + 1 :]
-            index = rest[rest.index("--index") + 1] if "--index" in rest else "?"
-            return f"imap-worker {index}"
         for cmd in ("serve", "init", "user"):
             if cmd in args:
                 return cmd
@@ -679,7 +679,7 @@ def run_dovecot(base: Path, args: argparse.Namespace, deadline: Deadline) -> Ref
 
 # -- import costs ---------------------------------------------------------------------------------
 
-SERVE_IMPORTS = "import postkeep.cli, postkeep.server.main, postkeep.server.imap_workers, uvloop"
+SERVE_IMPORTS = "import postkeep.cli, postkeep.server.main, uvloop"
 STDLIB = "import asyncio, ssl, email.parser, email.policy, email.utils, logging, sqlite3"
 CRYPTOGRAPHY = (
     "import cryptography.x509, cryptography.hazmat.primitives.ciphers.aead, "
