@@ -146,13 +146,12 @@ class RecordingSmtpServer(SmtpServer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.connections: dict[int, Any] = {}  # client port -> the driver's _Conn
+        self.connections: dict[int, Any] = {}  # client port -> its SmtpConnection
         self.stats: dict[int, ConnStats] = {}
 
-    async def _loop(self, conn: Any) -> str:
+    def _session_started(self, conn: Any) -> None:
         self.connections[conn.port] = conn
         self.stats[conn.port] = ConnStats(conn.session)
-        return await super()._loop(conn)
 
 
 class _Records(logging.Handler):
@@ -421,7 +420,7 @@ class Harness:
         return server
 
     def smtp_conn(self, client_port: int, role: str = "mx") -> Any:
-        """The driver's state (`_Conn`) of the connection from `client_port`."""
+        """The driver's state (`SmtpConnection`) of the connection from `client_port`."""
         conn = self.on_loop(lambda: self._server(role).connections.get(client_port))
         assert conn is not None, f"no {role} connection from port {client_port}"
         return conn

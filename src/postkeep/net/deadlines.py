@@ -13,13 +13,17 @@ the waits that are past them: past the deadline the wait raises `TimeoutError`, 
 mark `SlowClient` (the driver decides, and may wait again with the same deadline). Either
 fires up to one interval late. Reading from an `asyncio.StreamReader` and draining a writer
 are safe to cancel: no octet is lost.
+
+`DeadlineWatch` is the same for drivers built on `asyncio.Protocol` (SMTP), which have no task
+waiting to cancel: a connection that waits on its client joins the watch with its times, and
+the watch calls its `expired(now)` once it is past one of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -97,3 +101,52 @@ class ReadDeadlines:
                 else:
                     continue
                 task.cancel()
+
+
+class Watched(Protocol):
+    """A connection waiting on its client: `deadline` and `slow_at` are loop times."""
+
+    deadline: float | None
+    slow_at: float | None
+
+    def expired(self, now: float) -> None:
+        """`now` is past `deadline` or `slow_at`: the connection decides (it leaves the watch,
+        or clears `slow_at` to stay)."""
+
+
+class DeadlineWatch:
+    """The connections of a server that wait on their clients, checked every `interval`."""
+
+    def __init__(self, interval: float = WATCH_INTERVAL) -> None:
+        self.interval = interval
+        self._waiting: set[Watched] = set()
+        self._watcher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._watcher = asyncio.create_task(self._watch())
+
+    def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+    def add(self, item: Watched) -> None:
+        self._waiting.add(item)
+
+    def discard(self, item: Watched) -> None:
+        self._waiting.discard(item)
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.interval)
+            now = loop.time()
+            for item in [w for w in self._waiting if _past(w, now)]:
+                if item in self._waiting:  # an earlier one's close may have ended it
+                    item.expired(now)
+
+
+def _past(item: Watched, now: float) -> bool:
+    return (item.deadline is not None and item.deadline < now) or (
+        item.slow_at is not None and item.slow_at < now
+    )

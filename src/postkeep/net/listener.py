@@ -23,6 +23,16 @@ One copy of what the SMTP and IMAP drivers (and the next ones) do before and aro
 - `start_tls` is the server side of STARTTLS (SMTP RFC 3207, IMAP RFC 9051 §6.2.1): plaintext
   pipelined behind the command is thrown away, never read as if it came over TLS (RFC 3207 §4.2,
   CVE-2011-0411), and logged `discarded ip=... bytes=...`; then the handshake, bounded in time.
+
+A role's sessions are either coroutines on asyncio streams (`session`: IMAP) or
+`asyncio.Protocol`s (`protocol`, a `SessionProtocol` per connection: SMTP), which the event
+loop hands the bytes as they come, with no task, stream reader, writer or future per read (see
+"The SMTP driver" in docs/architecture.md for why SMTP is one). For those, the same rules hold
+through `SessionProtocol`: the slot taken at `connection_made` (or before the implicit-TLS
+handshake) and given back at `connection_lost`, the goodbye on `stop`, the bounded flush on
+close (`SessionProtocol.close`), STARTTLS with `upgrade_tls`. `eagerly` runs a coroutine at
+once in a protocol's callback, as far as it goes without waiting: only one that has to wait
+becomes a task.
 """
 
 from __future__ import annotations
@@ -31,18 +41,22 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
 
 from postkeep import log
 from postkeep.config import parse_listen
-from postkeep.net.deadlines import ReadDeadlines
+from postkeep.net.deadlines import DeadlineWatch, ReadDeadlines
 from postkeep.net.slots import IpSlots, ip_class
+
+T = TypeVar("T")
 
 LISTEN_BACKLOG = 1024
 TLS_HANDSHAKE_TIMEOUT = 10.0
 ACCEPT_RETRY = 0.1  # seconds between tries of an accept that failed (EMFILE and the like)
 ACCEPT_FAILING_EVERY = 60.0  # seconds between log lines while accept keeps failing
+CLOSE_FLUSH = 5.0  # seconds a closed session's last replies may take to reach its client
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +71,55 @@ class Peer:
 
 
 Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Peer], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Ran(Generic[T]):
+    """What a coroutine that `eagerly` ran to its end returned."""
+
+    value: T
+
+
+def eagerly(coro: Coroutine[Any, Any, T]) -> Ran[T] | asyncio.Task[T]:
+    """Run `coro` now, in the caller (a protocol's callback), until it first has to wait: its
+    result if it never did, else the task that goes on with it from there. An exception it
+    raises before it waits is raised here."""
+    try:
+        pending = coro.send(None)
+    except StopIteration as stop:
+        return Ran(stop.value)
+    return asyncio.get_running_loop().create_task(_go_on(coro, pending))
+
+
+async def _go_on(coro: Coroutine[Any, Any, T], pending: Any) -> T:
+    return await _Resumed(coro, pending)
+
+
+class _Resumed(Generic[T]):
+    """Awaiting it goes on with a coroutine that was started already and is waiting on
+    `pending` (what `yield from` would do had the coroutine been awaited from the start)."""
+
+    __slots__ = ("coro", "pending")
+
+    def __init__(self, coro: Coroutine[Any, Any, T], pending: Any) -> None:
+        self.coro = coro
+        self.pending = pending
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        coro, pending = self.coro, self.pending
+        while True:
+            try:
+                sent = yield pending
+            except BaseException as exc:  # cancelled: the coroutine gets it where it waits
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+            else:
+                try:
+                    pending = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
 
 
 async def close_stream(writer: asyncio.StreamWriter) -> None:
@@ -133,23 +196,140 @@ def bind_listeners(listen: Sequence[str]) -> list[socket.socket]:
     return sockets
 
 
+class SessionProtocol(asyncio.Protocol):
+    """A Protocol-based session of a `Listeners` (see the module docstring).
+
+    Subclasses implement `begin` (the connection is admitted: greet), `data_received`, `ended`
+    (the connection is gone, whatever way: called once, after `begin`) and `goodbye` (the
+    server stops: say so in the protocol, then `close`). `peer` is given when the listener
+    admitted the connection before it was made (implicit TLS: the slot is taken before the
+    handshake)."""
+
+    __slots__ = ("_admission", "_done", "_lost", "admitted", "listeners", "peer", "transport")
+
+    def __init__(self, listeners: Listeners, peer: Peer | None) -> None:
+        self.listeners = listeners
+        self.peer = peer
+        self.admitted = peer is not None
+        self.transport: asyncio.Transport | None = None
+        self._admission: asyncio.Task[bool] | None = None
+        self._lost = False
+        self._done: asyncio.Future[None] | None = None  # made by `wait_closed` only
+
+    def begin(self) -> None:
+        raise NotImplementedError
+
+    def ended(self, exc: BaseException | None) -> None:
+        raise NotImplementedError
+
+    def goodbye(self) -> None:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """The server stops (`Listeners.stop`)."""
+        if self.admitted:
+            self.goodbye()
+            return
+        if self._admission is not None:
+            self._admission.cancel()
+        self.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's: no subclass
+        self.listeners.live.add(self)
+        if self.admitted:
+            self.begin()
+            return
+        address = transport.get_extra_info("peername") or ("0.0.0.0", 0)
+        self.peer = peer = Peer(str(address[0]), int(address[1]), ip_class(str(address[0])), False)
+        ran = eagerly(self.listeners.slots.acquire_ip(peer.key))
+        if isinstance(ran, Ran):
+            self._admit(ran.value)
+            return
+        transport.pause_reading()
+        self._admission = ran
+        ran.add_done_callback(self._admission_done)
+
+    def _admission_done(self, task: asyncio.Task[bool]) -> None:
+        self._admission = None
+        granted = not task.cancelled() and task.exception() is None and task.result()
+        if self._lost:  # gone while it waited
+            if granted:
+                assert self.peer is not None
+                self.listeners.slots.release_ip(self.peer.key)
+            return
+        if task.cancelled() or task.exception() is not None:
+            self.close()
+            return
+        self._admit(granted)
+        if self.admitted and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _admit(self, granted: bool) -> None:
+        assert self.peer is not None and self.transport is not None
+        if not granted:
+            self.listeners._log_reject(self.peer)
+            self.transport.write(self.listeners.busy)
+            self.close()
+            return
+        self.admitted = True
+        self.begin()
+
+    def close(self) -> None:
+        """Close once what was written is flushed, waiting at most `CLOSE_FLUSH` seconds for
+        the client to read it (a client that reads nothing keeps no slot)."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.close()
+        if transport.get_write_buffer_size():
+            asyncio.get_running_loop().call_later(CLOSE_FLUSH, transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self.listeners.live.discard(self)
+        if self._admission is not None:
+            self._admission.cancel()
+        if self.admitted:
+            assert self.peer is not None
+            self.listeners.slots.release_ip(self.peer.key)
+            self.ended(exc)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    async def wait_closed(self) -> None:
+        if self._lost:
+            return
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+        await self._done
+
+
+ProtocolFactory = Callable[["Listeners", Peer | None], SessionProtocol]
+
+
 class Listeners:
     """The listening sockets of one role and the sessions they accepted.
 
     `listen`: ("ip:port", implicit TLS?) pairs. `session(reader, writer, peer)` serves one
-    connection once its slot is taken. `busy`: the line sent to a client refused for the
-    connection limits (`busy_code`, its status code, goes in the log line when the protocol
-    has one). `sockets`: listening sockets bound already, in the order of `listen` (IMAP
-    worker processes share the main process's); default: bind them at `start`.
+    connection once its slot is taken; or, instead of `session`, `protocol(listeners, peer)`
+    makes the `SessionProtocol` of one (`peer` None: not admitted yet). `busy`: the line sent
+    to a client refused for the connection limits (`busy_code`, its status code, goes in the
+    log line when the protocol has one). `sockets`: listening sockets bound already, in the
+    order of `listen` (IMAP worker processes share the main process's); default: bind them at
+    `start`.
     `handshake_timeout`: seconds an implicit-TLS client has to finish its handshake.
     """
 
     def __init__(
         self,
         listen: Sequence[tuple[str, bool]],
-        session: Session,
+        session: Session | None,
         tls_context: ssl.SSLContext | None,
         *,
+        protocol: ProtocolFactory | None = None,
         slots: IpSlots,
         busy: bytes,
         busy_code: str | None = None,
@@ -159,8 +339,11 @@ class Listeners:
         sockets: Sequence[socket.socket] | None = None,
         handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
     ) -> None:
+        if (session is None) == (protocol is None):
+            raise ValueError("Listeners needs a session or a protocol, not both")
         self.listen = list(listen)
         self.session = session
+        self.protocol = protocol
         self.tls_context = tls_context
         self.slots = slots
         self.busy = busy
@@ -171,6 +354,8 @@ class Listeners:
         self.sockets = sockets
         self.handshake_timeout = handshake_timeout
         self.deadlines = ReadDeadlines()
+        self.watch = DeadlineWatch()  # for protocols
+        self.live: set[SessionProtocol] = set()  # protocols' connections, until lost
         self.servers: list[asyncio.Server] = []
         self._sockets: list[socket.socket] = []  # implicit TLS: accepted by `_accept`
         self._acceptors: list[asyncio.Task[None]] = []
@@ -187,6 +372,11 @@ class Listeners:
                 sock.setblocking(False)
                 self._sockets.append(sock)
                 self._acceptors.append(asyncio.create_task(self._accept(sock)))
+            elif self.protocol is not None:
+                server = await asyncio.get_running_loop().create_server(
+                    self._new_protocol, sock=sock, backlog=LISTEN_BACKLOG
+                )
+                self.servers.append(server)
             else:
                 server = await asyncio.start_server(
                     self._client, limit=self.read_size, backlog=LISTEN_BACKLOG, sock=sock
@@ -194,11 +384,15 @@ class Listeners:
                 self.servers.append(server)
             kind = "implicit TLS" if implicit else "STARTTLS"
             self.logger.info("listening on %s (%s, %s)", item, self.role, kind)
-        self.deadlines.start()
+        if self.protocol is not None:
+            self.watch.start()
+        else:
+            self.deadlines.start()
 
     async def stop(self) -> None:
         """Stop accepting, cancel the sessions and wait for them and the servers."""
         self.deadlines.stop()
+        self.watch.stop()
         for server in self.servers:
             server.close()
         for acceptor in self._acceptors:
@@ -210,6 +404,11 @@ class Listeners:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        live = list(self.live)
+        for connection in live:
+            connection.shutdown()
+        if live:
+            await asyncio.gather(*(c.wait_closed() for c in live), return_exceptions=True)
         for server in self.servers:
             await server.wait_closed()
 
@@ -255,6 +454,9 @@ class Listeners:
         except BaseException:
             sock.close()
             raise
+        if self.protocol is not None:
+            await self._implicit_protocol(sock, peer, self.protocol)
+            return
         try:
             loop = asyncio.get_running_loop()
             reader = asyncio.StreamReader(limit=self.read_size)
@@ -274,6 +476,32 @@ class Listeners:
         finally:
             sock.close()  # a no-op once the transport owns and closed it
             self.slots.release_ip(peer.key)
+
+    def _new_protocol(self) -> SessionProtocol:
+        assert self.protocol is not None
+        return self.protocol(self, None)
+
+    async def _implicit_protocol(
+        self, sock: socket.socket, peer: Peer, factory: ProtocolFactory
+    ) -> None:
+        """The handshake of an admitted implicit-TLS connection; the protocol it is made
+        for owns the slot from `connection_made` on (given back at `connection_lost`)."""
+        assert self.tls_context is not None
+        loop = asyncio.get_running_loop()
+        protocol = factory(self, peer)
+        started = loop.time()
+        try:
+            await loop.connect_accepted_socket(
+                lambda: protocol, sock, ssl=self.tls_context,
+                ssl_handshake_timeout=self.handshake_timeout,
+            )
+        except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as e:
+            _log_handshake_failure(self.logger, peer.ip, e, loop.time() - started,
+                                   self.handshake_timeout)
+        finally:
+            if protocol.transport is None:  # never made: the slot is still this task's
+                sock.close()
+                self.slots.release_ip(peer.key)
 
     def _log_reject(self, peer: Peer) -> None:
         code = f" code={self.busy_code}" if self.busy_code else ""
@@ -333,3 +561,33 @@ async def start_tls(
             ip, dropped, log.quote("data pipelined after STARTTLS"),
         )
     await handshake(writer, tls_context, timeout=timeout, ip=ip, logger=logger)
+
+
+async def upgrade_tls(
+    transport: asyncio.Transport,
+    protocol: asyncio.Protocol,
+    tls_context: ssl.SSLContext,
+    *,
+    dropped: int,
+    ip: str,
+    logger: logging.Logger,
+    timeout: float = TLS_HANDSHAKE_TIMEOUT,
+) -> asyncio.Transport:
+    """`start_tls` for a Protocol-based session: `dropped`, the octets of plaintext it read
+    past the command and threw away (logged); returns the TLS transport. A failed handshake is
+    logged and raised."""
+    if dropped:
+        logger.warning(
+            "discarded ip=%s bytes=%d reason=%s",
+            ip, dropped, log.quote("data pipelined after STARTTLS"),
+        )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        tls = await loop.start_tls(
+            transport, protocol, tls_context, server_side=True, ssl_handshake_timeout=timeout
+        )
+    except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as e:
+        _log_handshake_failure(logger, ip, e, loop.time() - started, timeout)
+        raise
+    return cast(asyncio.Transport, tls)  # uvloop's transports are no subclasses of it

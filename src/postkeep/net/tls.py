@@ -201,8 +201,8 @@ class EndPointBindings:
         self.default = {"tls-server-end-point": tls_server_end_point(default_cert)}
         self._by_file: dict[Path, bytes] = {default_cert: self.default["tls-server-end-point"]}
 
-    def of(self, writer: asyncio.StreamWriter) -> dict[str, bytes]:
-        """The bindings of the connection behind `writer` ({} without TLS)."""
+    def of(self, writer: asyncio.StreamWriter | asyncio.BaseTransport) -> dict[str, bytes]:
+        """The bindings of the connection behind `writer` (or a transport; {} without TLS)."""
         ssl_object = writer.get_extra_info("ssl_object")
         cert = certificate_file(ssl_object.context) if ssl_object is not None else None
         if cert is None:

@@ -6,6 +6,11 @@ The session core hands the driver each piece of a message's text as it is read
 (`postkeep.store.spool`), which the store then turns into the message's blob a chunk at a time.
 So what a session holds of a message is at most the threshold, whatever the message's size.
 
+Past the threshold, a piece that does not complete one of the spool's chunks only joins the
+chunk in memory (`Spool.room`): it is written right away, on the event loop. Only a piece that
+completes a chunk, which is then encrypted and written, costs a hop to a worker thread: at most
+one per chunk (64 KiB) of text, however small the client's reads.
+
 A process-wide `DataBudget` (`smtp.max_data_in_flight`) counts the octets of message text the
 intakes of all sessions keep in memory (a text until it is spooled, then the spool's partial
 chunk), MX and submission alike; besides, each session has the piece being read (at most a
@@ -72,7 +77,10 @@ class Intake:
             self._memory += data
             return True
         try:  # to the spool (the first time with what was in memory)
-            await asyncio.to_thread(self._write, data)
+            if self._spool is not None and len(data) < self._spool.room:
+                self._spool.write(data)  # no I/O: it joins the partial chunk
+            else:
+                await asyncio.to_thread(self._write, data)
         except Exception as exc:  # the store's StoreError, OSError (disk full...)
             return self._refuse(R_SPOOL_FAILED, f"spool write failed: {exc}")
         assert self._spool is not None

@@ -1,10 +1,11 @@
 """asyncio driver for the SMTP session core, both roles (MX and submission): the thin part.
 
-One coroutine per connection (accepted, counted and TLS-wrapped by `net.listener`) feeds bytes
-to `smtp.wire.session.SmtpSession`, answers its events (asking policy where the protocol alone
-cannot decide) and writes replies. Replies are batched: everything answerable from the bytes at
-hand is answered in one write (RFC 2920 §3.1: a server must flush before it blocks reading), so
-a whole EHLO reply and a pipelined MAIL/RCPT/DATA group each go out in one segment.
+Each connection (accepted, counted and TLS-wrapped by `net.listener`) is an `asyncio.Protocol`
+(`smtp.connection.SmtpConnection`) that feeds the bytes to `smtp.wire.session.SmtpSession`;
+the server answers its events here (asking policy where the protocol alone cannot decide).
+Replies are batched: everything answerable from the bytes at hand is answered in one write
+(RFC 2920 §3.1: a server must flush before it blocks reading), so a whole EHLO reply and a
+pipelined MAIL/RCPT/DATA group each go out in one segment.
 
 Owns: the deadlines (RFC 5321 §4.5.3.2), the error budget's delays, STARTTLS (RFC 3207), AUTH's
 replies and failure limits (RFC 4954), storing each message's text as it arrives
@@ -30,12 +31,10 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TypeVar
+from collections.abc import Sequence
 
 from postkeep import log
-from postkeep.auth.exchange import AuthExchange, AuthResult, AuthStatus, SaslAuthenticator
+from postkeep.auth.exchange import AuthResult, AuthStatus, SaslAuthenticator
 from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
 from postkeep.delivery.directory import StoreDirectory
@@ -43,12 +42,12 @@ from postkeep.delivery.inbound import Client, Inbound, InboundLimits, InboundPip
 from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
 from postkeep.net.budget import DataBudget
-from postkeep.net.deadlines import SlowClient
-from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
+from postkeep.net.listener import Listeners, upgrade_tls
 from postkeep.net.slots import ConnectionLimiter, IpSlots, slow_slots
-from postkeep.net.tls import EndPointBindings, network_error
+from postkeep.net.tls import EndPointBindings
 from postkeep.policy.relay import check_rcpt, check_sender
 from postkeep.policy.submission import check_envelope_sender, owned_addresses
+from postkeep.smtp.connection import SmtpConnection, tls_info
 from postkeep.smtp.intake import R_NO_ROOM, ROOM, Intake
 from postkeep.smtp.wire.parser import Auth, Rcpt
 from postkeep.smtp.wire.session import (
@@ -66,21 +65,16 @@ from postkeep.smtp.wire.session import (
     RcptReceived,
     Say,
     SessionLimits,
-    SmtpSession,
     StartTlsRequested,
     TextReceived,
 )
-from postkeep.store.api import Account, DsnRecipient, Envelope, Store
+from postkeep.store.api import DsnRecipient, Envelope, Store
 
 logger = log.get("smtp")
-T = TypeVar("T")
 
 READ_SIZE = 256 * 1024
 R_TOO_MANY_CONN = Reply(421, "4.7.0", "Too many connections, try again later")
-R_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
-R_TOO_SLOW = Reply(421, "4.4.2", "Too many slow connections, closing connection")
 R_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
-R_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 
 # AUTH (RFC 4954 §6): the SASL exchange's outcomes as replies
 R_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
@@ -101,37 +95,6 @@ AUTH_REPLIES = {
 def new_queue_id() -> str:
     """Sortable, unique enough queue id: milliseconds then 16 random bits, in hex."""
     return f"{int(time.time() * 1000):011X}{secrets.randbits(16):04X}"
-
-
-@dataclass(slots=True, eq=False)
-class _Conn:
-    ip: str
-    port: int
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    session: SmtpSession
-    out: list[bytes] = field(default_factory=list)
-    tls: TlsInfo | None = None
-    rcpt_accounts: dict[Rcpt, tuple[int, ...]] = field(default_factory=dict)
-    messages: int = 0
-    closing: bool = False
-    account: Account | None = None  # after a successful AUTH
-    owned: frozenset[str] = frozenset()  # addresses the account may send as
-    auth: AuthExchange | None = None  # an AUTH exchange in progress
-    auth_failures: int = 0
-    intake: Intake | None = None  # the text of the message being received
-    refusal: tuple[Reply, str] | None = None  # an intake's refusal, until its reply is sent
-    # the deadline (loop time) of the command line, message text or BDAT chunk being received,
-    # and the session mode it is for; None once it is complete
-    deadline: float | None = None
-    record: Mode = Mode.COMMAND
-    last_read: float = 0.0  # loop time of the last octets of message text
-    waited: float = 0.0  # seconds waited for commands since connect or the last message
-    slow: bool = False  # holds one of the slow slots
-
-
-class _TooSlow(Exception):
-    """The connection turned slow and no slow slot was free."""
 
 
 class SmtpServer:
@@ -217,8 +180,9 @@ class SmtpServer:
         )
         self.listeners = Listeners(
             self.listen,
-            self._serve,
+            None,
             tls_context,
+            protocol=lambda listeners, peer: SmtpConnection(self, listeners, peer),
             slots=self.slots,
             busy=f"{R_TOO_MANY_CONN}\r\n".encode(),
             busy_code=f"{R_TOO_MANY_CONN.code} {R_TOO_MANY_CONN.enhanced}",
@@ -228,8 +192,9 @@ class SmtpServer:
             sockets=sockets,
             handshake_timeout=cfg.tls.handshake_timeout,
         )
-        self.deadlines = self.listeners.deadlines
+        self.watch = self.listeners.watch
         self.handshake_timeout = cfg.tls.handshake_timeout
+        self.greeting = f"220 {cfg.server.hostname} ESMTP postkeep\r\n".encode()
 
     def capabilities(self, implicit_tls: bool, tls: TlsInfo | None = None) -> Capabilities:
         """What a connection is offered: `tls`, the TLS it runs over (None before STARTTLS),
@@ -250,165 +215,19 @@ class SmtpServer:
     async def stop(self) -> None:
         await self.listeners.stop()
 
-    # -- connection ---------------------------------------------------------------------------
+    def _session_started(self, conn: SmtpConnection) -> None:
+        """A connection was admitted and its session made (a hook for tests)."""
 
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
-    ) -> None:
-        ip, port, implicit = peer.ip, peer.port, peer.implicit_tls
-        started = time.monotonic()
-        tls = _tls_info(writer) if implicit else None
-        session = SmtpSession(
-            self.cfg.server.hostname, self.limits, self.capabilities(implicit, tls),
-            tls_active=implicit,
-        )
-        conn = _Conn(ip, port, reader, writer, session)
-        conn.tls = tls
-        logger.debug("connect ip=%s port=%d role=%s", ip, port, self.role)
-        reason = "quit"
-        try:
-            writer.write(f"220 {self.cfg.server.hostname} ESMTP postkeep\r\n".encode())
-            reason = await self._loop(conn)
-        except (ConnectionError, ssl.SSLError, OSError) as e:
-            reason = network_error(e)
-        except asyncio.CancelledError:
-            reason = "server shutdown"
-            writer.write(session.render(R_SHUTDOWN))
-            raise
-        finally:
-            if conn.intake is not None:
-                conn.intake.discard()
-            logger.info(
-                "disconnect ip=%s port=%d role=%s tls=%s user=%s helo=%s messages=%d errors=%d "
-                "seconds=%.3f reason=%s",
-                ip,
-                port,
-                self.role,
-                conn.tls.version if conn.tls else "no",
-                log.quote(conn.account.address if conn.account else "-"),
-                log.quote(session.helo.name if session.helo else "-"),
-                conn.messages,
-                session.errors,
-                time.monotonic() - started,
-                log.quote(reason),
-            )
-            self._not_slow(conn)
-            await close_stream(writer)
-
-    async def _loop(self, conn: _Conn) -> str:
-        session = conn.session
-        while True:
-            event = session.next_event()
-            if event is None:
-                try:
-                    data = await self._receive(conn)
-                except TimeoutError:
-                    return self._close(conn, R_TIMEOUT, self._timeout_reason(conn), "timeout")
-                except _TooSlow:
-                    return self._close(conn, R_TOO_SLOW, "too many slow connections", "too slow")
-                if not data:
-                    return "client closed"
-                session.feed(data)
-                continue
-            if not isinstance(event, TextReceived):  # a piece of text: the rest is to come
-                conn.deadline = None  # the command, the message or the chunk is complete
-                await self._handle(conn, event)
-            else:
-                began = asyncio.get_running_loop().time()
-                await self._handle(conn, event)  # may wait for the spool's writer thread
-                if conn.deadline is not None:  # the server's own time is not the client's
-                    conn.deadline += asyncio.get_running_loop().time() - began
-            if conn.intake is not None and conn.intake.stream != session.message_stream:
-                conn.intake.discard()  # RSET, EHLO, STARTTLS, a refused chunk: no message
-                conn.intake = None
-            if conn.closing:
-                conn.writer.write(b"".join(conn.out))  # flushed by close_stream
-                conn.out.clear()
-                return "quit" if session.mode is Mode.CLOSED else "error limit"
-
-    # -- deadlines (RFC 5321 §4.5.3.2) ------------------------------------------------------------
-
-    async def _receive(self, conn: _Conn) -> bytes:
-        """Flush the replies, then read, within the deadline of what is being received."""
-        session, smtp = conn.session, self.smtp
-        now = asyncio.get_running_loop().time()
-        text = session.mode in (Mode.DATA, Mode.BDAT)
-        if conn.deadline is None or conn.record is not session.mode:
-            conn.record = session.mode
-            conn.deadline = now + (smtp.data_timeout if text else smtp.command_timeout)
-            conn.last_read = now
-        if conn.out:
-            conn.writer.write(b"".join(conn.out))
-            conn.out.clear()
-            await self._wait(conn, conn.writer.drain)
-        data = await self._wait(conn, lambda: conn.reader.read(READ_SIZE))
-        if text and data:
-            # the text's allowance grows with what came, never past data_timeout ahead
-            now = asyncio.get_running_loop().time()
-            earned = conn.deadline + len(data) / smtp.min_data_rate
-            conn.last_read = now
-            conn.deadline = min(now + smtp.data_timeout, earned)
-        return data
-
-    async def _wait(self, conn: _Conn, start: Callable[[], Awaitable[T]]) -> T:
-        """Wait on the client (`start()`: a read or a drain) within the current deadline; the
-        connection turns slow past `slow_after` and then needs a slow slot (or `_TooSlow`)."""
-        assert conn.deadline is not None
-        loop = asyncio.get_running_loop()
-        text = conn.record in (Mode.DATA, Mode.BDAT)
-        while True:
-            began = loop.time()
-            slow_at = None
-            if not conn.slow:
-                # commands: the time waited in all; text: how far behind min_data_rate
-                base = conn.deadline - self.smtp.data_timeout if text else began
-                slow_at = base + self.smtp.slow_after - conn.waited
-                if slow_at <= began:
-                    await self._turn_slow(conn)
-                    slow_at = None
-            try:
-                return await self.deadlines.wait(start, conn.deadline, slow_at)
-            except SlowClient:
-                await self._turn_slow(conn)
-            finally:
-                if not text:
-                    conn.waited += loop.time() - began
-
-    async def _turn_slow(self, conn: _Conn) -> None:
-        if not await self.slots.acquire_slow():
-            raise _TooSlow
-        conn.slow = True
-
-    def _timeout_reason(self, conn: _Conn) -> str:
-        if conn.record not in (Mode.DATA, Mode.BDAT):
-            return "command timeout"
-        assert conn.deadline is not None
-        if conn.deadline < conn.last_read + self.smtp.data_timeout:
-            return "data rate below min_data_rate"
-        return "data timeout"
-
-    def _close(self, conn: _Conn, reply: Reply, reason: str, summary: str) -> str:
-        self._log_reject(conn, "-", reply, reason)
-        conn.writer.write(conn.session.render(reply))
-        return summary
-
-    def _not_slow(self, conn: _Conn) -> None:
-        """Give back the slow slot, if the connection holds one."""
-        if conn.slow:
-            conn.slow = False
-            self.slots.release_slow()
-
-    def _reply(self, conn: _Conn, reply: Reply) -> None:
+    def _reply(self, conn: SmtpConnection, reply: Reply) -> None:
         conn.out.append(conn.session.render(reply))
 
-    async def _error(self, conn: _Conn, cmd: str, reply: Reply, reason: str) -> None:
+    async def _error(self, conn: SmtpConnection, cmd: str, reply: Reply, reason: str) -> None:
         """Send an error reply, logging it, within the session's error budget."""
         self._log_reject(conn, cmd, reply, reason)
         self._reply(conn, reply)
         action = conn.session.error_action()
         if action is ErrorAction.DELAY and self.smtp.error_delay:
-            conn.writer.write(b"".join(conn.out))
-            conn.out.clear()
+            conn.flush()
             await asyncio.sleep(self.smtp.error_delay)
         elif action is ErrorAction.CLOSE:
             self._log_reject(conn, cmd, R_TOO_MANY_ERRORS, "hard error limit")
@@ -416,7 +235,7 @@ class SmtpServer:
             conn.session.mode = Mode.CLOSED
             conn.closing = True
 
-    def _log_reject(self, conn: _Conn, cmd: str, reply: Reply, reason: str) -> None:
+    def _log_reject(self, conn: SmtpConnection, cmd: str, reply: Reply, reason: str) -> None:
         logger.info(
             "reject ip=%s cmd=%s code=%d %s reason=%s",
             conn.ip,
@@ -426,7 +245,7 @@ class SmtpServer:
             log.quote(reason or reply.text),
         )
 
-    async def _handle(self, conn: _Conn, event: Event) -> None:
+    async def _handle(self, conn: SmtpConnection, event: Event) -> None:
         session = conn.session
         match event:
             case Say(reply=reply, close=close):
@@ -481,7 +300,7 @@ class SmtpServer:
             case AuthResponse(line=line):
                 await self._auth_respond(conn, line)
 
-    async def _rcpt(self, conn: _Conn, rcpt: Rcpt) -> None:
+    async def _rcpt(self, conn: SmtpConnection, rcpt: Rcpt) -> None:
         session = conn.session
         mail = session.transaction_mail
         declared = mail.params.size if mail is not None else None
@@ -494,7 +313,7 @@ class SmtpServer:
         conn.rcpt_accounts[rcpt] = tuple(a.id for a in decision.accounts)
         self._reply(conn, session.accept_rcpt(rcpt))
 
-    async def _text(self, conn: _Conn, data: bytes) -> None:
+    async def _text(self, conn: SmtpConnection, data: bytes) -> None:
         stream = conn.session.message_stream
         assert stream is not None  # text comes only while a message is being received
         if conn.intake is None:
@@ -506,12 +325,12 @@ class SmtpServer:
             assert conn.refusal is not None
             conn.session.refuse_message(conn.refusal[0])
 
-    def _reason(self, conn: _Conn, reply: Reply) -> str:
+    def _reason(self, conn: SmtpConnection, reply: Reply) -> str:
         """What to log for an error reply: the reason of the intake's refusal if it is that."""
         refusal, conn.refusal = conn.refusal, None
         return refusal[1] if refusal is not None and refusal[0] is reply else reply.text
 
-    async def _message(self, conn: _Conn, event: MessageReceived) -> None:
+    async def _message(self, conn: SmtpConnection, event: MessageReceived) -> None:
         intake, conn.intake = conn.intake, None
         try:
             await self._deliver(conn, event, intake)
@@ -519,7 +338,9 @@ class SmtpServer:
             if intake is not None:
                 intake.discard()
 
-    async def _deliver(self, conn: _Conn, event: MessageReceived, intake: Intake | None) -> None:
+    async def _deliver(
+        self, conn: SmtpConnection, event: MessageReceived, intake: Intake | None
+    ) -> None:
         accounts = {rcpt: conn.rcpt_accounts.get(rcpt, ()) for rcpt in event.rcpts}
         conn.rcpt_accounts.clear()
         if event.error is not None:
@@ -560,7 +381,7 @@ class SmtpServer:
             return
         conn.messages += 1
         conn.waited = 0.0  # a delivered message: the connection is not slow (any more)
-        self._not_slow(conn)
+        conn.not_slow()
         self._reply(conn, reply)
         if logger.isEnabledFor(logging.INFO):
             logger.info(
@@ -577,17 +398,18 @@ class SmtpServer:
 
     # -- AUTH (RFC 4954) --------------------------------------------------------------------------
 
-    async def _auth_start(self, conn: _Conn, auth: Auth) -> None:
+    async def _auth_start(self, conn: SmtpConnection, auth: Auth) -> None:
         assert self.auth is not None and self.bindings is not None
-        local = conn.writer.get_extra_info("sockname") or ("",)
+        assert conn.transport is not None
+        local = conn.transport.get_extra_info("sockname") or ("",)
         exchange, result = await self.auth.start(
-            auth.mechanism, auth.initial, self.bindings.of(conn.writer), str(local[0]),
+            auth.mechanism, auth.initial, self.bindings.of(conn.transport), str(local[0]),
             conn.tls.version if conn.tls else None,
         )
         conn.auth = exchange
         await self._auth_result(conn, auth.mechanism, result)
 
-    async def _auth_respond(self, conn: _Conn, line: bytes) -> None:
+    async def _auth_respond(self, conn: SmtpConnection, line: bytes) -> None:
         assert self.auth is not None
         if conn.auth is None:  # cannot happen: the session reads responses only after a 334
             conn.session.auth_finished(None)
@@ -595,7 +417,7 @@ class SmtpServer:
         result = await self.auth.respond(conn.auth, line)
         await self._auth_result(conn, conn.auth.name, result)
 
-    async def _auth_result(self, conn: _Conn, mechanism: str, result: AuthResult) -> None:
+    async def _auth_result(self, conn: SmtpConnection, mechanism: str, result: AuthResult) -> None:
         session = conn.session
         if not result.finished:
             conn.out.append(session.auth_challenge(result.challenge))
@@ -636,25 +458,17 @@ class SmtpServer:
             self._log_reject(conn, "AUTH", reply, result.reason)
         self._reply(conn, reply)
 
-    async def _starttls(self, conn: _Conn) -> None:
-        assert self.tls_context is not None
+    async def _starttls(self, conn: SmtpConnection) -> None:
+        assert self.tls_context is not None and conn.transport is not None
         session = conn.session
         conn.out.append(session.render(session.starttls_reply()))
-        conn.writer.write(b"".join(conn.out))
-        conn.out.clear()
-        await conn.writer.drain()
+        conn.flush()
         # RFC 3207 §4.2: plaintext pipelined after STARTTLS is thrown away
-        await start_tls(conn.reader, conn.writer, self.tls_context,
-                        buffered=session.starttls_begin(), ip=conn.ip, logger=logger,
-                        timeout=self.handshake_timeout)
-        conn.tls = _tls_info(conn.writer)
+        dropped = session.starttls_begin() + conn.drop_input()
+        conn.transport = await upgrade_tls(
+            conn.transport, conn, self.tls_context, dropped=dropped, ip=conn.ip,
+            logger=logger, timeout=self.handshake_timeout,
+        )
+        conn.tls = tls_info(conn.transport)
         session.tls_started(self.capabilities(False, conn.tls))
         conn.rcpt_accounts.clear()
-
-
-def _tls_info(writer: asyncio.StreamWriter) -> TlsInfo | None:
-    ssl_object = writer.get_extra_info("ssl_object")
-    if ssl_object is None:
-        return None
-    name, version, bits = ssl_object.cipher()
-    return TlsInfo(version, name, bits)

@@ -14,7 +14,8 @@ of the inbound pipeline. Nothing of it is ever on disk in plaintext:
   last, partial one in memory, so a chunk that is changed, moved, dropped or added fails its
   tag (`CryptoError`) instead of being read.
 
-A spool is written by one task at a time (in a worker thread, `write`) and read once the
+A spool is written by one task at a time (in a worker thread, `write`, unless the write fits
+in `room`) and read once the
 message is complete (`read`); a lock makes `close` wait for a write or read in progress, so a
 file descriptor is never closed under a thread still using it (and a read after `close` is an
 error, not a read of whatever file took the descriptor over).
@@ -64,6 +65,12 @@ class Spool:
     def buffered(self) -> int:
         """Octets of text held in memory (the last, partial chunk)."""
         return len(self._tail)
+
+    @property
+    def room(self) -> int:
+        """Octets a write can take without completing a chunk: such a write only adds to the
+        partial chunk in memory, and does no I/O (it need not run in a worker thread)."""
+        return CHUNK_SIZE - len(self._tail)
 
     def _nonce(self, index: int) -> bytes:
         return self._prefix + index.to_bytes(4, "big")
