@@ -44,6 +44,18 @@ class ServerConfig:
         "the directory holding the config file.",
         default=".",
     )
+    user: str = _doc(
+        "Unprivileged user the server runs as. Started as root (to bind ports below 1024), "
+        "`postkeep serve` binds every listener, then drops to this user for good (its groups, "
+        "umask 0077) before it reads the TLS keys and the master key and opens the store; its "
+        "worker processes run as it too, and so does the CLI run by root (`postkeep user "
+        "add`, ...) before it opens the store. Empty: postkeep refuses to run as root. Started "
+        "as any other user, it must be empty or name that user. The data directory, the "
+        "master key and the TLS keys must belong to it; started as root, `postkeep.toml` "
+        "must be owned by root and writable by no one else (it names the user root drops "
+        "to). `postkeep init` run as root creates the system user `postkeep` and sets it.",
+        default="",
+    )
 
 
 @dataclass(frozen=True)
@@ -408,6 +420,7 @@ class Config:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
+    source: Path | None = field(default=None, metadata={"internal": True})  # the file read
 
     def imap_processes(self) -> int:
         """How many processes serve IMAP (`imap.processes`, 0: one per core, at most 8)."""
@@ -637,7 +650,8 @@ def load(path: Path) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("", f"{path} is not valid TOML: {e}") from None
     cfg = _build(Config, table, "")
-    cfg = dataclasses.replace(cfg, base_dir=path.parent.resolve())
+    base_dir = path.parent.resolve()
+    cfg = dataclasses.replace(cfg, base_dir=base_dir, source=base_dir / path.name)
     _validate(cfg)
     return cfg
 

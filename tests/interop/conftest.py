@@ -8,8 +8,10 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,12 +19,44 @@ from pathlib import Path
 
 import pytest
 
+import postkeep
 from postkeep import config as config_mod
 from postkeep.store import open_store
 from postkeep.store.crypto import load_master_key
+from tests.interop.open_python import private_ancestors
 
-POSTKEEP = [sys.executable, "-m", "postkeep"]
+
+def _service_prefix() -> list[str]:
+    """What runs a postkeep command where its service user can reach this Python: nothing,
+    unless the tests run as root on a Python under a private directory (pyenv in /root), where
+    the server, once it drops to `server.user`, could not run or import it: then
+    `open_python.py`, which shows the user just that Python in a mount namespace of its own."""
+    if os.geteuid() != 0:
+        return []
+    needed = [sys.executable, os.path.dirname(os.__file__), sys.prefix,
+              os.path.dirname(postkeep.__file__)]
+    if not private_ancestors(needed):
+        return []
+    return [sys.executable, str(Path(__file__).with_name("open_python.py")), *needed, "--"]
+
+
+SERVICE_PREFIX = _service_prefix()
+PYTHON_POSTKEEP = [sys.executable, "-m", "postkeep"]
+POSTKEEP = [*SERVICE_PREFIX, *PYTHON_POSTKEEP]
 PASSWORD = "correct horse battery staple"
+
+
+def reachable(path: Path) -> Path:
+    """`path`, with the search permission for others added to it and to its parents below the
+    temporary directory, when the tests run as root: pytest makes its directories 0700, and
+    postkeep run by root drops to its service user, which must reach the instance in them."""
+    if os.geteuid() == 0:
+        top = Path(tempfile.gettempdir()).resolve()
+        for directory in (path.resolve(), *path.resolve().parents):
+            if top not in directory.parents:
+                break
+            directory.chmod(stat.S_IMODE(directory.stat().st_mode) | stat.S_IXOTH)
+    return path
 
 
 def require_tool(name: str, package: str, path: str | None = None) -> str:
@@ -176,6 +210,7 @@ def _toml(value: object) -> str:
 
 def make_instance(root: Path, domain: str = "example.test") -> Instance:
     port = free_port()
+    reachable(root)
     directory = root / "instance"
     subprocess.run(
         [*POSTKEEP, "init", str(directory), "--hostname", "localhost", "--domain", domain,

@@ -1,8 +1,9 @@
 """`postkeep serve`: builds the listeners and services from the config and runs them.
 
-Startup order: TLS context (fails fast on bad certificates), the open-file limit
-(`postkeep.server.fdlimit`: raised to what the connection caps need, or a refusal to start
-naming the keys), store (migrations), listeners,
+Startup order: the open-file limit (`postkeep.server.fdlimit`: raised to what the connection
+caps need, or a refusal to start naming the keys), every listening socket bound, the drop from
+root to `server.user` (`postkeep.server.privileges`), TLS context (fails fast on bad
+certificates), store (migrations), listeners started,
 IMAP worker processes (`postkeep.server.imap_workers`, when `imap.processes` > 1: that many
 workers share the IMAP listening sockets, bound here first, and this process serves no IMAP
 itself).
@@ -27,6 +28,7 @@ from postkeep.net.slots import LocalSlots, slow_slots
 from postkeep.net.tls import build_tls
 from postkeep.server.fdlimit import fd_need, raise_open_files
 from postkeep.server.imap_workers import WorkerPool
+from postkeep.server.privileges import become_service_user
 from postkeep.smtp.server import SmtpServer
 from postkeep.store import open_store
 from postkeep.store.crypto import load_master_key
@@ -35,18 +37,22 @@ logger = log.get("server")
 
 
 async def serve(cfg: Config) -> None:
-    tls_context = build_tls(cfg)
     raise_open_files(fd_need(cfg))
+    imap_listen = [*cfg.imap.listen, *cfg.imap.tls_listen]
+    processes = cfg.imap_processes() if imap_listen else 1
+    smtp_sockets = bind_listeners(cfg.smtp.listen)
+    submission_sockets = bind_listeners([*cfg.submission.listen, *cfg.submission.tls_listen])
+    imap_sockets = bind_listeners(imap_listen)
+    become_service_user(cfg)  # started as root: root ends here, before any key or the store
+    tls_context = build_tls(cfg)
     master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
     store = await open_store(cfg.store_url, cfg.data_dir, master_key)
     verifier = PasswordVerifier()
     budget = DataBudget(cfg.smtp.max_data_in_flight)  # message text in flight: MX + submission
-    smtp = SmtpServer(cfg, store, tls_context, budget=budget)
+    smtp = SmtpServer(cfg, store, tls_context, budget=budget, sockets=smtp_sockets)
     submission = SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier,
-                            budget=budget)
-    imap_listen = [*cfg.imap.listen, *cfg.imap.tls_listen]
-    processes = cfg.imap_processes() if imap_listen else 1
-    sockets = bind_listeners(imap_listen) if processes > 1 else None
+                            budget=budget, sockets=submission_sockets)
+    sockets = imap_sockets if processes > 1 else None
     slots = LocalSlots(
         cfg.imap.max_connections,
         cfg.imap.max_connections_per_ip,
@@ -55,7 +61,9 @@ async def serve(cfg: Config) -> None:
     )
     servers: list[SmtpServer | ImapServer] = [smtp] + ([submission] if submission.listen else [])
     if processes == 1 and imap_listen:
-        servers.append(ImapServer(cfg, store, tls_context, verifier, slots=slots))
+        servers.append(
+            ImapServer(cfg, store, tls_context, verifier, slots=slots, sockets=imap_sockets)
+        )
     # more than one: IMAP is served by that many workers only; this process keeps the slots
     # and relays events, with its event loop free to answer them at once
     workers = WorkerPool(
