@@ -75,8 +75,9 @@ class StoreConfig:
         default="",
     )
     master_key_file: str = _doc(
-        "File holding the 32-byte master key that wraps every account's data key (mode 0600; "
-        "relative to the data directory). Losing it loses all stored mail.",
+        "File holding the 32-byte master key that wraps every account's data key (mode 0600, "
+        "owned by `server.user` when set; relative to the data directory). Losing it loses all "
+        "stored mail.",
         default="master.key",
     )
 
@@ -108,7 +109,8 @@ class TlsConfig:
         default="tls/cert.pem",
     )
     key_file: str = _doc(
-        "PEM private key matching `cert_file` (mode 0600), relative to the data directory.",
+        "PEM private key matching `cert_file` (mode 0600, owned by `server.user` when set: it "
+        "is read after the privilege drop), relative to the data directory.",
         default="tls/key.pem",
     )
     certificates: list[TlsCertificate] = _doc(
@@ -579,9 +581,15 @@ def _validate(cfg: Config) -> None:
                     f"{section}.sasl_mechanisms[{i}]",
                     f"unknown mechanism {mech!r} (known: {', '.join(sorted(known))})",
                 )
-        if part.gssapi_keytab and not cfg.data_path(part.gssapi_keytab).is_file():
-            raise ConfigError(f"{section}.gssapi_keytab",
-                              f"no such file: {cfg.data_path(part.gssapi_keytab)}")
+        if part.gssapi_keytab:
+            keytab = cfg.data_path(part.gssapi_keytab)
+            try:
+                found = keytab.is_file()
+            except OSError as e:  # a directory on the way this user may not search
+                raise ConfigError(f"{section}.gssapi_keytab",
+                                  f"cannot reach {keytab}: {e.strerror}") from None
+            if not found:
+                raise ConfigError(f"{section}.gssapi_keytab", f"no such file: {keytab}")
     imap = cfg.imap
     for key in ("max_append_size", "max_connections", "max_connections_per_ip",
                 "max_connections_per_account", "login_timeout", "command_timeout",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -11,7 +12,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ import postkeep
 from postkeep import config as config_mod
 from postkeep.store import open_store
 from postkeep.store.crypto import load_master_key
+from tests.conftest import ROOT_TMP
 from tests.interop.open_python import private_ancestors
 
 
@@ -47,13 +48,13 @@ PASSWORD = "correct horse battery staple"
 
 
 def reachable(path: Path) -> Path:
-    """`path`, with the search permission for others added to it and to its parents below the
-    temporary directory, when the tests run as root: pytest makes its directories 0700, and
-    postkeep run by root drops to its service user, which must reach the instance in them."""
+    """`path`, with the search permission for others added to it and to its parents up to the
+    session's temporary directory (`tests.conftest.pytest_configure`), when the tests run as
+    root: pytest makes its directories 0700, and postkeep run by root drops to its service
+    user, which must reach the instance in them."""
     if os.geteuid() == 0:
-        top = Path(tempfile.gettempdir()).resolve()
         for directory in (path.resolve(), *path.resolve().parents):
-            if top not in directory.parents:
+            if ROOT_TMP not in directory.parents:
                 break
             directory.chmod(stat.S_IMODE(directory.stat().st_mode) | stat.S_IXOTH)
     return path
@@ -121,6 +122,21 @@ class Instance:
         else:
             text += f"\n{header}{lines}"
         path.write_text(text)
+
+    def hand_over(self, *paths: Path) -> None:
+        """Give files the tests made as root to the instance's `server.user`, as an operator
+        installing a key or a keytab must: the server reads them after its privilege drop.
+        No paths: every root-owned file of the instance but postkeep.toml (what a store opened
+        in the test process wrote: blobs, their directories)."""
+        user = config_mod.load(self.dir / "postkeep.toml").server.user
+        if os.geteuid() != 0 or not user:
+            return
+        account = pwd.getpwnam(user)
+        if not paths:
+            paths = tuple(p for p in self.dir.rglob("*")
+                          if p.lstat().st_uid == 0 and p.name != "postkeep.toml")
+        for path in paths:
+            os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
 
     def start(self) -> None:
         """Start the server and wait until it has logged "ready" (every listener is up)."""

@@ -215,8 +215,11 @@ def test_serves_the_privileged_ports_as_its_user(
     assert f"privileges dropped user={service_user} uid={pw.pw_uid}" in log
     for _section, _key, port in LISTEN:
         assert f"listening on 127.0.0.1:{port} " in log
-    # what the server created (SQLite's files, blobs, the writer lock) is the user's
+    # what the server created (SQLite's files, blobs, the writer lock) is the user's alone
     assert root_owned(directory) == [directory / "postkeep.toml"]
+    created = [*directory.glob("store.db*"), *(directory / "blobs").rglob("*")]
+    assert len(created) > 3 and all(p.stat().st_mode & 0o077 == 0 for p in created), [
+        (p, oct(p.stat().st_mode)) for p in created]
 
 
 def test_root_refuses_to_run_without_a_user_or_with_a_config_others_may_write(
