@@ -3,13 +3,13 @@
 postkeep is started as root only to bind the mail ports below 1024 (25, 465, 587, 143, 993).
 `serve` binds every listening socket first, then calls `become_service_user`, which drops the
 process to `server.user` for good; only then does it read the TLS keys and the master key and
-open the store. So nothing that parses client input ever runs as root, root never opens a file
-of the data directory, which the service user may write (a key replaced by a link to a root-only
-file would be read by root and handed to the unprivileged process), and every file the store
-creates (SQLite's -wal and -shm, the writer lock, blobs) belongs to the user. Worker processes
-are started after the drop and inherit it. The CLI run by root (`postkeep user add`, ...) drops
-the same way before it opens the store, so it leaves no root-owned file the server could not
-open.
+open the store. So nothing that parses client input ever runs as root; root opens no file of the
+instance but postkeep.toml (the service user may write the data directory: a key replaced by a
+link to a root-only file would be read by root and handed to the unprivileged process); and
+every file the store creates (SQLite's -wal and -shm, the writer lock, blobs) is the user's.
+Worker processes are started after the drop and inherit it. The CLI run by root (`postkeep user
+add`, ...) drops the same way before it opens the store, so it leaves no root-owned file the
+server could not open.
 
 Rules (secure by default, `become_service_user`): started as root with `server.user` empty,
 postkeep refuses to run (it never serves as root); started as root with it set, it drops to
@@ -117,9 +117,8 @@ def become_service_user(cfg: Config) -> None:
     service_account(name)
     if cfg.source is not None:
         _check_config_file(cfg.source)
-    paths = _installation()
     pw = drop_privileges(name)
-    _check_reachable(name, paths)
+    _check_installation(name)
     if cfg.source is not None and not os.access(cfg.source, os.R_OK):
         group = grp.getgrgid(pw.pw_gid).gr_name
         raise ConfigError(KEY, f"{name!r} cannot read {cfg.source}, which its worker processes "
@@ -129,7 +128,8 @@ def become_service_user(cfg: Config) -> None:
 
 
 def _check_config_file(path: Path) -> None:
-    """Root reads the config before dropping: it must be root's and no one else may write it."""
+    """The config root read and is about to act on (whom to drop to) must be root's, and no one
+    else may write it."""
     st = path.stat()
     if st.st_uid != 0:
         raise ConfigError(KEY, f"{path} is owned by uid {st.st_uid}, not root: started as root, "
@@ -139,18 +139,15 @@ def _check_config_file(path: Path) -> None:
                                f"{stat.S_IMODE(st.st_mode):04o}): chmod 640 {path}")
 
 
-def _installation() -> list[tuple[str, int]]:
-    """What a process of the dropped user must reach: this Python and its standard library
-    (worker processes run it; modules load lazily) and postkeep's package."""
-    return [
+def _check_installation(user: str) -> None:
+    """After the drop, the user must reach this Python and its standard library (worker
+    processes run it; modules load lazily) and postkeep's package."""
+    needed = [
         (sys.executable, os.X_OK),
         (os.path.dirname(os.__file__), os.R_OK | os.X_OK),
         (os.path.dirname(postkeep.__file__), os.R_OK | os.X_OK),
     ]
-
-
-def _check_reachable(user: str, paths: list[tuple[str, int]]) -> None:
-    for path, mode in paths:
+    for path, mode in needed:
         if not os.access(path, mode):
             raise ConfigError(KEY, f"{user!r} cannot {'run' if mode == os.X_OK else 'read'} "
                                    f"{path}: install Python and postkeep where that user can "
