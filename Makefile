@@ -26,7 +26,8 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	@if [ ! -f $(DEV)/postkeep.toml ]; then \
-	  $(BIN)/postkeep init $(DEV) --hostname localhost --domain example.test && \
+	  $(BIN)/postkeep init $(DEV) --hostname localhost --domain example.test \
+	    $$( [ "$$(id -u)" = 0 ] && echo "--user root" ) && \
 	  $(BIN)/postkeep --dir $(DEV) user add alice@example.test; \
 	fi
 	$(BIN)/postkeep --dir $(DEV) serve

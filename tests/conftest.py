@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,27 @@ import pytest
 
 from tests.harness import Harness, running_harness
 from tests.pg import new_database
+
+#: Run as root, the session's temporary directories live in a directory of its own in here.
+ROOT_TMP = Path("/var/tmp")
+_session_tmp: list[Path] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Run as root (without --basetemp), the session's temporary directories go to a directory
+    of its own in /var/tmp, removed at the end: postkeep run by root drops to its service user,
+    which must reach the instances in them (`tests.interop.conftest.reachable`), and pytest's
+    /tmp/pytest-of-root is 0700, put back to 0700 by every session that starts."""
+    if os.geteuid() == 0 and config.option.basetemp is None:
+        path = Path(tempfile.mkdtemp(prefix="postkeep-tests-", dir=ROOT_TMP))
+        _session_tmp.append(path)
+        config.option.basetemp = str(path)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for path in _session_tmp:
+        shutil.rmtree(path, ignore_errors=True)
 
 #: Store backends the harness tests run on: SQLite always; PostgreSQL too when the suite is
 #: given one (`make test` sets POSTKEEP_TEST_PG_URL).

@@ -51,6 +51,20 @@ class ServerConfig:
         "connection itself. 0: one per CPU core (at most 8).",
         default=0,
     )
+    user: str = _doc(
+        "Unprivileged user the server runs as. Started as root (to bind ports below 1024), "
+        "`postkeep serve` binds every listener, then drops to this user for good (its groups, "
+        "umask 0077) before it reads the TLS keys and the master key and opens the store; its "
+        "worker processes run as it too, and so does the CLI run by root (`postkeep user "
+        "add`, ...) before it opens the store. Empty: postkeep refuses to run as root; `root`: "
+        "it runs as root, no drop, with a warning (a development instance: `make run` started "
+        "by root sets it). Started as any other user, it must be empty or name that user. "
+        "The data directory, the master key and the TLS keys must belong to it; started as "
+        "root, `postkeep.toml` must be owned by root and writable by no one else (it names the "
+        "user root drops to). `postkeep init` run as root creates the system user `postkeep` "
+        "and sets it.",
+        default="",
+    )
 
 
 @dataclass(frozen=True)
@@ -70,8 +84,9 @@ class StoreConfig:
         default="",
     )
     master_key_file: str = _doc(
-        "File holding the 32-byte master key that wraps every account's data key (mode 0600; "
-        "relative to the data directory). Losing it loses all stored mail.",
+        "File holding the 32-byte master key that wraps every account's data key (mode 0600, "
+        "owned by `server.user` when set; relative to the data directory). Losing it loses all "
+        "stored mail.",
         default="master.key",
     )
 
@@ -103,7 +118,8 @@ class TlsConfig:
         default="tls/cert.pem",
     )
     key_file: str = _doc(
-        "PEM private key matching `cert_file` (mode 0600), relative to the data directory.",
+        "PEM private key matching `cert_file` (mode 0600, owned by `server.user` when set: it "
+        "is read after the privilege drop), relative to the data directory.",
         default="tls/key.pem",
     )
     certificates: list[TlsCertificate] = _doc(
@@ -408,6 +424,7 @@ class Config:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
+    source: Path | None = field(default=None, metadata={"internal": True})  # the file read
 
     def processes(self) -> int:
         """How many worker processes serve the listeners (`server.processes`, 0: one per
@@ -572,9 +589,15 @@ def _validate(cfg: Config) -> None:
                     f"{section}.sasl_mechanisms[{i}]",
                     f"unknown mechanism {mech!r} (known: {', '.join(sorted(known))})",
                 )
-        if part.gssapi_keytab and not cfg.data_path(part.gssapi_keytab).is_file():
-            raise ConfigError(f"{section}.gssapi_keytab",
-                              f"no such file: {cfg.data_path(part.gssapi_keytab)}")
+        if part.gssapi_keytab:
+            keytab = cfg.data_path(part.gssapi_keytab)
+            try:
+                found = keytab.is_file()
+            except OSError as e:  # a directory on the way this user may not search
+                raise ConfigError(f"{section}.gssapi_keytab",
+                                  f"cannot reach {keytab}: {e.strerror}") from None
+            if not found:
+                raise ConfigError(f"{section}.gssapi_keytab", f"no such file: {keytab}")
     imap = cfg.imap
     for key in ("max_append_size", "max_connections", "max_connections_per_ip",
                 "max_connections_per_account", "login_timeout", "command_timeout",
@@ -643,7 +666,8 @@ def load(path: Path) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("", f"{path} is not valid TOML: {e}") from None
     cfg = _build(Config, table, "")
-    cfg = dataclasses.replace(cfg, base_dir=path.parent.resolve())
+    base_dir = path.parent.resolve()
+    cfg = dataclasses.replace(cfg, base_dir=base_dir, source=base_dir / path.name)
     _validate(cfg)
     return cfg
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
 import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -18,12 +20,45 @@ from pathlib import Path
 
 import pytest
 
+import postkeep
 from postkeep import config as config_mod
 from postkeep.store import open_store
 from postkeep.store.crypto import load_master_key
+from tests.conftest import ROOT_TMP
+from tests.interop.open_python import private_ancestors
 
-POSTKEEP = [sys.executable, "-m", "postkeep"]
+
+def _service_prefix() -> list[str]:
+    """What runs a postkeep command where its service user can reach this Python: nothing,
+    unless the tests run as root on a Python under a private directory (pyenv in /root), where
+    the server, once it drops to `server.user`, could not run or import it: then
+    `open_python.py`, which shows the user just that Python in a mount namespace of its own."""
+    if os.geteuid() != 0:
+        return []
+    needed = [sys.executable, os.path.dirname(os.__file__), sys.prefix,
+              os.path.dirname(postkeep.__file__)]
+    if not private_ancestors(needed):
+        return []
+    return [sys.executable, str(Path(__file__).with_name("open_python.py")), *needed, "--"]
+
+
+SERVICE_PREFIX = _service_prefix()
+PYTHON_POSTKEEP = [sys.executable, "-m", "postkeep"]
+POSTKEEP = [*SERVICE_PREFIX, *PYTHON_POSTKEEP]
 PASSWORD = "correct horse battery staple"
+
+
+def reachable(path: Path) -> Path:
+    """`path`, with the search permission for others added to it and to its parents up to the
+    session's temporary directory (`tests.conftest.pytest_configure`), when the tests run as
+    root: pytest makes its directories 0700, and postkeep run by root drops to its service
+    user, which must reach the instance in them."""
+    if os.geteuid() == 0:
+        for directory in (path.resolve(), *path.resolve().parents):
+            if ROOT_TMP not in directory.parents:
+                break
+            directory.chmod(stat.S_IMODE(directory.stat().st_mode) | stat.S_IXOTH)
+    return path
 
 
 def require_tool(name: str, package: str, path: str | None = None) -> str:
@@ -88,6 +123,21 @@ class Instance:
         else:
             text += f"\n{header}{lines}"
         path.write_text(text)
+
+    def hand_over(self, *paths: Path) -> None:
+        """Give files the tests made as root to the instance's `server.user`, as an operator
+        installing a key or a keytab must: the server reads them after its privilege drop.
+        No paths: every root-owned file of the instance but postkeep.toml (what a store opened
+        in the test process wrote: blobs, their directories)."""
+        user = config_mod.load(self.dir / "postkeep.toml").server.user
+        if os.geteuid() != 0 or not user:
+            return
+        account = pwd.getpwnam(user)
+        if not paths:
+            paths = tuple(p for p in self.dir.rglob("*")
+                          if p.lstat().st_uid == 0 and p.name != "postkeep.toml")
+        for path in paths:
+            os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
 
     def start(self) -> None:
         """Start the server and wait until it has logged "ready" (every listener is up)."""
@@ -211,6 +261,7 @@ def _toml(value: object) -> str:
 
 def make_instance(root: Path, domain: str = "example.test") -> Instance:
     port = free_port()
+    reachable(root)
     directory = root / "instance"
     subprocess.run(
         [*POSTKEEP, "init", str(directory), "--hostname", "localhost", "--domain", domain,

@@ -7,7 +7,7 @@ import stat
 import subprocess
 from pathlib import Path
 
-from tests.interop.conftest import PASSWORD, POSTKEEP, Instance
+from tests.interop.conftest import PASSWORD, POSTKEEP, Instance, reachable
 
 
 def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -16,7 +16,7 @@ def run(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str
 
 
 def test_init_creates_a_working_instance(tmp_path: Path) -> None:
-    d = tmp_path / "inst"
+    d = reachable(tmp_path) / "inst"
     r = run("init", str(d), "--hostname", "mx.example.org", "--domain", "example.org",
             "--base-port", "3100")
     assert r.returncode == 0, r.stderr

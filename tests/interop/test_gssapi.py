@@ -30,7 +30,7 @@ from postkeep import config as config_mod
 from postkeep.errors import ConfigError
 from postkeep.sasl import gssapi as sasl_gssapi
 from postkeep.sasl import mechanisms as sasl
-from tests.interop.conftest import Instance, free_port, make_instance, require_tool
+from tests.interop.conftest import Instance, free_port, make_instance, reachable, require_tool
 
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
@@ -173,6 +173,8 @@ def gss(kdc: Kdc) -> Any:
 @pytest.fixture(scope="module")
 def sub(kdc: Kdc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     inst = make_instance(tmp_path_factory.mktemp("gssapi"))
+    reachable(kdc.dir)
+    inst.hand_over(kdc.keytab, kdc.dir / "rcache")  # read and written after the drop
     inst.set_config(
         "submission",
         sasl_mechanisms=["GSSAPI", "SCRAM-SHA-256", "PLAIN"],
@@ -183,7 +185,7 @@ def sub(kdc: Kdc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance
     with pytest.MonkeyPatch.context() as mp:
         for key in ("KRB5_CONFIG", "KRB5RCACHEDIR"):
             mp.setenv(key, kdc.env[key])
-        mp.setenv("KRB5_TRACE", str(kdc.dir / "server-trace.log"))
+        mp.setenv("KRB5_TRACE", str(inst.dir / "server-trace.log"))
         inst.start()
     yield inst
     inst.stop()

@@ -127,6 +127,7 @@ def _deliver(inst: Instance, address: str, messages: list[bytes], mailbox: str =
             await store.close()
 
     asyncio.run(run())
+    inst.hand_over()  # what this (root) process wrote goes to the server's user
 
 
 def _text_lines(size: int, seed: bytes) -> bytes:

@@ -10,6 +10,7 @@ a ServerHello; a plaintext refusal line would only be a TLS error to it), and lo
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import socket
 import ssl
@@ -137,6 +138,28 @@ def test_serve_raises_the_soft_limit_to_the_need(tmp_path: Path) -> None:
         proc.wait(15)
 
 
+def _nofile(pid: int) -> tuple[int, int]:
+    """The RLIMIT_NOFILE (soft, hard) of process `pid`, from /proc/PID/limits."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError(f"no open files limit for {pid}")
+
+
+def _set_nofile(pid: int, limits: tuple[int, int]) -> None:
+    """Set the RLIMIT_NOFILE of process `pid` from outside (prlimit(2)). The server runs as its
+    `server.user`, and a root without CAP_SYS_RESOURCE (a container's) may only set the limits
+    of processes of its own uid and gid, so the call is made as the server's user."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    uid, gid = (int(line.split()[1]) for line in status if line.startswith(("Uid:", "Gid:")))
+    if (uid, gid) == (os.geteuid(), os.getegid()):
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+        return
+    subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "prlimit",
+                    f"--pid={pid}", f"--nofile={limits[0]}:{limits[1]}"], check=True)
+
+
 def test_accept_failures_log_one_line_per_burst(inst: Instance) -> None:
     """Out of file descriptors (EMFILE), an implicit-TLS accept is retried ten times a second;
     the burst is logged once when it starts and once when accept works again, with its count,
@@ -144,16 +167,16 @@ def test_accept_failures_log_one_line_per_burst(inst: Instance) -> None:
     lowest free descriptor number, so the next accept fails for real, then raised back."""
     pid = inst.worker()
     before = inst.log()
-    limits = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    limits = _nofile(pid)
     held = {int(p.name) for p in Path(f"/proc/{pid}/fd").iterdir()}
     lowest_free = min(set(range(max(held) + 2)) - held)  # a new descriptor takes this number
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, limits[1]))
+    _set_nofile(pid, (lowest_free, limits[1]))
     try:
         sock = socket.create_connection(("127.0.0.1", inst.submissions_port), timeout=10)
         inst.wait_log(r"accept failed reason=")
         time.sleep(1.5)  # some tens of failed tries
     finally:
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, limits)
+        _set_nofile(pid, limits)
     ctx = ssl.create_default_context(cafile=str(inst.ca_file))
     with sock, ctx.wrap_socket(sock, server_hostname="localhost") as tls:
         assert tls.recv(100).startswith(b"220 ")

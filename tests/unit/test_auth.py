@@ -207,7 +207,7 @@ def test_verifier_ok_wrong_and_cache(run: Run) -> None:
 
 def test_verifier_shares_successes_across_processes(run: Run) -> None:
     """An IMAP worker's verifier asks the main process's cache before any argon2 work and
-    reports its own successes to it (postkeep.server.imap_workers wires these over its channel)."""
+    reports its own successes to it (postkeep.server.worker wires these over its channel)."""
     main = PasswordVerifier()
     worker = PasswordVerifier(key=main.key)
     asked: list[bytes] = []

@@ -13,6 +13,7 @@ from typing import Any
 from postkeep import config as config_mod
 from postkeep.addresses import canonical_domain, canonical_local
 from postkeep.auth.passwords import generate_password
+from postkeep.server.privileges import become_service_user
 from postkeep.smtp.wire.parser import CommandError, is_domain, parse_path
 from postkeep.store import open_store
 from postkeep.store.api import Store
@@ -31,8 +32,14 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 
 
 def with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[Any]]) -> Any:
-    """Open the instance's store, run `action` on it, close it; returns what `action` returns."""
+    """Open the instance's store, run `action` on it, close it; returns what `action` returns.
+
+    Run by root, the command first drops to `server.user` as the server does
+    (`postkeep.server.privileges`), so what the store creates (SQLite's files, the writer
+    lock, blobs) belongs to the user the server runs as; with `server.user` empty, root is
+    refused."""
     cfg = load_config(args)
+    become_service_user(cfg, serving=False)
     master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
 
     async def run() -> Any:

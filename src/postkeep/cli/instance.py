@@ -1,17 +1,24 @@
 """Commands that set up, run and check a `postkeep` instance: init, serve, check,
-config-reference."""
+config-reference.
+
+`init` run by root also creates the system user the server runs as (`server.user`,
+`postkeep.server.privileges`) and hands the instance's files over to it."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import pwd
+import shutil
+import subprocess
 from pathlib import Path
 
 from postkeep import config as config_mod
 from postkeep.auth.passwords import generate_password, hash_password
 from postkeep.cli.common import CONFIG_NAME, CliError, check_domain, load_config, with_store
-from postkeep.errors import StoreError
+from postkeep.errors import ConfigError, StoreError
 from postkeep.sasl.secrets import derive_secrets
+from postkeep.server.privileges import ROOT_USER, service_account
 from postkeep.smtp.wire.parser import is_domain
 from postkeep.store.api import Store
 from postkeep.store.crypto import create_master_key, load_master_key
@@ -19,11 +26,16 @@ from postkeep.store.crypto import create_master_key, load_master_key
 # -- init ---------------------------------------------------------------------------------------
 
 
-def _config_text(hostname: str, base_port: int) -> str:
+DEFAULT_USER = "postkeep"
+
+
+def _config_text(hostname: str, base_port: int, user: str) -> str:
     return f"""# postkeep instance configuration: see docs/config.md for every key.
 [server]
 hostname = "{hostname}"
 data_dir = "."
+# started as root, postkeep binds its ports, then runs as this user (empty: never as root)
+user = "{user}"
 
 [smtp]
 listen = ["127.0.0.1:{base_port + 25}"]
@@ -46,12 +58,19 @@ def cmd_init(args: argparse.Namespace) -> int:
     domain = check_domain(args.domain)
     if not (args.base_port > 0 and args.base_port + 993 < 65536):
         raise CliError("--base-port must leave room for base+993 below 65536")
+    root = os.geteuid() == 0
+    if args.user is not None and not root:
+        raise CliError("--user: only init run as root creates and sets the system user")
     cfg_path = directory / CONFIG_NAME
     if cfg_path.exists():
         raise CliError(f"{cfg_path} exists already: this directory holds an instance")
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    cfg_path.write_text(_config_text(hostname, args.base_port))
+    as_root = root and args.user == ROOT_USER  # explicit: a development instance, no drop
+    account = (ensure_system_user(args.user or DEFAULT_USER, directory.resolve())
+               if root and not as_root else None)
+    user = ROOT_USER if as_root else account.pw_name if account else ""
+    cfg_path.write_text(_config_text(hostname, args.base_port, user))
     cfg = config_mod.load(cfg_path)
     create_master_key(cfg.data_path(cfg.store.master_key_file))
     from postkeep.net.tls import create_self_signed
@@ -59,6 +78,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     create_self_signed(
         hostname, cfg.data_path(cfg.tls.cert_file), cfg.data_path(cfg.tls.key_file)
     )
+    if account is not None:
+        _hand_over(cfg, cfg_path, account)
     password = generate_password()
 
     async def setup(store: Store) -> None:
@@ -74,8 +95,60 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"SMTP listens on 127.0.0.1:{args.base_port + 25}, submission on "
           f"{args.base_port + 87} (STARTTLS) and {args.base_port + 65} (implicit TLS), IMAP on "
           f"{args.base_port + 143} (STARTTLS) and {args.base_port + 993} (implicit TLS)")
+    if account is not None:
+        print(f"started as root, the server runs as {account.pw_name} (server.user)")
+    if as_root:
+        print('server.user = "root": the server will not drop its privileges (development '
+              "only; `postkeep init` as root without --user root creates a service user)")
     print(f"postmaster@{domain} password: {password}")
     return 0
+
+
+def ensure_system_user(name: str, home: Path) -> pwd.struct_passwd:
+    """The user `name`, created as a system user (its own group, no login, `home` as home
+    directory, not created) when it does not exist; an existing one is reused."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        shell = next((s for s in ("/usr/sbin/nologin", "/sbin/nologin") if os.path.exists(s)),
+                     "/bin/false")
+        r = subprocess.run(
+            [useradd, "--system", "--user-group", "--no-create-home", "--home-dir", str(home),
+             "--shell", shell, name],
+            capture_output=True, text=True, check=False,
+        )
+        try:
+            pwd.getpwnam(name)  # created, or by another init meanwhile
+        except KeyError:
+            problem = r.stderr.strip() or f"exit status {r.returncode}"
+            raise CliError(f"cannot create the system user {name!r}: {problem}") from None
+        if r.returncode == 0:
+            print(f"created system user {name}")
+    try:
+        return service_account(name)
+    except ConfigError as e:
+        raise CliError(f"--user: {e.problem}") from None
+
+
+def _hand_over(cfg: config_mod.Config, cfg_path: Path, account: pwd.struct_passwd) -> None:
+    """init run by root: the data directory, the keys and the certificate go to the service
+    user (the keys stay 0600); postkeep.toml stays root's, readable by the user's group (it
+    names whom root drops to, so the user must not write it). The directory is 0711: a root
+    without CAP_DAC_OVERRIDE (the systemd unit's) must still reach postkeep.toml in it; its
+    files are 0600 or 0640, and so is what the server creates (umask 0077)."""
+    uid, gid = account.pw_uid, account.pw_gid
+    data_dir = cfg.data_dir
+    os.chown(data_dir, uid, gid)
+    os.chmod(data_dir, 0o711)
+    for key in (cfg.store.master_key_file, cfg.tls.key_file, cfg.tls.cert_file):
+        path = cfg.data_path(key)
+        for owned in (path, *path.parents):
+            if owned == data_dir or data_dir not in owned.parents:
+                break
+            os.chown(owned, uid, gid)
+    os.chown(cfg_path, 0, gid)
+    os.chmod(cfg_path, 0o640)
 
 
 # -- serve / check ------------------------------------------------------------------------------
@@ -145,6 +218,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--domain", default="example.test")
     p.add_argument("--base-port", type=int, default=2500,
                    help="SMTP listens on base+25 (default 2500 → 2525)")
+    p.add_argument("--user", help="run by root: the system user the server runs as (default "
+                                  f"{DEFAULT_USER}; created if missing), set as server.user; "
+                                  "`root`: no drop (a development instance only)")
     p.set_defaults(func=cmd_init)
 
     sub.add_parser("serve", help="run the server").set_defaults(func=cmd_serve)

@@ -11,10 +11,10 @@ message accepted; IMAP: logged in, or the command complete) or ends. At most `ma
 clients that trickle octets, idle or keep a command open hold `max_slow` slots at most,
 however many addresses they come from, and the rest stays for clients that keep up.
 
-`LocalSlots` keeps the counts; a listener in the server's main process uses it directly. An
-IMAP worker process uses `postkeep.server.imap_workers.RemoteSlots`, which asks the main
-process's `LocalSlots` over the worker channel, so the limits stay global however many
-processes accept connections.
+`LocalSlots` keeps the counts: the server's main process holds one per service
+(`postkeep.server.pool`), and in-process servers (tests) their own. A worker process uses
+`postkeep.server.worker.RemoteSlots`, which asks the main process's `LocalSlots` over the
+worker channel, so the limits stay global however many processes accept connections.
 """
 
 from __future__ import annotations

@@ -3,15 +3,18 @@ that serve them, supervises them and serves no connection itself (`postkeep.serv
 
 Start-up, in this order, and why:
 
-1. the TLS context (fails fast on bad certificates; built once here and inherited by the
-   workers) and the open-file limit (`postkeep.server.fdlimit`: raised to what a worker's
-   connection caps need, or a refusal naming the keys; the workers inherit it);
+1. the open-file limit (`postkeep.server.fdlimit`: raised to what a worker's connection caps
+   need, or a refusal naming the keys; the workers inherit it);
 2. every listening socket bound (ports below 1024 need root), in the config's order;
-3. the master key read; everything a worker runs imported, then `gc.freeze()`, then the fork
-   server forked (`postkeep.server.forkserver`): while this process still has one thread and
-   no event loop, so that the workers it forks share the imported pages;
-4. on the event loop: the store opened once (migrations, stale blobs removed) and closed: the
-   workers open their own; then the workers started, and "ready" logged once all are up.
+3. the drop from root to `server.user` (`postkeep.server.privileges`): nothing after this runs
+   as root, and no file of the instance but postkeep.toml was opened by root;
+4. the TLS context (fails fast on bad certificates; built once here and inherited by the
+   workers) and the master key, read as that user;
+5. the store opened once (migrations, stale blobs removed) and closed: the workers open their
+   own; everything a worker runs imported, then `gc.freeze()`, then the fork server forked
+   (`postkeep.server.forkserver`): while this process still has one thread and no event
+   loop, so that the workers it forks share the imported pages;
+6. on the event loop: the workers started, and "ready" logged once all are up.
 
 SIGTERM/SIGINT stop the workers (each ends its sessions with 421 4.3.2 / BYE and closes its
 store, which drains pending writes), then the fork server. Both signals are blocked from the
@@ -39,6 +42,7 @@ from postkeep.net.tls import build_tls
 from postkeep.server.fdlimit import fd_need, raise_open_files
 from postkeep.server.forkserver import ForkServer, ForkServerGone
 from postkeep.server.pool import WorkerPool, service_slots
+from postkeep.server.privileges import become_service_user
 from postkeep.server.worker import ListenSockets, run_worker
 from postkeep.store import open_store
 from postkeep.store.crypto import load_master_key
@@ -71,10 +75,11 @@ def bind_all(cfg: Config) -> ListenSockets:
 def serve(cfg: Config) -> None:
     """Run the server until SIGTERM or SIGINT (see the module's docstring for the order)."""
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    tls_context = build_tls(cfg)
     raise_open_files(fd_need(cfg))
     sockets = bind_all(cfg)
     try:
+        become_service_user(cfg)  # started as root: root ends here, before any key or the store
+        tls_context = build_tls(cfg)
         master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
         _preload(cfg)
         run(_prepare_store(cfg, master_key))

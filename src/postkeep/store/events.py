@@ -10,7 +10,7 @@ subscriber to resynchronise from the store (e.g. re-SELECT / CONDSTORE, RFC 7162
 trusting the event stream. All methods must be called on the event loop's thread; the store hops
 there with ``loop.call_soon_threadsafe`` before publishing.
 
-With IMAP worker processes (`postkeep.server.imap_workers`) each process has its own bus: `relay`
+With worker processes (`postkeep.server.worker`) each process has its own bus: `relay`
 is then set to a function that forwards every locally published event to the other processes, whose
 buses take it with `publish_local` (which does not relay again).
 """
