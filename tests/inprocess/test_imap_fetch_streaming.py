@@ -1,7 +1,8 @@
 """FETCH of messages too large to hold (`postkeep.imap.loader.STREAM_SIZE`), over the wire: the
 streamed responses are octet for octet what the in-memory renderer gives for the whole message
 (`postkeep.imap.fetch.render_items` on its bytes), for every kind of section, partial fetches,
-BINARY (base64, quoted-printable, NUL and literal8) and BINARY.SIZE; with COMPRESS too."""
+BINARY (base64, quoted-printable, NUL and literal8) and BINARY.SIZE; with COMPRESS too. The
+same for smaller messages read whole, with their blob inline in the database or a file."""
 
 from __future__ import annotations
 
@@ -19,24 +20,28 @@ from postkeep.imap.wire.commands import Fetch
 from postkeep.imap.wire.parser import parse
 from postkeep.mime.summary import Summary, summarize
 from postkeep.store.api import Flag, MessageInfo
+from postkeep.store.blobs import INLINE_MAX
 from tests.harness import PASSWORD, Harness
 
 LINE = b"The quick brown fox jumps over the lazy dog, again and again.\r\n"
 
 
-def big_message() -> bytes:
+def big_message(divisor: int = 1) -> bytes:
     """About 1.3 MiB: text, a base64 attachment, quoted-printable, binary with NUL, and an
-    attached message, each part well past STREAM_SIZE or small."""
-    attachment = base64.encodebytes(bytes(range(256)) * 1200).replace(b"\n", b"\r\n")
-    qp = b"caf=C3=A9 =3D soft=\r\nbreak   \r\n" * 9000
-    nul = (b"\x00\x01binary\r\n" * 20000)
+    attached message, each part well past STREAM_SIZE or small; with a `divisor`, the same
+    parts that much smaller."""
+    attachment = base64.encodebytes(bytes(range(256)) * (1200 // divisor)).replace(
+        b"\n", b"\r\n"
+    )
+    qp = b"caf=C3=A9 =3D soft=\r\nbreak   \r\n" * (9000 // divisor)
+    nul = (b"\x00\x01binary\r\n" * (20000 // divisor))
     inner = (b"From: Inner <in@example.test>\r\nSubject: inner\r\nX-Extra: yes\r\n\r\n"
-             + LINE * 3000)
+             + LINE * (3000 // divisor))
     return (
         b"From: Alice <alice@example.test>\r\nTo: bob@example.test\r\nSubject: big one\r\n"
         b"X-Long: " + b"x" * 500 + b"\r\nMIME-Version: 1.0\r\n"
         b'Content-Type: multipart/mixed; boundary="BB"\r\n\r\npreamble\r\n'
-        b"--BB\r\nContent-Type: text/plain\r\n\r\n" + LINE * 5000 +
+        b"--BB\r\nContent-Type: text/plain\r\n\r\n" + LINE * (5000 // divisor) +
         b"\r\n--BB\r\nContent-Type: application/octet-stream\r\n"
         b"Content-Transfer-Encoding: base64\r\n\r\n" + attachment +
         b"\r\n--BB\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -154,6 +159,27 @@ def test_streamed_fetch_matches_in_memory_rendering(harness: Harness, compress: 
     items = "RFC822 RFC822.HEADER RFC822.TEXT FLAGS"  # not PEEK: sets \Seen
     assert client.command(f"FETCH 1 ({items})") == b"OK"
     assert client.untagged == [expected(data, items, Flag.SEEN)]
+
+
+@pytest.mark.parametrize(("divisor", "layout"), [(100, "inline"), (8, "file")])
+def test_messages_read_whole_fetch_alike_inline_or_file(
+    harness: Harness, divisor: int, layout: str
+) -> None:
+    """Below STREAM_SIZE a message is read whole: from its row (inline blob, no file made) or
+    from its file (past INLINE_MAX), the responses are the renderer's, item for item."""
+    data = big_message(divisor)
+    assert (len(data) < INLINE_MAX) == (layout == "inline") and len(data) < loader.STREAM_SIZE
+    user = harness.new_user("example.test")
+    client = Client(harness, user)
+    before = set(harness.root.glob("blobs/*/*/*"))
+    client.send(b"a APPEND INBOX {%d+}\r\n" % len(data) + data + b"\r\n")
+    assert client.response().startswith(b"a OK [APPENDUID ")
+    made = set(harness.root.glob("blobs/*/*/*")) - before
+    assert len(made) == (0 if layout == "inline" else 1)
+    assert client.command("SELECT INBOX") == b"OK"
+    for items in ITEMS:
+        assert client.command(f"FETCH 1 ({items})") == b"OK", items
+        assert client.untagged == [expected(data, items)], items
 
 
 def test_blob_failing_mid_literal_closes_the_connection(harness: Harness) -> None:

@@ -218,6 +218,10 @@ class Instance:
 
     def messages(self, address: str, mailbox: str = "INBOX") -> list[bytes]:
         """Read back (decrypting) every message in an account's mailbox, oldest first."""
+        return [data for _, data in asyncio.run(self._messages(address, mailbox))]
+
+    def stored(self, address: str, mailbox: str = "INBOX") -> list[tuple[str, bytes]]:
+        """(blob id, decrypted message) of every message in the mailbox, oldest first."""
         return asyncio.run(self._messages(address, mailbox))
 
     def outbound(self) -> list[tuple[list[str], bytes]]:
@@ -234,7 +238,7 @@ class Instance:
         finally:
             await store.close()
 
-    async def _messages(self, address: str, mailbox: str) -> list[bytes]:
+    async def _messages(self, address: str, mailbox: str) -> list[tuple[str, bytes]]:
         cfg = config_mod.load(self.dir / "postkeep.toml")
         store = await open_store(cfg.store_url, cfg.data_dir,
                                  load_master_key(cfg.data_path(cfg.store.master_key_file)))
@@ -244,7 +248,7 @@ class Instance:
             box = await store.get_mailbox(account.id, mailbox)
             assert box is not None
             infos = sorted(await store.list_messages(box.id), key=lambda m: m.uid)
-            return [await store.read_message(account.id, m.id) for m in infos]
+            return [(m.blob_id, await store.read_message(account.id, m.id)) for m in infos]
         finally:
             await store.close()
 

@@ -3,8 +3,10 @@
 Four client threads send messages (each with a unique id and a body derived from it) over real
 SMTP connections while the server is killed with SIGKILL at random moments: the whole process
 tree at once, then restarted; or one worker process, which the main process restarts while
-the other keeps serving. At the end, every message whose DATA got `250` is in the store,
-exactly as sent, and decrypts.
+the other keeps serving. Three clients send small messages, whose blobs are stored inline in
+the database (durable with the commit alone), one sends messages past INLINE_MAX, stored as
+files. At the end, every message whose DATA got `250` is in the store, exactly as sent, in
+the form its size says, and decrypts.
 """
 
 from __future__ import annotations
@@ -18,14 +20,20 @@ import threading
 import time
 from collections.abc import Callable
 
+from postkeep.store.blobs import INLINE_MAX
 from tests.interop.conftest import Instance
 
 KILLS = 5
 
 
+LARGE_LINES = INLINE_MAX // 68 + 100  # a blob file, not inline
+
+
 def body_for(mid: str) -> str:
+    """~4.5 KB, or past INLINE_MAX for the messages of client c3 ("c3-...")."""
     digest = hashlib.sha256(mid.encode()).hexdigest()
-    lines = [f"{digest}{i:04d}" for i in range(60)]  # ~4.5 KB
+    count = LARGE_LINES if mid.startswith("c3-") else 60
+    lines = [f"{digest}{i:04d}" for i in range(count)]
     return f"Subject: crash {mid}\r\nMessage-ID: <{mid}@crash.test>\r\n\r\n" + "\r\n".join(lines)
 
 
@@ -72,14 +80,18 @@ def _check_stored(fresh: Instance, acked: list[str]) -> None:
     assert len(acked) >= KILLS * 20, "clients made too little progress to test anything"
     assert len(set(acked)) == len(acked)
     stored: dict[str, bytes] = {}
-    for msg in fresh.messages("alice@example.test"):
+    files: dict[str, bool] = {}  # whether the message's blob is a file (else inline)
+    for blob_id, msg in fresh.stored("alice@example.test"):
         _, _, rest = msg.partition(b"Subject: crash ")
         mid = rest.split(b"\r\n", 1)[0].decode()
         stored[mid] = b"Subject: crash " + rest
+        files[mid] = (fresh.dir / "blobs" / blob_id[:2] / blob_id[2:4] / blob_id).is_file()
     missing = [m for m in acked if m not in stored]
     assert not missing, f"{len(missing)} acknowledged messages lost: {missing[:5]}"
     for mid in acked:
         assert stored[mid] == body_for(mid).encode() + b"\r\n", f"{mid} corrupted"
+        assert files[mid] == mid.startswith("c3-"), f"{mid} stored as the wrong kind of blob"
+    assert any(files[m] for m in acked) and not all(files[m] for m in acked)
 
 
 def test_sigkill_of_the_whole_server_loses_nothing_acknowledged(fresh: Instance) -> None:

@@ -23,9 +23,11 @@ from postkeep.store.api import (
     LocalDelivery,
     MailboxEvent,
 )
+from postkeep.store.blobs import INLINE_MAX
 from postkeep.store.crypto import CHUNK_SIZE
 from postkeep.store.sql.schema import blobs, envelopes
 from postkeep.store.sql.store import SqlStore
+from tests.store.layout import blob_files, inline_data, stored_blobs
 
 Run = Callable[[Awaitable[Any]], Any]
 MARKER = b"PLAINTEXT-MARKER-7f3a"
@@ -54,9 +56,7 @@ def message(n: int = 0, size: int = 300) -> bytes:
     return head + b"x" * max(0, size - len(head))
 
 
-def blob_files(data_dir: Path) -> list[Path]:
-    root = data_dir / "blobs"
-    return [p for p in root.glob("*/*/*") if p.is_file()]
+LARGE = 200_000  # stored as a file (past INLINE_MAX)
 
 
 @pytest.fixture
@@ -65,20 +65,22 @@ def accounts(run: Run, store: SqlStore) -> list[Account]:
     return [run(store.add_account(f"{n}@example.org", "h")) for n in ("a", "b", "c")]
 
 
+@pytest.mark.parametrize(("size", "layout"), [(5000, "inline"), (LARGE, "file")])
 def test_deliver_shares_one_blob(
-    run: Run, store: SqlStore, accounts: list[Account], data_dir: Path
+    run: Run, store: SqlStore, accounts: list[Account], data_dir: Path, db_url: str,
+    size: int, layout: str,
 ) -> None:
-    data = message(1, 5000)
+    data = message(1, size)
     result = run(store.deliver(delivery([a.id for a in accounts], data)))
     assert [d.account_id for d in result.delivered] == [a.id for a in accounts]
-    files = blob_files(data_dir)
-    assert [p.name for p in files] == [result.blob_id]  # ONE blob for all recipients
+    # ONE blob for all recipients: in its row if small, else a file
+    assert stored_blobs(db_url, data_dir) == {result.blob_id: layout}
     for d in result.delivered:
         assert run(store.read_message(d.account_id, d.message_id)) == data
         inbox = run(store.get_mailbox(d.account_id, "INBOX"))
         assert inbox is not None and inbox.id == d.mailbox_id
         [info] = run(store.list_messages(d.mailbox_id))
-        assert (info.id, info.uid, info.size) == (d.message_id, 1, 5000)
+        assert (info.id, info.uid, info.size) == (d.message_id, 1, size)
         assert info.blob_id == result.blob_id
     # another account's key does not open the message
     first = result.delivered[0]
@@ -88,21 +90,24 @@ def test_deliver_shares_one_blob(
         run(store.read_message(first.account_id, first.message_id + 10_000))
 
 
+@pytest.mark.parametrize(("size", "layout"), [(2000, "inline"), (LARGE, "file")])
 def test_blob_is_not_plaintext(
-    run: Run, store: SqlStore, accounts: list[Account], data_dir: Path, tmp_path: Path
+    run: Run, store: SqlStore, accounts: list[Account], data_dir: Path, tmp_path: Path,
+    db_url: str, size: int, layout: str,
 ) -> None:
-    run(store.deliver(delivery([accounts[0].id], message(2, 2000))))
-    files = blob_files(data_dir)
-    assert files
+    result = run(store.deliver(delivery([accounts[0].id], message(2, size))))
+    assert stored_blobs(db_url, data_dir) == {result.blob_id: layout}
+    if layout == "inline":  # the row holds the ciphertext (PostgreSQL's files are elsewhere)
+        assert MARKER not in inline_data(db_url, result.blob_id)
     for path in tmp_path.rglob("*"):  # blobs, and the SQLite db / WAL when on SQLite
         if path.is_file():
             assert MARKER not in path.read_bytes(), path
 
 
-def test_tampered_blob_detected(
+def test_tampered_blob_file_detected(
     run: Run, store: SqlStore, accounts: list[Account], data_dir: Path
 ) -> None:
-    result = run(store.deliver(delivery([accounts[0].id], message(3, 1000))))
+    result = run(store.deliver(delivery([accounts[0].id], message(3, LARGE))))
     [path] = blob_files(data_dir)
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0x01
@@ -250,9 +255,12 @@ def test_concurrent_deliveries_group_commit(
     assert stats.batches < stats.deliveries
 
 
+@pytest.mark.parametrize(("inline_max", "layout"), [(INLINE_MAX, "inline"), (0, "file")])
 def test_bad_delivery_fails_alone(
-    run: Run, store: SqlStore, accounts: list[Account], data_dir: Path
+    run: Run, make_store: Callable[..., SqlStore], accounts: list[Account], data_dir: Path,
+    db_url: str, inline_max: int, layout: str,
 ) -> None:
+    store = make_store(inline_max=inline_max)
     good = accounts[0].id
 
     async def go() -> list[Any]:
@@ -269,7 +277,7 @@ def test_bad_delivery_fails_alone(
     ok = [r for i, r in enumerate(results) if i != 3]
     assert all(not isinstance(r, BaseException) for r in ok)
     assert sorted(r.delivered[0].uid for r in ok) == list(range(1, 8))
-    assert sorted(p.name for p in blob_files(data_dir)) == sorted(r.blob_id for r in ok)
+    assert stored_blobs(db_url, data_dir) == {r.blob_id: layout for r in ok}
     assert run(store.get_account_by_id(good)).used_bytes == sum(
         len(message(i)) for i in range(8) if i != 3
     )
@@ -290,20 +298,25 @@ def test_event_bus_gets_events(run: Run, store: SqlStore, accounts: list[Account
     assert {e.account_id for e in everything} == {a, b}
 
 
+@pytest.mark.parametrize(("inline_max", "layout"), [(INLINE_MAX, "inline"), (0, "file")])
 def test_remove_account_deletes_unreferenced_blobs(
-    run: Run, store: SqlStore, accounts: list[Account], data_dir: Path, db_url: str
+    run: Run, make_store: Callable[..., SqlStore], accounts: list[Account], data_dir: Path,
+    db_url: str, inline_max: int, layout: str,
 ) -> None:
+    store = make_store(inline_max=inline_max)
     a, b = accounts[0], accounts[1]
     shared = run(store.deliver(delivery([a.id, b.id], message(1))))
-    run(store.deliver(delivery([a.id], message(2))))
+    only_a = run(store.deliver(delivery([a.id], message(2))))
     only_b = run(store.deliver(delivery([b.id], message(3))))
-    assert len(blob_files(data_dir)) == 3
+    every = {r.blob_id: layout for r in (shared, only_a, only_b)}
+    assert stored_blobs(db_url, data_dir) == every
     run(store.remove_account(a.address))
-    names = {p.name for p in blob_files(data_dir)}
-    assert names == {shared.blob_id, only_b.blob_id}  # only_a's blob is gone
+    del every[only_a.blob_id]  # only_a's blob is gone (row, and file if any)
+    assert stored_blobs(db_url, data_dir) == every
     d = shared.delivered[1]
     assert run(store.read_message(d.account_id, d.message_id)) == message(1)
     run(store.remove_account(b.address))
+    assert stored_blobs(db_url, data_dir) == {}
     assert blob_files(data_dir) == []
     engine = create_engine(db_url)
     try:

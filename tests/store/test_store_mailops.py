@@ -13,9 +13,11 @@ from sqlalchemy import create_engine, make_url, select
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.mime.summary import Summary
 from postkeep.store.api import Account, Envelope, Flag, LocalDelivery, MailboxEvent, OverQuota
+from postkeep.store.blobs import INLINE_MAX
 from postkeep.store.sql.base import LOOP_BUSY_TIMEOUT_MS, LOOP_CACHE_KIB
 from postkeep.store.sql.schema import blobs
 from postkeep.store.sql.store import SqlStore
+from tests.store.layout import stored_blobs
 
 Run = Callable[[Awaitable[Any]], Any]
 NO_FLAGS = Flag(0)
@@ -147,7 +149,12 @@ def test_mailbox_changes_are_the_difference_since_a_modseq(
         run(store.mailbox_changes(inbox + 999, 0))
 
 
-def test_deliver_all_is_one_transaction(run: Run, store: SqlStore, acct: Account) -> None:
+@pytest.mark.parametrize(("inline_max", "layout"), [(INLINE_MAX, "inline"), (0, "file")])
+def test_deliver_all_is_one_transaction(
+    run: Run, make_store: Callable[..., SqlStore], acct: Account, db_url: str, inline_max: int,
+    layout: str,
+) -> None:
+    store = make_store(inline_max=inline_max)
     env = Envelope("", "", [], "127.0.0.1", "", 1_700_000_000.0)
 
     def d(mailbox: str, text: bytes) -> LocalDelivery:
@@ -161,8 +168,8 @@ def test_deliver_all_is_one_transaction(run: Run, store: SqlStore, acct: Account
         run(store.deliver_all([d("INBOX", MSG), d("NoSuchBox", MSG)]))
     assert run(store.mailbox_snapshot(inbox)).uids == [1]
     assert run(store.get_account_by_id(acct.id)).used_bytes == used
-    files = [p for p in (store.data_dir / "blobs").rglob("*") if p.is_file()]
-    assert len(files) == 2  # the failed group's blobs were removed again
+    # the failed group's blobs were removed again (its files; inline ones were never stored)
+    assert stored_blobs(db_url, store.data_dir) == {r.blob_id: layout for r in results}
     assert run(store.deliver_all([])) == []
 
 
@@ -290,9 +297,10 @@ def test_flag_changes_commit_relaxed_deliveries_durably(
 
 
 def test_expunged_blobs_are_removed_after_the_commit(
-    run: Run, store: SqlStore, acct: Account
+    run: Run, make_store: Callable[..., SqlStore], acct: Account
 ) -> None:
     """The writer hands the unlinks to its files thread: done by `sync()`, and by `close()`."""
+    store = make_store(inline_max=0)
     inbox = _box(run, store, acct, "INBOX")
     uids = [_put(run, store, acct, data=MSG + str(i).encode()) for i in range(3)]
 

@@ -1,5 +1,9 @@
 """Blob files: durable, atomic storage of encrypted message blobs on the local file system.
 
+Only blobs larger than INLINE_MAX are files: smaller ones are stored in the database, in the
+``blobs.data`` column of their row, written in the transaction that inserts the message rows
+(`postkeep.store.sql.writer`), so they cost no file, no fsync and no unlink of their own.
+
 Layout: ``<data_dir>/blobs/ab/cd/<blob_id>`` where ``abcd`` are the first four characters of the
 blob id. A blob id is 36 lower-case hex characters (URL- and file-name-safe, safe on
 case-insensitive file systems): a 16-bit time bucket (the time in 64-second units, modulo 2**16)
@@ -45,6 +49,18 @@ _FILE_MODE = 0o600
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 BlobData = bytes | bytearray | memoryview | Iterable[bytes]  # whole, or in pieces
+
+INLINE_MAX = 128 << 10
+"""Largest blob (encrypted size, octets) stored inline in the database instead of as a file.
+
+Creating and fsyncing a file per message cost 0.7-1.2 ms of kernel time per message in SMTP
+ingest, more than all of the Python work; a blob in its row rides on the batch's one WAL fsync
+(or PostgreSQL commit). SQLite's own measurements ("35% Faster Than The Filesystem",
+"Internal Versus External BLOBs") put the break-even between a blob in the database and one
+in a file at about 100 KB with the default 4 KiB pages. 128 KiB also bounds what an inline
+blob costs in memory while it is encrypted and inserted, or read back whole (IMAP reads
+messages of up to 256 KiB whole anyway).
+"""
 
 
 def new_blob_id() -> str:

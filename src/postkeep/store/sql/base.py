@@ -33,7 +33,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from postkeep.errors import StoreError
-from postkeep.store.blobs import BlobFiles
+from postkeep.store.blobs import INLINE_MAX, BlobFiles
 from postkeep.store.crypto import (
     CryptoError,
     account_key_context,
@@ -116,6 +116,8 @@ class SqlStoreBase:
     bus MailboxEvents are published on (one is created if not given). `maintenance` removes the
     temporary blob files a crash left behind at open: only the server's main process may, since
     another process (an IMAP worker, the admin CLI) could be writing one right then.
+    `inline_max`: blobs of at most this many octets are stored in the database, not as files
+    (`postkeep.store.blobs.INLINE_MAX`; 0 makes every blob a file).
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class SqlStoreBase:
         maintenance: bool = True,
         max_batch: int = 256,
         max_batch_bytes: int = 32 << 20,
+        inline_max: int = INLINE_MAX,
     ) -> None:
         if len(master_key) != 32:
             raise StoreError("the master key must be 32 bytes")
@@ -137,6 +140,7 @@ class SqlStoreBase:
         self.events = events if events is not None else EventBus()
         self.max_batch = max_batch
         self.max_batch_bytes = max_batch_bytes
+        self.inline_max = inline_max
         self._master = master_key
         self._read_workers = read_workers
         self._maintenance = maintenance
@@ -176,6 +180,7 @@ class SqlStoreBase:
             max_batch=self.max_batch,
             max_batch_bytes=self.max_batch_bytes,
             lock_path=self._writer_lock_path(),
+            inline_max=self.inline_max,
         )
         self._writer_thread.start()
 
@@ -413,10 +418,16 @@ class SqlStoreBase:
 
     def _delete_blobs_later(self, blob_ids: list[str]) -> None:
         """Remove blob files no row refers to any more (after the commit that released them),
-        on the writer's files thread: the writer does not wait for the unlinks and fsyncs."""
+        on the writer's files thread: the writer does not wait for the unlinks and fsyncs.
+        (Inline blobs went with their rows: callers pass only the ids of files.)"""
         if blob_ids:
             assert self._writer_thread is not None
             self._writer_thread.defer_files(lambda: self._blobs.delete_many(blob_ids))
+
+    def _blob(self, cur: Cursor, blob_id: str) -> bytes:
+        """The whole encrypted blob: from its row if it is inline, else from its file."""
+        data = cur.scalar(self.hot.blob_data, bid=blob_id)
+        return bytes(data) if data is not None else self._blobs.read(blob_id)
 
     def _data_key(self, address_key: str, wrapped: bytes) -> bytes:
         """An account's data key, unwrapped with the master key (cached; thread-safe enough)."""

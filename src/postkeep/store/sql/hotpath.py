@@ -158,26 +158,28 @@ class HotStatements:
             .select_from(messages.join(mailboxes))
             .where(messages.c.mailbox_id == mid)
         )
-        # message contents
+        # message contents: the inline blob (``blobs.data``, NULL for a file) with the key
         self.content_key = p(
             select(
                 messages.c.blob_id,
                 messages.c.content_key,
                 accounts.c.address_key,
                 accounts.c.data_key,
+                blobs.c.data,
             )
-            .select_from(messages.join(mailboxes).join(accounts))
+            .select_from(messages.join(mailboxes).join(accounts).join(blobs))
             .where(messages.c.id == bindparam("msg"), mailboxes.c.account_id == aid)
         )
         self.content_keys = BySize(
             lambda n: (
-                select(messages.c.id, messages.c.blob_id, messages.c.content_key)
-                .select_from(messages.join(mailboxes))
+                select(messages.c.id, messages.c.blob_id, messages.c.content_key, blobs.c.data)
+                .select_from(messages.join(mailboxes).join(blobs))
                 .where(id_list(messages.c.id, n), mailboxes.c.account_id == aid)
             ),
             d,
             id_params,
         )
+        self.blob_data = p(select(blobs.c.data).where(blobs.c.id == bindparam("bid")))
         self.structures = BySize(
             lambda n: (
                 select(messages.c.id, messages.c.blob_id, messages.c.content_key, blobs.c.structure)
@@ -238,8 +240,11 @@ class HotStatements:
             .where(blobs.c.id == bindparam("bid"))
             .values(refcount=blobs.c.refcount - bindparam("n"))
         )
+        # (id, whether it is a file to delete after the commit)
         self.dead_blobs = BySize(
-            lambda n: select(blobs.c.id).where(id_list(blobs.c.id, n), blobs.c.refcount <= 0),
+            lambda n: select(blobs.c.id, blobs.c.data.is_(None)).where(
+                id_list(blobs.c.id, n), blobs.c.refcount <= 0
+            ),
             d,
             id_params,
         )

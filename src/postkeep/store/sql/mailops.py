@@ -284,8 +284,8 @@ class MailboxOpsMixin(SqlStoreBase):
                     key = unwrap_key(
                         data_key, bytes(wrapped), message_key_context(account_id, blob_id)
                     )
-                    if sealed is None:
-                        out[mid] = summarize(decrypt_blob(self._blobs.read(blob_id), key))
+                    if sealed is None:  # stored before migration 4, so a file
+                        out[mid] = summarize(decrypt_blob(self._blob(cur, blob_id), key))
                         continue
                     try:
                         out[mid] = unseal(key, bytes(sealed), structure_context(blob_id))
@@ -387,8 +387,8 @@ class MailboxOpsMixin(SqlStoreBase):
         self, conn: Connection, mailbox_id: int, rows: Sequence[tuple[int, int, int, str]]
     ) -> list[str]:
         """Delete message rows (id, uid, size, blob id) of one mailbox, log their UIDs as
-        expunged, release blobs and quota; returns the blob ids now unreferenced (to delete
-        after the commit)."""
+        expunged, release blobs and quota; returns the ids of the blob files now unreferenced
+        (to delete after the commit)."""
         if not rows:
             return []
         hot, cur = self.hot, self._cursor(conn)
@@ -407,18 +407,25 @@ class MailboxOpsMixin(SqlStoreBase):
         return self._release_blobs(cur, refs)
 
     def _release_blobs(self, cur: Cursor, refs: dict[str, int]) -> list[str]:
+        """Drop `refs` (blob id -> references gone) from the blobs' refcounts and delete the
+        rows of those no message uses any more; returns which of them are files (an inline
+        blob went with its row)."""
         hot = self.hot
         cur.executemany(hot.unref_blob, [{"bid": b, "n": n} for b, n in sorted(refs.items())])
         dead: list[str] = []
+        files: list[str] = []
         for part in chunks(sorted(refs), 256):
             stmt, params = hot.dead_blobs(part)
-            dead += cur.column(stmt, **params)
+            for blob_id, is_file in cur.all(stmt, **params):
+                dead.append(blob_id)
+                if is_file:
+                    files.append(blob_id)
         for part in chunks(dead, 256):  # the SMTP envelope record goes with its blob
             stmt, params = hot.delete_envelopes(part)
             cur.execute(stmt, **params)
             stmt, params = hot.delete_blobs(part)
             cur.execute(stmt, **params)
-        return dead
+        return files
 
     async def expunge(
         self, account_id: int, mailbox_id: int, uids: Sequence[tuple[int, int]] | None = None

@@ -39,6 +39,9 @@ Notes on the design:
   for QRESYNC (RFC 7162 §3.2.10); ``mailboxes.first_recent_uid`` is where \\Recent messages start
   (RFC 3501 §2.3.2); ``subscriptions`` holds subscribed names, which outlive their mailboxes
   (RFC 9051 §6.3.7). Mailbox hierarchy is by name, delimiter "/".
+* Inline blobs (migration 6): ``blobs.data`` holds the encrypted blob itself when it is at most
+  `postkeep.store.blobs.INLINE_MAX` octets (written in the delivery's transaction); NULL means
+  the blob is a file under ``<data_dir>/blobs/`` (larger ones, and every blob stored before).
 * Ids exposed to callers use AUTOINCREMENT on SQLite so that a deleted row's id is never reused.
 """
 
@@ -182,6 +185,7 @@ blobs = Table(
     Column("refcount", Integer, nullable=False),
     Column("created", Double, nullable=False),
     Column("structure", LargeBinary, nullable=True),  # sealed MIME summary (migration 4)
+    Column("data", LargeBinary, nullable=True),  # the blob itself if inline (migration 6)
 )
 
 messages = Table(

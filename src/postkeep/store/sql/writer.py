@@ -3,15 +3,17 @@
 All writes of a `SqlStore` run here, one at a time, fed by a queue (design: "store" brief):
 
 * Deliveries are *group-committed*: the writer takes everything pending (up to `max_batch`
-  deliveries / `max_batch_bytes`), encrypts every message under a fresh content key, writes all
-  the blobs (`BlobFiles.write_many`: fsync each file, then each touched directory once), and then
-  inserts all the rows in ONE transaction — one WAL fsync on SQLite, one commit round-trip on
-  PostgreSQL for the whole batch. Only after the commit are the callers' futures resolved (on
-  their event loops, via ``call_soon_threadsafe``) and the ``exists`` MailboxEvents published:
-  `deliver()` returning means durable, the promise behind SMTP's ``250`` after DATA (RFC 5321
+  deliveries / `max_batch_bytes`), encrypts every message under a fresh content key, writes
+  the blobs larger than `inline_max` as files (`BlobFiles.write_many`: fsync each file, then
+  each touched directory once), and then inserts all the rows — the smaller blobs with them,
+  in ``blobs.data`` — in ONE transaction: one WAL fsync on SQLite, one commit round-trip on
+  PostgreSQL for the whole batch, which is all an inline blob costs to make durable. Only
+  after the commit are the callers' futures resolved (on their event loops, via
+  ``call_soon_threadsafe``) and the ``exists`` MailboxEvents published: `deliver()` returning
+  means durable, the promise behind SMTP's ``250`` after DATA (RFC 5321
   §4.1.1.4, §6.1). If a batch transaction fails, its deliveries are retried one by one, so one
-  bad delivery (e.g. an account removed meanwhile) fails alone; a failed delivery's blob is
-  removed.
+  bad delivery (e.g. an account removed meanwhile) fails alone; a failed delivery's blob file
+  is removed.
 * Allocation (RFC 9051 §2.3.1.1 UIDs, RFC 7162 §3.1 MODSEQ): per batch, one ``UPDATE mailboxes
   SET uidnext = uidnext + n, highestmodseq = highestmodseq + n … RETURNING`` per target mailbox
   reserves a contiguous UID and MODSEQ range under the row lock, and one ``UPDATE accounts SET
@@ -19,7 +21,7 @@ All writes of a `SqlStore` run here, one at a time, fed by a queue (design: "sto
   and yields the account's wrapped data key. Rows are locked in sorted order, so several writer
   processes on PostgreSQL neither deadlock nor hand out a UID twice.
 * Files are a stage of their own: deliveries pass through a *files thread* first, which
-  prepares them (summary, encryption) and writes their blobs durably in batches before queuing
+  prepares them (summary, encryption) and writes their blob files durably in batches before queuing
   them for the writer, and the blob deletions that follow expunges (`defer_files`) run there
   too. The writer thread then spends its time on transactions only, which is what every other
   write waits for (and, with IMAP worker processes on SQLite, what the processes take turns
@@ -60,9 +62,10 @@ from postkeep.store.api import (
     LocalDelivery,
     MailboxEvent,
 )
-from postkeep.store.blobs import BlobData, BlobFiles, new_blob_id
+from postkeep.store.blobs import INLINE_MAX, BlobData, BlobFiles, new_blob_id
 from postkeep.store.crypto import (
     encrypt_stream,
+    encrypted_size,
     message_key_context,
     new_key,
     seal,
@@ -102,9 +105,10 @@ class _Pending:
     loop: asyncio.AbstractEventLoop
     blob_id: str = ""
     content_key: bytes = b""
-    blob: BlobData = b""  # the blob's pieces, encrypted as they are written
+    blob: BlobData = b""  # the blob's pieces, encrypted as they are written (a file)
+    inline: bytes | None = None  # or the whole blob, for its row (at most `inline_max`)
     structure: bytes = b""
-    written: bool = False
+    written: bool = False  # the blob is ready for the rows: a file on disk, or `inline`
 
 
 @dataclass(slots=True, eq=False)
@@ -202,7 +206,7 @@ def _insert_all(table: Any, columns: tuple[str, ...]) -> Any:
     return insert(table).values({name: bindparam(name) for name in columns})
 
 
-_BLOB_COLUMNS = ("id", "size", "refcount", "created", "structure")
+_BLOB_COLUMNS = ("id", "size", "refcount", "created", "structure", "data")
 _ENVELOPE_COLUMNS = (
     "queue_id", "mail_from", "recipients", "client_ip", "helo", "received_at", "ret", "envid",
     "body", "smtputf8", "blob_id",
@@ -240,12 +244,15 @@ class GroupCommitWriter:
         max_batch: int = 256,
         max_batch_bytes: int = 32 << 20,
         lock_path: Path | None = None,
+        inline_max: int = INLINE_MAX,
     ) -> None:
         """`lock_path`: a file this writer holds an exclusive flock(2) on for each transaction
         (SQLite: the writers of several processes then take turns as the kernel wakes them,
         instead of polling the database lock with SQLite's busy handler, which sleeps up to
-        100 ms between tries)."""
+        100 ms between tries). `inline_max`: blobs of at most this many octets (encrypted) go
+        into their row instead of a file (`postkeep.store.blobs.INLINE_MAX`)."""
         self.stats = DeliveryStats()
+        self.inline_max = inline_max
         self._lock_path = lock_path
         self._lock_fd: int | None = None
         self.max_batch = max_batch
@@ -405,18 +412,18 @@ class GroupCommitWriter:
             self._queue.put(p)
 
     def _write_blobs(self, run: list[_Pending]) -> None:
-        """Prepare `run` and write its blobs (one batch of fsyncs); on failure leave them
+        """Prepare `run` and write its blob files (one batch of fsyncs); on failure leave them
         unwritten for the writer to retry."""
         if not run:
             return
         try:
             for p in run:
                 self._prepare(p)
-            self._blobs.write_many([(p.blob_id, p.blob) for p in run])
+            self._blobs.write_many([(p.blob_id, p.blob) for p in run if p.inline is None])
         except Exception:
             log.warning("store: writing a batch of %d blobs failed; retrying singly", len(run))
             for p in run:
-                p.blob = b""  # prepared again by the writer (`_deliver_single`)
+                p.blob, p.inline = b"", None  # prepared again by the writer (`_deliver_single`)
         else:
             for p in run:
                 p.written = True
@@ -583,14 +590,19 @@ class GroupCommitWriter:
     # -- group commit ------------------------------------------------------------------------------
 
     def _prepare(self, p: _Pending) -> None:
-        """Key, summary and blob of a delivery: its blob is encrypted as it is written (a
-        chunk at a time, from memory or from a spool) by `BlobFiles.write_many`."""
+        """Key, summary and blob of a delivery: a small blob is encrypted whole, for its row;
+        a larger one as it is written (a chunk at a time, from memory or from a spool) by
+        `BlobFiles.write_many`."""
         p.blob_id = new_blob_id()
         p.content_key = new_key()
         data = p.delivery.data
         summary = summarize(data)
         p.structure = seal(p.content_key, summary, structure_context(p.blob_id))
-        p.blob = encrypt_stream(p.content_key, data)
+        pieces = encrypt_stream(p.content_key, data)
+        if encrypted_size(len(data)) <= self.inline_max:
+            p.blob, p.inline = b"", b"".join(pieces)
+        else:
+            p.blob, p.inline = pieces, None
 
     def _deliver_batch(self, run: list[_Pending]) -> list[_Outcome]:
         if not all(p.written for p in run):  # the files thread could not write them
@@ -613,18 +625,18 @@ class GroupCommitWriter:
         is removed again and every delivery fails with the same error."""
         try:
             if not all(p.written for p in run):
-                for p in run:
-                    if not p.written:
-                        self._prepare(p)
-                self._blobs.write_many([(p.blob_id, p.blob) for p in run if not p.written])
-                for p in run:
+                todo = [p for p in run if not p.written]
+                for p in todo:
+                    self._prepare(p)
+                self._blobs.write_many([(p.blob_id, p.blob) for p in todo if p.inline is None])
+                for p in todo:
                     p.written = True
                     p.blob = b""
             placed = self._retrying(lambda conn: self._insert(conn, run))
         except Exception as exc:
             self.stats.batch_failures += 1
             try:
-                self._blobs.delete_many(p.blob_id for p in run if p.written)
+                self._blobs.delete_many(p.blob_id for p in run if p.written and p.inline is None)
             except OSError:
                 log.exception("store: cannot remove the blobs of a failed group delivery")
             error = store_error(exc)
@@ -637,14 +649,14 @@ class GroupCommitWriter:
     def _deliver_single(self, p: _Pending) -> _Outcome:
         try:
             if not p.written:
-                if not p.blob:
-                    self._prepare(p)
-                self._blobs.write(p.blob_id, p.blob)
+                self._prepare(p)
+                if p.inline is None:
+                    self._blobs.write(p.blob_id, p.blob)
                 p.written = True
                 p.blob = b""
             [(result, evs)] = self._retrying(lambda conn: self._insert(conn, [p]))
         except Exception as exc:
-            if p.written:
+            if p.written and p.inline is None:
                 try:
                     self._blobs.delete(p.blob_id)
                 except OSError:
@@ -701,6 +713,7 @@ class GroupCommitWriter:
                     "refcount": len(p.account_ids),
                     "created": now,
                     "structure": p.structure,
+                    "data": p.inline,
                 }
             )
             if env.queue_id:  # IMAP APPEND has no SMTP envelope to record

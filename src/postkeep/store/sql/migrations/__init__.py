@@ -43,6 +43,7 @@ def _load() -> tuple[Migration, ...]:
         m0003_send_as,
         m0004_imap,
         m0005_address_forms,
+        m0006_inline_blobs,
     )
 
     return (
@@ -51,6 +52,7 @@ def _load() -> tuple[Migration, ...]:
         m0003_send_as.MIGRATION,
         m0004_imap.MIGRATION,
         m0005_address_forms.MIGRATION,
+        m0006_inline_blobs.MIGRATION,
     )
 
 
