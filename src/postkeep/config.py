@@ -48,7 +48,8 @@ class ServerConfig:
         "Worker processes that serve every listener (SMTP MX, submission, IMAP), each on all "
         "of them; the main process starts them (and restarts one that dies), keeps the "
         "connection limits and relays IDLE notifications for all of them, and serves no "
-        "connection itself. 0: one per CPU core (at most 8).",
+        "connection itself. 0: one per CPU core this process may run on (its affinity, at "
+        "most 8).",
         default=0,
     )
     user: str = _doc(
@@ -429,7 +430,7 @@ class Config:
     def processes(self) -> int:
         """How many worker processes serve the listeners (`server.processes`, 0: one per
         core, at most 8)."""
-        return self.server.processes or max(1, min(os.cpu_count() or 1, 8))
+        return self.server.processes or max(1, min(len(os.sched_getaffinity(0)), 8))
 
     @property
     def data_dir(self) -> Path:

@@ -131,9 +131,12 @@ key_file = "tls/other-key.pem"
     return TlsSetup(inst, ca, ca_file)
 
 
-def started_tls_instance(root: Path) -> Iterator[TlsSetup]:
-    """A private instance (as `fresh` makes them) with `install_certificates`, running."""
+def started_tls_instance(root: Path, processes: int = 0) -> Iterator[TlsSetup]:
+    """A private instance (as `fresh` makes them) with `install_certificates`, running
+    (`processes`: `server.processes`, 0 its default)."""
     inst = make_instance(root)
+    if processes:
+        inst.set_config("server", processes=processes)
     setup = install_certificates(inst)
     inst.start()
     try:
@@ -144,8 +147,10 @@ def started_tls_instance(root: Path) -> Iterator[TlsSetup]:
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsSetup]:
-    """One instance shared by this module's tests, which change nothing on it."""
-    yield from started_tls_instance(tmp_path_factory.mktemp("tls"))
+    """One instance shared by this module's tests, which change nothing on it. One worker
+    process: OpenSSL's session cache (TLS 1.2 resumption by session id) is per process, and
+    with two a second connection may reach the other one."""
+    yield from started_tls_instance(tmp_path_factory.mktemp("tls"), processes=1)
 
 
 # -- a STARTTLS client --------------------------------------------------------------------------

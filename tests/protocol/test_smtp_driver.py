@@ -119,3 +119,88 @@ def test_idle_sessions_have_no_task(h: Harness) -> None:
     finally:
         for c in clients:
             c.quit()
+
+
+class _RemoteLikeSlots:
+    """The MX's slots answering a slow-slot request after `delay`, as a worker's do (a round
+    trip to the main process), counting what is taken and given back."""
+
+    def __init__(self, inner: Any, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+        self.slow_taken = self.slow_released = 0
+
+    async def acquire_ip(self, key: str) -> bool:
+        return bool(await self.inner.acquire_ip(key))
+
+    def release_ip(self, key: str) -> None:
+        self.inner.release_ip(key)
+
+    async def acquire_slow(self) -> bool:
+        await asyncio.sleep(self.delay)
+        ok = bool(await self.inner.acquire_slow())
+        self.slow_taken += ok
+        return ok
+
+    def release_slow(self) -> None:
+        self.slow_released += 1
+        self.inner.release_slow()
+
+
+def test_a_slow_slot_is_asked_for_once_while_its_answer_is_on_the_way(
+    harness_factory: HarnessFactory,
+) -> None:
+    """A connection past `slow_after` asks for a slow slot; input that comes while the answer
+    is on its way must not ask again (each grant but one leaked a slot of the global count,
+    found by a review: 9 in one second of NOOPs with a 5 ms answer)."""
+    h = harness_factory(config={"smtp": {"slow_after": 0.3}})
+    mx = h.mx
+    inner = mx.slots
+    slots = _RemoteLikeSlots(inner, delay=2.0)
+
+    def swap() -> None:
+        mx.slots = slots
+        mx.listeners.slots = slots
+
+    h.on_loop(swap)
+    with h.raw() as c:
+        assert codes(c.feed(b"EHLO client.example.net\r\n", 1)) == ["250"]
+        threading.Event().wait(1.0)  # past slow_after and a watch tick: the answer is due
+        for _ in range(20):  # commands while it is on its way
+            assert codes(c.feed(b"NOOP\r\n", 1)) == ["250"]
+        threading.Event().wait(2.5)  # every answer in
+        assert codes(c.feed(b"NOOP\r\n", 1)) == ["250"]
+        c.quit()
+    threading.Event().wait(0.5)
+    assert slots.slow_taken == 1
+    assert slots.slow_released == 1 and h.on_loop(lambda: inner.slow) == 0
+
+
+def test_a_client_that_pipelines_but_does_not_read_gets_no_more_answers(h: Harness) -> None:
+    """Megabytes of `NOOP` sent, the replies left unread: the server stops answering once its
+    write buffer is past the high-water mark (each read of 256 KiB of commands used to queue
+    all of its replies: 5 MB for one read of `EHLO x`), and answers the rest once the client
+    reads."""
+    import socket
+
+    commands = 400_000  # 2.4 MB of commands, 5.6 MB of replies
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(60)
+    with sock:
+        sock.connect(("127.0.0.1", h.smtp_port))
+        assert sock.recv(4096).startswith(b"220 ")
+        conn = h.smtp_conn(sock.getsockname()[1])
+        sender = threading.Thread(target=sock.sendall, args=(b"NOOP\r\n" * commands,))
+        sender.start()
+        peak = 0
+        for _ in range(100):
+            peak = max(peak, h.on_loop(conn.transport.get_write_buffer_size))
+            threading.Event().wait(0.01)
+        assert peak < 256 * 1024, peak
+        received = bytearray()
+        while received.count(b"\r\n") < commands:
+            chunk = sock.recv(1 << 20)
+            assert chunk, bytes(received[-200:])
+            received += chunk
+        sender.join(30)
+        assert set(bytes(received).split(b"\r\n")[:-1]) == {b"250 2.0.0 Ok"}

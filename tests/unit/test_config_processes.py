@@ -19,7 +19,7 @@ def _load(tmp_path: Path, processes: int) -> config.Config:
 
 
 def test_processes_default_is_one_per_core(tmp_path: Path) -> None:
-    assert _load(tmp_path, 0).processes() == max(1, min(os.cpu_count() or 1, 8))
+    assert _load(tmp_path, 0).processes() == max(1, min(len(os.sched_getaffinity(0)), 8))
     assert _load(tmp_path, 1).processes() == 1
     assert _load(tmp_path, 3).processes() == 3
 

@@ -25,7 +25,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
+from postkeep import log
+
 T = TypeVar("T")
+logger = log.get("server")
 
 WATCH_INTERVAL = 0.5
 
@@ -143,7 +146,11 @@ class DeadlineWatch:
             now = loop.time()
             for item in [w for w in self._waiting if _past(w, now)]:
                 if item in self._waiting:  # an earlier one's close may have ended it
-                    item.expired(now)
+                    try:
+                        item.expired(now)
+                    except Exception:  # one connection's error must not end every deadline
+                        self._waiting.discard(item)
+                        logger.exception("deadline handling failed")
 
 
 def _past(item: Watched, now: float) -> bool:

@@ -14,6 +14,9 @@ The server's protocol, on a SOCK_SEQPACKET socketpair (one datagram is one messa
 - main process -> server: ``spawn <index>``;
 - server -> main process: ``spawned <index> <pid>``, with one descriptor (SCM_RIGHTS): the main
   process's end of the new worker's channel (a socketpair; the worker holds the other end);
+- server -> main process: ``failed <index> <errno>``: the fork (or the channel's socketpair)
+  failed (EAGAIN at a task limit, ENOMEM, EMFILE): the main process retries later, the server
+  goes on;
 - server -> main process: ``exited <pid> <status>``, the status as `asyncio`'s returncode (the
   exit code, or minus the signal that ended the worker);
 - the main process's end closes (it stopped, or died): the server exits; its workers stop on
@@ -51,6 +54,10 @@ _MAX_MESSAGE = 256
 
 class ForkServerGone(RuntimeError):
     """The fork server exited: no worker can be started any more."""
+
+
+class ForkFailed(OSError):
+    """The fork server could not fork this worker now (its errno says why); it goes on."""
 
 
 def _child(target: Target, index: int, channel: socket.socket, close: list[socket.socket]) -> None:
@@ -99,8 +106,18 @@ def _serve(control: socket.socket, target: Target, title: str) -> None:
                 logger.error("fork server: unknown request %r", request[:40])
                 return
             index = int(words[1])
-            ours, theirs = socket.socketpair()
-            pid = os.fork()
+            try:
+                ours, theirs = socket.socketpair()
+            except OSError as e:
+                control.send(b"failed %d %d" % (index, e.errno or 0))
+                continue
+            try:
+                pid = os.fork()
+            except OSError as e:
+                ours.close()
+                theirs.close()
+                control.send(b"failed %d %d" % (index, e.errno or 0))
+                continue
             if pid == 0:
                 ours.close()
                 _child(target, index, theirs, [control, wake_r, wake_w])
@@ -169,8 +186,8 @@ class ForkServer:
         future: asyncio.Future[tuple[int, socket.socket]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._spawns.append((index, future))
         self.control.send(b"spawn %d" % index)
+        self._spawns.append((index, future))  # after the send: a failed one leaves no entry
         return await future
 
     async def wait(self, pid: int) -> int:
@@ -201,10 +218,18 @@ class ForkServer:
             self._lost()
             return
         words = message.split()
-        if words[:1] == [b"spawned"] and len(words) == 3 and fds and self._spawns:
+        if words[:1] in ([b"spawned"], [b"failed"]) and len(words) == 3 and self._spawns:
             _index, future = self._spawns.popleft()  # the server answers in order
-            channel = socket.socket(fileno=fds[0])
-            if future.done():  # the spawn was cancelled
+            channel = socket.socket(fileno=fds.pop(0)) if fds else None
+            for fd in fds:
+                os.close(fd)
+            if words[0] == b"failed" or channel is None:  # no channel: MSG_CTRUNC, fds full
+                if channel is not None:
+                    channel.close()
+                errno = int(words[2]) if words[0] == b"failed" else 0
+                if not future.done():
+                    future.set_exception(ForkFailed(errno, "the fork server could not fork"))
+            elif future.done():  # the spawn was cancelled
                 channel.close()
             else:
                 future.set_result((int(words[2]), channel))

@@ -47,7 +47,7 @@ from postkeep.config import Config
 from postkeep.net.slots import LocalSlots, slow_slots
 from postkeep.server import ipc
 from postkeep.server.channel import Outbox, read_message
-from postkeep.server.forkserver import ForkServer, ForkServerGone
+from postkeep.server.forkserver import ForkFailed, ForkServer, ForkServerGone
 
 logger = log.get("workers")
 
@@ -106,6 +106,7 @@ class WorkerPool:
         self.verifier = verifier
         self.workers = [_Worker(i) for i in range(1, count + 1)]
         self._stopping = False
+        self._stopped = asyncio.Event()  # wakes the supervisors' restart delays
         self.max_backlog = MAX_BACKLOG
 
     async def start(self, stop: asyncio.Event) -> bool:
@@ -136,6 +137,7 @@ class WorkerPool:
     async def stop(self) -> None:
         """SIGTERM every worker (each ends its sessions with 421 / BYE) and wait for them."""
         self._stopping = True
+        self._stopped.set()
         for worker in self.workers:
             self._signal(worker, signal.SIGTERM)
         tasks = [w.task for w in self.workers if w.task is not None]
@@ -164,17 +166,22 @@ class WorkerPool:
                 if self._stopping:
                     return
                 raise
-            if self._stopping:
-                return
-            if not worker.ready.is_set():  # never came up: a startup error, not a crash
-                raise WorkerStartError(f"worker {worker.index} exited with status {code} while "
-                                       "starting")
-            if time.monotonic() - started >= STABLE_AFTER:
-                delay = RESTART_DELAY
-            logger.error(
-                "worker=%d exited status=%s; restarting in %.0f s", worker.index, code, delay
-            )
-            await asyncio.sleep(delay)
+            except ForkFailed as e:  # no process now (a task limit, memory): try again later
+                logger.error("worker=%d could not be forked: %s; retrying in %.0f s",
+                             worker.index, os.strerror(e.errno) if e.errno else e, delay)
+            else:
+                if self._stopping:
+                    return
+                if not worker.ready.is_set():  # never came up: a startup error, not a crash
+                    raise WorkerStartError(f"worker {worker.index} exited with status {code} "
+                                           "while starting")
+                if time.monotonic() - started >= STABLE_AFTER:
+                    delay = RESTART_DELAY
+                logger.error(
+                    "worker=%d exited status=%s; restarting in %.0f s", worker.index, code, delay
+                )
+            with contextlib.suppress(TimeoutError):  # a stop ends the delay at once
+                await asyncio.wait_for(self._stopped.wait(), delay)
             delay = min(delay * 2, RESTART_DELAY_MAX)
 
     async def _run_once(self, worker: _Worker) -> int:
@@ -197,12 +204,13 @@ class WorkerPool:
             writer.close()
             self._release_all(worker)
         try:  # the channel is gone: the worker stops on its own; make sure of it
-            code = await asyncio.wait_for(self.forks.wait(pid), STOP_TIMEOUT)
-        except TimeoutError:
-            self._signal(worker, signal.SIGKILL)
-            code = await self.forks.wait(pid)
-        worker.pid = None
-        return code
+            try:
+                return await asyncio.wait_for(self.forks.wait(pid), STOP_TIMEOUT)
+            except TimeoutError:
+                self._signal(worker, signal.SIGKILL)
+                return await self.forks.wait(pid)
+        finally:
+            worker.pid = None  # never signal a pid that may be another process's by now
 
     async def _serve_channel(
         self, worker: _Worker, reader: asyncio.StreamReader, outbox: Outbox
