@@ -19,6 +19,12 @@ from pathlib import Path
 LOOPBACK = "127.0.0.1"
 
 
+# `postkeep init` for a benchmark's instance: run as root (Postfix's and Dovecot's references
+# need it), it would create a service user the server drops to, which could not run a Python
+# or a checkout under root's 0700 home; the instance keeps root instead (`server.user = "root"`).
+INIT_AS: list[str] = ["--user", "root"] if os.geteuid() == 0 else []
+
+
 def _proc_table() -> dict[int, tuple[int, int]]:
     """pid -> (ppid, utime+stime+cutime+cstime in clock ticks) for every process."""
     table: dict[int, tuple[int, int]] = {}

@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))  # bench/common.py, and the other benchmarks' targets
 from common import (  # noqa: E402
+    INIT_AS,
     LOOPBACK,
     TargetUnavailable,
     _cell,
@@ -405,6 +406,7 @@ class Postkeep:
             DOMAIN,
             "--base-port",
             str(base),
+            *INIT_AS,
         )
         path = self.instance / "postkeep.toml"
         text = path.read_text()

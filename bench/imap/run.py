@@ -46,6 +46,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))  # bench/common.py
 from common import (  # noqa: E402
+    INIT_AS,
     LOOPBACK,
     Memory,
     TargetUnavailable,
@@ -644,6 +645,7 @@ class PostkeepTarget(ChildServer):
             DOMAIN,
             "--base-port",
             str(base),
+            *INIT_AS,
         )
         if r.returncode != 0:
             raise TargetUnavailable(f"postkeep init failed: {_tail(r.stdout + r.stderr)}")

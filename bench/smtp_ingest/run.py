@@ -42,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE.parent))  # bench/common.py
 from common import (  # noqa: E402
+    INIT_AS,
     LOOPBACK,
     Memory,
     TargetUnavailable,
@@ -465,7 +466,7 @@ class PostkeepTarget(Target):
         base = pick_port(self.PORT_OFFSETS, 10000, 32000 - max(self.PORT_OFFSETS))
         r = self._cli(
             "init", str(self.instance), "--hostname", DOMAIN, "--domain", DOMAIN,
-            "--base-port", str(base),
+            "--base-port", str(base), *INIT_AS,
         )  # fmt: skip
         if r.returncode != 0:
             raise TargetUnavailable(f"postkeep init failed: {_tail(r.stdout + r.stderr)}")
