@@ -158,6 +158,18 @@ def test_account_limit_is_global(multi: Instance) -> None:
         client.logout()
 
 
+def _until_greeted(port: int, greeting: bytes) -> None:
+    """Connect until the server greets instead of refusing: the slot given back, whichever
+    worker held it, within 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            if sock.recv(4096).startswith(greeting):
+                return
+        assert time.monotonic() < deadline, "slot not released"
+        time.sleep(0.1)
+
+
 def test_ip_limit_is_global(fresh: Instance) -> None:
     fresh.set_config("server", processes=2)
     fresh.set_config("imap", max_connections_per_ip=3)
@@ -172,15 +184,7 @@ def test_ip_limit_is_global(fresh: Instance) -> None:
         assert sock.recv(4096).startswith(b"* BYE [UNAVAILABLE] Too many connections")
         sock.close()
     held.pop().close()
-    deadline = time.monotonic() + 10
-    while True:
-        sock = socket.create_connection(("127.0.0.1", fresh.imap_port), timeout=10)
-        if sock.recv(4096).startswith(b"* OK"):
-            sock.close()
-            break
-        sock.close()
-        assert time.monotonic() < deadline, "slot not released"
-        time.sleep(0.1)
+    _until_greeted(fresh.imap_port, b"* OK")
     for sock in held:
         sock.close()
 
@@ -259,15 +263,7 @@ def test_smtp_ip_limit_is_global(fresh: Instance) -> None:
     else:
         raise AssertionError(f"refused by one worker only: {set(refused.findall(fresh.log()))}")
     held.pop().close()
-    deadline = time.monotonic() + 10
-    while True:  # the slot comes back, whichever worker held it
-        sock = socket.create_connection(("127.0.0.1", fresh.smtp_port), timeout=10)
-        if sock.recv(4096).startswith(b"220 "):
-            sock.close()
-            break
-        sock.close()
-        assert time.monotonic() < deadline, "slot not released"
-        time.sleep(0.1)
+    _until_greeted(fresh.smtp_port, b"220 ")
     for sock in held:
         sock.close()
 
