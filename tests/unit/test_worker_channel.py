@@ -283,3 +283,32 @@ def test_a_pass_with_more_events_than_one_frame_holds_is_sent_in_several() -> No
     received = [decode(frame[HEADER_SIZE:]) for frame in frames]
     uids = [e.uid for m in received if isinstance(m, Events) for e in m.events]
     assert uids == list(range(1, 3001))
+
+
+def test_a_slot_granted_after_its_asker_was_cancelled_is_given_back() -> None:
+    """A connection ended (the server stops) while its slot request is on its way: when the
+    main process's answer is yes, the worker releases that slot at once, instead of the main
+    process counting it as held until the worker exits."""
+
+    async def go() -> None:
+        (reader, writer), (main_reader, main_writer) = await _pipe()
+        channel = WorkerChannel(reader, writer, EventBus())
+        reading = asyncio.create_task(channel.run())
+        slots = channel.slots("mx")
+        granted = asyncio.create_task(slots.acquire_ip("192.0.2.0"))
+        refused = asyncio.create_task(slots.acquire_slow())
+        assert await _received(main_reader, 2) == [
+            SlotRequest(1, IpSlot("mx", "192.0.2.0")), SlotRequest(2, SlowSlot("mx"))]
+        granted.cancel()
+        refused.cancel()
+        await asyncio.gather(granted, refused, return_exceptions=True)
+        main_writer.write(encode(Answer(1, True)) + encode(Answer(2, False)))
+        assert await _received(main_reader, 1) == [SlotRelease(IpSlot("mx", "192.0.2.0"))]
+        await asyncio.sleep(0.05)
+        channel.send(Ready(1))  # next on the wire: nothing was given back for the refusal
+        assert await _received(main_reader, 1) == [Ready(1)]
+        main_writer.close()
+        await asyncio.wait_for(reading, 5)
+        writer.close()
+
+    asyncio.run(go())

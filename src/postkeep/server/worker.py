@@ -64,6 +64,8 @@ class WorkerChannel:
         self.closed = False
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[bool]] = {}
+        # slot requests whose asker was cancelled before the answer: a yes is given back
+        self._abandoned: dict[int, ipc.SlotRelease] = {}
         self._batch = EventBatch(self.send)
         bus.relay = self._batch.add
 
@@ -80,9 +82,15 @@ class WorkerChannel:
     def password_verified(self, digest: bytes) -> None:
         self.send(ipc.PasswordLearned(digest))
 
-    async def ask(self, request: Callable[[int], ipc.SlotRequest | ipc.PasswordQuery]) -> bool:
+    async def ask(
+        self,
+        request: Callable[[int], ipc.SlotRequest | ipc.PasswordQuery],
+        release: ipc.SlotRelease | None = None,
+    ) -> bool:
         """Send the request of a new id and wait for its answer (False once the channel is
-        closed)."""
+        closed). `release`: what gives the slot back should the answer be yes after the wait
+        was cancelled (a connection ended by the server's stop, say), so the main process does
+        not count it as held until the worker exits."""
         if self.closed:
             return False
         request_id = next(self._ids)
@@ -91,6 +99,10 @@ class WorkerChannel:
         self.send(request(request_id))
         try:
             return await future
+        except asyncio.CancelledError:
+            if release is not None:
+                self._abandoned[request_id] = release
+            raise
         finally:
             self._waiting.pop(request_id, None)
 
@@ -106,6 +118,9 @@ class WorkerChannel:
                         future = self._waiting.get(request_id)
                         if future is not None and not future.done():
                             future.set_result(ok)
+                        release = self._abandoned.pop(request_id, None)
+                        if release is not None and ok:
+                            self.send(release)
                     case _:
                         raise ipc.ChannelError(f"the main process sent {type(message).__name__}")
         except (ConnectionError, OSError):
@@ -144,7 +159,8 @@ class RemoteSlots:
         self.channel.send(ipc.SlotRelease(ipc.AccountSlot(account_id)))
 
     async def _acquire(self, slot: ipc.Slot) -> bool:
-        return await self.channel.ask(lambda request_id: ipc.SlotRequest(request_id, slot))
+        return await self.channel.ask(lambda request_id: ipc.SlotRequest(request_id, slot),
+                                      ipc.SlotRelease(slot))
 
 
 async def serve_worker(
