@@ -218,7 +218,8 @@ def test_serves_the_privileged_ports_as_its_user(
     # what the server created (SQLite's files, blobs, the writer lock) is the user's alone
     assert root_owned(directory) == [directory / "postkeep.toml"]
     created = [*directory.glob("store.db*"), *(directory / "blobs").rglob("*")]
-    assert len(created) > 3 and all(p.stat().st_mode & 0o077 == 0 for p in created), [
+    # the database and its lock at least (small messages live in the database: no blob file)
+    assert len(created) >= 2 and all(p.stat().st_mode & 0o077 == 0 for p in created), [
         (p, oct(p.stat().st_mode)) for p in created]
 
 

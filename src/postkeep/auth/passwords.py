@@ -125,11 +125,19 @@ _dummy: list[str] = []
 
 
 def _dummy_hash() -> str:
-    """A hash of a random password with the real parameters, made once per process."""
+    """A hash of a random password with the real parameters, made once per process (and
+    inherited by the processes it forks after: `prepare_dummy_hash`)."""
     with _dummy_lock:
         if not _dummy:
             _dummy.append(hash_password(secrets.token_urlsafe(24)))
         return _dummy[0]
+
+
+def prepare_dummy_hash() -> None:
+    """Make the dummy hash now. The server's main process calls it before it forks the
+    workers, which then have it from the start: each making its own cost an argon2 run (64 MiB
+    for its moment, 0.3 CPU-s) while the worker had just begun to serve."""
+    _dummy_hash()
 
 
 def _verify_dummy(password: str) -> bool:

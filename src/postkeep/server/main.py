@@ -35,7 +35,7 @@ from functools import partial
 from typing import Any
 
 from postkeep import log
-from postkeep.auth.passwords import PasswordVerifier
+from postkeep.auth.passwords import PasswordVerifier, prepare_dummy_hash
 from postkeep.config import Config
 from postkeep.net.listener import bind_listeners
 from postkeep.net.tls import build_tls
@@ -82,6 +82,7 @@ def serve(cfg: Config) -> None:
         tls_context = build_tls(cfg)
         master_key = load_master_key(cfg.data_path(cfg.store.master_key_file))
         _preload(cfg)
+        prepare_dummy_hash()  # the workers' unknown-user verifications, made once for all
         run(_prepare_store(cfg, master_key))
         gc.freeze()  # what is imported and built so far stays shared with the workers
         forks = ForkServer.start(partial(run_worker, cfg, sockets, tls_context, master_key),
