@@ -330,6 +330,7 @@ class SmtpConnection(SessionProtocol):
         if self._held:  # came while a handler waited: feed it now
             data = b"".join(self._held)
             self._held.clear()
+            self._began = self._loop.time()  # no wait on the client: nothing to count
             self._waiting = True
             self._received(data)
             return
@@ -405,6 +406,11 @@ class SmtpConnection(SessionProtocol):
             return
         if granted:
             self.slow = True
+            return
+        if self._task is not None:
+            # input came meanwhile and a handler is at work (a message being made durable):
+            # closing now could 421 a message that is committed after; the next wait on the
+            # client asks again
             return
         self._stop_waiting()
         self.close_with(R_TOO_SLOW, "too many slow connections", "too slow")
