@@ -37,6 +37,7 @@ becomes a task.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import socket
@@ -196,7 +197,7 @@ def bind_listeners(listen: Sequence[str]) -> list[socket.socket]:
     return sockets
 
 
-class SessionProtocol(asyncio.Protocol):
+class SessionProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
     """A Protocol-based session of a `Listeners` (see the module docstring).
 
     Subclasses implement `begin` (the connection is admitted: greet), `data_received`, `ended`
@@ -216,14 +217,17 @@ class SessionProtocol(asyncio.Protocol):
         self._lost = False
         self._done: asyncio.Future[None] | None = None  # made by `wait_closed` only
 
+    @abc.abstractmethod
     def begin(self) -> None:
-        raise NotImplementedError
+        """The connection is admitted: greet."""
 
+    @abc.abstractmethod
     def ended(self, exc: BaseException | None) -> None:
-        raise NotImplementedError
+        """The connection is gone, whatever way (once, after `begin`)."""
 
+    @abc.abstractmethod
     def goodbye(self) -> None:
-        raise NotImplementedError
+        """The server stops: say so in the protocol, then `close`."""
 
     def shutdown(self) -> None:
         """The server stops (`Listeners.stop`)."""
