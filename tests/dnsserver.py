@@ -27,6 +27,7 @@ Authoritative server (NSD)
     `server.remove_zone(origin)`: NSD stops serving it (REFUSED).
     `server.query_count(rdtype=None) -> int`: queries NSD received so far (of one type, e.g.
     "TXT", or all), from `nsd-control stats_noreset`; the loads' own SOA checks count too.
+    `server.stats() -> dict[str, float]`: all of NSD's counters ("num.tcp", "num.truncated").
     `server.stop()`: also done by the context manager / fixture.
 
 Validating resolver (Unbound)
@@ -276,12 +277,19 @@ class AuthServer:
 
         _wait(gone, self.process, self._log, f"NSD removing {name}")
 
+    def stats(self) -> dict[str, float]:
+        """NSD's counters (`nsd-control stats_noreset`): "num.queries", "num.udp", "num.tcp",
+        "num.truncated", "num.type.TXT", "num.rcode.SERVFAIL", ..."""
+        stats = {}
+        for line in self._control("stats_noreset").splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                stats[key] = float(value)
+        return stats
+
     def query_count(self, rdtype: str | None = None) -> int:
         key = "num.queries" if rdtype is None else f"num.type.{rdtype.upper()}"
-        for line in self._control("stats_noreset").splitlines():
-            if line.startswith(key + "="):
-                return int(line.split("=", 1)[1])
-        raise KeyError(f"nsd-control stats has no {key}")
+        return int(self.stats()[key])
 
     def stop(self) -> None:
         _stop(self.process)
