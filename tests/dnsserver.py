@@ -2,7 +2,8 @@
 
 Both are Debian packages (`nsd`, `unbound`, `ldnsutils` for signing; scripts/test-deps.sh
 installs them). Each runs in the foreground as a child of the test process, in a directory of
-its own, bound to a loopback address only, and is stopped by its PID (SIGTERM, then SIGKILL).
+its own, bound to a loopback address only, and is stopped by its PID (SIGTERM, then SIGKILL);
+`stop()` returns once the processes it forked are gone too (its ports are free).
 
 Stable API (other test directories build on it; keep it compatible):
 
@@ -21,7 +22,7 @@ Authoritative server (NSD)
     origin replaces every record (the serial goes up). Returns the zone file's path. It returns
     once NSD serves the new serial (over UDP and TCP).
     `server.add_zone_text(origin, text) -> Path`: a complete zone file (e.g. a signed zone);
-    waits for its SOA serial.
+    waits for its SOA serial, which must be above the one served (ValueError otherwise).
     `server.add_broken_zone(origin)`: a zone NSD is configured for but cannot load, so it
     answers SERVFAIL for every name in it (a real SERVFAIL from a real server).
     `server.remove_zone(origin)`: NSD stops serving it (REFUSED).
@@ -138,16 +139,42 @@ def _tail(log: Path) -> str:
         return "(no log)"
 
 
+def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+    """The server in a process group of its own (its PID is the group's ID): NSD forks its
+    serving processes, which outlive the main one for a moment after SIGTERM."""
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies, left for init to reap, do not
+    count: they hold no port)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone while we looked
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server's own PID, then SIGKILL if it has not exited within 10 s."""
-    if process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+    """SIGTERM to the server's PID; returns once it and the processes it forked (its process
+    group) are gone, SIGKILLed if they are still there after 10 s. So its ports are free."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+    deadline = time.monotonic() + 10
+    while _group_alive(process.pid):
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+        time.sleep(0.01)
 
 
 def _origin(origin: str) -> str:
@@ -235,6 +262,10 @@ class AuthServer:
     def add_zone_text(self, origin: str, text: str) -> Path:
         name = _origin(origin)
         serial = _soa_serial(name, text)
+        if self._zones.get(name) == "ok" and serial <= self._serials[name]:
+            # NSD's answers could not tell the new text from the old one being served.
+            raise ValueError(f"{name}: serial {serial} must be above the served "
+                             f"{self._serials[name]}")
         if self._zones.get(name) == "broken":
             self.remove_zone(name)
         path = self._install(name, text)
@@ -335,8 +366,7 @@ def start_auth_server(directory: Path, address: str = "127.0.0.1",
             _NSD_CONF.format(address=address, port=chosen, dir=directory))
         (directory / "zone.list").unlink(missing_ok=True)
         log = directory / "nsd.log"
-        process = subprocess.Popen(["nsd", "-d", "-c", str(directory / "nsd.conf")],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = _spawn(["nsd", "-d", "-c", str(directory / "nsd.conf")])
         server = AuthServer(directory, address, chosen, process)
         try:
             # NSD answers REFUSED for a zone it does not serve, once it is up (UDP and TCP).
@@ -520,8 +550,7 @@ def start_validating_resolver(directory: Path, upstream: AuthServer, address: st
         check = subprocess.run(["unbound-checkconf", conf], capture_output=True, text=True)
         if check.returncode != 0:
             raise RuntimeError(f"unbound-checkconf: {check.stdout}{check.stderr}")
-        process = subprocess.Popen(["unbound", "-d", "-c", conf],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = _spawn(["unbound", "-d", "-c", conf])
         resolver = Resolver(directory, address, chosen, upstream, process)
         try:
             _wait(lambda p=chosen: _query(address, p, "ready.invalid", "A") is not None,  # type: ignore[misc]

@@ -39,6 +39,8 @@ def test_zone_served_replaced_and_removed(dns_server: AuthServer) -> None:
     answer = ask(s.address, s.port, "example.test", "MX")
     assert [r.to_text() for r in answer.answer[0]] == ["20 mx2.example.test."]
     assert ask(s.address, s.port, "mx.example.test", "A").rcode() == dns.rcode.NXDOMAIN
+    with pytest.raises(ValueError, match="serial 1 must be above the served 2"):
+        s.add_zone_text("example.test", zone_text("example.test", [], serial=1))
     s.remove_zone("example.test")
     assert ask(s.address, s.port, "example.test", "MX").rcode() == dns.rcode.REFUSED
 
