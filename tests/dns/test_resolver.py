@@ -312,10 +312,12 @@ def test_large_txt_comes_over_tcp(dns_server: AuthServer) -> None:
 
 class UdpRelay:
     """Relays UDP queries to a real server and its replies back, and listens on no TCP port:
-    a nameserver whose TCP is blocked (no real server can be configured that way)."""
+    a nameserver whose TCP is blocked (no real server can be configured that way). With
+    `forge_ad`, it sets the AD bit of each reply, as anyone on the path could."""
 
-    def __init__(self, upstream: AuthServer) -> None:
+    def __init__(self, upstream: AuthServer, *, forge_ad: bool = False) -> None:
         self.upstream = (upstream.address, upstream.port)
+        self.forge_ad = forge_ad
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", free_port()))
         self.sock.settimeout(0.05)
@@ -333,7 +335,10 @@ class UdpRelay:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
                 out.settimeout(5)
                 out.sendto(query, self.upstream)
-                self.sock.sendto(out.recv(65535), client)
+                reply = bytearray(out.recv(65535))
+                if self.forge_ad:
+                    reply[3] |= 0x20  # the AD bit (RFC 4035 §3.2.3) of the header's flags
+                self.sock.sendto(bytes(reply), client)
 
     def close(self) -> None:
         self.stopping.set()
@@ -349,6 +354,19 @@ def test_truncated_answer_without_tcp_is_temporary(dns_server: AuthServer) -> No
         assert run(r.a("big.test")).records == ("192.0.2.1",)  # the relay works
         result = run(r.txt("big.test"))
         assert isinstance(result, TempFail) and "/tcp" in result.reason
+    finally:
+        relay.close()
+
+
+def test_the_ad_bit_counts_only_when_trusted(dns_server: AuthServer) -> None:
+    dns_server.add_zone("forged.test", ["@ A 192.0.2.1"])
+    relay = UdpRelay(dns_server, forge_ad=True)
+    try:
+        untrusted = run(resolver(f"127.0.0.1:{relay.port}").a("forged.test"))
+        assert isinstance(untrusted, Answer) and not untrusted.authenticated
+        # trust_ad says the path to the resolver is safe: then the bit is believed.
+        trusted = run(resolver(f"127.0.0.1:{relay.port}", trust_ad=True).a("forged.test"))
+        assert isinstance(trusted, Answer) and trusted.authenticated
     finally:
         relay.close()
 
