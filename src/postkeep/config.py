@@ -449,7 +449,7 @@ class DnsConfig:
         "Trust the AD (authenticated data) bit of replies: DNSSEC-validated answers are then "
         "marked authenticated (DANE needs this). Only for a validating resolver on this host: "
         "every nameserver must be listed and on loopback (the path to it must be one no one "
-        "can tamper with, RFC 6698 §4.1, RFC 4035 §4.9.3).",
+        "can tamper with, RFC 4035 §4.9.3).",
         default=False,
     )
 

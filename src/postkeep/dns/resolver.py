@@ -10,16 +10,16 @@ RFC 7766 §5, CNAME chain following per RFC 1034 §3.6.2 within one reply), it a
   MINIMUM field, from the authority section; without an SOA, not cached: §5 says "SHOULD NOT
   be cached"), both capped (`[dns] max_ttl`; negative ones at 3 hours, §5's "one to three
   hours"). Temporary failures are not cached: the recursive resolver behind us already keeps
-  its failures for a while (RFC 9520 §3.2), and a lookup after one must ask again, or a
+  its failures for a while (RFC 9520), and a lookup after one must ask again, or a
   deferred message would be deferred again on a stale failure.
 - Coalescing: concurrent lookups of one (name, type) share one query.
 - Timeouts: each nameserver gets `[dns] timeout` seconds per try, the list is tried
   `[dns] attempts` times when all time out; SERVFAIL, REFUSED or an unusable reply from every
   nameserver is a temporary failure at once.
-- DNSSEC: with `[dns] trust_ad` (a validating resolver on loopback, RFC 4035 §4.9.3, RFC 6698
-  §4.1) queries carry AD (RFC 6840 §5.7) and DO (RFC 3225 §3: some resolvers set AD only for
-  DO queries), and an outcome is `authenticated` when the reply's AD bit is set. Without it,
-  the bit is ignored: nothing between us and a remote resolver stops anyone forging it.
+- DNSSEC: with `[dns] trust_ad` (a validating resolver on loopback, RFC 4035 §4.9.3) queries
+  carry AD (RFC 6840 §5.7) and DO (RFC 3225 §3: some resolvers set AD only for DO queries), and
+  an outcome is `authenticated` when the reply's AD bit is set. Without it, the bit is ignored:
+  nothing between us and a remote resolver stops anyone forging it.
 - EDNS(0) (RFC 6891) with a 1232-octet UDP payload, the size that avoids IP fragmentation
   (DNS flag day 2020); larger replies come truncated and are asked again over TCP.
 
@@ -121,8 +121,8 @@ def _describe(errors: list[Any]) -> str:
 
 
 class DnsResolver:
-    """Lookups of MX, A, AAAA, TXT, TLSA and PTR records for one process (see the module
-    docstring). `clock` (seconds, monotonic) drives the cache's expiry."""
+    """Lookups of MX, A, AAAA, TXT, TLSA and PTR records for one process and event loop (see
+    the module docstring). `clock` (seconds, monotonic) drives the cache's expiry."""
 
     def __init__(self, config: DnsConfig, *, clock: Callable[[], float] = time.monotonic,
                  resolv_conf: str = "/etc/resolv.conf") -> None:
