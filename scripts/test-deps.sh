@@ -35,6 +35,10 @@ need_pkg mutt
 # TLS scanners for the policy tests (tests/interop/test_tls_policy.py, test_testssl.py).
 for pkg in testssl.sh sslscan; do need_pkg "$pkg"; done
 
+# Real DNS for tests/dnsserver.py: NSD (authoritative), Unbound (validating resolver), and
+# ldns-keygen / ldns-signzone (ldnsutils) to sign test zones.
+for pkg in nsd unbound ldnsutils; do need_pkg "$pkg"; done
+
 # Kerberos for tests/interop/test_gssapi.py: an MIT KDC and its tools, perl GSSAPI (a second
 # client), and what building the `gssapi` extra from source needs: krb5-config, a C compiler,
 # and Python headers (python3-dev only if the venv's Python has none).

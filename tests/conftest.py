@@ -1,4 +1,5 @@
-"""Fixtures shared by every test directory: the in-process server harness (`tests.harness`)."""
+"""Fixtures shared by every test directory: the in-process server harness (`tests.harness`),
+and real DNS servers (`tests.dnsserver`: `dns_server`, NSD; `validating_resolver`, Unbound)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.dnsserver import dns_server, validating_resolver  # noqa: F401 (fixtures)
 from tests.harness import Harness, running_harness
 from tests.pg import new_database
 

@@ -1,0 +1,1 @@
+"""Tests of postkeep.dns against real DNS servers (tests/dnsserver.py)."""
