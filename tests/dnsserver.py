@@ -205,15 +205,13 @@ def _soa_serial(origin: str, text: str) -> int:
 
 
 @dataclass
-class AuthServer:
-    """A running NSD (see the module docstring for the API)."""
+class _Daemon:
+    """A DNS server the tests started: where it runs, and its process."""
 
     directory: Path
     address: str
     port: int
     process: subprocess.Popen[bytes]
-    _zones: dict[str, str] = field(default_factory=dict)  # origin -> "ok" | "broken"
-    _serials: dict[str, int] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -222,6 +220,17 @@ class AuthServer:
     @property
     def nameserver(self) -> str:
         return _hostport(self.address, self.port)
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+@dataclass
+class AuthServer(_Daemon):
+    """A running NSD (see the module docstring for the API)."""
+
+    _zones: dict[str, str] = field(default_factory=dict)  # origin -> "ok" | "broken"
+    _serials: dict[str, int] = field(default_factory=dict)
 
     @property
     def _conf(self) -> Path:
@@ -321,9 +330,6 @@ class AuthServer:
     def query_count(self, rdtype: str | None = None) -> int:
         key = "num.queries" if rdtype is None else f"num.type.{rdtype.upper()}"
         return int(self.stats()[key])
-
-    def stop(self) -> None:
-        _stop(self.process)
 
 
 _NSD_CONF = """\
@@ -484,24 +490,11 @@ forward-zone:
 
 
 @dataclass
-class Resolver:
+class Resolver(_Daemon):
     """A running Unbound (see the module docstring for the API)."""
 
-    directory: Path
-    address: str
-    port: int
     upstream: AuthServer
-    process: subprocess.Popen[bytes]
     anchors: list[str] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def nameserver(self) -> str:
-        return _hostport(self.address, self.port)
-
 
     def _control(self, *args: str) -> None:
         done = subprocess.run(
@@ -520,9 +513,6 @@ class Resolver:
         self._control("reload")
         _wait(lambda: _query(self.address, self.port, "ready.invalid", "A") is not None,
               self.process, self.directory / "unbound.log", "Unbound reloading")
-
-    def stop(self) -> None:
-        _stop(self.process)
 
 
 def _write_unbound_conf(directory: Path, address: str, port: int, upstream: AuthServer,
@@ -551,7 +541,7 @@ def start_validating_resolver(directory: Path, upstream: AuthServer, address: st
         if check.returncode != 0:
             raise RuntimeError(f"unbound-checkconf: {check.stdout}{check.stderr}")
         process = _spawn(["unbound", "-d", "-c", conf])
-        resolver = Resolver(directory, address, chosen, upstream, process)
+        resolver = Resolver(directory, address, chosen, process, upstream)
         try:
             _wait(lambda p=chosen: _query(address, p, "ready.invalid", "A") is not None,  # type: ignore[misc]
                   process, directory / "unbound.log", f"Unbound on {_hostport(address, chosen)}")
