@@ -267,6 +267,7 @@ class SmtpConnection(SessionProtocol):
                     return
             event = session.next_event()
             if event is None:
+                self._drop_stale_intake()  # a message refused while its text was read
                 self._await_input()
                 return
             began: float | None = None
@@ -291,12 +292,18 @@ class SmtpConnection(SessionProtocol):
         session = self.session
         if began is not None and self.deadline is not None:
             self.deadline += self._loop.time() - began  # the server's time is not the client's
-        intake = self.intake
-        if intake is not None and intake.stream != session.message_stream:
-            intake.discard()  # RSET, EHLO, STARTTLS, a refused chunk: no message
-            self.intake = None
+        self._drop_stale_intake()
         if self.closing:
             self._end("quit" if session.mode is Mode.CLOSED else "error limit")
+
+    def _drop_stale_intake(self) -> None:
+        """Discard the intake once its text no longer names the message being received: RSET,
+        EHLO, STARTTLS, a refused chunk, or a text the core refused as it was read (too big, a
+        bare newline, a line too long), whose remaining octets the core reads and drops."""
+        intake = self.intake
+        if intake is not None and intake.stream != self.session.message_stream:
+            intake.discard()
+            self.intake = None
 
     def _resumed(self, task: asyncio.Task[None], *, began: float | None) -> None:
         self._task = None
