@@ -204,3 +204,42 @@ def test_a_client_that_pipelines_but_does_not_read_gets_no_more_answers(h: Harne
             received += chunk
         sender.join(30)
         assert set(bytes(received).split(b"\r\n")[:-1]) == {b"250 2.0.0 Ok"}
+
+
+def test_a_stop_lets_a_message_being_made_durable_finish(
+    harness_factory: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server stops while a message is being made durable: that goes on, the client gets
+    its 250 and then the 421 4.3.2 (cancelled, it would get only the 421 for a message the
+    store may still commit, and send it again)."""
+    h = harness_factory()
+    h.add_domain("stop.test")
+    h.add_user("sink@stop.test")
+    release = threading.Event()
+    entered = threading.Event()
+    deliver = h.db.deliver
+
+    async def slow_deliver(delivery: Any) -> Any:
+        entered.set()
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, 30)
+        return await deliver(delivery)
+
+    monkeypatch.setattr(h.db, "deliver", slow_deliver)
+    with h.raw() as c:
+        assert codes(c.feed(b"EHLO client.example.net\r\nMAIL FROM:<a@remote.test>\r\n"
+                            b"RCPT TO:<sink@stop.test>\r\nDATA\r\n", 4)) == [
+            "250", "250", "250", "354"]
+        c.send(MSG + b".\r\n")
+        assert entered.wait(30)
+        stopping = threading.Thread(target=h.run, args=(h._stop_all(),))
+        stopping.start()
+        try:
+            threading.Event().wait(0.2)  # the stop reached the session and waits on it
+            assert stopping.is_alive()
+        finally:
+            release.set()
+        replies = c.replies(2)
+        stopping.join(30)
+    assert codes(replies) == ["250", "421"]
+    assert b"4.3.2" in replies
+    assert any(b"driver" in m for m in h.messages("sink@stop.test"))

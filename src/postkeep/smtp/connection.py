@@ -36,7 +36,14 @@ from postkeep.net.listener import Listeners, Peer, Ran, SessionProtocol, eagerly
 from postkeep.net.tls import network_error
 from postkeep.smtp.intake import Intake
 from postkeep.smtp.wire.parser import Rcpt
-from postkeep.smtp.wire.session import Mode, SmtpSession, TextReceived
+from postkeep.smtp.wire.session import (
+    ChunkReceived,
+    Event,
+    MessageReceived,
+    Mode,
+    SmtpSession,
+    TextReceived,
+)
 from postkeep.store.api import Account
 
 if TYPE_CHECKING:
@@ -47,6 +54,8 @@ logger = log.get("smtp")
 R_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
 R_TOO_SLOW = Reply(421, "4.4.2", "Too many slow connections, closing connection")
 R_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+# the handlers that make a message durable, which a stop lets finish (`goodbye`)
+_FINISH_ON_STOP = (MessageReceived, ChunkReceived)
 _NETWORK_ERRORS = (ConnectionError, ssl.SSLError, OSError)
 # replies answered from one read before they are written and the transport's buffer is looked
 # at: past its high-water mark, answering waits for the client to read (`_hold_output`)
@@ -59,8 +68,8 @@ class SmtpConnection(SessionProtocol):
 
     __slots__ = (
         "_began", "_ended", "_eof", "_gone", "_held", "_loop", "_output_held", "_reading_paused",
-        "_slow_asked",
-        "_started", "_task", "_waiting", "_write_paused", "account", "auth", "auth_failures",
+        "_slow_asked", "_started", "_stopping", "_task", "_task_kind", "_waiting", "_write_paused",
+        "account", "auth", "auth_failures",
         "closing", "deadline", "intake", "last_read", "messages", "out", "owned",
         "rcpt_accounts", "record", "refusal", "server", "session", "slow", "slow_at", "tls",
         "waited",
@@ -94,6 +103,11 @@ class SmtpConnection(SessionProtocol):
         self._began = 0.0  # when the current wait on the client began
         self._waiting = False  # in the watch: ready for input, replies written
         self._task: asyncio.Task[None] | None = None  # a handler that had to wait
+        # the server stops while that handler makes a message durable: it finishes first, its
+        # reply goes out, then the 421 (cancelling it would 421 a message the store may still
+        # commit, which the client would send again)
+        self._stopping = False
+        self._task_kind: type[Event] | None = None  # the event that handler answers
         self._reading_paused = False
         self._write_paused = False  # the client does not read its replies fast enough
         self._output_held = False  # answering stopped until the client reads its replies
@@ -130,12 +144,16 @@ class SmtpConnection(SessionProtocol):
         self._pump()
 
     def goodbye(self) -> None:
-        """The server stops: 421, whatever the session was doing (a handler waiting is
-        cancelled first)."""
+        """The server stops: 421, whatever the session was doing. A handler waiting is
+        cancelled first, except one making a message durable (end of DATA, a BDAT chunk): that
+        one finishes, and its reply goes out before the 421."""
         if self._ended:
             return
         if self._task is not None:
-            self._task.cancel()  # `_resumed` says goodbye once it is
+            if self._task_kind in _FINISH_ON_STOP:
+                self._stopping = True  # `_resumed` says goodbye once it is done
+            else:
+                self._task.cancel()  # `_resumed` says goodbye once it is
             return
         self.out.append(self.session.render(R_SHUTDOWN))
         self._end("server shutdown")
@@ -282,7 +300,7 @@ class SmtpConnection(SessionProtocol):
                 return
             if not isinstance(ran, Ran):
                 self._pause_reading()
-                self._task = ran
+                self._task, self._task_kind = ran, type(event)
                 ran.add_done_callback(functools.partial(self._resumed, began=began))
                 return
             self._after(began)
@@ -319,6 +337,9 @@ class SmtpConnection(SessionProtocol):
         self._after(began)
         if self._gone is not None:
             self._end(self._gone)
+        if self._stopping:
+            self.goodbye()  # after the handler's reply: the server stops
+            return
         self._pump()
 
     def _failed(self, exc: BaseException) -> None:
