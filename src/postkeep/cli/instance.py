@@ -16,6 +16,7 @@ from pathlib import Path
 from postkeep import config as config_mod
 from postkeep.auth.passwords import generate_password, hash_password
 from postkeep.cli.common import CONFIG_NAME, CliError, check_domain, load_config, with_store
+from postkeep.config.reference import reference_markdown
 from postkeep.errors import ConfigError, StoreError
 from postkeep.sasl.secrets import derive_secrets
 from postkeep.server.privileges import ROOT_USER, service_account
@@ -203,7 +204,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config_reference(args: argparse.Namespace) -> int:
-    print(config_mod.reference_markdown(), end="")
+    print(reference_markdown(), end="")
     return 0
 
 
