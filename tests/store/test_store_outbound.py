@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from postkeep.errors import AlreadyExists, NotFound, StoreError
-from postkeep.store.api import DsnRecipient, Envelope, QueueRecipient
+from postkeep.store.api import DsnRecipient, Envelope, QueueNotice, QueueRecipient
 from postkeep.store.sql.store import SqlStore
 
 Run = Callable[[Awaitable[Any]], Any]
@@ -130,3 +130,83 @@ def test_queue_key_needs_the_master_key(
     with pytest.raises(StoreError, match="master key"):
         make_store(master_key=bytes(32))
     assert run(make_store(master_key=master_key).read_outbound("Q100")) == b"secret body"
+
+
+def test_claims_are_exclusive_and_lapse(
+    run: Run, make_store: Callable[..., SqlStore], store: SqlStore
+) -> None:
+    """Two stores (as two processes) claiming at once never get the same entry; a claim
+    stands until it lapses or its node releases it; held entries are never claimed."""
+    for i in range(30):
+        run(store.enqueue_outbound(envelope(f"C{i:02}"), RECIPIENTS, b"x"))
+    other = make_store()
+    now = time.time() + 1
+
+    async def both() -> tuple[list[Any], list[Any]]:
+        a, b = await asyncio.gather(
+            *(s.claim_outbound(f"node:{n}", now, 600, 20) for n, s in enumerate((store, other)))
+        )
+        return a, b
+
+    first, second = run(both())
+    ids = [e.queue_id for e in first] + [e.queue_id for e in second]
+    assert len(ids) == 30 and len(set(ids)) == 30, ids  # 20 + 10, none twice
+    assert run(store.claim_outbound("node:2", now, 600, 50)) == []  # all claimed
+    assert run(store.claim_outbound("node:2", now + 601, 600, 50)) != []  # lapsed
+    assert run(store.release_outbound_claims("node:")) == 30
+    run(store.hold_outbound("C05", True))
+    again = run(other.claim_outbound("n2:1", now, 600, 50))
+    assert len(again) == 29 and "C05" not in {e.queue_id for e in again}
+    assert run(store.get_outbound("C05")).held
+    run(store.release_outbound_claims("n2:"))
+    run(store.hold_outbound("C05", False))
+    [one] = run(store.claim_outbound("n3:1", 0, 600, 50, queue_id="C05"))  # not yet due: by id
+    assert one.queue_id == "C05" and one.lease_owner == "n3:1"
+    with pytest.raises(NotFound):
+        run(store.hold_outbound("NOPE", True))
+
+
+def test_update_records_outcomes_and_notices(run: Run, store: SqlStore, data_dir: Path) -> None:
+    run(store.enqueue_outbound(envelope("U1"), RECIPIENTS, message(3000)))
+    [entry] = run(store.claim_outbound("w:1", time.time() + 1, 600, 5))
+    bob, carol = entry.recipients
+    done = QueueRecipient(bob.address, bob.notify, bob.orcpt, "delivered", "250 2.0.0 Ok",
+                          "mx.remote.example [192.0.2.1]", 1.0)
+    assert not run(store.update_outbound(entry.id, "w:2", [done]))  # not its claim: nothing
+    assert run(store.get_outbound("U1")).recipients[0].status == "pending"
+    assert run(store.update_outbound(entry.id, "w:1", [done]))  # recorded, still claimed
+    now = run(store.get_outbound("U1"))
+    assert now.recipients[0] == done and now.lease_owner == "w:1" and now.attempts == 0
+    later = QueueRecipient(carol.address, reply="451 4.4.1 No answer", updated=2.0)
+    assert run(store.update_outbound(entry.id, "w:1", [later], reschedule=5000.0,
+                                     last_error="451 4.4.1 No answer"))
+    now = run(store.get_outbound("U1"))
+    assert (now.next_attempt, now.attempts, now.lease_owner) == (5000.0, 1, None)
+    assert now.recipients[1].reply == "451 4.4.1 No answer" and now.pending == (now.recipients[1],)
+    [entry] = run(store.claim_outbound("w:1", 5001, 600, 5))
+    failed = QueueRecipient(carol.address, status="failed", reply="550 5.1.1 No such user")
+    bounce = QueueNotice(Envelope("B1", "", [DsnRecipient("alice@example.org")], "", "", 0.0),
+                         b"the DSN")
+    assert run(store.update_outbound(entry.id, "w:1", [failed], reschedule=9e9,
+                                     notices=[bounce]))
+    with pytest.raises(NotFound):  # no recipient pending: the entry and its blob are gone
+        run(store.get_outbound("U1"))
+    [notice] = run(store.list_outbound())
+    assert (notice.queue_id, notice.mail_from) == ("B1", "")
+    assert run(store.read_outbound("B1")) == b"the DSN"
+    assert [p.name for p in blob_files(data_dir)] == [notice.blob_id]
+    run(store.delete_outbound("B1"))
+    assert run(store.list_outbound()) == [] and blob_files(data_dir) == []
+    with pytest.raises(NotFound):
+        run(store.delete_outbound("B1"))
+
+
+def test_retry_makes_entries_due(run: Run, store: SqlStore) -> None:
+    for qid in ("R1", "R2"):
+        run(store.enqueue_outbound(envelope(qid), RECIPIENTS, b"x"))
+    for entry in run(store.claim_outbound("w:1", time.time() + 1, 600, 5)):
+        run(store.update_outbound(entry.id, "w:1", [], reschedule=9e9))
+    assert run(store.claim_outbound("w:1", time.time(), 600, 5)) == []
+    assert run(store.retry_outbound("R2", 10.0)) == 1
+    assert [e.queue_id for e in run(store.claim_outbound("w:1", time.time(), 600, 5))] == ["R2"]
+    assert run(store.retry_outbound(None, 10.0)) == 2

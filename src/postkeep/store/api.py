@@ -176,6 +176,7 @@ class Envelope:
     envid: str | None = None  # RFC 3461 ENVID (xtext decoded)
     body: str | None = None  # BODY=7BIT|8BITMIME|BINARYMIME
     smtputf8: bool = False
+    requiretls: bool = False  # RFC 8689 MAIL FROM REQUIRETLS
 
 
 @dataclass(slots=True)
@@ -219,7 +220,10 @@ class QueueRecipient:
     address: str
     notify: str | None = None
     orcpt: str | None = None
-    status: str = "pending"  # "pending" until the delivery workers record an outcome
+    status: str = "pending"  # "pending" until "delivered" or "failed" (permanently)
+    reply: str | None = None  # the last answer about it ("250 2.0.0 Ok", "451 4.4.1 ...")
+    remote: str | None = None  # the MTA that gave `reply` ("mx1.example.org [192.0.2.1]")
+    updated: float | None = None  # when `reply` came
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +244,24 @@ class QueueEntry:
     next_attempt: float
     attempts: int
     last_error: str | None
+    held: bool = False
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    delay_notified: bool = False
+    requiretls: bool = False
+
+    @property
+    def pending(self) -> tuple[QueueRecipient, ...]:
+        return tuple(r for r in self.recipients if r.status == "pending")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueNotice:
+    """A message the queue sends about another (a DSN, RFC 3464): queued in the transaction
+    that records the outcome it reports, so it is sent exactly once."""
+
+    envelope: Envelope
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,6 +436,46 @@ class Store(Protocol):
     async def list_outbound(self) -> list[QueueEntry]: ...
     async def read_outbound(self, queue_id: str) -> bytes:
         """The decrypted queued message; NotFound if no such queue entry."""
+
+    async def get_outbound(self, queue_id: str) -> QueueEntry:
+        """One queue entry; NotFound if there is none."""
+
+    async def claim_outbound(
+        self, owner: str, now: float, lease: float, limit: int, queue_id: str | None = None
+    ) -> list[QueueEntry]:
+        """Claim up to `limit` due entries (not held, `next_attempt` <= `now`, no standing
+        claim) for `owner` until `now + lease`, the next due first; or the entry `queue_id`
+        whatever its schedule (still not a held or claimed one). Several processes and nodes
+        claim concurrently without ever getting the same entry (SKIP LOCKED on PostgreSQL)."""
+
+    async def release_outbound_claims(self, owner_prefix: str) -> int:
+        """Drop the claims of owners whose name starts with `owner_prefix` (a node starting
+        again: its workers of before are gone); how many were dropped."""
+
+    async def update_outbound(
+        self,
+        entry_id: int,
+        owner: str,
+        recipients: Sequence[QueueRecipient],
+        *,
+        reschedule: float | None = None,
+        last_error: str | None = None,
+        delay_notified: bool = False,
+        notices: Sequence[QueueNotice] = (),
+    ) -> bool:
+        """Record recipients' outcomes on a claimed entry (matched by address) and queue
+        `notices`, in one commit. With `reschedule` (the attempt is over): the entry is
+        removed if no recipient is pending, else due again then, with its claim released.
+        False if `owner` no longer holds the claim (nothing is changed)."""
+
+    async def hold_outbound(self, queue_id: str, held: bool) -> None:
+        """Put an entry on hold or release it; NotFound if there is none."""
+
+    async def retry_outbound(self, queue_id: str | None, now: float) -> int:
+        """Make an entry (every entry, for None) due at `now`; how many."""
+
+    async def delete_outbound(self, queue_id: str) -> None:
+        """Remove an entry and its message without notice; NotFound if there is none."""
 
     # -- aliases ---------------------------------------------------------------------------------
     async def add_alias(self, source: str, targets: Sequence[str]) -> Alias: ...

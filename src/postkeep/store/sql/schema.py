@@ -32,7 +32,10 @@ Notes on the design:
 * ``outbound_queue`` (migration 2) holds messages accepted by authenticated submission for remote
   recipients: the blob is encrypted under a fresh content key, wrapped by the instance's "queue"
   data key (``meta`` row ``queue_data_key``, itself wrapped by the master key); recipients are
-  JSON objects ``{address, notify, orcpt, status}``.
+  JSON objects ``{address, notify, orcpt, status}``. Migration 7 adds the delivery workers'
+  state: ``held``, the claim (``lease_owner``, ``lease_until``), ``delay_notified``,
+  ``requiretls``; a recipient's JSON gains ``reply`` (the last answer about it, or why it
+  failed), ``remote`` (the MTA that gave it) and ``updated`` (when).
 * IMAP (migration 4): ``blobs.structure`` is the message's MIME summary (`postkeep.mime.summary`:
   part tree with byte offsets, ENVELOPE, BODYSTRUCTURE), computed once at delivery and sealed
   under the blob's content key; ``expunged`` logs expunged UIDs with the MODSEQ of their expunge
@@ -259,6 +262,12 @@ outbound_queue = Table(
     Column("next_attempt", Double, nullable=False, index=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=True),
+    Column("held", Boolean, nullable=False, default=False),
+    Column("lease_owner", String(128), nullable=True),
+    Column("lease_until", Double, nullable=True),
+    Column("delay_notified", Boolean, nullable=False, default=False),
+    Column("requiretls", Boolean, nullable=False, default=False),
+    Index("ix_outbound_queue_due", "held", "next_attempt"),
     sqlite_autoincrement=True,
 )
 

@@ -44,6 +44,7 @@ def _load() -> tuple[Migration, ...]:
         m0004_imap,
         m0005_address_forms,
         m0006_inline_blobs,
+        m0007_delivery_state,
     )
 
     return (
@@ -53,6 +54,7 @@ def _load() -> tuple[Migration, ...]:
         m0004_imap.MIGRATION,
         m0005_address_forms.MIGRATION,
         m0006_inline_blobs.MIGRATION,
+        m0007_delivery_state.MIGRATION,
     )
 
 
