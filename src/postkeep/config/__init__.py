@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from postkeep.config.delivery import DeliveryConfig, validate_delivery
 from postkeep.config.dns import DnsConfig, parse_nameserver, validate_dns
 from postkeep.config.fields import KiB, MiB, parse_listen
 from postkeep.config.imap import ImapConfig
@@ -26,9 +27,9 @@ from postkeep.config.smtp import DEFAULT_SASL, SmtpConfig, SubmissionConfig
 from postkeep.errors import ConfigError
 
 __all__ = [
-    "Config", "DnsConfig", "ImapConfig", "KiB", "LogConfig", "MiB", "ServerConfig", "SmtpConfig",
-    "StoreConfig", "SubmissionConfig", "TlsCertificate", "TlsConfig", "load", "parse_listen",
-    "parse_nameserver",
+    "Config", "DeliveryConfig", "DnsConfig", "ImapConfig", "KiB", "LogConfig", "MiB",
+    "ServerConfig", "SmtpConfig", "StoreConfig", "SubmissionConfig", "TlsCertificate",
+    "TlsConfig", "load", "parse_listen", "parse_nameserver",
 ]
 
 
@@ -44,6 +45,7 @@ class Config:
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
     source: Path | None = field(default=None, metadata={"internal": True})  # the file read
 
@@ -173,6 +175,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("server.hostname", "must be a host name")
     _validate_tls(cfg)
     validate_dns(cfg.dns)
+    validate_delivery(cfg.delivery)
     for i, item in enumerate(cfg.smtp.listen):
         try:
             parse_listen(item)

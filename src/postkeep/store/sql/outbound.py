@@ -131,7 +131,7 @@ class OutboundQueueMixin(SqlStoreBase):
             raise StoreError(f"invalid queue id {queue_id!r}")
         blob_id = new_blob_id()
         content_key = new_key()
-        now = time.time()
+        now = envelope.received_at or time.time()  # queued as it arrived, due at once
         row = {
             "queue_id": queue_id,
             "blob_id": blob_id,

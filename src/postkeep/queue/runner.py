@@ -1,0 +1,276 @@
+"""The delivery workers: claim due queue entries and deliver them, recipient by recipient.
+
+Each worker process runs one `QueueRunner` (`postkeep.server.worker`). It claims due entries
+from the store (`Store.claim_outbound`: exclusive across processes and nodes) as long as fewer
+than `delivery.max_in_flight` deliveries run, and is woken at once when its own process queues
+a message (`wake`), else looks again every `delivery.poll_interval` seconds.
+
+One attempt at an entry (RFC 5321 §4.5.4.1):
+
+1. its pending recipients grouped: local ones (a DSN to a local sender) delivered into their
+   mailboxes, the others by domain, each domain one SMTP transaction through the `Transport`
+   (`postkeep.queue.remote`), at most `delivery.max_per_destination` at once per domain;
+2. each recipient a domain's server accepted is recorded as delivered as soon as the server
+   said so (the window in which a crash sends a message twice is that one commit);
+3. at the end, in one commit: permanent failures marked failed with their bounce queued
+   (RFC 3464), the entry rescheduled (`schedule.retry_at`) or, past `delivery.lifetime`, every
+   recipient still pending failed with 4.4.7 and bounced; a delay notice once, past
+   `delivery.delay_notice_after`; the entry removed once no recipient is pending.
+
+A notice is never sent about a notice (its reverse-path is null, RFC 5321 §4.5.5): a failed
+one is logged and dropped. A crash at any point loses nothing: the claim is released when the
+node starts again (`release_outbound_claims`) and the entry tried again; a bounce is queued in
+the commit that marks its recipients failed, so it is sent exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
+from typing import Protocol
+
+from postkeep import log
+from postkeep.config import Config
+from postkeep.delivery.trace import received_header, return_path_header
+from postkeep.queue import schedule
+from postkeep.queue.dsn import Reported, notice
+from postkeep.queue.outcome import Outcome, temporary
+from postkeep.store.api import (
+    Envelope,
+    LocalDelivery,
+    QueueEntry,
+    QueueNotice,
+    QueueRecipient,
+    Store,
+)
+
+logger = log.get("queue")
+
+LEASE = 3600.0  # seconds a claim stands: longer than any attempt (the RFC's timeouts)
+
+
+class Transport(Protocol):
+    """Delivers one entry's recipients at one domain in one attempt: an outcome for each, in
+    order (`postkeep.queue.remote.RemoteTransport`)."""
+
+    async def deliver(
+        self, domain: str, entry: QueueEntry, recipients: Sequence[QueueRecipient],
+        message: bytes,
+    ) -> list[Outcome]: ...
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+class QueueRunner:
+    def __init__(
+        self, cfg: Config, store: Store, transport: Transport, *, owner: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.delivery = cfg.delivery
+        self.store = store
+        self.transport = transport
+        self.owner = owner
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._running: set[asyncio.Task[None]] = set()
+        self._per_domain: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    def wake(self) -> None:
+        """Look at the queue now (a message was queued)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled; then wait for nothing: attempts in flight are cancelled,
+        and their claims released so another process may take them at once."""
+        try:
+            while True:
+                self._wake.clear()
+                await self.run_once()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.delivery.poll_interval)
+        finally:
+            for task in self._running:
+                task.cancel()
+            await asyncio.gather(*self._running, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.release_outbound_claims(self.owner))
+
+    async def run_once(self, queue_id: str | None = None) -> int:
+        """Claim what is due (or the entry `queue_id`) and start its attempts; how many."""
+        room = self.delivery.max_in_flight - len(self._running)
+        if room <= 0:
+            return 0
+        try:
+            entries = await self.store.claim_outbound(
+                self.owner, self.clock(), LEASE, room, queue_id
+            )
+        except Exception:
+            logger.exception("queue: claiming due entries failed")
+            return 0
+        for entry in entries:
+            task = asyncio.create_task(self._attempt(entry))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+        return len(entries)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("queue: attempt failed", exc_info=task.exception())
+        self._wake.set()  # room for more
+
+    async def idle(self) -> None:
+        """Wait until no attempt runs (tests, and `postkeep queue flush`)."""
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    async def _attempt(self, entry: QueueEntry) -> None:
+        try:
+            message = await self.store.read_outbound(entry.queue_id)
+        except Exception as e:
+            logger.error("queue: cannot read qid=%s: %s; retried later", entry.queue_id, e)
+            await self.store.update_outbound(
+                entry.id, self.owner, [], reschedule=schedule.retry_at(
+                    self.delivery, entry, self.clock()), last_error=f"cannot read: {e}")
+            return
+        groups: dict[str | None, list[QueueRecipient]] = {}
+        for rcpt in entry.pending:
+            accounts = await self.store.resolve_local(rcpt.address)
+            key = None if accounts else domain_of(rcpt.address)
+            groups.setdefault(key, []).append(rcpt)
+        results = await asyncio.gather(
+            *(self._group(entry, domain, rcpts, message) for domain, rcpts in groups.items())
+        )
+        outcomes = [pair for result in results for pair in result]
+        await self._conclude(entry, message, outcomes)
+
+    async def _group(
+        self, entry: QueueEntry, domain: str | None, rcpts: list[QueueRecipient], message: bytes
+    ) -> list[tuple[QueueRecipient, Outcome]]:
+        if domain is None:
+            outcomes = [await self._local(entry, rcpt, message) for rcpt in rcpts]
+        else:
+            async with self._destination(domain):
+                try:
+                    outcomes = await self.transport.deliver(domain, entry, rcpts, message)
+                except Exception as e:  # a bug in a transport must not lose the entry
+                    logger.exception("queue: delivery to %s failed qid=%s", domain,
+                                     entry.queue_id)
+                    outcomes = [temporary("4.3.0", f"Local error in delivery: {e}")] * len(rcpts)
+        now = self.clock()
+        delivered = [_state(rcpt, outcome, now) for rcpt, outcome in zip(rcpts, outcomes,
+                     strict=True) if outcome.delivered]
+        if delivered:  # recorded at once: a crash from here on does not send them again
+            await self.store.update_outbound(entry.id, self.owner, delivered)
+        for rcpt, outcome in zip(rcpts, outcomes, strict=True):
+            self._log(entry, rcpt, outcome)
+        return list(zip(rcpts, outcomes, strict=True))
+
+    @contextlib.asynccontextmanager
+    async def _destination(self, domain: str) -> AsyncIterator[None]:
+        """At most `delivery.max_per_destination` deliveries to `domain` at once; a domain's
+        semaphore lives while someone uses or waits for it."""
+        semaphore, users = self._per_domain.setdefault(
+            domain, (asyncio.Semaphore(self.delivery.max_per_destination), [0]))
+        users[0] += 1
+        try:
+            async with semaphore:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._per_domain[domain]
+
+    async def _local(self, entry: QueueEntry, rcpt: QueueRecipient, message: bytes) -> Outcome:
+        accounts = await self.store.resolve_local(rcpt.address) or []
+        now = self.clock()
+        hostname = self.cfg.server.hostname
+        trace = return_path_header(entry.mail_from) + received_header(
+            helo=hostname, client_ip="127.0.0.1", client_name="localhost", hostname=hostname,
+            protocol="local", queue_id=entry.queue_id, tls=None, recipient=rcpt.address,
+            when=now)
+        envelope = Envelope(entry.queue_id, entry.mail_from, [], "127.0.0.1", hostname, now,
+                            smtputf8=entry.smtputf8)
+        try:
+            await self.store.deliver(LocalDelivery(envelope, [a.id for a in accounts],
+                                                   trace + message))
+        except Exception as e:
+            return temporary("4.3.0", f"Local delivery failed: {e}")
+        return Outcome(250, "2.0.0", "Delivered to a local mailbox", "local")
+
+    async def _conclude(
+        self, entry: QueueEntry, message: bytes, outcomes: list[tuple[QueueRecipient, Outcome]]
+    ) -> None:
+        now = self.clock()
+        cfg = self.delivery
+        expired = schedule.expired(cfg, entry, now)
+        final: list[QueueRecipient] = []
+        failed: list[tuple[QueueRecipient, Outcome]] = []
+        waiting: list[tuple[QueueRecipient, Outcome]] = []
+        for rcpt, outcome in outcomes:
+            if outcome.delivered:
+                continue
+            if not outcome.permanent and expired:
+                outcome = replace(outcome, code=550, enhanced="4.4.7", text=(
+                    f"Delivery time expired after {cfg.lifetime // 3600} hours; last error: "
+                    f"{outcome.line()}"))
+            if outcome.permanent:
+                failed.append((rcpt, outcome))
+                final.append(replace(_state(rcpt, outcome, now), status="failed"))
+            else:
+                waiting.append((rcpt, outcome))
+                final.append(_state(rcpt, outcome, now))
+        notices: list[QueueNotice] = []
+        bounce = [(r, o) for r, o in failed if schedule.wants(r, "FAILURE")]
+        if bounce and entry.mail_from:
+            notices.append(self._notice(entry, message, bounce, "failed", now))
+        elif failed and not entry.mail_from:
+            for rcpt, outcome in failed:
+                logger.warning("queue: notice dropped qid=%s to=<%s>: %s (a notice is never "
+                               "answered by another)", entry.queue_id, rcpt.address,
+                               outcome.line())
+        delay = schedule.delay_notice_due(cfg, entry, now) and bool(waiting)
+        warn = [(r, o) for r, o in waiting if schedule.wants(r, "DELAY")]
+        if delay and warn:
+            notices.append(self._notice(entry, message, warn, "delayed", now))
+        last_error = waiting[0][1].line() if waiting else None
+        await self.store.update_outbound(
+            entry.id, self.owner, final, reschedule=schedule.retry_at(cfg, entry, now),
+            last_error=last_error, delay_notified=delay, notices=notices)
+
+    def _notice(self, entry: QueueEntry, message: bytes,
+                about: list[tuple[QueueRecipient, Outcome]], action: str, now: float
+                ) -> QueueNotice:
+        reported = [
+            Reported(r.address, r.orcpt, action, o.enhanced,
+                     o.line() if o.remote else None, o.remote, now)
+            for r, o in about
+        ]
+        made = notice(entry, message, reported, hostname=self.cfg.server.hostname,
+                      max_returned=self.delivery.max_bounce_size,
+                      retry_until=schedule.expires_at(self.delivery, entry), now=now)
+        logger.info("queue: %s notice qid=%s for qid=%s to=<%s>",
+                    "delay" if action == "delayed" else "bounce", made.envelope.queue_id,
+                    entry.queue_id, entry.mail_from)
+        return made
+
+    def _log(self, entry: QueueEntry, rcpt: QueueRecipient, outcome: Outcome) -> None:
+        status = ("sent" if outcome.delivered else "bounced" if outcome.permanent
+                  else "deferred")
+        logger.info("queue: %s qid=%s to=<%s> relay=%s status=%s reply=%r", status,
+                    entry.queue_id, rcpt.address, outcome.remote or "none", outcome.enhanced,
+                    outcome.line())
+
+
+def _state(rcpt: QueueRecipient, outcome: Outcome, now: float) -> QueueRecipient:
+    return replace(rcpt, status="delivered" if outcome.delivered else "pending",
+                   reply=outcome.line(), remote=outcome.remote, updated=now)
+
