@@ -272,6 +272,19 @@ def test_starttls_discards_pipelined_plaintext_and_resets(h: Harness, c: SmtpCli
     c.quit()
 
 
+def test_requiretls_only_over_tls(h: Harness, c: SmtpClient) -> None:
+    """RFC 8689 §4: REQUIRETLS is offered once TLS is up, and refused on a plaintext session."""
+    assert b"REQUIRETLS" not in c.feed(b"EHLO c\r\n", 1)
+    out = c.feed(b"MAIL FROM:<a@b.test> REQUIRETLS\r\n", 1)
+    assert out.startswith(b"530 5.7.10 ")
+    assert codes(c.feed(b"MAIL FROM:<a@b.test> REQUIRETLS=yes\r\n", 1)) == ["501"]
+    assert codes(c.feed(b"STARTTLS\r\n", 1)) == ["220"]
+    c.starttls(h.client_context())
+    assert b"250 REQUIRETLS\r\n" in c.feed(b"EHLO c\r\n", 1)
+    assert codes(c.feed(b"MAIL FROM:<a@b.test> REQUIRETLS\r\n", 1)) == ["250"]
+    c.quit()
+
+
 def test_smtputf8_addresses(c: SmtpClient) -> None:
     c.feed(b"EHLO c\r\n", 1)
     out = c.feed("MAIL FROM:<jöran@bücher.test>\r\n".encode(), 1)

@@ -104,8 +104,10 @@ class InboundPipeline:
         limits: InboundLimits,
         *,
         submission: bool,
+        on_queued: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_queued = on_queued
         self.directory = directory
         self.hostname = hostname
         self.limits = limits
@@ -184,6 +186,8 @@ class InboundPipeline:
                 self.directory.note_delivery(account_ids, len(data))
             if remote:
                 await self.store.enqueue_outbound(message.envelope, remote, data)
+                if self.on_queued is not None:
+                    self.on_queued()
         except Exception:
             logger.exception("delivery failed qid=%s ip=%s", message.queue_id, message.client.ip)
             return Verdict(R_LOCAL_ERROR, f"delivery failed qid={message.queue_id}")

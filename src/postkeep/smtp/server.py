@@ -31,7 +31,7 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from postkeep import log
 from postkeep.auth.exchange import AuthResult, AuthStatus, SaslAuthenticator
@@ -116,12 +116,14 @@ class SmtpServer:
         budget: DataBudget | None = None,
         slots: IpSlots | None = None,
         sockets: Sequence[socket.socket] | None = None,
+        on_queued: Callable[[], None] | None = None,
     ) -> None:
         """`budget`: the process's budget for message text in flight, shared by the MX and
         submission servers (a budget of `smtp.max_data_in_flight` of its own if None);
         `slots`: the connection limits' counts (default: this process's own, for this role);
         `sockets`: listening sockets bound already, one per `listen` entry in order (worker
-        processes share the main process's)."""
+        processes share the main process's); `on_queued`: called once a message is in the
+        outbound queue (the process's delivery worker starts on it at once)."""
         self.cfg = cfg
         self.budget = budget if budget is not None else DataBudget(cfg.smtp.max_data_in_flight)
         self.smtp = cfg.smtp
@@ -151,6 +153,7 @@ class SmtpServer:
                 max_part_size=sub.max_part_size,
             ),
             submission=self.submission,
+            on_queued=on_queued,
         )
         self.auth: SaslAuthenticator | None = None
         self.bindings: EndPointBindings | None = None
@@ -366,6 +369,7 @@ class SmtpServer:
                 envid=mail.params.envid,
                 body=mail.params.body,
                 smtputf8=mail.params.smtputf8,
+                requiretls=mail.params.requiretls,
             ),
             recipients=recipients,
             data=intake.text() if intake is not None else b"",

@@ -3,7 +3,7 @@
 Implements the command syntax of RFC 5321 §4.1 (commands), §4.1.2 (paths and mailboxes) and
 §4.5.3.1 (size limits of local parts, domains and paths), with the ESMTP parameters of
 RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 3030 (BINARYMIME, CHUNKING/BDAT), RFC 3461 (DSN),
-RFC 6531 (SMTPUTF8) and RFC 4954 (AUTH= on MAIL).
+RFC 6531 (SMTPUTF8), RFC 4954 (AUTH= on MAIL) and RFC 8689 (REQUIRETLS).
 
 Exposure: this is the first code that sees bytes from an unauthenticated peer. It never raises
 anything but `CommandError` (carrying the reply) for bad input, and does no I/O and no policy: it
@@ -72,6 +72,7 @@ class MailParams:
     ret: str | None = None  # RFC 3461 §4.3: FULL / HDRS
     envid: str | None = None  # RFC 3461 §4.4, xtext-decoded
     auth: str | None = None  # RFC 4954 §5, xtext-decoded ("<>" when unknown)
+    requiretls: bool = False  # RFC 8689 §4
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,11 +333,15 @@ def parse_mail(rest: str, extended: bool) -> Mail:
             if not value:
                 raise _syntax("AUTH needs a value", 501, "5.5.4")
             auth = xtext_decode(value)
+        elif key == "REQUIRETLS":  # RFC 8689 §4
+            if value is not None:
+                raise _syntax("REQUIRETLS takes no value", 501, "5.5.4")
         else:
             raise _unknown(key)
     path = parse_path(path_text, utf8, allow_null=True)
     params = MailParams(
-        size=size, body=body, smtputf8=utf8, ret=ret, envid=envid, auth=auth
+        size=size, body=body, smtputf8=utf8, ret=ret, envid=envid, auth=auth,
+        requiretls="REQUIRETLS" in raw,
     )
     return Mail(path, params)
 

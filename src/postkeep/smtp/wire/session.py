@@ -241,6 +241,7 @@ R_STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 R_AUTH_LINE_TOO_LONG = Reply(500, "5.5.6", "Authentication exchange line is too long")
 MAX_AUTH_LINE = 12288  # RFC 4954 §4
 R_SMTPUTF8_NEEDS_EHLO = Reply(555, "5.5.4", "SMTPUTF8 requires EHLO")
+R_REQUIRETLS_NEEDS_TLS = Reply(530, "5.7.10", "REQUIRETLS needs a TLS session (RFC 8689 §4)")
 
 
 class LineCheck:
@@ -536,6 +537,8 @@ class SmtpSession:
         ]
         if self.capabilities.starttls and not self.tls_active:
             ext.append("STARTTLS")  # RFC 3207
+        if self.tls_active:
+            ext.append("REQUIRETLS")  # RFC 8689 §4: only over TLS
         caps = self.capabilities
         if caps.auth_mechanisms and (self.tls_active or not caps.auth_requires_tls):
             ext.append("AUTH " + " ".join(caps.auth_mechanisms))  # RFC 4954
@@ -544,6 +547,8 @@ class SmtpSession:
     def accept_mail(self, mail: Mail) -> Reply:
         if mail.params.smtputf8 and not (self.helo and self.helo.extended):
             return R_SMTPUTF8_NEEDS_EHLO
+        if mail.params.requiretls and not self.tls_active:
+            return R_REQUIRETLS_NEEDS_TLS
         self._tx = _Transaction(mail=mail)
         return Reply(250, "2.1.0", "Sender ok")
 
