@@ -256,6 +256,19 @@ class QueueEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class DkimKey:
+    """A DKIM signing key of a domain (its private half stays sealed in the store)."""
+
+    id: int
+    domain: str
+    selector: str
+    algorithm: str  # "rsa-sha256" or "ed25519-sha256" (RFC 6376 §3.3, RFC 8463)
+    public_key: str  # the p= value as published (base64)
+    created: float
+    active_from: float  # when it starts signing
+
+
+@dataclass(frozen=True, slots=True)
 class QueueNotice:
     """A message the queue sends about another (a DSN, RFC 3464): queued in the transaction
     that records the outcome it reports, so it is sent exactly once."""
@@ -476,6 +489,22 @@ class Store(Protocol):
 
     async def delete_outbound(self, queue_id: str) -> None:
         """Remove an entry and its message without notice; NotFound if there is none."""
+
+    # -- DKIM keys -------------------------------------------------------------------------------
+    async def add_dkim_key(
+        self, domain: str, selector: str, algorithm: str, private_pem: bytes, public_key: str,
+        active_from: float,
+    ) -> DkimKey:
+        """Keep a signing key, its private half sealed; AlreadyExists for a used selector."""
+
+    async def list_dkim_keys(self, domain: str | None = None) -> list[DkimKey]:
+        """Keys of `domain` (every domain's if None), by domain then `active_from`."""
+
+    async def dkim_private_key(self, domain: str, selector: str) -> bytes:
+        """The unsealed PKCS#8 PEM private key; NotFound if there is no such key."""
+
+    async def remove_dkim_key(self, domain: str, selector: str) -> None:
+        """NotFound if there is no such key."""
 
     # -- aliases ---------------------------------------------------------------------------------
     async def add_alias(self, source: str, targets: Sequence[str]) -> Alias: ...

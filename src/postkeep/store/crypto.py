@@ -149,6 +149,16 @@ def outbound_key_context(queue_id: str, blob_id: str) -> bytes:
     return b"outbound-content-key\x00%s\x00%s" % (queue_id.encode(), blob_id.encode("ascii"))
 
 
+def dkim_key_context() -> bytes:
+    """AAD of the instance's DKIM data key (wrapped by the master key)."""
+    return b"dkim-data-key"
+
+
+def dkim_private_context(domain: str, selector: str) -> bytes:
+    """AAD binding a sealed DKIM private key to its domain and selector."""
+    return b"dkim-private-key\x00%s\x00%s" % (domain.encode(), selector.encode())
+
+
 def unwrap_key(kek: bytes, wrapped: bytes, context: bytes) -> bytes:
     """Inverse of `wrap_key`; raises CryptoError on a wrong key, context or damaged input."""
     if len(wrapped) != WRAPPED_KEY_SIZE or wrapped[:1] != _WRAP_VERSION:

@@ -37,6 +37,7 @@ from postkeep.store.blobs import INLINE_MAX, BlobFiles
 from postkeep.store.crypto import (
     CryptoError,
     account_key_context,
+    dkim_key_context,
     new_key,
     queue_key_context,
     unwrap_key,
@@ -46,7 +47,7 @@ from postkeep.store.events import EventBus
 from postkeep.store.sql.hotpath import HotStatements, hot_statements
 from postkeep.store.sql.migrations import migrate
 from postkeep.store.sql.prepared import Cursor
-from postkeep.store.sql.schema import META_KEY_CHECK, META_QUEUE_KEY, meta
+from postkeep.store.sql.schema import META_DKIM_KEY, META_KEY_CHECK, META_QUEUE_KEY, meta
 from postkeep.store.sql.writer import DeliveryStats, GroupCommitWriter, store_error
 
 log = logging.getLogger("postkeep.store")
@@ -152,6 +153,7 @@ class SqlStoreBase:
         self._closed = False
         self._data_keys: dict[tuple[str, bytes], bytes] = {}
         self._queue_key = b""
+        self._dkim_key = b""
         self._hot: HotStatements | None = None
         self._sqlite = False
         self._dbapi_error: type[Exception] = Exception
@@ -208,6 +210,7 @@ class SqlStoreBase:
                 log.info("store schema migrated to version %d", applied[-1])
             self._check_master_key()
             self._queue_key = self._system_key(META_QUEUE_KEY, queue_key_context())
+            self._dkim_key = self._system_key(META_DKIM_KEY, dkim_key_context())
         except sa_exc.DBAPIError as exc:
             self._dispose()
             raise StoreError(f"cannot open the database: {exc.orig}") from exc

@@ -36,6 +36,9 @@ Notes on the design:
   state: ``held``, the claim (``lease_owner``, ``lease_until``), ``delay_notified``,
   ``requiretls``; a recipient's JSON gains ``reply`` (the last answer about it, or why it
   failed), ``remote`` (the MTA that gave it) and ``updated`` (when).
+* ``dkim_keys`` (migration 8): DKIM signing keys per (domain, selector), the private key sealed
+  under the instance's DKIM data key (``meta`` row ``dkim_data_key``) with domain and selector
+  as AAD; ``active_from`` is when a key starts signing.
 * IMAP (migration 4): ``blobs.structure`` is the message's MIME summary (`postkeep.mime.summary`:
   part tree with byte offsets, ENVELOPE, BODYSTRUCTURE), computed once at delivery and sealed
   under the blob's content key; ``expunged`` logs expunged UIDs with the MODSEQ of their expunge
@@ -271,7 +274,23 @@ outbound_queue = Table(
     sqlite_autoincrement=True,
 )
 
+dkim_keys = Table(
+    "dkim_keys",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("domain", String(255), nullable=False),
+    Column("selector", String(63), nullable=False),
+    Column("algorithm", String(32), nullable=False),
+    Column("private_key", LargeBinary, nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("active_from", Double, nullable=False),
+    UniqueConstraint("domain", "selector", name="uq_dkim_keys_domain_selector"),
+    sqlite_autoincrement=True,
+)
+
 #: Names of `meta` rows.
 META_UIDVALIDITY = "uidvalidity"
 META_KEY_CHECK = "master_key_check"
 META_QUEUE_KEY = "queue_data_key"
+META_DKIM_KEY = "dkim_data_key"

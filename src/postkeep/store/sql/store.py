@@ -3,8 +3,9 @@ PostgreSQL.
 
 The store is assembled from parts: `postkeep.store.sql.base` (engines, lifecycle, the read pool and
 the single writer thread, keys), this module (delivery, domains, accounts, aliases, mailboxes and
-messages), `postkeep.store.sql.security` (SASL secrets, app passwords, `get_auth`) and
-`postkeep.store.sql.outbound` (the outbound queue). Message bodies are encrypted at rest
+messages), `postkeep.store.sql.security` (SASL secrets, app passwords, `get_auth`),
+`postkeep.store.sql.outbound` (the outbound queue) and `postkeep.store.sql.dkim` (DKIM keys).
+Message bodies are encrypted at rest
 (`postkeep.store.crypto`) in blobs: up to `postkeep.store.blobs.INLINE_MAX` octets in their
 ``blobs`` row, larger ones as files (`postkeep.store.blobs`); the tables are in
 `postkeep.store.sql.schema`, kept up to date by `postkeep.store.sql.migrations` when the store
@@ -61,6 +62,7 @@ from postkeep.store.crypto import (
 from postkeep.store.events import Subscription
 from postkeep.store.spool import Spool
 from postkeep.store.sql.base import SqlStoreBase, create_engines
+from postkeep.store.sql.dkim import DkimKeysMixin
 from postkeep.store.sql.mailops import MailboxOpsMixin
 from postkeep.store.sql.outbound import OutboundQueueMixin
 from postkeep.store.sql.prepared import Cursor
@@ -148,7 +150,9 @@ def _alias(r: Sequence[Any]) -> Alias:
     return Alias(r[0], r[1], tuple(json.loads(r[2])))
 
 
-class SqlStore(MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, SqlStoreBase):
+class SqlStore(
+    MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, DkimKeysMixin, SqlStoreBase
+):
     """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.
 
     Construct, then ``await open()``; ``await close()`` drains pending writes. `events` is the

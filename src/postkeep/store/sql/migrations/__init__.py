@@ -45,6 +45,7 @@ def _load() -> tuple[Migration, ...]:
         m0005_address_forms,
         m0006_inline_blobs,
         m0007_delivery_state,
+        m0008_dkim_keys,
     )
 
     return (
@@ -55,6 +56,7 @@ def _load() -> tuple[Migration, ...]:
         m0005_address_forms.MIGRATION,
         m0006_inline_blobs.MIGRATION,
         m0007_delivery_state.MIGRATION,
+        m0008_dkim_keys.MIGRATION,
     )
 
 
