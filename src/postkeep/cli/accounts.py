@@ -1,4 +1,5 @@
-"""Account administration commands of `postkeep`: domain, user, alias, app-password, send-as."""
+"""Account administration commands of `postkeep`: domain, user, alias, app-password, send-as
+(sending limits: `postkeep.cli.sending`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import time
 
 from postkeep.auth.passwords import generate_app_password, hash_app_password, hash_password
+from postkeep.cli import sending
 from postkeep.cli.common import CliError, check_address, check_domain, read_password, with_store
 from postkeep.policy.passwords import PasswordRejected, address_inputs, check_password_policy
 from postkeep.sasl.secrets import derive_secrets
@@ -13,6 +15,8 @@ from postkeep.store.api import APP_PASSWORD_SCOPES, Store
 
 
 def cmd_domain(args: argparse.Namespace) -> int:
+    if args.action == "limits":
+        return sending.cmd_limits(args, "domain")
     if args.action == "list":
         for d in with_store(args, lambda s: s.list_domains()):
             print(d.name)
@@ -55,6 +59,10 @@ def visible(address: str) -> str:
 def cmd_user(args: argparse.Namespace) -> int:
     """`user add|passwd|set|remove|list`: passwords pass the policy (the address counts as known
     to attackers) and are stored as an argon2id hash plus the derived SASL mechanism secrets."""
+    if args.action == "show":
+        return sending.cmd_user_show(args)
+    if args.action == "limits":
+        return sending.cmd_limits(args, "user")
     if args.action == "list":
         domain = check_domain(args.domain) if args.domain else None
         for a in with_store(args, lambda s: s.list_accounts(domain)):
@@ -186,6 +194,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     for action in ("add", "remove"):
         dsub.add_parser(action).add_argument("name")
     dsub.add_parser("list")
+    q = dsub.add_parser("limits", help="show or set the domain's sending limits")
+    q.add_argument("name")
+    sending.add_limit_options(q)
     p.set_defaults(func=cmd_domain)
 
     p = sub.add_parser("user", help="manage accounts")
@@ -204,6 +215,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="refuse the account password for mail protocols (app passwords only)")
     usub.add_parser("remove").add_argument("address")
     usub.add_parser("list").add_argument("--domain")
+    usub.add_parser("show", help="an account's settings and sending").add_argument("address")
+    q = usub.add_parser("limits", help="show or set the account's sending limits")
+    q.add_argument("address")
+    sending.add_limit_options(q)
     p.set_defaults(func=cmd_user)
 
     p = sub.add_parser("app-password", help="manage an account's app passwords")

@@ -1,10 +1,10 @@
 """Typed configuration, loaded from TOML (the instance's `postkeep.toml`).
 
 Every key is a dataclass field of a section module (`sections`, `smtp`, `imap`, `dns`,
-`delivery`) with its default and a `doc`; `reference.reference_markdown()` renders them all
-into `docs/config.md`, so defaults live in one place. `load()` reports the first problem as a
-`ConfigError` naming the dotted key path (e.g. `smtp.max_recipients: expected an integer`);
-unknown keys are errors too, so a typo never silently falls back to a default.
+`delivery`, `sending`) with its default and a `doc`; `reference.reference_markdown()` renders
+them all into `docs/config.md`, so defaults live in one place. `load()` reports the first
+problem as a `ConfigError` naming the dotted key path (e.g. `smtp.max_recipients: expected an
+integer`); unknown keys are errors too, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from postkeep.config.dns import DnsConfig, parse_nameserver, validate_dns
 from postkeep.config.fields import KiB, MiB, parse_listen
 from postkeep.config.imap import ImapConfig
 from postkeep.config.sections import LogConfig, ServerConfig, StoreConfig, TlsCertificate, TlsConfig
+from postkeep.config.sending import SendingConfig, validate_sending
 from postkeep.config.smtp import DEFAULT_SASL, SmtpConfig, SubmissionConfig
 from postkeep.errors import ConfigError
 
 __all__ = [
     "Config", "DeliveryConfig", "DnsConfig", "ImapConfig", "KiB", "LogConfig", "MiB",
-    "ServerConfig", "SmtpConfig", "StoreConfig", "SubmissionConfig", "TlsCertificate",
-    "TlsConfig", "load", "parse_listen", "parse_nameserver",
+    "SendingConfig", "ServerConfig", "SmtpConfig", "StoreConfig", "SubmissionConfig",
+    "TlsCertificate", "TlsConfig", "load", "parse_listen", "parse_nameserver",
 ]
 
 
@@ -46,6 +47,7 @@ class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    sending: SendingConfig = field(default_factory=SendingConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
     source: Path | None = field(default=None, metadata={"internal": True})  # the file read
 
@@ -176,6 +178,7 @@ def _validate(cfg: Config) -> None:
     _validate_tls(cfg)
     validate_dns(cfg.dns)
     validate_delivery(cfg.delivery)
+    validate_sending(cfg.sending)
     for i, item in enumerate(cfg.smtp.listen):
         try:
             parse_listen(item)

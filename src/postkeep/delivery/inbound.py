@@ -12,6 +12,8 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
   §6.3: a count past the limit is a mail loop);
 - ``sender`` (submission only): the From: header is owned by the login (RFC 6409 §8.1) and no
   MIME part is over the size limit (`policy.submission`);
+- ``quota`` (submission only): the message counted against the login's and its domain's
+  sending quotas, or refused with ``451 4.7.1`` (`policy.sending`);
 - ``trace``: Return-Path and Received (`delivery.trace`, RFC 5321 §4.4);
 - ``store``: local recipients' copies in one durable commit (`Store.deliver`), remote
   recipients (authenticated submission) into the outbound queue.
@@ -30,14 +32,17 @@ blob from the spool.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from postkeep import log
+from postkeep.config import SendingConfig
 from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
 from postkeep.errors import Reply
 from postkeep.policy import limits
+from postkeep.policy.sending import account_limits, domain_limits, over_limit
 from postkeep.policy.submission import check_from_header, check_part_sizes
 from postkeep.policy.verdict import Verdict
 from postkeep.store.api import Account, DsnRecipient, Envelope, LocalDelivery, Store
@@ -105,15 +110,20 @@ class InboundPipeline:
         *,
         submission: bool,
         on_queued: Callable[[], None] | None = None,
+        sending: SendingConfig | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.on_queued = on_queued
+        self.sending = sending
+        self.clock = clock
         self.directory = directory
         self.hostname = hostname
         self.limits = limits
         self.stages: tuple[tuple[str, Stage], ...] = (
             ("limits", self.check_limits),
             *((("sender", self.check_sender),) if submission else ()),
+            *((("quota", self.check_quota),) if submission and sending else ()),
             ("trace", self.add_trace),
             ("store", self.store_message),
         )
@@ -152,6 +162,25 @@ class InboundPipeline:
             else:
                 problem = check_part_sizes(message.data, self.limits.max_part_size)
         return None if problem is None else Verdict(problem, problem.text)
+
+    async def check_quota(self, message: Inbound) -> Verdict | None:
+        """Count the message against its login's and domain's sending quotas (`policy.sending`);
+        refused, it counts for nothing."""
+        login = message.client.login
+        if login is None or self.sending is None:
+            return None
+        account, domain = f"a:{login.id}", f"d:{login.address.rpartition('@')[2].lower()}"
+        scopes = [
+            (account, account_limits(
+                self.sending, await self.store.get_sending_limits(account))),
+            (domain, domain_limits(
+                self.sending, await self.store.get_sending_limits(domain))),
+        ]
+        hit = await self.store.charge_sending(scopes, len(message.recipients), self.clock())
+        if hit is None:
+            return None
+        scope, limit = hit
+        return over_limit(scope, limit, dict(scopes)[scope], login.address)
 
     async def add_trace(self, message: Inbound) -> Verdict | None:
         client, envelope = message.client, message.envelope

@@ -154,6 +154,7 @@ class SmtpServer:
             ),
             submission=self.submission,
             on_queued=on_queued,
+            sending=cfg.sending,
         )
         self.auth: SaslAuthenticator | None = None
         self.bindings: EndPointBindings | None = None

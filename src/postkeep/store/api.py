@@ -256,6 +256,26 @@ class QueueEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class SendingLimits:
+    """Sending quotas of one scope (an account or a domain); 0: no limit."""
+
+    messages_per_hour: int = 0
+    messages_per_day: int = 0
+    recipients_per_hour: int = 0
+    recipients_per_day: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SendingUsage:
+    """What a scope sent in the current hour and UTC day."""
+
+    messages_hour: int = 0
+    messages_day: int = 0
+    recipients_hour: int = 0
+    recipients_day: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class DkimKey:
     """A DKIM signing key of a domain (its private half stays sealed in the store)."""
 
@@ -489,6 +509,21 @@ class Store(Protocol):
 
     async def delete_outbound(self, queue_id: str) -> None:
         """Remove an entry and its message without notice; NotFound if there is none."""
+
+    # -- sending quotas --------------------------------------------------------------------------
+    async def charge_sending(
+        self, scopes: Sequence[tuple[str, SendingLimits]], recipients: int, now: float
+    ) -> tuple[str, str] | None:
+        """Count one message to `recipients` recipients against each scope's current hour
+        and day, all or nothing: None if every count stays within its limits, else the
+        (scope, limit name) passed and nothing counted. Exact across processes."""
+
+    async def sending_usage(self, scope: str, now: float) -> SendingUsage: ...
+    async def get_sending_limits(self, scope: str) -> SendingLimits | None:
+        """The scope's exception to the configured limits, None if it has none."""
+
+    async def set_sending_limits(self, scope: str, limits: SendingLimits | None) -> None:
+        """Set the scope's exception (SendingLimits() is unlimited), or remove it (None)."""
 
     # -- DKIM keys -------------------------------------------------------------------------------
     async def add_dkim_key(

@@ -39,6 +39,9 @@ Notes on the design:
 * ``dkim_keys`` (migration 8): DKIM signing keys per (domain, selector), the private key sealed
   under the instance's DKIM data key (``meta`` row ``dkim_data_key``) with domain and selector
   as AAD; ``active_from`` is when a key starts signing.
+* Sending quotas (migration 9): ``sending_counts`` per scope ("a:<account id>", "d:<domain>"),
+  window width (3600 or 86400) and window start; ``sending_limits`` the per-scope exceptions
+  (JSON).
 * IMAP (migration 4): ``blobs.structure`` is the message's MIME summary (`postkeep.mime.summary`:
   part tree with byte offsets, ENVELOPE, BODYSTRUCTURE), computed once at delivery and sealed
   under the blob's content key; ``expunged`` logs expunged UIDs with the MODSEQ of their expunge
@@ -287,6 +290,23 @@ dkim_keys = Table(
     Column("active_from", Double, nullable=False),
     UniqueConstraint("domain", "selector", name="uq_dkim_keys_domain_selector"),
     sqlite_autoincrement=True,
+)
+
+sending_counts = Table(
+    "sending_counts",
+    metadata,
+    Column("scope", String(300), primary_key=True),
+    Column("width", Integer, primary_key=True),
+    Column("window", BigInteger, primary_key=True),
+    Column("messages", Integer, nullable=False),
+    Column("recipients", Integer, nullable=False),
+)
+
+sending_limits = Table(
+    "sending_limits",
+    metadata,
+    Column("scope", String(300), primary_key=True),
+    Column("limits", Text, nullable=False),
 )
 
 #: Names of `meta` rows.

@@ -4,7 +4,8 @@ PostgreSQL.
 The store is assembled from parts: `postkeep.store.sql.base` (engines, lifecycle, the read pool and
 the single writer thread, keys), this module (delivery, domains, accounts, aliases, mailboxes and
 messages), `postkeep.store.sql.security` (SASL secrets, app passwords, `get_auth`),
-`postkeep.store.sql.outbound` (the outbound queue) and `postkeep.store.sql.dkim` (DKIM keys).
+`postkeep.store.sql.outbound` (the outbound queue), `postkeep.store.sql.dkim` (DKIM keys) and
+`postkeep.store.sql.sending` (sending quotas).
 Message bodies are encrypted at rest
 (`postkeep.store.crypto`) in blobs: up to `postkeep.store.blobs.INLINE_MAX` octets in their
 ``blobs`` row, larger ones as files (`postkeep.store.blobs`); the tables are in
@@ -86,9 +87,12 @@ from postkeep.store.sql.schema import (
     mailboxes,
     messages,
     send_as,
+    sending_counts,
+    sending_limits,
     subscriptions,
 )
 from postkeep.store.sql.security import AccountSecurityMixin, check_secrets
+from postkeep.store.sql.sending import SendingQuotasMixin
 
 __all__ = ["ALIAS_DEPTH", "SqlStore", "create_engines", "split_address"]
 
@@ -151,7 +155,8 @@ def _alias(r: Sequence[Any]) -> Alias:
 
 
 class SqlStore(
-    MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, DkimKeysMixin, SqlStoreBase
+    MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, DkimKeysMixin, SendingQuotasMixin,
+    SqlStoreBase,
 ):
     """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.
 
@@ -413,6 +418,9 @@ class SqlStore(
             conn.execute(delete(account_secrets).where(account_secrets.c.account_id == account_id))
             conn.execute(delete(app_passwords).where(app_passwords.c.account_id == account_id))
             conn.execute(delete(send_as).where(send_as.c.account_id == account_id))
+            scope = f"a:{account_id}"  # its sending quota's counts and exception
+            conn.execute(delete(sending_counts).where(sending_counts.c.scope == scope))
+            conn.execute(delete(sending_limits).where(sending_limits.c.scope == scope))
             conn.execute(delete(accounts).where(accounts.c.id == account_id))
             if not refs:
                 return []

@@ -46,6 +46,7 @@ def _load() -> tuple[Migration, ...]:
         m0006_inline_blobs,
         m0007_delivery_state,
         m0008_dkim_keys,
+        m0009_sending_quotas,
     )
 
     return (
@@ -57,6 +58,7 @@ def _load() -> tuple[Migration, ...]:
         m0006_inline_blobs.MIGRATION,
         m0007_delivery_state.MIGRATION,
         m0008_dkim_keys.MIGRATION,
+        m0009_sending_quotas.MIGRATION,
     )
 
 
