@@ -376,3 +376,11 @@ def test_rfc_5321_timeouts() -> None:
     t = Timeouts()
     assert [t.for_stage(s) for s in (Stage.GREETING, Stage.MAIL, Stage.RCPT, Stage.DATA,
                                      Stage.BODY, Stage.END)] == [300, 300, 300, 120, 180, 600]
+
+
+def test_ignored_extensions_count_as_not_advertised() -> None:
+    caps = parse_ehlo(EHLO_ALL, frozenset({"CHUNKING", "PIPELINING"}))
+    assert not caps.chunking and not caps.pipelining and caps.dsn
+    hs = Handshake("out.test", starttls="never", ignore=frozenset({"chunking"}))
+    opened(hs, ("220 mx", b"EHLO out.test\r\n"), ("250-mx|250 CHUNKING", b""))
+    assert not hs.capabilities.chunking

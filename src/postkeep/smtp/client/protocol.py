@@ -121,10 +121,12 @@ class Capabilities:
     keywords: tuple[str, ...] = ()  # every keyword advertised, upper-cased, in order
 
 
-def parse_ehlo(reply: Reply) -> Capabilities:
+def parse_ehlo(reply: Reply, ignore: frozenset[str] = frozenset()) -> Capabilities:
     """The capabilities of a positive EHLO reply: its first line greets, each other line is
     "keyword [params]" (RFC 5321 §4.1.1.1). Unknown keywords and a malformed SIZE are ignored
-    (kept in `keywords`); an empty line (some servers end with one) is skipped."""
+    (kept in `keywords`); an empty line (some servers end with one) is skipped. Keywords in
+    `ignore` (upper-case) count as not advertised (a peer whose CHUNKING or PIPELINING is
+    broken: Postfix's smtp_discard_ehlo_keywords)."""
     flags: dict[str, bool] = {}
     size: int | None = None
     auth: set[str] = set()
@@ -136,7 +138,7 @@ def parse_ehlo(reply: Reply) -> Capabilities:
         keyword, params = words[0].upper(), words[1:]
         if keyword.startswith("AUTH="):  # the pre-RFC 4954 form some servers still send
             keyword, params = "AUTH", [keyword[5:], *params]
-        if not _ESMTP_KEYWORD.fullmatch(keyword):
+        if not _ESMTP_KEYWORD.fullmatch(keyword) or keyword in ignore:
             continue
         keywords.append(keyword)
         if keyword == "SIZE":
@@ -188,16 +190,19 @@ class Handshake:
 
     `starttls`: "opportunistic" uses STARTTLS when offered and goes on in clear if the peer
     refuses it; "required" fails the session (4.7.4) when it is not offered or refused; "never"
-    does not ask. `tls` is True when the connection is TLS already (implicit TLS)."""
+    does not ask. `tls` is True when the connection is TLS already (implicit TLS). `ignore`:
+    EHLO keywords to treat as not advertised (`parse_ehlo`)."""
 
     def __init__(self, helo_name: str, *, starttls: StartTls = "opportunistic",
-                 tls: bool = False, credentials: Credentials | None = None) -> None:
+                 tls: bool = False, credentials: Credentials | None = None,
+                 ignore: frozenset[str] = frozenset()) -> None:
         if not helo_name or _UNSAFE_HELO.search(helo_name):
             raise ValueError(f"not a HELO name: {helo_name!r}")
         self.helo_name = helo_name
         self.starttls: StartTls = starttls
         self.tls = tls
         self.credentials = credentials
+        self.ignore = frozenset(k.upper() for k in ignore)
         self.state = HandshakeState.REPLIES
         #: the stage of the reply awaited; once FAILED, where it failed
         self.awaiting = Stage.GREETING
@@ -214,7 +219,7 @@ class Handshake:
             return self._fail(reply)
         if stage is Stage.EHLO:
             if reply.code == 250:
-                self.capabilities = parse_ehlo(reply)
+                self.capabilities = parse_ehlo(reply, self.ignore)
                 return self._after_hello()
             if reply.permanent:  # RFC 5321 §3.2: an old server; HELO, no extensions
                 return self._send(Stage.HELO, b"HELO %s\r\n" % self.helo_name.encode())
