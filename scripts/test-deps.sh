@@ -39,6 +39,13 @@ for pkg in testssl.sh sslscan; do need_pkg "$pkg"; done
 # ldns-keygen / ldns-signzone (ldnsutils) to sign test zones.
 for pkg in nsd unbound ldnsutils; do need_pkg "$pkg"; done
 
+# Postfix's smtp-sink: a real SMTP server for the outbound client's tests (tests/smtpclient/).
+# "No configuration": the package installs without setting up, or starting, a mail system.
+if ! dpkg-query -W -f='${Status}' postfix 2>/dev/null | grep -q "install ok installed"; then
+  echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
+fi
+need_pkg postfix
+
 # Kerberos for tests/interop/test_gssapi.py: an MIT KDC and its tools, perl GSSAPI (a second
 # client), and what building the `gssapi` extra from source needs: krb5-config, a C compiler,
 # and Python headers (python3-dev only if the venv's Python has none).
