@@ -224,3 +224,22 @@ def test_auth_on_submission_over_starttls(h: Harness) -> None:
     in_clear = run(go(PASSWORD, starttls="never"))
     assert isinstance(in_clear, SessionFailure) and in_clear.stage is Stage.AUTH
     assert in_clear.reply.generated and in_clear.reply.enhanced == "4.7.10"
+
+
+def test_implicit_tls_with_auth(h: Harness) -> None:
+    user = h.new_user(DOMAIN)
+
+    async def go() -> None:
+        s = await connect("127.0.0.1", h.submissions_port, helo_name="out.example.net",
+                          implicit_tls=True, tls_context=h.client_context(), tls_verify="verify",
+                          tls_name="localhost", credentials=Credentials(user, PASSWORD))
+        assert isinstance(s, ClientSession), s
+        assert s.tls is not None and s.tls.verified and s.greeting is not None
+        text = f"From: {user}\r\nSubject: implicit\r\n\r\nhi\r\n".encode()
+        result = await s.send(Envelope(user, (Recipient(user),)), chunks(text))
+        assert result.delivered, result
+        await s.quit()
+
+    run(go())
+    (stored,) = h.messages(user)
+    assert b"Subject: implicit" in stored

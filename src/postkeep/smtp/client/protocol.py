@@ -515,7 +515,7 @@ def plan(envelope: Envelope, caps: Capabilities, *, tls: bool,
         return failed_result(envelope, refusal, Stage.PREFLIGHT, reusable=True)
     tx = Transaction(envelope, caps, reset=reset)
     if not tx.sendable:
-        return tx.result_now(Stage.PREFLIGHT, sent=False)
+        return tx._all_refused()
     return tx
 
 
@@ -673,12 +673,11 @@ class Transaction:
                 self._expect[0][0] if self._expect else Stage.MAIL)
             self._done(stage, reply, reusable=False)
 
-    def result_now(self, stage: Stage, *, sent: bool) -> TransactionResult:
-        """The result as things stand (no recipient could be sent: each has its refusal)."""
-        self.reset_needed = self._reset
+    def _all_refused(self) -> TransactionResult:
+        """No recipient can be sent (each has its refusal): the result, nothing sent."""
         self.state = TxState.DONE
         reply = next(r for r in self._final if r is not None)
-        self.result = self._result(stage, reply, sent=sent, reusable=True)
+        self.result = self._result(Stage.PREFLIGHT, reply, sent=False, reusable=True)
         return self.result
 
     def _done(self, stage: Stage, reply: Reply, reusable: bool = True) -> bytes:
