@@ -143,15 +143,24 @@ def test_smtputf8_delivered_and_preflight_refusals_send_nothing(h: Harness) -> N
         too_big = Envelope("a@remote.test", (Recipient(user),), size=s.capabilities.size + 1)
         result = await s.send(too_big, chunks(TEXT))
         assert not result.sent and result.recipients[0].enhanced == "5.3.4"
-        # the harness offers no REQUIRETLS (RFC 8689): refused here, even over verified TLS
+        # REQUIRETLS (RFC 8689): the MX offers it over TLS, and the session's TLS is verified
+        assert s.capabilities.requiretls and s.tls is not None and s.tls.authenticated
+        result = await s.send(Envelope("a@remote.test", (Recipient(user),), requiretls=True),
+                              chunks(TEXT))
+        assert result.delivered, result
+        await s.quit()
+        # over TLS that is not authenticated, REQUIRETLS is refused before anything is sent
+        s = await connect("127.0.0.1", h.smtp_port, helo_name="out.example.net")
+        assert isinstance(s, ClientSession) and s.tls is not None and not s.tls.authenticated
         result = await s.send(Envelope("a@remote.test", (Recipient(user),), requiretls=True),
                               chunks(TEXT))
         assert not result.sent and result.recipients[0].enhanced == "5.7.30"
         await s.quit()
 
     run(go())
-    (stored,) = h.messages(user)
+    stored, required = h.messages(user)
     assert "Größe".encode() in stored and b"UTF8SMTPS" in stored
+    assert required.endswith(TEXT)
 
 
 def test_verification_failures_end_the_session(h: Harness) -> None:
