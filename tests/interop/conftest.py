@@ -230,8 +230,9 @@ class Instance:
 
     async def _outbound(self) -> list[tuple[list[str], bytes]]:
         cfg = config_mod.load(self.dir / "postkeep.toml")
-        store = await open_store(cfg.store_url, cfg.data_dir,
-                                 load_master_key(cfg.data_path(cfg.store.master_key_file)))
+        store = await open_store(cfg.store_url, cfg.data_dir,  # beside a running server:
+                                 load_master_key(cfg.data_path(cfg.store.master_key_file)),
+                                 maintenance=False)  # its files in blobs/tmp are not stale
         try:
             return [([r.address for r in e.recipients], await store.read_outbound(e.queue_id))
                     for e in await store.list_outbound()]
@@ -240,8 +241,9 @@ class Instance:
 
     async def _messages(self, address: str, mailbox: str) -> list[tuple[str, bytes]]:
         cfg = config_mod.load(self.dir / "postkeep.toml")
-        store = await open_store(cfg.store_url, cfg.data_dir,
-                                 load_master_key(cfg.data_path(cfg.store.master_key_file)))
+        store = await open_store(cfg.store_url, cfg.data_dir,  # beside a running server:
+                                 load_master_key(cfg.data_path(cfg.store.master_key_file)),
+                                 maintenance=False)  # its files in blobs/tmp are not stale
         try:
             account = await store.get_account(address)
             assert account is not None, address
@@ -263,12 +265,13 @@ def _toml(value: object) -> str:
     return str(value)
 
 
-def make_instance(root: Path, domain: str = "example.test") -> Instance:
+def make_instance(root: Path, domain: str = "example.test", hostname: str = "localhost"
+                  ) -> Instance:
     port = free_port()
     reachable(root)
     directory = root / "instance"
     subprocess.run(
-        [*POSTKEEP, "init", str(directory), "--hostname", "localhost", "--domain", domain,
+        [*POSTKEEP, "init", str(directory), "--hostname", hostname, "--domain", domain,
          "--base-port", str(port - 25)],
         check=True, capture_output=True, timeout=60,
     )

@@ -58,6 +58,11 @@ class DeliveryConfig:
         "DATA initiation 2 and each data block 3 minutes, as the RFC says.",
         default=600.0,
     )
+    tls_ca_file: str = setting(
+        "PEM file of the certificate authorities remote servers' certificates are verified "
+        "against (relative to the data directory); empty: the system's.",
+        default="",
+    )
     max_bounce_size: int = setting(
         "Octets of the original message returned in a bounce (RET=FULL); past that, only its "
         "header section, with a note.",

@@ -37,6 +37,7 @@ from typing import Any
 from postkeep import log
 from postkeep.auth.passwords import PasswordVerifier, prepare_dummy_hash
 from postkeep.config import Config
+from postkeep.dns.resolver import DnsResolver
 from postkeep.net.listener import bind_listeners
 from postkeep.net.tls import build_tls
 from postkeep.server.fdlimit import fd_need, raise_open_files
@@ -115,7 +116,14 @@ async def _prepare_store(cfg: Config, master_key: bytes) -> None:
     """Open the store once (migrations, stale blobs removed) and close it: the workers open
     their own."""
     store = await open_store(cfg.store_url, cfg.data_dir, master_key)
-    await store.close()
+    try:  # this node's delivery workers of before are gone: their claims with them
+        released = await store.release_outbound_claims(f"{cfg.server.hostname}/")
+        if released:
+            logger.info("queue: %d entries claimed by workers of a previous run are due again",
+                        released)
+    finally:
+        await store.close()
+    DnsResolver(cfg.dns)  # fails here, not in every worker, if no nameserver is known
 
 
 async def _supervise(cfg: Config, forks: ForkServer, master_key: bytes) -> None:

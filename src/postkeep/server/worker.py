@@ -1,6 +1,8 @@
 """A worker process: every listener (SMTP MX, submission, IMAP) served on the sockets the main
 process bound, on the worker's own store connections (SQLite in WAL mode serialises the writers
-of all processes; PostgreSQL is made for it), event bus and message-text budget.
+of all processes; PostgreSQL is made for it), event bus and message-text budget; and a delivery
+worker of the outbound queue (`postkeep.queue.runner`), woken at once by the messages its own
+submission server queues.
 
 A worker is forked by `postkeep.server.forkserver` and talks to the main process over its
 channel (`postkeep.server.pool` describes what goes over it): `RemoteSlots` asks for the
@@ -27,8 +29,11 @@ import setproctitle
 from postkeep import log
 from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
+from postkeep.dns.resolver import DnsResolver
 from postkeep.imap.server import ImapServer
 from postkeep.net.budget import DataBudget
+from postkeep.queue.remote import RemoteTransport
+from postkeep.queue.runner import QueueRunner
 from postkeep.server import ipc
 from postkeep.server.channel import EventBatch, Outbox, read_message
 from postkeep.smtp.server import SmtpServer
@@ -191,6 +196,8 @@ async def serve_worker(
     verifier.shared_lookup = channel.password_cached
     verifier.on_remember = channel.password_verified
     budget = DataBudget(cfg.smtp.max_data_in_flight)  # message text in flight: MX + submission
+    runner = QueueRunner(cfg, store, RemoteTransport(cfg, DnsResolver(cfg.dns)),
+                         owner=f"{cfg.server.hostname}/{os.getpid()}/")
     servers: list[SmtpServer | ImapServer] = []
     if sockets.mx:
         servers.append(SmtpServer(cfg, store, tls_context, budget=budget,
@@ -199,21 +206,27 @@ async def serve_worker(
         verifier.warm()
         servers.append(SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier,
                                   budget=budget, slots=channel.slots("submission"),
-                                  sockets=sockets.submission))
+                                  sockets=sockets.submission, on_queued=runner.wake))
     if sockets.imap:
         verifier.warm()
         servers.append(ImapServer(cfg, store, tls_context, verifier, slots=channel.slots("imap"),
                                   sockets=sockets.imap))
     reading = asyncio.create_task(channel.run())
     reading.add_done_callback(lambda _task: stop.set())
+    delivering: asyncio.Task[None] | None = None
     try:
         for server in servers:
             await server.start()
+        delivering = asyncio.create_task(runner.run())
         channel.send(ipc.Ready(os.getpid()))
         await stop.wait()
         if channel.closed:
             logger.warning("worker=%d: the main process is gone; stopping", index)
     finally:
+        if delivering is not None:  # deliveries in flight stop; their entries are retried
+            delivering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivering
         await asyncio.gather(*(server.stop() for server in servers))
         for sock in sockets.all():
             sock.close()

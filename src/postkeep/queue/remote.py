@@ -1,0 +1,161 @@
+"""One delivery attempt to a remote domain over SMTP: its MX hosts, their addresses, one
+transaction (RFC 5321 §5.1, §4.5.4.1), with the client of `postkeep.smtp.client`.
+
+- Hosts in MX order (`postkeep.queue.routes`), every address of each (IPv6 first) in turn,
+  until one server answers the transaction. A connection that fails (refused, timeout, TLS, a
+  421 or 554 greeting) or a transaction refused as a whole with a 4xx before any recipient was
+  answered moves on to the next address; answers about recipients are final for this attempt.
+- TLS (RFC 3207, RFC 7435): opportunistic by default. The handshake is first made verifying the
+  peer's certificate for the MX host name (`delivery.tls_ca_file` or the system's CAs); a peer
+  whose certificate does not verify is connected to again without verification, and remembered
+  for an hour so that it costs one connection, not two. The log line of each delivery says
+  which it was (`tls=TLSv1.3/verified`, `tls=TLSv1.3/unverified`, `tls=none`).
+- A failed TLS handshake is never retried in clear text: the next host is tried, then later.
+- REQUIRETLS (RFC 8689 §4.2.1): STARTTLS required and the certificate verified for the MX host
+  name, and the peer must offer REQUIRETLS; else the next host. A host without REQUIRETLS is
+  a permanent 5.7.30 when it is the last one tried; one whose TLS failed is a temporary
+  failure (retried until the message expires).
+- The outcome when no host took the message is the last host's: a transaction refused as a
+  whole (its 5xx stands, a 4xx is retried), else a connection failure (always temporary: a
+  554 greeting too, since the next attempt may reach another host), else the address lookup's.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from postkeep import log
+from postkeep.config import Config
+from postkeep.dns.resolver import DnsResolver
+from postkeep.queue.outcome import Outcome, temporary
+from postkeep.queue.routes import host_addresses, mx_hosts
+from postkeep.smtp.client.protocol import Envelope, Recipient, Stage, Timeouts, TransactionResult
+from postkeep.smtp.client.session import ClientSession, SessionFailure, connect
+from postkeep.store.api import QueueEntry, QueueRecipient
+
+logger = log.get("queue")
+
+CHUNK = 64 * 1024
+UNVERIFIABLE_FOR = 3600.0  # seconds a host whose certificate did not verify is remembered
+
+
+def verifying_context(ca_file: Path | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def unverified_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+async def _chunks(message: bytes) -> AsyncIterator[bytes]:
+    with memoryview(message) as view:
+        for start in range(0, len(message), CHUNK):
+            yield bytes(view[start : start + CHUNK])
+
+
+def client_envelope(entry: QueueEntry, recipients: Sequence[QueueRecipient],
+                    size: int) -> Envelope:
+    return Envelope(
+        entry.mail_from,
+        tuple(Recipient(r.address, r.notify, r.orcpt) for r in recipients),
+        size=size, body=entry.body, smtputf8=entry.smtputf8, ret=entry.ret,
+        envid=entry.envid, requiretls=entry.requiretls,
+    )
+
+
+class RemoteTransport:
+    """`postkeep.queue.runner.Transport` over SMTP to the recipients' MX hosts."""
+
+    def __init__(self, cfg: Config, resolver: DnsResolver) -> None:
+        self.cfg = cfg
+        self.delivery = cfg.delivery
+        self.resolver = resolver
+        self.hostname = cfg.server.hostname
+        ca = cfg.data_path(self.delivery.tls_ca_file) if self.delivery.tls_ca_file else None
+        self._verifying = verifying_context(ca)
+        self._unverified = unverified_context()
+        self._unverifiable: dict[str, float] = {}
+        d = self.delivery
+        self.timeouts = Timeouts(
+            connect=d.connect_timeout, greeting=d.greeting_timeout, command=d.greeting_timeout,
+            mail=d.greeting_timeout, rcpt=d.greeting_timeout, data_end=d.data_timeout)
+
+    async def deliver(
+        self, domain: str, entry: QueueEntry, recipients: Sequence[QueueRecipient],
+        message: bytes,
+    ) -> list[Outcome]:
+        hosts = await mx_hosts(self.resolver, domain, self.hostname)
+        if isinstance(hosts, Outcome):
+            return [hosts] * len(recipients)
+        envelope = client_envelope(entry, recipients, len(message))
+        last: Outcome | None = None  # why the last host tried did not take the message
+        for host in hosts:
+            addresses = await host_addresses(self.resolver, host.name)
+            if isinstance(addresses, Outcome):
+                last = last or addresses  # another host's answer or failure matters more
+                continue
+            for address in addresses:
+                where = f"{host.name} [{address}]"
+                session = await self._connect(host.name, address, entry.requiretls)
+                if isinstance(session, SessionFailure):
+                    reply = session.reply
+                    last = temporary(reply.status.replace("5.", "4.", 1), reply.text, where)
+                    logger.info("queue: qid=%s relay=%s connection failed: %s",
+                                entry.queue_id, where, last.line())
+                    continue
+                try:
+                    result = await session.send(envelope, _chunks(message))
+                finally:
+                    await session.quit()
+                tls = session.tls
+                tls_text = (f"{tls.version}/{'verified' if tls.verified else 'unverified'}"
+                            if tls else "none")
+                logger.info("queue: qid=%s relay=%s tls=%s", entry.queue_id, where, tls_text)
+                if not _try_next(result):
+                    return [Outcome(r.code, r.reply.status, r.text, where)
+                            for r in result.recipients]
+                last = Outcome(result.reply.code, result.reply.status, result.reply.text, where)
+        if last is None:
+            last = temporary("4.4.1", f"No MX host of {domain} could be reached")
+        return [last] * len(recipients)
+
+    async def _connect(self, name: str, address: str, requiretls: bool
+                       ) -> ClientSession | SessionFailure:
+        if requiretls:
+            return await self._open(address, name, self._verifying, required=True)
+        now = time.monotonic()
+        if self._unverifiable.get(name, 0) <= now:
+            first = await self._open(address, name, self._verifying)
+            if not (isinstance(first, SessionFailure) and first.stage is Stage.TLS
+                    and "certificate verify failed" in first.reply.text):
+                return first
+            self._unverifiable[name] = now + UNVERIFIABLE_FOR
+            if len(self._unverifiable) > 10_000:
+                self._unverifiable = {k: v for k, v in self._unverifiable.items() if v > now}
+        return await self._open(address, name, self._unverified)
+
+    async def _open(self, address: str, name: str, ctx: ssl.SSLContext, *,
+                    required: bool = False) -> ClientSession | SessionFailure:
+        verify = ctx.verify_mode == ssl.CERT_REQUIRED
+        return await connect(
+            address, self.delivery.remote_port, helo_name=self.hostname,
+            timeouts=self.timeouts, tls_context=ctx, tls_verify="verify" if verify else "none",
+            tls_name=name, starttls="required" if required else "opportunistic")
+
+
+def _try_next(result: TransactionResult) -> bool:
+    """Whether another host should be tried: the transaction failed before any recipient was
+    answered by the server (a refused MAIL, a lost connection, a 421), temporarily, or a
+    pre-flight refusal that another host may not share (REQUIRETLS, SIZE)."""
+    if result.stage in (Stage.RCPT, Stage.DATA, Stage.BODY, Stage.BDAT, Stage.END):
+        return False
+    return result.reply.transient or not result.sent
