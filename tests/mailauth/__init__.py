@@ -1,0 +1,1 @@
+"""DKIM signing (postkeep.mailauth): canonicalisation, keys, and signatures checked by dkimpy and OpenDKIM."""
