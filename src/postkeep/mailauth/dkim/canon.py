@@ -113,11 +113,11 @@ class BodyHasher:
         if self._done:
             raise RuntimeError("BodyHasher.digest called twice")
         self._done = True
+        # An unfinished last line gets its CRLF (§3.4.4 b). Relaxed, its trailing WSP stays
+        # (one SP) as dkimpy keeps it: "abc \t" hashes as "abc \r\n". Verifiers disagree
+        # here (OpenDKIM 2.11 hashes "abc") and a DATA transfer adds a CRLF that changes the
+        # body: a message to sign should end with CRLF.
         tail = self._tail
-        if self._relaxed:
-            # An unfinished last line gets its CRLF (§3.4.4 b) and so is a line like the
-            # others: its trailing WSP is ignored (§3.4.4 a).
-            tail = tail.rstrip(b" ")
         if tail or self._midline:
             self._emit(tail + b"\r\n")
         elif not self._relaxed and not self._started:
