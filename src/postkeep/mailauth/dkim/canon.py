@@ -25,7 +25,6 @@ Canon = Literal["simple", "relaxed"]
 
 _FIELD_SPLIT = re.compile(rb"\r\n(?![ \t])")  # a CRLF not followed by WSP ends a field
 _WSP_RUN = re.compile(rb"[ \t]+")
-_BODY_WSP = re.compile(rb"\t[ \t]*| [ \t]+")  # WSP runs that are not already a single SP
 _REVERSED_CRLFS = re.compile(rb"(?:\n\r)*")
 _CRLFS = b"\r\n" * 32768  # empty lines are hashed from this, 64 KiB at a time
 
@@ -128,10 +127,7 @@ class BodyHasher:
         """Complete lines (`block` ends with CRLF and starts a line, or continues the
         current one when `_midline`)."""
         if self._relaxed:
-            if b"\t" in block or b"  " in block:
-                block = _BODY_WSP.sub(b" ", block)
-            if b" \r\n" in block:  # WSP is single SPs by now
-                block = block.replace(b" \r\n", b"\r\n")
+            block = _single_spaces(block).replace(b" \r\n", b"\r\n")
         content = block.rstrip(b"\r\n")
         # The CRLFs ending the block; a CR or LF before them is content (a bare one).
         match = _REVERSED_CRLFS.match(block[len(content) :][::-1])
@@ -152,9 +148,7 @@ class BodyHasher:
             head = data[:end].rstrip(b" \t")
             self._tail = (b" " if len(head) < end else b"") + data[end:]
             if head:
-                if b"\t" in head or b"  " in head:
-                    head = _BODY_WSP.sub(b" ", head)
-                self._emit(head)
+                self._emit(_single_spaces(head))
                 self._midline = True
         else:
             if end:
@@ -172,6 +166,16 @@ class BodyHasher:
         self._blank = 0
         self._hash.update(canonical)
         self._started = True
+
+
+def _single_spaces(data: bytes) -> bytes:
+    """Every run of WSP as one SP (§3.4.4 a). Each split and join halves the runs; on text
+    with a double space a line that is 2x faster than bytes.replace, 4x than re.sub."""
+    if b"\t" in data:
+        data = data.replace(b"\t", b" ")
+    while b"  " in data:
+        data = b" ".join(data.split(b"  "))
+    return data
 
 
 def body_hash(body: bytes, canon: Canon) -> bytes:
