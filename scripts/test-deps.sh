@@ -46,6 +46,10 @@ if ! dpkg-query -W -f='${Status}' postfix 2>/dev/null | grep -q "install ok inst
 fi
 need_pkg postfix
 
+# A second, independent DKIM verifier for tests/mailauth/test_opendkim.py: the opendkim filter
+# in test mode (-t), whose libunbound is pointed at the tests' NSD.
+need_pkg opendkim
+
 # Kerberos for tests/interop/test_gssapi.py: an MIT KDC and its tools, perl GSSAPI (a second
 # client), and what building the `gssapi` extra from source needs: krb5-config, a C compiler,
 # and Python headers (python3-dev only if the venv's Python has none).
