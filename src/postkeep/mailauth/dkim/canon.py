@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from typing import Literal, NamedTuple
 
 Canon = Literal["simple", "relaxed"]
@@ -63,6 +64,37 @@ def parse_header_fields(header_block: bytes) -> list[HeaderField]:
     return fields
 
 
+def _just_fws(data: bytes) -> bool:
+    """Whether bytes.split() cuts `data` at WSP and CRLFs only (no bare CR or LF, no VT or
+    FF): then it unfolds, reduces WSP runs and strips in one call (§3.4.2). Counting is ten
+    times faster than a regex search here."""
+    crlf = data.count(b"\r\n")
+    return (data.count(b"\r") == crlf and data.count(b"\n") == crlf
+            and b"\x0b" not in data and b"\x0c" not in data)
+
+
+def canonical_fields(header_block: bytes, keys: Iterable[bytes], canon: Canon
+                     ) -> dict[bytes, list[bytes]]:
+    """For each of `keys` (lower-case names) the canonical form of its fields, in order, CRLF
+    included: what `canon_header` gives, computed for a whole header block at once (the
+    signer's path: one pass to split, one check that lets relaxed use bytes.split)."""
+    found: dict[bytes, list[bytes]] = {key: [] for key in keys}
+    fast = canon == "relaxed" and _just_fws(header_block)
+    for raw in _FIELD_SPLIT.split(header_block):
+        colon = raw.find(b":")
+        if colon < 0:
+            continue
+        key = raw[:colon].rstrip(b" \t").lower()
+        instances = found.get(key)
+        if instances is None:
+            continue
+        if fast:
+            instances.append(b"%s:%s\r\n" % (key, b" ".join(raw[colon + 1:].split())))
+        else:
+            instances.append(canon_header(raw + b"\r\n", canon))
+    return found
+
+
 def canon_header(raw: bytes, canon: Canon) -> bytes:
     """One header field (`raw` as parsed, CRLF included) in canonical form, CRLF included."""
     if canon == "simple":
@@ -70,11 +102,10 @@ def canon_header(raw: bytes, canon: Canon) -> bytes:
     name, _, value = raw.partition(b":")
     if value.endswith(b"\r\n"):
         value = value[:-2]
-    value = value.replace(b"\r\n", b"")  # unfold: every other CRLF is followed by WSP
-    if b"\r" in value or b"\n" in value or b"\x0b" in value or b"\x0c" in value:
-        value = _WSP_RUN.sub(b" ", value).strip(b" ")
-    else:  # split() would also cut at those; without them it cuts at WSP runs only
+    if _just_fws(value):
         value = b" ".join(value.split())
+    else:
+        value = _WSP_RUN.sub(b" ", value.replace(b"\r\n", b"")).strip(b" ")
     return name.rstrip(b" \t").lower() + b":" + value + b"\r\n"
 
 

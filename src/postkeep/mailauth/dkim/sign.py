@@ -34,7 +34,7 @@ from postkeep.mailauth.dkim.canon import (
     BodyHasher,
     Canon,
     canon_header,
-    parse_header_fields,
+    canonical_fields,
     split_message,
 )
 from postkeep.mailauth.dkim.keys import MIN_RSA_BITS, SigningKey, key_type
@@ -97,6 +97,11 @@ class DkimSigner:
         self.headers: tuple[str, ...] = tuple(names)
         self.expire_after = expire_after
         self._clock = clock
+        self._keys = [name.encode("ascii") for name in names]
+        # The tags that are the same in every signature, folded once.
+        self._prefix = _fold(["DKIM-Signature:"], [
+            "v=1;", f"a={self.algorithm};", f"c={self.header_canon}/{self.body_canon};",
+            f"d={self.domain};", f"s={selector};"])
 
     def sign(self, message: bytes) -> bytes:
         """The DKIM-Signature field (CRLF-terminated) for `message`, to prepend to it."""
@@ -106,29 +111,25 @@ class DkimSigner:
         """The DKIM-Signature field for a message whose header block is `header_block` (its
         fields with their CRLFs) and whose body hashes to `body_hash` (raw SHA-256 from a
         `BodyHasher` of `body_canon`)."""
-        present: dict[str, list[bytes]] = {name: [] for name in self.headers}
-        for field in parse_header_fields(header_block):
-            if field.key in present:
-                present[field.key].append(field.raw)
-        if not present["from"]:
+        present = canonical_fields(header_block, self._keys, self.header_canon)
+        if not present[b"from"]:
             raise ValueError("the message has no From field (RFC 5322 §3.6: it must)")
         signed = []
         hashed = []
-        for name, instances in present.items():
+        for name, instances in zip(self.headers, present.values(), strict=True):
             if instances:
                 signed += [name] * (len(instances) + 1)
                 # Bottom up (§5.4.2); the extra name has no instance and adds nothing.
-                hashed += [canon_header(raw, self.header_canon) for raw in reversed(instances)]
+                hashed += reversed(instances)
         now = int(self._clock())
-        pieces = ["v=1;", f"a={self.algorithm};", f"c={self.header_canon}/{self.body_canon};",
-                  f"d={self.domain};", f"s={self.selector};", f"t={now};"]
+        pieces = [f"t={now};"]
         if self.expire_after is not None:
             pieces.append(f"x={now + self.expire_after};")
         pieces += _h_pieces(signed)
         pieces += [f"bh={base64.b64encode(body_hash).decode('ascii')};", "b="]
-        lines = _fold(pieces)
+        lines = _fold(self._prefix, pieces)
         unsigned = "\r\n".join(lines).encode("ascii")
-        hashed.append(canon_header(unsigned + b"\r\n", self.header_canon)[:-2])
+        hashed.append(canon_header(unsigned, self.header_canon).removesuffix(b"\r\n"))
         signature = base64.b64encode(self._signature(b"".join(hashed))).decode("ascii")
         return ("\r\n".join(_fold_value(lines, signature)) + "\r\n").encode("ascii")
 
@@ -163,18 +164,21 @@ def _h_pieces(signed: list[str]) -> list[str]:
     return pieces
 
 
-def _fold(pieces: list[str]) -> list[str]:
-    """The field's lines: a tag ("...;") and the next separated by SP, the pieces of one tag
-    by nothing, a fold before a piece that would pass WIDTH (continuation lines start with
-    SP)."""
-    lines = ["DKIM-Signature:"]
-    separator = " "
+def _fold(lines: list[str], pieces: list[str]) -> list[str]:
+    """`lines` (the field so far) with `pieces` appended: a tag ("...;") and the next
+    separated by SP, the pieces of one tag by nothing, a fold before a piece that would pass
+    WIDTH (continuation lines start with SP)."""
+    lines = list(lines)
+    line = lines.pop()
+    separator = " " if line.endswith((":", ";")) else ""
     for piece in pieces:
-        if len(lines[-1]) + len(separator) + len(piece) > WIDTH:
-            lines.append(" " + piece)
+        if len(line) + len(separator) + len(piece) > WIDTH:
+            lines.append(line)
+            line = " " + piece
         else:
-            lines[-1] += separator + piece
-        separator = " " if piece.endswith(";") else ""
+            line += separator + piece
+        separator = " " if piece[-1] == ";" else ""
+    lines.append(line)
     return lines
 
 
