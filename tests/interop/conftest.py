@@ -287,6 +287,10 @@ def make_instance(root: Path, domain: str = "example.test", hostname: str = "loc
     # caps that fit a 20,000-descriptor hard limit (`serve` refuses to start past it)
     text = text.replace("[smtp]\n", "[smtp]\nmax_connections = 200\n", 1)
     text = text.replace("[imap]\n", "[imap]\nmax_connections = 1000\n", 1)
+    # no lookup reaches the machine's resolver: mail queued for other domains stays queued
+    # (a nameserver where nothing listens: every lookup fails for now) unless a test sets its
+    # own (tests/queue/ point it at NSD)
+    text += '\n[dns]\nnameservers = ["127.0.0.1:9"]\ntimeout = 1.0\nattempts = 1\n'
     cfg.write_text(text)
     inst = Instance(directory, port, sub_port, subs_port, imap_port, imaps_port)
     inst.cli("user", "add", f"alice@{domain}", "--password-stdin", input=PASSWORD + "\n")

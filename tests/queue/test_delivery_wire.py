@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dkim
+import dns.resolver
 import pytest
 
 from tests.dnsserver import AuthServer, auth_server
@@ -31,7 +33,7 @@ ALICE = "alice@example.test"
 
 
 @pytest.fixture(scope="module")
-def dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+def nsd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
     with auth_server(tmp_path_factory.mktemp("nsd")) as server:
         yield server
 
@@ -46,21 +48,25 @@ def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
 
 
 @pytest.fixture(scope="module")
-def sender(tmp_path_factory: pytest.TempPathFactory, dns: AuthServer,
+def sender(tmp_path_factory: pytest.TempPathFactory, nsd: AuthServer,
            receiver: Instance) -> Iterator[Instance]:
     port = receiver.smtp_port
-    dns.add_zone("remote.test", ["@ MX 10 mx", "mx A 127.0.0.1"])
-    dns.add_zone("sink.test", ["@ MX 10 mx", "mx A 127.0.0.3"])
-    dns.add_zone("down.test", ["@ MX 10 mx1", "@ MX 20 mx2", "mx1 A 127.0.0.4",
+    nsd.add_zone("remote.test", ["@ MX 10 mx", "mx A 127.0.0.1"])
+    nsd.add_zone("sink.test", ["@ MX 10 mx", "mx A 127.0.0.3"])
+    nsd.add_zone("down.test", ["@ MX 10 mx1", "@ MX 20 mx2", "mx1 A 127.0.0.4",
                                "mx2 A 127.0.0.4"])
-    dns.add_zone("silent.test", ["@ MX 10 mx", "mx A 127.0.0.5"])
-    dns.add_zone("null.test", ["@ MX 0 ."])
-    dns.add_zone("moving.test", ["@ MX 10 mx", "mx A 127.0.0.5"])
-    inst = make_instance(tmp_path_factory.mktemp("sender"))
+    nsd.add_zone("silent.test", ["@ MX 10 mx", "mx A 127.0.0.5"])
+    nsd.add_zone("null.test", ["@ MX 0 ."])
+    nsd.add_zone("moving.test", ["@ MX 10 mx", "mx A 127.0.0.5"])
+    inst = make_instance(tmp_path_factory.mktemp("sender"))  # `init` made its DKIM keys
+    records = [line for line in inst.cli("dkim", "show", "example.test").stdout.splitlines()
+               if line and not line.startswith(";")]
+    assert len(records) == 2  # Ed25519 and RSA
+    nsd.add_zone("example.test", records)
     ca = inst.dir / "receiver-ca.pem"
     ca.write_bytes((receiver.dir / "tls" / "cert.pem").read_bytes())
     inst.hand_over(ca)
-    inst.set_config("dns", nameservers=[dns.nameserver], timeout=2.0, attempts=1)
+    inst.set_config("dns", nameservers=[nsd.nameserver], timeout=2.0, attempts=1)
     inst.set_config("delivery", remote_port=port, tls_ca_file=str(ca), poll_interval=0.5,
                     retry_schedule=[1], connect_timeout=5.0, greeting_timeout=600.0)
     inst.start()
@@ -109,12 +115,28 @@ def notice(inst: Instance, subject: str) -> tuple[email.message.EmailMessage, li
     return parsed, [dict(part.items()) for part in status.get_payload()]
 
 
+def txt_lookup(server: AuthServer) -> Callable[..., bytes | None]:
+    """dkimpy's `dnsfunc` on the test's NSD: a TXT record's strings joined."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [server.address]
+    resolver.port = server.port
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
+        try:
+            answer = resolver.resolve(name.decode("ascii"), "TXT", lifetime=timeout)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return None
+        return b"".join(b"".join(r.strings) for r in answer)
+
+    return lookup
+
+
 def queued(inst: Instance) -> str:
     return inst.cli("queue", "list").stdout
 
 
 def test_delivered_over_verified_starttls_with_a_bounce_for_the_unknown(
-    sender: Instance, receiver: Instance
+    sender: Instance, receiver: Instance, nsd: AuthServer
 ) -> None:
     qid = submit(sender, ["bob@remote.test", "nobody@remote.test"], "to-remote",
                  rcpt_options=["NOTIFY=FAILURE"])
@@ -123,6 +145,13 @@ def test_delivered_over_verified_starttls_with_a_bounce_for_the_unknown(
     assert re.search(rb"Received: from localhost \(\[127\.0\.0\.1\]\)\r\n"
                      rb"\t\(using TLSv1\.3 with cipher", got), got[:600]
     assert got.startswith(b"Return-Path: <alice@example.test>")
+    assert got.count(b"Return-Path:") == 1  # the relayed copy had none of ours
+    # dual-signed, and both signatures verify where the mail arrived (dkimpy, keys from NSD)
+    signed = got[got.index(b"DKIM-Signature:"):]  # the receiver's Return-Path and Received off
+    assert signed.count(b"DKIM-Signature:") == 2
+    assert b" a=ed25519-sha256;" in signed and b" a=rsa-sha256;" in signed
+    for index in (0, 1):
+        assert dkim.DKIM(signed).verify(index, dnsfunc=txt_lookup(nsd)), index
     _dsn, groups = notice(sender, "to-remote")
     assert groups[1]["Final-Recipient"] == "rfc822; nobody@remote.test"
     assert (groups[1]["Action"], groups[1]["Status"]) == ("failed", "5.1.1")
@@ -204,7 +233,7 @@ def test_unreachable_is_deferred_and_the_operator_bounces_it(sender: Instance) -
 
 
 def test_a_killed_sender_delivers_after_restart(sender: Instance, receiver: Instance,
-                                                dns: AuthServer) -> None:
+                                                nsd: AuthServer) -> None:
     """SIGKILL while a delivery waits on a server that never answers: after the restart, the
     claim of the dead worker is released and the message is delivered, once."""
     silent = socket.socket()
@@ -218,7 +247,7 @@ def test_a_killed_sender_delivers_after_restart(sender: Instance, receiver: Inst
     finally:
         silent.close()
     assert qid in queued(sender)
-    dns.add_zone("moving.test", ["@ MX 10 mx.remote.test."])
+    nsd.add_zone("moving.test", ["@ MX 10 mx.remote.test."])
     receiver.cli("domain", "add", "moving.test")
     receiver.cli("user", "add", "carol@moving.test", "--password-stdin", input=PASSWORD + "\n")
     sender.start()

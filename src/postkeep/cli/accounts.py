@@ -8,7 +8,15 @@ import time
 
 from postkeep.auth.passwords import generate_app_password, hash_app_password, hash_password
 from postkeep.cli import sending
-from postkeep.cli.common import CliError, check_address, check_domain, read_password, with_store
+from postkeep.cli.common import (
+    CliError,
+    check_address,
+    check_domain,
+    load_config,
+    read_password,
+    with_store,
+)
+from postkeep.cli.dkim import make_keys
 from postkeep.policy.passwords import PasswordRejected, address_inputs, check_password_policy
 from postkeep.sasl.secrets import derive_secrets
 from postkeep.store.api import APP_PASSWORD_SCOPES, Store
@@ -23,8 +31,18 @@ def cmd_domain(args: argparse.Namespace) -> int:
         return 0
     name = check_domain(args.name)
     if args.action == "add":
-        with_store(args, lambda s: s.add_domain(name))
+        dkim = load_config(args).dkim
+
+        async def add(store: Store) -> None:
+            await store.add_domain(name)
+            if not args.no_dkim:
+                now = time.time()
+                await make_keys(store, name, dkim, now, now)
+
+        with_store(args, add)
         print(f"added domain {name}")
+        if not args.no_dkim:
+            print(f"DKIM keys made: `postkeep dkim show {name}` prints the records to publish")
     else:
         with_store(args, lambda s: s.remove_domain(name))
         print(f"removed domain {name}")
@@ -191,8 +209,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     """Add domain, user, app-password, alias and send-as to the `postkeep` subparsers."""
     p = sub.add_parser("domain", help="manage local domains")
     dsub = p.add_subparsers(dest="action", required=True)
-    for action in ("add", "remove"):
-        dsub.add_parser(action).add_argument("name")
+    q = dsub.add_parser("add")
+    q.add_argument("name")
+    q.add_argument("--no-dkim", action="store_true", help="make no DKIM keys for it")
+    dsub.add_parser("remove").add_argument("name")
     dsub.add_parser("list")
     q = dsub.add_parser("limits", help="show or set the domain's sending limits")
     q.add_argument("name")

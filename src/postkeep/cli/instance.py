@@ -11,11 +11,13 @@ import os
 import pwd
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from postkeep import config as config_mod
 from postkeep.auth.passwords import generate_password, hash_password
 from postkeep.cli.common import CONFIG_NAME, CliError, check_domain, load_config, with_store
+from postkeep.cli.dkim import make_keys
 from postkeep.config.reference import reference_markdown
 from postkeep.errors import ConfigError, StoreError
 from postkeep.sasl.secrets import derive_secrets
@@ -89,10 +91,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         await store.add_account(
             address, hash_password(password), secrets=derive_secrets(address, password)
         )
+        now = time.time()
+        await make_keys(store, domain, cfg.dkim, now, now)
 
     args.dir = str(directory)
     with_store(args, setup)
     print(f"initialised {directory} for {hostname}, domain {domain}")
+    print(f"DKIM keys made for {domain}: `postkeep dkim show {domain}` prints the records "
+          "to publish")
     print(f"SMTP listens on 127.0.0.1:{args.base_port + 25}, submission on "
           f"{args.base_port + 87} (STARTTLS) and {args.base_port + 65} (implicit TLS), IMAP on "
           f"{args.base_port + 143} (STARTTLS) and {args.base_port + 993} (implicit TLS)")

@@ -14,13 +14,15 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
   MIME part is over the size limit (`policy.submission`);
 - ``quota`` (submission only): the message counted against the login's and its domain's
   sending quotas, or refused with ``451 4.7.1`` (`policy.sending`);
-- ``trace``: Return-Path and Received (`delivery.trace`, RFC 5321 §4.4);
+- ``trace``: Return-Path and Received (`delivery.trace`, RFC 5321 §4.4); Return-Path only on
+  the locally delivered copy (the queued copy is relayed, and its last MTA adds one);
+- ``sign`` (submission only): DKIM-Signature fields with the keys of the From: domain
+  (`delivery.signing`, RFC 6376 §5), on the local and the queued copy alike;
 - ``store``: local recipients' copies in one durable commit (`Store.deliver`), remote
   recipients (authenticated submission) into the outbound queue.
 
 Later checks join here, as stages of their own in this list: SPF, DKIM, DMARC, ARC, DNSBL
-verdicts after ``limits``; content filters before ``trace``; DKIM signing of submitted mail
-before ``store``.
+verdicts after ``limits``; content filters before ``trace``.
 
 A message's text is bytes, or a `SpooledText` (past `smtp.spool_threshold` it arrived into an
 encrypted spool): stages read it as bytes-like (`len`, slices, `find`...; a spooled one is
@@ -39,11 +41,13 @@ from dataclasses import dataclass
 from postkeep import log
 from postkeep.config import SendingConfig
 from postkeep.delivery.directory import StoreDirectory
+from postkeep.delivery.signing import DkimKeyring, sign_message
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
 from postkeep.errors import Reply
+from postkeep.mailauth.dkim.canon import split_message
 from postkeep.policy import limits
 from postkeep.policy.sending import account_limits, domain_limits, over_limit
-from postkeep.policy.submission import check_from_header, check_part_sizes
+from postkeep.policy.submission import check_from_header, check_part_sizes, from_domain
 from postkeep.policy.verdict import Verdict
 from postkeep.store.api import Account, DsnRecipient, Envelope, LocalDelivery, Store
 from postkeep.store.spool import MessageData, SpooledText
@@ -77,7 +81,9 @@ class Inbound:
     recipients: Sequence[tuple[DsnRecipient, tuple[int, ...]]]
     data: MessageData
     client: Client
-    trace: bytes = b""
+    trace: bytes = b""  # our Received field
+    return_path: bytes = b""  # for local delivery only (RFC 5321 §4.4)
+    signature: bytes = b""  # DKIM-Signature fields (submission), above `trace`
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +117,13 @@ class InboundPipeline:
         submission: bool,
         on_queued: Callable[[], None] | None = None,
         sending: SendingConfig | None = None,
+        keyring: DkimKeyring | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.on_queued = on_queued
         self.sending = sending
+        self.keyring = keyring
         self.clock = clock
         self.directory = directory
         self.hostname = hostname
@@ -125,6 +133,7 @@ class InboundPipeline:
             *((("sender", self.check_sender),) if submission else ()),
             *((("quota", self.check_quota),) if submission and sending else ()),
             ("trace", self.add_trace),
+            *((("sign", self.sign_dkim),) if submission and keyring else ()),
             ("store", self.store_message),
         )
 
@@ -185,7 +194,8 @@ class InboundPipeline:
     async def add_trace(self, message: Inbound) -> Verdict | None:
         client, envelope = message.client, message.envelope
         rcpts = envelope.recipients
-        message.trace = return_path_header(envelope.mail_from) + received_header(
+        message.return_path = return_path_header(envelope.mail_from)
+        message.trace = received_header(
             helo=client.helo or "unknown",
             client_ip=client.ip,
             client_name=None,
@@ -201,19 +211,28 @@ class InboundPipeline:
         )
         return None
 
+    async def sign_dkim(self, message: Inbound) -> Verdict | None:
+        """DKIM-sign with the keys of the From: domain (`delivery.signing`); none: unsigned."""
+        assert self.keyring is not None
+        head = self._head(message)
+        domain = from_domain(head)
+        signers = await self.keyring.signers(domain) if domain else []
+        if signers:
+            header_block, _ = split_message(head)
+            message.signature = await sign_message(message.data, header_block, signers)
+        return None
+
     async def store_message(self, message: Inbound) -> Verdict | None:
         account_ids = list(dict.fromkeys(i for _, ids in message.recipients for i in ids))
         remote = [rcpt for rcpt, ids in message.recipients if not ids]
-        data: MessageData = (
-            message.data.with_prefix(message.trace)
-            if isinstance(message.data, SpooledText)
-            else message.trace + message.data
-        )
+        head = message.signature + message.trace
         try:
-            if account_ids:
+            if account_ids:  # the final delivery: Return-Path first (RFC 5321 §4.4)
+                data = _prefixed(message.data, message.return_path + head)
                 await self.store.deliver(LocalDelivery(message.envelope, account_ids, data))
                 self.directory.note_delivery(account_ids, len(data))
-            if remote:
+            if remote:  # relayed: no Return-Path (the last MTA adds it)
+                data = _prefixed(message.data, head)
                 await self.store.enqueue_outbound(message.envelope, remote, data)
                 if self.on_queued is not None:
                     self.on_queued()
@@ -221,3 +240,7 @@ class InboundPipeline:
             logger.exception("delivery failed qid=%s ip=%s", message.queue_id, message.client.ip)
             return Verdict(R_LOCAL_ERROR, f"delivery failed qid={message.queue_id}")
         return None
+
+
+def _prefixed(data: MessageData, prefix: bytes) -> MessageData:
+    return data.with_prefix(prefix) if isinstance(data, SpooledText) else prefix + data

@@ -76,6 +76,20 @@ def check_from_header(data: bytes, owned: frozenset[str], login: str) -> Reply |
     return None
 
 
+def from_domain(data: bytes) -> str | None:
+    """The domain of the (first) From: address, lower-cased; None if there is none. The
+    domain a DKIM signature is made for (RFC 7489 §3.1: DMARC aligns with it)."""
+    parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+    header = parser.parsebytes(header_section(data))
+    values = [v.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+              for k, v in header.raw_items() if k.lower() == "from"]
+    for _name, address in getaddresses(values):
+        domain = address.rpartition("@")[2].strip().lower()
+        if "@" in address and domain:
+            return domain
+    return None
+
+
 def check_part_sizes(data: Text, max_part_size: int) -> Reply | None:
     """Refuse a message with a MIME part (encoded body) over `max_part_size` bytes, or nested
     more than `MAX_MIME_DEPTH` levels below its top."""

@@ -39,6 +39,7 @@ from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
 from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.inbound import Client, Inbound, InboundLimits, InboundPipeline
+from postkeep.delivery.signing import DkimKeyring
 from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
 from postkeep.net.budget import DataBudget
@@ -155,6 +156,7 @@ class SmtpServer:
             submission=self.submission,
             on_queued=on_queued,
             sending=cfg.sending,
+            keyring=DkimKeyring(store, cfg.dkim) if self.submission else None,
         )
         self.auth: SaslAuthenticator | None = None
         self.bindings: EndPointBindings | None = None
