@@ -9,6 +9,36 @@ from postkeep.errors import ConfigError
 
 
 @dataclass(frozen=True)
+class SmartHost:
+    """`[[delivery.smart_hosts]]`: a server that relays mail for us (a provider's relay), with
+    TLS always (RFC 8314) and a login if it wants one."""
+
+    host: str = setting("Its host name (the name its certificate is verified for) or address.",
+                        default="")
+    port: int = setting("Its port: 587 (STARTTLS) or 465 (implicit TLS).", default=587)
+    tls: str = setting('"starttls" or "implicit" (no plain-text option).', default="starttls")
+    domains: list[str] = setting(
+        "Recipient domains relayed through it; empty: every domain not listed by another "
+        "smart host (then no MX delivery at all).",
+        default_factory=list,
+    )
+    credentials_file: str = setting(
+        "File (mode 0600 or 0400, owned by `server.user`) of two lines: user name, password; "
+        "sent with AUTH PLAIN or LOGIN over TLS only. Empty: no login.",
+        default="",
+    )
+    client_cert_file: str = setting("PEM client certificate to present, if it wants one.",
+                                    default="")
+    client_key_file: str = setting("PEM key of `client_cert_file` (mode 0600).", default="")
+    verify: bool = setting(
+        "Verify its certificate for `host` (against `delivery.tls_ca_file` or the system's "
+        "CAs). Turning this off makes the login readable to anyone in the path who can "
+        "intercept TLS: only for a relay on a network you trust.",
+        default=True,
+    )
+
+
+@dataclass(frozen=True)
 class DeliveryConfig:
     """`[delivery]`: the outbound queue (mail submitted for other domains), delivered to the
     recipients' MX hosts (RFC 5321 §5.1) by every worker process, as docs/architecture.md
@@ -63,6 +93,13 @@ class DeliveryConfig:
         "against (relative to the data directory); empty: the system's.",
         default="",
     )
+    smart_hosts: list[SmartHost] = setting(
+        "Relays for all mail or for some domains, instead of their MX hosts, as an array of "
+        "tables `[[delivery.smart_hosts]]` with keys `host`, `port`, `tls`, `domains`, "
+        "`credentials_file`, `client_cert_file`, `client_key_file`, `verify` (see "
+        "docs/architecture.md, \"Smart hosts\").",
+        default_factory=list,
+    )
     max_bounce_size: int = setting(
         "Octets of the original message returned in a bounce (RET=FULL); past that, only its "
         "header section, with a note.",
@@ -80,6 +117,27 @@ def validate_delivery(delivery: DeliveryConfig) -> None:
             raise ConfigError(f"delivery.{key}", "must be greater than 0")
     if not delivery.retry_schedule or any(s <= 0 for s in delivery.retry_schedule):
         raise ConfigError("delivery.retry_schedule", "must list delays greater than 0")
+    catch_all = 0
+    seen: set[str] = set()
+    for i, relay in enumerate(delivery.smart_hosts):
+        where = f"delivery.smart_hosts[{i}]"
+        if not relay.host:
+            raise ConfigError(f"{where}.host", "must name the relay")
+        if not 0 < relay.port < 65536:
+            raise ConfigError(f"{where}.port", "must be a port number")
+        if relay.tls not in ("starttls", "implicit"):
+            raise ConfigError(f"{where}.tls", 'must be "starttls" or "implicit"')
+        if bool(relay.client_cert_file) != bool(relay.client_key_file):
+            raise ConfigError(f"{where}.client_key_file",
+                              "client_cert_file and client_key_file go together")
+        catch_all += not relay.domains
+        for j, domain in enumerate(relay.domains):
+            if domain.lower() in seen:
+                raise ConfigError(f"{where}.domains[{j}]", f"{domain} has a smart host already")
+            seen.add(domain.lower())
+    if catch_all > 1:
+        raise ConfigError("delivery.smart_hosts", "at most one may relay every other domain "
+                          "(an empty `domains`)")
     if delivery.delay_notice_after < 0 or delivery.delay_notice_after >= delivery.lifetime:
         raise ConfigError("delivery.delay_notice_after",
                           "must be 0 (never) or less than delivery.lifetime")

@@ -15,6 +15,8 @@ transaction (RFC 5321 §5.1, §4.5.4.1), with the client of `postkeep.smtp.clien
   name, and the peer must offer REQUIRETLS; else the next host. A host without REQUIRETLS is
   a permanent 5.7.30 when it is the last one tried; one whose TLS failed is a temporary
   failure (retried until the message expires).
+- Smart hosts (`postkeep.queue.smarthost`): a domain a relay serves goes to that relay instead
+  of its MX hosts, over required TLS, with its login.
 - The outcome when no host took the message is the last host's: a transaction refused as a
   whole (its 5xx stands, a 4xx is retried), else a connection failure (always temporary: a
   554 greeting too, since the next attempt may reach another host), else the address lookup's.
@@ -22,9 +24,10 @@ transaction (RFC 5321 §5.1, §4.5.4.1), with the client of `postkeep.smtp.clien
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 
 from postkeep import log
@@ -32,6 +35,7 @@ from postkeep.config import Config
 from postkeep.dns.resolver import DnsResolver
 from postkeep.queue.outcome import Outcome, temporary
 from postkeep.queue.routes import host_addresses, mx_hosts
+from postkeep.queue.smarthost import Relay, load_relays, relay_for
 from postkeep.smtp.client.protocol import Envelope, Recipient, Stage, Timeouts, TransactionResult
 from postkeep.smtp.client.session import ClientSession, SessionFailure, connect
 from postkeep.store.api import QueueEntry, QueueRecipient
@@ -84,6 +88,7 @@ class RemoteTransport:
         self._verifying = verifying_context(ca)
         self._unverified = unverified_context()
         self._unverifiable: dict[str, float] = {}
+        self.relays = load_relays(cfg)
         d = self.delivery
         self.timeouts = Timeouts(
             connect=d.connect_timeout, greeting=d.greeting_timeout, command=d.greeting_timeout,
@@ -93,22 +98,38 @@ class RemoteTransport:
         self, domain: str, entry: QueueEntry, recipients: Sequence[QueueRecipient],
         message: bytes,
     ) -> list[Outcome]:
-        hosts = await mx_hosts(self.resolver, domain, self.hostname)
-        if isinstance(hosts, Outcome):
-            return [hosts] * len(recipients)
+        relay = relay_for(self.relays, domain)
+        if relay is not None:
+            names = [relay.host]
+            what = f"the smart host {relay.host}"
+
+            def open_(name: str, address: str) -> Awaitable[ClientSession | SessionFailure]:
+                assert relay is not None
+                return self._open_relay(relay, address)
+        else:
+            hosts = await mx_hosts(self.resolver, domain, self.hostname)
+            if isinstance(hosts, Outcome):
+                return [hosts] * len(recipients)
+            names = [h.name for h in hosts]
+            what = f"no MX host of {domain}"
+
+            def open_(name: str, address: str) -> Awaitable[ClientSession | SessionFailure]:
+                return self._connect(name, address, entry.requiretls)
         envelope = client_envelope(entry, recipients, len(message))
         last: Outcome | None = None  # why the last host tried did not take the message
-        for host in hosts:
-            addresses = await host_addresses(self.resolver, host.name)
+        for name in names:
+            addresses = await self._addresses(name)
             if isinstance(addresses, Outcome):
                 last = last or addresses  # another host's answer or failure matters more
                 continue
             for address in addresses:
-                where = f"{host.name} [{address}]"
-                session = await self._connect(host.name, address, entry.requiretls)
+                where = f"{name} [{address}]"
+                session = await open_(name, address)
                 if isinstance(session, SessionFailure):
-                    reply = session.reply
-                    last = temporary(reply.status.replace("5.", "4.", 1), reply.text, where)
+                    reply = session.reply  # the server's own words kept, its code too
+                    said = reply.text if reply.generated else (
+                        f"the server said {reply.code} {reply.status} {reply.text}")
+                    last = temporary(reply.status.replace("5.", "4.", 1), said, where)
                     logger.info("queue: qid=%s relay=%s connection failed: %s",
                                 entry.queue_id, where, last.line())
                     continue
@@ -125,8 +146,22 @@ class RemoteTransport:
                             for r in result.recipients]
                 last = Outcome(result.reply.code, result.reply.status, result.reply.text, where)
         if last is None:
-            last = temporary("4.4.1", f"No MX host of {domain} could be reached")
+            last = temporary("4.4.1", f"{what} could be reached")
         return [last] * len(recipients)
+
+    async def _addresses(self, name: str) -> list[str] | Outcome:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return await host_addresses(self.resolver, name)
+        return [name]
+
+    async def _open_relay(self, relay: Relay, address: str) -> ClientSession | SessionFailure:
+        return await connect(
+            address, relay.port, helo_name=self.hostname, timeouts=self.timeouts,
+            tls_context=relay.context, tls_verify="verify" if relay.verify else "none",
+            tls_name=relay.host, starttls="required", implicit_tls=relay.implicit_tls,
+            credentials=relay.credentials)
 
     async def _connect(self, name: str, address: str, requiretls: bool
                        ) -> ClientSession | SessionFailure:

@@ -40,6 +40,7 @@ from postkeep.config import Config
 from postkeep.dns.resolver import DnsResolver
 from postkeep.net.listener import bind_listeners
 from postkeep.net.tls import build_tls
+from postkeep.queue.smarthost import load_relays
 from postkeep.server.fdlimit import fd_need, raise_open_files
 from postkeep.server.forkserver import ForkServer, ForkServerGone
 from postkeep.server.pool import WorkerPool, service_slots
@@ -124,6 +125,7 @@ async def _prepare_store(cfg: Config, master_key: bytes) -> None:
     finally:
         await store.close()
     DnsResolver(cfg.dns)  # fails here, not in every worker, if no nameserver is known
+    load_relays(cfg)  # and here if a smart host's login or certificate file is not right
 
 
 async def _supervise(cfg: Config, forks: ForkServer, master_key: bytes) -> None:
