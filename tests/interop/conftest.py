@@ -190,8 +190,9 @@ class Instance:
 
     def kill_all(self) -> None:
         """SIGKILL every process of the server at once (a crash of the whole machine, as far
-        as the server can tell), and reap the main process."""
-        for pid in self.tree():
+        as the server can tell), and reap the main process. The workers first: a worker that
+        outlived the main process by a moment would see its channel close and stop cleanly."""
+        for pid in reversed(self.tree()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         assert self.proc is not None
