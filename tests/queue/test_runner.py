@@ -257,3 +257,23 @@ def test_a_crashed_workers_claim_is_released_at_restart(run: Run, store: SqlStor
     assert attempt(run, runner) == 0  # still claimed by the dead worker
     assert run(store.release_outbound_claims("mx.example.test/")) == 1  # the node restarts
     assert attempt(run, runner) == 1 and run(store.list_outbound()) == []
+
+
+def test_success_notices_only_where_no_report_will_follow(run: Run, store: SqlStore) -> None:
+    """NOTIFY=SUCCESS: a server without DSN took it -> "relayed" notice (RFC 3461 §5.2.2), with
+    the header section only; a server with DSN takes the request over -> no notice from us."""
+    enqueue(run, store, DsnRecipient("a@old.test", notify="SUCCESS"),
+            DsnRecipient("b@new.test", notify="SUCCESS,FAILURE"), DsnRecipient("c@old.test"))
+    transport = Scripted()
+    transport.replies["a@old.test"] = Outcome(250, "2.0.0", "Ok", "mx.old.test", relayed=True)
+    transport.replies["c@old.test"] = Outcome(250, "2.0.0", "Ok", "mx.old.test", relayed=True)
+    runner = QueueRunner(config(), store, transport, owner="t/1/")
+    attempt(run, runner)
+    attempt(run, runner)  # the notice, into alice's inbox
+    [report] = inbox(run, store)
+    groups, original = dsn_fields(report)
+    assert [g.get("Final-Recipient") for g in groups[1:]] == ["rfc822; a@old.test"]
+    assert (groups[1]["Action"], groups[1]["Status"]) == ("relayed", "2.0.0")
+    assert b"Subject: Successful Mail Delivery Report" in report
+    assert original.get_content_type() == "text/rfc822-headers"
+    assert run(store.list_outbound()) == []

@@ -32,7 +32,7 @@ class Reported:
 
     address: str
     orcpt: str | None
-    action: str  # "failed", "delayed" (RFC 3464 §2.3.3)
+    action: str  # "failed", "delayed", "delivered", "relayed" (RFC 3464 §2.3.3)
     status: str  # enhanced status code, "5.1.1"
     diagnostic: str | None  # the SMTP reply, "550 5.1.1 No such user"
     remote: str | None  # the host that gave it
@@ -61,10 +61,12 @@ def notice(
     """The DSN about `reported` recipients of `entry`, from MAILER-DAEMON to its sender."""
     now = time.time() if now is None else now
     delayed = all(r.action == "delayed" for r in reported)
+    succeeded = all(r.action in ("delivered", "relayed") for r in reported)
     utf8 = entry.smtputf8
     boundary = f"=_{secrets.token_hex(12)}"
     queue_id = f"N{secrets.token_hex(8).upper()}"
     subject = ("Delayed Mail (still being retried)" if delayed
+               else "Successful Mail Delivery Report" if succeeded
                else "Undelivered Mail Returned to Sender")
     head = [
         f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
@@ -76,9 +78,10 @@ def notice(
         "MIME-Version: 1.0",
         f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
     ]
-    whole = entry.ret != "HDRS" and len(message) <= max_returned
-    people = _text(entry, reported, hostname, delayed, retry_until)
-    if not whole and entry.ret != "HDRS":
+    # RET (RFC 3461 §4.3) asks about failures: a success notice carries the header section only
+    whole = entry.ret != "HDRS" and len(message) <= max_returned and not succeeded
+    people = _text(entry, reported, hostname, delayed, retry_until, succeeded)
+    if not whole and entry.ret != "HDRS" and not succeeded:
         people += (f"Your message was larger than {max_returned} octets: only its header "
                    "section is attached.\r\n")
     fields = [f"Reporting-MTA: dns; {hostname}", f"X-Postkeep-Queue-ID: {entry.queue_id}"]
@@ -132,8 +135,13 @@ def notice(
 
 
 def _text(entry: QueueEntry, reported: Sequence[Reported], hostname: str, delayed: bool,
-          retry_until: float | None) -> str:
-    if delayed:
+          retry_until: float | None, succeeded: bool = False) -> str:
+    if succeeded:
+        lines = [f"This is the mail system at {hostname}.", "",
+                 "Your message was delivered to the recipients below, as you asked to be told.",
+                 "Where it says \"relayed\", the receiving server sends no delivery reports:",
+                 "this is the last word about it.", ""]
+    elif delayed:
         until = f" until {_date(retry_until)}" if retry_until else ""
         lines = [f"This is the mail system at {hostname}.", "",
                  "Your message could not be delivered yet to the recipients below. It is still",

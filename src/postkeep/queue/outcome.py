@@ -16,6 +16,7 @@ class Outcome:
     enhanced: str  # "2.0.0", "4.4.1", "5.1.10"
     text: str
     remote: str | None = None  # "mx.example.org [192.0.2.1]": the server that said it
+    relayed: bool = False  # delivered to a server without DSN: no report will come from it
 
     @property
     def delivered(self) -> bool:

@@ -141,8 +141,9 @@ class RemoteTransport:
                 tls_text = (f"{tls.version}/{'verified' if tls.verified else 'unverified'}"
                             if tls else "none")
                 logger.info("queue: qid=%s relay=%s tls=%s", entry.queue_id, where, tls_text)
-                if not _try_next(result):
-                    return [Outcome(r.code, r.reply.status, r.text, where)
+                if not _try_next(result):  # RFC 3461 §5.2.2: without DSN we report relaying
+                    return [Outcome(r.code, r.reply.status, r.text, where,
+                                    relayed=r.delivered and not result.dsn)
                             for r in result.recipients]
                 last = Outcome(result.reply.code, result.reply.status, result.reply.text, where)
         if last is None:

@@ -13,9 +13,12 @@ One attempt at an entry (RFC 5321 §4.5.4.1):
 2. each recipient a domain's server accepted is recorded as delivered as soon as the server
    said so (the window in which a crash sends a message twice is that one commit);
 3. at the end, in one commit: permanent failures marked failed with their bounce queued
-   (RFC 3464), the entry rescheduled (`schedule.retry_at`) or, past `delivery.lifetime`, every
-   recipient still pending failed with 4.4.7 and bounced; a delay notice once, past
-   `delivery.delay_notice_after`; the entry removed once no recipient is pending.
+   (RFC 3464), success notices for recipients who asked (NOTIFY=SUCCESS) and will get none
+   from further on (action "relayed": the server took it without DSN, RFC 3461 §5.2.2;
+   "delivered": into a local mailbox), the entry rescheduled (`schedule.retry_at`) or, past
+   `delivery.lifetime`, every recipient still pending failed with 4.4.7 and bounced; a delay
+   notice once, past `delivery.delay_notice_after`; the entry removed once no recipient is
+   pending.
 
 A notice is never sent about a notice (its reverse-path is null, RFC 5321 §4.5.5): a failed
 one is logged and dropped. A crash at any point loses nothing: the claim is released when the
@@ -237,6 +240,12 @@ class QueueRunner:
                 logger.warning("queue: notice dropped qid=%s to=<%s>: %s (a notice is never "
                                "answered by another)", entry.queue_id, rcpt.address,
                                outcome.line())
+        success = [(r, o) for r, o in outcomes if o.delivered and schedule.wants(r, "SUCCESS")
+                   and (o.relayed or o.remote == "local") and entry.mail_from]
+        for action in ("delivered", "relayed"):
+            done = [(r, o) for r, o in success if (o.relayed) == (action == "relayed")]
+            if done:
+                notices.append(self._notice(entry, message, done, action, now))
         delay = schedule.delay_notice_due(cfg, entry, now) and bool(waiting)
         warn = [(r, o) for r, o in waiting if schedule.wants(r, "DELAY")]
         if delay and warn:
@@ -257,8 +266,8 @@ class QueueRunner:
         made = notice(entry, message, reported, hostname=self.cfg.server.hostname,
                       max_returned=self.delivery.max_bounce_size,
                       retry_until=schedule.expires_at(self.delivery, entry), now=now)
-        logger.info("queue: %s notice qid=%s for qid=%s to=<%s>",
-                    "delay" if action == "delayed" else "bounce", made.envelope.queue_id,
+        kind = {"delayed": "delay", "failed": "bounce"}.get(action, "success")
+        logger.info("queue: %s notice qid=%s for qid=%s to=<%s>", kind, made.envelope.queue_id,
                     entry.queue_id, entry.mail_from)
         return made
 
