@@ -66,6 +66,7 @@ def sender(tmp_path_factory: pytest.TempPathFactory, nsd: AuthServer,
     ca = inst.dir / "receiver-ca.pem"
     ca.write_bytes((receiver.dir / "tls" / "cert.pem").read_bytes())
     inst.hand_over(ca)
+    inst.set_config("server", processes=1)  # one delivery worker: its kept connections
     inst.set_config("dns", nameservers=[nsd.nameserver], timeout=2.0, attempts=1)
     inst.set_config("delivery", remote_port=port, tls_ca_file=str(ca), poll_interval=0.5,
                     retry_schedule=[1], connect_timeout=5.0, greeting_timeout=600.0)
@@ -256,3 +257,27 @@ def test_a_killed_sender_delivers_after_restart(sender: Instance, receiver: Inst
     assert len(got) == 1
     assert "entries claimed by workers of a previous run are due again" in sender.log()
     wait_for("an empty queue", lambda: "the queue is empty" in queued(sender))
+
+
+def test_a_connection_carries_the_next_message_and_is_replaced_once_closed(
+    sender: Instance, receiver: Instance
+) -> None:
+    def arrived(subject: str) -> bool:
+        return any(f"Subject: {subject}".encode() in m
+                   for m in receiver.messages("bob@remote.test"))
+
+    submit(sender, ["bob@remote.test"], "reuse-1")
+    wait_for("the first", lambda: arrived("reuse-1"))
+    second = submit(sender, ["bob@remote.test"], "reuse-2")
+    wait_for("the second", lambda: arrived("reuse-2"))
+    log = sender.log()
+    assert re.search(rf"qid={second} relay=mx.remote.test \[127\.0\.0\.1\] tls=TLSv1\.3/verified"
+                     r" \(connection reused\)", log), log[-2000:]
+    receiver.stop()  # the kept connection dies with it
+    receiver.start()
+    third = submit(sender, ["bob@remote.test"], "reuse-3")
+    wait_for("the third, over a new connection", lambda: arrived("reuse-3"))
+    log = sender.log()
+    assert re.search(rf"queue: qid={third} relay=mx.remote.test \[127\.0\.0\.1\] the kept "
+                     r"connection was closed by the server; opening a new one", log), log[-2000:]
+    assert re.search(rf"queue: sent qid={third} to=<bob@remote.test>", log)

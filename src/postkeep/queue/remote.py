@@ -15,6 +15,9 @@ transaction (RFC 5321 §5.1, §4.5.4.1), with the client of `postkeep.smtp.clien
   name, and the peer must offer REQUIRETLS; else the next host. A host without REQUIRETLS is
   a permanent 5.7.30 when it is the last one tried; one whose TLS failed is a temporary
   failure (retried until the message expires).
+- A connection is kept open a few seconds after a message (`SessionPool`) and used again for
+  the next one to the same host and address, up to `delivery.max_messages_per_connection`
+  messages; one the server closed meanwhile is replaced, the message sent again over it.
 - Smart hosts (`postkeep.queue.smarthost`): a domain a relay serves goes to that relay instead
   of its MX hosts, over required TLS, with its login.
 - The outcome when no host took the message is the last host's: a transaction refused as a
@@ -24,6 +27,7 @@ transaction (RFC 5321 §5.1, §4.5.4.1), with the client of `postkeep.smtp.clien
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import ssl
 import time
@@ -89,6 +93,7 @@ class RemoteTransport:
         self._unverified = unverified_context()
         self._unverifiable: dict[str, float] = {}
         self.relays = load_relays(cfg)
+        self.pool = SessionPool(self.delivery.max_messages_per_connection)
         d = self.delivery
         self.timeouts = Timeouts(
             connect=d.connect_timeout, greeting=d.greeting_timeout, command=d.greeting_timeout,
@@ -116,6 +121,7 @@ class RemoteTransport:
             def open_(name: str, address: str) -> Awaitable[ClientSession | SessionFailure]:
                 return self._connect(name, address, entry.requiretls)
         envelope = client_envelope(entry, recipients, len(message))
+        mode = ("relay", relay.host) if relay is not None else ("mx", entry.requiretls)
         last: Outcome | None = None  # why the last host tried did not take the message
         for name in names:
             addresses = await self._addresses(name)
@@ -124,7 +130,9 @@ class RemoteTransport:
                 continue
             for address in addresses:
                 where = f"{name} [{address}]"
-                session = await open_(name, address)
+                key = (name, address, *mode)
+                reused = self.pool.take(key)
+                session = reused or await open_(name, address)
                 if isinstance(session, SessionFailure):
                     reply = session.reply  # the server's own words kept, its code too
                     said = reply.text if reply.generated else (
@@ -133,14 +141,23 @@ class RemoteTransport:
                     logger.info("queue: qid=%s relay=%s connection failed: %s",
                                 entry.queue_id, where, last.line())
                     continue
-                try:
-                    result = await session.send(envelope, _chunks(message))
-                finally:
-                    await session.quit()
+                result = await self._send(session, envelope, message)
+                if reused is not None and _went_away(result):  # it closed while idle: anew
+                    logger.info("queue: qid=%s relay=%s the kept connection was closed by the "
+                                "server; opening a new one", entry.queue_id, where)
+                    session = await open_(name, address)
+                    if isinstance(session, SessionFailure):
+                        last = temporary(session.reply.status.replace("5.", "4.", 1),
+                                         session.reply.text, where)
+                        continue
+                    reused = None
+                    result = await self._send(session, envelope, message)
+                self.pool.give(key, session)
                 tls = session.tls
                 tls_text = (f"{tls.version}/{'verified' if tls.verified else 'unverified'}"
                             if tls else "none")
-                logger.info("queue: qid=%s relay=%s tls=%s", entry.queue_id, where, tls_text)
+                logger.info("queue: qid=%s relay=%s tls=%s%s", entry.queue_id, where, tls_text,
+                            " (connection reused)" if reused is not None else "")
                 if not _try_next(result):  # RFC 3461 §5.2.2: without DSN we report relaying
                     return [Outcome(r.code, r.reply.status, r.text, where,
                                     relayed=r.delivered and not result.dsn)
@@ -149,6 +166,18 @@ class RemoteTransport:
         if last is None:
             last = temporary("4.4.1", f"{what} could be reached")
         return [last] * len(recipients)
+
+    async def _send(self, session: ClientSession, envelope: Envelope, message: bytes
+                    ) -> TransactionResult:
+        try:
+            return await session.send(envelope, _chunks(message))
+        except BaseException:
+            await session.quit()
+            raise
+
+    async def close(self) -> None:
+        """End the idle connections (QUIT)."""
+        await self.pool.close()
 
     async def _addresses(self, name: str) -> list[str] | Outcome:
         try:
@@ -186,6 +215,69 @@ class RemoteTransport:
             address, self.delivery.remote_port, helo_name=self.hostname,
             timeouts=self.timeouts, tls_context=ctx, tls_verify="verify" if verify else "none",
             tls_name=name, starttls="required" if required else "opportunistic")
+
+
+def _went_away(result: TransactionResult) -> bool:
+    """The connection was lost before the server answered MAIL (a reused one the server had
+    closed meanwhile): nothing was delivered, the message may go over a new connection."""
+    return result.stage is Stage.MAIL and result.reply.generated and not result.reusable
+
+
+class SessionPool:
+    """Open sessions kept between messages to the same host (RFC 5321 §3.3: several
+    transactions per connection), for `IDLE` seconds at most, each used for at most
+    `delivery.max_messages_per_connection` messages."""
+
+    IDLE = 5.0
+
+    def __init__(self, max_messages: int) -> None:
+        self.max_messages = max_messages
+        self._idle: dict[tuple[object, ...], list[tuple[ClientSession, asyncio.TimerHandle]]] = {}
+        self._sent: dict[int, int] = {}  # id(session) -> messages sent over it
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def take(self, key: tuple[object, ...]) -> ClientSession | None:
+        idle = self._idle.get(key)
+        while idle:
+            session, timer = idle.pop()
+            timer.cancel()
+            if session.usable:
+                return session
+            self._sent.pop(id(session), None)
+        self._idle.pop(key, None)
+        return None
+
+    def give(self, key: tuple[object, ...], session: ClientSession) -> None:
+        sent = self._sent.get(id(session), 0) + 1
+        if not session.usable or sent >= self.max_messages:
+            self._sent.pop(id(session), None)
+            self._quit(session)
+            return
+        self._sent[id(session)] = sent
+        timer = asyncio.get_running_loop().call_later(self.IDLE, self._expire, key, session)
+        self._idle.setdefault(key, []).append((session, timer))
+
+    def _expire(self, key: tuple[object, ...], session: ClientSession) -> None:
+        idle = self._idle.get(key, [])
+        self._idle[key] = [(s, t) for s, t in idle if s is not session]
+        if not self._idle[key]:
+            del self._idle[key]
+        self._sent.pop(id(session), None)
+        self._quit(session)
+
+    def _quit(self, session: ClientSession) -> None:
+        task = asyncio.get_running_loop().create_task(session.quit())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        for idle in list(self._idle.values()):
+            for session, timer in idle:
+                timer.cancel()
+                self._quit(session)
+        self._idle.clear()
+        self._sent.clear()
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 def _try_next(result: TransactionResult) -> bool:

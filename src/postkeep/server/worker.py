@@ -196,8 +196,8 @@ async def serve_worker(
     verifier.shared_lookup = channel.password_cached
     verifier.on_remember = channel.password_verified
     budget = DataBudget(cfg.smtp.max_data_in_flight)  # message text in flight: MX + submission
-    runner = QueueRunner(cfg, store, RemoteTransport(cfg, DnsResolver(cfg.dns)),
-                         owner=f"{cfg.server.hostname}/{os.getpid()}/")
+    transport = RemoteTransport(cfg, DnsResolver(cfg.dns))
+    runner = QueueRunner(cfg, store, transport, owner=f"{cfg.server.hostname}/{os.getpid()}/")
     servers: list[SmtpServer | ImapServer] = []
     if sockets.mx:
         servers.append(SmtpServer(cfg, store, tls_context, budget=budget,
@@ -227,6 +227,7 @@ async def serve_worker(
             delivering.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await delivering
+        await transport.close()  # QUIT on the connections kept open for the next message
         await asyncio.gather(*(server.stop() for server in servers))
         for sock in sockets.all():
             sock.close()
