@@ -22,8 +22,9 @@ unusable records only, "the application MUST avoid cleartext"), and the session 
 When DANE applies (RFC 7672 §2.2): the host's address records (AAAA, A) are authenticated
 (the DNSSEC-validated AD bit, `[dns] trust_ad`) and so is its TLSA RRset at `_<port>._tcp.<name>`
 (RFC 6698 §3). Otherwise:
-- address records not authenticated: no DANE, and no TLSA lookup (RFC 7672 §2.2: an insecure
-  host's TLSA lookup could only fail on zones whose servers mishandle the type);
+- address records not authenticated: no DANE, and no TLSA lookup is made (none could
+  authenticate the host, and a zone's servers that mishandle TLSA queries cannot then
+  delay its mail);
 - TLSA NoData or NXDOMAIN (authenticated or not): no DANE;
 - a TLSA answer not authenticated (an insecure zone, or the AD bit not trusted): no DANE;
 - a failed TLSA lookup (a timeout, SERVFAIL; a validating resolver answers a bogus signature
@@ -93,6 +94,7 @@ class DanePolicy:
 async def dane_for(resolver: DnsResolver, host: str, port: int = 25, *,
                    extra_names: Sequence[str] = ()) -> DanePolicy | Outcome | None:
     """What DANE requires of a connection to MX host `host` (see the module docstring)."""
+    host = host.lower().rstrip(".")
     try:
         six, four = await resolver.aaaa(host), await resolver.a(host)
     except InvalidName:
@@ -101,7 +103,7 @@ async def dane_for(resolver: DnsResolver, host: str, port: int = 25, *,
     if not answers or not all(r.authenticated for r in answers):
         return None
     expanded = answers[0].canonical_name
-    for base in dict.fromkeys((expanded, host.lower().rstrip("."))):
+    for base in dict.fromkeys((expanded, host)):
         name = f"_{port}._tcp.{base}"
         try:
             result = await resolver.tlsa(name)
