@@ -18,6 +18,10 @@ transaction (RFC 5321 §5.1, §4.5.4.1), with the client of `postkeep.smtp.clien
 - A connection is kept open a few seconds after a message (`SessionPool`) and used again for
   the next one to the same host and address, up to `delivery.max_messages_per_connection`
   messages; one the server closed meanwhile is replaced, the message sent again over it.
+- DANE (RFC 7672, `postkeep.queue.dane`): for an MX host below a DNSSEC-authenticated MX
+  answer whose TLSA records are authenticated, TLS is required and the certificate must match
+  them (the log says `tls=TLSv1.3/dane`); a TLSA lookup that fails makes the host unusable for
+  now, never a reason to send in clear. Needs `[dns] trust_ad` and a validating resolver.
 - Smart hosts (`postkeep.queue.smarthost`): a domain a relay serves goes to that relay instead
   of its MX hosts, over required TLS, with its login.
 - The outcome when no host took the message is the last host's: a transaction refused as a
@@ -32,11 +36,13 @@ import ipaddress
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from postkeep import log
 from postkeep.config import Config
 from postkeep.dns.resolver import DnsResolver
+from postkeep.queue.dane import DanePolicy, dane_for
 from postkeep.queue.outcome import Outcome, temporary
 from postkeep.queue.routes import host_addresses, mx_hosts
 from postkeep.queue.smarthost import Relay, load_relays, relay_for
@@ -117,13 +123,27 @@ class RemoteTransport:
                 return [hosts] * len(recipients)
             names = [h.name for h in hosts]
             what = f"no MX host of {domain}"
+            secure = {h.name for h in hosts if h.secure}
+            dane: dict[str, DanePolicy | None] = {}
 
             def open_(name: str, address: str) -> Awaitable[ClientSession | SessionFailure]:
+                policy = dane.get(name)
+                if policy is not None:
+                    return self._open_dane(policy, address)
                 return self._connect(name, address, entry.requiretls)
         envelope = client_envelope(entry, recipients, len(message))
         mode = ("relay", relay.host) if relay is not None else ("mx", entry.requiretls)
         last: Outcome | None = None  # why the last host tried did not take the message
         for name in names:
+            if relay is None and name in secure:  # DANE only below a secure MX (RFC 7672 §2.2.1)
+                policy = await dane_for(self.resolver, name, self.delivery.remote_port,
+                                        extra_names=(domain,))
+                if isinstance(policy, Outcome):  # TLSA unknown now: not this host, not in clear
+                    last = replace(policy, remote=name)
+                    logger.info("queue: qid=%s relay=%s DANE lookup failed: %s",
+                                entry.queue_id, name, policy.line())
+                    continue
+                dane[name] = policy
             addresses = await self._addresses(name)
             if isinstance(addresses, Outcome):
                 last = last or addresses  # another host's answer or failure matters more
@@ -154,8 +174,9 @@ class RemoteTransport:
                     result = await self._send(session, envelope, message)
                 self.pool.give(key, session)
                 tls = session.tls
-                tls_text = (f"{tls.version}/{'verified' if tls.verified else 'unverified'}"
-                            if tls else "none")
+                tls_text = ("none" if tls is None else f"{tls.version}/dane" if dane.get(name)
+                            and tls.authenticated else
+                            f"{tls.version}/{'verified' if tls.verified else 'unverified'}")
                 logger.info("queue: qid=%s relay=%s tls=%s%s", entry.queue_id, where, tls_text,
                             " (connection reused)" if reused is not None else "")
                 if not _try_next(result):  # RFC 3461 §5.2.2: without DSN we report relaying
@@ -185,6 +206,16 @@ class RemoteTransport:
         except ValueError:
             return await host_addresses(self.resolver, name)
         return [name]
+
+    async def _open_dane(self, policy: DanePolicy, address: str
+                         ) -> ClientSession | SessionFailure:
+        """RFC 7672 §2.2: TLS required, the certificate authenticated by the TLSA records
+        instead of a CA (no verification, the check on the peer's certificates), SNI the TLSA
+        base domain (§8.1)."""
+        return await connect(
+            address, self.delivery.remote_port, helo_name=self.hostname,
+            timeouts=self.timeouts, tls_context=self._unverified, tls_verify="none",
+            tls_name=policy.sni, starttls="required", peer_check=policy.peer_check)
 
     async def _open_relay(self, relay: Relay, address: str) -> ClientSession | SessionFailure:
         return await connect(

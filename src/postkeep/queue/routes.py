@@ -28,6 +28,7 @@ class MxHost:
     name: str  # lower-case A-label, no trailing dot
     preference: int
     implicit: bool = False  # the domain itself, for want of MX records
+    secure: bool = False  # the MX answer (or the NODATA) was DNSSEC-authenticated
 
 
 async def mx_hosts(
@@ -43,15 +44,15 @@ async def mx_hosts(
             return temporary("4.4.3", f"DNS lookup of MX {domain} failed: {reason}")
         case NxDomain():
             return permanent("5.1.2", f"Domain {domain} does not exist (NXDOMAIN)")
-        case NoData():
-            return [MxHost(domain, 0, implicit=True)]
-        case Answer(records=records):
-            return _ordered(domain, records, local_hostname.lower().rstrip("."), rng)
+        case NoData(authenticated=secure):
+            return [MxHost(domain, 0, implicit=True, secure=secure)]
+        case Answer(records=records, authenticated=secure):
+            return _ordered(domain, records, local_hostname.lower().rstrip("."), rng, secure)
     raise AssertionError(result)  # every Result is matched above
 
 
 def _ordered(
-    domain: str, records: tuple[MX, ...], me: str, rng: random.Random | None
+    domain: str, records: tuple[MX, ...], me: str, rng: random.Random | None, secure: bool
 ) -> list[MxHost] | Outcome:
     if any(r.exchange == "." for r in records):
         if len(records) == 1:
@@ -66,7 +67,7 @@ def _ordered(
         if not shuffled:
             return permanent("5.4.6", f"Mail for {domain} loops back to this server ({me}), "
                              "the best MX host")
-    return [MxHost(r.exchange, r.preference) for r in shuffled]
+    return [MxHost(r.exchange, r.preference, secure=secure) for r in shuffled]
 
 
 async def host_addresses(resolver: DnsResolver, host: str) -> list[str] | Outcome:
