@@ -110,9 +110,11 @@ class RemoteTransport:
         message: bytes,
     ) -> list[Outcome]:
         relay = relay_for(self.relays, domain)
+        secure: set[str] = set()  # MX hosts below a DNSSEC-authenticated answer
+        dane: dict[str, DanePolicy | None] = {}
         if relay is not None:
             names = [relay.host]
-            what = f"the smart host {relay.host}"
+            what = f"The smart host {relay.host} could not be reached"
 
             def open_(name: str, address: str) -> Awaitable[ClientSession | SessionFailure]:
                 assert relay is not None
@@ -122,9 +124,8 @@ class RemoteTransport:
             if isinstance(hosts, Outcome):
                 return [hosts] * len(recipients)
             names = [h.name for h in hosts]
-            what = f"no MX host of {domain}"
+            what = f"No MX host of {domain} could be reached"
             secure = {h.name for h in hosts if h.secure}
-            dane: dict[str, DanePolicy | None] = {}
 
             def open_(name: str, address: str) -> Awaitable[ClientSession | SessionFailure]:
                 policy = dane.get(name)
@@ -185,7 +186,7 @@ class RemoteTransport:
                             for r in result.recipients]
                 last = Outcome(result.reply.code, result.reply.status, result.reply.text, where)
         if last is None:
-            last = temporary("4.4.1", f"{what} could be reached")
+            last = temporary("4.4.1", what)
         return [last] * len(recipients)
 
     async def _send(self, session: ClientSession, envelope: Envelope, message: bytes
