@@ -93,6 +93,16 @@ class DeliveryConfig:
         "against (relative to the data directory); empty: the system's.",
         default="",
     )
+    mta_sts: bool = setting(
+        "Apply the recipient domains' MTA-STS policies (RFC 8461): with `enforce`, only MX "
+        "hosts the policy names, over TLS whose certificate verifies, else the mail waits.",
+        default=True,
+    )
+    mta_sts_port: int = setting(
+        "HTTPS port of the `mta-sts.DOMAIN` policy hosts (443; tests point it at a test "
+        "server). Their certificates are verified with `tls_ca_file`, or the system's CAs.",
+        default=443,
+    )
     smart_hosts: list[SmartHost] = setting(
         "Relays for all mail or for some domains, instead of their MX hosts, as an array of "
         "tables `[[delivery.smart_hosts]]` with keys `host`, `port`, `tls`, `domains`, "
@@ -108,8 +118,9 @@ class DeliveryConfig:
 
 
 def validate_delivery(delivery: DeliveryConfig) -> None:
-    if not 0 < delivery.remote_port < 65536:
-        raise ConfigError("delivery.remote_port", "must be a port number")
+    for key in ("remote_port", "mta_sts_port"):
+        if not 0 < getattr(delivery, key) < 65536:
+            raise ConfigError(f"delivery.{key}", "must be a port number")
     for key in ("max_in_flight", "max_per_destination", "max_messages_per_connection",
                 "lifetime", "poll_interval", "connect_timeout", "greeting_timeout",
                 "data_timeout", "max_bounce_size"):

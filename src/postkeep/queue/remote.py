@@ -22,6 +22,10 @@ transaction (RFC 5321 §5.1, §4.5.4.1), with the client of `postkeep.smtp.clien
   answer whose TLSA records are authenticated, TLS is required and the certificate must match
   them (the log says `tls=TLSv1.3/dane`); a TLSA lookup that fails makes the host unusable for
   now, never a reason to send in clear. Needs `[dns] trust_ad` and a validating resolver.
+- MTA-STS (RFC 8461, `postkeep.queue.mtasts`): under an `enforce` policy only the MX hosts it
+  names are used, each over STARTTLS with a certificate verified for its name (or its DANE
+  records, which come first, RFC 8461 §2); none left is a temporary failure. Under
+  `testing`, mail goes as usual and a host outside the policy is logged.
 - Smart hosts (`postkeep.queue.smarthost`): a domain a relay serves goes to that relay instead
   of its MX hosts, over required TLS, with its login.
 - The outcome when no host took the message is the last host's: a transaction refused as a
@@ -41,8 +45,11 @@ from pathlib import Path
 
 from postkeep import log
 from postkeep.config import Config
+from postkeep.dns.names import InvalidName, query_name
 from postkeep.dns.resolver import DnsResolver
 from postkeep.queue.dane import DanePolicy, dane_for
+from postkeep.queue.mtasts import MtaStsPolicies
+from postkeep.queue.mtasts_policy import Mode, Policy
 from postkeep.queue.outcome import Outcome, temporary
 from postkeep.queue.routes import host_addresses, mx_hosts
 from postkeep.queue.smarthost import Relay, load_relays, relay_for
@@ -99,6 +106,9 @@ class RemoteTransport:
         self._unverified = unverified_context()
         self._unverifiable: dict[str, float] = {}
         self.relays = load_relays(cfg)
+        self.mta_sts = (MtaStsPolicies(resolver, self._verifying,
+                                       https_port=self.delivery.mta_sts_port)
+                        if self.delivery.mta_sts else None)
         self.pool = SessionPool(self.delivery.max_messages_per_connection)
         d = self.delivery
         self.timeouts = Timeouts(
@@ -112,6 +122,7 @@ class RemoteTransport:
         relay = relay_for(self.relays, domain)
         secure: set[str] = set()  # MX hosts below a DNSSEC-authenticated answer
         dane: dict[str, DanePolicy | None] = {}
+        enforced: set[str] = set()  # MX hosts an MTA-STS policy in force names
         if relay is not None:
             names = [relay.host]
             what = f"The smart host {relay.host} could not be reached"
@@ -126,14 +137,21 @@ class RemoteTransport:
             names = [h.name for h in hosts]
             what = f"No MX host of {domain} could be reached"
             secure = {h.name for h in hosts if h.secure}
+            sts = await self._mta_sts(domain, names, entry.queue_id)
+            if sts is not None and sts.mode is Mode.ENFORCE:
+                names = [n for n in names if sts.allows(n)]
+                if not names:
+                    return [temporary("4.7.5", f"MTA-STS: no MX host of {domain} is one its "
+                                      "policy names")] * len(recipients)
+                enforced = set(names)
 
             def open_(name: str, address: str) -> Awaitable[ClientSession | SessionFailure]:
                 policy = dane.get(name)
-                if policy is not None:
+                if policy is not None:  # DANE first (RFC 8461 §2: it takes precedence)
                     return self._open_dane(policy, address)
-                return self._connect(name, address, entry.requiretls)
+                return self._connect(name, address, entry.requiretls or name in enforced)
         envelope = client_envelope(entry, recipients, len(message))
-        mode = ("relay", relay.host) if relay is not None else ("mx", entry.requiretls)
+        mode = ("relay", relay.host) if relay is not None else ("mx",)
         last: Outcome | None = None  # why the last host tried did not take the message
         for name in names:
             if relay is None and name in secure:  # DANE only below a secure MX (RFC 7672 §2.2.1)
@@ -151,7 +169,7 @@ class RemoteTransport:
                 continue
             for address in addresses:
                 where = f"{name} [{address}]"
-                key = (name, address, *mode)
+                key = (name, address, *mode, entry.requiretls or name in enforced)
                 reused = self.pool.take(key)
                 session = reused or await open_(name, address)
                 if isinstance(session, SessionFailure):
@@ -189,6 +207,27 @@ class RemoteTransport:
             last = temporary("4.4.1", what)
         return [last] * len(recipients)
 
+    async def _mta_sts(self, domain: str, names: list[str], queue_id: str) -> Policy | None:
+        """The domain's MTA-STS policy (`postkeep.queue.mtasts`); in `testing` mode, the
+        hosts it would refuse are logged (RFC 8461 §5: deliver, and report)."""
+        if self.mta_sts is None:
+            return None
+        try:
+            sts = await self.mta_sts.policy(query_name(domain))
+        except InvalidName:
+            return None
+        if isinstance(sts, Outcome):  # no policy known, and none cached: none (RFC 8461 §3.3)
+            logger.info("queue: qid=%s MTA-STS policy of %s unknown for now (%s): delivering "
+                        "without one", queue_id, domain, sts.text)
+            return None
+        if isinstance(sts, Policy) and sts.mode is Mode.TESTING:
+            for name in names:
+                if not sts.allows(name):
+                    logger.warning("queue: qid=%s MTA-STS testing: %s is not in the policy "
+                                   "of %s (would not be used under enforce)", queue_id, name,
+                                   domain)
+        return sts
+
     async def _send(self, session: ClientSession, envelope: Envelope, message: bytes
                     ) -> TransactionResult:
         try:
@@ -225,9 +264,11 @@ class RemoteTransport:
             tls_name=relay.host, starttls="required", implicit_tls=relay.implicit_tls,
             credentials=relay.credentials)
 
-    async def _connect(self, name: str, address: str, requiretls: bool
+    async def _connect(self, name: str, address: str, verified: bool
                        ) -> ClientSession | SessionFailure:
-        if requiretls:
+        """`verified` (REQUIRETLS, an MTA-STS policy in force): STARTTLS and a certificate
+        that verifies for `name`, or no session."""
+        if verified:
             return await self._open(address, name, self._verifying, required=True)
         now = time.monotonic()
         if self._unverifiable.get(name, 0) <= now:
