@@ -277,3 +277,28 @@ def test_success_notices_only_where_no_report_will_follow(run: Run, store: SqlSt
     assert b"Subject: Successful Mail Delivery Report" in report
     assert original.get_content_type() == "text/rfc822-headers"
     assert run(store.list_outbound()) == []
+
+
+def test_messages_held_for_delivery_stay_within_the_budget(run: Run, store: SqlStore) -> None:
+    """delivery.max_data_in_flight: three messages, a budget for two and a half: at most two
+    attempts hold theirs at once; a message larger than the whole budget still goes."""
+    for i in range(3):
+        enqueue(run, store, DsnRecipient(f"u{i}@d{i}.test"), qid=f"M{i}")
+    transport = Scripted()
+    transport.gate = asyncio.Event()
+    budget = len(MESSAGE) * 5 // 2
+    runner = QueueRunner(config(max_data_in_flight=budget), store, transport, owner="t/1/")
+
+    async def go() -> int:
+        await runner.run_once()
+        await asyncio.sleep(0.05)
+        held = len(transport.calls)
+        assert transport.gate is not None
+        transport.gate.set()
+        await runner.idle()
+        return held
+
+    assert run(go()) == 2 and len(transport.calls) == 3
+    enqueue(run, store, DsnRecipient("big@large.test"), qid="BIG")
+    small = QueueRunner(config(max_data_in_flight=10), store, Scripted(), owner="t/2/")
+    assert attempt(run, small) == 1 and run(store.list_outbound()) == []

@@ -50,6 +50,11 @@ class DeliveryConfig:
     max_in_flight: int = setting(
         "Deliveries (SMTP transactions) a worker process runs at once.", default=32
     )
+    max_data_in_flight: int = setting(
+        "Octets of queued messages a worker process holds in memory for their deliveries at "
+        "once; an attempt waits for room (one larger than this runs alone).",
+        default=256 * 1024 * 1024,
+    )
     max_per_destination: int = setting(
         "Connections a worker process opens at once to one destination domain.", default=4
     )
@@ -121,9 +126,9 @@ def validate_delivery(delivery: DeliveryConfig) -> None:
     for key in ("remote_port", "mta_sts_port"):
         if not 0 < getattr(delivery, key) < 65536:
             raise ConfigError(f"delivery.{key}", "must be a port number")
-    for key in ("max_in_flight", "max_per_destination", "max_messages_per_connection",
-                "lifetime", "poll_interval", "connect_timeout", "greeting_timeout",
-                "data_timeout", "max_bounce_size"):
+    for key in ("max_in_flight", "max_data_in_flight", "max_per_destination",
+                "max_messages_per_connection", "lifetime", "poll_interval", "connect_timeout",
+                "greeting_timeout", "data_timeout", "max_bounce_size"):
         if getattr(delivery, key) <= 0:
             raise ConfigError(f"delivery.{key}", "must be greater than 0")
     if not delivery.retry_schedule or any(s <= 0 for s in delivery.retry_schedule):

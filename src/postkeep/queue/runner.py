@@ -5,6 +5,9 @@ from the store (`Store.claim_outbound`: exclusive across processes and nodes) as
 than `delivery.max_in_flight` deliveries run, and is woken at once when its own process queues
 a message (`wake`), else looks again every `delivery.poll_interval` seconds.
 
+The messages an attempt holds in memory are bounded per process (`delivery.max_data_in_flight`,
+`MemoryBudget`): an attempt whose message does not fit waits for room.
+
 One attempt at an entry (RFC 5321 §4.5.4.1):
 
 1. its pending recipients grouped: local ones (a DSN to a local sender) delivered into their
@@ -83,6 +86,7 @@ class QueueRunner:
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._per_domain: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+        self._memory = MemoryBudget(self.delivery.max_data_in_flight)
 
     def wake(self) -> None:
         """Look at the queue now (a message was queued)."""
@@ -136,6 +140,10 @@ class QueueRunner:
     # -- one attempt -------------------------------------------------------------------------
 
     async def _attempt(self, entry: QueueEntry) -> None:
+        async with self._memory.holding(entry.size):
+            await self._attempt_held(entry)
+
+    async def _attempt_held(self, entry: QueueEntry) -> None:
         try:
             message = await self.store.read_outbound(entry.queue_id)
         except Exception as e:
@@ -277,6 +285,29 @@ class QueueRunner:
         logger.info("queue: %s qid=%s to=<%s> relay=%s status=%s reply=%r", status,
                     entry.queue_id, rcpt.address, outcome.remote or "none", outcome.enhanced,
                     outcome.line())
+
+
+class MemoryBudget:
+    """Octets of messages held for deliveries at once (`delivery.max_data_in_flight`): an
+    attempt waits until its message fits, or until nothing else is held (a message larger than
+    the whole budget then runs alone, not never)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def holding(self, octets: int) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self.used or self.used + octets <= self.limit)
+            self.used += octets
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= octets
+                self._changed.notify_all()
 
 
 def _state(rcpt: QueueRecipient, outcome: Outcome, now: float) -> QueueRecipient:
