@@ -93,12 +93,15 @@ def codes(output: bytes) -> list[str]:
     return [line[:3].decode() for line in output.split(b"\r\n") if line[3:4] == b" "]
 
 
-_TRACE = re.compile(rb"\AReturn-Path: <[^>\r\n]*>\r\nReceived: [^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n")
+# Return-Path only on a locally delivered copy: a queued (relayed) one has our Received alone
+_TRACE = re.compile(
+    rb"\A(?:Return-Path: <[^>\r\n]*>\r\n)?Received: [^\r\n]*(?:\r\n[ \t][^\r\n]*)*\r\n")
 _QUEUED = re.compile(rb"queued as ([0-9A-F]+)")
 
 
 def strip_trace(stored: bytes) -> bytes:
-    """A stored message without the Return-Path and Received headers the server put first."""
+    """A stored or queued message without the Return-Path (local copies) and Received
+    headers the server put first."""
     m = _TRACE.match(stored)
     assert m is not None, f"no trace headers at the start of {stored[:300]!r}"
     return stored[m.end():]
