@@ -14,7 +14,9 @@ One attempt at an entry (RFC 5321 §4.5.4.1):
    mailboxes, the others by domain, each domain one SMTP transaction through the `Transport`
    (`postkeep.queue.remote`), at most `delivery.max_per_destination` at once per domain;
 2. each recipient a domain's server accepted is recorded as delivered as soon as the server
-   said so (the window in which a crash sends a message twice is that one commit);
+   said so (the window in which a crash sends a message twice is that one commit): when other
+   domains of the entry are still being tried, in a commit of its own; when it was the only
+   domain, in the concluding commit that follows at once;
 3. at the end, in one commit: permanent failures marked failed with their bounce queued
    (RFC 3464), success notices for recipients who asked (NOTIFY=SUCCESS) and will get none
    from further on (action "relayed": the server took it without DSN, RFC 3461 §5.2.2;
@@ -157,14 +159,15 @@ class QueueRunner:
             accounts = await self.store.resolve_local(rcpt.address)
             key = None if accounts else domain_of(rcpt.address)
             groups.setdefault(key, []).append(rcpt)
-        results = await asyncio.gather(
-            *(self._group(entry, domain, rcpts, message) for domain, rcpts in groups.items())
-        )
+        alone = len(groups) == 1  # its outcome is recorded by `_conclude` right after
+        results = await asyncio.gather(*(self._group(entry, domain, rcpts, message, alone)
+                                         for domain, rcpts in groups.items()))
         outcomes = [pair for result in results for pair in result]
         await self._conclude(entry, message, outcomes)
 
     async def _group(
-        self, entry: QueueEntry, domain: str | None, rcpts: list[QueueRecipient], message: bytes
+        self, entry: QueueEntry, domain: str | None, rcpts: list[QueueRecipient], message: bytes,
+        alone: bool,
     ) -> list[tuple[QueueRecipient, Outcome]]:
         if domain is None:
             outcomes = [await self._local(entry, rcpt, message) for rcpt in rcpts]
@@ -179,8 +182,9 @@ class QueueRunner:
         now = self.clock()
         delivered = [_state(rcpt, outcome, now) for rcpt, outcome in zip(rcpts, outcomes,
                      strict=True) if outcome.delivered]
-        if delivered:  # recorded at once: a crash from here on does not send them again
-            await self.store.update_outbound(entry.id, self.owner, delivered)
+        if delivered and not alone:  # at once, not after the slowest other domain: a crash
+            await self.store.update_outbound(entry.id, self.owner, delivered)  # then resends
+            # none of them (alone, `_conclude` records them in the very next commit)
         for rcpt, outcome in zip(rcpts, outcomes, strict=True):
             self._log(entry, rcpt, outcome)
         return list(zip(rcpts, outcomes, strict=True))
@@ -227,7 +231,8 @@ class QueueRunner:
         failed: list[tuple[QueueRecipient, Outcome]] = []
         waiting: list[tuple[QueueRecipient, Outcome]] = []
         for rcpt, outcome in outcomes:
-            if outcome.delivered:
+            if outcome.delivered:  # already recorded when the entry had other domains
+                final.append(_state(rcpt, outcome, now))
                 continue
             if not outcome.permanent and expired:
                 outcome = replace(outcome, code=550, enhanced="4.4.7", text=(
