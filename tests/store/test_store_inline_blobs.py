@@ -156,10 +156,12 @@ def test_tampered_inline_blob_detected(
 
 def _downgrade_to_version_5(db_url: str) -> None:
     """What a database written by the code before migration 6 looks like: no ``blobs.data``
-    (nor the delivery state, DKIM keys and sending quotas of migrations 7 to 9)."""
+    (nor what migrations 7 to 11 added: delivery state, DKIM keys, sending quotas, inline
+    queued messages)."""
     engine = create_engine(db_url)
     try:
         with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE outbound_queue DROP COLUMN data"))
             conn.execute(text("DROP TABLE sending_counts"))
             conn.execute(text("DROP TABLE sending_limits"))
             conn.execute(text("DROP TABLE dkim_keys"))
@@ -193,7 +195,7 @@ def test_a_version_5_database_with_blob_files_still_reads(
     _downgrade_to_version_5(db_url)
     assert _version(db_url) == 5
     store = make_store()  # migrates to the latest
-    assert _version(db_url) == latest_version() == 9
+    assert _version(db_url) == latest_version() == 11
     assert stored_blobs(db_url, data_dir) == {b: "file" for b, _ in stored}
     for (_, mid), data in zip(stored, messages, strict=True):
         assert run(store.read_message(acct.id, mid)) == data

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, select, update
 
 from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.store.api import DsnRecipient, Envelope, QueueNotice, QueueRecipient
+from postkeep.store.sql.schema import outbound_queue
 from postkeep.store.sql.store import SqlStore
 
 Run = Callable[[Awaitable[Any]], Any]
@@ -76,7 +78,10 @@ def test_queue_order_duplicates_and_bad_input(run: Run, store: SqlStore, data_di
         run(store.enqueue_outbound(envelope(qid), RECIPIENTS[:1], qid.encode()))
     with pytest.raises(AlreadyExists):
         run(store.enqueue_outbound(envelope("QB"), RECIPIENTS[:1], b"again"))
-    assert len(blob_files(data_dir)) == 3  # the refused duplicate left no blob behind
+    assert blob_files(data_dir) == []  # small: in their rows (and no file for the duplicate)
+    with pytest.raises(AlreadyExists):  # a large duplicate leaves no file behind either
+        run(store.enqueue_outbound(envelope("QB"), RECIPIENTS[:1], message(200_000)))
+    assert blob_files(data_dir) == []
     assert [e.queue_id for e in run(store.list_outbound())] == ["QA", "QB", "QC"]
     assert run(store.read_outbound("QB")) == b"QB"
     with pytest.raises(StoreError):
@@ -112,8 +117,25 @@ def test_durable_and_encrypted_on_disk(
     assert run(again.read_outbound(entry.queue_id)) == data
 
 
+def test_small_messages_are_inline_and_tampering_is_detected(
+    run: Run, store: SqlStore, data_dir: Path, db_url: str
+) -> None:
+    run(store.enqueue_outbound(envelope("SMALL"), RECIPIENTS, message(3000)))
+    assert blob_files(data_dir) == []  # in the row
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            data = bytearray(conn.execute(select(outbound_queue.c.data)).scalar_one())
+            data[len(data) // 2] ^= 0x01
+            conn.execute(update(outbound_queue).values(data=bytes(data)))
+    finally:
+        engine.dispose()
+    with pytest.raises(StoreError):
+        run(store.read_outbound("SMALL"))
+
+
 def test_tampered_queue_blob_detected(run: Run, store: SqlStore, data_dir: Path) -> None:
-    run(store.enqueue_outbound(envelope(), RECIPIENTS, message(3000)))
+    run(store.enqueue_outbound(envelope(), RECIPIENTS, message(200_000)))
     [path] = blob_files(data_dir)
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0x01
@@ -194,7 +216,7 @@ def test_update_records_outcomes_and_notices(run: Run, store: SqlStore, data_dir
     [notice] = run(store.list_outbound())
     assert (notice.queue_id, notice.mail_from) == ("B1", "")
     assert run(store.read_outbound("B1")) == b"the DSN"
-    assert [p.name for p in blob_files(data_dir)] == [notice.blob_id]
+    assert blob_files(data_dir) == []  # both small: in their rows
     run(store.delete_outbound("B1"))
     assert run(store.list_outbound()) == [] and blob_files(data_dir) == []
     with pytest.raises(NotFound):

@@ -3,10 +3,11 @@
 Part of `postkeep.store.sql.store.SqlStore` (a mixin over `postkeep.store.sql.base.SqlStoreBase`).
 
 `enqueue_outbound` keeps the promise `deliver` keeps (RFC 5321 §6.1: a ``250`` after DATA means the
-server has taken responsibility): it returns only once the message blob is on disk (written,
-fsync'd, renamed, directory fsync'd — `postkeep.store.blobs`) and the ``outbound_queue`` row is
-committed. Both steps run on the store's single writer thread, in queue order: the blob is written
-first, outside the transaction, and removed again if the transaction fails.
+server has taken responsibility): it returns only once the ``outbound_queue`` row is committed
+with the message: an encrypted message of at most `postkeep.store.blobs.INLINE_MAX` octets in
+the row itself (``data``, migration 11: no file, and group-committed with other writes), a
+larger one as a blob file on disk first (written, fsync'd, renamed, directory fsync'd —
+`postkeep.store.blobs`; outside the transaction, removed again if the transaction fails).
 
 Encryption at rest: each queued message is encrypted (chunked AES-256-GCM, as mailbox messages)
 under a fresh content key, wrapped with the instance's "queue" data key (AAD = queue id + blob id),
@@ -36,13 +37,15 @@ from postkeep.store.api import DsnRecipient, Envelope, QueueEntry, QueueNotice, 
 from postkeep.store.blobs import new_blob_id
 from postkeep.store.crypto import (
     decrypt_blob,
+    encrypt_blob,
     encrypt_stream,
+    encrypted_size,
     new_key,
     outbound_key_context,
     unwrap_key,
     wrap_key,
 )
-from postkeep.store.spool import MessageData
+from postkeep.store.spool import MessageData, SpooledText
 from postkeep.store.sql.base import SqlStoreBase
 from postkeep.store.sql.schema import outbound_queue
 
@@ -108,15 +111,19 @@ class OutboundQueueMixin(SqlStoreBase):
         row, blob_id, content_key = self._new_entry(envelope, recipients, len(data))
         queue_id = row["queue_id"]
 
+        def fn(conn: Connection) -> str:
+            _insert_entry(conn, row)
+            return queue_id
+
+        if encrypted_size(len(data)) <= self.inline_max and not isinstance(data, SpooledText):
+            row["data"] = encrypt_blob(content_key, data)  # in the row: no file, no fsync
+            return await self._write(fn)
+
         def prepare() -> None:  # writer thread, before the transaction
             self._blobs.write(blob_id, encrypt_stream(content_key, data))
 
         def undo() -> None:
             self._blobs.delete(blob_id)
-
-        def fn(conn: Connection) -> str:
-            _insert_entry(conn, row)
-            return queue_id
 
         return await self._write(fn, prepare=prepare, undo=undo)
 
@@ -161,18 +168,18 @@ class OutboundQueueMixin(SqlStoreBase):
 
     async def read_outbound(self, queue_id: str) -> bytes:
         """The decrypted queued message (every chunk authenticated); NotFound if not queued."""
-        q = select(outbound_queue.c.blob_id, outbound_queue.c.content_key).where(
-            outbound_queue.c.queue_id == queue_id
-        )
+        t = outbound_queue.c
+        q = select(t.blob_id, t.content_key, t.data).where(t.queue_id == queue_id)
 
         def fn(conn: Connection) -> bytes:
             row = conn.execute(q).first()
             if row is None:
                 raise NotFound(f"queue id {queue_id} is not queued")
-            blob_id, wrapped = row
+            blob_id, wrapped, inline = row
             context = outbound_key_context(queue_id, blob_id)
             key = unwrap_key(self._queue_key, bytes(wrapped), context)
-            return decrypt_blob(self._blobs.read(blob_id), key)
+            blob = bytes(inline) if inline is not None else self._blobs.read(blob_id)
+            return decrypt_blob(blob, key)
 
         return await self._read(fn)
 
@@ -229,19 +236,25 @@ class OutboundQueueMixin(SqlStoreBase):
         t = outbound_queue.c
         new = [(self._new_entry(n.envelope, n.envelope.recipients, len(n.data)), n.data)
                for n in notices]
+        files = []
+        for (row, blob_id, key), data in new:
+            if encrypted_size(len(data)) <= self.inline_max:
+                row["data"] = encrypt_blob(key, data)
+            else:
+                files.append((blob_id, key, data))
         removed: list[str] = []
 
         def prepare() -> None:
-            for (_row, blob_id, key), data in new:
+            for blob_id, key, data in files:
                 self._blobs.write(blob_id, encrypt_stream(key, data))
 
         def undo() -> None:
-            for (_row, blob_id, _key), _data in new:
+            for blob_id, _key, _data in files:
                 self._blobs.delete(blob_id)
 
         def fn(conn: Connection) -> bool:
             row = conn.execute(
-                select(t.recipients, t.blob_id, t.attempts).where(
+                select(t.recipients, t.blob_id, t.attempts, t.data.is_(None)).where(
                     t.id == entry_id, t.lease_owner == owner
                 )
             ).first()
@@ -258,7 +271,8 @@ class OutboundQueueMixin(SqlStoreBase):
             here = outbound_queue.c.id == entry_id
             if reschedule is not None and all(r.status != "pending" for r in merged):
                 conn.execute(delete(outbound_queue).where(here))
-                removed.append(row[1])
+                if row[3]:  # a file (an inline message went with its row)
+                    removed.append(row[1])
                 return True
             values: dict[str, Any] = {"recipients": _recipients_json(merged)}
             if delay_notified:
@@ -274,7 +288,9 @@ class OutboundQueueMixin(SqlStoreBase):
                 self._blobs.delete(blob_id)
 
         try:
-            return await self._write(fn, after, prepare=prepare, undo=undo)
+            if files:
+                return await self._write(fn, after, prepare=prepare, undo=undo)
+            return await self._write(fn, after)  # no file work: group-committed with others
         except _ClaimLost:
             return False
 
@@ -294,13 +310,15 @@ class OutboundQueueMixin(SqlStoreBase):
         removed: list[str] = []
 
         def fn(conn: Connection) -> None:
-            blob_id = conn.execute(select(t.blob_id).where(t.queue_id == queue_id)).scalar()
-            if blob_id is None:
+            row = conn.execute(
+                select(t.blob_id, t.data.is_(None)).where(t.queue_id == queue_id)).first()
+            if row is None:
                 raise NotFound(f"queue id {queue_id} is not queued")
             conn.execute(delete(outbound_queue).where(t.queue_id == queue_id))
-            removed.append(blob_id)
+            if row[1]:
+                removed.append(row[0])
 
-        await self._write(fn, lambda _none: self._blobs.delete(removed[0]))
+        await self._write(fn, lambda _none: self._blobs.delete_many(removed))
 
 
 class _ClaimLost(StoreError):

@@ -42,6 +42,8 @@ Notes on the design:
 * Sending quotas (migration 9): ``sending_counts`` per scope ("a:<account id>", "d:<domain>"),
   window width (3600 or 86400) and window start; ``sending_limits`` the per-scope exceptions
   (JSON).
+* Inline queued messages (migration 11): ``outbound_queue.data`` holds the encrypted message
+  itself when it is at most `postkeep.store.blobs.INLINE_MAX` octets; NULL: a blob file.
 * IMAP (migration 4): ``blobs.structure`` is the message's MIME summary (`postkeep.mime.summary`:
   part tree with byte offsets, ENVELOPE, BODYSTRUCTURE), computed once at delivery and sealed
   under the blob's content key; ``expunged`` logs expunged UIDs with the MODSEQ of their expunge
@@ -273,6 +275,7 @@ outbound_queue = Table(
     Column("lease_until", Double, nullable=True),
     Column("delay_notified", Boolean, nullable=False, default=False),
     Column("requiretls", Boolean, nullable=False, default=False),
+    Column("data", LargeBinary, nullable=True),  # the message itself if inline (migration 11)
     Index("ix_outbound_queue_due", "held", "next_attempt"),
     sqlite_autoincrement=True,
 )
