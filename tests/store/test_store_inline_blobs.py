@@ -156,11 +156,15 @@ def test_tampered_inline_blob_detected(
 
 def _downgrade_to_version_5(db_url: str) -> None:
     """What a database written by the code before migration 6 looks like: no ``blobs.data``
-    (nor the delivery state and DKIM keys of migrations 7 and 8)."""
+    (nor the delivery state, DKIM keys, sending quotas and TLS reports of migrations 7 to 10)."""
     engine = create_engine(db_url)
     try:
         with engine.begin() as conn:
             conn.execute(text("DROP TABLE dkim_keys"))
+            conn.execute(text("DROP TABLE tlsrpt_results"))
+            conn.execute(text("DROP TABLE tlsrpt_sent"))
+            conn.execute(text("DROP TABLE sending_counts"))
+            conn.execute(text("DROP TABLE sending_limits"))
             conn.execute(text("DROP INDEX ix_outbound_queue_due"))
             for column in ("held", "lease_owner", "lease_until", "delay_notified", "requiretls"):
                 conn.execute(text(f"ALTER TABLE outbound_queue DROP COLUMN {column}"))
@@ -191,7 +195,7 @@ def test_a_version_5_database_with_blob_files_still_reads(
     _downgrade_to_version_5(db_url)
     assert _version(db_url) == 5
     store = make_store()  # migrates to the latest
-    assert _version(db_url) == latest_version() == 8
+    assert _version(db_url) == latest_version() == 10
     assert stored_blobs(db_url, data_dir) == {b: "file" for b, _ in stored}
     for (_, mid), data in zip(stored, messages, strict=True):
         assert run(store.read_message(acct.id, mid)) == data
