@@ -1,6 +1,6 @@
 """`postkeep queue list|show|retry|hold|release|delete|bounce|tls-reports`: the outbound
-queue, for an operator. What the running server's delivery workers do with an entry shows in `show`; a
-change made here is seen by them at their next look (`delivery.poll_interval`)."""
+queue, for an operator. What the running server's delivery workers do with an entry shows in
+`show`; a change made here is seen by them at their next look (`delivery.poll_interval`)."""
 
 from __future__ import annotations
 
