@@ -105,6 +105,11 @@ class TlsReports:
         except Exception:
             logger.exception("queue: TLS reports for %s failed", _date(day))
 
+    async def idle(self) -> None:
+        """Wait until a report run `tick` started is over (tests)."""
+        if self._reporting is not None:
+            await asyncio.gather(self._reporting, return_exceptions=True)
+
     async def close(self) -> None:
         """Stop reporting (the marks make it resume elsewhere) and flush the counts."""
         if self._reporting is not None:
