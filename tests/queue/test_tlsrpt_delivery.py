@@ -3,7 +3,8 @@
 certificate does not match its name and whose second one verifies: one failure
 (`certificate-host-mismatch`) and one success are counted; `postkeep queue tls-reports` then
 queues the day's report, which the sender delivers to the `mailto:` of the domain's
-`_smtp._tls` record, on the receiving instance, where it is unpacked and checked."""
+`_smtp._tls` record, on the receiving instance, where it is unpacked and checked, and its
+DKIM signatures (the sender's keys, published in NSD) verified with dkimpy."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dkim
 import pytest
 import trustme
 
@@ -27,6 +29,7 @@ from postkeep.store import open_store
 from postkeep.store.crypto import load_master_key
 from tests.dnsserver import AuthServer
 from tests.interop.conftest import PASSWORD, Instance, make_instance
+from tests.queue.test_delivery_wire import txt_lookup
 from tests.queue.test_mtasts_delivery import PolicyHost, submit, wait_for
 
 POLICY = b"version: STSv1\nmode: enforce\nmx: *.rpt.test\nmax_age: 86400\n"
@@ -72,7 +75,10 @@ def test_a_days_results_reach_the_rua_mailbox(
         "@ MX 10 bad", "@ MX 20 mx", "bad A 127.0.0.1", "mx A 127.0.0.1",
         "mta-sts A 127.0.0.1", '_mta-sts TXT "v=STSv1; id=1;"',
         '_smtp._tls TXT "v=TLSRPTv1; rua=mailto:tlsrpt@rpt.test,https://rpt.test/r"'])
-    sender = make_instance(tmp_path / "sender")
+    sender = make_instance(tmp_path / "sender")  # `init` made its DKIM keys: in NSD
+    dns_server.add_zone("example.test", [
+        line for line in sender.cli("dkim", "show", "example.test").stdout.splitlines()
+        if line and not line.startswith(";")])
     bundle = sender.dir / "cas.pem"
     bundle.write_bytes((receiver.dir / "tls" / "cert.pem").read_bytes() + ca.cert_pem.bytes())
     sender.hand_over(bundle)
@@ -94,6 +100,10 @@ def test_a_days_results_reach_the_rua_mailbox(
     finally:
         sender.stop()
         receiver.stop()
+    signed = raw[raw.index(b"DKIM-Signature:"):]  # the receiver's trace fields off
+    assert signed.count(b"DKIM-Signature:") == 2  # Ed25519 and RSA, d=example.test
+    for index in (0, 1):
+        assert dkim.DKIM(signed).verify(index, dnsfunc=txt_lookup(dns_server)), index
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert msg.get_content_type() == "multipart/report"
     assert msg.get_param("report-type") == "tlsrpt"

@@ -17,8 +17,9 @@ counted in the store, and one report a day per domain that asks for them.
   commit, so of all the processes and nodes exactly one queues it. No record: the day is
   marked with nothing queued. A TXT lookup that fails is tried again at the next tick (the
   day's results are kept a week). `https:` URIs (§5.4: an HTTP POST) are not posted: logged.
-- The reports are not DKIM-signed (§5.3 says they SHOULD be: signing is the submission
-  pipeline's, not the queue's).
+- The report is DKIM-signed (§5.3: SHOULD) with the signing keys of its From: domain (the
+  contact's, `postmaster@<first local domain>`), as submitted mail is
+  (`postkeep.delivery.signing`); without keys it goes unsigned.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from datetime import UTC, datetime
 
 from postkeep import log
 from postkeep.config import Config
+from postkeep.delivery.signing import DkimKeyring
 from postkeep.dns.names import InvalidName
 from postkeep.dns.resolver import DnsResolver
 from postkeep.dns.results import Answer, TempFail
+from postkeep.mailauth.dkim.sign import sign_all
 from postkeep.queue.tlsrpt_report import (
     DAY,
     AppliedPolicy,
@@ -59,6 +62,7 @@ class TlsReports:
     def __init__(self, cfg: Config, store: Store, resolver: DnsResolver, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.hostname = cfg.server.hostname
+        self.keyring = DkimKeyring(store, cfg.dkim, clock)
         self.store = store
         self.resolver = resolver
         self.clock = clock
@@ -176,6 +180,9 @@ class TlsReports:
         now = self.clock()
         data = report_message(body, submitter=self.hostname, domain=domain, sender=contact,
                               recipients=recipients, now=now)
+        signers = await self.keyring.signers(contact.partition("@")[2])
+        if signers:
+            data = sign_all(data, signers) + data
         envelope = Envelope(queue_id, contact, [DsnRecipient(a) for a in recipients],
                             "127.0.0.1", self.hostname, now)
         return QueueNotice(envelope, data)
