@@ -3,9 +3,10 @@ counted in the store, and one report a day per domain that asks for them.
 
 - **Recording** (§4.3): `TlsReports.record` (from `postkeep.queue.remote`, once per session
   opened to an MX host, and for a host not used because its DANE lookup failed or an MTA-STS
-  policy does not name it) adds to a count in memory: no I/O. `flush` writes the counts of
-  the past seconds in one non-durable transaction (`Store.add_tls_results`), keyed by policy
-  domain (the recipient domain), UTC day and result. Every domain's results are counted (a
+  policy does not name it) adds to a count in memory: no I/O. `flush` (from `tick`, at most
+  every 5 seconds) writes the counts in one non-durable transaction
+  (`Store.add_tls_results`), keyed by policy domain (the recipient domain), UTC day and
+  result. Every domain's results are counted (a
   few rows a day per domain), whether or not it publishes a TLSRPT record: the record is
   looked up only when the day's report is due, so a delivery never waits for that lookup.
 - **Reporting** (§3, §4.4, §5.3): `tick`, called by the queue runner every poll, flushes and,
@@ -54,6 +55,7 @@ logger = log.get("queue")
 
 REPORT_AFTER = 300  # seconds into a UTC day before the previous day is reported
 MAX_PENDING = 10_000  # distinct results kept in memory between flushes
+FLUSH_EVERY = 5.0  # seconds between writes of the counts (a busy queue ticks often)
 
 
 class TlsReports:
@@ -69,6 +71,7 @@ class TlsReports:
         self._counts: Counter[tuple[str, int, str]] = Counter()
         self._reported_day = -1  # the last day this process has reported (or found done)
         self._reporting: asyncio.Task[None] | None = None
+        self._flushed = float("-inf")
 
     def record(self, domain: str, policy: AppliedPolicy, result_type: str | None,
                mx_host: str, ip: str | None, info: str | None = None) -> None:
@@ -94,8 +97,10 @@ class TlsReports:
     async def tick(self) -> None:
         """Flush; start the previous UTC day's reports once that day is over (and 5 minutes),
         in a task of their own (their DNS lookups do not hold up the queue)."""
-        await self.flush()
         now = self.clock()
+        if now - self._flushed >= FLUSH_EVERY:
+            self._flushed = now
+            await self.flush()
         yesterday = int(now) // DAY * DAY - DAY
         if (yesterday == self._reported_day or now - yesterday < DAY + REPORT_AFTER
                 or (self._reporting is not None and not self._reporting.done())):
