@@ -33,12 +33,12 @@ POLICIES = {
 class PolicyHost:
     """An HTTPS server on 127.0.0.1 answering /.well-known/mta-sts.txt by the Host header."""
 
-    def __init__(self, context: ssl.SSLContext) -> None:
+    def __init__(self, context: ssl.SSLContext, policies: dict[str, bytes] = POLICIES) -> None:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                body = POLICIES.get((self.headers.get("Host") or "").split(":")[0])
+                body = policies.get((self.headers.get("Host") or "").split(":")[0])
                 if self.path != "/.well-known/mta-sts.txt" or body is None:
                     self.send_response(404)
                     body = b""

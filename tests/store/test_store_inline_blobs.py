@@ -156,8 +156,8 @@ def test_tampered_inline_blob_detected(
 
 def _downgrade_to_version_5(db_url: str) -> None:
     """What a database written by the code before migration 6 looks like: no ``blobs.data``
-    (nor what migrations 7 to 11 added: delivery state, DKIM keys, sending quotas, inline
-    queued messages)."""
+    (nor what migrations 7 to 11 added: delivery state, DKIM keys, sending quotas, TLS reports,
+    inline queued messages)."""
     engine = create_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -165,6 +165,8 @@ def _downgrade_to_version_5(db_url: str) -> None:
             conn.execute(text("DROP TABLE sending_counts"))
             conn.execute(text("DROP TABLE sending_limits"))
             conn.execute(text("DROP TABLE dkim_keys"))
+            conn.execute(text("DROP TABLE tlsrpt_results"))
+            conn.execute(text("DROP TABLE tlsrpt_sent"))
             conn.execute(text("DROP INDEX ix_outbound_queue_due"))
             for column in ("held", "lease_owner", "lease_until", "delay_notified", "requiretls"):
                 conn.execute(text(f"ALTER TABLE outbound_queue DROP COLUMN {column}"))

@@ -1,17 +1,21 @@
-"""`postkeep queue list|show|retry|hold|release|delete|bounce`: the outbound queue, for an
-operator. What the running server's delivery workers do with an entry shows in `show`; a
-change made here is seen by them at their next look (`delivery.poll_interval`)."""
+"""`postkeep queue list|show|retry|hold|release|delete|bounce|tls-reports`: the outbound
+queue, for an operator. What the running server's delivery workers do with an entry shows in
+`show`; a change made here is seen by them at their next look (`delivery.poll_interval`)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from postkeep.cli.common import CliError, load_config, with_store
+from postkeep.dns.resolver import DnsResolver
 from postkeep.errors import NotFound
 from postkeep.queue.dsn import Reported, notice
+from postkeep.queue.tlsrpt import TlsReports
+from postkeep.queue.tlsrpt_report import DAY
 from postkeep.store.api import QueueEntry, Store
 
 
@@ -131,6 +135,26 @@ def cmd_bounce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tls_reports(args: argparse.Namespace) -> int:
+    """Queue the TLS reports (RFC 8460) of a UTC day not queued yet, as the delivery workers
+    do after each day; a day reported by hand is not reported again."""
+    cfg = load_config(args)
+    try:
+        when = (datetime.strptime(args.day, "%Y-%m-%d").replace(tzinfo=UTC) if args.day
+                else datetime.now(UTC) - timedelta(days=1))
+    except ValueError:
+        raise CliError(f"--day {args.day}: not a date (YYYY-MM-DD)") from None
+    day = int(when.timestamp()) // DAY * DAY
+
+    async def send(store: Store) -> int | None:
+        return await TlsReports(cfg, store, DnsResolver(cfg.dns)).send_reports(day)
+
+    count = with_store(args, send)
+    print(f"{count or 0} TLS report(s) queued for {when:%Y-%m-%d}"
+          + ("" if count is not None else "; some TLSRPT lookups failed, try again later"))
+    return 0 if count is not None else 1
+
+
 def _found(args: argparse.Namespace, action: Any) -> Any:
     try:
         return with_store(args, action)
@@ -158,3 +182,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     q = qsub.add_parser("bounce", help="give up on an entry now, with a bounce to its sender")
     q.add_argument("queue_id")
     q.set_defaults(func=cmd_bounce)
+    q = qsub.add_parser("tls-reports", help="queue the TLS reports (RFC 8460) of a day now")
+    q.add_argument("--day", help="the UTC day, YYYY-MM-DD (default: yesterday)")
+    q.set_defaults(func=cmd_tls_reports)

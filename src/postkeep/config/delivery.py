@@ -108,6 +108,12 @@ class DeliveryConfig:
         "server). Their certificates are verified with `tls_ca_file`, or the system's CAs.",
         default=443,
     )
+    tls_reports: bool = setting(
+        "Count the TLS results of deliveries to MX hosts and send each recipient domain that "
+        "publishes a TLSRPT record (`_smtp._tls`, RFC 8460) a daily report to its `mailto:` "
+        "addresses.",
+        default=True,
+    )
     smart_hosts: list[SmartHost] = setting(
         "Relays for all mail or for some domains, instead of their MX hosts, as an array of "
         "tables `[[delivery.smart_hosts]]` with keys `host`, `port`, `tls`, `domains`, "

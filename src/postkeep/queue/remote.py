@@ -26,6 +26,10 @@ transaction (RFC 5321 §5.1, §4.5.4.1), with the client of `postkeep.smtp.clien
   names are used, each over STARTTLS with a certificate verified for its name (or its DANE
   records, which come first, RFC 8461 §2); none left is a temporary failure. Under
   `testing`, mail goes as usual and a host outside the policy is logged.
+- TLS-RPT (RFC 8460, `postkeep.queue.tlsrpt`): each session opened to an MX host is counted
+  with the policy it was held to (DANE's TLSA records, else MTA-STS, else none) and its result
+  (a success, or the result type of its failure); so is a host not used because its TLSA
+  lookup failed (`dnssec-invalid`) or no host is one an `enforce` policy names.
 - Smart hosts (`postkeep.queue.smarthost`): a domain a relay serves goes to that relay instead
   of its MX hosts, over required TLS, with its login.
 - The outcome when no host took the message is the last host's: a transaction refused as a
@@ -53,6 +57,14 @@ from postkeep.queue.mtasts_policy import Mode, Policy
 from postkeep.queue.outcome import Outcome, temporary
 from postkeep.queue.routes import host_addresses, mx_hosts
 from postkeep.queue.smarthost import Relay, load_relays, relay_for
+from postkeep.queue.tlsrpt import TlsReports
+from postkeep.queue.tlsrpt_report import (
+    NO_POLICY,
+    AppliedPolicy,
+    PolicyType,
+    classify,
+    verify_failure,
+)
 from postkeep.smtp.client.protocol import Envelope, Recipient, Stage, Timeouts, TransactionResult
 from postkeep.smtp.client.session import ClientSession, SessionFailure, connect
 from postkeep.store.api import QueueEntry, QueueRecipient
@@ -96,7 +108,8 @@ def client_envelope(entry: QueueEntry, recipients: Sequence[QueueRecipient],
 class RemoteTransport:
     """`postkeep.queue.runner.Transport` over SMTP to the recipients' MX hosts."""
 
-    def __init__(self, cfg: Config, resolver: DnsResolver) -> None:
+    def __init__(self, cfg: Config, resolver: DnsResolver,
+                 tls_reports: TlsReports | None = None) -> None:
         self.cfg = cfg
         self.delivery = cfg.delivery
         self.resolver = resolver
@@ -104,7 +117,8 @@ class RemoteTransport:
         ca = cfg.data_path(self.delivery.tls_ca_file) if self.delivery.tls_ca_file else None
         self._verifying = verifying_context(ca)
         self._unverified = unverified_context()
-        self._unverifiable: dict[str, float] = {}
+        self._unverifiable: dict[str, tuple[float, str]] = {}  # until, why
+        self.tls_reports = tls_reports  # TLS-RPT (RFC 8460): None when off
         self.relays = load_relays(cfg)
         self.mta_sts = (MtaStsPolicies(resolver, self._verifying,
                                        https_port=self.delivery.mta_sts_port)
@@ -123,6 +137,7 @@ class RemoteTransport:
         secure: set[str] = set()  # MX hosts below a DNSSEC-authenticated answer
         dane: dict[str, DanePolicy | None] = {}
         enforced: set[str] = set()  # MX hosts an MTA-STS policy in force names
+        sts: Policy | None = None
         if relay is not None:
             names = [relay.host]
             what = f"The smart host {relay.host} could not be reached"
@@ -141,6 +156,10 @@ class RemoteTransport:
             if sts is not None and sts.mode is Mode.ENFORCE:
                 names = [n for n in names if sts.allows(n)]
                 if not names:
+                    for name in (h.name for h in hosts):  # TLS-RPT
+                        self._tls_result(domain, _applied(sts, None, name), name, None,
+                                         "validation-failure",
+                                         "MX host not named by the MTA-STS policy")
                     return [temporary("4.7.5", f"MTA-STS: no MX host of {domain} is one its "
                                       "policy names")] * len(recipients)
                 enforced = set(names)
@@ -159,6 +178,8 @@ class RemoteTransport:
                                         extra_names=(domain,))
                 if isinstance(policy, Outcome):  # TLSA unknown now: not this host, not in clear
                     last = replace(policy, remote=name)
+                    self._tls_result(domain, AppliedPolicy(PolicyType.TLSA, (), (name,)), name,
+                                     None, "dnssec-invalid", policy.text)  # TLS-RPT
                     logger.info("queue: qid=%s relay=%s DANE lookup failed: %s",
                                 entry.queue_id, name, policy.line())
                     continue
@@ -172,6 +193,8 @@ class RemoteTransport:
                 key = (name, address, *mode, entry.requiretls or name in enforced)
                 reused = self.pool.take(key)
                 session = reused or await open_(name, address)
+                if reused is None and relay is None:  # TLS-RPT: each session opened
+                    self._tls_session(domain, sts, dane.get(name), name, address, session)
                 if isinstance(session, SessionFailure):
                     reply = session.reply  # the server's own words kept, its code too
                     said = reply.text if reply.generated else (
@@ -185,6 +208,8 @@ class RemoteTransport:
                     logger.info("queue: qid=%s relay=%s the kept connection was closed by the "
                                 "server; opening a new one", entry.queue_id, where)
                     session = await open_(name, address)
+                    if relay is None:  # TLS-RPT
+                        self._tls_session(domain, sts, dane.get(name), name, address, session)
                     if isinstance(session, SessionFailure):
                         last = temporary(session.reply.status.replace("5.", "4.", 1),
                                          session.reply.text, where)
@@ -206,6 +231,39 @@ class RemoteTransport:
         if last is None:
             last = temporary("4.4.1", what)
         return [last] * len(recipients)
+
+    # -- TLS-RPT (RFC 8460, `postkeep.queue.tlsrpt`) ------------------------------------------
+
+    def _tls_session(self, domain: str, sts: Policy | None, dane: DanePolicy | None,
+                     name: str, address: str, session: ClientSession | SessionFailure) -> None:
+        """Count what a session just opened (or not) to `name` came to under its policy."""
+        if self.tls_reports is None:
+            return
+        if isinstance(session, SessionFailure):
+            kind = classify(session.stage, session.reply)
+            if kind is not None:  # else not a TLS failure (refused, a 421 greeting...)
+                self._tls_result(domain, _applied(sts, dane, name), name, address, kind,
+                                 session.reply.text)
+            return
+        tls = session.tls
+        applied = _applied(sts, dane, name)
+        if tls is None:
+            self._tls_result(domain, applied, name, address, "starttls-not-supported", None)
+        elif dane is not None or sts is None:  # DANE checked it, or no policy: TLS is enough
+            self._tls_result(domain, applied, name, address, None, None)
+        elif not sts.allows(name):  # testing mode (enforce never connects to it)
+            self._tls_result(domain, applied, name, address, "validation-failure",
+                             "MX host not named by the MTA-STS policy")
+        elif not tls.verified:  # testing mode: it went on unverified
+            why = self._unverifiable.get(name, (0.0, "certificate verify failed"))[1]
+            self._tls_result(domain, applied, name, address, verify_failure(why), why)
+        else:
+            self._tls_result(domain, applied, name, address, None, None)
+
+    def _tls_result(self, domain: str, applied: AppliedPolicy, name: str, address: str | None,
+                    kind: str | None, info: str | None) -> None:
+        if self.tls_reports is not None:
+            self.tls_reports.record(domain, applied, kind, name, address, info)
 
     async def _mta_sts(self, domain: str, names: list[str], queue_id: str) -> Policy | None:
         """The domain's MTA-STS policy (`postkeep.queue.mtasts`); in `testing` mode, the
@@ -271,14 +329,15 @@ class RemoteTransport:
         if verified:
             return await self._open(address, name, self._verifying, required=True)
         now = time.monotonic()
-        if self._unverifiable.get(name, 0) <= now:
+        if self._unverifiable.get(name, (0.0, ""))[0] <= now:
             first = await self._open(address, name, self._verifying)
             if not (isinstance(first, SessionFailure) and first.stage is Stage.TLS
                     and "certificate verify failed" in first.reply.text):
                 return first
-            self._unverifiable[name] = now + UNVERIFIABLE_FOR
+            self._unverifiable[name] = (now + UNVERIFIABLE_FOR, first.reply.text)
             if len(self._unverifiable) > 10_000:
-                self._unverifiable = {k: v for k, v in self._unverifiable.items() if v > now}
+                self._unverifiable = {k: v for k, v in self._unverifiable.items()
+                                      if v[0] > now}
         return await self._open(address, name, self._unverified)
 
     async def _open(self, address: str, name: str, ctx: ssl.SSLContext, *,
@@ -288,6 +347,16 @@ class RemoteTransport:
             address, self.delivery.remote_port, helo_name=self.hostname,
             timeouts=self.timeouts, tls_context=ctx, tls_verify="verify" if verify else "none",
             tls_name=name, starttls="required" if required else "opportunistic")
+
+
+def _applied(sts: Policy | None, dane: DanePolicy | None, name: str) -> AppliedPolicy:
+    """The policy (RFC 8460 §4.4) a session to `name` is held to: DANE first (RFC 8461 §2)."""
+    if dane is not None:
+        return AppliedPolicy.tlsa(name, [(r.usage, r.selector, r.mtype, r.data)
+                                         for r in dane.records])
+    if sts is not None:
+        return AppliedPolicy.sts(sts.mode, sts.mx_patterns, sts.max_age)
+    return NO_POLICY
 
 
 def _went_away(result: TransactionResult) -> bool:

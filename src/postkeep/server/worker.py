@@ -34,6 +34,7 @@ from postkeep.imap.server import ImapServer
 from postkeep.net.budget import DataBudget
 from postkeep.queue.remote import RemoteTransport
 from postkeep.queue.runner import QueueRunner
+from postkeep.queue.tlsrpt import TlsReports
 from postkeep.server import ipc
 from postkeep.server.channel import EventBatch, Outbox, read_message
 from postkeep.smtp.server import SmtpServer
@@ -196,8 +197,11 @@ async def serve_worker(
     verifier.shared_lookup = channel.password_cached
     verifier.on_remember = channel.password_verified
     budget = DataBudget(cfg.smtp.max_data_in_flight)  # message text in flight: MX + submission
-    transport = RemoteTransport(cfg, DnsResolver(cfg.dns))
-    runner = QueueRunner(cfg, store, transport, owner=f"{cfg.server.hostname}/{os.getpid()}/")
+    resolver = DnsResolver(cfg.dns)
+    tls_reports = TlsReports(cfg, store, resolver) if cfg.delivery.tls_reports else None
+    transport = RemoteTransport(cfg, resolver, tls_reports)
+    runner = QueueRunner(cfg, store, transport, owner=f"{cfg.server.hostname}/{os.getpid()}/",
+                         tls_reports=tls_reports)
     servers: list[SmtpServer | ImapServer] = []
     if sockets.mx:
         servers.append(SmtpServer(cfg, store, tls_context, budget=budget,

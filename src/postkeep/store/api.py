@@ -276,6 +276,17 @@ class SendingUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsResultCount:
+    """How many sessions of a UTC day (`day`: its start) to a policy domain had one TLS
+    result (RFC 8460): `detail` is the result as JSON (`postkeep.queue.tlsrpt_report`)."""
+
+    domain: str
+    day: int
+    detail: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class DkimKey:
     """A DKIM signing key of a domain (its private half stays sealed in the store)."""
 
@@ -524,6 +535,22 @@ class Store(Protocol):
 
     async def set_sending_limits(self, scope: str, limits: SendingLimits | None) -> None:
         """Set the scope's exception (SendingLimits() is unlimited), or remove it (None)."""
+
+    # -- TLS reports (RFC 8460) ------------------------------------------------------------------
+    async def add_tls_results(self, counts: Sequence[TlsResultCount]) -> None:
+        """Add each count to its (domain, day, detail) (not durable: a crash may lose the
+        last few seconds of counts, never a report)."""
+
+    async def tls_report_domains(self, day: int) -> list[str]:
+        """The domains with results on `day` whose report is not queued yet."""
+
+    async def tls_results(self, domain: str, day: int) -> list[TlsResultCount]: ...
+    async def queue_tls_report(
+        self, domain: str, day: int, notice: QueueNotice | None, now: float
+    ) -> bool:
+        """Mark (domain, day) reported and queue `notice` (None: no one to send it to), in
+        one commit; False if it was reported already (then nothing is queued: exactly once
+        across processes). Removes the results and marks of days more than a week old."""
 
     # -- DKIM keys -------------------------------------------------------------------------------
     async def add_dkim_key(

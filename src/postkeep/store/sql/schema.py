@@ -42,6 +42,9 @@ Notes on the design:
 * Sending quotas (migration 9): ``sending_counts`` per scope ("a:<account id>", "d:<domain>"),
   window width (3600 or 86400) and window start; ``sending_limits`` the per-scope exceptions
   (JSON).
+* TLS reports (migration 10, RFC 8460): ``tlsrpt_results`` counts per policy domain, UTC day
+  and result (``detail`` JSON, ``key`` its SHA-256); ``tlsrpt_sent`` one row per (domain, day)
+  reported, inserted in the transaction that queues the report (so it is queued once).
 * Inline queued messages (migration 11): ``outbound_queue.data`` holds the encrypted message
   itself when it is at most `postkeep.store.blobs.INLINE_MAX` octets; NULL: a blob file.
 * IMAP (migration 4): ``blobs.structure`` is the message's MIME summary (`postkeep.mime.summary`:
@@ -310,6 +313,25 @@ sending_limits = Table(
     metadata,
     Column("scope", String(300), primary_key=True),
     Column("limits", Text, nullable=False),
+)
+
+tlsrpt_results = Table(
+    "tlsrpt_results",
+    metadata,
+    Column("domain", String(255), primary_key=True),
+    Column("day", BigInteger, primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("detail", Text, nullable=False),
+    Column("count", Integer, nullable=False),
+)
+
+tlsrpt_sent = Table(
+    "tlsrpt_sent",
+    metadata,
+    Column("domain", String(255), primary_key=True),
+    Column("day", BigInteger, primary_key=True),
+    Column("queue_id", String(64), nullable=True),
+    Column("sent_at", Double, nullable=False),
 )
 
 #: Names of `meta` rows.

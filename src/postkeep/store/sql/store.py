@@ -93,6 +93,7 @@ from postkeep.store.sql.schema import (
 )
 from postkeep.store.sql.security import AccountSecurityMixin, check_secrets
 from postkeep.store.sql.sending import SendingQuotasMixin
+from postkeep.store.sql.tlsrpt import TlsReportsMixin
 
 __all__ = ["ALIAS_DEPTH", "SqlStore", "create_engines", "split_address"]
 
@@ -155,8 +156,8 @@ def _alias(r: Sequence[Any]) -> Alias:
 
 
 class SqlStore(
-    MailboxOpsMixin, AccountSecurityMixin, OutboundQueueMixin, DkimKeysMixin, SendingQuotasMixin,
-    SqlStoreBase,
+    MailboxOpsMixin, AccountSecurityMixin, TlsReportsMixin, OutboundQueueMixin, DkimKeysMixin,
+    SendingQuotasMixin, SqlStoreBase,
 ):
     """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.
 

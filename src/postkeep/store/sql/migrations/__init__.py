@@ -47,6 +47,7 @@ def _load() -> tuple[Migration, ...]:
         m0007_delivery_state,
         m0008_dkim_keys,
         m0009_sending_quotas,
+        m0010_tls_reports,
         m0011_inline_queue,
     )
 
@@ -60,6 +61,7 @@ def _load() -> tuple[Migration, ...]:
         m0007_delivery_state.MIGRATION,
         m0008_dkim_keys.MIGRATION,
         m0009_sending_quotas.MIGRATION,
+        m0010_tls_reports.MIGRATION,
         m0011_inline_queue.MIGRATION,
     )
 
