@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-import smtplib
-import ssl
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.dnsserver import AuthServer, Resolver, sign_zone, zone_text
-from tests.interop.conftest import PASSWORD, Instance, make_instance
-
-ALICE = "alice@example.test"
+from tests.interop.conftest import PASSWORD, make_instance
+from tests.queue.wire import submit, wait_for
 
 
 def spki_sha256(cert_pem: bytes) -> str:
@@ -30,28 +25,6 @@ def spki_sha256(cert_pem: bytes) -> str:
     return hashlib.sha256(spki).hexdigest()
 
 
-def wait_for(what: str, condition: Callable[[], Any], seconds: float = 30.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def submit(inst: Instance, rcpt: str, subject: str) -> str:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with smtplib.SMTP("127.0.0.1", inst.submission_port, timeout=20) as c:
-        c.starttls(context=ctx)
-        c.login(ALICE, PASSWORD)
-        code, text = c.mail(ALICE)
-        assert code == 250
-        assert c.rcpt(rcpt)[0] == 250
-        code, text = c.data(f"From: {ALICE}\r\nSubject: {subject}\r\n\r\nhi\r\n".encode())
-        assert code == 250, text
-        return text.decode().rsplit(" ", 1)[-1]
 
 
 def test_dane_ee_authenticates_and_a_mismatch_defers(

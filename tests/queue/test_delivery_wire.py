@@ -13,23 +13,17 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import smtplib
 import socket
-import ssl
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import dkim
-import dns.resolver
 import pytest
 
 from tests.dnsserver import AuthServer, auth_server
 from tests.interop.conftest import PASSWORD, Instance, make_instance, reachable, require_tool
-
-ALICE = "alice@example.test"
+from tests.queue.wire import ALICE, submit, txt_lookup, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -75,31 +69,8 @@ def sender(tmp_path_factory: pytest.TempPathFactory, nsd: AuthServer,
     inst.stop()
 
 
-def submit(inst: Instance, rcpts: list[str], subject: str, **options: Any) -> str:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with smtplib.SMTP("127.0.0.1", inst.submission_port, timeout=20) as c:
-        c.starttls(context=ctx)
-        c.login(ALICE, PASSWORD)
-        code, text = c.mail(ALICE, options.get("mail_options", []))
-        assert code == 250, text
-        for rcpt in rcpts:
-            assert c.rcpt(rcpt, options.get("rcpt_options", []))[0] == 250
-        code, text = c.data(f"From: {ALICE}\r\nTo: {', '.join(rcpts)}\r\nSubject: {subject}\r\n"
-                            f"Message-ID: <{subject}@example.test>\r\n\r\nHello there.\r\n"
-                            .encode())
-        assert code == 250, text
-        return text.decode().rsplit(" ", 1)[-1]
 
 
-def wait_for(what: str, condition: Callable[[], Any], seconds: float = 30.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def notice(inst: Instance, subject: str) -> tuple[email.message.EmailMessage, list[dict[str, str]]]:
@@ -114,22 +85,6 @@ def notice(inst: Instance, subject: str) -> tuple[email.message.EmailMessage, li
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     _text, status, _original = parsed.iter_parts()
     return parsed, [dict(part.items()) for part in status.get_payload()]
-
-
-def txt_lookup(server: AuthServer) -> Callable[..., bytes | None]:
-    """dkimpy's `dnsfunc` on the test's NSD: a TXT record's strings joined."""
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [server.address]
-    resolver.port = server.port
-
-    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
-        try:
-            answer = resolver.resolve(name.decode("ascii"), "TXT", lifetime=timeout)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return None
-        return b"".join(b"".join(r.strings) for r in answer)
-
-    return lookup
 
 
 def queued(inst: Instance) -> str:

@@ -6,23 +6,19 @@ whose certificate does not verify, keeps the mail queued (never sent unverified)
 
 from __future__ import annotations
 
-import http.server
 import re
-import smtplib
 import ssl
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
 
 from tests.dnsserver import AuthServer
-from tests.interop.conftest import PASSWORD, Instance, make_instance
+from tests.interop.conftest import PASSWORD, make_instance
+from tests.queue.wire import PolicyHost, submit, wait_for
 
-ALICE = "alice@example.test"
 POLICIES = {
     "mta-sts.sts.test": b"version: STSv1\r\nmode: enforce\r\nmx: mx.sts.test\r\nmax_age: 86400\r\n",
     "mta-sts.elsewhere.test": b"version: STSv1\nmode: enforce\nmx: *.other.test\nmax_age: 86400\n",
@@ -30,61 +26,6 @@ POLICIES = {
 }
 
 
-class PolicyHost:
-    """An HTTPS server on 127.0.0.1 answering /.well-known/mta-sts.txt by the Host header."""
-
-    def __init__(self, context: ssl.SSLContext, policies: dict[str, bytes] = POLICIES) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                body = policies.get((self.headers.get("Host") or "").split(":")[0])
-                if self.path != "/.well-known/mta-sts.txt" or body is None:
-                    self.send_response(404)
-                    body = b""
-                else:
-                    self.send_response(200)
-                    self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def wait_for(what: str, condition: Callable[[], Any], seconds: float = 30.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def submit(inst: Instance, rcpt: str, subject: str) -> str:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    with smtplib.SMTP("127.0.0.1", inst.submission_port, timeout=20) as c:
-        c.starttls(context=ctx)
-        c.login(ALICE, PASSWORD)
-        assert c.mail(ALICE)[0] == 250 and c.rcpt(rcpt)[0] == 250
-        code, text = c.data(f"From: {ALICE}\r\nSubject: {subject}\r\n\r\nhi\r\n".encode())
-        assert code == 250, text
-        return text.decode().rsplit(" ", 1)[-1]
 
 
 @pytest.fixture
@@ -92,7 +33,7 @@ def policy_host() -> Iterator[tuple[PolicyHost, trustme.CA]]:
     ca = trustme.CA()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert(*POLICIES).configure_cert(ctx)
-    host = PolicyHost(ctx)
+    host = PolicyHost(ctx, POLICIES)
     try:
         yield host, ca
     finally:

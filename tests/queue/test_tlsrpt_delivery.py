@@ -32,8 +32,7 @@ from postkeep.store import open_store
 from postkeep.store.crypto import load_master_key
 from tests.dnsserver import AuthServer
 from tests.interop.conftest import PASSWORD, Instance, make_instance
-from tests.queue.test_delivery_wire import txt_lookup
-from tests.queue.test_mtasts_delivery import PolicyHost, submit, wait_for
+from tests.queue.wire import PolicyHost, submit, txt_lookup, wait_for
 
 POLICY = b"version: STSv1\nmode: enforce\nmx: *.rpt.test\nmax_age: 86400\n"
 TESTING = b"version: STSv1\nmode: testing\nmx: mx.try.test\nmax_age: 86400\n"
