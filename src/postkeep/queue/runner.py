@@ -144,7 +144,7 @@ class QueueRunner:
         self._wake.set()  # room for more
 
     async def idle(self) -> None:
-        """Wait until no attempt runs (tests, and `postkeep queue flush`)."""
+        """Wait until no attempt runs (the tests: one attempt, then its outcome)."""
         while self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
 
