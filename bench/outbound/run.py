@@ -25,6 +25,7 @@ RFC 3207 STARTTLS, RFC 2920 pipelining are what the load generator speaks).
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import contextlib
@@ -87,8 +88,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # -- targets --------------------------------------------------------------------------------------
 
 
-class Target:
-    """A server under test: set up, started, stopped; its process trees; when it is done."""
+class Target(abc.ABC):
+    """A server under test: set up, started, stopped; its process trees; when it is done.
+    Subclasses implement setup/start/stop/root_pids."""
 
     name = "?"
     dual = False  # dual-signed (Ed25519 + RSA)
@@ -101,21 +103,22 @@ class Target:
         self.version_str = "?"
         self.records: dict[str, str] = {}  # DKIM key records by name, for verification
 
+    @abc.abstractmethod
     def setup(self, key_pem: bytes, key_record: str, sink: Sink, nameserver: str) -> None:
-        raise NotImplementedError
+        """Create the instance (raise TargetUnavailable if that is impossible)."""
 
-    def start(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def start(self) -> None: ...
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def stop(self) -> None: ...
 
     def version(self) -> str:
         return "?"
 
+    @abc.abstractmethod
     def root_pids(self) -> list[int]:
         """PIDs whose process trees are the whole server (empty if it is not running)."""
-        raise NotImplementedError
 
     def mark(self) -> int:
         return 0
