@@ -13,8 +13,7 @@ import asyncio
 import email
 import email.policy
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -63,24 +62,9 @@ class Scripted:
             self.active[domain] -= 1
 
 
-@pytest.fixture
-def run() -> Iterator[Run]:
-    loop = asyncio.new_event_loop()
-    try:
-        yield loop.run_until_complete
-    finally:
-        loop.close()
-
-
-@pytest.fixture
-def store(run: Run, tmp_path: Path) -> Iterator[SqlStore]:
-    s = SqlStore(url=f"sqlite:///{tmp_path / 'store.db'}", data_dir=tmp_path / "data",
-                 master_key=b"k" * 32)
-    run(s.open())
-    run(s.add_domain("example.test"))
-    run(s.add_account(SENDER, "x"))
-    yield s
-    run(s.close())
+@pytest.fixture(autouse=True)
+def sender(run: Run, store: SqlStore) -> None:
+    run(store.add_account(SENDER, "x"))
 
 
 def config(**delivery: Any) -> Config:

@@ -5,16 +5,12 @@ from 00:05 UTC, once across two processes' reporters, not at all to a domain wit
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import gzip
 import json
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-import pytest
 
 from postkeep.config import Config, DeliveryConfig, DnsConfig, ServerConfig
 from postkeep.dns.resolver import DnsResolver
@@ -34,25 +30,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def run() -> Iterator[Run]:
-    loop = asyncio.new_event_loop()
-    try:
-        yield loop.run_until_complete
-    finally:
-        loop.close()
-
-
-@pytest.fixture
-def store(run: Run, tmp_path: Path) -> Iterator[SqlStore]:
-    s = SqlStore(url=f"sqlite:///{tmp_path / 'store.db'}", data_dir=tmp_path / "data",
-                 master_key=b"k" * 32)
-    run(s.open())
-    run(s.add_domain("example.test"))
-    yield s
-    run(s.close())
 
 
 def reporter(store: SqlStore, dns: AuthServer | None, clock: Clock) -> TlsReports:
