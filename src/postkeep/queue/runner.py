@@ -164,22 +164,26 @@ class QueueRunner:
                     self.delivery, entry, self.clock()), last_error=f"cannot read: {e}")
             return
         groups: dict[str | None, list[QueueRecipient]] = {}
+        local: dict[str, list[int]] = {}  # a local recipient's accounts
         for rcpt in entry.pending:
             accounts = await self.store.resolve_local(rcpt.address)
+            if accounts:
+                local[rcpt.address] = [a.id for a in accounts]
             key = None if accounts else domain_of(rcpt.address)
             groups.setdefault(key, []).append(rcpt)
         alone = len(groups) == 1  # its outcome is recorded by `_conclude` right after
-        results = await asyncio.gather(*(self._group(entry, domain, rcpts, message, alone)
+        results = await asyncio.gather(*(self._group(entry, domain, rcpts, message, alone, local)
                                          for domain, rcpts in groups.items()))
         outcomes = [pair for result in results for pair in result]
         await self._conclude(entry, message, outcomes)
 
     async def _group(
         self, entry: QueueEntry, domain: str | None, rcpts: list[QueueRecipient], message: bytes,
-        alone: bool,
+        alone: bool, local: dict[str, list[int]],
     ) -> list[tuple[QueueRecipient, Outcome]]:
         if domain is None:
-            outcomes = [await self._local(entry, rcpt, message) for rcpt in rcpts]
+            outcomes = [await self._local(entry, rcpt, local[rcpt.address], message)
+                        for rcpt in rcpts]
         else:
             async with self._destination(domain):
                 try:
@@ -213,8 +217,8 @@ class QueueRunner:
             if not users[0]:
                 del self._per_domain[domain]
 
-    async def _local(self, entry: QueueEntry, rcpt: QueueRecipient, message: bytes) -> Outcome:
-        accounts = await self.store.resolve_local(rcpt.address) or []
+    async def _local(self, entry: QueueEntry, rcpt: QueueRecipient, account_ids: list[int],
+                     message: bytes) -> Outcome:
         now = self.clock()
         hostname = self.cfg.server.hostname
         trace = return_path_header(entry.mail_from) + received_header(
@@ -224,7 +228,7 @@ class QueueRunner:
         envelope = Envelope(entry.queue_id, entry.mail_from, [], "127.0.0.1", hostname, now,
                             smtputf8=entry.smtputf8)
         try:
-            await self.store.deliver(LocalDelivery(envelope, [a.id for a in accounts],
+            await self.store.deliver(LocalDelivery(envelope, account_ids,
                                                    trace + message))
         except Exception as e:
             return temporary("4.3.0", f"Local delivery failed: {e}")
