@@ -179,17 +179,13 @@ class InboundPipeline:
         if login is None or self.sending is None:
             return None
         account, domain = f"a:{login.id}", f"d:{login.address.rpartition('@')[2].lower()}"
-        scopes = [
-            (account, account_limits(
-                self.sending, await self.store.get_sending_limits(account))),
-            (domain, domain_limits(
-                self.sending, await self.store.get_sending_limits(domain))),
-        ]
+        scopes = [(account, account_limits(self.sending)), (domain, domain_limits(self.sending))]
+        # the scopes' exceptions are read in the charging transaction: one store round trip
         hit = await self.store.charge_sending(scopes, len(message.recipients), self.clock())
         if hit is None:
             return None
-        scope, limit = hit
-        return over_limit(scope, limit, dict(scopes)[scope], login.address)
+        scope, limit, applied = hit
+        return over_limit(scope, limit, applied, login.address)
 
     async def add_trace(self, message: Inbound) -> Verdict | None:
         client, envelope = message.client, message.envelope

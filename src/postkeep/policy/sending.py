@@ -15,16 +15,14 @@ from postkeep.policy.verdict import Verdict, reject
 from postkeep.store.api import SendingLimits
 
 
-def account_limits(cfg: SendingConfig, exception: SendingLimits | None) -> SendingLimits:
-    if exception is not None:
-        return exception
+def account_limits(cfg: SendingConfig) -> SendingLimits:
+    """The configured limits for every account; a scope's own exception replaces them."""
     return SendingLimits(cfg.account_messages_per_hour, cfg.account_messages_per_day,
                          cfg.account_recipients_per_hour, cfg.account_recipients_per_day)
 
 
-def domain_limits(cfg: SendingConfig, exception: SendingLimits | None) -> SendingLimits:
-    if exception is not None:
-        return exception
+def domain_limits(cfg: SendingConfig) -> SendingLimits:
+    """The configured limits for every domain; a scope's own exception replaces them."""
     return SendingLimits(cfg.domain_messages_per_hour, cfg.domain_messages_per_day,
                          cfg.domain_recipients_per_hour, cfg.domain_recipients_per_day)
 

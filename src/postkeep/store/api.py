@@ -524,10 +524,12 @@ class Store(Protocol):
     # -- sending quotas --------------------------------------------------------------------------
     async def charge_sending(
         self, scopes: Sequence[tuple[str, SendingLimits]], recipients: int, now: float
-    ) -> tuple[str, str] | None:
+    ) -> tuple[str, str, SendingLimits] | None:
         """Count one message to `recipients` recipients against each scope's current hour
         and day, all or nothing: None if every count stays within its limits, else the
-        (scope, limit name) passed and nothing counted. Exact across processes."""
+        (scope, limit name, limits applied) passed and nothing counted. A scope's exception
+        (`set_sending_limits`) replaces the limits given for it, read in the same
+        transaction. Exact across processes."""
 
     async def sending_usage(self, scope: str, now: float) -> SendingUsage: ...
     async def get_sending_limits(self, scope: str) -> SendingLimits | None:

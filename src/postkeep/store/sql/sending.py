@@ -2,8 +2,10 @@
 
 Part of `postkeep.store.sql.store.SqlStore` (a mixin over `postkeep.store.sql.base.SqlStoreBase`).
 `charge_sending` adds one message to each scope's hour and day windows with an upsert that
-returns the new counts (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``); if one passes its
-limit, the transaction is rolled back: nothing is counted. The upsert takes the row's lock on
+returns the new counts (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``), against the
+scope's exception (`set_sending_limits`) where it has one, read in the same transaction, else
+the limits it is given; if one passes its limit, the transaction is rolled back: nothing is
+counted. The upsert takes the row's lock on
 PostgreSQL and the database's write lock on SQLite, so concurrent charges from several
 processes are serialised and the counts exact. Windows older than two days are deleted by
 the first charge of each hour.
@@ -27,9 +29,9 @@ HOUR, DAY = 3600, 86400
 
 
 class _OverLimit(StoreError):
-    def __init__(self, scope: str, limit: str) -> None:
+    def __init__(self, scope: str, limit: str, limits: SendingLimits) -> None:
         super().__init__(f"{scope} over {limit}")
-        self.hit = (scope, limit)
+        self.hit = (scope, limit, limits)
 
 
 class SendingQuotasMixin(SqlStoreBase):
@@ -37,12 +39,18 @@ class SendingQuotasMixin(SqlStoreBase):
 
     async def charge_sending(
         self, scopes: Sequence[tuple[str, SendingLimits]], recipients: int, now: float
-    ) -> tuple[str, str] | None:
+    ) -> tuple[str, str, SendingLimits] | None:
         dialect = sqlite if self._sqlite else postgresql
         windows = ((HOUR, "per_hour"), (DAY, "per_day"))
+        names = [scope for scope, _ in scopes]
+        exceptions_q = select(sending_limits.c.scope, sending_limits.c.limits).where(
+            sending_limits.c.scope.in_(names))
 
         def fn(conn: Connection) -> None:
-            for scope, limits in scopes:
+            exceptions = {scope: SendingLimits(**json.loads(raw))
+                          for scope, raw in conn.execute(exceptions_q).all()}
+            for scope, defaults in scopes:
+                limits = exceptions.get(scope, defaults)
                 for width, suffix in windows:
                     window = int(now) // width * width
                     ins = dialect.insert(sending_counts).values(
@@ -58,7 +66,7 @@ class SendingQuotasMixin(SqlStoreBase):
                                         (f"recipients_{suffix}", rcpts)):
                         limit = getattr(limits, name)
                         if limit and count > limit:
-                            raise _OverLimit(scope, name)
+                            raise _OverLimit(scope, name, limits)
             hour = int(now) // HOUR
             if getattr(self, "_sending_swept", None) != hour:  # once an hour: windows past use
                 conn.execute(delete(sending_counts).where(sending_counts.c.window < now - 2 * DAY))
