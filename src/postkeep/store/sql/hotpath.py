@@ -1,4 +1,5 @@
-"""The statements of the store's hot path (IMAP commands, login), compiled once per store.
+"""The statements of the store's hot path (IMAP commands, login, the sending quota charge of
+every submitted message), compiled once per store.
 
 Each is built with SQLAlchemy Core and compiled for the store's dialect at open
 (`postkeep.store.sql.prepared` says why and how they are run). Parameter names: ``mid`` a mailbox
@@ -13,6 +14,7 @@ SQL text and parameter names, the same for every engine of that dialect.
 from __future__ import annotations
 
 from sqlalchemy import bindparam, case, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from postkeep.store.api import Flag
@@ -34,6 +36,8 @@ from postkeep.store.sql.schema import (
     expunged,
     mailboxes,
     messages,
+    sending_counts,
+    sending_limits,
     subscriptions,
 )
 
@@ -253,4 +257,20 @@ class HotStatements:
         )
         self.delete_blobs = BySize(
             lambda n: delete(blobs).where(id_list(blobs.c.id, n)), d, id_params
+        )
+        # sending quotas (`postkeep.store.sql.sending`): a scope's exception; one window's
+        # counts raised by one message, the new totals returned
+        self.sending_exception = p(
+            select(sending_limits.c.limits).where(sending_limits.c.scope == bindparam("scope"))
+        )
+        upsert = (sqlite if d.name == "sqlite" else postgresql).insert(sending_counts).values(
+            scope=bindparam("scope"), width=bindparam("width"), window=bindparam("window"),
+            messages=1, recipients=bindparam("rcpts"),
+        )
+        self.charge_window = p(
+            upsert.on_conflict_do_update(
+                index_elements=["scope", "width", "window"],
+                set_={"messages": sending_counts.c.messages + 1,
+                      "recipients": sending_counts.c.recipients + upsert.excluded.recipients},
+            ).returning(sending_counts.c.messages, sending_counts.c.recipients)
         )

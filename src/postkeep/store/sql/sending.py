@@ -2,7 +2,9 @@
 
 Part of `postkeep.store.sql.store.SqlStore` (a mixin over `postkeep.store.sql.base.SqlStoreBase`).
 `charge_sending` adds one message to each scope's hour and day windows with an upsert that
-returns the new counts (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``), against the
+returns the new counts (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``, compiled once in
+`postkeep.store.sql.hotpath` and run on the driver's cursor: it runs for every submitted
+message), against the
 scope's exception (`set_sending_limits`) where it has one, read in the same transaction, else
 the limits it is given; if one passes its limit, the transaction is rolled back: nothing is
 counted. The upsert takes the row's lock on
@@ -40,28 +42,18 @@ class SendingQuotasMixin(SqlStoreBase):
     async def charge_sending(
         self, scopes: Sequence[tuple[str, SendingLimits]], recipients: int, now: float
     ) -> tuple[str, str, SendingLimits] | None:
-        dialect = sqlite if self._sqlite else postgresql
         windows = ((HOUR, "per_hour"), (DAY, "per_day"))
-        names = [scope for scope, _ in scopes]
-        exceptions_q = select(sending_limits.c.scope, sending_limits.c.limits).where(
-            sending_limits.c.scope.in_(names))
+        hot = self.hot  # compiled once (`postkeep.store.sql.hotpath`): run per submitted message
 
         def fn(conn: Connection) -> None:
-            exceptions = {scope: SendingLimits(**json.loads(raw))
-                          for scope, raw in conn.execute(exceptions_q).all()}
+            cur = self._cursor(conn)
             for scope, defaults in scopes:
-                limits = exceptions.get(scope, defaults)
+                raw = cur.scalar(hot.sending_exception, scope=scope)
+                limits = defaults if raw is None else SendingLimits(**json.loads(raw))
                 for width, suffix in windows:
                     window = int(now) // width * width
-                    ins = dialect.insert(sending_counts).values(
-                        scope=scope, width=width, window=window, messages=1,
-                        recipients=recipients)
-                    upsert = ins.on_conflict_do_update(
-                        index_elements=["scope", "width", "window"],
-                        set_={"messages": sending_counts.c.messages + 1,
-                              "recipients": sending_counts.c.recipients + recipients},
-                    ).returning(sending_counts.c.messages, sending_counts.c.recipients)
-                    messages, rcpts = conn.execute(upsert).one()
+                    messages, rcpts = cur.first(hot.charge_window, scope=scope, width=width,
+                                                window=window, rcpts=recipients)
                     for name, count in ((f"messages_{suffix}", messages),
                                         (f"recipients_{suffix}", rcpts)):
                         limit = getattr(limits, name)
