@@ -57,12 +57,14 @@ def cmd_limits(args: argparse.Namespace, kind: str) -> int:
             await store.set_sending_limits(scope, None)
             return [f"{name}: sending limits as configured in [sending]"]
         if args.unlimited or given:
-            base = SendingLimits() if args.unlimited else current or effective(cfg)
+            base = (SendingLimits() if args.unlimited
+                    else effective(cfg) if current is None else current)
             new = dataclasses.replace(base, **given)
             await store.set_sending_limits(scope, new)
             current = new
         usage = await store.sending_usage(scope, time.time())
-        return [name, *_table(current or effective(cfg), usage, current is not None)]
+        return [name, *_table(effective(cfg) if current is None else current, usage,
+                             current is not None)]
 
     print("\n".join(with_store(args, act)))
     return 0
@@ -89,7 +91,8 @@ def cmd_user_show(args: argparse.Namespace) -> int:
             f"app passwords only: {'yes' if account.app_passwords_only else 'no'}",
             f"app passwords:      {', '.join(a.name for a in apps) or 'none'}",
             f"may send as:        {', '.join(senders) or 'only its own addresses'}",
-            *_table(exception or account_limits(cfg), usage, exception is not None),
+            *_table(account_limits(cfg) if exception is None else exception, usage,
+                    exception is not None),
         ]
 
     print("\n".join(with_store(args, show)))

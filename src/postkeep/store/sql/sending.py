@@ -2,12 +2,11 @@
 
 Part of `postkeep.store.sql.store.SqlStore` (a mixin over `postkeep.store.sql.base.SqlStoreBase`).
 `charge_sending` adds one message to each scope's hour and day windows with an upsert that
-returns the new counts (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``, compiled once in
-`postkeep.store.sql.hotpath` and run on the driver's cursor: it runs for every submitted
-message), against the
-scope's exception (`set_sending_limits`) where it has one, read in the same transaction, else
-the limits it is given; if one passes its limit, the transaction is rolled back: nothing is
-counted. The upsert takes the row's lock on
+returns the new counts (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``; it runs for every
+submitted message, so it is compiled once in `postkeep.store.sql.hotpath` and run on the
+driver's cursor). The counts are held against the scope's exception (`set_sending_limits`),
+read in the same transaction, where it has one, else against the limits given; if one passes
+its limit, the transaction is rolled back: nothing is counted. The upsert takes the row's lock on
 PostgreSQL and the database's write lock on SQLite, so concurrent charges from several
 processes are serialised and the counts exact. Windows older than two days are deleted by
 the first charge of each hour.
@@ -36,6 +35,11 @@ class _OverLimit(StoreError):
         self.hit = (scope, limit, limits)
 
 
+def _decode(raw: str | None) -> SendingLimits | None:
+    """A stored exception (JSON of `SendingLimits`), None for no row."""
+    return None if raw is None else SendingLimits(**json.loads(raw))
+
+
 class SendingQuotasMixin(SqlStoreBase):
     """Sending quota methods of `SqlStore` (see the module docstring)."""
 
@@ -48,8 +52,7 @@ class SendingQuotasMixin(SqlStoreBase):
         def fn(conn: Connection) -> None:
             cur = self._cursor(conn)
             for scope, defaults in scopes:
-                raw = cur.scalar(hot.sending_exception, scope=scope)
-                limits = defaults if raw is None else SendingLimits(**json.loads(raw))
+                limits = _decode(cur.scalar(hot.sending_exception, scope=scope)) or defaults
                 for width, suffix in windows:
                     window = int(now) // width * width
                     messages, rcpts = cur.first(hot.charge_window, scope=scope, width=width,
@@ -83,8 +86,7 @@ class SendingQuotasMixin(SqlStoreBase):
 
     async def get_sending_limits(self, scope: str) -> SendingLimits | None:
         q = select(sending_limits.c.limits).where(sending_limits.c.scope == scope)
-        raw = await self._read(lambda conn: conn.execute(q).scalar())
-        return None if raw is None else SendingLimits(**json.loads(raw))
+        return _decode(await self._read(lambda conn: conn.execute(q).scalar()))
 
     async def set_sending_limits(self, scope: str, limits: SendingLimits | None) -> None:
         dialect = sqlite if self._sqlite else postgresql
