@@ -110,6 +110,26 @@ def test_spooled_text_with_a_prefix(tmp_path: Path) -> None:
     spool.close()
 
 
+def test_spooled_text_with_its_head_replaced(tmp_path: Path) -> None:
+    """A rewritten header section (a forged field removed) in front of the spooled rest:
+    replacing within the prefix, and past it into the spool."""
+    spool = spooled(tmp_path, TEXT)
+    trace = b"Received: x\r\n"
+    text = SpooledText(spool).with_prefix(trace)
+    whole = trace + TEXT
+    shorter = text.with_head(b"New: 1\r\n", len(trace) + 30)
+    assert shorter[:] == b"New: 1\r\n" + TEXT[30:] and len(shorter) == len(whole) - 30 - 5
+    inside = text.with_head(b"R", 3)
+    assert inside[:] == b"R" + whole[3:]
+    twice = shorter.with_head(b"", len(b"New: 1\r\n") + 100).with_prefix(b"P: 2\r\n")
+    assert twice[:] == b"P: 2\r\n" + TEXT[130:]
+    assert twice[5:CHUNK_SIZE + 50] == (b"P: 2\r\n" + TEXT[130:])[5:CHUNK_SIZE + 50]
+    assert summarize(twice) == summarize(b"P: 2\r\n" + TEXT[130:])
+    with pytest.raises(ValueError):
+        SpooledText(spool, skip=spool.size + 1)
+    spool.close()
+
+
 def envelope(queue_id: str) -> Envelope:
     return Envelope(queue_id, "sender@remote.example", [DsnRecipient("a@example.org")],
                     "192.0.2.1", "mx.remote.example", time.time())

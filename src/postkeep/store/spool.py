@@ -161,28 +161,39 @@ class Spool:
 
 class SpooledText(Window):
     """A message as it is stored: `prefix` (header fields put in front, the trace) and then
-    the text in `spool`, bytes-like for the MIME parser, the checks and the blob encryption.
+    the text in `spool` from its octet `skip` on (what came before was replaced: a header
+    section rewritten), bytes-like for the MIME parser, the checks and the blob encryption.
 
     Its length is fixed when it is made: make it once the text is complete."""
 
-    __slots__ = ("prefix", "spool")
+    __slots__ = ("prefix", "skip", "spool")
 
-    def __init__(self, spool: Spool, prefix: bytes = b"") -> None:
+    def __init__(self, spool: Spool, prefix: bytes = b"", skip: int = 0) -> None:
+        if not 0 <= skip <= spool.size:
+            raise ValueError(f"skip {skip} outside the spool's {spool.size} octets")
         self.spool = spool
         self.prefix = prefix
-        super().__init__(len(prefix) + spool.size, self._read_at)
+        self.skip = skip
+        super().__init__(len(prefix) + spool.size - skip, self._read_at)
 
     def with_prefix(self, prefix: bytes) -> SpooledText:
         """The same text with `prefix` put in front of what this one has."""
-        return SpooledText(self.spool, prefix + self.prefix)
+        return SpooledText(self.spool, prefix + self.prefix, self.skip)
+
+    def with_head(self, head: bytes, old: int) -> SpooledText:
+        """This text with its first `old` octets replaced by `head` (a rewritten header
+        section), nothing copied from the spool."""
+        if old <= len(self.prefix):
+            return SpooledText(self.spool, head + self.prefix[old:], self.skip)
+        return SpooledText(self.spool, head, self.skip + old - len(self.prefix))
 
     def _read_at(self, start: int, length: int) -> bytes:
         head = len(self.prefix)
         if start + length <= head:
             return self.prefix[start : start + length]
         if start >= head:
-            return self.spool.read(start - head, length)
-        return self.prefix[start:] + self.spool.read(0, start + length - head)
+            return self.spool.read(self.skip + start - head, length)
+        return self.prefix[start:] + self.spool.read(self.skip, start + length - head)
 
 
 MessageData = bytes | SpooledText
