@@ -1,8 +1,9 @@
 """Typed configuration, loaded from TOML (the instance's `postkeep.toml`).
 
 Every key is a dataclass field of a section module (`sections`, `smtp`, `imap`, `dns`,
-`delivery`, `sending`, `dkim`) with its default and a `doc`; `reference.reference_markdown()`
-renders them all into `docs/config.md`, so defaults live in one place. `load()` reports the first
+`delivery`, `sending`, `dkim`, `inbound`) with its default and a `doc`;
+`reference.reference_markdown()` renders them all into `docs/config.md`, so defaults live in one
+place. `load()` reports the first
 problem as a `ConfigError` naming the dotted key path (e.g. `smtp.max_recipients: expected an
 integer`); unknown keys are errors too, so a typo never silently falls back to a default.
 """
@@ -23,13 +24,15 @@ from postkeep.config.dkim import DkimConfig, validate_dkim
 from postkeep.config.dns import DnsConfig, parse_nameserver, validate_dns
 from postkeep.config.fields import KiB, MiB, parse_listen
 from postkeep.config.imap import ImapConfig
+from postkeep.config.inbound import DnsListConfig, InboundConfig, validate_inbound
 from postkeep.config.sections import LogConfig, ServerConfig, StoreConfig, TlsCertificate, TlsConfig
 from postkeep.config.sending import SendingConfig, validate_sending
 from postkeep.config.smtp import DEFAULT_SASL, SmtpConfig, SubmissionConfig
 from postkeep.errors import ConfigError
 
 __all__ = [
-    "Config", "DeliveryConfig", "DkimConfig", "DnsConfig", "ImapConfig", "KiB", "LogConfig", "MiB",
+    "Config", "DeliveryConfig", "DkimConfig", "DnsConfig", "DnsListConfig", "ImapConfig",
+    "InboundConfig", "KiB", "LogConfig", "MiB",
     "SendingConfig", "ServerConfig", "SmtpConfig", "StoreConfig", "SubmissionConfig",
     "TlsCertificate", "TlsConfig", "load", "parse_listen", "parse_nameserver",
 ]
@@ -50,6 +53,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     sending: SendingConfig = field(default_factory=SendingConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
     source: Path | None = field(default=None, metadata={"internal": True})  # the file read
 
@@ -182,6 +186,7 @@ def _validate(cfg: Config) -> None:
     validate_delivery(cfg.delivery)
     validate_sending(cfg.sending)
     validate_dkim(cfg.dkim)
+    validate_inbound(cfg.inbound)
     for i, item in enumerate(cfg.smtp.listen):
         try:
             parse_listen(item)

@@ -41,9 +41,11 @@ from dataclasses import dataclass
 from postkeep import log
 from postkeep.config import SendingConfig
 from postkeep.delivery.directory import StoreDirectory
+from postkeep.delivery.origin import ClientChecks
 from postkeep.delivery.signing import DkimKeyring, sign_message
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
-from postkeep.errors import Reply
+from postkeep.errors import NotFound, Reply
+from postkeep.mailauth import authres
 from postkeep.mailauth.dkim.canon import split_message
 from postkeep.policy import limits
 from postkeep.policy.sending import account_limits, domain_limits, over_limit
@@ -67,6 +69,7 @@ class Client:
     tls: TlsInfo | None
     login: Account | None = None  # authenticated submission
     owned: frozenset[str] = frozenset()  # addresses the login may send as
+    checks: ClientChecks | None = None  # the MX's lookups about the client (`delivery.origin`)
 
 
 @dataclass(slots=True, eq=False)
@@ -84,6 +87,8 @@ class Inbound:
     trace: bytes = b""  # our Received field
     return_path: bytes = b""  # for local delivery only (RFC 5321 §4.4)
     signature: bytes = b""  # DKIM-Signature fields (submission), above `trace`
+    auth_results: bytes = b""  # our Authentication-Results field (MX), above `trace`
+    mailbox: str = "INBOX"  # where local copies go (Junk: a quarantined message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +135,7 @@ class InboundPipeline:
         self.limits = limits
         self.stages: tuple[tuple[str, Stage], ...] = (
             ("limits", self.check_limits),
+            *((("authenticate", self.authenticate),) if not submission else ()),
             *((("sender", self.check_sender),) if submission else ()),
             *((("quota", self.check_quota),) if submission and sending else ()),
             ("trace", self.add_trace),
@@ -156,6 +162,27 @@ class InboundPipeline:
             self._head(message), self.limits.max_header_size, self.limits.max_received_headers
         )
         return None if problem is None else Verdict(problem, problem.text)
+
+    async def authenticate(self, message: Inbound) -> Verdict | None:
+        """MX: Authentication-Results naming this server removed from the message (RFC 8601
+        §5: forged, they never reach the user), then ours written from the checks' results
+        (none for a trusted client)."""
+        block, _ = split_message(self._head(message))  # within the limit: `limits` ran
+        kept, removed = authres.strip_own(block, self.hostname)
+        if removed:
+            message.data = _with_head(message.data, kept, len(block))
+            logger.info("authentication-results removed qid=%s ip=%s count=%d reason=%s",
+                        message.queue_id, message.client.ip, removed,
+                        log.quote("names this server's authserv-id"))
+        checks = message.client.checks
+        if checks is None or checks.trusted:
+            return None
+        results = []
+        iprev = await checks.iprev()
+        if iprev is not None:
+            results.append(iprev.auth_result())
+        message.auth_results = authres.render(self.hostname, results)
+        return None
 
     async def check_sender(self, message: Inbound) -> Verdict | None:
         login = message.client.login
@@ -221,11 +248,11 @@ class InboundPipeline:
     async def store_message(self, message: Inbound) -> Verdict | None:
         account_ids = list(dict.fromkeys(i for _, ids in message.recipients for i in ids))
         remote = [rcpt for rcpt, ids in message.recipients if not ids]
-        head = message.signature + message.trace
+        head = message.signature + message.auth_results + message.trace
         try:
             if account_ids:  # the final delivery: Return-Path first (RFC 5321 §4.4)
                 data = _prefixed(message.data, message.return_path + head)
-                await self.store.deliver(LocalDelivery(message.envelope, account_ids, data))
+                await self._deliver_local(message, account_ids, data)
                 self.directory.note_delivery(account_ids, len(data))
             if remote:  # relayed: no Return-Path (the last MTA adds it)
                 data = _prefixed(message.data, head)
@@ -236,6 +263,27 @@ class InboundPipeline:
             logger.exception("delivery failed qid=%s ip=%s", message.queue_id, message.client.ip)
             return Verdict(R_LOCAL_ERROR, f"delivery failed qid={message.queue_id}")
         return None
+
+
+    async def _deliver_local(self, message: Inbound, account_ids: list[int],
+                             data: MessageData) -> None:
+        """Into `message.mailbox`; a recipient without that mailbox (a Junk deleted) gets it
+        in INBOX instead, Authentication-Results telling why it was suspect."""
+        delivery = LocalDelivery(message.envelope, account_ids, data,
+                                 mailbox_name=message.mailbox)
+        try:
+            await self.store.deliver(delivery)
+        except NotFound:
+            if message.mailbox == "INBOX":
+                raise
+            logger.warning("no mailbox qid=%s mailbox=%s: delivered to INBOX",
+                           message.queue_id, message.mailbox)
+            await self.store.deliver(LocalDelivery(message.envelope, account_ids, data))
+
+
+def _with_head(data: MessageData, head: bytes, old: int) -> MessageData:
+    """`data` with its first `old` octets replaced by `head`."""
+    return data.with_head(head, old) if isinstance(data, SpooledText) else head + data[old:]
 
 
 def _prefixed(data: MessageData, prefix: bytes) -> MessageData:
