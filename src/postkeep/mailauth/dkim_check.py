@@ -80,6 +80,7 @@ async def check_dkim_parts(resolver: TxtResolver, header_block: bytes,
     tasks = {name: asyncio.ensure_future(fetch(name)) for name in names}
     try:
         for chunk in body:
+            await asyncio.sleep(0)  # the lookups' sockets are served between chunks
             verifier.update(chunk)
         if tasks:
             await asyncio.wait(tasks.values(), timeout=timeout)
