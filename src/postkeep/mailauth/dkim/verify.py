@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
@@ -284,7 +284,7 @@ def _load_key(record: KeyRecord) -> rsa.RSAPublicKey | ed25519.Ed25519PublicKey:
         return ed25519.Ed25519PublicKey.from_public_bytes(record.public_key)
     try:
         public = serialization.load_der_public_key(record.public_key)
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):
         raise KeyRecordError("p= is not an RSA public key (DER)") from None
     if not isinstance(public, rsa.RSAPublicKey):
         raise KeyRecordError("p= is not an RSA public key")
