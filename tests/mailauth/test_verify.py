@@ -18,7 +18,7 @@ from postkeep.mailauth.dkim.keys import SigningKey, dns_record, public_key_value
 from postkeep.mailauth.dkim.sign import DkimSigner, sign_all
 from postkeep.mailauth.dkim.tags import MAX_FIELD, TagListError, parse_tag_list
 from postkeep.mailauth.dkim.verify import MAX_HEADER_FIELDS, KeyUnavailable, MessageVerifier
-from tests.mailauth import rfc8463
+from tests.mailauth import rfc6376, rfc8463
 from tests.mailauth.conftest import DOMAIN
 from tests.mailauth.messages import MESSAGES
 from tests.mailauth.verifying import craft, dkimpy_sign, records_of, verify
@@ -63,6 +63,14 @@ def test_rfc8463_example_tampered() -> None:
     # The records swapped: each key is of the other type.
     swapped = dict(zip(rfc8463.RECORDS, reversed(rfc8463.RECORDS.values()), strict=True))
     assert [r.result for r in verify(rfc8463.MESSAGE, swapped)] == ["permerror"] * 2
+
+
+def test_rfc6376_example_verifies() -> None:
+    [found] = verify(rfc6376.MESSAGE, rfc6376.RECORDS)
+    assert (found.result, found.selector, found.identity) == (
+        "pass", "brisbane", "joe@football.example.com")
+    [printed] = verify(rfc6376.BODY_AS_PRINTED, rfc6376.RECORDS)
+    assert (printed.result, printed.reason) == ("fail", "body hash mismatch (bh=)")
 
 
 # Independent signer (dkimpy) and our own
