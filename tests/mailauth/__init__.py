@@ -1,2 +1,3 @@
-"""DKIM signing (postkeep.mailauth): canonicalisation, keys, and signatures checked by
-dkimpy and OpenDKIM over real DNS."""
+"""DKIM (postkeep.mailauth): canonicalisation, keys, signatures checked by dkimpy and
+OpenDKIM over real DNS, and the verifier checked on theirs, on the RFC 8463 example and on
+what must not pass."""

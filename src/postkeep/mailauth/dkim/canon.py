@@ -9,7 +9,9 @@ lower-case name, unfolded, runs of WSP as one SP, no WSP around the colon or at 
 chunks of any size, a CRLF split between two chunks, trailing empty lines held back (never
 hashed unless a non-empty line follows), so a spooled message is hashed a block at a time
 without being held whole. The work is done by bytes methods and regexes over whole chunks,
-never a Python loop per byte or per line.
+never a Python loop per byte or per line. For a verifier, `limit` is a signature's `l=`
+(§3.5): only that many octets of the canonical body are hashed, and `length` tells how many
+there were in all (what lies beyond the limit is not covered by the signature).
 
 Only CRLF ends a line (RFC 5322 §2.3, RFC 6376 §3.4.3): a bare CR or LF is line content. The
 SMTP core refuses text with either (RFC 5321 §2.3.8), so what postkeep signs has none.
@@ -111,15 +113,21 @@ def canon_header(raw: bytes, canon: Canon) -> bytes:
 
 class BodyHasher:
     """The SHA-256 of a body's canonical form (bh=), fed in chunks of any size (RFC 6376
-    §3.4.3, §3.4.4, §3.7). `update` as often as needed, then `digest` once."""
+    §3.4.3, §3.4.4, §3.7). `update` as often as needed, then `digest` once. `limit` (l=,
+    §3.5): hash only the first `limit` octets of the canonical body; `length` counts them all."""
 
-    __slots__ = ("_blank", "_done", "_hash", "_midline", "_relaxed", "_started", "_tail")
+    __slots__ = ("_blank", "_done", "_hash", "_midline", "_relaxed", "_room", "_started",
+                 "_tail", "length")
 
-    def __init__(self, canon: Canon) -> None:
+    def __init__(self, canon: Canon, *, limit: int | None = None) -> None:
         if canon not in ("simple", "relaxed"):
             raise ValueError(f"unknown body canonicalisation {canon!r}")
+        if limit is not None and limit < 0:
+            raise ValueError("a body length limit cannot be negative")
         self._relaxed = canon == "relaxed"
         self._hash = hashlib.sha256()
+        self._room = limit  # octets that may still be hashed (None: no limit)
+        self.length = 0  # octets of canonical body so far, hashed or beyond the limit
         # The end of an unfinished line that later bytes may change: a CR (perhaps the start
         # of a CRLF) and, relaxed, WSP (perhaps trailing, perhaps joining a longer run).
         self._tail = b""
@@ -151,7 +159,7 @@ class BodyHasher:
         if tail or self._midline:
             self._emit(tail + b"\r\n")
         elif not self._relaxed and not self._started:
-            self._hash.update(b"\r\n")  # §3.4.3: an empty body is one CRLF (relaxed: none)
+            self._put(b"\r\n")  # §3.4.3: an empty body is one CRLF (relaxed: none)
         return self._hash.digest()
 
     def _lines(self, block: bytes) -> None:
@@ -192,11 +200,23 @@ class BodyHasher:
         blank = self._blank
         while blank:
             count = min(blank, len(_CRLFS) // 2)
-            self._hash.update(_CRLFS[: 2 * count])
+            self._put(_CRLFS[: 2 * count])
             blank -= count
         self._blank = 0
-        self._hash.update(canonical)
+        self._put(canonical)
         self._started = True
+
+    def _put(self, canonical: bytes) -> None:
+        """Canonical body octets: counted, and hashed as far as the limit lets them."""
+        self.length += len(canonical)
+        room = self._room
+        if room is None:
+            self._hash.update(canonical)
+        elif room:
+            if len(canonical) > room:
+                canonical = canonical[:room]
+            self._hash.update(canonical)
+            self._room = room - len(canonical)
 
 
 def _single_spaces(data: bytes) -> bytes:
