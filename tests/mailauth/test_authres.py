@@ -54,3 +54,13 @@ def test_forged_fields_are_removed_others_kept() -> None:
                     b"From: ceo@bank.example\r\n")
     untouched = b"Subject: hi\r\nFrom: a@b.example\r\n"
     assert strip_own(untouched, "mx.example.org") == (untouched, 0)
+
+
+def test_a_long_result_folds_between_its_words() -> None:
+    long = ("dkim=pass header.d=a-very-long-signing-domain.example header.i=@a-very-long-"
+            "signing-domain.example header.s=selector2026 header.a=rsa-sha256 header.b=AbCd")
+    field = render("mx.example.org", ["iprev=pass (mx3.example) policy.iprev=192.0.2.1", long])
+    lines = field.decode().split("\r\n")[:-1]
+    assert all(len(line) <= 78 for line in lines), lines
+    assert lines[2].startswith("\tdkim=pass ") and lines[3].startswith("\t  header.")
+    assert " ".join(field.decode().split()).endswith(long)  # unfolded: the same words

@@ -80,6 +80,17 @@ class InboundConfig:
         "own recursive resolver: list operators refuse queries from public ones.",
         default_factory=list,
     )
+    uribl: list[DnsListConfig] = setting(
+        "Domain block lists (URIBL/DBL) asked about the domains the message's text links to "
+        "(at most 20, obfuscated links included), as an array of tables `[[inbound.uribl]]` "
+        "with the keys of `[[inbound.dnsbl]]` (dbl.spamhaus.org's codes are known).",
+        default_factory=list,
+    )
+    uribl_threshold: float = setting(
+        "Score of a message's linked domains at which it is refused at end of data (550 "
+        "5.7.1, naming the domain and the list).",
+        default=1.0,
+    )
     dnsbl_threshold: float = setting(
         "Score (the sum of the listings' weights) at which a client is refused, with 554 5.7.1 "
         "and the list's reason, from MAIL FROM on.",
@@ -118,9 +129,10 @@ def validate_inbound(inbound: InboundConfig) -> None:
         raise ConfigError("inbound.dmarc_org_domain", 'must be "tree-walk" or "psl"')
     if inbound.check_timeout <= 0:
         raise ConfigError("inbound.check_timeout", "must be greater than 0")
-    if inbound.dnsbl_threshold <= 0:
-        raise ConfigError("inbound.dnsbl_threshold", "must be greater than 0")
-    for i, dl in enumerate(inbound.dnsbl):
-        if not dl.zone or " " in dl.zone:
-            raise ConfigError(f"inbound.dnsbl[{i}].zone", "must name the list's zone")
-        parse_codes(f"inbound.dnsbl[{i}].codes", dl.codes)
+    for key in ("dnsbl", "uribl"):
+        if getattr(inbound, f"{key}_threshold") <= 0:
+            raise ConfigError(f"inbound.{key}_threshold", "must be greater than 0")
+        for i, dl in enumerate(getattr(inbound, key)):
+            if not dl.zone or " " in dl.zone:
+                raise ConfigError(f"inbound.{key}[{i}].zone", "must name the list's zone")
+            parse_codes(f"inbound.{key}[{i}].codes", dl.codes)

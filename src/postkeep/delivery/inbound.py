@@ -10,6 +10,13 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
 
 - ``limits``: the header section's size and the Received count (`policy.limits`; RFC 5321
   §6.3: a count past the limit is a mail loop);
+- ``authenticate`` (MX only): Authentication-Results fields naming this server removed (RFC
+  8601 §5), then ours written (`mailauth.authres`) from iprev (looked up at connect,
+  `delivery.origin`) and the DKIM verification of every signature (`mailauth.dkim_check`);
+  none for a client in `[inbound] trusted_networks`;
+- ``links`` (MX, with `[[inbound.uribl]]` lists): the domains the text links to
+  (`mailauth.uridomains`) asked of the domain lists; listed ones refuse the message
+  (`policy.trust`);
 - ``sender`` (submission only): the From: header is owned by the login (RFC 6409 §8.1) and no
   MIME part is over the size limit (`policy.submission`);
 - ``quota`` (submission only): the message counted against the login's and its domain's
@@ -21,8 +28,9 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
 - ``store``: local recipients' copies in one durable commit (`Store.deliver`), remote
   recipients (authenticated submission) into the outbound queue.
 
-Later checks join here, as stages of their own in this list: SPF, DKIM, DMARC, ARC, DNSBL
-verdicts after ``limits``; content filters before ``trace``.
+Block lists are asked at connect and refuse at MAIL FROM (`delivery.origin`, the SMTP
+driver). Later checks join here, as stages of their own in this list: SPF, DMARC and ARC
+after ``authenticate``; content filters before ``trace``.
 
 A message's text is bytes, or a `SpooledText` (past `smtp.spool_threshold` it arrived into an
 encrypted spool): stages read it as bytes-like (`len`, slices, `find`...; a spooled one is
@@ -35,21 +43,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from postkeep import log
 from postkeep.config import SendingConfig
 from postkeep.delivery.directory import StoreDirectory
-from postkeep.delivery.origin import ClientChecks
+from postkeep.delivery.origin import ClientChecks, InboundChecks
 from postkeep.delivery.signing import DkimKeyring, sign_message
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
 from postkeep.errors import NotFound, Reply
 from postkeep.mailauth import authres
 from postkeep.mailauth.dkim.canon import split_message
+from postkeep.mailauth.dkim_check import check_dkim_parts
+from postkeep.mailauth.dnsbl import check_domains
+from postkeep.mailauth.uridomains import body_domains
 from postkeep.policy import limits
 from postkeep.policy.sending import account_limits, domain_limits, over_limit
 from postkeep.policy.submission import check_from_header, check_part_sizes, from_domain
+from postkeep.policy.trust import links_listed
 from postkeep.policy.verdict import Verdict
 from postkeep.store.api import Account, DsnRecipient, Envelope, LocalDelivery, Store
 from postkeep.store.spool import MessageData, SpooledText
@@ -89,6 +101,7 @@ class Inbound:
     signature: bytes = b""  # DKIM-Signature fields (submission), above `trace`
     auth_results: bytes = b""  # our Authentication-Results field (MX), above `trace`
     mailbox: str = "INBOX"  # where local copies go (Junk: a quarantined message)
+    client_name: str | None = None  # the client's confirmed reverse DNS name (iprev)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +136,11 @@ class InboundPipeline:
         on_queued: Callable[[], None] | None = None,
         sending: SendingConfig | None = None,
         keyring: DkimKeyring | None = None,
+        checks: InboundChecks | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.checks = checks
         self.on_queued = on_queued
         self.sending = sending
         self.keyring = keyring
@@ -136,6 +151,8 @@ class InboundPipeline:
         self.stages: tuple[tuple[str, Stage], ...] = (
             ("limits", self.check_limits),
             *((("authenticate", self.authenticate),) if not submission else ()),
+            *((("links", self.check_links),) if not submission and checks and
+              checks.domain_lists else ()),
             *((("sender", self.check_sender),) if submission else ()),
             *((("quota", self.check_quota),) if submission and sending else ()),
             ("trace", self.add_trace),
@@ -177,12 +194,45 @@ class InboundPipeline:
         checks = message.client.checks
         if checks is None or checks.trusted:
             return None
+        assert self.checks is not None  # a ClientChecks comes from them
+        cfg, resolver = self.checks.cfg, self.checks.resolver
         results = []
         iprev = await checks.iprev()
         if iprev is not None:
             results.append(iprev.auth_result())
+            message.client_name = iprev.name or None
+        if cfg.dkim:
+            dkim = await check_dkim_parts(
+                resolver, block, _chunks(message.data, len(kept) + 2),  # as it came
+                timeout=cfg.check_timeout, clock=self.clock)
+            results += authres.dkim_resinfo(dkim.results)
         message.auth_results = authres.render(self.hostname, results)
         return None
+
+    async def check_links(self, message: Inbound) -> Verdict | None:
+        """MX: the domains the text links to, asked of `[[inbound.uribl]]` (RFC 5782 §3)."""
+        checks = message.client.checks
+        if checks is None or checks.trusted:
+            return None
+        assert self.checks is not None
+        if isinstance(message.data, SpooledText):  # a parse of the whole text: off the loop
+            domains = await asyncio.to_thread(body_domains, message.data)
+        else:
+            domains = body_domains(message.data)
+        if not domains:
+            return None
+        try:
+            async with asyncio.timeout(self.checks.cfg.check_timeout):
+                listings = await check_domains(self.checks.resolver, domains,
+                                               self.checks.domain_lists)
+        except TimeoutError:
+            logger.warning("uribl: lookups timed out qid=%s ip=%s", message.queue_id,
+                           message.client.ip)
+            return None
+        for failed in (x for x in listings if x.error):
+            logger.warning("uribl: lookup failed qid=%s domain=%s zone=%s reason=%s",
+                           message.queue_id, failed.subject, failed.zone, log.quote(failed.error))
+        return links_listed(listings, self.checks.cfg.uribl_threshold)
 
     async def check_sender(self, message: Inbound) -> Verdict | None:
         login = message.client.login
@@ -221,7 +271,7 @@ class InboundPipeline:
         message.trace = received_header(
             helo=client.helo or "unknown",
             client_ip=client.ip,
-            client_name=None,
+            client_name=message.client_name,
             hostname=self.hostname,
             protocol=protocol_name(
                 client.esmtp, client.tls is not None, client.login is not None,
@@ -279,6 +329,12 @@ class InboundPipeline:
             logger.warning("no mailbox qid=%s mailbox=%s: delivered to INBOX",
                            message.queue_id, message.mailbox)
             await self.store.deliver(LocalDelivery(message.envelope, account_ids, data))
+
+
+def _chunks(data: MessageData, start: int, size: int = 64 * 1024) -> Iterator[bytes]:
+    """`data` from `start` on, `size` octets at a time (a spooled text read as it goes)."""
+    for offset in range(start, len(data), size):
+        yield bytes(data[offset : offset + size])
 
 
 def _with_head(data: MessageData, head: bytes, old: int) -> MessageData:

@@ -48,6 +48,7 @@ class InboundChecks:
         self.resolver = resolver
         self.trusted = [ipaddress.ip_network(n, strict=False) for n in cfg.trusted_networks]
         self.lists = dns_lists(cfg.dnsbl, "inbound.dnsbl")
+        self.domain_lists = dns_lists(cfg.uribl, "inbound.uribl")
 
     def is_trusted(self, ip: str) -> bool:
         try:

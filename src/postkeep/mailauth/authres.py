@@ -20,6 +20,7 @@ import re
 from collections.abc import Sequence
 
 from postkeep.mailauth.dkim.canon import parse_header_fields
+from postkeep.mailauth.dkim.verify import DkimResult
 
 #: Fold a field when a line would pass this length (RFC 5322 §2.1.1's 78).
 FOLD_AT = 78
@@ -36,13 +37,50 @@ def render(authserv_id: str, results: Sequence[str]) -> bytes:
     line = "Authentication-Results: " + parts[0]
     out = []
     for part in parts[1:]:
-        if len(line) + 1 + len(part) > FOLD_AT:
+        if len(line) + 1 + len(part) > FOLD_AT:  # each resinfo on a line of its own
             out.append(line)
-            line = "\t" + part
+            line = "\t" + part.split(" ", 1)[0]
+            words = part.split(" ")[1:]
         else:
-            line += " " + part
+            words = part.split(" ")
+        for word in words:  # and a resinfo longer than a line folds between its words
+            if len(line) + 1 + len(word) > FOLD_AT:
+                out.append(line)
+                line = "\t  " + word
+            else:
+                line += " " + word
     out.append(line)
     return ("\r\n".join(out) + "\r\n").encode("utf-8")
+
+
+def _value(text: str) -> str:
+    """A property value (§2.2): as it is when it is an RFC 2045 token or an address or
+    domain (pvalue), else quoted (a header.b with "/" or "=" in it)."""
+    if text and re.fullmatch(r"[A-Za-z0-9!#$%&'*+^_`{|}~.@-]+", text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _comment(text: str) -> str:
+    clean = "".join(c for c in text if c.isprintable() and c not in "()\\")[:120]
+    return f" ({clean})" if clean else ""
+
+
+def dkim_resinfo(results: Sequence[DkimResult]) -> list[str]:
+    """One ``dkim=`` resinfo per signature (RFC 8601 §2.7.1, RFC 6008's header.b), ``dkim=none``
+    for a message without any. A pass that leaves octets of the body unsigned (``l=``) says
+    so in its comment."""
+    if not results:
+        return ["dkim=none"]
+    out = []
+    for r in results:
+        note = r.reason if r.result != "pass" else (
+            f"{r.unsigned_octets} body octets not signed" if r.unsigned_octets else "")
+        props = [f"header.{k}={_value(v)}" for k, v in (
+            ("d", r.domain), ("i", r.identity), ("s", r.selector), ("a", r.algorithm),
+            ("b", r.header_b)) if v]
+        out.append(" ".join([f"dkim={r.result}{_comment(note)}", *props]))
+    return out
 
 
 def _skip_cfws(value: bytes, i: int) -> int:

@@ -6,6 +6,8 @@ the message) out; the caller writes the reply and the log line.
 - Block lists (RFC 5782): a client whose listings weigh `threshold` or more is refused with
   ``554 5.7.1`` (RFC 3463 §3.8 "delivery not authorized, message refused"), the text naming
   the list and its own explanation, as list operators ask ("client [ip] blocked using zone").
+- Domain lists (URIBL/DBL): a message whose linked domains weigh `threshold` or more is
+  refused at end of data with ``550 5.7.1``, naming the domain and the list.
 - DMARC (RFC 9989 §5.3, §8.3): a failure's disposition (the domain's policy after testing
   mode) is mapped by `[inbound] dmarc_reject` / `dmarc_quarantine` to "reject"
   (``550 5.7.1`` at end of data), "quarantine" (the Junk mailbox) or "tag" (delivered, the
@@ -38,6 +40,20 @@ def listed(ip: str, listings: Sequence[Listing], threshold: float) -> Verdict | 
     text = f"Service unavailable; client [{ip}] blocked using {first.zone}{why}"
     zones = ",".join(f"{x.zone}={'/'.join(x.labels)}" for x in hits)
     return Verdict(Reply(554, "5.7.1", text), f"dnsbl score={total:g} lists={zones}")
+
+
+def links_listed(listings: Sequence[Listing], threshold: float) -> Verdict | None:
+    """The refusal of a message whose linked domains' listings weigh at least `threshold`
+    (``550 5.7.1``, RFC 3463 §3.8), else None."""
+    total = score(listings)
+    if total < threshold:
+        return None
+    hits = sorted((x for x in listings if not x.error and x.weight > 0),
+                  key=lambda x: -x.weight)
+    first = hits[0]
+    text = f"Message rejected: it links to {first.subject}, listed by {first.zone}"
+    found = ",".join(f"{x.subject}@{x.zone}={'/'.join(x.labels)}" for x in hits)
+    return Verdict(Reply(550, "5.7.1", text), f"uribl score={total:g} domains={found}")
 
 
 @dataclass(frozen=True, slots=True)

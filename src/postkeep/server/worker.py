@@ -205,7 +205,8 @@ async def serve_worker(
     servers: list[SmtpServer | ImapServer] = []
     if sockets.mx:
         servers.append(SmtpServer(cfg, store, tls_context, budget=budget,
-                                  slots=channel.slots("mx"), sockets=sockets.mx))
+                                  slots=channel.slots("mx"), sockets=sockets.mx,
+                                  resolver=resolver))
     if sockets.submission:
         verifier.warm()
         servers.append(SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier,

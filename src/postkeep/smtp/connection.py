@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from postkeep import log
 from postkeep.auth.exchange import AuthExchange
+from postkeep.delivery.origin import ClientChecks
 from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
 from postkeep.net.listener import Listeners, Peer, Ran, SessionProtocol, eagerly
@@ -70,7 +71,7 @@ class SmtpConnection(SessionProtocol):
         "_began", "_ended", "_eof", "_gone", "_held", "_loop", "_output_held", "_reading_paused",
         "_slow_asked", "_started", "_stopping", "_task", "_task_kind", "_waiting", "_write_paused",
         "account", "auth", "auth_failures",
-        "closing", "deadline", "intake", "last_read", "messages", "out", "owned",
+        "checks", "closing", "deadline", "intake", "last_read", "messages", "out", "owned",
         "rcpt_accounts", "record", "refusal", "server", "session", "slow", "slow_at", "tls",
         "waited",
     )
@@ -89,6 +90,7 @@ class SmtpConnection(SessionProtocol):
         self.owned: frozenset[str] = frozenset()  # addresses the account may send as
         self.auth: AuthExchange | None = None  # an AUTH exchange in progress
         self.auth_failures = 0
+        self.checks: ClientChecks | None = None  # MX: lookups about the client (`begin`)
         self.intake: Intake | None = None  # the text of the message being received
         self.refusal: tuple[Reply, str] | None = None  # an intake's refusal, until replied
         # the deadline (loop time) of the command line, message text or BDAT chunk being
@@ -138,6 +140,8 @@ class SmtpConnection(SessionProtocol):
             server.cfg.server.hostname, server.limits, server.capabilities(implicit, self.tls),
             tls_active=implicit,
         )
+        if server.checks is not None:
+            self.checks = server.checks.start(self.ip)
         server._session_started(self)
         logger.debug("connect ip=%s port=%d role=%s", self.ip, self.port, server.role)
         self.out.append(server.greeting)
@@ -171,6 +175,8 @@ class SmtpConnection(SessionProtocol):
             return
         self._ended = True
         self._stop_waiting()
+        if self.checks is not None:
+            self.checks.cancel()
         if self.intake is not None:
             self.intake.discard()
             self.intake = None

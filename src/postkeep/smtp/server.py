@@ -32,6 +32,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from postkeep import log
 from postkeep.auth.exchange import AuthResult, AuthStatus, SaslAuthenticator
@@ -39,6 +40,7 @@ from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
 from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.inbound import Client, Inbound, InboundLimits, InboundPipeline
+from postkeep.delivery.origin import InboundChecks
 from postkeep.delivery.signing import DkimKeyring
 from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
@@ -118,13 +120,16 @@ class SmtpServer:
         slots: IpSlots | None = None,
         sockets: Sequence[socket.socket] | None = None,
         on_queued: Callable[[], None] | None = None,
+        resolver: Any = None,
     ) -> None:
         """`budget`: the process's budget for message text in flight, shared by the MX and
         submission servers (a budget of `smtp.max_data_in_flight` of its own if None);
         `slots`: the connection limits' counts (default: this process's own, for this role);
         `sockets`: listening sockets bound already, one per `listen` entry in order (worker
         processes share the main process's); `on_queued`: called once a message is in the
-        outbound queue (the process's delivery worker starts on it at once)."""
+        outbound queue (the process's delivery worker starts on it at once); `resolver`: the
+        process's `DnsResolver`, for the MX's checks of where mail comes from (none without
+        it: `[inbound]`, docs/architecture.md "Inbound checks")."""
         self.cfg = cfg
         self.budget = budget if budget is not None else DataBudget(cfg.smtp.max_data_in_flight)
         self.smtp = cfg.smtp
@@ -133,6 +138,8 @@ class SmtpServer:
         self.store = store
         self.tls_context = tls_context
         self.directory = StoreDirectory(store)
+        self.checks = (InboundChecks(cfg.inbound, resolver)
+                       if resolver is not None and not self.submission else None)
         sub = cfg.submission
         self.limits = SessionLimits(
             max_command_line=cfg.smtp.max_command_line,
@@ -157,6 +164,7 @@ class SmtpServer:
             on_queued=on_queued,
             sending=cfg.sending,
             keyring=DkimKeyring(store, cfg.dkim) if self.submission else None,
+            checks=self.checks,
         )
         self.auth: SaslAuthenticator | None = None
         self.bindings: EndPointBindings | None = None
@@ -270,6 +278,9 @@ class SmtpServer:
                     self._reply(conn, answer)
             case MailReceived(mail=mail):
                 conn.rcpt_accounts.clear()
+                if conn.checks is not None and (listed := await conn.checks.refusal()):
+                    await self._error(conn, "MAIL", listed.reply, listed.reason)
+                    return
                 if (invalid := check_sender(mail.path.address)) is not None:
                     await self._error(conn, "MAIL", invalid.reply, invalid.reason)
                     return
@@ -378,7 +389,7 @@ class SmtpServer:
             data=intake.text() if intake is not None else b"",
             client=Client(
                 conn.ip, helo, bool(session.helo and session.helo.extended), conn.tls,
-                conn.account, conn.owned,
+                conn.account, conn.owned, conn.checks,
             ),
         )
         outcome = await self.inbound.run(message)

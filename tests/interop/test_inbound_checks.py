@@ -1,0 +1,110 @@
+"""The MX judging where mail comes from, end to end: a real server (`postkeep serve`), its
+lookups answered by NSD on loopback (tests/dnsserver.py), clients on distinct loopback
+addresses (swaks --local-interface, smtplib source_address) so that one is on a block list and
+another has confirmed reverse DNS."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import subprocess
+import uuid
+
+import pytest
+
+from postkeep.mailauth.dkim.keys import generate_key, zone_line
+from tests.dnsserver import AuthServer
+from tests.interop.conftest import Instance, require_tool
+from tests.mailauth.verifying import dkimpy_sign
+
+LISTED, CONFIRMED = "127.0.0.2", "127.0.0.3"
+
+
+@pytest.fixture
+def checked(fresh: Instance, dns_server: AuthServer) -> tuple[Instance, AuthServer]:
+    """An instance that trusts no network, asks NSD, and uses the list zen.test."""
+    dns_server.add_zone("zen.test", [
+        "2.0.0.127 A 127.0.0.2",
+        '2.0.0.127 TXT "Listed in zen.test, see https://zen.test/lookup"',
+    ])
+    dns_server.add_zone("0.0.127.in-addr.arpa", ["3 PTR mx3.good.test."])
+    dns_server.add_zone("good.test", ["mx3 A 127.0.0.3"])
+    dns_server.add_zone("dbl.test", ["evil.test A 127.0.1.2"])
+    fresh.set_config("dns", nameservers=[dns_server.nameserver], timeout=2.0, attempts=1)
+    fresh.set_config("inbound", trusted_networks=[], check_timeout=5.0)
+    path = fresh.dir / "postkeep.toml"
+    path.write_text(path.read_text() + '\n[[inbound.dnsbl]]\nzone = "zen.test"\n'
+                    'codes = ["127.0.0.2=SBL:1"]\n'
+                    '\n[[inbound.uribl]]\nzone = "dbl.test"\ncodes = ["127.0.1.2=spam domain"]\n')
+    fresh.start()
+    return fresh, dns_server
+
+
+def test_a_listed_client_is_refused_at_mail_with_the_lists_reason(
+        checked: tuple[Instance, AuthServer]) -> None:
+    inst, _ = checked
+    r = subprocess.run(
+        [require_tool("swaks", "swaks"), "--server", "127.0.0.1", "--port", str(inst.smtp_port),
+         "--local-interface", LISTED, "--timeout", "20", "--from", "x@remote.test",
+         "--to", "alice@example.test"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert ("554 5.7.1 Service unavailable; client [127.0.0.2] blocked using zen.test: "
+            "Listed in zen.test, see https://zen.test/lookup") in r.stdout
+    line = inst.wait_log(r"reject ip=127\.0\.0\.2 cmd=MAIL code=554 5\.7\.1 .*").group(0)
+    assert "dnsbl score=1 lists=zen.test=SBL" in line
+    assert inst.messages("alice@example.test") == []
+
+
+def test_forged_results_removed_and_ours_written(checked: tuple[Instance, AuthServer]) -> None:
+    """A client with confirmed reverse DNS sends a message signed by dkimpy (its key in NSD)
+    and carrying a forged Authentication-Results naming this server: the forged one is gone,
+    ours says iprev=pass and dkim=pass, and another server's field is kept."""
+    inst, nsd = checked
+    key = generate_key("rsa", bits=2048)
+    nsd.add_zone("signer.test", [zone_line("s1", "signer.test", key).replace(
+        "s1._domainkey.signer.test.", "s1._domainkey")])
+    tag = uuid.uuid4().hex
+    body = (f"From: news@signer.test\r\nTo: alice@example.test\r\nSubject: {tag}\r\n"
+            "Authentication-Results: LOCALHOST; dmarc=pass header.from=signer.test\r\n"
+            "Authentication-Results: elsewhere.example; spf=pass\r\n"
+            f"\r\nhello {tag}\r\n").encode()
+    signed = dkimpy_sign(body, "s1", key, domain="signer.test")
+    with smtplib.SMTP("127.0.0.1", inst.smtp_port, source_address=(CONFIRMED, 0),
+                      timeout=30) as c:
+        c.ehlo("mx3.good.test")
+        c.sendmail("news@signer.test", ["alice@example.test"], signed)
+    [stored] = inst.messages("alice@example.test")
+    head = stored.split(b"\r\n\r\n", 1)[0].decode()
+    assert "dmarc=pass header.from=signer.test" not in head  # the forged field is gone
+    assert "Authentication-Results: elsewhere.example; spf=pass" in head
+    ours = [f for f in head.split("\r\nAuthentication-Results: ")[1:]
+            if f.startswith("localhost;")]
+    assert len(ours) == 1, head
+    unfolded = " ".join(ours[0].split())
+    assert "iprev=pass (mx3.good.test) policy.iprev=127.0.0.3" in unfolded
+    assert re.search(r"dkim=pass header\.d=signer\.test header\.i=@signer\.test header\.s=s1 "
+                     r"header\.a=rsa-sha256 header\.b=[\w+/]{8}", unfolded), unfolded
+    assert "Received: from mx3.good.test (mx3.good.test [127.0.0.3])" in head
+    assert head.index("Authentication-Results: localhost;") < head.index("Received: from")
+    assert stored.endswith(f"hello {tag}\r\n".encode())
+    inst.wait_log(r"authentication-results removed qid=\w+ ip=127\.0\.0\.3 count=1")
+
+
+def test_a_message_linking_to_a_listed_domain_is_refused(
+        checked: tuple[Instance, AuthServer]) -> None:
+    inst, _ = checked
+    body = ("From: a@remote.test\r\nTo: alice@example.test\r\nSubject: offer\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+            '<p>Claim at <a href="hxxps://www.evil[.]test/claim">your bank</a></p>\r\n')
+    with smtplib.SMTP("127.0.0.1", inst.smtp_port, source_address=(CONFIRMED, 0),
+                      timeout=30) as c:
+        c.ehlo("mx3.good.test")
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            c.sendmail("a@remote.test", ["alice@example.test"], body.encode())
+    assert refused.value.smtp_code == 550
+    assert refused.value.smtp_error == (
+        b"5.7.1 Message rejected: it links to evil.test, listed by dbl.test")
+    line = inst.wait_log(r"reject ip=127\.0\.0\.3 cmd=DATA code=550 5\.7\.1 .*").group(0)
+    assert "uribl score=1 domains=evil.test@dbl.test=spam domain" in line
+    assert inst.messages("alice@example.test") == []
