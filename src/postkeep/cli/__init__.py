@@ -1,7 +1,8 @@
 """The `postkeep` command: the argument parser and `main`. Each command family adds its
 subcommands from a module of its own: `instance` (init, serve, check,
 config-reference), `accounts` (domain, user, alias, app-password, send-as), `queue` (the
-outbound queue) and `dkim` (signing keys); `common` holds what they share.
+outbound queue), `dkim` (signing keys) and `dns` (the records a domain needs); `common`
+holds what they share.
 
 Exit status: 0 on success, 1 when an operation fails (e.g. the user exists), 2 for bad usage or a
 bad configuration (one clear line naming the key path, never a traceback).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from postkeep.cli import accounts, dkim, instance, queue
+from postkeep.cli import accounts, dkim, dns, instance, queue
 from postkeep.cli.common import CliError
 from postkeep.errors import ConfigError, StoreError
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.add_commands(sub)
     queue.add_commands(sub)
     dkim.add_commands(sub)
+    dns.add_commands(sub)
     return parser
 
 

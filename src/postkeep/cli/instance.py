@@ -204,9 +204,45 @@ def cmd_check(args: argparse.Namespace) -> int:
             problems.append(f"store: cannot open {cfg.store_url}: {e}")
     for problem in problems:
         print(problem)
+    for warning in resolver_warnings(cfg):
+        print(f"warning: {warning}")
     if not problems:
         print("ok")
     return 1 if problems else 0
+
+
+#: Well-known public recursive resolvers (Google, Cloudflare, Quad9, OpenDNS, AdGuard,
+#: CleanBrowsing, Level3, Verisign, Comodo, Yandex, DNS.WATCH): DNSBL operators such as
+#: Spamhaus answer their queries with 127.255.255.254 ("query via public resolver").
+PUBLIC_RESOLVERS = frozenset({
+    "8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:4860::8844",
+    "1.1.1.1", "1.0.0.1", "2606:4700:4700::1111", "2606:4700:4700::1001",
+    "9.9.9.9", "149.112.112.112", "2620:fe::fe", "2620:fe::9",
+    "208.67.222.222", "208.67.220.220", "2620:119:35::35", "2620:119:53::53",
+    "94.140.14.14", "94.140.15.15", "185.228.168.9", "185.228.169.9",
+    "4.2.2.1", "4.2.2.2", "64.6.64.6", "64.6.65.6", "8.26.56.26", "8.20.247.20",
+    "77.88.8.8", "77.88.8.1", "84.200.69.80", "84.200.70.40",
+})
+
+
+def resolver_warnings(cfg: config_mod.Config, resolv_conf: str = "/etc/resolv.conf") -> list[str]:
+    """A warning for each configured nameserver (or resolv.conf's, with `dns.nameservers`
+    empty) that is a well-known public resolver."""
+    if cfg.dns.nameservers:
+        hosts = [config_mod.parse_nameserver(n)[0] for n in cfg.dns.nameservers]
+        where = "dns.nameservers"
+    else:
+        try:
+            text = Path(resolv_conf).read_text()
+        except OSError:
+            return []
+        hosts = [line.split()[1] for line in text.splitlines()
+                 if line.startswith("nameserver") and len(line.split()) > 1]
+        where = f"{resolv_conf} (dns.nameservers is empty)"
+    return [f"{where}: {host} is a public resolver; DNS block lists (Spamhaus and others) "
+            "refuse queries from those, so their listings would be missed: run a resolver "
+            "of your own (e.g. unbound on 127.0.0.1) and set dns.nameservers"
+            for host in hosts if host in PUBLIC_RESOLVERS]
 
 
 def cmd_config_reference(args: argparse.Namespace) -> int:

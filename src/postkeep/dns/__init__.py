@@ -10,10 +10,11 @@ is trusted.
 
 from postkeep.dns.names import InvalidName, query_name
 from postkeep.dns.resolver import DnsResolver
-from postkeep.dns.results import MX, TLSA, Answer, NoData, NxDomain, Result, TempFail
+from postkeep.dns.results import MX, SRV, TLSA, Answer, NoData, NxDomain, Result, TempFail
 
 __all__ = [
     "MX",
+    "SRV",
     "TLSA",
     "Answer",
     "DnsResolver",

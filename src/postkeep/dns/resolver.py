@@ -50,7 +50,7 @@ import dns.rrset
 from postkeep.config import DnsConfig, parse_nameserver
 from postkeep.dns.cache import DnsCache
 from postkeep.dns.names import InvalidName, query_name
-from postkeep.dns.results import MX, TLSA, Answer, NoData, NxDomain, Result, TempFail
+from postkeep.dns.results import MX, SRV, TLSA, Answer, NoData, NxDomain, Result, TempFail
 from postkeep.errors import ConfigError
 
 log = logging.getLogger("postkeep.dns")
@@ -87,6 +87,8 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "TXT": _txt,
     "TLSA": _tlsa,
     "PTR": lambda rd: _text(rd.target),
+    "SRV": lambda rd: SRV(int(rd.priority), int(rd.weight), int(rd.port),
+                          _text(rd.target) or "."),
 }
 
 

@@ -40,6 +40,16 @@ class TLSA:
 
 
 @dataclass(frozen=True, slots=True)
+class SRV:
+    """One SRV record (RFC 2782); `target` "." means the service is not offered."""
+
+    priority: int
+    weight: int
+    port: int
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
 class Answer(Generic[T]):
     """Records of the type asked for. `ttl`: seconds they stay valid from now (the least TTL
     along the CNAME chain, capped by `[dns] max_ttl`); `canonical_name`: the name the records

@@ -1,0 +1,185 @@
+"""`postkeep dns DOMAIN [--check]`: the DNS records a local domain needs, and whether DNS
+serves them.
+
+Printed as zone-file lines (absolute names), each with a comment saying what it is for:
+
+- MX (RFC 5321 §5.1) to `server.hostname`, whose A/AAAA records must exist;
+- SPF (RFC 7208): ``v=spf1 mx -all``, the MX hosts send the domain's mail and nothing else;
+- DKIM (RFC 6376 §3.6.2): every selector to publish (signing, the next one, retired ones
+  still verifying mail in transit), as `postkeep dkim show` prints them;
+- DMARC (RFC 9989): ``p=reject`` with aggregate reports to postmaster@DOMAIN;
+- MTA-STS (RFC 8461 §3.1): the ``_mta-sts`` TXT record, and the policy file to serve at
+  ``https://mta-sts.DOMAIN/.well-known/mta-sts.txt`` (postkeep's web server does not serve
+  it yet: publish the TXT record once something does);
+- TLS-RPT (RFC 8460 §3): reports to postmaster@DOMAIN;
+- client autoconfiguration SRV records (RFC 6186, RFC 8314 §5.1) for the submission and IMAP
+  listeners configured, and "." targets for POP3, which postkeep does not serve.
+
+`--check` asks the configured resolver (`[dns]`) for each and prints one line per record:
+``ok``, ``MISSING`` or ``DIFFERS`` (what DNS has, and what was expected); exit status 1 when
+any record is missing or wrong, 0 otherwise. A temporary DNS failure is reported as such
+(``UNKNOWN``), and counts as a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+from postkeep.cli.common import CliError, check_domain, load_config, with_store
+from postkeep.config import Config, parse_listen
+from postkeep.delivery.signing import key_states
+from postkeep.dns import SRV, Answer, DnsResolver, TempFail, query_name
+from postkeep.mailauth.dkim.keys import dns_record, load_private_key
+from postkeep.store.api import Store
+
+_TXT_STRING = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record to publish: `name` absolute (trailing dot), `rtype`, `value` as a zone file
+    writes it (TXT: the text, unquoted), `what` the comment, `prefix` the start of the TXT
+    record it replaces (how --check finds it among a name's TXT records)."""
+
+    name: str
+    rtype: str
+    value: str
+    what: str
+    prefix: str = ""
+
+    def line(self) -> str:
+        if self.rtype == "TXT":
+            value = " ".join(f'"{self.value[i:i + _TXT_STRING]}"'
+                             for i in range(0, len(self.value), _TXT_STRING))
+        else:
+            value = self.value
+        return f"{self.name} IN {self.rtype} {value}"
+
+
+def _port(listen: list[str]) -> int | None:
+    return parse_listen(listen[0])[1] if listen else None
+
+
+def mta_sts_policy(hostname: str) -> str:
+    """The policy file (RFC 8461 §3.2) naming our MX host."""
+    return f"version: STSv1\nmode: enforce\nmx: {hostname}\nmax_age: 604800\n"
+
+
+async def records(cfg: Config, store: Store, domain: str, now: float) -> list[Record]:
+    """Every record `domain` needs (see the module docstring)."""
+    d = query_name(domain) + "."
+    host = query_name(cfg.server.hostname) + "."
+    out = [
+        Record(d, "MX", f"10 {host}", "mail for the domain goes to this server"),
+        Record(d, "TXT", "v=spf1 mx -all", "SPF: only the MX hosts send the domain's mail",
+               "v=spf1"),
+    ]
+    keys = await store.list_dkim_keys(domain)
+    for state in key_states(keys, now, cfg.dkim.retire_after):
+        if state.state == "expired":
+            continue
+        key = state.key
+        private = load_private_key(await store.dkim_private_key(domain, key.selector))
+        out.append(Record(f"{key.selector}._domainkey.{d}", "TXT", dns_record(private),
+                          f"DKIM {key.algorithm} key ({state.state})", "v=DKIM1"))
+    out += [
+        Record(f"_dmarc.{d}", "TXT",
+               f"v=DMARC1; p=reject; rua=mailto:postmaster@{domain}",
+               "DMARC: unauthenticated mail in the domain's name is refused", "v=DMARC1"),
+        Record(f"_mta-sts.{d}", "TXT",
+               "v=STSv1; id=" + time.strftime("%Y%m%d%H%M%S", time.gmtime(now)),
+               f"MTA-STS, once https://mta-sts.{domain}/.well-known/mta-sts.txt serves: "
+               + " | ".join(mta_sts_policy(cfg.server.hostname).splitlines()), "v=STSv1"),
+        Record(f"_smtp._tls.{d}", "TXT", f"v=TLSRPTv1; rua=mailto:postmaster@{domain}",
+               "TLS-RPT: daily TLS reports from senders", "v=TLSRPTv1"),
+    ]
+    for service, port in (("_submissions._tcp", _port(cfg.submission.tls_listen)),
+                          ("_submission._tcp", _port(cfg.submission.listen)),
+                          ("_imaps._tcp", _port(cfg.imap.tls_listen)),
+                          ("_imap._tcp", _port(cfg.imap.listen))):
+        if port is not None:
+            out.append(Record(f"{service}.{d}", "SRV", f"0 1 {port} {host}",
+                              "client autoconfiguration (RFC 6186)"))
+    for service in ("_pop3._tcp", "_pop3s._tcp"):
+        out.append(Record(f"{service}.{d}", "SRV", "0 0 0 .", "no POP3 here (RFC 6186 §4)"))
+    return out
+
+
+def _srv(rd: SRV) -> str:
+    target = "." if rd.target == "." else rd.target + "."
+    return f"{rd.priority} {rd.weight} {rd.port} {target}"
+
+
+async def check(resolver: DnsResolver, cfg: Config, wanted: list[Record]) -> list[str]:
+    """One line per record: ok, MISSING, DIFFERS or UNKNOWN (see the module docstring)."""
+    lines = []
+    host = query_name(cfg.server.hostname)
+    found = [await resolver.a(host), await resolver.aaaa(host)]
+    if any(isinstance(f, Answer) for f in found):
+        lines.append(f"ok       A/AAAA {host}.")
+    elif any(isinstance(f, TempFail) for f in found):
+        lines.append(f"UNKNOWN  A/AAAA {host}.: lookup failed")
+    else:
+        lines.append(f"MISSING  A/AAAA {host}.: the MX host has no address")
+    for record in wanted:
+        name = record.name.rstrip(".")
+        outcome = await resolver.lookup(name, record.rtype)
+        label = f"{record.rtype} {record.name}"
+        if isinstance(outcome, TempFail):
+            lines.append(f"UNKNOWN  {label}: {outcome.reason}")
+            continue
+        have: list[str] = []
+        if isinstance(outcome, Answer):
+            if record.rtype == "TXT":
+                have = [bytes(t).decode("ascii", "replace") for t in outcome.records
+                        if bytes(t).startswith(record.prefix.encode())]
+            elif record.rtype == "MX":
+                have = [f"{mx.preference} {mx.exchange}." for mx in outcome.records]
+            else:
+                have = [_srv(rd) for rd in outcome.records]
+        lines.append(_verdict(record, label, have))
+    return lines
+
+
+def _verdict(record: Record, label: str, have: list[str]) -> str:
+    if not have:
+        return f"MISSING  {label}: expected {record.value!r}"
+    if record.rtype == "MX":
+        ok = any(h.split(" ", 1)[1] == record.value.split(" ", 1)[1] for h in have)
+    elif record.prefix in ("v=STSv1", "v=DMARC1", "v=TLSRPTv1"):
+        ok = len(have) == 1  # their contents are the operator's choice; one must exist
+    else:
+        ok = have == [record.value]
+    if ok:
+        return f"ok       {label}"
+    return f"DIFFERS  {label}: DNS has {' | '.join(have)!r}, expected {record.value!r}"
+
+
+def cmd_dns(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    domain = check_domain(args.domain)
+
+    async def act(store: Store) -> tuple[list[Record], list[str]]:
+        if await store.get_domain(domain) is None:
+            raise CliError(f"{domain} is not a local domain")
+        wanted = await records(cfg, store, domain, time.time())
+        return wanted, (await check(DnsResolver(cfg.dns), cfg, wanted)) if args.check else []
+
+    wanted, checked = with_store(args, act)
+    if not args.check:
+        for record in wanted:
+            print(f"; {record.what}")
+            print(record.line())
+        return 0
+    print("\n".join(checked))
+    return 1 if any(not line.startswith("ok") for line in checked) else 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("dns", help="the DNS records a domain needs (--check: as DNS serves)")
+    p.add_argument("domain")
+    p.add_argument("--check", action="store_true",
+                   help="compare with what the configured resolver answers")
+    p.set_defaults(func=cmd_dns)
