@@ -229,7 +229,10 @@ class _Check:
     async def target(self, spec: str | None, domain: str) -> str:
         if spec is None:
             return domain
-        return macros.domain_name(macros.expand(spec, await self.values(spec, domain)))
+        try:
+            return macros.domain_name(macros.expand(spec, await self.values(spec, domain)))
+        except macros.MacroError as e:
+            raise _PermError(f"{spec[:80]!r}: {e}") from None
 
     # -- evaluation
 
@@ -331,7 +334,10 @@ class _Check:
 
     async def explain(self, spec: str, domain: str) -> str | None:
         """§6.2: the explanation, or None on any trouble (no DNS limits count)."""
-        name = await self.target(spec, domain)
+        try:
+            name = await self.target(spec, domain)
+        except _PermError:
+            return None
         outcome = await self.lookup(self.resolver.txt, name)
         if not isinstance(outcome, Answer) or len(outcome.records) != 1:
             return None
@@ -340,9 +346,12 @@ class _Check:
             macros.check(text, exp=True)
         except (UnicodeDecodeError, macros.MacroError):
             return None
-        if not text.isprintable():
+        if len(text) > record.MAX_RECORD or not text.isprintable():
             return None
-        return macros.expand(text, await self.values(text, domain))
+        try:
+            return macros.expand(text, await self.values(text, domain))
+        except macros.MacroError:
+            return None
 
 
 def _network(address: IP, cidr: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

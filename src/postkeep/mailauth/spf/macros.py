@@ -15,7 +15,8 @@ digit transformer is non-zero (§7.3). Expansion (§7.3): the value is split on 
 (default "."), reversed with "r", the right-most N parts kept, joined with "."; an upper-case
 letter's expansion is URL-escaped (§7.3: every character but RFC 3986 unreserved ones).
 "%%" is "%", "%_" a space, "%-" "%20". A domain name after expansion keeps at most 253
-characters, its left-most labels removed (§7.3), and loses one trailing dot (§7.1).
+characters, its left-most labels removed (§7.3), and loses one trailing dot (§7.1). An
+expansion longer than `MAX_EXPANSION` characters is a MacroError.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ DOMAIN_LETTERS = frozenset("slodiphv")
 EXP_LETTERS = DOMAIN_LETTERS | frozenset("crt")
 #: A digit transformer above this keeps every part; bounds the int() of a long digit run.
 MAX_DIGITS = 128
+#: Longest expansion made (characters): a record's worth of "%{s}" over a long sender
+#: stops here instead of growing to megabytes.
+MAX_EXPANSION = 8192
 
 _TOKEN = re.compile(r"%\{([A-Za-z])([0-9]*)([rR]?)([.\-+,/_=]*)\}|%[%_-]|%|[^%]+")
 _LITERAL = re.compile(r"[\x21-\x24\x26-\x7e]*")
@@ -93,19 +97,27 @@ def _transform(value: str, digits: str, reverse: bool, delimiters: str) -> str:
 
 
 def expand(text: str, values: Mapping[str, str]) -> str:
-    """`text` (checked with `check`) with its macros replaced by `values` (letter -> value)."""
+    """`text` (checked with `check`) with its macros replaced by `values` (letter -> value);
+    MacroError beyond `MAX_EXPANSION` characters."""
     out: list[str] = []
+    size = 0
     for match in _TOKEN.finditer(text):
+        if size > MAX_EXPANSION:
+            raise MacroError(f"an expansion of more than {MAX_EXPANSION} characters")
         token = match.group(0)
         letter = match.group(1)
         if letter is None:
             out.append({"%%": "%", "%_": " ", "%-": "%20"}.get(token, token))
+            size += len(out[-1])
             continue
         value = _transform(values[letter.lower()], match.group(2), bool(match.group(3)),
                            match.group(4))
         if letter.isupper():
             value = urllib.parse.quote(value, safe="~")
         out.append(value)
+        size += len(value)
+    if size > MAX_EXPANSION:
+        raise MacroError(f"an expansion of more than {MAX_EXPANSION} characters")
     return "".join(out)
 
 
