@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from postkeep.config import DnsConfig
 from postkeep.dns import DnsResolver
 from postkeep.mailauth.spf import (
@@ -27,9 +30,12 @@ ZONE = "spf.test"
 
 
 def _txt(text: str) -> str:
-    """A TXT record's rdata: `text` in character-strings of at most 255 octets."""
-    chunks = [text[i:i + 255] for i in range(0, len(text), 255)] or [""]
-    return " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
+    """A TXT record's rdata: `text` (UTF-8) in character-strings of at most 255 octets, octets
+    other than printable ASCII as \\DDD."""
+    data = text.encode()
+    chunks = [data[i:i + 255] for i in range(0, len(data), 255)] or [b""]
+    return " ".join('"' + "".join(chr(b) if 0x20 <= b < 0x7F and b not in b'"\\' else f"\\{b:03d}"
+                                  for b in c) + '"' for c in chunks)
 
 
 def publish(server: AuthServer, records: dict[str, str], extra: tuple[str, ...] = ()) -> None:
@@ -182,3 +188,26 @@ def test_header_fields() -> None:
     assert authentication_results(helo) == "spf=none smtp.helo=mail.example"
     assert "identity=helo" in received_spf(helo, "mx")
     assert "envelope-from" not in received_spf(helo, "mx")
+
+
+TERMS = ["a", "mx", "ptr", "-all", "~all", "?all", f"include:inc.{ZONE}",
+         f"redirect=inc.{ZONE}", f"exists:%{{ir}}.%{{l}}.{ZONE}", "a:%{d2}/24//64",
+         "ip4:192.0.2.0/24",
+         "ip6:2001:db8::/32", f"exp=why.{ZONE}", "mx:%{o}", "ptr:%{p}", "a:%{H}.x",
+         "foo=%{s}", "%{", "a/33", "exists:", "x", "\x01", "é", f"include:gone.{ZONE}"]
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(TERMS), max_size=12), st.lists(st.sampled_from(TERMS),
+                                                                max_size=6),
+       st.sampled_from(["192.0.2.1", "2001:db8::1", "::ffff:192.0.2.9"]))
+def test_random_records_end_in_a_result(dns_server: AuthServer, top: list[str],
+                                        inc: list[str], ip: str) -> None:
+    """Records made of good and bad terms, served by NSD: a result, never an exception."""
+    publish(dns_server, {"top": " ".join(["v=spf1", *top]), "inc": " ".join(["v=spf1", *inc]),
+                         "why": "%{c} %{r} %{t} %{p} %{i}"},
+            ("top A 192.0.2.1", "top MX 10 top", "top AAAA 2001:db8::1"))
+    result = mailfrom(dns_server, f"who@top.{ZONE}", ip=ip)
+    assert isinstance(result.result, Spf)
+    assert (result.problem is not None) == (result.result in (Spf.PERMERROR, Spf.TEMPERROR))

@@ -236,9 +236,11 @@ class _Check:
 
     # -- evaluation
 
-    async def evaluate(self, domain: str) -> tuple[Spf, str | None, str | None]:
+    async def evaluate(self, domain: str, *, explain: bool = True
+                       ) -> tuple[Spf, str | None, str | None]:
         """(result, mechanism, explanation) for `domain`: §4.3 to §4.7. Raises _PermError
-        and _TempError."""
+        and _TempError. `explain`: look up the exp= of a fail (not for an include's target,
+        whose exp= is never used: §6.2)."""
         if not valid_domain(domain):
             return Spf.NONE, None, None
         spf = await self.record(domain)
@@ -248,13 +250,13 @@ class _Check:
             if await self.matches(mechanism, domain):
                 result = _QUALIFIER[mechanism.qualifier]
                 explanation = None
-                if result is Spf.FAIL and spf.exp is not None:
+                if result is Spf.FAIL and spf.exp is not None and explain:
                     explanation = await self.explain(spf.exp, domain)
                 return result, mechanism.text, explanation
         if spf.redirect is not None:
             self.count_term("redirect=")
             target = await self.target(spf.redirect, domain)
-            result, mechanism_text, explanation = await self.evaluate(target)
+            result, mechanism_text, explanation = await self.evaluate(target, explain=explain)
             if result is Spf.NONE:
                 raise _PermError(f"redirect={target[:80]}: no SPF record (RFC 7208 §6.1)")
             return result, mechanism_text, explanation
@@ -290,7 +292,7 @@ class _Check:
         target = await self.target(mechanism.domain_spec, domain)
         cidr = mechanism.cidr4 if ip.version == 4 else mechanism.cidr6
         if name == "include":
-            result, _, _ = await self.evaluate(target)
+            result, _, _ = await self.evaluate(target, explain=False)
             if result is Spf.NONE:
                 raise _PermError(f"{term[:80]!r}: no SPF record at {target[:80]} "
                                  "(RFC 7208 §5.2)")

@@ -73,7 +73,11 @@ def received_spf(result: SpfResult, receiver: str) -> str:
 
 
 def _address(sender: str) -> str:
+    """RFC 8601's pvalue: local-part "@" domain-name, the local-part quoted when no dot-atom;
+    the whole a quoted-string when the domain is no dot-atom either."""
     local, _, domain = sender.rpartition("@")
+    if not _DOT_ATOM.fullmatch(domain):
+        return _quoted(sender)
     return f"{local if _DOT_ATOM.fullmatch(local) else _quoted(local)}@{domain}"
 
 
