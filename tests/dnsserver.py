@@ -20,7 +20,8 @@ Authoritative server (NSD)
     `$TTL` (= `ttl`) set, e.g. `"@ MX 10 mx"`, `"mx A 192.0.2.1"`,
     `'sel._domainkey 60 TXT "v=DKIM1; k=ed25519; p=..."'`. Calling it again for the same
     origin replaces every record (the serial goes up). Returns the zone file's path. It returns
-    once NSD serves the new serial (over UDP and TCP).
+    once NSD serves the new serial (over UDP and TCP). Origin "." is the root zone: owner names
+    absolute, and every name it does not hold is NXDOMAIN (as from a recursive resolver).
     `server.add_zone_text(origin, text) -> Path`: a complete zone file (e.g. a signed zone);
     waits for its SOA serial, which must be above the one served (ValueError otherwise).
     `server.add_broken_zone(origin)`: a zone NSD is configured for but cannot load, so it
