@@ -211,3 +211,20 @@ def test_random_records_end_in_a_result(dns_server: AuthServer, top: list[str],
     result = mailfrom(dns_server, f"who@top.{ZONE}", ip=ip)
     assert isinstance(result.result, Spf)
     assert (result.problem is not None) == (result.result in (Spf.PERMERROR, Spf.TEMPERROR))
+
+
+def test_explanation_only_macros(dns_server: AuthServer) -> None:
+    """c (the client, RFC 5952 text for IPv6), r (the receiver, "unknown" without one) and t
+    (the time given) in an exp= text; URL escaping of an upper-case letter (RFC 7208 §7.3)."""
+    publish(dns_server, {"exp": f"v=spf1 -all exp=why.{ZONE}",
+                         "why": "%{c} via %{r} at %{t} for %{L} (%{ir}.%{v})"})
+    r = resolver(dns_server.nameserver)
+    sender = f"a+b@exp.{ZONE}"
+    six = asyncio.run(check_mailfrom("2001:DB8::1", sender, "h.example", r,
+                                     receiver="mx.example", now=1234.5))
+    assert (six.result, six.mechanism) == (Spf.FAIL, "-all")
+    assert six.explanation == (
+        "2001:db8::1 via mx.example at 1234 for a%2Bb "
+        "(1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.B.D.0.1.0.0.2.ip6)")
+    four = asyncio.run(check_mailfrom("192.0.2.3", sender, "h.example", r, now=0))
+    assert four.explanation == "192.0.2.3 via unknown at 0 for a%2Bb (3.2.0.192.in-addr)"
