@@ -20,7 +20,8 @@ Authoritative server (NSD)
     `$TTL` (= `ttl`) set, e.g. `"@ MX 10 mx"`, `"mx A 192.0.2.1"`,
     `'sel._domainkey 60 TXT "v=DKIM1; k=ed25519; p=..."'`. Calling it again for the same
     origin replaces every record (the serial goes up). Returns the zone file's path. It returns
-    once NSD serves the new serial (over UDP and TCP).
+    once NSD serves the new serial (over UDP and TCP). Origin "." is the root zone: owner names
+    absolute, and every name it does not hold is NXDOMAIN (as from a recursive resolver).
     `server.add_zone_text(origin, text) -> Path`: a complete zone file (e.g. a signed zone);
     waits for its SOA serial, which must be above the one served (ValueError otherwise).
     `server.add_broken_zone(origin)`: a zone NSD is configured for but cannot load, so it
@@ -46,6 +47,15 @@ Validating resolver (Unbound)
     over (`owner`, `covered`) in a signed zone's text: validation of that RRset fails (bogus),
     which Unbound answers with SERVFAIL.
 
+A nameserver that never answers some names
+    `start_dropping_relay(upstream, address="127.0.0.1") -> DroppingRelay`: a relay (a thread
+    of the test process; UDP and TCP on one free port) in front of `upstream` (an AuthServer)
+    that passes every query on and its reply back, except the queries of the names it is told
+    to drop: those get no reply at all, as from a nameserver that times out (the OpenSPF
+    suite's TIMEOUT entries). `relay.drop(name, answered=())`: queries for `name` go
+    unanswered unless their type is in `answered`; `relay.clear()`; `relay.nameserver`;
+    `relay.stop()`.
+
 Pytest fixtures (imported by tests/conftest.py, so every test directory has them)
     `dns_server`: an AuthServer on 127.0.0.1, fresh for each test.
     `validating_resolver`: a Resolver on 127.0.0.1 in front of that test's `dns_server`.
@@ -59,7 +69,9 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -185,10 +197,11 @@ def zone_text(origin: str, records: Iterable[str], *, ttl: int = 300, negative_t
               serial: int = 1) -> str:
     """A complete zone file: SOA (its TTL and minimum both `negative_ttl`), NS, `records`."""
     name = _origin(origin)
+    absolute = "." if name == "." else f"{name}."
     lines = [
-        f"$ORIGIN {name}.",
+        f"$ORIGIN {absolute}",
         f"$TTL {ttl}",
-        f"@ {negative_ttl} IN SOA ns.{name}. hostmaster.{name}. "
+        f"@ {negative_ttl} IN SOA ns.{absolute.lstrip('.')} hostmaster.{absolute.lstrip('.')} "
         f"{serial} 3600 600 86400 {negative_ttl}",
         "@ IN NS ns",
         "ns IN A 127.0.0.1",
@@ -198,8 +211,9 @@ def zone_text(origin: str, records: Iterable[str], *, ttl: int = 300, negative_t
 
 
 def _soa_serial(origin: str, text: str) -> int:
-    zone = dns.zone.from_text(text, origin=origin + ".", relativize=False, check_origin=True)
-    soa = zone.get_rdataset(origin + ".", "SOA")
+    absolute = "." if origin == "." else origin + "."
+    zone = dns.zone.from_text(text, origin=absolute, relativize=False, check_origin=True)
+    soa = zone.get_rdataset(absolute, "SOA")
     assert soa is not None
     return int(soa[0].serial)  # type: ignore[attr-defined]
 
@@ -248,7 +262,7 @@ class AuthServer(_Daemon):
         return done.stdout
 
     def _zonefile(self, origin: str) -> Path:
-        return self.directory / "zones" / f"{origin}.zone"
+        return self.directory / "zones" / f"{origin}.zone"  # the root's: "..zone"
 
     def _install(self, origin: str, text: str) -> Path:
         path = self._zonefile(origin)
@@ -554,6 +568,137 @@ def start_validating_resolver(directory: Path, upstream: AuthServer, address: st
     raise AssertionError("unreachable")
 
 
+class DroppingRelay:
+    """The relay of `start_dropping_relay` (see the module docstring)."""
+
+    def __init__(self, upstream: AuthServer, address: str) -> None:
+        _check_loopback(address)
+        self.upstream = upstream
+        self.address = address
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        for _ in range(20):
+            self.port = free_port(address)
+            udp = socket.socket(family, socket.SOCK_DGRAM)
+            tcp = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                udp.bind((address, self.port))
+                tcp.bind((address, self.port))
+            except OSError:
+                udp.close()
+                tcp.close()
+                continue
+            break
+        else:
+            raise RuntimeError(f"no port for the relay on {address}")
+        tcp.listen(16)
+        udp.settimeout(0.1)
+        tcp.settimeout(0.1)
+        self._udp, self._tcp = udp, tcp
+        self._family = family
+        self._dropped: dict[str, frozenset[str]] = {}
+        self._stopping = threading.Event()
+        self._threads = [threading.Thread(target=self._serve_udp, daemon=True),
+                         threading.Thread(target=self._serve_tcp, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def nameserver(self) -> str:
+        return _hostport(self.address, self.port)
+
+    def drop(self, name: str, answered: Iterable[str] = ()) -> None:
+        self._dropped[name.rstrip(".").lower()] = frozenset(t.upper() for t in answered)
+
+    def clear(self) -> None:
+        self._dropped.clear()
+
+    def _dropping(self, wire: bytes) -> bool:
+        try:
+            query = dns.message.from_wire(wire)
+            question = query.question[0]
+        except (dns.exception.DNSException, IndexError):
+            return True
+        name = question.name.to_text(omit_final_dot=True).lower()
+        answered = self._dropped.get(name)
+        return answered is not None and dns.rdatatype.to_text(question.rdtype) not in answered
+
+    def _serve_udp(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                wire, peer = self._udp.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if self._dropping(wire):
+                continue
+            with socket.socket(self._family, socket.SOCK_DGRAM) as up:
+                up.settimeout(2)
+                up.sendto(wire, (self.upstream.address, self.upstream.port))
+                try:
+                    reply = up.recv(65535)
+                except TimeoutError:
+                    continue
+            self._udp.sendto(reply, peer)
+
+    def _serve_tcp(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._tcp.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._tcp_client, args=(conn,), daemon=True).start()
+
+    def _tcp_client(self, conn: socket.socket) -> None:
+        def read(n: int) -> bytes:
+            data = b""
+            while len(data) < n:
+                chunk = conn.recv(n - len(data))
+                if not chunk:
+                    raise EOFError
+                data += chunk
+            return data
+
+        with conn:
+            conn.settimeout(10)
+            try:
+                while True:
+                    wire = read(struct.unpack("!H", read(2))[0])
+                    if self._dropping(wire):
+                        continue
+                    with socket.create_connection(
+                            (self.upstream.address, self.upstream.port), timeout=5) as up:
+                        up.sendall(struct.pack("!H", len(wire)) + wire)
+                        head = b""
+                        while len(head) < 2:
+                            head += up.recv(2 - len(head))
+                        size = struct.unpack("!H", head)[0]
+                        body = b""
+                        while len(body) < size:
+                            chunk = up.recv(size - len(body))
+                            if not chunk:
+                                break
+                            body += chunk
+                    conn.sendall(head + body)
+            except (EOFError, OSError):
+                return
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join()
+        self._udp.close()
+        self._tcp.close()
+
+
+def start_dropping_relay(upstream: AuthServer, address: str = "127.0.0.1") -> DroppingRelay:
+    """A relay in front of `upstream` that drops the queries of chosen names (module
+    docstring)."""
+    return DroppingRelay(upstream, address)
+
+
 @pytest.fixture
 def dns_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
     """A fresh NSD on 127.0.0.1 (free port) for one test."""
@@ -574,6 +719,7 @@ def validating_resolver(dns_server: AuthServer, tmp_path_factory: pytest.TempPat
 
 __all__ = [
     "AuthServer",
+    "DroppingRelay",
     "Resolver",
     "SignedZone",
     "auth_server",
@@ -583,6 +729,7 @@ __all__ = [
     "sign_zone",
     "start_auth_server",
     "start_auth_server_port53",
+    "start_dropping_relay",
     "start_validating_resolver",
     "validating_resolver",
     "zone_text",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.query
@@ -17,6 +18,7 @@ from tests.dnsserver import (
     sign_zone,
     start_auth_server,
     start_auth_server_port53,
+    start_dropping_relay,
     zone_text,
 )
 
@@ -106,3 +108,26 @@ def test_validating_resolver(dns_server: AuthServer, validating_resolver: Resolv
     answer = ask(r.address, r.port, "plain.test", "A", dnssec=True)
     assert answer.answer and not answer.flags & dns.flags.AD
     assert ask(r.address, r.port, "bad.signed.test", "A").rcode() == dns.rcode.SERVFAIL
+
+
+def test_root_zone_and_dropping_relay(dns_server: AuthServer) -> None:
+    """A root zone makes every other name NXDOMAIN; the relay passes queries on (UDP and TCP)
+    but leaves a dropped name's unanswered, except for the types it still answers."""
+    dns_server.add_zone(".", ["quiet.example. A 192.0.2.1", 'quiet.example. TXT "t"',
+                              "loud.example. A 192.0.2.2"])
+    assert ask(dns_server.address, dns_server.port, "other.example", "A").rcode() == \
+        dns.rcode.NXDOMAIN
+    relay = start_dropping_relay(dns_server)
+    try:
+        relay.drop("quiet.example", answered=["TXT"])
+        for tcp in (False, True):
+            reply = ask(relay.address, relay.port, "loud.example", "A", tcp=tcp)
+            assert reply.answer and reply.answer[0][0].address == "192.0.2.2"
+            assert ask(relay.address, relay.port, "quiet.example", "TXT", tcp=tcp).answer
+        query = dns.message.make_query("quiet.example", "A")
+        with pytest.raises(dns.exception.Timeout):
+            dns.query.udp(query, relay.address, port=relay.port, timeout=0.5)
+        relay.clear()
+        assert ask(relay.address, relay.port, "quiet.example", "A").answer
+    finally:
+        relay.stop()

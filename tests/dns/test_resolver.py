@@ -422,3 +422,39 @@ def test_system_resolv_conf_on_port_53(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="names no nameserver"):
         DnsResolver(DnsConfig(), resolv_conf=str(empty))
 
+
+
+def test_literal_names_are_asked_as_they_stand(dns_server: AuthServer) -> None:
+    """literal=True (SPF's expanded macros): any printable ASCII label, asked as its octets
+    ("\\\\", "(" and ";" too); the checked form refuses those names."""
+    dns_server.add_zone("example.test", [
+        "foo:bar/baz A 192.0.2.1", r"with\032space\040paren\059 A 192.0.2.2",
+        r"back\092slash TXT x"])
+    r = resolver(dns_server.nameserver)
+
+    async def main() -> None:
+        colon = await r.a("FOO:bar/baz.example.test", literal=True)
+        assert isinstance(colon, Answer) and colon.records == ("192.0.2.1",)
+        spaced = await r.a("with space(paren;.example.test", literal=True)
+        assert isinstance(spaced, Answer) and spaced.records == ("192.0.2.2",)
+        slash = await r.txt("back\\slash.example.test", literal=True)
+        assert isinstance(slash, Answer) and slash.records == (b"x",)
+        assert isinstance(await r.mx("foo:bar/baz.example.test", literal=True), NoData)
+        assert isinstance(await r.aaaa("nothing here.example.test", literal=True), NxDomain)
+        with pytest.raises(InvalidName, match="letters, digits"):
+            await r.a("foo:bar/baz.example.test")
+
+    run(main())
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("a..test", "empty label"),
+    ("a" * 64 + ".test", "label of 64"),
+    (".".join(["a" * 63] * 4), "at most 253"),
+    ("nul\x00.test", "printable ASCII"),
+    ("tab\t.test", "printable ASCII"),
+    ("b\u00fccher.test", "printable ASCII"),
+])
+def test_invalid_literal_names_are_refused(name: str, why: str) -> None:
+    with pytest.raises(InvalidName, match=why):
+        run(resolver("127.0.0.1:9").a(name, literal=True))

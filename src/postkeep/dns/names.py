@@ -11,6 +11,10 @@
 - ASCII is lower-cased (names compare case-insensitively, RFC 4343): the cache's keys.
 
 `query_name` returns the name as text without the trailing dot, or raises `InvalidName`.
+
+`literal_name` is for names made from untrusted parts that must be asked as they stand (SPF's
+macro expansion, RFC 7208 §7: a local-part, "%_" spaces): any printable ASCII octet in a
+label (DNS carries any octet, RFC 2181 §11), the same lengths, ASCII lower-cased, no IDNA.
 """
 
 from __future__ import annotations
@@ -63,3 +67,25 @@ def query_name(name: str) -> str:
     if len(result) > MAX_NAME:
         raise InvalidName(f"{name!r}: {len(result)} characters in A-labels (at most {MAX_NAME})")
     return result
+
+
+def literal_name(name: str) -> str:
+    """`name` as it stands: labels of printable ASCII (%x20-7E), 1 to 63 octets, at most
+    253 in all, lower-cased, without the trailing dot; else InvalidName."""
+    if not isinstance(name, str):
+        raise InvalidName(f"expected a domain name as text, not {type(name).__name__}")
+    if len(name) > MAX_INPUT:
+        raise InvalidName(f"a domain name of {len(name)} characters (at most {MAX_NAME})")
+    text = name[:-1] if name.endswith(".") else name
+    if not text:
+        raise InvalidName("an empty domain name")
+    if not (text.isascii() and text.isprintable()):
+        raise InvalidName(f"{name!r}: characters outside printable ASCII")
+    for label in text.split("."):
+        if not label:
+            raise InvalidName(f"{name!r}: an empty label")
+        if len(label) > MAX_LABEL:
+            raise InvalidName(f"{name!r}: a label of {len(label)} octets (at most {MAX_LABEL})")
+    if len(text) > MAX_NAME:
+        raise InvalidName(f"{name!r}: {len(text)} characters (at most {MAX_NAME})")
+    return text.lower()

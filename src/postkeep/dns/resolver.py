@@ -24,8 +24,9 @@ RFC 7766 §5, CNAME chain following per RFC 1034 §3.6.2 within one reply), it a
   (DNS flag day 2020); larger replies come truncated and are asked again over TCP.
 
 Names are checked first (`postkeep.dns.names`): `InvalidName` for one that is not a domain
-name. Each temporary failure is logged on one line (`dns: lookup failed name=... type=...
-reason=...`).
+name; with `literal=True` (SPF's expanded macros) any printable ASCII label is asked as it
+stands (`names.literal_name`). Each temporary failure is logged on one line (`dns: lookup
+failed name=... type=... reason=...`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import dns.rrset
 
 from postkeep.config import DnsConfig, parse_nameserver
 from postkeep.dns.cache import DnsCache
-from postkeep.dns.names import InvalidName, query_name
+from postkeep.dns.names import InvalidName, literal_name, query_name
 from postkeep.dns.results import MX, SRV, TLSA, Answer, NoData, NxDomain, Result, TempFail
 from postkeep.errors import ConfigError
 
@@ -155,18 +156,18 @@ class DnsResolver:
         return [_where(ns.address, ns.port) if isinstance(ns, dns.nameserver.Do53Nameserver)
                 else _where(str(ns), self._stub.port) for ns in self._stub.nameservers]
 
-    async def mx(self, name: str) -> Result[MX]:
-        return await self.lookup(name, "MX")
+    async def mx(self, name: str, *, literal: bool = False) -> Result[MX]:
+        return await self.lookup(name, "MX", literal=literal)
 
-    async def a(self, name: str) -> Result[str]:
-        return await self.lookup(name, "A")
+    async def a(self, name: str, *, literal: bool = False) -> Result[str]:
+        return await self.lookup(name, "A", literal=literal)
 
-    async def aaaa(self, name: str) -> Result[str]:
-        return await self.lookup(name, "AAAA")
+    async def aaaa(self, name: str, *, literal: bool = False) -> Result[str]:
+        return await self.lookup(name, "AAAA", literal=literal)
 
-    async def txt(self, name: str) -> Result[bytes]:
+    async def txt(self, name: str, *, literal: bool = False) -> Result[bytes]:
         """Each TXT record as one byte string (its character-strings concatenated)."""
-        return await self.lookup(name, "TXT")
+        return await self.lookup(name, "TXT", literal=literal)
 
     async def tlsa(self, name: str) -> Result[TLSA]:
         return await self.lookup(name, "TLSA")
@@ -179,12 +180,13 @@ class DnsResolver:
             raise InvalidName(f"{address!r} is not an IP address") from None
         return await self.lookup(_text(reverse), "PTR")
 
-    async def lookup(self, name: str, rdtype: str) -> Result[Any]:
+    async def lookup(self, name: str, rdtype: str, *, literal: bool = False) -> Result[Any]:
         """The outcome for (`name`, `rdtype`): from the cache, from a lookup already under way
-        for the same, or from a new one. Raises InvalidName for a name that is none."""
+        for the same, or from a new one. Raises InvalidName for a name that is none
+        (`literal`: checked by `literal_name`, else by `query_name`)."""
         if rdtype not in _CONVERT:
             raise ValueError(f"record type {rdtype!r} is not one of {', '.join(_CONVERT)}")
-        key = (query_name(name), rdtype)
+        key = ((literal_name if literal else query_name)(name), rdtype)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
@@ -202,7 +204,8 @@ class DnsResolver:
         return await asyncio.shield(task)
 
     async def _resolve(self, qname: str, rdtype: str) -> Result[Any]:
-        absolute = dns.name.from_text(qname, dns.name.root)
+        # From the labels, not from text: in a literal name "\\", "@" or "(" are octets.
+        absolute = dns.name.Name([*(label.encode("ascii") for label in qname.split(".")), b""])
         per_attempt = self.config.timeout * max(1, len(self._stub.nameservers))
         for _ in range(self.config.attempts):
             try:
