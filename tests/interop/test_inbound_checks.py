@@ -30,6 +30,12 @@ def checked(fresh: Instance, dns_server: AuthServer) -> tuple[Instance, AuthServ
     dns_server.add_zone("0.0.127.in-addr.arpa", ["3 PTR mx3.good.test."])
     dns_server.add_zone("good.test", ["mx3 A 127.0.0.3"])
     dns_server.add_zone("dbl.test", ["evil.test A 127.0.1.2"])
+    dns_server.add_zone("test", [  # the top: every other name under it does not exist
+        '_dmarc.bank TXT "v=DMARC1; p=reject; rua=mailto:agg@bank.test"', "bank A 192.0.2.80",
+        '_dmarc.shop TXT "v=DMARC1; p=quarantine"', "shop A 192.0.2.81",
+        'aligned TXT "v=spf1 ip4:127.0.0.3 -all"',
+        '_dmarc.aligned TXT "v=DMARC1; p=reject"',
+    ])
     fresh.set_config("dns", nameservers=[dns_server.nameserver], timeout=2.0, attempts=1)
     fresh.set_config("inbound", trusted_networks=[], check_timeout=5.0)
     path = fresh.dir / "postkeep.toml"
@@ -86,6 +92,8 @@ def test_forged_results_removed_and_ours_written(checked: tuple[Instance, AuthSe
     assert re.search(r"dkim=pass header\.d=signer\.test header\.i=@signer\.test header\.s=s1 "
                      r"header\.a=rsa-sha256 header\.b=[\w+/]{8}", unfolded), unfolded
     assert "Received: from mx3.good.test (mx3.good.test [127.0.0.3])" in head
+    assert "spf=none smtp.mailfrom=news@signer.test" in unfolded
+    assert "dmarc=none (no policy) header.from=signer.test" in unfolded
     assert head.index("Authentication-Results: localhost;") < head.index("Received: from")
     assert stored.endswith(f"hello {tag}\r\n".encode())
     inst.wait_log(r"authentication-results removed qid=\w+ ip=127\.0\.0\.3 count=1")
@@ -108,3 +116,56 @@ def test_a_message_linking_to_a_listed_domain_is_refused(
     line = inst.wait_log(r"reject ip=127\.0\.0\.3 cmd=DATA code=550 5\.7\.1 .*").group(0)
     assert "uribl score=1 domains=evil.test@dbl.test=spam domain" in line
     assert inst.messages("alice@example.test") == []
+
+
+def send(inst: Instance, mail_from: str, message: str) -> None:
+    with smtplib.SMTP("127.0.0.1", inst.smtp_port, source_address=(CONFIRMED, 0),
+                      timeout=30) as c:
+        c.ehlo("mx3.good.test")
+        c.sendmail(mail_from, ["alice@example.test"], message.encode())
+
+
+def test_a_spoofed_reject_sender_is_refused(checked: tuple[Instance, AuthServer]) -> None:
+    inst, _ = checked
+    r = subprocess.run(
+        [require_tool("swaks", "swaks"), "--server", "127.0.0.1", "--port", str(inst.smtp_port),
+         "--local-interface", CONFIRMED, "--helo", "mx3.good.test", "--timeout", "20",
+         "--from", "attacker@evil.example.test", "--to", "alice@example.test",
+         "--header", "From: CEO <ceo@bank.test>", "--header", "Subject: wire the money"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert ("550 5.7.1 Message rejected: bank.test does not authenticate it and its DMARC "
+            "policy is reject") in r.stdout
+    line = inst.wait_log(r"reject ip=127\.0\.0\.3 cmd=DATA code=550 5\.7\.1 .*").group(0)
+    assert "dmarc fail header.from=bank.test p=reject dis=reject domain=bank.test" in line
+    assert inst.messages("alice@example.test") == []
+
+
+def test_an_aligned_sender_passes_spf_and_dmarc(checked: tuple[Instance, AuthServer]) -> None:
+    inst, _ = checked
+    send(inst, "bounces@aligned.test",
+         "From: news@aligned.test\r\nTo: alice@example.test\r\nSubject: hi\r\n\r\nhello\r\n")
+    [stored] = inst.messages("alice@example.test")
+    head = " ".join(stored.split(b"\r\n\r\n", 1)[0].decode().split())
+    assert "spf=pass smtp.mailfrom=bounces@aligned.test" in head
+    assert "dmarc=pass (p=reject dis=none) header.from=aligned.test" in head
+
+
+def test_quarantine_goes_to_junk(checked: tuple[Instance, AuthServer]) -> None:
+    inst, _ = checked
+    send(inst, "x@elsewhere.example.test",
+         "From: deals@shop.test\r\nTo: alice@example.test\r\nSubject: deal\r\n\r\n!\r\n")
+    assert inst.messages("alice@example.test") == []
+    [junk] = inst.messages("alice@example.test", "Junk")
+    assert b"dmarc=fail (p=quarantine dis=quarantine) header.from=shop.test" in b" ".join(
+        junk.split())
+    inst.wait_log(r"quarantined qid=\w+ ip=127\.0\.0\.3 mailbox=Junk")
+
+
+def test_two_authors_are_refused(checked: tuple[Instance, AuthServer]) -> None:
+    inst, _ = checked
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(inst, "bounces@aligned.test",
+             "From: news@aligned.test\r\nFrom: ceo@bank.test\r\nSubject: x\r\n\r\nx\r\n")
+    assert refused.value.smtp_code == 550
+    assert b"more than one author" in refused.value.smtp_error

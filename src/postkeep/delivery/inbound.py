@@ -11,9 +11,10 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
 - ``limits``: the header section's size and the Received count (`policy.limits`; RFC 5321
   §6.3: a count past the limit is a mail loop);
 - ``authenticate`` (MX only): Authentication-Results fields naming this server removed (RFC
-  8601 §5), then ours written (`mailauth.authres`) from iprev (looked up at connect,
-  `delivery.origin`) and the DKIM verification of every signature (`mailauth.dkim_check`);
-  none for a client in `[inbound] trusted_networks`;
+  8601 §5), then SPF, DKIM and DMARC (`delivery.authentication`), ours written from their
+  results and iprev's (looked up at connect, `delivery.origin`); a DMARC failure refused or
+  sent to Junk as the domain asks (`policy.trust`); none of it for a client in `[inbound]
+  trusted_networks`;
 - ``links`` (MX, with `[[inbound.uribl]]` lists): the domains the text links to
   (`mailauth.uridomains`) asked of the domain lists; listed ones refuse the message
   (`policy.trust`);
@@ -29,8 +30,8 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
   recipients (authenticated submission) into the outbound queue.
 
 Block lists are asked at connect and refuse at MAIL FROM (`delivery.origin`, the SMTP
-driver). Later checks join here, as stages of their own in this list: SPF, DMARC and ARC
-after ``authenticate``; content filters before ``trace``.
+driver). Later checks join here, as stages of their own in this list: ARC after
+``authenticate``; content filters before ``trace``.
 
 A message's text is bytes, or a `SpooledText` (past `smtp.spool_threshold` it arrived into an
 encrypted spool): stages read it as bytes-like (`len`, slices, `find`...; a spooled one is
@@ -48,6 +49,7 @@ from dataclasses import dataclass
 
 from postkeep import log
 from postkeep.config import SendingConfig
+from postkeep.delivery.authentication import judge
 from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.origin import ClientChecks, InboundChecks
 from postkeep.delivery.signing import DkimKeyring, sign_message
@@ -55,7 +57,6 @@ from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, ret
 from postkeep.errors import NotFound, Reply
 from postkeep.mailauth import authres
 from postkeep.mailauth.dkim.canon import split_message
-from postkeep.mailauth.dkim_check import check_dkim_parts
 from postkeep.mailauth.dnsbl import check_domains
 from postkeep.mailauth.uridomains import body_domains
 from postkeep.policy import limits
@@ -195,19 +196,17 @@ class InboundPipeline:
         if checks is None or checks.trusted:
             return None
         assert self.checks is not None  # a ClientChecks comes from them
-        cfg, resolver = self.checks.cfg, self.checks.resolver
-        results = []
-        iprev = await checks.iprev()
-        if iprev is not None:
-            results.append(iprev.auth_result())
-            message.client_name = iprev.name or None
-        if cfg.dkim:
-            dkim = await check_dkim_parts(
-                resolver, block, _chunks(message.data, len(kept) + 2),  # as it came
-                timeout=cfg.check_timeout, clock=self.clock)
-            results += authres.dkim_resinfo(dkim.results)
-        message.auth_results = authres.render(self.hostname, results)
-        return None
+        judgement = await judge(
+            self.checks, checks, self.hostname, helo=message.client.helo,
+            mail_from=message.envelope.mail_from, header_block=block,  # as it came
+            body=_chunks(message.data, len(kept) + 2), clock=self.clock)
+        message.auth_results = judgement.auth_results
+        message.client_name = judgement.client_name
+        if judgement.mailbox is not None:
+            message.mailbox = judgement.mailbox
+            logger.info("quarantined qid=%s ip=%s mailbox=%s reason=%s", message.queue_id,
+                        message.client.ip, judgement.mailbox, log.quote(judgement.reason))
+        return judgement.verdict
 
     async def check_links(self, message: Inbound) -> Verdict | None:
         """MX: the domains the text links to, asked of `[[inbound.uribl]]` (RFC 5782 §3)."""

@@ -1,0 +1,111 @@
+"""The MX's authentication of a message: SPF, DKIM and DMARC, one Authentication-Results.
+
+Run by the inbound pipeline's ``authenticate`` stage for a client outside `[inbound]
+trusted_networks`, once the text is in (the checks need its header section and body):
+
+1. **SPF** (RFC 7208) for the MAIL FROM identity, and for the HELO identity when the
+   reverse-path is null (§2.4: then postmaster@HELO is the sender), and **DKIM** (RFC 6376)
+   for every signature, at the same time. iprev was looked up at connect.
+2. **DMARC** (RFC 9989) from their results: the RFC 5322.From domain, SPF's domain (the MAIL
+   FROM domain, or the HELO name for a null reverse-path, §4.4.2) and each DKIM ``d=``.
+   A message with more than one From field, or one naming several authors, cannot be judged
+   (RFC 9989 §4.4.1): it is refused, since evaluating one of its authors would let the other
+   through unchecked.
+3. One Authentication-Results field (RFC 8601) with iprev=, spf=, one dkim= per signature and
+   dmarc=; `policy.trust` turns DMARC's disposition into a refusal or the Junk mailbox.
+
+SPF alone refuses nothing: a fail is reported and left to DMARC, which forwarding (SPF's known
+failure) cannot fool when a DKIM signature survives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from postkeep.delivery.origin import ClientChecks, InboundChecks
+from postkeep.errors import Reply
+from postkeep.mailauth import authres
+from postkeep.mailauth.dkim.canon import parse_header_fields
+from postkeep.mailauth.dkim_check import DkimCheck, check_dkim_parts
+from postkeep.mailauth.dmarc import OrgDomainMethod, author_domain, evaluate
+from postkeep.mailauth.spf import SpfResult, check_helo, check_mailfrom
+from postkeep.mailauth.spf import authentication_results as spf_resinfo
+from postkeep.policy.trust import dmarc_outcome
+from postkeep.policy.verdict import Verdict
+
+R_AUTHORS = Reply(550, "5.7.1", "Message rejected: more than one author (From) to "
+                  "authenticate")
+
+
+@dataclass(slots=True)
+class Judgement:
+    """What the checks concluded: our Authentication-Results field, a refusal (None: go
+    on), the mailbox for local copies (None: INBOX), the client's confirmed name."""
+
+    auth_results: bytes
+    verdict: Verdict | None = None
+    mailbox: str | None = None
+    client_name: str | None = None
+    reason: str = ""  # for the log line of a delivered message (the DMARC verdict)
+
+
+def _from_fields(header_block: bytes) -> list[str]:
+    return [f.raw.split(b":", 1)[1].replace(b"\r\n", b"").decode("utf-8", "replace").strip()
+            for f in parse_header_fields(header_block) if f.key == "from"]
+
+
+async def judge(checks: InboundChecks, client: ClientChecks, hostname: str, *,
+                helo: str, mail_from: str, header_block: bytes, body: Iterable[bytes],
+                clock: Callable[[], float]) -> Judgement:
+    """Authenticate one message from `client` (not a trusted one: the caller checks)."""
+    cfg, resolver = checks.cfg, checks.resolver
+    timeout = cfg.check_timeout
+
+    async def spf() -> SpfResult | None:
+        if not cfg.spf:
+            return None
+        if not mail_from and helo:
+            return await check_helo(client.ip, helo, resolver, receiver=hostname,
+                                    timeout=timeout)
+        return await check_mailfrom(client.ip, mail_from, helo or None, resolver,
+                                    receiver=hostname, timeout=timeout)
+
+    async def dkim() -> DkimCheck | None:
+        if not cfg.dkim:
+            return None
+        return await check_dkim_parts(resolver, header_block, body, timeout=timeout,
+                                      clock=clock)
+
+    iprev, spf_result, dkim_result = await asyncio.gather(client.iprev(), spf(), dkim())
+    results = []
+    judgement = Judgement(b"")
+    if iprev is not None:
+        results.append(iprev.auth_result())
+        judgement.client_name = iprev.name or None
+    if spf_result is not None:
+        results.append(spf_resinfo(spf_result))
+    if dkim_result is not None:
+        results += authres.dkim_resinfo(dkim_result.results)
+    if cfg.dmarc:
+        froms = _from_fields(header_block)
+        domain = author_domain(froms)
+        if domain is None and (len(froms) > 1 or (froms and "," in froms[0])):
+            judgement.verdict = Verdict(R_AUTHORS, f"dmarc: {len(froms)} From fields")
+        spf_pair = None
+        if spf_result is not None:
+            spf_pair = (str(spf_result.result), spf_result.domain)
+        dkim_pairs = [(r.result, r.domain or "") for r in
+                      (dkim_result.results if dkim_result is not None else ())]
+        method = OrgDomainMethod(cfg.dmarc_org_domain)
+        dmarc = await evaluate(resolver, domain, spf_pair, dkim_pairs, method=method,
+                               timeout=timeout)
+        results.append(dmarc.auth_result())
+        outcome = dmarc_outcome(dmarc, cfg.dmarc_reject, cfg.dmarc_quarantine,
+                                cfg.temperror_defer)
+        judgement.verdict = judgement.verdict or outcome.verdict
+        judgement.mailbox = outcome.mailbox
+        judgement.reason = dmarc.auth_result()
+    judgement.auth_results = authres.render(hostname, results)
+    return judgement
