@@ -22,6 +22,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.headerregistry import HeaderRegistry
+from functools import lru_cache
 
 from postkeep.mailauth.dmarc.discover import (
     OrgDomainMethod,
@@ -77,8 +78,15 @@ def author_domain(from_fields: Sequence[str]) -> str | None:
     holding exactly one address with a domain."""
     if len(from_fields) != 1 or len(from_fields[0]) > MAX_FROM:
         return None
+    return _author_domain(from_fields[0])
+
+
+@lru_cache(maxsize=1024)
+def _author_domain(value: str) -> str | None:
+    """One From field's author domain (a pure function of the field: kept for the senders
+    that recur, the stdlib's address parser being slow)."""
     try:
-        header = _REGISTRY("from", from_fields[0])
+        header = _REGISTRY("from", value)
         addresses = header.addresses  # type: ignore[attr-defined]
     except Exception:  # the stdlib parser's errors are not one type: unparsable, no domain
         return None
