@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import datetime as dt
@@ -843,13 +844,58 @@ def render(
     return "\n".join(out) + "\n"
 
 
+class PostkeepChecksTarget(PostkeepTarget):
+    """postkeep with every inbound check on (`[inbound]`: trusted_networks empty, so the
+    load's 127.0.0.1 is judged): iprev, a DNS block list, SPF, DMARC (p=reject, SPF-aligned:
+    every message passes), DKIM (none signed: each message is looked at and found unsigned),
+    and a domain list over the links. The records are served by NSD on loopback
+    (tests/dnsserver.py), so after the first messages every lookup is a cache hit."""
+
+    name = "postkeep-checks"
+
+    def setup(self) -> None:
+        super().setup()
+        sys.path.insert(1, str(REPO))
+        from tests.dnsserver import start_auth_server  # the project's test DNS server
+
+        nsd_dir = self.workdir / "nsd"
+        nsd_dir.mkdir()
+        self.nsd = start_auth_server(nsd_dir)
+        atexit.register(self.nsd.stop)
+        self.nsd.add_zone("test", [
+            'bench TXT "v=spf1 ip4:127.0.0.1 -all"',
+            '_dmarc.bench TXT "v=DMARC1; p=reject"',
+            "client.bench A 127.0.0.1",
+        ])
+        self.nsd.add_zone("0.0.127.in-addr.arpa", [f"1 PTR client.{DOMAIN}."])
+        self.nsd.add_zone("zen.test", ["2.0.0.127 A 127.0.0.2"])  # RFC 5782 §5's test entry
+        self.nsd.add_zone("dbl.test", ["listed.example A 127.0.1.2"])
+        path = self.instance / "postkeep.toml"
+        path.write_text(path.read_text() + (
+            f'\n[dns]\nnameservers = ["{self.nsd.nameserver}"]\n'
+            "\n[inbound]\ntrusted_networks = []\n"
+            '\n[[inbound.dnsbl]]\nzone = "zen.test"\n'
+            '\n[[inbound.uribl]]\nzone = "dbl.test"\n'))
+        self.notes.append("every inbound check on, records served by NSD on loopback")
+
+    def stop(self) -> None:
+        super().stop()
+        log = self.serve_log()
+        judged = len(re.findall(r'auth="iprev=pass spf=pass dkim=none dmarc=pass"', log))
+        other = len(re.findall(r"message qid=", log)) - judged
+        self.notes = [n for n in self.notes if not n.startswith("judged:")]
+        self.notes.append(f"judged: {judged} messages with iprev, SPF and DMARC passing "
+                          f"(DKIM none: unsigned), {other} otherwise")
+
+
 # -- main -----------------------------------------------------------------------------------------
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="small message counts (smoke test)")
-    p.add_argument("--targets", default="postfix,postkeep", help="comma list (postfix,postkeep)")
+    p.add_argument("--targets", default="postfix,postkeep",
+                   help="comma list (postfix,postkeep,postkeep-checks)")
     p.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS), help="e.g. a,c")
     p.add_argument(
         "--repeat", type=int, default=0, help="runs per scenario and target (default 3; 1 quick)"
@@ -868,7 +914,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(SMTP_SOURCE).exists():
         print(f"{SMTP_SOURCE} not found (install the postfix package)", file=sys.stderr)
         return 2
-    if not scenarios or any(n not in ("postfix", "postkeep") for n in names):
+    if not scenarios or any(n not in ("postfix", "postkeep", "postkeep-checks") for n in names):
         print("unknown scenario or target", file=sys.stderr)
         return 2
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -885,6 +931,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for n in names:
         if n == "postfix":
             targets.append(PostfixTarget(base / "postfix"))
+        elif n == "postkeep-checks":
+            targets.append(PostkeepChecksTarget(base / "postkeep-checks", args.postkeep))
         else:
             targets.append(PostkeepTarget(base / "postkeep", args.postkeep))
     results: dict[tuple[str, str], list[RunResult]] = {}

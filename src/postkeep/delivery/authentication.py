@@ -48,7 +48,8 @@ class Judgement:
     verdict: Verdict | None = None
     mailbox: str | None = None
     client_name: str | None = None
-    reason: str = ""  # for the log line of a delivered message (the DMARC verdict)
+    reason: str = ""  # for the log line of a quarantined message (the DMARC verdict)
+    summary: str = ""  # "iprev=pass spf=pass dkim=pass dmarc=pass", for the message's log line
 
 
 def _from_fields(header_block: bytes) -> list[str]:
@@ -108,4 +109,5 @@ async def judge(checks: InboundChecks, client: ClientChecks, hostname: str, *,
         judgement.mailbox = outcome.mailbox
         judgement.reason = dmarc.auth_result()
     judgement.auth_results = authres.render(hostname, results)
+    judgement.summary = " ".join(dict.fromkeys(r.split(" ", 1)[0] for r in results))
     return judgement

@@ -103,6 +103,7 @@ class Inbound:
     auth_results: bytes = b""  # our Authentication-Results field (MX), above `trace`
     mailbox: str = "INBOX"  # where local copies go (Junk: a quarantined message)
     client_name: str | None = None  # the client's confirmed reverse DNS name (iprev)
+    auth_summary: str = ""  # the checks' results in short, for the log line
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +203,7 @@ class InboundPipeline:
             body=_chunks(message.data, len(kept) + 2), clock=self.clock)
         message.auth_results = judgement.auth_results
         message.client_name = judgement.client_name
+        message.auth_summary = judgement.summary
         if judgement.mailbox is not None:
             message.mailbox = judgement.mailbox
             logger.info("quarantined qid=%s ip=%s mailbox=%s reason=%s", message.queue_id,

@@ -403,7 +403,7 @@ class SmtpServer:
         self._reply(conn, reply)
         if logger.isEnabledFor(logging.INFO):
             logger.info(
-                "message qid=%s ip=%s tls=%s user=%s from=<%s> to=%s size=%d result=%s",
+                "message qid=%s ip=%s tls=%s user=%s from=<%s> to=%s size=%d result=%s%s",
                 queue_id,
                 conn.ip,
                 conn.tls.version if conn.tls else "no",
@@ -412,6 +412,7 @@ class SmtpServer:
                 ",".join(f"<{r.path.address}>" for r in event.rcpts),
                 event.size,
                 log.quote(f"{reply.code} {reply.enhanced}"),
+                f" auth={log.quote(message.auth_summary)}" if message.auth_summary else "",
             )
 
     # -- AUTH (RFC 4954) --------------------------------------------------------------------------
