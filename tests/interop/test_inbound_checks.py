@@ -149,6 +149,8 @@ def test_an_aligned_sender_passes_spf_and_dmarc(checked: tuple[Instance, AuthSer
     head = " ".join(stored.split(b"\r\n\r\n", 1)[0].decode().split())
     assert "spf=pass smtp.mailfrom=bounces@aligned.test" in head
     assert "dmarc=pass (p=reject dis=none) header.from=aligned.test" in head
+    inst.wait_log(r'message qid=\w+ ip=127\.0\.0\.3 .* result="250 2\.0\.0" '
+                  r'auth="iprev=pass spf=pass dkim=none dmarc=pass"')
 
 
 def test_quarantine_goes_to_junk(checked: tuple[Instance, AuthServer]) -> None:
