@@ -46,14 +46,18 @@ def checked(fresh: Instance, dns_server: AuthServer) -> tuple[Instance, AuthServ
     return fresh, dns_server
 
 
+def swaks(inst: Instance, source: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """swaks to the MX from the loopback address `source`."""
+    return subprocess.run(
+        [require_tool("swaks", "swaks"), "--server", "127.0.0.1", "--port", str(inst.smtp_port),
+         "--local-interface", source, "--timeout", "20", "--to", "alice@example.test", *args],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+
 def test_a_listed_client_is_refused_at_mail_with_the_lists_reason(
         checked: tuple[Instance, AuthServer]) -> None:
     inst, _ = checked
-    r = subprocess.run(
-        [require_tool("swaks", "swaks"), "--server", "127.0.0.1", "--port", str(inst.smtp_port),
-         "--local-interface", LISTED, "--timeout", "20", "--from", "x@remote.test",
-         "--to", "alice@example.test"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    r = swaks(inst, LISTED, "--from", "x@remote.test")
     assert r.returncode != 0
     assert ("554 5.7.1 Service unavailable; client [127.0.0.2] blocked using zen.test: "
             "Listed in zen.test, see https://zen.test/lookup") in r.stdout
@@ -127,12 +131,8 @@ def send(inst: Instance, mail_from: str, message: str) -> None:
 
 def test_a_spoofed_reject_sender_is_refused(checked: tuple[Instance, AuthServer]) -> None:
     inst, _ = checked
-    r = subprocess.run(
-        [require_tool("swaks", "swaks"), "--server", "127.0.0.1", "--port", str(inst.smtp_port),
-         "--local-interface", CONFIRMED, "--helo", "mx3.good.test", "--timeout", "20",
-         "--from", "attacker@evil.example.test", "--to", "alice@example.test",
-         "--header", "From: CEO <ceo@bank.test>", "--header", "Subject: wire the money"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    r = swaks(inst, CONFIRMED, "--helo", "mx3.good.test", "--from", "attacker@evil.example.test",
+              "--header", "From: CEO <ceo@bank.test>", "--header", "Subject: wire the money")
     assert r.returncode != 0
     assert ("550 5.7.1 Message rejected: bank.test does not authenticate it and its DMARC "
             "policy is reject") in r.stdout

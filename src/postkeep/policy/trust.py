@@ -28,13 +28,21 @@ from postkeep.policy.verdict import Verdict
 JUNK = "Junk"
 
 
-def listed(ip: str, listings: Sequence[Listing], threshold: float) -> Verdict | None:
-    """The refusal for a client whose listings weigh at least `threshold`, else None."""
+def _heaviest(listings: Sequence[Listing], threshold: float) -> tuple[float, list[Listing]]:
+    """The listings' score and, when it reaches `threshold`, the listings that weigh (the
+    heaviest first); none below it."""
     total = score(listings)
     if total < threshold:
+        return total, []
+    return total, sorted((x for x in listings if not x.error and x.weight > 0),
+                         key=lambda x: -x.weight)
+
+
+def listed(ip: str, listings: Sequence[Listing], threshold: float) -> Verdict | None:
+    """The refusal for a client whose listings weigh at least `threshold`, else None."""
+    total, hits = _heaviest(listings, threshold)
+    if not hits:
         return None
-    hits = sorted((x for x in listings if not x.error and x.weight > 0),
-                  key=lambda x: -x.weight)
     first = hits[0]
     why = f": {first.reason}" if first.reason else ""
     text = f"Service unavailable; client [{ip}] blocked using {first.zone}{why}"
@@ -45,11 +53,9 @@ def listed(ip: str, listings: Sequence[Listing], threshold: float) -> Verdict | 
 def links_listed(listings: Sequence[Listing], threshold: float) -> Verdict | None:
     """The refusal of a message whose linked domains' listings weigh at least `threshold`
     (``550 5.7.1``, RFC 3463 §3.8), else None."""
-    total = score(listings)
-    if total < threshold:
+    total, hits = _heaviest(listings, threshold)
+    if not hits:
         return None
-    hits = sorted((x for x in listings if not x.error and x.weight > 0),
-                  key=lambda x: -x.weight)
     first = hits[0]
     text = f"Message rejected: it links to {first.subject}, listed by {first.zone}"
     found = ",".join(f"{x.subject}@{x.zone}={'/'.join(x.labels)}" for x in hits)
