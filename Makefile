@@ -38,10 +38,12 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 
 # The gssapi extra builds from source against what test-deps.sh installs (libkrb5-dev, gcc).
+# Two test processes (pytest-xdist), each taking whole files (module fixtures are made once):
+# much of the suite waits on sockets, subprocesses and deadlines.
 test: install lint
 	@url=$$(bash scripts/test-deps.sh | tail -n 1) && \
 	  { $(BIN)/python -c 'import gssapi' 2>/dev/null || $(BIN)/pip install -q -e '.[gssapi]'; } && \
-	  POSTKEEP_TEST_PG_URL="$$url" $(BIN)/pytest
+	  POSTKEEP_TEST_PG_URL="$$url" $(BIN)/pytest -n 2 --dist loadfile
 
 bench: install
 	$(BIN)/python bench/smtp_ingest/run.py

@@ -158,17 +158,23 @@ def _spawn(argv: list[str]) -> subprocess.Popen[bytes]:
                             start_new_session=True)
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of group `pgid` still runs (zombies, left for init to reap, do not
-    count: they hold no port)."""
+def _group_size(pgid: int) -> int:
+    """How many processes of group `pgid` run (zombies, left for init to reap, do not count:
+    they hold no port)."""
+    size = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()
         except OSError:
             continue  # gone while we looked
         if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+            size += 1
+    return size
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs."""
+    return _group_size(pgid) > 0
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -261,6 +267,12 @@ class AuthServer(_Daemon):
             raise RuntimeError(f"nsd-control {' '.join(args)}: {done.stdout}{done.stderr}")
         return done.stdout
 
+    def _settled(self) -> bool:
+        """Whether NSD runs only its processes of a quiet time (NSD_PROCESSES). A zone change
+        reloads: a new serving process starts, and the one of before answers beside it for a
+        moment, with the zones of before, so one answer from the new one proves nothing yet."""
+        return _group_size(self.pid) == NSD_PROCESSES
+
     def _zonefile(self, origin: str) -> Path:
         return self.directory / "zones" / f"{origin}.zone"  # the root's: "..zone"
 
@@ -296,6 +308,8 @@ class AuthServer(_Daemon):
         self._serials[name] = serial
 
         def serving() -> bool:
+            if not self._settled():
+                return False
             for tcp in (False, True):
                 answer = _query(self.address, self.port, name, "SOA", tcp=tcp)
                 if answer is None or not answer.answer:
@@ -315,6 +329,8 @@ class AuthServer(_Daemon):
         self._zones[name] = "broken"
 
         def failing() -> bool:
+            if not self._settled():
+                return False
             answer = _query(self.address, self.port, name, "SOA")
             return answer is not None and answer.rcode() == dns.rcode.SERVFAIL
 
@@ -326,6 +342,8 @@ class AuthServer(_Daemon):
         del self._zones[name]
 
         def gone() -> bool:
+            if not self._settled():
+                return False
             answer = _query(self.address, self.port, name, "SOA")
             return answer is not None and answer.rcode() == dns.rcode.REFUSED
 
@@ -345,6 +363,10 @@ class AuthServer(_Daemon):
         key = "num.queries" if rdtype is None else f"num.type.{rdtype.upper()}"
         return int(self.stats()[key])
 
+
+#: How many processes NSD runs once it serves, with `server-count: 1` (_NSD_CONF); a reload
+#: adds some for a moment.
+NSD_PROCESSES = 3
 
 _NSD_CONF = """\
 server:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import pwd
@@ -13,6 +14,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -266,19 +268,48 @@ def _toml(value: object) -> str:
     return str(value)
 
 
+#: Instances made by `postkeep init` and `user add` (alice, bob), one per (domain, hostname),
+#: made once per test process and copied for each `make_instance`: a process start costs
+#: about a second (imports, key generation), and some ninety instances are made per run.
+_TEMPLATES: dict[tuple[str, str], Path] = {}
+
+
+def _template(domain: str, hostname: str) -> Path:
+    """The instance directory `make_instance` copies for (domain, hostname): made by the real
+    commands the first time, in a directory of its own removed when the process exits (under
+    /var/tmp when root: the service user must reach it, `reachable`)."""
+    key = (domain, hostname)
+    if key not in _TEMPLATES:
+        root = Path(tempfile.mkdtemp(prefix="postkeep-template-",
+                                     dir=ROOT_TMP if os.geteuid() == 0 else None))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        directory = reachable(root) / "instance"
+        subprocess.run(
+            [*POSTKEEP, "init", str(directory), "--hostname", hostname, "--domain", domain,
+             "--base-port", str(free_port() - 25)],
+            check=True, capture_output=True, timeout=60,
+        )
+        template = Instance(directory, 0)
+        template.cli("user", "add", f"alice@{domain}", "--password-stdin", input=PASSWORD + "\n")
+        template.cli("user", "add", f"bob@{domain}", "--password-stdin", input=PASSWORD + "\n")
+        _TEMPLATES[key] = directory
+    return _TEMPLATES[key]
+
+
 def make_instance(root: Path, domain: str = "example.test", hostname: str = "localhost"
                   ) -> Instance:
-    port = free_port()
-    reachable(root)
-    directory = root / "instance"
-    subprocess.run(
-        [*POSTKEEP, "init", str(directory), "--hostname", hostname, "--domain", domain,
-         "--base-port", str(port - 25)],
-        check=True, capture_output=True, timeout=60,
-    )
-    sub_port, subs_port, imap_port, imaps_port = (free_port() for _ in range(4))
+    """A stopped instance in `root`/instance with users alice and bob of `domain`, on free
+    ports: a copy of what `postkeep init` and `user add` made (`_template`), owners and modes
+    kept (`cp -a`: run as root, the files are the service user's). Instances of a process with
+    the same (domain, hostname) share the master key, the TLS key and the DKIM keys; each has
+    its own store and files."""
+    root.mkdir(parents=True, exist_ok=True)
+    directory = reachable(root) / "instance"
+    subprocess.run(["cp", "-a", str(_template(domain, hostname)), str(directory)], check=True)
+    port, sub_port, subs_port, imap_port, imaps_port = (free_port() for _ in range(5))
     cfg = directory / "postkeep.toml"
     text = cfg.read_text()
+    text = re.sub(r'(\[smtp\]\nlisten = )\[.*?\]', f'\\1["127.0.0.1:{port}"]', text)
     for section, plain, implicit in (("submission", sub_port, subs_port),
                                      ("imap", imap_port, imaps_port)):
         text = re.sub(
@@ -293,10 +324,7 @@ def make_instance(root: Path, domain: str = "example.test", hostname: str = "loc
     # own (tests/queue/ point it at NSD)
     text += '\n[dns]\nnameservers = ["127.0.0.1:9"]\ntimeout = 1.0\nattempts = 1\n'
     cfg.write_text(text)
-    inst = Instance(directory, port, sub_port, subs_port, imap_port, imaps_port)
-    inst.cli("user", "add", f"alice@{domain}", "--password-stdin", input=PASSWORD + "\n")
-    inst.cli("user", "add", f"bob@{domain}", "--password-stdin", input=PASSWORD + "\n")
-    return inst
+    return Instance(directory, port, sub_port, subs_port, imap_port, imaps_port)
 
 
 @pytest.fixture(scope="session")

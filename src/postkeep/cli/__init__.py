@@ -2,7 +2,9 @@
 subcommands from a module of its own: `instance` (init, serve, check,
 config-reference), `accounts` (domain, user, alias, app-password, send-as), `queue` (the
 outbound queue), `dkim` (signing keys) and `dns` (the records a domain needs); `common`
-holds what they share.
+holds what they share. What only some commands need (dnspython, the DKIM and queue code;
+SQLAlchemy, with the store) is imported by them when they run, so parsing the arguments,
+`--help` and a usage error stay quick.
 
 Exit status: 0 on success, 1 when an operation fails (e.g. the user exists), 2 for bad usage or a
 bad configuration (one clear line naming the key path, never a traceback).

@@ -17,19 +17,13 @@ from __future__ import annotations
 import argparse
 import string
 import time
+from typing import TYPE_CHECKING
 
 from postkeep.cli.common import CliError, check_domain, load_config, with_store
-from postkeep.config import DkimConfig
-from postkeep.delivery.signing import key_states
-from postkeep.dns.names import query_name
-from postkeep.mailauth.dkim.keys import (
-    generate_key,
-    load_private_key,
-    private_key_pem,
-    public_key_value,
-    zone_line,
-)
-from postkeep.store.api import Store
+
+if TYPE_CHECKING:
+    from postkeep.config import DkimConfig
+    from postkeep.store.api import Store
 
 ALGORITHM = {"ed25519": "ed25519-sha256", "rsa": "rsa-sha256"}
 
@@ -47,6 +41,14 @@ def _selectors(taken: set[str], year: int, count: int) -> list[str]:
 async def make_keys(store: Store, domain: str, cfg: DkimConfig, active_from: float,
                     now: float) -> list[str]:
     """New keys for `domain`, one per configured algorithm; their zone-file lines."""
+    from postkeep.dns.names import query_name
+    from postkeep.mailauth.dkim.keys import (
+        generate_key,
+        private_key_pem,
+        public_key_value,
+        zone_line,
+    )
+
     taken = {k.selector for k in await store.list_dkim_keys(domain)}
     selectors = _selectors(taken, time.gmtime(now).tm_year, len(cfg.algorithms))
     lines = []
@@ -104,6 +106,10 @@ def cmd_dkim(args: argparse.Namespace) -> int:
 
 
 async def _show(store: Store, domain: str, now: float, cfg: DkimConfig) -> list[str]:
+    from postkeep.delivery.signing import key_states
+    from postkeep.dns.names import query_name
+    from postkeep.mailauth.dkim.keys import load_private_key, zone_line
+
     keys = await store.list_dkim_keys(domain)
     if not keys:
         return [f"; {domain} has no DKIM keys: `postkeep dkim generate {domain}`"]

@@ -27,12 +27,15 @@ import argparse
 import time
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from postkeep.cli.common import CliError, check_domain, load_config, with_store
 from postkeep.config import Config, parse_listen
-from postkeep.delivery.signing import key_states
-from postkeep.dns import SRV, Answer, DnsResolver, TempFail, query_name
-from postkeep.mailauth.dkim.keys import dns_record, load_private_key
-from postkeep.store.api import Store
+from postkeep.dns.names import query_name
+
+if TYPE_CHECKING:  # imported by the commands when they run (`postkeep.cli`'s docstring)
+    from postkeep.dns import SRV, DnsResolver
+    from postkeep.store.api import Store
 
 _TXT_STRING = 255
 
@@ -69,6 +72,9 @@ def mta_sts_policy(hostname: str) -> str:
 
 async def records(cfg: Config, store: Store, domain: str, now: float) -> list[Record]:
     """Every record `domain` needs (see the module docstring)."""
+    from postkeep.delivery.signing import key_states
+    from postkeep.mailauth.dkim.keys import dns_record, load_private_key
+
     d = query_name(domain) + "."
     host = query_name(cfg.server.hostname) + "."
     out = [
@@ -114,6 +120,8 @@ def _srv(rd: SRV) -> str:
 
 async def check(resolver: DnsResolver, cfg: Config, wanted: list[Record]) -> list[str]:
     """One line per record: ok, MISSING, DIFFERS or UNKNOWN (see the module docstring)."""
+    from postkeep.dns import Answer, TempFail
+
     lines = []
     host = query_name(cfg.server.hostname)
     found = [await resolver.a(host), await resolver.aaaa(host)]
@@ -158,6 +166,8 @@ def _verdict(record: Record, label: str, have: list[str]) -> str:
 
 
 def cmd_dns(args: argparse.Namespace) -> int:
+    from postkeep.dns import DnsResolver
+
     cfg = load_config(args)
     domain = check_domain(args.domain)
 

@@ -8,15 +8,13 @@ import argparse
 import os
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from postkeep.cli.common import CliError, load_config, with_store
-from postkeep.dns.resolver import DnsResolver
 from postkeep.errors import NotFound
-from postkeep.queue.dsn import Reported, notice
-from postkeep.queue.tlsrpt import TlsReports
-from postkeep.queue.tlsrpt_report import DAY
-from postkeep.store.api import QueueEntry, Store
+
+if TYPE_CHECKING:
+    from postkeep.store.api import QueueEntry, Store
 
 
 def _age(seconds: float) -> str:
@@ -106,6 +104,8 @@ def cmd_change(args: argparse.Namespace) -> int:
 
 def cmd_bounce(args: argparse.Namespace) -> int:
     """Give up on the entry's pending recipients now, with a bounce to its sender."""
+    from postkeep.queue.dsn import Reported, notice
+
     cfg = load_config(args)
     owner = f"cli/{os.getpid()}/"
 
@@ -138,6 +138,10 @@ def cmd_bounce(args: argparse.Namespace) -> int:
 def cmd_tls_reports(args: argparse.Namespace) -> int:
     """Queue the TLS reports (RFC 8460) of a UTC day not queued yet, as the delivery workers
     do after each day; a day reported by hand is not reported again."""
+    from postkeep.dns.resolver import DnsResolver
+    from postkeep.queue.tlsrpt import TlsReports
+    from postkeep.queue.tlsrpt_report import DAY
+
     cfg = load_config(args)
     try:
         when = (datetime.strptime(args.day, "%Y-%m-%d").replace(tzinfo=UTC) if args.day

@@ -12,13 +12,33 @@ The contract is `postkeep.store.api.Store` (and `MailStore`, what IMAP needs bes
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from postkeep.store.crypto import create_master_key, load_master_key
-from postkeep.store.events import EventBus, Subscription
-from postkeep.store.sql.store import SqlStore
-from postkeep.store.sql.writer import DeliveryStats
+
+if TYPE_CHECKING:
+    from postkeep.store.events import EventBus, Subscription
+    from postkeep.store.sql.store import SqlStore
+    from postkeep.store.sql.writer import DeliveryStats
+
+#: Imported when first asked for (PEP 562), not with the package: importing `store.api` for its
+#: types, or `store.crypto`, does not load SQLAlchemy (`postkeep --help` starts in a tenth of
+#: the time).
+_LAZY = {
+    "DeliveryStats": "postkeep.store.sql.writer",
+    "EventBus": "postkeep.store.events",
+    "SqlStore": "postkeep.store.sql.store",
+    "Subscription": "postkeep.store.events",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "DeliveryStats",
@@ -53,6 +73,8 @@ async def open_store(
     key file, which is loaded with `load_master_key` (refused unless mode 0600).
     `maintenance=False` for every process but the server's main one (see `SqlStoreBase`).
     """
+    from postkeep.store.sql.store import SqlStore
+
     key = master_key if isinstance(master_key, bytes) else load_master_key(master_key)
     store = SqlStore(
         url or default_url(data_dir), data_dir, key, events=events, read_workers=read_workers,
