@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from postkeep.cli.common import CliError, check_domain, load_config, with_store
