@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from postkeep import log
 from postkeep.config.inbound import InboundConfig, parse_codes
@@ -23,6 +23,9 @@ from postkeep.mailauth.dnsbl import SPAMHAUS_DBL, SPAMHAUS_ZEN, Code, DnsList, L
 from postkeep.mailauth.iprev import IprevResult, check_iprev
 from postkeep.policy.trust import listed
 from postkeep.policy.verdict import Verdict
+
+if TYPE_CHECKING:
+    from postkeep.dns import DnsResolver
 
 logger = log.get("smtp")
 
@@ -43,7 +46,7 @@ def dns_lists(configs: Sequence[Any], path: str) -> list[DnsList]:
 class InboundChecks:
     """The checks of one MX server (one process): its config, resolver and lists."""
 
-    def __init__(self, cfg: InboundConfig, resolver: Any) -> None:
+    def __init__(self, cfg: InboundConfig, resolver: DnsResolver) -> None:
         self.cfg = cfg
         self.resolver = resolver
         self.trusted = [ipaddress.ip_network(n, strict=False) for n in cfg.trusted_networks]

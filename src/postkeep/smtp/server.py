@@ -32,7 +32,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from postkeep import log
 from postkeep.auth.exchange import AuthResult, AuthStatus, SaslAuthenticator
@@ -72,6 +72,9 @@ from postkeep.smtp.wire.session import (
     TextReceived,
 )
 from postkeep.store.api import DsnRecipient, Envelope, Store
+
+if TYPE_CHECKING:
+    from postkeep.dns import DnsResolver
 
 logger = log.get("smtp")
 
@@ -120,7 +123,7 @@ class SmtpServer:
         slots: IpSlots | None = None,
         sockets: Sequence[socket.socket] | None = None,
         on_queued: Callable[[], None] | None = None,
-        resolver: Any = None,
+        resolver: DnsResolver | None = None,
     ) -> None:
         """`budget`: the process's budget for message text in flight, shared by the MX and
         submission servers (a budget of `smtp.max_data_in_flight` of its own if None);
