@@ -42,8 +42,8 @@ def _a_label(label: str, name: str) -> str:
         raise InvalidName(f"{name!r}: label {label!r} is not a valid IDN label ({e})") from None
 
 
-def query_name(name: str) -> str:
-    """`name` checked and in lower-case A-labels, without the trailing dot."""
+def _without_root(name: str) -> str:
+    """`name` without its trailing dot; InvalidName for no text, too long or empty."""
     if not isinstance(name, str):
         raise InvalidName(f"expected a domain name as text, not {type(name).__name__}")
     if len(name) > MAX_INPUT:
@@ -51,6 +51,12 @@ def query_name(name: str) -> str:
     text = name[:-1] if name.endswith(".") else name
     if not text:
         raise InvalidName("an empty domain name")
+    return text
+
+
+def query_name(name: str) -> str:
+    """`name` checked and in lower-case A-labels, without the trailing dot."""
+    text = _without_root(name)
     labels = [_a_label(label, name) for label in text.split(".")]
     for label in labels:
         if not label:
@@ -72,13 +78,7 @@ def query_name(name: str) -> str:
 def literal_name(name: str) -> str:
     """`name` as it stands: labels of printable ASCII (%x20-7E), 1 to 63 octets, at most
     253 in all, lower-cased, without the trailing dot; else InvalidName."""
-    if not isinstance(name, str):
-        raise InvalidName(f"expected a domain name as text, not {type(name).__name__}")
-    if len(name) > MAX_INPUT:
-        raise InvalidName(f"a domain name of {len(name)} characters (at most {MAX_NAME})")
-    text = name[:-1] if name.endswith(".") else name
-    if not text:
-        raise InvalidName("an empty domain name")
+    text = _without_root(name)
     if not (text.isascii() and text.isprintable()):
         raise InvalidName(f"{name!r}: characters outside printable ASCII")
     for label in text.split("."):
