@@ -61,6 +61,14 @@ class Scripted:
         finally:
             self.active[domain] -= 1
 
+    async def in_flight(self, n: int, settle: float = 0.1) -> None:
+        """Wait (at most 10 s: a loaded machine is slow to start attempts) until `n` attempts
+        have begun, then `settle` more seconds, in which one past a limit would begin too."""
+        async with asyncio.timeout(10):
+            while len(self.calls) < n:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(settle)
+
 
 @pytest.fixture(autouse=True)
 def sender(run: Run, store: SqlStore) -> None:
@@ -221,7 +229,7 @@ def test_per_destination_limit_and_claims_across_runners(run: Run, store: SqlSto
     async def both() -> tuple[int, int]:
         a = await first.run_once()
         b = await second.run_once()
-        await asyncio.sleep(0.05)
+        await transport.in_flight(2)
         assert transport.gate is not None
         transport.gate.set()
         await first.idle()
@@ -275,7 +283,7 @@ def test_messages_held_for_delivery_stay_within_the_budget(run: Run, store: SqlS
 
     async def go() -> int:
         await runner.run_once()
-        await asyncio.sleep(0.05)
+        await transport.in_flight(2)
         held = len(transport.calls)
         assert transport.gate is not None
         transport.gate.set()

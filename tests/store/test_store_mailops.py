@@ -4,6 +4,7 @@ shared blobs and quota, append, create/rename/delete, sealed MIME summaries."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -385,13 +386,21 @@ def test_a_write_aborted_by_a_deadlock_runs_again(
     """PostgreSQL resolves a deadlock by aborting one transaction; the writer runs the aborted
     job again (as another process's writer would deadlock with it: two IMAP workers). A real
     deadlock: the job locks mailbox A, another connection locks B then waits for A, the job
-    then wants B; the job's session detects it first (shorter deadlock_timeout)."""
+    then wants B; the job's session detects it first (shorter deadlock_timeout). The job asks
+    for B only once the rival is seen waiting (a third connection watches): on a loaded
+    machine the rival's second statement may come late, and the job must not check too soon."""
     import threading
 
     from tests.pg import pg_connect
 
     a, b = _box(run, store, acct, "INBOX"), run(store.create_mailbox(acct.id, "Other")).id
-    other = pg_connect(make_url(db_url))
+    other, watcher = pg_connect(make_url(db_url)), pg_connect(make_url(db_url))
+    rival_pid = other.info.backend_pid
+
+    def rival_waits() -> bool:
+        row = watcher.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                              (rival_pid,)).fetchone()
+        return row is not None and row[0] == "Lock"
     holding_b, attempts = threading.Event(), []
 
     def rival() -> None:
@@ -409,6 +418,10 @@ def test_a_write_aborted_by_a_deadlock_runs_again(
         if len(attempts) == 1:
             thread.start()
             assert holding_b.wait(10)
+            deadline = time.monotonic() + 10
+            while not rival_waits():
+                assert time.monotonic() < deadline, "the rival never waited for mailbox A"
+                time.sleep(0.01)
         conn.exec_driver_sql(f"SELECT id FROM mailboxes WHERE id = {b} FOR UPDATE")
         return len(attempts)
 
@@ -418,6 +431,7 @@ def test_a_write_aborted_by_a_deadlock_runs_again(
     finally:
         thread.join(10)
         other.close()
+        watcher.close()
 
 
 def test_rows_by_uid_over_many_ranges(run: Run, store: SqlStore, acct: Account) -> None:
