@@ -49,7 +49,11 @@ class DnsCache:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
-        return dataclasses.replace(outcome, ttl=math.ceil(remaining))
+        ttl = math.ceil(remaining)
+        if outcome.ttl != ttl:  # one copy per second counted down, not one per hit
+            outcome = dataclasses.replace(outcome, ttl=ttl)
+            self._entries[key] = (expires, outcome)
+        return outcome
 
     def put(self, key: tuple[str, str], outcome: Cacheable[Any], size: int) -> None:
         """Keep `outcome` for its `ttl` seconds; `size` is its record data in octets."""

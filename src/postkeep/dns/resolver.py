@@ -32,6 +32,7 @@ failed name=... type=... reason=...`).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -45,7 +46,6 @@ import dns.name
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
-import dns.reversename
 import dns.rrset
 
 from postkeep.config import DnsConfig, parse_nameserver
@@ -175,10 +175,12 @@ class DnsResolver:
     async def ptr(self, address: str) -> Result[str]:
         """The PTR records of an IPv4 or IPv6 address (RFC 1035 §3.5, RFC 3596 §2.5)."""
         try:
-            reverse = dns.reversename.from_address(address)
-        except (ValueError, dns.exception.SyntaxError):
+            ip = ipaddress.ip_address(address)
+        except ValueError:
             raise InvalidName(f"{address!r} is not an IP address") from None
-        return await self.lookup(_text(reverse), "PTR")
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # ::ffff:192.0.2.1 is asked under in-addr.arpa
+        return await self.lookup(ip.reverse_pointer, "PTR")
 
     async def lookup(self, name: str, rdtype: str, *, literal: bool = False) -> Result[Any]:
         """The outcome for (`name`, `rdtype`): from the cache, from a lookup already under way

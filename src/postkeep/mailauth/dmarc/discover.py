@@ -95,8 +95,24 @@ def psl_org_domain(name: str) -> str:
     return _psl().privatesuffix(name) or name
 
 
-async def record_at(resolver: TxtResolver, domain: str) -> DmarcRecord | None:
-    """The one DMARC record at ``_dmarc.<domain>``, or None (none, several, or unusable)."""
+#: What one evaluation found at each ``_dmarc.<domain>``: the policy walk and the
+#: Organizational Domain walks of one message go over the same names.
+Seen = dict[str, "DmarcRecord | None"]
+
+
+async def record_at(resolver: TxtResolver, domain: str, seen: Seen | None = None
+                    ) -> DmarcRecord | None:
+    """The one DMARC record at ``_dmarc.<domain>``, or None (none, several, or unusable);
+    taken from `seen` when there, kept there when found."""
+    if seen is not None and domain in seen:
+        return seen[domain]
+    record = await _record_at(resolver, domain)
+    if seen is not None:
+        seen[domain] = record
+    return record
+
+
+async def _record_at(resolver: TxtResolver, domain: str) -> DmarcRecord | None:
     try:
         outcome = await resolver.txt(f"_dmarc.{domain}")
     except InvalidName:
@@ -112,7 +128,7 @@ async def record_at(resolver: TxtResolver, domain: str) -> DmarcRecord | None:
 
 
 async def find_policy(
-    resolver: TxtResolver, author_domain: str, method: OrgDomainMethod
+    resolver: TxtResolver, author_domain: str, method: OrgDomainMethod, seen: Seen | None = None
 ) -> Found | None:
     """The policy record that applies to mail from `author_domain` (RFC 9989 §4.10.1;
     RFC 7489 §6.6.3 with the PSL), or None; TempError if a lookup failed."""
@@ -125,13 +141,14 @@ async def find_policy(
     else:
         targets = walk_targets(author)
     for domain in targets:
-        record = await record_at(resolver, domain)
+        record = await record_at(resolver, domain, seen)
         if record is not None:
             return Found(domain, record)
     return None
 
 
-async def org_domain(resolver: TxtResolver, name: str, method: OrgDomainMethod) -> str:
+async def org_domain(resolver: TxtResolver, name: str, method: OrgDomainMethod,
+                     seen: Seen | None = None) -> str:
     """The Organizational Domain of `name` (RFC 9989 §4.10.2; RFC 7489 §3.2 with the PSL);
     TempError if a lookup failed."""
     name = ".".join(labels(name))
@@ -140,7 +157,7 @@ async def org_domain(resolver: TxtResolver, name: str, method: OrgDomainMethod) 
     targets = walk_targets(name)
     shortest: str | None = None
     for i, domain in enumerate(targets):
-        record = await record_at(resolver, domain)
+        record = await record_at(resolver, domain, seen)
         if record is None:
             continue
         if record.psd == "n":

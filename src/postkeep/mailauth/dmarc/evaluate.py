@@ -26,6 +26,7 @@ from functools import lru_cache
 
 from postkeep.mailauth.dmarc.discover import (
     OrgDomainMethod,
+    Seen,
     TempError,
     TxtResolver,
     find_policy,
@@ -97,7 +98,7 @@ def _author_domain(value: str) -> str | None:
 
 
 async def _aligned(resolver: TxtResolver, author: str, org: str, other: str, strict: bool,
-                   method: OrgDomainMethod) -> bool:
+                   method: OrgDomainMethod, seen: Seen) -> bool:
     """Whether identifier domain `other` is aligned with `author` (whose Organizational Domain
     is `org`). An Organizational Domain is always `other` or one of its parents, so when
     `org` is neither, the two cannot share one and nothing is looked up (a signer's or a
@@ -106,7 +107,7 @@ async def _aligned(resolver: TxtResolver, author: str, org: str, other: str, str
         return True
     if strict or not (other == org or other.endswith("." + org)):
         return False
-    return await org_domain(resolver, other, method) == org
+    return await org_domain(resolver, other, method, seen) == org
 
 
 async def evaluate(
@@ -142,19 +143,21 @@ async def _evaluate(
     dkim: Sequence[tuple[str, str]],
     method: OrgDomainMethod,
 ) -> DmarcVerdict:
-    found = await find_policy(resolver, author, method)
+    seen: Seen = {}
+    found = await find_policy(resolver, author, method, seen)
     if found is None:
         return DmarcVerdict("none", author, reason="no policy")
     record = found.record
-    org = await org_domain(resolver, author, method)
+    org = await org_domain(resolver, author, method, seen)
     spf_ok = False
     if spf is not None and spf[0] == "pass" and spf[1]:
         spf_ok = await _aligned(resolver, author, org, ".".join(labels(spf[1])),
-                                record.aspf_strict, method)
+                                record.aspf_strict, method, seen)
     dkim_ok = False
     for result, domain in dkim:
         if result == "pass" and domain and await _aligned(
-                resolver, author, org, ".".join(labels(domain)), record.adkim_strict, method):
+                resolver, author, org, ".".join(labels(domain)), record.adkim_strict, method,
+                seen):
             dkim_ok = True
             break
     if found.domain == author:

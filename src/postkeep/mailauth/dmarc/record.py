@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 
 #: Longest record read (octets); real records are a few hundred.
 MAX_RECORD = 4096
@@ -85,9 +86,11 @@ def _fo(value: str) -> str | None:
     return ":".join(options) if valid else None
 
 
+@lru_cache(maxsize=1024)
 def parse_record(text: bytes | str) -> DmarcRecord | None:
     """The policy record `text` holds, or None when it is not a DMARC record (wrong version,
-    unusable ``p`` without a report address, or beyond the limits)."""
+    unusable ``p`` without a report address, or beyond the limits). A pure function of the
+    text, its (immutable) result kept for the domains that recur."""
     if isinstance(text, bytes):
         if len(text) > MAX_RECORD:
             return None
