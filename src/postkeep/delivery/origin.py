@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from postkeep import log
 from postkeep.config.inbound import InboundConfig, parse_codes
+from postkeep.eager import Ran, eagerly
 from postkeep.mailauth.dnsbl import SPAMHAUS_DBL, SPAMHAUS_ZEN, Code, DnsList, Listing, check_ip
 from postkeep.mailauth.iprev import IprevResult, check_iprev
 from postkeep.policy.trust import listed
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from postkeep.dns import DnsResolver
 
 logger = log.get("smtp")
+T = TypeVar("T")
 
 _KNOWN_CODES = {"zen.spamhaus.org": SPAMHAUS_ZEN, "dbl.spamhaus.org": SPAMHAUS_DBL}
 
@@ -68,49 +70,89 @@ class InboundChecks:
 
 
 class ClientChecks:
-    """One connection's lookups (see the module docstring); `cancel` when it ends."""
+    """One connection's lookups (see the module docstring); `cancel` when it ends.
+
+    Each lookup runs at once, in the caller (`net.listener.eagerly`): with every answer in the
+    DNS cache (a client that comes back) it is done before the constructor returns, with no
+    task, timer or timeout scope; one that has to wait goes on as a task, cancelled by a timer
+    after `[inbound] check_timeout` (then the fallback counts)."""
 
     def __init__(self, checks: InboundChecks, ip: str, *, trusted: bool) -> None:
         self.ip = ip
         self.trusted = trusted
         self._threshold = checks.cfg.dnsbl_threshold
         timeout = checks.cfg.check_timeout
-        self._listings: asyncio.Task[list[Listing]] | None = None
-        self._iprev: asyncio.Task[IprevResult] | None = None
+        self._listings: _Lookup[list[Listing]] | None = None
+        self._iprev: _Lookup[IprevResult] | None = None
         if trusted:
             return
         if checks.lists:
             late = [Listing(dl.zone, ip, error=f"no answer within {timeout:g} s")
                     for dl in checks.lists]
-            self._listings = asyncio.ensure_future(
-                _bounded(check_ip(checks.resolver, ip, checks.lists), timeout, late))
+            self._listings = _Lookup(check_ip(checks.resolver, ip, checks.lists), timeout, late)
         if checks.cfg.iprev:
-            self._iprev = asyncio.ensure_future(_bounded(
-                check_iprev(checks.resolver, ip), timeout,
-                IprevResult("temperror", ip, reason="timed out")))
+            self._iprev = _Lookup(check_iprev(checks.resolver, ip), timeout,
+                                  IprevResult("temperror", ip, reason="timed out"))
 
     async def refusal(self) -> Verdict | None:
         """The block lists' verdict on this client (None: not refused)."""
         if self._listings is None:
             return None
-        listings = await asyncio.shield(self._listings)
+        listings = await self._listings.result()
         for failed in (x for x in listings if x.error):
             logger.warning("dnsbl: lookup failed ip=%s zone=%s reason=%s", self.ip,
                            failed.zone, log.quote(failed.error))
         return listed(self.ip, listings, self._threshold)
 
     async def iprev(self) -> IprevResult | None:
-        return None if self._iprev is None else await asyncio.shield(self._iprev)
+        return None if self._iprev is None else await self._iprev.result()
 
     def cancel(self) -> None:
-        for task in (self._listings, self._iprev):
-            if task is not None:
-                task.cancel()
+        for lookup in (self._listings, self._iprev):
+            if lookup is not None:
+                lookup.cancel()
 
 
-async def _bounded(coro: Any, timeout: float, fallback: Any) -> Any:
-    try:
-        async with asyncio.timeout(timeout):
-            return await coro
-    except TimeoutError:
-        return fallback
+class _Lookup(Generic[T]):
+    """One lookup started at once: its value, or the task going on with it and the timer that
+    ends it (then `fallback` is its value)."""
+
+    __slots__ = ("_fallback", "_late", "_task", "_timer", "_value")
+
+    def __init__(self, coro: Coroutine[Any, Any, T], timeout: float, fallback: T) -> None:
+        self._fallback = fallback
+        self._late = False
+        self._task: asyncio.Task[T] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        started = eagerly(coro)
+        if isinstance(started, Ran):
+            self._value = started.value
+            return
+        self._task = started
+        self._timer = asyncio.get_running_loop().call_later(timeout, self._expire)
+        started.add_done_callback(self._done)
+
+    def _expire(self) -> None:
+        self._late = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def _done(self, task: asyncio.Task[T]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    async def result(self) -> T:
+        task = self._task
+        if task is None:
+            return self._value
+        try:
+            # shielded: a session cancelled while it waits must not cancel the lookup
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if self._late and task.cancelled():
+                return self._fallback
+            raise
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()

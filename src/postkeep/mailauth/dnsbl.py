@@ -24,12 +24,12 @@ own timeout; a failure is an error with its reason, never a listing and never a 
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from postkeep import eager
 from postkeep.dns.names import InvalidName
 from postkeep.dns.results import Answer, TempFail
 
@@ -156,7 +156,7 @@ async def check_ip(resolver: ListResolver, ip: str, lists: Sequence[DnsList]
     except ValueError:
         return []
     asks = (_ask(resolver, dl, ip, n) for dl, n in zip(lists, names, strict=True))
-    found = await asyncio.gather(*asks)
+    found = await eager.gather(*asks)  # cached answers (a returning client) need no task
     return [f for f in found if f is not None]
 
 
@@ -165,7 +165,7 @@ async def check_domains(resolver: ListResolver, domains: Sequence[str],
     """Ask every domain list about the first `MAX_DOMAINS` of `domains` at once."""
     wanted = list(dict.fromkeys(d.lower().strip(".") for d in domains if d))[:MAX_DOMAINS]
     jobs = [_ask(resolver, dl, d, f"{d}.{dl.zone.strip('.')}") for d in wanted for dl in lists]
-    return [f for f in await asyncio.gather(*jobs) if f is not None]
+    return [f for f in await eager.gather(*jobs) if f is not None]
 
 
 def score(listings: Sequence[Listing]) -> float:

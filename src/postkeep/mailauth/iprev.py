@@ -13,11 +13,11 @@ ptr mechanism, for the same reason: an attacker controls its reverse zone).
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from postkeep import eager
 from postkeep.dns.names import InvalidName
 from postkeep.dns.results import Answer, TempFail
 
@@ -65,7 +65,7 @@ async def check_iprev(resolver: PtrResolver, ip: str) -> IprevResult:
         except InvalidName:
             return None
 
-    answers = await asyncio.gather(*(forward(n) for n in names))
+    answers = await eager.gather(*(forward(n) for n in names))
     for name, answer in zip(names, answers, strict=True):
         if isinstance(answer, Answer) and any(
                 ipaddress.ip_address(a) == address for a in answer.records):

@@ -30,9 +30,9 @@ loop hands the bytes as they come, with no task, stream reader, writer or future
 "The SMTP driver" in docs/architecture.md for why SMTP is one). For those, the same rules hold
 through `SessionProtocol`: the slot taken at `connection_made` (or before the implicit-TLS
 handshake) and given back at `connection_lost`, the goodbye on `stop`, the bounded flush on
-close (`SessionProtocol.close`), STARTTLS with `upgrade_tls`. `eagerly` runs a coroutine at
-once in a protocol's callback, as far as it goes without waiting: only one that has to wait
-becomes a task.
+close (`SessionProtocol.close`), STARTTLS with `upgrade_tls`. Sessions start with
+`postkeep.eager.eagerly`, at once in a protocol's callback, as far as they go without
+waiting: only one that has to wait becomes a task.
 """
 
 from __future__ import annotations
@@ -42,12 +42,13 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import TypeVar, cast
 
 from postkeep import log
 from postkeep.config import parse_listen
+from postkeep.eager import Ran, eagerly
 from postkeep.net.deadlines import DeadlineWatch, ReadDeadlines
 from postkeep.net.slots import IpSlots, ip_class
 
@@ -72,55 +73,6 @@ class Peer:
 
 
 Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Peer], Awaitable[None]]
-
-
-@dataclass(slots=True)
-class Ran(Generic[T]):
-    """What a coroutine that `eagerly` ran to its end returned."""
-
-    value: T
-
-
-def eagerly(coro: Coroutine[Any, Any, T]) -> Ran[T] | asyncio.Task[T]:
-    """Run `coro` now, in the caller (a protocol's callback), until it first has to wait: its
-    result if it never did, else the task that goes on with it from there. An exception it
-    raises before it waits is raised here."""
-    try:
-        pending = coro.send(None)
-    except StopIteration as stop:
-        return Ran(stop.value)
-    return asyncio.get_running_loop().create_task(_go_on(coro, pending))
-
-
-async def _go_on(coro: Coroutine[Any, Any, T], pending: Any) -> T:
-    return await _Resumed(coro, pending)
-
-
-class _Resumed(Generic[T]):
-    """Awaiting it goes on with a coroutine that was started already and is waiting on
-    `pending` (what `yield from` would do had the coroutine been awaited from the start)."""
-
-    __slots__ = ("coro", "pending")
-
-    def __init__(self, coro: Coroutine[Any, Any, T], pending: Any) -> None:
-        self.coro = coro
-        self.pending = pending
-
-    def __await__(self) -> Generator[Any, Any, T]:
-        coro, pending = self.coro, self.pending
-        while True:
-            try:
-                sent = yield pending
-            except BaseException as exc:  # cancelled: the coroutine gets it where it waits
-                try:
-                    pending = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-            else:
-                try:
-                    pending = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
 
 
 async def close_stream(writer: asyncio.StreamWriter) -> None:

@@ -32,8 +32,9 @@ from postkeep import log
 from postkeep.auth.exchange import AuthExchange
 from postkeep.delivery.origin import ClientChecks
 from postkeep.delivery.trace import TlsInfo
+from postkeep.eager import Ran, eagerly
 from postkeep.errors import Reply
-from postkeep.net.listener import Listeners, Peer, Ran, SessionProtocol, eagerly
+from postkeep.net.listener import Listeners, Peer, SessionProtocol
 from postkeep.net.tls import network_error
 from postkeep.smtp.intake import Intake
 from postkeep.smtp.wire.parser import Rcpt
