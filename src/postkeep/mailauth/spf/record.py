@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from postkeep.mailauth.spf import macros
 
@@ -135,9 +136,11 @@ def _mechanism(qualifier: str, name: str, rest: str, term: str) -> Mechanism:
     return Mechanism(qualifier or "+", name, domain, cidr4, cidr6, network, term)
 
 
+@lru_cache(maxsize=1024)
 def parse(text: str) -> Record:
     """The record `text` (already known to start with "v=spf1", §4.5), parsed whole, or
-    SpfSyntaxError."""
+    SpfSyntaxError. A pure function of the text, its (immutable) result kept for the
+    domains that recur."""
     if len(text) > MAX_RECORD:
         raise SpfSyntaxError(f"a record of {len(text)} characters (at most {MAX_RECORD})")
     if not text.isascii():
