@@ -150,7 +150,7 @@ def test_an_aligned_sender_passes_spf_and_dmarc(checked: tuple[Instance, AuthSer
     assert "spf=pass smtp.mailfrom=bounces@aligned.test" in head
     assert "dmarc=pass (p=reject dis=none) header.from=aligned.test" in head
     inst.wait_log(r'message qid=\w+ ip=127\.0\.0\.3 .* result="250 2\.0\.0" '
-                  r'auth="iprev=pass spf=pass dkim=none dmarc=pass"')
+                  r'auth="iprev=pass spf=pass dkim=none arc=none dmarc=pass"')
 
 
 def test_quarantine_goes_to_junk(checked: tuple[Instance, AuthServer]) -> None:
