@@ -43,7 +43,7 @@ ALGORITHMS = ("rsa-sha256", "ed25519-sha256")  # rsa-sha1 never (RFC 8301 §3.1)
 _INSTANCE = re.compile(r"[1-9][0-9]?")
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
 _AAR_INSTANCE = re.compile(rb"[ \t\r\n]*i[ \t\r\n]*=[ \t\r\n]*([0-9]{1,3})[ \t\r\n]*;")
-_WORD = re.compile(r'"(?:[^"\\]|\\.)*"|[^\s"]+')
+_WORD = re.compile(r'(?:[^\s"]|"(?:[^"\\]|\\.)*")+')
 
 
 class ArcStructureError(ValueError):
