@@ -10,12 +10,14 @@ import smtplib
 import subprocess
 import uuid
 
+import dkim
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from postkeep.mailauth.dkim.keys import generate_key, zone_line
 from tests.dnsserver import AuthServer
 from tests.interop.conftest import Instance, require_tool
+from tests.mailauth.conftest import Published
 from tests.mailauth.test_arc import dkimpy_seal
 from tests.mailauth.verifying import dkimpy_sign
 
@@ -26,6 +28,13 @@ BANK_KEY = generate_key("rsa", bits=2048)  # bank.test's DKIM key, s1 (published
 @pytest.fixture
 def checked(fresh: Instance, dns_server: AuthServer) -> tuple[Instance, AuthServer]:
     """An instance that trusts no network, asks NSD, and uses the list zen.test."""
+    configure(fresh, dns_server)
+    fresh.start()
+    return fresh, dns_server
+
+
+def configure(fresh: Instance, dns_server: AuthServer, **inbound: object) -> None:
+    """`checked`'s zones and settings, and `inbound`'s, on an instance not yet started."""
     dns_server.add_zone("zen.test", [
         "2.0.0.127 A 127.0.0.2",
         '2.0.0.127 TXT "Listed in zen.test, see https://zen.test/lookup"',
@@ -42,13 +51,11 @@ def checked(fresh: Instance, dns_server: AuthServer) -> tuple[Instance, AuthServ
     ])
     fresh.set_config("dns", nameservers=[dns_server.nameserver], timeout=2.0, attempts=1)
     fresh.set_config("inbound", trusted_networks=[], check_timeout=5.0,
-                     arc_trusted_sealers=["lists.test"])
+                     arc_trusted_sealers=["lists.test"], **inbound)
     path = fresh.dir / "postkeep.toml"
     path.write_text(path.read_text() + '\n[[inbound.dnsbl]]\nzone = "zen.test"\n'
                     'codes = ["127.0.0.2=SBL:1"]\n'
                     '\n[[inbound.uribl]]\nzone = "dbl.test"\ncodes = ["127.0.1.2=spam domain"]\n')
-    fresh.start()
-    return fresh, dns_server
 
 
 def swaks(inst: Instance, source: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -220,3 +227,26 @@ def test_an_untrusted_sealer_does_not(checked: tuple[Instance, AuthServer]) -> N
         b"5.7.1 Message rejected: bank.test does not authenticate it and its DMARC policy is "
         b"reject"))
     assert inst.messages("alice@example.test") == []
+
+
+def test_the_stored_copy_is_sealed_for_whoever_forwards_it(fresh: Instance,
+                                                           dns_server: AuthServer) -> None:
+    """With arc_seal, the list's message is stored with our ARC Set (i=2, cv=pass, d= the
+    recipient's domain, its RSA key from `postkeep dkim`) above our Authentication-Results,
+    and dkimpy's verifier passes the chain of two."""
+    configure(fresh, dns_server, arc_seal=True)
+    shown = fresh.cli("dkim", "show", "example.test").stdout
+    dns_server.add_zone("example.test", [line for line in shown.splitlines()
+                                         if line and not line.startswith(";")])
+    fresh.start()
+    send(fresh, "staff-bounces@lists.test", list_forward(dns_server, "lists.test"))
+    [stored] = fresh.messages("alice@example.test")
+    head = stored.split(b"\r\n\r\n", 1)[0]
+    assert head.index(b"ARC-Seal: i=2;") < head.index(b"Authentication-Results: localhost;")
+    seal = " ".join(head[head.index(b"ARC-Seal: i=2;"):].split(b"\r\n")[0].decode().split())
+    assert "cv=pass; d=example.test;" in seal
+    assert b"ARC-Authentication-Results: i=2; localhost;" in head
+    cv, results, why = dkim.arc_verify(stored, dnsfunc=Published(dns_server, {}).dnsfunc())
+    assert cv == b"pass", why
+    assert [r["instance"] for r in results] == [2, 1]
+    assert b"arc=pass (i=1 d=lists.test)" in results[0]["aar-value"]
