@@ -1,11 +1,16 @@
 """Hypothesis on the inbound checks' parsers: DMARC records, From fields, Authentication-Results
-authserv-ids and the forged-field sweep never raise and stay within their bounds."""
+authserv-ids and the forged-field sweep, ARC fields and chains never raise and stay within their
+bounds."""
 
 from __future__ import annotations
+
+import contextlib
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from postkeep.mailauth.arc.headers import MAX_INSTANCES, ArcStructureError, parse_aar
+from postkeep.mailauth.arc.verify import ChainVerifier
 from postkeep.mailauth.authres import authserv_id, strip_own
 from postkeep.mailauth.dmarc import author_domain, parse_record
 from postkeep.mailauth.dmarc.record import MAX_URIS
@@ -41,3 +46,27 @@ def test_authentication_results_sweep(raw: bytes) -> None:
     block = b"Authentication-Results: mx.example; dmarc=pass\r\n" + raw + b"\r\n"
     kept, removed = strip_own(block, "mx.example")
     assert removed >= 1 and len(kept) <= len(block)
+
+
+ARC_NAMES = st.sampled_from([b"ARC-Seal", b"ARC-Message-Signature",
+                             b"ARC-Authentication-Results", b"From"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(ARC_NAMES, st.binary(max_size=200)), max_size=8), st.binary(max_size=100))
+def test_arc_chains(fields: list[tuple[bytes, bytes]], body: bytes) -> None:
+    """Any ARC fields: the chain is none or fails (nothing is signed), never an exception,
+    and the AAR parser either parses or says why not."""
+    block = b"".join(name + b": " + value.replace(b"\r", b"").replace(b"\n", b"") + b"\r\n"
+                     for name, value in fields)
+    verifier = ChainVerifier(block)
+    verifier.update(body)
+    assert len(verifier.key_names()) <= 2 * MAX_INSTANCES
+    result = verifier.result({})
+    assert result.result in ("none", "fail")
+    assert (result.result == "none") == (not any(n.startswith(b"ARC") for n, _ in fields))
+    for name, value in fields:
+        if name == b"ARC-Authentication-Results":
+            with contextlib.suppress(ArcStructureError):
+                aar = parse_aar(name + b": " + value + b"\r\n")
+                assert 1 <= aar.instance <= MAX_INSTANCES and aar.authserv_id

@@ -10,19 +10,31 @@ import smtplib
 import subprocess
 import uuid
 
+import dkim
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from postkeep.mailauth.dkim.keys import generate_key, zone_line
 from tests.dnsserver import AuthServer
 from tests.interop.conftest import Instance, require_tool
+from tests.mailauth.conftest import Published
+from tests.mailauth.test_arc import dkimpy_seal
 from tests.mailauth.verifying import dkimpy_sign
 
 LISTED, CONFIRMED = "127.0.0.2", "127.0.0.3"
+BANK_KEY = generate_key("rsa", bits=2048)  # bank.test's DKIM key, s1 (published in "test")
 
 
 @pytest.fixture
 def checked(fresh: Instance, dns_server: AuthServer) -> tuple[Instance, AuthServer]:
     """An instance that trusts no network, asks NSD, and uses the list zen.test."""
+    configure(fresh, dns_server)
+    fresh.start()
+    return fresh, dns_server
+
+
+def configure(fresh: Instance, dns_server: AuthServer, **inbound: object) -> None:
+    """`checked`'s zones and settings, and `inbound`'s, on an instance not yet started."""
     dns_server.add_zone("zen.test", [
         "2.0.0.127 A 127.0.0.2",
         '2.0.0.127 TXT "Listed in zen.test, see https://zen.test/lookup"',
@@ -35,15 +47,15 @@ def checked(fresh: Instance, dns_server: AuthServer) -> tuple[Instance, AuthServ
         '_dmarc.shop TXT "v=DMARC1; p=quarantine"', "shop A 192.0.2.81",
         'aligned TXT "v=spf1 ip4:127.0.0.3 -all"',
         '_dmarc.aligned TXT "v=DMARC1; p=reject"',
+        zone_line("s1", "bank.test", BANK_KEY).replace(" IN ", " "),
     ])
     fresh.set_config("dns", nameservers=[dns_server.nameserver], timeout=2.0, attempts=1)
-    fresh.set_config("inbound", trusted_networks=[], check_timeout=5.0)
+    fresh.set_config("inbound", trusted_networks=[], check_timeout=5.0,
+                     arc_trusted_sealers=["lists.test"], **inbound)
     path = fresh.dir / "postkeep.toml"
     path.write_text(path.read_text() + '\n[[inbound.dnsbl]]\nzone = "zen.test"\n'
                     'codes = ["127.0.0.2=SBL:1"]\n'
                     '\n[[inbound.uribl]]\nzone = "dbl.test"\ncodes = ["127.0.1.2=spam domain"]\n')
-    fresh.start()
-    return fresh, dns_server
 
 
 def swaks(inst: Instance, source: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -150,7 +162,7 @@ def test_an_aligned_sender_passes_spf_and_dmarc(checked: tuple[Instance, AuthSer
     assert "spf=pass smtp.mailfrom=bounces@aligned.test" in head
     assert "dmarc=pass (p=reject dis=none) header.from=aligned.test" in head
     inst.wait_log(r'message qid=\w+ ip=127\.0\.0\.3 .* result="250 2\.0\.0" '
-                  r'auth="iprev=pass spf=pass dkim=none dmarc=pass"')
+                  r'auth="iprev=pass spf=pass dkim=none arc=none dmarc=pass"')
 
 
 def test_quarantine_goes_to_junk(checked: tuple[Instance, AuthServer]) -> None:
@@ -171,3 +183,70 @@ def test_two_authors_are_refused(checked: tuple[Instance, AuthServer]) -> None:
              "From: news@aligned.test\r\nFrom: ceo@bank.test\r\nSubject: x\r\n\r\nx\r\n")
     assert refused.value.smtp_code == 550
     assert b"more than one author" in refused.value.smtp_error
+
+
+def list_forward(nsd: AuthServer, sealer: str) -> str:
+    """ceo@bank.test's message (p=reject, DKIM-signed by bank.test) as the mailing list
+    `sealer` passes it on: subject tagged and a footer added (bank.test's signature broken),
+    then ARC-sealed with the list's key, its AAR saying what it found on arrival."""
+    key = generate_key("rsa", bits=2048)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    nsd.add_zone(sealer, [zone_line("s1", sealer, key)])
+    original = ("From: CEO <ceo@bank.test>\r\nTo: staff@" + sealer + "\r\n"
+                "Subject: quarterly figures\r\nMessage-ID: <q1@bank.test>\r\n\r\n"
+                "The figures are in.\r\n").encode()
+    signed = dkimpy_sign(original, "s1", BANK_KEY, domain="bank.test")
+    listed = (signed.replace(b"Subject: quarterly", b"Subject: [staff] quarterly")
+              + b"-- \r\nstaff mailing list\r\n")
+    sealed = dkimpy_seal(listed, key, sealer, "spf=pass smtp.mailfrom=ceo@bank.test; "
+                         "dkim=pass header.d=bank.test; dmarc=pass header.from=bank.test")
+    return sealed.decode()
+
+
+def test_a_trusted_sealer_saves_a_forwarded_reject_message(
+        checked: tuple[Instance, AuthServer]) -> None:
+    inst, nsd = checked
+    send(inst, "staff-bounces@lists.test", list_forward(nsd, "lists.test"))
+    [stored] = inst.messages("alice@example.test")
+    head = " ".join(stored.split(b"\r\n\r\n", 1)[0].decode().split())
+    assert re.search(r"dkim=fail \(body hash mismatch bh=\) header\.d=bank\.test", head), head
+    assert ("arc=pass (i=1 d=lists.test) header.oldest-pass=0 smtp.remote-ip=127.0.0.3"
+            in head)
+    assert "dmarc=fail (p=reject dis=reject) header.from=bank.test" in head
+    line = inst.wait_log(r"dmarc policy overridden qid=\w+ ip=127\.0\.0\.3 .*").group(0)
+    assert "override=local_policy reason=arc sealer=lists.test" in line
+    inst.wait_log(r'message qid=\w+ ip=127\.0\.0\.3 .* result="250 2\.0\.0" '
+                  r'auth="iprev=pass spf=none dkim=fail arc=pass dmarc=fail"')
+
+
+def test_an_untrusted_sealer_does_not(checked: tuple[Instance, AuthServer]) -> None:
+    inst, nsd = checked
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        send(inst, "staff-bounces@other-list.test", list_forward(nsd, "other-list.test"))
+    assert (refused.value.smtp_code, refused.value.smtp_error) == (550, (
+        b"5.7.1 Message rejected: bank.test does not authenticate it and its DMARC policy is "
+        b"reject"))
+    assert inst.messages("alice@example.test") == []
+
+
+def test_the_stored_copy_is_sealed_for_whoever_forwards_it(fresh: Instance,
+                                                           dns_server: AuthServer) -> None:
+    """With arc_seal, the list's message is stored with our ARC Set (i=2, cv=pass, d= the
+    recipient's domain, its RSA key from `postkeep dkim`) above our Authentication-Results,
+    and dkimpy's verifier passes the chain of two."""
+    configure(fresh, dns_server, arc_seal=True)
+    shown = fresh.cli("dkim", "show", "example.test").stdout
+    dns_server.add_zone("example.test", [line for line in shown.splitlines()
+                                         if line and not line.startswith(";")])
+    fresh.start()
+    send(fresh, "staff-bounces@lists.test", list_forward(dns_server, "lists.test"))
+    [stored] = fresh.messages("alice@example.test")
+    head = stored.split(b"\r\n\r\n", 1)[0]
+    assert head.index(b"ARC-Seal: i=2;") < head.index(b"Authentication-Results: localhost;")
+    seal = " ".join(head[head.index(b"ARC-Seal: i=2;"):].split(b"\r\n")[0].decode().split())
+    assert "cv=pass; d=example.test;" in seal
+    assert b"ARC-Authentication-Results: i=2; localhost;" in head
+    cv, results, why = dkim.arc_verify(stored, dnsfunc=Published(dns_server, {}).dnsfunc())
+    assert cv == b"pass", why
+    assert [r["instance"] for r in results] == [2, 1]
+    assert b"arc=pass (i=1 d=lists.test)" in results[0]["aar-value"]

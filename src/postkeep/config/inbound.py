@@ -1,9 +1,10 @@
-"""The `[inbound]` section: how the MX judges where mail comes from (SPF, DKIM, DMARC, iprev,
-DNS block lists), as docs/architecture.md ("Inbound checks") tells."""
+"""The `[inbound]` section: how the MX judges where mail comes from (SPF, DKIM, DMARC, ARC,
+iprev, DNS block lists), as docs/architecture.md ("Inbound checks") tells."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from postkeep.config.fields import setting
@@ -11,6 +12,8 @@ from postkeep.errors import ConfigError
 
 DMARC_ACTIONS = ("reject", "quarantine", "tag")
 ORG_DOMAIN_METHODS = ("tree-walk", "psl")
+_SEALER = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+                     r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,25 @@ class InboundConfig:
     dkim: bool = setting("Verify DKIM signatures (RFC 6376, RFC 8463).", default=True)
     dmarc: bool = setting("Evaluate DMARC (RFC 9989) and act on the sender's policy.",
                           default=True)
+    arc: bool = setting("Validate the ARC chain (RFC 8617) and report it as arc= in "
+                        "Authentication-Results.", default=True)
+    arc_seal: bool = setting(
+        "ARC-seal the mail the MX accepts (RFC 8617 §5.1): an ARC Set of the next instance "
+        "(our Authentication-Results, a message signature, the seal) is added to the stored "
+        "copy, signed with the RSA key of the first recipient's domain (`postkeep dkim`), so "
+        "whoever it is passed on to sees our verdict. Useful only where mail is forwarded "
+        "from the mailboxes on; a domain without an RSA key is not sealed.",
+        default=False,
+    )
+    arc_trusted_sealers: list[str] = setting(
+        "Sealer domains (the d= of the newest ARC-Seal) trusted to vouch for mail they "
+        "forward, mailing lists above all: when DMARC fails but the ARC chain passes, the "
+        "newest sealer is listed here and its ARC-Authentication-Results says dmarc=pass, or "
+        "spf or dkim passed for a domain aligned with the From domain, the DMARC reject or "
+        "quarantine is overridden (RFC 7489 §6.7, local_policy): the message is delivered, "
+        "tagged.",
+        default_factory=list,
+    )
     iprev: bool = setting("Look up the client's forward-confirmed reverse DNS (RFC 8601 §3) "
                           "for Authentication-Results and Received.", default=True)
     dmarc_reject: str = setting(
@@ -127,6 +149,13 @@ def validate_inbound(inbound: InboundConfig) -> None:
             raise ConfigError(f"inbound.{key}", f"must be one of {', '.join(DMARC_ACTIONS)}")
     if inbound.dmarc_org_domain not in ORG_DOMAIN_METHODS:
         raise ConfigError("inbound.dmarc_org_domain", 'must be "tree-walk" or "psl"')
+    if inbound.arc_seal and not inbound.arc:
+        raise ConfigError("inbound.arc_seal", "needs inbound.arc: a seal states the chain's "
+                          "status, which only validation knows")
+    for i, name in enumerate(inbound.arc_trusted_sealers):
+        if not _SEALER.fullmatch(name) or len(name) > 253:
+            raise ConfigError(f"inbound.arc_trusted_sealers[{i}]",
+                              "expected a domain name in A-labels, e.g. \"lists.example.org\"")
     if inbound.check_timeout <= 0:
         raise ConfigError("inbound.check_timeout", "must be greater than 0")
     for key in ("dnsbl", "uribl"):

@@ -1,18 +1,21 @@
-"""The MX's authentication of a message: SPF, DKIM and DMARC, one Authentication-Results.
+"""The MX's authentication of a message: SPF, DKIM, ARC and DMARC, one Authentication-Results.
 
 Run by the inbound pipeline's ``authenticate`` stage for a client outside `[inbound]
 trusted_networks`, once the text is in (the checks need its header section and body):
 
 1. **SPF** (RFC 7208) for the MAIL FROM identity, and for the HELO identity when the
    reverse-path is null (§2.4: then postmaster@HELO is the sender), and **DKIM** (RFC 6376)
-   for every signature, at the same time. iprev was looked up at connect.
+   for every signature, and **ARC** (RFC 8617 §5.2) for the chain, at the same time (the body
+   read once: each chunk goes to both). iprev was looked up at connect.
 2. **DMARC** (RFC 9989) from their results: the RFC 5322.From domain, SPF's domain (the MAIL
    FROM domain, or the HELO name for a null reverse-path, §4.4.2) and each DKIM ``d=``.
    A message with more than one From field, or one naming several authors, cannot be judged
    (RFC 9989 §4.4.1): it is refused, since evaluating one of its authors would let the other
    through unchecked.
-3. One Authentication-Results field (RFC 8601) with iprev=, spf=, one dkim= per signature and
-   dmarc=; `policy.trust` turns DMARC's disposition into a refusal or the Junk mailbox.
+3. One Authentication-Results field (RFC 8601) with iprev=, spf=, one dkim= per signature,
+   arc= (RFC 8617 §7.1: header.oldest-pass, smtp.remote-ip) and dmarc=; `policy.trust` turns
+   DMARC's disposition into a refusal or the Junk mailbox, unless a trusted ARC sealer
+   vouches for the message (`[inbound] arc_trusted_sealers`, RFC 7489 §6.7).
 
 SPF alone refuses nothing: a fail is reported and left to DMARC, which forwarding (SPF's known
 failure) cannot fool when a DKIM signature survives.
@@ -21,12 +24,14 @@ failure) cannot fool when a DKIM signature survives.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from postkeep.delivery.origin import ClientChecks, InboundChecks
 from postkeep.errors import Reply
 from postkeep.mailauth import authres
+from postkeep.mailauth.arc.verify import ArcResult
+from postkeep.mailauth.arc_check import ArcCheck
 from postkeep.mailauth.dkim.canon import parse_header_fields
 from postkeep.mailauth.dkim_check import DkimCheck, check_dkim_parts
 from postkeep.mailauth.dmarc import OrgDomainMethod, author_domain, evaluate
@@ -50,6 +55,9 @@ class Judgement:
     client_name: str | None = None
     reason: str = ""  # for the log line of a quarantined message (the DMARC verdict)
     summary: str = ""  # "iprev=pass spf=pass dkim=pass dmarc=pass", for the message's log line
+    resinfo: tuple[str, ...] = ()  # the results in `auth_results` (an ARC seal's AAR repeats them)
+    arc: ArcResult | None = None  # the ARC chain's validation, when `[inbound] arc`
+    override: str = ""  # DMARC's policy not applied, and why (a trusted ARC sealer)
 
 
 def _from_fields(header_block: bytes) -> list[str]:
@@ -73,15 +81,22 @@ async def judge(checks: InboundChecks, client: ClientChecks, hostname: str, *,
         return await check_mailfrom(client.ip, mail_from, helo or None, resolver,
                                     receiver=hostname, timeout=timeout)
 
+    arc = (ArcCheck.start(resolver, header_block, timeout=timeout)
+           if cfg.arc else None)
+    chunks = _feeding(body, arc) if arc is not None else body
+
     async def dkim() -> DkimCheck | None:
         if not cfg.dkim:
+            for _ in chunks:  # ARC alone reads the body
+                await asyncio.sleep(0)
             return None
-        return await check_dkim_parts(resolver, header_block, body, timeout=timeout,
+        return await check_dkim_parts(resolver, header_block, chunks, timeout=timeout,
                                       clock=clock)
 
     iprev, spf_result, dkim_result = await asyncio.gather(client.iprev(), spf(), dkim())
     results = []
     judgement = Judgement(b"")
+    judgement.arc = await arc.result() if arc is not None else None
     if iprev is not None:
         results.append(iprev.auth_result())
         judgement.client_name = iprev.name or None
@@ -89,6 +104,8 @@ async def judge(checks: InboundChecks, client: ClientChecks, hostname: str, *,
         results.append(spf_resinfo(spf_result))
     if dkim_result is not None:
         results += authres.dkim_resinfo(dkim_result.results)
+    if judgement.arc is not None:
+        results.append(judgement.arc.auth_result(client.ip))
     if cfg.dmarc:
         froms = _from_fields(header_block)
         domain = author_domain(froms)
@@ -104,10 +121,19 @@ async def judge(checks: InboundChecks, client: ClientChecks, hostname: str, *,
                                timeout=timeout)
         results.append(dmarc.auth_result())
         outcome = dmarc_outcome(dmarc, cfg.dmarc_reject, cfg.dmarc_quarantine,
-                                cfg.temperror_defer)
+                                cfg.temperror_defer, judgement.arc, cfg.arc_trusted_sealers)
         judgement.verdict = judgement.verdict or outcome.verdict
         judgement.mailbox = outcome.mailbox
+        judgement.override = outcome.override
         judgement.reason = dmarc.auth_result()
     judgement.auth_results = authres.render(hostname, results)
+    judgement.resinfo = tuple(results)
     judgement.summary = " ".join(dict.fromkeys(r.split(" ", 1)[0] for r in results))
     return judgement
+
+
+def _feeding(body: Iterable[bytes], arc: ArcCheck) -> Iterator[bytes]:
+    """`body`'s chunks, each given to the ARC check as it goes by."""
+    for chunk in body:
+        arc.update(chunk)
+        yield chunk

@@ -15,6 +15,12 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
   results and iprev's (looked up at connect, `delivery.origin`); a DMARC failure refused or
   sent to Junk as the domain asks (`policy.trust`); none of it for a client in `[inbound]
   trusted_networks`;
+- ``seal`` (MX, with `[inbound] arc_seal`): an ARC Set of the next instance (RFC 8617 §5.1,
+  `mailauth.arc.seal`) added above our Authentication-Results: its AAR repeats our results
+  (arc= among them), signed with the RSA key of the first local recipient's domain (the keys
+  `delivery.signing` picks); no key, or a chain that has ended, no set. postkeep forwards no
+  mail itself (the MX relays for nobody): the set is for whoever later passes the stored copy
+  on (a mailbox's own forwarding, a list manager reading it), which then sees our verdict;
 - ``links`` (MX, with `[[inbound.uribl]]` lists): the domains the text links to
   (`mailauth.uridomains`) asked of the domain lists; listed ones refuse the message
   (`policy.trust`);
@@ -30,8 +36,8 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
   recipients (authenticated submission) into the outbound queue.
 
 Block lists are asked at connect and refuse at MAIL FROM (`delivery.origin`, the SMTP
-driver). Later checks join here, as stages of their own in this list: ARC after
-``authenticate``; content filters before ``trace``.
+driver). Later checks join here, as stages of their own in this list: content filters before
+``trace``.
 
 A message's text is bytes, or a `SpooledText` (past `smtp.spool_threshold` it arrived into an
 encrypted spool): stages read it as bytes-like (`len`, slices, `find`...; a spooled one is
@@ -56,7 +62,9 @@ from postkeep.delivery.signing import DkimKeyring, sign_message
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
 from postkeep.errors import NotFound, Reply
 from postkeep.mailauth import authres
-from postkeep.mailauth.dkim.canon import split_message
+from postkeep.mailauth.arc.seal import ArcSealer
+from postkeep.mailauth.arc.verify import ArcResult
+from postkeep.mailauth.dkim.canon import BodyHasher, split_message
 from postkeep.mailauth.dnsbl import check_domains
 from postkeep.mailauth.uridomains import body_domains
 from postkeep.policy import limits
@@ -104,6 +112,9 @@ class Inbound:
     mailbox: str = "INBOX"  # where local copies go (Junk: a quarantined message)
     client_name: str | None = None  # the client's confirmed reverse DNS name (iprev)
     auth_summary: str = ""  # the checks' results in short, for the log line
+    auth_resinfo: tuple[str, ...] = ()  # the results in `auth_results`, for an ARC seal
+    arc: ArcResult | None = None  # the ARC chain's validation (MX, `[inbound] arc`)
+    arc_set: bytes = b""  # our ARC Set (`seal`), above `auth_results`
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +164,8 @@ class InboundPipeline:
         self.stages: tuple[tuple[str, Stage], ...] = (
             ("limits", self.check_limits),
             *((("authenticate", self.authenticate),) if not submission else ()),
+            *((("seal", self.seal_arc),) if not submission and keyring and checks
+              and checks.cfg.arc and checks.cfg.arc_seal else ()),
             *((("links", self.check_links),) if not submission and checks and
               checks.domain_lists else ()),
             *((("sender", self.check_sender),) if submission else ()),
@@ -204,11 +217,38 @@ class InboundPipeline:
         message.auth_results = judgement.auth_results
         message.client_name = judgement.client_name
         message.auth_summary = judgement.summary
+        message.auth_resinfo = judgement.resinfo
+        message.arc = judgement.arc
+        if judgement.override:
+            logger.info("dmarc policy overridden qid=%s ip=%s reason=%s", message.queue_id,
+                        message.client.ip, log.quote(judgement.override))
         if judgement.mailbox is not None:
             message.mailbox = judgement.mailbox
             logger.info("quarantined qid=%s ip=%s mailbox=%s reason=%s", message.queue_id,
                         message.client.ip, judgement.mailbox, log.quote(judgement.reason))
         return judgement.verdict
+
+    async def seal_arc(self, message: Inbound) -> Verdict | None:
+        """MX: our ARC Set on the stored copy (RFC 8617 §5.1), for a checked client."""
+        assert self.keyring is not None
+        if message.arc is None:  # a trusted client: no results of ours to seal
+            return None
+        local = [rcpt.address for rcpt, ids in message.recipients if ids]
+        domain = local[0].rpartition("@")[2].lower() if local else ""
+        signers = await self.keyring.signers(domain) if domain else []
+        signer = next((s for s in signers if s.algorithm == "rsa-sha256"), None)
+        if signer is None:
+            return None
+        block, _ = split_message(self._head(message))
+        start = len(block) + 2
+        if isinstance(message.data, SpooledText):
+            digest = await asyncio.to_thread(_relaxed_body_hash, message.data, start)
+        else:
+            digest = _relaxed_body_hash(message.data, start)
+        sealer = ArcSealer(signer.domain, signer.selector, signer.key, self.hostname,
+                           clock=self.clock)
+        message.arc_set = sealer.seal(block, digest, message.auth_resinfo, message.arc.result)
+        return None
 
     async def check_links(self, message: Inbound) -> Verdict | None:
         """MX: the domains the text links to, asked of `[[inbound.uribl]]` (RFC 5782 §3)."""
@@ -299,7 +339,7 @@ class InboundPipeline:
     async def store_message(self, message: Inbound) -> Verdict | None:
         account_ids = list(dict.fromkeys(i for _, ids in message.recipients for i in ids))
         remote = [rcpt for rcpt, ids in message.recipients if not ids]
-        head = message.signature + message.auth_results + message.trace
+        head = message.signature + message.arc_set + message.auth_results + message.trace
         try:
             if account_ids:  # the final delivery: Return-Path first (RFC 5321 §4.4)
                 data = _prefixed(message.data, message.return_path + head)
@@ -336,6 +376,13 @@ def _chunks(data: MessageData, start: int, size: int = 64 * 1024) -> Iterator[by
     """`data` from `start` on, `size` octets at a time (a spooled text read as it goes)."""
     for offset in range(start, len(data), size):
         yield bytes(data[offset : offset + size])
+
+
+def _relaxed_body_hash(data: MessageData, start: int) -> bytes:
+    hasher = BodyHasher("relaxed")
+    for chunk in _chunks(data, start):
+        hasher.update(chunk)
+    return hasher.digest()
 
 
 def _with_head(data: MessageData, head: bytes, old: int) -> MessageData:

@@ -27,14 +27,18 @@ FOLD_AT = 78
 _WSP = re.compile(rb"[ \t\r\n]+")
 
 
-def render(authserv_id: str, results: Sequence[str]) -> bytes:
+def render(authserv_id: str, results: Sequence[str], *, instance: int | None = None) -> bytes:
     """The whole field, CRLF-terminated: `results` are resinfo strings (``method=result
-    ...``), each on its own folded line when the field is long."""
+    ...``), each on its own folded line when the field is long. With `instance`, the
+    ARC-Authentication-Results field of that ARC Set instead (RFC 8617 §4.1.1: ``i=N;``
+    before the same value)."""
     parts = [f"{authserv_id};"]
     items = list(results) or ["none"]
     for i, item in enumerate(items):
         parts.append(item + (";" if i < len(items) - 1 else ""))
-    line = "Authentication-Results: " + parts[0]
+    name = "Authentication-Results:" if instance is None else (
+        f"ARC-Authentication-Results: i={instance};")
+    line = f"{name} {parts[0]}"
     out = []
     for part in parts[1:]:
         if len(line) + 1 + len(part) > FOLD_AT:  # each resinfo on a line of its own

@@ -75,7 +75,7 @@ async def check_dkim_parts(resolver: TxtResolver, header_block: bytes,
 
     async def fetch(name: str) -> KeyLookup:
         async with gate:
-            return await _lookup(resolver, name)
+            return await lookup_key(resolver, name)
 
     tasks = {name: asyncio.ensure_future(fetch(name)) for name in names}
     try:
@@ -96,7 +96,7 @@ async def check_dkim_parts(resolver: TxtResolver, header_block: bytes,
     return DkimCheck(tuple(verifier.results(keys)), verifier.ignored)
 
 
-async def _lookup(resolver: TxtResolver, name: str) -> KeyLookup:
+async def lookup_key(resolver: TxtResolver, name: str) -> KeyLookup:
     """The TXT records at `name`, or why there are none."""
     try:
         outcome = await resolver.txt(name)

@@ -13,14 +13,22 @@ the message) out; the caller writes the reply and the log line.
   (``550 5.7.1`` at end of data), "quarantine" (the Junk mailbox) or "tag" (delivered, the
   verdict in Authentication-Results). A temporary failure defers with ``451 4.4.3`` only
   with `[inbound] temperror_defer` (RFC 3463 §3.5: X.4.3 "directory server failure").
+- ARC (RFC 8617 §7.2, RFC 7489 §6.7 local policy): a DMARC failure is only tagged, neither
+  refused nor quarantined, when the ARC chain passes, the newest ARC-Seal's d= is one of
+  `[inbound] arc_trusted_sealers`, and that sealer's ARC-Authentication-Results says
+  dmarc=pass for the From domain, or spf=pass / dkim=pass for a domain aligned with it (the
+  same name; or, unless the policy asks for strict alignment, the author's Organizational
+  Domain or a name below it). The outcome's `override` says so for the log
+  (``override=local_policy reason=arc``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from postkeep.errors import Reply
+from postkeep.mailauth.arc.verify import ArcResult
 from postkeep.mailauth.dmarc import DmarcVerdict, Policy
 from postkeep.mailauth.dnsbl import Listing, score
 from postkeep.policy.verdict import Verdict
@@ -69,10 +77,48 @@ class DmarcOutcome:
 
     verdict: Verdict | None = None
     mailbox: str | None = None
+    override: str = ""  # why the domain's policy was not applied (the log's words)
+
+
+def _aligned(result: DmarcVerdict, domain: str, strict: bool) -> bool:
+    domain = domain.lower().rstrip(".")
+    author, org = result.header_from, result.org_domain
+    if domain == author:
+        return True
+    return not strict and bool(org) and (domain == org or domain.endswith("." + org))
+
+
+def arc_vouches(result: DmarcVerdict, arc: ArcResult | None,
+                trusted_sealers: Collection[str]) -> str | None:
+    """The trusted sealer that vouches for a message DMARC failed (module docstring), or
+    None."""
+    if arc is None or arc.result != "pass" or not arc.sealers or arc.newest is None:
+        return None
+    sealer = arc.sealers[-1]
+    if sealer not in {name.lower().rstrip(".") for name in trusted_sealers}:
+        return None
+    record = result.record
+    for r in arc.newest.results:
+        if r.result != "pass":
+            continue
+        if r.method == "dmarc" and r.properties.get("header.from", "").lower().rstrip(
+                ".") == result.header_from:
+            return sealer
+        if r.method == "dkim":
+            domain = r.properties.get("header.d", "")
+            if domain and _aligned(result, domain, bool(record and record.adkim_strict)):
+                return sealer
+        if r.method == "spf":
+            domain = r.properties.get("smtp.mailfrom", "").rpartition("@")[2] or \
+                r.properties.get("smtp.helo", "")
+            if domain and _aligned(result, domain, bool(record and record.aspf_strict)):
+                return sealer
+    return None
 
 
 def dmarc_outcome(result: DmarcVerdict, on_reject: str, on_quarantine: str,
-                  temperror_defer: bool) -> DmarcOutcome:
+                  temperror_defer: bool, arc: ArcResult | None = None,
+                  trusted_sealers: Collection[str] = ()) -> DmarcOutcome:
     if result.result == "temperror":
         if temperror_defer:
             return DmarcOutcome(Verdict(
@@ -84,6 +130,11 @@ def dmarc_outcome(result: DmarcVerdict, on_reject: str, on_quarantine: str,
     action = on_reject if result.disposition is Policy.REJECT else on_quarantine
     reason = (f"dmarc fail header.from={result.header_from} p={result.policy} "
               f"dis={result.disposition} domain={result.policy_domain}")
+    if action != "tag":
+        sealer = arc_vouches(result, arc, trusted_sealers)
+        if sealer is not None:
+            return DmarcOutcome(override=f"{reason} override=local_policy reason=arc "
+                                f"sealer={sealer}")
     if action == "reject":
         text = (f"Message rejected: {result.header_from} does not authenticate it "
                 f"and its DMARC policy is {result.disposition}")

@@ -166,7 +166,8 @@ class SmtpServer:
             submission=self.submission,
             on_queued=on_queued,
             sending=cfg.sending,
-            keyring=DkimKeyring(store, cfg.dkim) if self.submission else None,
+            keyring=(DkimKeyring(store, cfg.dkim)
+                     if self.submission or cfg.inbound.arc_seal else None),
             checks=self.checks,
         )
         self.auth: SaslAuthenticator | None = None

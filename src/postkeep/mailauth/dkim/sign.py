@@ -99,7 +99,7 @@ class DkimSigner:
         self._clock = clock
         self._keys = [name.encode("ascii") for name in names]
         # The tags that are the same in every signature, folded once.
-        self._prefix = _fold(["DKIM-Signature:"], [
+        self._prefix = fold(["DKIM-Signature:"], [
             "v=1;", f"a={self.algorithm};", f"c={self.header_canon}/{self.body_canon};",
             f"d={self.domain};", f"s={selector};"])
 
@@ -127,17 +127,19 @@ class DkimSigner:
             pieces.append(f"x={now + self.expire_after};")
         pieces += _h_pieces(signed)
         pieces += [f"bh={base64.b64encode(body_hash).decode('ascii')};", "b="]
-        lines = _fold(self._prefix, pieces)
+        lines = fold(self._prefix, pieces)
         unsigned = "\r\n".join(lines).encode("ascii")
         hashed.append(canon_header(unsigned, self.header_canon).removesuffix(b"\r\n"))
-        signature = base64.b64encode(self._signature(b"".join(hashed))).decode("ascii")
-        return ("\r\n".join(_fold_value(lines, signature)) + "\r\n").encode("ascii")
+        signature = base64.b64encode(sign_data(self.key, b"".join(hashed))).decode("ascii")
+        return ("\r\n".join(fold_value(lines, signature)) + "\r\n").encode("ascii")
 
-    def _signature(self, data: bytes) -> bytes:
-        key = self.key
-        if isinstance(key, ed25519.Ed25519PrivateKey):
-            return key.sign(hashlib.sha256(data).digest())  # RFC 8463 §3: Ed25519 of the hash
-        return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+def sign_data(key: SigningKey, data: bytes) -> bytes:
+    """b= for the header hash input `data`: RSA PKCS #1 v1.5 with SHA-256, or Ed25519 of its
+    SHA-256 (RFC 8463 §3)."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(hashlib.sha256(data).digest())
+    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
 
 def sign_all(message: bytes, signers: Sequence[DkimSigner]) -> bytes:
@@ -164,7 +166,7 @@ def _h_pieces(signed: list[str]) -> list[str]:
     return pieces
 
 
-def _fold(lines: list[str], pieces: list[str]) -> list[str]:
+def fold(lines: list[str], pieces: list[str]) -> list[str]:
     """`lines` (the field so far) with `pieces` appended: a tag ("...;") and the next
     separated by SP, the pieces of one tag by nothing, a fold before a piece that would pass
     WIDTH (continuation lines start with SP)."""
@@ -182,7 +184,7 @@ def _fold(lines: list[str], pieces: list[str]) -> list[str]:
     return lines
 
 
-def _fold_value(lines: list[str], value: str) -> list[str]:
+def fold_value(lines: list[str], value: str) -> list[str]:
     """`lines` with base64 `value` appended to the last one and folded (FWS inside base64 is
     ignored, §3.5; b= removal in verifiers takes it too)."""
     lines = list(lines)

@@ -121,7 +121,8 @@ def _show(element: bytes) -> str:
     return repr(text if len(text) <= 40 else text[:40] + "...")
 
 
-def _base64(value: str, what: str) -> bytes:
+def base64_value(value: str, what: str) -> bytes:
+    """A base64 tag value decoded; SignatureError naming `what` when it is not base64."""
     try:
         return base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
@@ -170,20 +171,18 @@ def parse_signature(value: bytes) -> Signature:
     algorithm = text["a"].lower()
     if algorithm not in ALGORITHMS:
         raise SignatureError(f"unknown algorithm a={text['a']}")
-    signature = _base64(text["b"], "b=")
+    signature = base64_value(text["b"], "b=")
     if not signature:
         raise SignatureError("b= is empty")
-    body_hash = _base64(text["bh"], "bh=")
+    body_hash = base64_value(text["bh"], "bh=")
     if len(body_hash) != (20 if algorithm == "rsa-sha1" else 32):
         raise SignatureError(f"bh= of {len(body_hash)} octets for {algorithm}")
     header_canon, _, body_canon = text.get("c", "simple").lower().partition("/")
     body_canon = body_canon or "simple"
     if header_canon not in ("simple", "relaxed") or body_canon not in ("simple", "relaxed"):
         raise SignatureError(f"unknown canonicalisation c={text['c']}")
-    domain = _domain(text["d"], "d=")
-    selector = text["s"].lower()
-    if not _LABELS.fullmatch(selector) or len(selector) + len(domain) + 12 > MAX_NAME:
-        raise SignatureError(f"s={text['s']} is not a selector")
+    domain = domain_value(text["d"], "d=")
+    selector = selector_value(text["s"], domain)
     headers = tuple(name.strip(" \t").lower() for name in text["h"].split(":"))
     if len(headers) > MAX_HEADERS:
         raise SignatureError(f"more than {MAX_HEADERS} names in h=")
@@ -215,11 +214,25 @@ def parse_signature(value: bytes) -> Signature:
         timestamp=timestamp, expiration=expiration, b_span=(b.start, b.end))
 
 
-def _domain(value: str, what: str) -> str:
+def domain_value(value: str, what: str) -> str:
+    """A d= value, lower-cased, checked as A-labels (SignatureError when it is none)."""
     domain = value.lower().removesuffix(".")
     if not _LABELS.fullmatch(domain) or len(domain) > MAX_NAME:
         raise SignatureError(f"{what}{value} is not a domain name in A-labels")
     return domain
+
+
+def selector_value(value: str, domain: str) -> str:
+    """An s= value, lower-cased, checked: labels whose key name (with d=) is a domain name."""
+    selector = value.lower()
+    if not _LABELS.fullmatch(selector) or len(selector) + len(domain) + 12 > MAX_NAME:
+        raise SignatureError(f"s={value} is not a selector")
+    return selector
+
+
+def timestamp_value(text: dict[str, str], name: str) -> int | None:
+    """t= or x= (1*12DIGIT, §3.5) when present; SignatureError when not a number."""
+    return _number(text, name, _DIGITS)
 
 
 def _number(text: dict[str, str], name: str, pattern: re.Pattern[str]) -> int | None:

@@ -226,7 +226,7 @@ class MessageVerifier:
         if problem is not None:
             return replace(base, result="permerror", reason=problem)
         try:
-            public = _load_key(record)
+            public = load_public_key(record)
         except KeyRecordError as e:
             return replace(base, result="permerror", reason=str(e))
         if isinstance(public, rsa.RSAPublicKey) and public.key_size < MIN_RSA_BITS:
@@ -238,30 +238,28 @@ class MessageVerifier:
             base = replace(base, unsigned_octets=length - signature.length)
         if not hmac.compare_digest(digest, signature.body_hash):
             return replace(base, result="fail", reason="body hash mismatch (bh=)")
-        data = self._header_hash_input(signature, raw)
-        try:
-            if isinstance(public, ed25519.Ed25519PublicKey):
-                public.verify(signature.signature, hashlib.sha256(data).digest())
-            else:
-                public.verify(signature.signature, data, padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature:
+        data = header_hash_input(self._fields, signature.headers, signature.header_canon, raw,
+                                 signature.b_span)
+        if not signature_valid(public, signature.signature, data):
             return replace(base, result="fail", reason="signature mismatch (b=)")
         return base
 
-    def _header_hash_input(self, signature: Signature, raw: bytes) -> bytes:
-        """§3.7: the fields h= names, bottom up, then this field without b='s value."""
-        canon = signature.header_canon
-        left = {name: len(self._fields.get(name, ())) for name in set(signature.headers)}
-        parts = []
-        for name in signature.headers:
-            if left[name]:
-                left[name] -= 1
-                parts.append(canon_header(self._fields[name][left[name]], canon))
-        colon = raw.index(b":") + 1
-        start, end = signature.b_span
-        unsigned = raw[:colon + start] + raw[colon + end:]
-        parts.append(canon_header(unsigned, canon).removesuffix(b"\r\n"))
-        return b"".join(parts)
+def header_hash_input(fields: Mapping[str, Sequence[bytes]], headers: Sequence[str], canon: Canon,
+                      raw: bytes, b_span: tuple[int, int]) -> bytes:
+    """§3.7: the fields `headers` (h=) names, each name taking the next instance of `fields`
+    (raw fields by lower-case name, top down) from the bottom up, then the signature field
+    `raw` without b='s value (`b_span`, offsets in its value), without its final CRLF."""
+    left = {name: len(fields.get(name, ())) for name in set(headers)}
+    parts = []
+    for name in headers:
+        if left[name]:
+            left[name] -= 1
+            parts.append(canon_header(fields[name][left[name]], canon))
+    colon = raw.index(b":") + 1
+    start, end = b_span
+    unsigned = raw[:colon + start] + raw[colon + end:]
+    parts.append(canon_header(unsigned, canon).removesuffix(b"\r\n"))
+    return b"".join(parts)
 
 
 def _key_problem(signature: Signature, record: KeyRecord) -> str | None:
@@ -277,7 +275,22 @@ def _key_problem(signature: Signature, record: KeyRecord) -> str | None:
     return None
 
 
-def _load_key(record: KeyRecord) -> rsa.RSAPublicKey | ed25519.Ed25519PublicKey:
+def signature_valid(public: rsa.RSAPublicKey | ed25519.Ed25519PublicKey, signature: bytes,
+                    data: bytes) -> bool:
+    """Whether `signature` (b=) signs the header hash input `data`: RSASSA-PKCS1-v1_5 with
+    SHA-256 (§3.3.1), or Ed25519 over the SHA-256 of `data` (RFC 8463 §3)."""
+    try:
+        if isinstance(public, ed25519.Ed25519PublicKey):
+            public.verify(signature, hashlib.sha256(data).digest())
+        else:
+            public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
+def load_public_key(record: KeyRecord) -> rsa.RSAPublicKey | ed25519.Ed25519PublicKey:
+    """The key of a record's p= (KeyRecordError when it is not one of k=, or too large)."""
     if record.key_type == "ed25519":
         if len(record.public_key) != 32:  # RFC 8463 §4.2: the raw 32-octet key
             raise KeyRecordError(f"Ed25519 key of {len(record.public_key)} octets, not 32")
