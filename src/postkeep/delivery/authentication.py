@@ -13,6 +13,8 @@ trusted_networks`, once the text is in (the checks need its header section and b
    through unchecked.
 3. One Authentication-Results field (RFC 8601) with iprev=, spf=, one dkim= per signature and
    dmarc=; `policy.trust` turns DMARC's disposition into a refusal or the Junk mailbox.
+4. For a policy that asks for aggregate reports (``rua=``), the evaluation's report row
+   (`mailauth.dmarc.aggregate.row_for`, the disposition as applied), for the caller to count.
 
 SPF alone refuses nothing: a fail is reported and left to DMARC, which forwarding (SPF's known
 failure) cannot fool when a DKIM signature survives.
@@ -29,7 +31,8 @@ from postkeep.errors import Reply
 from postkeep.mailauth import authres
 from postkeep.mailauth.dkim.canon import parse_header_fields
 from postkeep.mailauth.dkim_check import DkimCheck, check_dkim_parts
-from postkeep.mailauth.dmarc import OrgDomainMethod, author_domain, evaluate
+from postkeep.mailauth.dmarc import OrgDomainMethod, Policy, author_domain, evaluate
+from postkeep.mailauth.dmarc.aggregate import ReportRow, row_for
 from postkeep.mailauth.spf import SpfResult, check_helo, check_mailfrom
 from postkeep.mailauth.spf import authentication_results as spf_resinfo
 from postkeep.policy.trust import dmarc_outcome
@@ -50,6 +53,7 @@ class Judgement:
     client_name: str | None = None
     reason: str = ""  # for the log line of a quarantined message (the DMARC verdict)
     summary: str = ""  # "iprev=pass spf=pass dkim=pass dmarc=pass", for the message's log line
+    report_row: tuple[str, ReportRow] | None = None  # (policy domain, row): DMARC rua= asked
 
 
 def _from_fields(header_block: bytes) -> list[str]:
@@ -108,6 +112,14 @@ async def judge(checks: InboundChecks, client: ClientChecks, hostname: str, *,
         judgement.verdict = judgement.verdict or outcome.verdict
         judgement.mailbox = outcome.mailbox
         judgement.reason = dmarc.auth_result()
+        applied = (Policy.REJECT if outcome.verdict else
+                   Policy.QUARANTINE if outcome.mailbox else Policy.NONE)
+        judgement.report_row = row_for(
+            dmarc, applied, source_ip=client.ip, envelope_from=mail_from,
+            spf=None if spf_result is None else (
+                spf_result.domain, spf_result.identity, str(spf_result.result)),
+            dkim=[(r.domain or "", r.selector or "", str(r.result))
+                  for r in (dkim_result.results if dkim_result is not None else ())])
     judgement.auth_results = authres.render(hostname, results)
     judgement.summary = " ".join(dict.fromkeys(r.split(" ", 1)[0] for r in results))
     return judgement
