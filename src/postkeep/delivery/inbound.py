@@ -25,7 +25,8 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
 - ``reports`` (MX, with `[inbound] dmarc_report_address`): DMARC aggregate reports mailed to
   that address read into the store (`mailauth.dmarc.feedback`, in a thread); the address is
   then dropped from the recipients unless it reaches an account, whose copy is delivered as
-  any other. A report that cannot be read is logged, never refused;
+  any other. A report that cannot be read is logged, never refused, and a message with none
+  readable goes to the postmaster when the address reaches no account;
 - ``trace``: Return-Path and Received (`delivery.trace`, RFC 5321 §4.4); Return-Path only on
   the locally delivered copy (the queued copy is relayed, and its last MTA adds one);
 - ``sign`` (submission only): DKIM-Signature fields with the keys of the From: domain
@@ -298,8 +299,6 @@ class InboundPipeline:
                 if address_key(rcpt.address) == self.report_address]
         if not ours:
             return None
-        message.recipients = [(rcpt, ids) for rcpt, ids in message.recipients
-                              if ids or rcpt not in ours]
         try:  # a parse of the whole text, a spooled one read from disk: off the loop
             reports, problems = await asyncio.to_thread(_read_reports, message.data)
         except Exception as e:  # whatever a broken message makes the MIME parser do
@@ -307,6 +306,16 @@ class InboundPipeline:
         for problem in problems:
             logger.info("dmarc report unreadable qid=%s ip=%s reason=%s", message.queue_id,
                         message.client.ip, log.quote(problem))
+        # an address without an account: to the postmaster what could not be read, so a
+        # parse failure never loses a message
+        fallback: tuple[int, ...] = ()
+        if problems and not reports:
+            domain = self.report_address.rpartition("@")[2]
+            fallback = tuple(a.id for a in await self.directory.postmaster(domain))
+        message.recipients = [(rcpt, ids or (fallback if rcpt in ours else ()))
+                              for rcpt, ids in message.recipients]
+        message.recipients = [(rcpt, ids) for rcpt, ids in message.recipients
+                              if ids or rcpt not in ours]
         for report in reports:
             try:
                 kept = await self.store.add_dmarc_feedback(DmarcFeedback(
