@@ -23,13 +23,9 @@ counted in the store, and one report a day per policy domain that asks for them.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from postkeep import log
 from postkeep.config import Config
@@ -50,13 +46,10 @@ from postkeep.mailauth.dmarc.aggregate import (
     verification_name,
 )
 from postkeep.mailauth.dmarc.record import DmarcRecord, is_dmarc_text
+from postkeep.queue.daily import DailyReports, date
 from postkeep.store.api import DmarcResultCount, DsnRecipient, Envelope, QueueNotice, Store
 
 logger = log.get("queue")
-
-REPORT_AFTER = 300  # seconds into a UTC day before the previous day is reported
-MAX_PENDING = 10_000  # distinct rows kept in memory between flushes
-FLUSH_EVERY = 5.0  # seconds between writes of the counts
 
 Progress = Callable[[str], None]
 
@@ -68,11 +61,14 @@ def reporting(cfg: Config) -> bool:
     return cfg.inbound.dmarc and cfg.inbound.dmarc_reports and "." in host.strip(".")
 
 
-class DmarcReports:
+class DmarcReports(DailyReports):
     """One per worker process: `record` for the MX, `tick` for the queue runner."""
+
+    kind = "DMARC"
 
     def __init__(self, cfg: Config, store: Store, resolver: DnsResolver, *,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
         self.hostname = cfg.server.hostname
         self.org_name = cfg.inbound.dmarc_report_org or self.hostname
         self.sender = cfg.inbound.dmarc_report_from or f"noreply-dmarc@{self.hostname}"
@@ -80,60 +76,13 @@ class DmarcReports:
         self.keyring = DkimKeyring(store, cfg.dkim, clock)
         self.store = store
         self.resolver = resolver
-        self.clock = clock
-        self._counts: Counter[tuple[str, int, str]] = Counter()
-        self._reported_day = -1
-        self._reporting: asyncio.Task[None] | None = None
-        self._flushed = float("-inf")
 
     def record(self, domain: str, row: ReportRow) -> None:
         """One message whose DMARC policy domain is `domain`, reported as `row`."""
-        if len(self._counts) >= MAX_PENDING:
-            return  # the store is not keeping up: a report undercounts rather than memory grow
-        day = int(self.clock()) // DAY * DAY
-        self._counts[(domain.lower(), day, row.key)] += 1
+        self.count(domain, row.key)
 
-    async def flush(self) -> None:
-        counts, self._counts = self._counts, Counter()
-        if not counts:
-            return
-        try:
-            await self.store.add_dmarc_results(
-                [DmarcResultCount(d, day, key, n) for (d, day, key), n in counts.items()])
-        except Exception:
-            logger.exception("queue: DMARC report counts not written (%d rows)", len(counts))
-
-    async def tick(self) -> None:
-        """Flush the counts now and then; once a day, report the day before."""
-        now = self.clock()
-        if now - self._flushed >= FLUSH_EVERY:
-            self._flushed = now
-            await self.flush()
-        yesterday = int(now) // DAY * DAY - DAY
-        if (yesterday == self._reported_day or now - yesterday < DAY + REPORT_AFTER
-                or (self._reporting is not None and not self._reporting.done())):
-            return
-        self._reporting = asyncio.get_running_loop().create_task(self._report_day(yesterday))
-
-    async def _report_day(self, day: int) -> None:
-        try:
-            if await self.send_reports(day) is not None:
-                self._reported_day = day
-        except Exception:
-            logger.exception("queue: DMARC reports for %s failed", _date(day))
-
-    async def idle(self) -> None:
-        """Wait until a report run `tick` started is over (tests)."""
-        if self._reporting is not None:
-            await asyncio.gather(self._reporting, return_exceptions=True)
-
-    async def close(self) -> None:
-        """Stop reporting (the marks make it resume elsewhere) and flush the counts."""
-        if self._reporting is not None:
-            self._reporting.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reporting
-        await self.flush()
+    async def _write(self, counts: list[tuple[str, int, str, int]]) -> None:
+        await self.store.add_dmarc_results([DmarcResultCount(*c) for c in counts])
 
     async def send_reports(self, day: int, progress: Progress | None = None) -> int | None:
         """Queue the reports of the UTC day starting at `day` not queued yet (by any
@@ -159,7 +108,7 @@ class DmarcReports:
                 sent += 1
                 to = ", ".join(r.address for r in notice.envelope.recipients)
                 logger.info("queue: DMARC report for %s of %s queued qid=%s to %s", domain,
-                            _date(day), notice.envelope.queue_id, to)
+                            date(day), notice.envelope.queue_id, to)
                 say(f"{domain}: report queued qid={notice.envelope.queue_id} "
                     f"({len(notice.data)} octets) to {to}")
         return sent if complete else None
@@ -211,7 +160,7 @@ class DmarcReports:
         rows = [(ReportRow.from_key(r.detail), r.count)
                 for r in await self.store.dmarc_results(domain, day)]
         queue_id = f"D{secrets.token_hex(8).upper()}"
-        report_id = f"{_date(day)}.{queue_id}@{self.hostname}"
+        report_id = f"{date(day)}.{queue_id}@{self.hostname}"
         begin, end = day, day + DAY - 1
         xml = report_xml(org_name=self.org_name, email=self.sender, report_id=report_id,
                          domain=domain, begin=begin, end=end, record=record,
@@ -251,6 +200,3 @@ class DmarcReports:
                           if domain.endswith("." + d.name)), key=len, reverse=True)
         return await self.keyring.signers(parents[0]) if parents else []
 
-
-def _date(day: int) -> str:
-    return datetime.fromtimestamp(day, UTC).strftime("%Y-%m-%d")
