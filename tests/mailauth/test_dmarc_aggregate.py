@@ -21,6 +21,7 @@ from postkeep.mailauth.dmarc.aggregate import (
     ReportRow,
     ReportUri,
     authorizes,
+    overriding,
     report_message,
     report_uris,
     report_xml,
@@ -257,3 +258,6 @@ def test_the_verification_name_and_record() -> None:
     assert verification_name("a" * 60 + "." + "b" * 60 + "." + "c" * 60, "d" * 60 + ".e") is None
     assert authorizes([b"v=DMARC1"]) and authorizes([b"x", b"v=DMARC1;"])
     assert not authorizes([b"v=spf1 -all"]) and not authorizes([])
+    assert overriding([b"v=DMARC1"], "r.example") == ()
+    assert overriding([b"v=spf1", b"v=DMARC1; rua=mailto:a@R.example!5m,mailto:b@x.example"],
+                      "r.example") == (ReportUri("a@r.example", 5 << 20),)

@@ -2,8 +2,8 @@
 injected clock, a real store (SQLite) and the DMARC records in NSD: counts flushed on each
 tick, the previous day reported from 00:05 UTC once, to the destinations of the record as
 published; an external destination only when it publishes `<domain>._report._dmarc.<host>`
-(RFC 7489 §7.1), a URI whose `!size` the report is over left out, and a failed lookup tried
-again later."""
+(RFC 7489 §7.1; its `rua` at the same host replaces the destination), a URI whose `!size`
+the report is over left out, and a failed lookup tried again later."""
 
 from __future__ import annotations
 
@@ -59,7 +59,10 @@ def zones(dns: AuthServer, bank_rua: str) -> None:
         '_dmarc.shop TXT "v=DMARC1; p=none; rua=mailto:agg@reports.example"',
     ])
     dns.add_zone("example", [
-        'bank.test._report._dmarc.reports TXT "v=DMARC1"',  # shop.test's not authorized
+        # rua: the destination replaced, but only by one at the same host (RFC 7489 §7.1)
+        'bank.test._report._dmarc.reports TXT '
+        '"v=DMARC1; rua=mailto:in@reports.example,mailto:x@elsewhere.example"',
+        # shop.test's reports are not authorized
     ])
 
 
@@ -67,7 +70,7 @@ def test_a_day_is_reported_once_to_verified_destinations(
     run: Run, store: SqlStore, dns_server: AuthServer
 ) -> None:
     zones(dns_server, "mailto:dmarc@bank.test,mailto:agg@reports.example!10m,"
-                      "mailto:tiny@reports.example!1k,mailto:x@other.example")
+                      "mailto:tiny@bank.test!1k,mailto:x@other.example")
     clock = Clock(D + 3600)
     reports, other = reporter(store, dns_server, clock), reporter(store, dns_server, clock)
     reports.record("bank.test", PASS)
@@ -85,7 +88,7 @@ def test_a_day_is_reported_once_to_verified_destinations(
     tick(run, other)  # the other process finds it done
     (entry,) = run(store.list_outbound())
     # other.example does not authorize reports, tiny@'s 1k is too small
-    assert [r.address for r in entry.recipients] == ["dmarc@bank.test", "agg@reports.example"]
+    assert [r.address for r in entry.recipients] == ["dmarc@bank.test", "in@reports.example"]
     assert entry.mail_from == "noreply-dmarc@mx.example.test"
     assert run(store.dmarc_report_domains(D)) == []  # shop.test marked, nothing sent
     raw = run(store.read_outbound(entry.queue_id))
@@ -116,7 +119,7 @@ def test_a_failed_lookup_is_tried_again(run: Run, store: SqlStore,
     lines: list[str] = []
     assert run(reporter(store, dns_server, clock).send_reports(D, lines.append)) == 1
     assert len(lines) == 1 and lines[0].startswith("bank.test: report queued qid=D")
-    assert lines[0].endswith(" to agg@reports.example")
+    assert lines[0].endswith(" to in@reports.example")
 
 
 def test_reports_need_a_domain_as_hostname() -> None:

@@ -12,7 +12,8 @@ counted in the store, and one report a day per policy domain that asks for them.
   yet reported: its record looked up again (``_dmarc.<domain>``, exactly one; the ``rua``
   URIs as published now, with their ``!size`` limits); each destination whose Organizational
   Domain is not the policy domain's verified (RFC 7489 §7.1: a ``v=DMARC1`` TXT record at
-  ``<domain>._report._dmarc.<host>``), the others dropped; the XML, gzip'd, in the message of
+  ``<domain>._report._dmarc.<host>``, whose own ``rua`` at that host, if any, replaces it),
+  the others dropped; the XML, gzip'd, in the message of
   §7.2.1.1, DKIM-signed with the keys of its From: domain (`[inbound] dmarc_report_from`, or
   the local domain it is under) and queued to the destinations whose size limit it fits
   (`Store.queue_dmarc_report`, which marks the (domain, day) in the same commit, so of all
@@ -40,6 +41,7 @@ from postkeep.mailauth.dmarc.aggregate import (
     ReportRow,
     ReportUri,
     authorizes,
+    overriding,
     report_message,
     report_uris,
     report_xml,
@@ -128,33 +130,37 @@ class DmarcReports(DailyReports):
             return None
         return record, report_uris(texts[0].decode("ascii", "replace"))
 
-    async def _authorized(self, domain: str, uri: ReportUri) -> bool:
-        """RFC 7489 §7.1: whether reports about `domain` may go to `uri` (TempError)."""
+    async def _destinations(self, domain: str, uri: ReportUri) -> tuple[ReportUri, ...]:
+        """Where reports about `domain` for `uri` go (RFC 7489 §7.1): `uri` itself, what an
+        external destination's authorizing record names instead, or () (TempError)."""
         host = uri.address.rpartition("@")[2]
         if (await org_domain(self.resolver, host, self.method)
                 == await org_domain(self.resolver, domain, self.method)):
-            return True
+            return (uri,)
         name = verification_name(domain, host)
         if name is None:
-            return False
+            return ()
         try:
             result = await self.resolver.txt(name)
         except InvalidName:
-            return False
+            return ()
         if isinstance(result, TempFail):
             raise TempError(f"{name} TXT: {result.reason}")
-        ok = isinstance(result, Answer) and authorizes(result.records)
-        if not ok:
+        if not isinstance(result, Answer) or not authorizes(result.records):
             logger.info("queue: DMARC reports of %s not sent to %s: %s has no v=DMARC1 "
                         "record (RFC 7489 §7.1)", domain, uri.address, name)
-        return ok
+            return ()
+        return overriding(result.records, host) or (uri,)
 
     async def _report(self, domain: str, day: int) -> QueueNotice | None:
         found = await self._policy(domain)
         if found is None:
             return None
         record, uris = found
-        uris = tuple([u for u in uris if await self._authorized(domain, u)])
+        destinations: list[ReportUri] = []
+        for uri in uris:
+            destinations += await self._destinations(domain, uri)
+        uris = tuple(dict.fromkeys(destinations))
         if not uris:
             return None
         rows = [(ReportRow.from_key(r.detail), r.count)

@@ -28,7 +28,9 @@ verifies an external destination.
 - **External destinations** (RFC 7489 §7.1, RFC 9990 §5): `verification_name` is the
   ``<policy-domain>._report._dmarc.<destination-host>`` name whose TXT record must start
   with ``v=DMARC1`` (`authorizes`) before reports go to a destination whose Organizational
-  Domain is not the policy domain's; the caller decides when that applies (its lookups).
+  Domain is not the policy domain's; the caller decides when that applies (its lookups). A
+  ``rua`` in that record replaces the destination (`overriding`: URIs at the same host only,
+  so it cannot send reports elsewhere).
 """
 
 from __future__ import annotations
@@ -185,6 +187,17 @@ def authorizes(records: Iterable[bytes]) -> bool:
     """Whether the TXT records at `verification_name` authorize the reports (RFC 7489 §7.1
     steps 6-8: at least one starts with ``v=DMARC1``)."""
     return any(is_dmarc_text(t) for t in records)
+
+
+def overriding(records: Iterable[bytes], host: str) -> tuple[ReportUri, ...]:
+    """The destinations an authorizing record names instead (RFC 7489 §7.1 step 9, RFC 9990
+    §5: its ``rua``, only the URIs at the same `host`), () when it names none."""
+    for text in records:
+        if is_dmarc_text(text):
+            uris = report_uris(text.decode("ascii", "replace"))
+            if uris:
+                return tuple(u for u in uris if u.address.rpartition("@")[2] == host.lower())
+    return ()
 
 
 def _sub(parent: ElementTree.Element, tag: str, text: str | int | None = None
