@@ -29,6 +29,7 @@ from postkeep.mailauth.dmarc.aggregate import (
     verification_name,
 )
 from postkeep.mailauth.dmarc.feedback import (
+    MAX_MESSAGE,
     MAX_RECORDS,
     MAX_XML,
     FeedbackError,
@@ -239,6 +240,8 @@ def test_bombs_are_refused_without_inflating_them() -> None:
         documents(_mail(b"PK\x03\x04broken", "application/zip", "a.zip"))
     with pytest.raises(FeedbackError, match="no report attached"):
         documents(b"Subject: hello\r\n\r\njust text\r\n")
+    with pytest.raises(FeedbackError, match="message over"):
+        documents(b"Subject: big\r\n\r\n" + b"x" * MAX_MESSAGE)
 
 
 def test_report_uris_keep_their_size_limits() -> None:

@@ -68,7 +68,13 @@ from postkeep.errors import NotFound, Reply
 from postkeep.mailauth import authres
 from postkeep.mailauth.dkim.canon import split_message
 from postkeep.mailauth.dmarc.aggregate import ReportRow
-from postkeep.mailauth.dmarc.feedback import FeedbackError, Report, documents, parse
+from postkeep.mailauth.dmarc.feedback import (
+    MAX_MESSAGE,
+    FeedbackError,
+    Report,
+    documents,
+    parse,
+)
 from postkeep.mailauth.dnsbl import check_domains
 from postkeep.mailauth.uridomains import body_domains
 from postkeep.policy import limits
@@ -401,6 +407,8 @@ class InboundPipeline:
 
 def _read_reports(data: MessageData) -> tuple[list[Report], list[str]]:
     """The reports `data` carries, and why those that could not be read were not."""
+    if len(data) > MAX_MESSAGE:  # before it is read into memory
+        return [], [f"message over {MAX_MESSAGE} octets"]
     try:
         xmls = documents(bytes(data[0:len(data)]))
     except FeedbackError as e:

@@ -2,7 +2,8 @@
 §4): the reports a message carries, and what each says.
 
 - **Attachments** (RFC 7489 §7.2.1.1, RFC 9990 §4 "Email": "no specific MIME message
-  structure is required"): `documents` takes every part that is a report: ``application/gzip``
+  structure is required"): `documents` (of a message of at most `MAX_MESSAGE` octets) takes
+  every part that is a report: ``application/gzip``
   (or a name ending ``.gz``), ``application/zip`` (the form large receivers send; the XML
   entries of the archive) or ``text/xml`` / ``application/xml`` (plain), at most
   `MAX_DOCUMENTS`. Hostile input is bounded: a part of more than `MAX_COMPRESSED` octets is
@@ -42,6 +43,8 @@ from defusedxml.ElementTree import ParseError, iterparse
 
 #: Most octets of one compressed attachment read.
 MAX_COMPRESSED = 10 << 20
+#: Longest message read (a part of `MAX_COMPRESSED` octets in base64, and room for the rest).
+MAX_MESSAGE = 2 * MAX_COMPRESSED
 #: Most octets of XML one report may decompress to.
 MAX_XML = 50 << 20
 #: Most ``record`` elements in one report.
@@ -99,6 +102,8 @@ class Report:
 
 def documents(message: bytes) -> list[bytes]:
     """The XML of each report `message` carries (FeedbackError if it carries none)."""
+    if len(message) > MAX_MESSAGE:
+        raise FeedbackError(f"message over {MAX_MESSAGE} octets")
     msg = email.message_from_bytes(message, policy=email.policy.default)
     assert isinstance(msg, EmailMessage)
     found: list[bytes] = []
