@@ -256,3 +256,18 @@ def test_check_rcpt_unlimited_quota_and_one_full_target() -> None:
     full = account(6, "full@example.test", quota=100, used=100)
     d.addresses["both@example.test"] = [ALICE_ACC, full]
     assert decide(d, "both@example.test")[:2] == (452, "4.2.2")  # one full target refuses all
+
+
+def test_check_rcpt_takes_the_dmarc_report_address_without_an_account() -> None:
+    d = directory()
+
+    def decide_reports(address: str) -> tuple[int, tuple[Account, ...]]:
+        path = parse_path(f"<{address}>", utf8=True, allow_null=False)
+        decision = asyncio.run(check_rcpt(d, path, None,
+                                          report_address="DMARC@example.test"))
+        return decision.verdict.reply.code, decision.accounts
+
+    assert decide_reports("dmarc@EXAMPLE.test") == (250, ())  # no account: reports only
+    assert decide_reports("other@example.test")[0] == 550
+    d.addresses["dmarc@example.test"] = [ALICE_ACC]  # an alias: its accounts get it too
+    assert decide_reports("dmarc@example.test") == (250, (ALICE_ACC,))

@@ -156,8 +156,8 @@ def test_tampered_inline_blob_detected(
 
 def _downgrade_to_version_5(db_url: str) -> None:
     """What a database written by the code before migration 6 looks like: no ``blobs.data``
-    (nor what migrations 7 to 11 added: delivery state, DKIM keys, sending quotas, TLS reports,
-    inline queued messages)."""
+    (nor what migrations 7 to 12 added: delivery state, DKIM keys, sending quotas, TLS reports,
+    inline queued messages, DMARC reports)."""
     engine = create_engine(db_url)
     try:
         with engine.begin() as conn:
@@ -167,6 +167,8 @@ def _downgrade_to_version_5(db_url: str) -> None:
             conn.execute(text("DROP TABLE dkim_keys"))
             conn.execute(text("DROP TABLE tlsrpt_results"))
             conn.execute(text("DROP TABLE tlsrpt_sent"))
+            for table in ("dmarc_results", "dmarc_sent", "dmarc_feedback"):
+                conn.execute(text(f"DROP TABLE {table}"))
             conn.execute(text("DROP INDEX ix_outbound_queue_due"))
             for column in ("held", "lease_owner", "lease_until", "delay_notified", "requiretls"):
                 conn.execute(text(f"ALTER TABLE outbound_queue DROP COLUMN {column}"))
@@ -197,7 +199,7 @@ def test_a_version_5_database_with_blob_files_still_reads(
     _downgrade_to_version_5(db_url)
     assert _version(db_url) == 5
     store = make_store()  # migrates to the latest
-    assert _version(db_url) == latest_version() == 11
+    assert _version(db_url) == latest_version() == 12
     assert stored_blobs(db_url, data_dir) == {b: "file" for b, _ in stored}
     for (_, mid), data in zip(stored, messages, strict=True):
         assert run(store.read_message(acct.id, mid)) == data

@@ -118,6 +118,34 @@ class InboundConfig:
         "and the list's reason, from MAIL FROM on.",
         default=1.0,
     )
+    dmarc_reports: bool = setting(
+        "Count the MX's DMARC evaluations of mail from domains whose policy asks for "
+        "aggregate reports (`rua=`) and send each a daily report (RFC 7489 §7.2, RFC 9990), "
+        "gzip'd XML, DKIM-signed, through the queue, after 00:05 UTC for the day before. "
+        "Only with a `server.hostname` that is a domain name (not `localhost`): it names "
+        "the reporter. Failure reports (`ruf=`) are never sent: they carry parts of "
+        "people's messages.",
+        default=True,
+    )
+    dmarc_report_org: str = setting(
+        "The reporting organization's name in the reports (`org_name`); empty: "
+        "`server.hostname`.",
+        default="",
+    )
+    dmarc_report_from: str = setting(
+        "From: and envelope sender of the reports, also their contact `email`; empty: "
+        "`noreply-dmarc@<server.hostname>`. Reports are DKIM-signed with the keys of its "
+        "domain (or of the local domain it is a subdomain of).",
+        default="",
+    )
+    dmarc_report_address: str = setting(
+        "An address of a local domain where aggregate reports from other receivers arrive "
+        "(the `rua=` of your own DMARC records, e.g. `dmarc-reports@example.org`): the MX "
+        "accepts it even if no account has it, reads the reports attached (zip, gzip or XML) "
+        "into the store (`postkeep dmarc reports`), and delivers the message too when the "
+        "address reaches an account. Empty: no report intake.",
+        default="",
+    )
 
 
 def parse_codes(path: str, codes: list[str]) -> dict[str, tuple[str, float | None]]:
@@ -165,3 +193,8 @@ def validate_inbound(inbound: InboundConfig) -> None:
             if not dl.zone or " " in dl.zone:
                 raise ConfigError(f"inbound.{key}[{i}].zone", "must name the list's zone")
             parse_codes(f"inbound.{key}[{i}].codes", dl.codes)
+    for key in ("dmarc_report_from", "dmarc_report_address"):
+        value = getattr(inbound, key)
+        local, at, domain = value.rpartition("@")
+        if value and (not at or not local or "." not in domain or " " in value):
+            raise ConfigError(f"inbound.{key}", "must be an address (local@domain)")

@@ -16,6 +16,8 @@ trusted_networks`, once the text is in (the checks need its header section and b
    arc= (RFC 8617 §7.1: header.oldest-pass, smtp.remote-ip) and dmarc=; `policy.trust` turns
    DMARC's disposition into a refusal or the Junk mailbox, unless a trusted ARC sealer
    vouches for the message (`[inbound] arc_trusted_sealers`, RFC 7489 §6.7).
+4. For a policy that asks for aggregate reports (``rua=``), the evaluation's report row
+   (`mailauth.dmarc.aggregate.row_for`, the disposition as applied), for the caller to count.
 
 SPF alone refuses nothing: a fail is reported and left to DMARC, which forwarding (SPF's known
 failure) cannot fool when a DKIM signature survives.
@@ -34,7 +36,8 @@ from postkeep.mailauth.arc.verify import ArcResult
 from postkeep.mailauth.arc_check import ArcCheck
 from postkeep.mailauth.dkim.canon import parse_header_fields
 from postkeep.mailauth.dkim_check import DkimCheck, check_dkim_parts
-from postkeep.mailauth.dmarc import OrgDomainMethod, author_domain, evaluate
+from postkeep.mailauth.dmarc import OrgDomainMethod, Policy, author_domain, evaluate
+from postkeep.mailauth.dmarc.aggregate import ReportRow, row_for
 from postkeep.mailauth.spf import SpfResult, check_helo, check_mailfrom
 from postkeep.mailauth.spf import authentication_results as spf_resinfo
 from postkeep.policy.trust import dmarc_outcome
@@ -58,6 +61,7 @@ class Judgement:
     resinfo: tuple[str, ...] = ()  # the results in `auth_results` (an ARC seal's AAR repeats them)
     arc: ArcResult | None = None  # the ARC chain's validation, when `[inbound] arc`
     override: str = ""  # DMARC's policy not applied, and why (a trusted ARC sealer)
+    report_row: tuple[str, ReportRow] | None = None  # (policy domain, row): DMARC rua= asked
 
 
 def _from_fields(header_block: bytes) -> list[str]:
@@ -126,6 +130,14 @@ async def judge(checks: InboundChecks, client: ClientChecks, hostname: str, *,
         judgement.mailbox = outcome.mailbox
         judgement.override = outcome.override
         judgement.reason = dmarc.auth_result()
+        applied = (Policy.REJECT if outcome.verdict else
+                   Policy.QUARANTINE if outcome.mailbox else Policy.NONE)
+        judgement.report_row = row_for(
+            dmarc, applied, source_ip=client.ip, envelope_from=mail_from,
+            spf=None if spf_result is None else (
+                spf_result.domain, spf_result.identity, str(spf_result.result)),
+            dkim=[(r.domain or "", r.selector or "", str(r.result))
+                  for r in (dkim_result.results if dkim_result is not None else ())])
     judgement.auth_results = authres.render(hostname, results)
     judgement.resinfo = tuple(results)
     judgement.summary = " ".join(dict.fromkeys(r.split(" ", 1)[0] for r in results))

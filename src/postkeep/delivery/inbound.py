@@ -28,12 +28,20 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
   MIME part is over the size limit (`policy.submission`);
 - ``quota`` (submission only): the message counted against the login's and its domain's
   sending quotas, or refused with ``451 4.7.1`` (`policy.sending`);
+- ``reports`` (MX, with `[inbound] dmarc_report_address`): DMARC aggregate reports mailed to
+  that address read into the store (`mailauth.dmarc.feedback`, in a thread); the address is
+  then dropped from the recipients unless it reaches an account, whose copy is delivered as
+  any other. A report that cannot be read is logged, never refused, and a message with none
+  readable goes to the postmaster when the address reaches no account;
 - ``trace``: Return-Path and Received (`delivery.trace`, RFC 5321 §4.4); Return-Path only on
   the locally delivered copy (the queued copy is relayed, and its last MTA adds one);
 - ``sign`` (submission only): DKIM-Signature fields with the keys of the From: domain
   (`delivery.signing`, RFC 6376 §5), on the local and the queued copy alike;
 - ``store``: local recipients' copies in one durable commit (`Store.deliver`), remote
   recipients (authenticated submission) into the outbound queue.
+
+The ``authenticate`` stage also hands each DMARC evaluation whose policy asks for aggregate
+reports to `on_dmarc` (`queue.dmarcrpt.DmarcReports.record`: a count in memory).
 
 Block lists are asked at connect and refuse at MAIL FROM (`delivery.origin`, the SMTP
 driver). Later checks join here, as stages of their own in this list: content filters before
@@ -49,11 +57,13 @@ blob from the spool.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from postkeep import log
+from postkeep.addresses import address_key
 from postkeep.config import SendingConfig
 from postkeep.delivery.authentication import judge
 from postkeep.delivery.directory import StoreDirectory
@@ -65,6 +75,14 @@ from postkeep.mailauth import authres
 from postkeep.mailauth.arc.seal import ArcSealer
 from postkeep.mailauth.arc.verify import ArcResult
 from postkeep.mailauth.dkim.canon import BodyHasher, split_message
+from postkeep.mailauth.dmarc.aggregate import ReportRow
+from postkeep.mailauth.dmarc.feedback import (
+    MAX_MESSAGE,
+    FeedbackError,
+    Report,
+    documents,
+    parse,
+)
 from postkeep.mailauth.dnsbl import check_domains
 from postkeep.mailauth.uridomains import body_domains
 from postkeep.policy import limits
@@ -72,7 +90,14 @@ from postkeep.policy.sending import account_limits, domain_limits, over_limit
 from postkeep.policy.submission import check_from_header, check_part_sizes, from_domain
 from postkeep.policy.trust import links_listed
 from postkeep.policy.verdict import Verdict
-from postkeep.store.api import Account, DsnRecipient, Envelope, LocalDelivery, Store
+from postkeep.store.api import (
+    Account,
+    DmarcFeedback,
+    DsnRecipient,
+    Envelope,
+    LocalDelivery,
+    Store,
+)
 from postkeep.store.spool import MessageData, SpooledText
 
 logger = log.get("smtp")  # the SMTP driver's log: operators' filters match these lines there
@@ -151,8 +176,12 @@ class InboundPipeline:
         keyring: DkimKeyring | None = None,
         checks: InboundChecks | None = None,
         clock: Callable[[], float] = time.time,
+        on_dmarc: Callable[[str, ReportRow], None] | None = None,
+        report_address: str = "",
     ) -> None:
         self.store = store
+        self.on_dmarc = on_dmarc
+        self.report_address = address_key(report_address) if report_address else ""
         self.checks = checks
         self.on_queued = on_queued
         self.sending = sending
@@ -170,6 +199,7 @@ class InboundPipeline:
               checks.domain_lists else ()),
             *((("sender", self.check_sender),) if submission else ()),
             *((("quota", self.check_quota),) if submission and sending else ()),
+            *((("reports", self.take_reports),) if not submission and report_address else ()),
             ("trace", self.add_trace),
             *((("sign", self.sign_dkim),) if submission and keyring else ()),
             ("store", self.store_message),
@@ -222,6 +252,8 @@ class InboundPipeline:
         if judgement.override:
             logger.info("dmarc policy overridden qid=%s ip=%s reason=%s", message.queue_id,
                         message.client.ip, log.quote(judgement.override))
+        if judgement.report_row is not None and self.on_dmarc is not None:
+            self.on_dmarc(*judgement.report_row)
         if judgement.mailbox is not None:
             message.mailbox = judgement.mailbox
             logger.info("quarantined qid=%s ip=%s mailbox=%s reason=%s", message.queue_id,
@@ -305,6 +337,47 @@ class InboundPipeline:
         scope, limit, applied = hit
         return over_limit(scope, limit, applied, login.address)
 
+    async def take_reports(self, message: Inbound) -> Verdict | None:
+        """MX: the DMARC aggregate reports of a message to the report address, into the
+        store (RFC 7489 §7.2, RFC 9990 §4); the address kept as a recipient only where it
+        reaches an account."""
+        ours = [rcpt for rcpt, _ in message.recipients
+                if address_key(rcpt.address) == self.report_address]
+        if not ours:
+            return None
+        try:  # a parse of the whole text, a spooled one read from disk: off the loop
+            reports, problems = await asyncio.to_thread(_read_reports, message.data)
+        except Exception as e:  # whatever a broken message makes the MIME parser do
+            reports, problems = [], [f"{type(e).__name__}: {e}"]
+        for problem in problems:
+            logger.info("dmarc report unreadable qid=%s ip=%s reason=%s", message.queue_id,
+                        message.client.ip, log.quote(problem))
+        # an address without an account: to the postmaster what could not be read, so a
+        # parse failure never loses a message
+        fallback: tuple[int, ...] = ()
+        if problems and not reports:
+            domain = self.report_address.rpartition("@")[2]
+            fallback = tuple(a.id for a in await self.directory.postmaster(domain))
+        message.recipients = [(rcpt, ids or (fallback if rcpt in ours else ()))
+                              for rcpt, ids in message.recipients]
+        message.recipients = [(rcpt, ids) for rcpt, ids in message.recipients
+                              if ids or rcpt not in ours]
+        for report in reports:
+            try:
+                kept = await self.store.add_dmarc_feedback(DmarcFeedback(
+                    report.org_name, report.email, report.report_id, report.domain,
+                    report.begin, report.end, report.passed, report.failed,
+                    json.dumps(report.records_json(), separators=(",", ":")),
+                    message.received_at))
+            except Exception:
+                logger.exception("dmarc report not stored qid=%s", message.queue_id)
+                continue
+            logger.info("dmarc report %s qid=%s org=%s domain=%s id=%s records=%d",
+                        "received" if kept else "duplicate", message.queue_id,
+                        log.quote(report.org_name), report.domain, log.quote(report.report_id),
+                        len(report.records))
+        return None
+
     async def add_trace(self, message: Inbound) -> Verdict | None:
         client, envelope = message.client, message.envelope
         rcpts = envelope.recipients
@@ -370,6 +443,23 @@ class InboundPipeline:
             logger.warning("no mailbox qid=%s mailbox=%s: delivered to INBOX",
                            message.queue_id, message.mailbox)
             await self.store.deliver(LocalDelivery(message.envelope, account_ids, data))
+
+
+def _read_reports(data: MessageData) -> tuple[list[Report], list[str]]:
+    """The reports `data` carries, and why those that could not be read were not."""
+    if len(data) > MAX_MESSAGE:  # before it is read into memory
+        return [], [f"message over {MAX_MESSAGE} octets"]
+    try:
+        xmls = documents(bytes(data[0:len(data)]))
+    except FeedbackError as e:
+        return [], [str(e)]
+    reports, problems = [], []
+    for xml in xmls:
+        try:
+            reports.append(parse(xml))
+        except FeedbackError as e:
+            problems.append(str(e))
+    return reports, problems
 
 
 def _chunks(data: MessageData, start: int, size: int = 64 * 1024) -> Iterator[bytes]:

@@ -2,13 +2,15 @@
 
 Decides RCPT TO (RFC 5321 §4.1.1.3, §3.6.2 "relay"): an address of a local domain is accepted only
 if it reaches a local account (directly or by alias or catch-all); `postmaster` is always accepted
-(RFC 5321 §4.5.1); any other domain, address literals included, is refused to unauthenticated
-clients (relay denied). An address with an invisible or control character (zero-width space, bidi
-override ...: `postkeep.addresses.invisible_characters`) is refused with 553 5.1.3 whatever its
-domain: no account has one, and to a remote server such an address is a look-alike of another. Local
-addresses are looked up in canonical form (`postkeep.addresses`: NFC, IDNA), so every Unicode form
-of an address reaches one mailbox. Quota (RFC 1870 §6.2 semantics for SIZE) is checked here against
-the declared size so a full mailbox is refused before the data is sent.
+(RFC 5321 §4.5.1), and so is `[inbound] dmarc_report_address` (DMARC aggregate reports are read from
+its mail, an account or not); any other domain, address literals included, is refused to
+unauthenticated clients (relay denied). An address with an invisible or control character
+(zero-width space, bidi override ...: `postkeep.addresses.invisible_characters`) is refused with 553
+5.1.3 whatever its domain: no account has one, and to a remote server such an address is a
+look-alike of another. Local addresses are looked up in canonical form (`postkeep.addresses`: NFC,
+IDNA), so every Unicode form of an address reaches one mailbox. Quota (RFC 1870 §6.2 semantics for
+SIZE) is checked here against the declared size so a full mailbox is refused before the data is
+sent.
 
 Exposure: answers unauthenticated peers; it reveals whether a local address exists (as every MX
 must for RFC 5321 §3.6.2 honesty); directory harvesting is bounded by the session error budget.
@@ -68,9 +70,11 @@ def check_sender(address: str) -> Verdict | None:
 
 
 async def check_rcpt(
-    directory: Directory, path: Path, declared_size: int | None, authenticated: bool = False
+    directory: Directory, path: Path, declared_size: int | None, authenticated: bool = False,
+    report_address: str = "",
 ) -> RcptDecision:
-    """Decide one RCPT TO for the MX role."""
+    """Decide one RCPT TO for the MX role. `report_address` is accepted without an account
+    (then with none: `delivery.inbound` reads the reports sent to it)."""
     invisible = invisible_characters(path.address)
     if invisible:
         return RcptDecision(
@@ -95,6 +99,8 @@ async def check_rcpt(
     accounts = await directory.resolve(address)
     if accounts is None and is_postmaster:
         accounts = await directory.postmaster(domain)
+    if not accounts and report_address and address == address_key(report_address):
+        return RcptDecision(accept(R_RCPT_OK))
     if not accounts:
         return RcptDecision(
             reject(550, "5.1.1", "Recipient address rejected: user unknown",

@@ -5,7 +5,8 @@ from the store (`Store.claim_outbound`: exclusive across processes and nodes) as
 than `delivery.max_in_flight` deliveries run, and is woken at once when its own process queues
 a message (`wake`), else looks again every `delivery.poll_interval` seconds. Each look also
 writes the TLS results of its sessions and, once a day, queues the TLS reports of the day
-before (`postkeep.queue.tlsrpt`, RFC 8460).
+before (`postkeep.queue.tlsrpt`, RFC 8460), and the same for the MX's DMARC aggregate
+reports (`postkeep.queue.dmarcrpt`, RFC 7489 §7.2).
 
 The messages an attempt holds in memory are bounded per process (`delivery.max_data_in_flight`,
 `MemoryBudget`): an attempt whose message does not fit waits for room.
@@ -46,6 +47,7 @@ from postkeep import log
 from postkeep.config import Config
 from postkeep.delivery.trace import received_header, return_path_header
 from postkeep.queue import schedule
+from postkeep.queue.dmarcrpt import DmarcReports
 from postkeep.queue.dsn import Reported, notice
 from postkeep.queue.outcome import Outcome, temporary
 from postkeep.queue.tlsrpt import TlsReports
@@ -81,6 +83,7 @@ class QueueRunner:
     def __init__(
         self, cfg: Config, store: Store, transport: Transport, *, owner: str,
         clock: Callable[[], float] = time.time, tls_reports: TlsReports | None = None,
+        dmarc_reports: DmarcReports | None = None,
     ) -> None:
         self.cfg = cfg
         self.delivery = cfg.delivery
@@ -89,6 +92,7 @@ class QueueRunner:
         self.owner = owner
         self.clock = clock
         self.tls_reports = tls_reports  # RFC 8460: counted each poll, reported once a day
+        self.dmarc_reports = dmarc_reports  # RFC 7489 §7.2: the same
         self._wake = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self._per_domain: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
@@ -105,8 +109,9 @@ class QueueRunner:
             while True:
                 self._wake.clear()
                 await self.run_once()
-                if self.tls_reports is not None:
-                    await self.tls_reports.tick()
+                for reports in (self.tls_reports, self.dmarc_reports):
+                    if reports is not None:
+                        await reports.tick()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.delivery.poll_interval)
         finally:
@@ -115,9 +120,10 @@ class QueueRunner:
             await asyncio.gather(*self._running, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.store.release_outbound_claims(self.owner))
-            if self.tls_reports is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.tls_reports.close())
+            for reports in (self.tls_reports, self.dmarc_reports):
+                if reports is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(reports.close())
 
     async def run_once(self, queue_id: str | None = None) -> int:
         """Claim what is due (or the entry `queue_id`) and start its attempts; how many."""

@@ -25,13 +25,9 @@ counted in the store, and one report a day per domain that asks for them.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from postkeep import log
 from postkeep.config import Config
@@ -40,8 +36,8 @@ from postkeep.dns.names import InvalidName
 from postkeep.dns.resolver import DnsResolver
 from postkeep.dns.results import Answer, TempFail
 from postkeep.mailauth.dkim.sign import sign_all
+from postkeep.queue.daily import DailyReports, date
 from postkeep.queue.tlsrpt_report import (
-    DAY,
     AppliedPolicy,
     TlsResult,
     mailto_address,
@@ -53,79 +49,29 @@ from postkeep.store.api import DsnRecipient, Envelope, QueueNotice, Store, TlsRe
 
 logger = log.get("queue")
 
-REPORT_AFTER = 300  # seconds into a UTC day before the previous day is reported
-MAX_PENDING = 10_000  # distinct results kept in memory between flushes
-FLUSH_EVERY = 5.0  # seconds between writes of the counts (a busy queue ticks often)
 
-
-class TlsReports:
+class TlsReports(DailyReports):
     """One per worker process: `record` for the transport, `tick` for the runner."""
+
+    kind = "TLS"
 
     def __init__(self, cfg: Config, store: Store, resolver: DnsResolver, *,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
         self.hostname = cfg.server.hostname
         self.keyring = DkimKeyring(store, cfg.dkim, clock)
         self.store = store
         self.resolver = resolver
-        self.clock = clock
-        self._counts: Counter[tuple[str, int, str]] = Counter()
-        self._reported_day = -1  # the last day this process has reported (or found done)
-        self._reporting: asyncio.Task[None] | None = None
-        self._flushed = float("-inf")
 
     def record(self, domain: str, policy: AppliedPolicy, result_type: str | None,
                mx_host: str, ip: str | None, info: str | None = None) -> None:
         """One session to `mx_host` [`ip`] of `domain` under `policy`: a success (None) or a
         failure of that RFC 8460 result type."""
-        if len(self._counts) >= MAX_PENDING:
-            return  # the store is not keeping up; a report undercounts rather than memory grow
-        key = TlsResult(policy, result_type, mx_host.lower().removesuffix("."), ip,
-                        info=info).key
-        day = int(self.clock()) // DAY * DAY
-        self._counts[(domain.lower(), day, key)] += 1
+        self.count(domain, TlsResult(policy, result_type, mx_host.lower().removesuffix("."),
+                                     ip, info=info).key)
 
-    async def flush(self) -> None:
-        counts, self._counts = self._counts, Counter()
-        if not counts:
-            return
-        try:
-            await self.store.add_tls_results(
-                [TlsResultCount(d, day, key, n) for (d, day, key), n in counts.items()])
-        except Exception as e:
-            logger.warning("queue: TLS report counts lost: %s", e)
-
-    async def tick(self) -> None:
-        """Flush; start the previous UTC day's reports once that day is over (and 5 minutes),
-        in a task of their own (their DNS lookups do not hold up the queue)."""
-        now = self.clock()
-        if now - self._flushed >= FLUSH_EVERY:
-            self._flushed = now
-            await self.flush()
-        yesterday = int(now) // DAY * DAY - DAY
-        if (yesterday == self._reported_day or now - yesterday < DAY + REPORT_AFTER
-                or (self._reporting is not None and not self._reporting.done())):
-            return
-        self._reporting = asyncio.get_running_loop().create_task(self._report_day(yesterday))
-
-    async def _report_day(self, day: int) -> None:
-        try:
-            if await self.send_reports(day) is not None:
-                self._reported_day = day
-        except Exception:
-            logger.exception("queue: TLS reports for %s failed", _date(day))
-
-    async def idle(self) -> None:
-        """Wait until a report run `tick` started is over (tests)."""
-        if self._reporting is not None:
-            await asyncio.gather(self._reporting, return_exceptions=True)
-
-    async def close(self) -> None:
-        """Stop reporting (the marks make it resume elsewhere) and flush the counts."""
-        if self._reporting is not None:
-            self._reporting.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reporting
-        await self.flush()
+    async def _write(self, counts: list[tuple[str, int, str, int]]) -> None:
+        await self.store.add_tls_results([TlsResultCount(*c) for c in counts])
 
     async def send_reports(self, day: int) -> int | None:
         """Queue the reports of the UTC day starting at `day` not queued yet (by any process);
@@ -142,7 +88,7 @@ class TlsReports:
             if queued and notice is not None:
                 sent += 1
                 logger.info("queue: TLS report for %s of %s queued qid=%s to %s", domain,
-                            _date(day), notice.envelope.queue_id,
+                            date(day), notice.envelope.queue_id,
                             ", ".join(r.address for r in notice.envelope.recipients))
         return sent if complete else None
 
@@ -179,7 +125,7 @@ class TlsReports:
         local = await self.store.list_domains()
         contact = f"postmaster@{local[0].name if local else self.hostname}"
         queue_id = f"R{secrets.token_hex(8).upper()}"
-        report_id = f"{_date(day)}.{queue_id}@{self.hostname}"
+        report_id = f"{date(day)}.{queue_id}@{self.hostname}"
         body = report(organization=self.hostname, contact=contact, report_id=report_id,
                       domain=domain, day=day, results=results)
         now = self.clock()
@@ -192,6 +138,3 @@ class TlsReports:
                             "127.0.0.1", self.hostname, now)
         return QueueNotice(envelope, data)
 
-
-def _date(day: int) -> str:
-    return datetime.fromtimestamp(day, UTC).strftime("%Y-%m-%d")

@@ -32,6 +32,7 @@ from postkeep.config import Config
 from postkeep.dns.resolver import DnsResolver
 from postkeep.imap.server import ImapServer
 from postkeep.net.budget import DataBudget
+from postkeep.queue.dmarcrpt import DmarcReports, reporting
 from postkeep.queue.remote import RemoteTransport
 from postkeep.queue.runner import QueueRunner
 from postkeep.queue.tlsrpt import TlsReports
@@ -200,13 +201,15 @@ async def serve_worker(
     resolver = DnsResolver(cfg.dns)
     tls_reports = TlsReports(cfg, store, resolver) if cfg.delivery.tls_reports else None
     transport = RemoteTransport(cfg, resolver, tls_reports)
+    dmarc_reports = DmarcReports(cfg, store, resolver) if reporting(cfg) else None
     runner = QueueRunner(cfg, store, transport, owner=f"{cfg.server.hostname}/{os.getpid()}/",
-                         tls_reports=tls_reports)
+                         tls_reports=tls_reports, dmarc_reports=dmarc_reports)
     servers: list[SmtpServer | ImapServer] = []
     if sockets.mx:
         servers.append(SmtpServer(cfg, store, tls_context, budget=budget,
                                   slots=channel.slots("mx"), sockets=sockets.mx,
-                                  resolver=resolver))
+                                  resolver=resolver,
+                                  on_dmarc=dmarc_reports.record if dmarc_reports else None))
     if sockets.submission:
         verifier.warm()
         servers.append(SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier,

@@ -44,6 +44,7 @@ from postkeep.delivery.origin import InboundChecks
 from postkeep.delivery.signing import DkimKeyring
 from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
+from postkeep.mailauth.dmarc.aggregate import ReportRow
 from postkeep.net.budget import DataBudget
 from postkeep.net.listener import Listeners, upgrade_tls
 from postkeep.net.slots import ConnectionLimiter, IpSlots, slow_slots
@@ -124,6 +125,7 @@ class SmtpServer:
         sockets: Sequence[socket.socket] | None = None,
         on_queued: Callable[[], None] | None = None,
         resolver: DnsResolver | None = None,
+        on_dmarc: Callable[[str, ReportRow], None] | None = None,
     ) -> None:
         """`budget`: the process's budget for message text in flight, shared by the MX and
         submission servers (a budget of `smtp.max_data_in_flight` of its own if None);
@@ -132,7 +134,8 @@ class SmtpServer:
         processes share the main process's); `on_queued`: called once a message is in the
         outbound queue (the process's delivery worker starts on it at once); `resolver`: the
         process's `DnsResolver`, for the MX's checks of where mail comes from (none without
-        it: `[inbound]`, docs/architecture.md "Inbound checks")."""
+        it: `[inbound]`, docs/architecture.md "Inbound checks"); `on_dmarc`: told each DMARC
+        evaluation whose policy asks for aggregate reports (`queue.dmarcrpt`)."""
         self.cfg = cfg
         self.budget = budget if budget is not None else DataBudget(cfg.smtp.max_data_in_flight)
         self.smtp = cfg.smtp
@@ -141,6 +144,7 @@ class SmtpServer:
         self.store = store
         self.tls_context = tls_context
         self.directory = StoreDirectory(store)
+        self.report_address = "" if self.submission else cfg.inbound.dmarc_report_address
         self.checks = (InboundChecks(cfg.inbound, resolver)
                        if resolver is not None and not self.submission else None)
         sub = cfg.submission
@@ -169,6 +173,8 @@ class SmtpServer:
             keyring=(DkimKeyring(store, cfg.dkim)
                      if self.submission or cfg.inbound.arc_seal else None),
             checks=self.checks,
+            on_dmarc=on_dmarc,
+            report_address=self.report_address,
         )
         self.auth: SaslAuthenticator | None = None
         self.bindings: EndPointBindings | None = None
@@ -326,7 +332,8 @@ class SmtpServer:
         mail = session.transaction_mail
         declared = mail.params.size if mail is not None else None
         decision = await check_rcpt(
-            self.directory, rcpt.path, declared, authenticated=conn.account is not None
+            self.directory, rcpt.path, declared, authenticated=conn.account is not None,
+            report_address=self.report_address,
         )
         if not decision.verdict.accepted:
             await self._error(conn, "RCPT", decision.verdict.reply, decision.verdict.reason)

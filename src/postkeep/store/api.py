@@ -287,6 +287,38 @@ class TlsResultCount:
 
 
 @dataclass(frozen=True, slots=True)
+class DmarcResultCount:
+    """How many messages of a UTC day (`day`: its start) whose DMARC policy domain is
+    `domain` made one aggregate report row (RFC 7489 §7.2, RFC 9990): `detail` is the row
+    as JSON (`postkeep.mailauth.dmarc.aggregate.ReportRow`)."""
+
+    domain: str
+    day: int
+    detail: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DmarcFeedback:
+    """A DMARC aggregate report received (RFC 7489 §7.2, RFC 9990 §3): who sent it
+    (`org_name`, `email`), its `report_id`, the policy domain and the period (`begin`,
+    `end`, seconds since the epoch), how many messages passed and failed DMARC, and its
+    records as JSON (`postkeep.mailauth.dmarc.feedback`). `id` is 0 before it is stored."""
+
+    org_name: str
+    email: str
+    report_id: str
+    domain: str
+    begin: int
+    end: int
+    passed: int
+    failed: int
+    records: str
+    received_at: float
+    id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class DkimKey:
     """A DKIM signing key of a domain (its private half stays sealed in the store)."""
 
@@ -553,6 +585,27 @@ class Store(Protocol):
         """Mark (domain, day) reported and queue `notice` (None: no one to send it to), in
         one commit; False if it was reported already (then nothing is queued: exactly once
         across processes). Removes the results and marks of days more than a week old."""
+
+    # -- DMARC aggregate reports (RFC 7489 §7.2, RFC 9990) -------------------------------------
+    async def add_dmarc_results(self, counts: Sequence[DmarcResultCount]) -> None:
+        """Add each count to its (domain, day, detail) (not durable, as `add_tls_results`)."""
+
+    async def dmarc_report_domains(self, day: int) -> list[str]:
+        """The policy domains with results on `day` whose report is not queued yet."""
+
+    async def dmarc_results(self, domain: str, day: int) -> list[DmarcResultCount]: ...
+    async def queue_dmarc_report(
+        self, domain: str, day: int, notice: QueueNotice | None, now: float
+    ) -> bool:
+        """As `queue_tls_report`, for the DMARC report of (domain, day): marked and queued in
+        one commit, False if it was reported already; results older than a week removed."""
+
+    async def add_dmarc_feedback(self, report: DmarcFeedback) -> bool:
+        """Keep a report received; False (nothing kept) if one with its org_name, report_id
+        and domain is kept already (a duplicate, RFC 9990 §3 "Handling of Duplicates")."""
+
+    async def list_dmarc_feedback(self, domain: str | None = None) -> list[DmarcFeedback]:
+        """The reports received (about `domain`, or every domain), the newest period first."""
 
     # -- DKIM keys -------------------------------------------------------------------------------
     async def add_dkim_key(

@@ -47,6 +47,10 @@ Notes on the design:
   reported, inserted in the transaction that queues the report (so it is queued once).
 * Inline queued messages (migration 11): ``outbound_queue.data`` holds the encrypted message
   itself when it is at most `postkeep.store.blobs.INLINE_MAX` octets; NULL: a blob file.
+* DMARC aggregate reports (migration 12, RFC 7489 §7.2, RFC 9990): ``dmarc_results`` and
+  ``dmarc_sent`` as the TLS report tables, for the MX's DMARC evaluations (``detail``: one
+  report row as JSON); ``dmarc_feedback`` the reports received, unique per (org_name,
+  report_id, domain), their records as JSON.
 * IMAP (migration 4): ``blobs.structure`` is the message's MIME summary (`postkeep.mime.summary`:
   part tree with byte offsets, ENVELOPE, BODYSTRUCTURE), computed once at delivery and sealed
   under the blob's content key; ``expunged`` logs expunged UIDs with the MODSEQ of their expunge
@@ -332,6 +336,43 @@ tlsrpt_sent = Table(
     Column("day", BigInteger, primary_key=True),
     Column("queue_id", String(64), nullable=True),
     Column("sent_at", Double, nullable=False),
+)
+
+dmarc_results = Table(
+    "dmarc_results",
+    metadata,
+    Column("domain", String(255), primary_key=True),
+    Column("day", BigInteger, primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("detail", Text, nullable=False),
+    Column("count", Integer, nullable=False),
+)
+
+dmarc_sent = Table(
+    "dmarc_sent",
+    metadata,
+    Column("domain", String(255), primary_key=True),
+    Column("day", BigInteger, primary_key=True),
+    Column("queue_id", String(64), nullable=True),
+    Column("sent_at", Double, nullable=False),
+)
+
+dmarc_feedback = Table(
+    "dmarc_feedback",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("org_name", String(255), nullable=False),
+    Column("email", String(320), nullable=False),
+    Column("report_id", String(255), nullable=False),
+    Column("domain", String(255), nullable=False),
+    Column("begin", BigInteger, nullable=False),
+    Column("end", BigInteger, nullable=False),
+    Column("passed", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+    Column("records", Text, nullable=False),
+    Column("received_at", Double, nullable=False),
+    UniqueConstraint("org_name", "report_id", "domain", name="uq_dmarc_feedback_report"),
+    sqlite_autoincrement=True,
 )
 
 #: Names of `meta` rows.

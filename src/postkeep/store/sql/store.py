@@ -64,6 +64,7 @@ from postkeep.store.events import Subscription
 from postkeep.store.spool import Spool
 from postkeep.store.sql.base import SqlStoreBase, create_engines
 from postkeep.store.sql.dkim import DkimKeysMixin
+from postkeep.store.sql.dmarc import DmarcReportsMixin
 from postkeep.store.sql.mailops import MailboxOpsMixin
 from postkeep.store.sql.outbound import OutboundQueueMixin
 from postkeep.store.sql.prepared import Cursor
@@ -156,8 +157,8 @@ def _alias(r: Sequence[Any]) -> Alias:
 
 
 class SqlStore(
-    MailboxOpsMixin, AccountSecurityMixin, TlsReportsMixin, OutboundQueueMixin, DkimKeysMixin,
-    SendingQuotasMixin, SqlStoreBase,
+    MailboxOpsMixin, AccountSecurityMixin, TlsReportsMixin, DmarcReportsMixin, OutboundQueueMixin,
+    DkimKeysMixin, SendingQuotasMixin, SqlStoreBase,
 ):
     """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.
 

@@ -49,6 +49,7 @@ def _load() -> tuple[Migration, ...]:
         m0009_sending_quotas,
         m0010_tls_reports,
         m0011_inline_queue,
+        m0012_dmarc_reports,
     )
 
     return (
@@ -63,6 +64,7 @@ def _load() -> tuple[Migration, ...]:
         m0009_sending_quotas.MIGRATION,
         m0010_tls_reports.MIGRATION,
         m0011_inline_queue.MIGRATION,
+        m0012_dmarc_reports.MIGRATION,
     )
 
 
