@@ -106,7 +106,8 @@ def test_forged_results_removed_and_ours_written(checked: tuple[Instance, AuthSe
     unfolded = " ".join(ours[0].split())
     assert "iprev=pass (mx3.good.test) policy.iprev=127.0.0.3" in unfolded
     assert re.search(r"dkim=pass header\.d=signer\.test header\.i=@signer\.test header\.s=s1 "
-                     r"header\.a=rsa-sha256 header\.b=[\w+/]{8}", unfolded), unfolded
+                     r'header\.a=rsa-sha256 header\.b=(?:[\w+]{8};|"[\w+/]{8}";)', unfolded
+                     ), unfolded  # quoted when the first 8 signature characters hold a "/"
     assert "Received: from mx3.good.test (mx3.good.test [127.0.0.3])" in head
     assert "spf=none smtp.mailfrom=news@signer.test" in unfolded
     assert "dmarc=none (no policy) header.from=signer.test" in unfolded
