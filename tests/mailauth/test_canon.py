@@ -81,12 +81,12 @@ def test_bare_cr_and_lf_are_content() -> None:
 
 def test_header_parsing() -> None:
     block = b"From: a@b\r\nSubject: one\r\n two\r\nX-Odd :v\r\nno colon here\r\n"
-    assert parse_header_fields(block) == [
+    assert parse_header_fields(block) == (
         HeaderField("from", b"From: a@b\r\n"),
         HeaderField("subject", b"Subject: one\r\n two\r\n"),
         HeaderField("x-odd", b"X-Odd :v\r\n"),
         HeaderField("", b"no colon here\r\n"),
-    ]
+    )
     assert canon_header(b"Subject:\r\n\tone \t two \r\n", "relaxed") == b"subject:one two\r\n"
     assert canon_header(b"X: a\x0cb  c\r\n", "relaxed") == b"x:a\x0cb c\r\n"
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Literal, NamedTuple
 
 Canon = Literal["simple", "relaxed"]
@@ -51,9 +52,12 @@ class HeaderField(NamedTuple):
     raw: bytes
 
 
-def parse_header_fields(header_block: bytes) -> list[HeaderField]:
+@lru_cache(maxsize=4)
+def parse_header_fields(header_block: bytes) -> tuple[HeaderField, ...]:
     """The fields of a header block, in order. A line that is no field (no colon, or a
-    continuation with nothing before it) gets the key "" so no h= name ever selects it."""
+    continuation with nothing before it) gets the key "" so no h= name ever selects it.
+    The last few blocks' fields are kept: one message's DKIM, ARC and DMARC checks each
+    read the same block."""
     fields = []
     for raw in _FIELD_SPLIT.split(header_block):
         if not raw:
@@ -63,7 +67,7 @@ def parse_header_fields(header_block: bytes) -> list[HeaderField]:
         if key[:1] in (" ", "\t"):
             key = ""
         fields.append(HeaderField(key, raw if raw.endswith(b"\r\n") else raw + b"\r\n"))
-    return fields
+    return tuple(fields)
 
 
 def _just_fws(data: bytes) -> bool:
