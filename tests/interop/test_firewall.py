@@ -4,7 +4,9 @@ stand for different clients (127.0.0.66, 127.0.0.77, ...: a client socket binds 
 
 from __future__ import annotations
 
+import re
 import socket
+import ssl
 import time
 
 from tests.interop.conftest import Instance
@@ -157,3 +159,129 @@ def test_connection_rate_is_global_over_workers(fresh: Instance) -> None:
     # each worker alone would let 4 in: 8 in all; the global count stops at 4 (and at most
     # what the other worker let in while a block was on its way)
     assert 4 <= accepted <= 5, accepted
+
+
+# -- PROXY protocol ------------------------------------------------------------------------------
+
+V2 = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v2_header(source: str, port: int, local: bool = False) -> bytes:
+    if local:
+        return V2 + bytes([0x20, 0x00]) + (0).to_bytes(2, "big")
+    family = socket.AF_INET6 if ":" in source else socket.AF_INET
+    dest = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"
+    addresses = (socket.inet_pton(family, source) + socket.inet_pton(family, dest)
+                 + port.to_bytes(2, "big") + (25).to_bytes(2, "big"))
+    tlv = b"\x04\x00\x02hi"  # a TLV (PP2_TYPE_NOOP), skipped
+    kind = 0x11 if family == socket.AF_INET else 0x21
+    return V2 + bytes([0x21, kind]) + len(addresses + tlv).to_bytes(2, "big") + addresses + tlv
+
+
+def behind_proxy(inst: Instance) -> None:
+    one_process(inst)
+    inst.set_config("firewall", allow=[], trusted_proxies=["127.0.0.1/32"], proxy_timeout=1.0)
+    inst.set_config("firewall.ipv4_32", connections=2)
+    path = inst.dir / "postkeep.toml"
+    path.write_text(path.read_text() + "".join(
+        f'\n[[firewall.listener]]\nrole = "{role}"\nproxy_protocol = true\n'
+        for role in ("mx", "submissions", "imap")
+    ))
+
+
+def proxied(port: int, header: bytes, source: str = "127.0.0.1") -> tuple[socket.socket, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    sock.sendall(header)
+    return sock, sock.recv(1024)
+
+
+def test_proxy_protocol(fresh: Instance) -> None:
+    behind_proxy(fresh)
+    fresh.start()
+    port = fresh.smtp_port
+
+    # v1 from the trusted proxy: the client in the header is the one logged, in Received,
+    # and counted
+    sock, greeting = proxied(port, b"PROXY TCP4 192.0.2.7 192.0.2.1 4444 25\r\n")
+    assert greeting.startswith(b"220 ")
+    sock.sendall(b"HELO client.test\r\nMAIL FROM:<s@client.test>\r\n"
+                 b"RCPT TO:<alice@example.test>\r\nDATA\r\n")
+    assert [line[:3] for line in lines(sock, 4)] == [b"250", b"250", b"250", b"354"]
+    sock.sendall(b"Subject: proxied\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+    assert lines(sock, 1)[0].startswith(b"250")
+    sock.close()
+    fresh.wait_log(r"message qid=\S+ ip=192\.0\.2\.7 ")
+    (message,) = fresh.messages("alice@example.test")
+    received = message.split(b"\r\n\r\n", 1)[0]
+    assert b"Received: from client.test ([192.0.2.7])" in received
+    assert b"policy.iprev=192.0.2.7" in received  # the checks see the client too
+    sock, greeting = proxied(port, b"PROXY TCP4 192.0.2.7 192.0.2.1 4445 25\r\n")
+    assert greeting.startswith(b"220 ")
+    sock.close()
+    sock, greeting = proxied(port, b"PROXY TCP4 192.0.2.7 192.0.2.1 4446 25\r\n")
+    assert greeting.startswith(b"421 4.7.0 Refused (connection rate)")
+    sock.close()
+    fresh.wait_log(r'reject ip=192\.0\.2\.7 code=421 4\.7\.0 reason="connection rate"')
+    # another client behind the same proxy is not affected
+    sock, greeting = proxied(port, v2_header("192.0.2.8", 5555))
+    assert greeting.startswith(b"220 ")
+    sock.close()
+
+    # v2 with an IPv6 client; LOCAL (a health check): the proxy's own address
+    sock, greeting = proxied(port, v2_header("2001:db8::5", 6666))
+    assert greeting.startswith(b"220 ")
+    sock.sendall(b"QUIT\r\n")
+    lines(sock, 1)
+    sock.close()
+    fresh.wait_log(r"disconnect ip=2001:db8::5 port=6666 role=mx")
+    sock, greeting = proxied(port, v2_header("", 0, local=True))
+    assert greeting.startswith(b"220 ")
+    sock.sendall(b"QUIT\r\n")
+    lines(sock, 1)
+    sock.close()
+    fresh.wait_log(r"disconnect ip=127\.0\.0\.1 port=\d+ role=mx")
+
+    # IMAP behind a proxy, IPv6 in v1
+    sock, greeting = proxied(fresh.imap_port, b"PROXY TCP6 2001:db8::6 2001:db8::1 7 143\r\n")
+    assert greeting.startswith(b"* OK")
+    sock.close()
+
+
+def test_proxy_refusals(fresh: Instance) -> None:
+    behind_proxy(fresh)
+    fresh.start()
+    port = fresh.smtp_port
+    header = b"PROXY TCP4 192.0.2.7 192.0.2.1 4444 25\r\n"
+    for source, data, reason in (
+        ("127.0.0.66", header, "not a trusted proxy"),  # a header from anyone else
+        ("127.0.0.1", b"EHLO no.header\r\n", "not a PROXY header"),  # none on a proxy listener
+        ("127.0.0.1", b"PROXY TCP4 999.0.2.7 192.0.2.1 1 25\r\n", "is not an IP address"),
+        ("127.0.0.1", b"PROXY TCP4 192.0.2.7 192.0.2.1 1 25" + b" " * 80 + b"\r\n", "107"),
+        ("127.0.0.1", V2[:12] + bytes([0x21, 0x11, 0xFF, 0xFF]), "at most"),
+        ("127.0.0.1", b"PROXY TCP4 192.0.2.7", "timeout"),  # cut short: the deadline
+    ):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                        source_address=(source, 0))
+        sock.sendall(data)
+        try:
+            answer = sock.recv(1024)
+        except ConnectionResetError:  # closed with the octets unread
+            answer = b""
+        assert answer == b"", (data, answer)  # closed without a word
+        sock.close()
+        fresh.wait_log(rf'proxy refused ip={re.escape(source)} reason="?[^"]*{reason}')
+
+
+def test_implicit_tls_behind_proxy(fresh: Instance) -> None:
+    behind_proxy(fresh)
+    fresh.start()
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", fresh.submissions_port), timeout=10)
+    raw.sendall(v2_header("198.51.100.9", 4321))  # before the ClientHello
+    with context.wrap_socket(raw) as tls:
+        assert tls.recv(1024).startswith(b"220 ")
+        tls.sendall(b"QUIT\r\n")
+        tls.recv(1024)
+    fresh.wait_log(r"disconnect ip=198\.51\.100\.9 port=4321 role=submission tls=TLSv1")
