@@ -153,7 +153,7 @@ def test_connection_rate_is_global_over_workers(fresh: Instance) -> None:
         sock, greeting = connect(fresh.smtp_port, "127.0.0.66")
         held.append(sock)
         accepted += greeting.startswith(b"220 ")
-        time.sleep(0.02)  # a block reaches the other worker within a pass of each loop
+        time.sleep(0.05)  # a block reaches the other worker within REPORT_EVERY and a pass
     for sock in held:
         sock.close()
     # each worker alone would let 4 in: 8 in all; the global count stops at 4 (and at most

@@ -16,11 +16,13 @@ piece of message text (docs/architecture.md "Firewall and flow control"; `[firew
 - `Rates`: where a `Firewall` counts. In-process servers (tests) count in their own `Buckets`
   (`LocalRates`). A worker process counts in `postkeep.server.worker.SharedRates`: its own
   buckets, exact for its own connections, plus what the main process says is over the limit
-  for all workers together: the worker reports what it let through in one message per pass
-  of its event loop (`ipc.RateUsage`), the main process adds it to the global buckets and
-  tells every worker the blocks whose bucket went empty (`ipc.RateBlocked`) and for how long,
-  so a decision is a few dict lookups and never a round trip; the global count can overshoot
-  by what the other workers let through while a block is on its way (a pass of each loop).
+  for all workers together: the worker reports what it let through in one message every
+  `REPORT_EVERY` seconds at most (`ipc.RateUsage`), the main process adds it to the global
+  buckets and tells every worker the blocks whose bucket went empty (`ipc.RateBlocked`) and
+  for how long, so a decision is a few dict lookups and never a round trip; the global count
+  can overshoot by what the other workers let through while a block is on its way
+  (`REPORT_EVERY` and a pass of each loop). A report per pass of the loop cost the main
+  process (decoding it) several times what the decision costs a worker.
 
 IP classes (`config.firewall.CLASSES`): an IPv4 address and its /24; an IPv6 address, its
 /64 and its /48 (an IPv4-mapped IPv6 address counts as its IPv4 address).
@@ -37,6 +39,7 @@ from typing import Protocol
 
 from postkeep.config.firewall import CLASSES, KINDS, FirewallConfig
 
+REPORT_EVERY = 0.01  # seconds a worker's usage waits to be reported with the rest
 GLOBAL = -1  # the class index of the server-wide bucket (its network: "")
 _SWEEP_AT = 4096  # buckets before the first sweep of the full ones
 
@@ -77,6 +80,7 @@ def blocks(ip: str) -> tuple[tuple[int, str], ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=8192)
 def _number(ip: str) -> tuple[int, int]:
     addr = ipaddress.ip_address(ip)
     if addr.version == 6 and addr.ipv4_mapped is not None:
@@ -165,13 +169,19 @@ class Buckets:
         has them (commands: down to minus the allowance); else take nothing."""
         now = time.monotonic() if now is None else now
         floor_share = 1.0 if kind == "commands" else 0.0
+        limits, state = self.limits[kind], self.state
         entries = []
         debt: Over | None = None
         for index, net in ((GLOBAL, ""), *keys) if kind == "connections" else keys:
-            capacity = self.limit(kind, index)
+            capacity = self.global_connections if index < 0 else limits[index]
             if not capacity:
                 continue
-            entry = self.tokens((service, kind, index, net), capacity, now)
+            entry = state.get((service, kind, index, net))
+            if entry is None:
+                entry = self.tokens((service, kind, index, net), capacity, now)
+            else:
+                entry[0] = min(capacity, entry[0] + (now - entry[1]) * capacity / 60.0)
+                entry[1] = now
             left = entry[0] - n
             if left < -capacity * floor_share:
                 return Over(refusal(kind, index, capacity), False)

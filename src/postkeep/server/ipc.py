@@ -24,9 +24,10 @@ The messages (their kind on the wire, who sends them):
 - `PasswordLearned` (``pw+``), worker: the HMAC of a password it has just verified;
 - `Answer` (``ok``), main process: the yes or no to the `SlotRequest` or `PasswordQuery` with
   the same request id (the two share one series of ids per channel);
-- `RateUsage` (``ru``), worker: what the firewall let through since its last one (one per
-  pass of its event loop at most), per bucket (`postkeep.net.firewall.Buckets`: service,
-  kind, IP class, network) with its count; no answer;
+- `RateUsage` (``ru``), worker: what the firewall let through since its last one (one every
+  `postkeep.net.firewall.REPORT_EVERY` seconds at most), per bucket
+  (`postkeep.net.firewall.Buckets`: service, kind, IP class, network) with its count; no
+  answer;
 - `RateBlocked` (``rb``), main process: buckets that all workers together emptied, with the
   seconds until they hold a token again: the firewall refuses what they count until then;
 - `Events` (``ev``), both: mailbox events (`postkeep.store.api.MailboxEvent`), from a worker's

@@ -35,7 +35,7 @@ from postkeep.config.firewall import FirewallConfig
 from postkeep.dns.resolver import DnsResolver
 from postkeep.imap.server import ImapServer
 from postkeep.net.budget import DataBudget
-from postkeep.net.firewall import GLOBAL, BucketKey, Buckets, Over, refusal
+from postkeep.net.firewall import GLOBAL, REPORT_EVERY, BucketKey, Buckets, Over, refusal
 from postkeep.queue.remote import RemoteTransport
 from postkeep.queue.runner import QueueRunner
 from postkeep.queue.tlsrpt import TlsReports
@@ -179,7 +179,7 @@ class RemoteSlots:
 
 class SharedRates:
     """The firewall's `Rates` in a worker: its own buckets, exact for its own connections;
-    what it lets through reported to the main process once per pass of the event loop
+    what it lets through reported to the main process every `REPORT_EVERY` seconds at most
     (`ipc.RateUsage`); and the main process's blocks (`ipc.RateBlocked`: buckets all workers
     together emptied), which refuse until they expire."""
 
@@ -207,7 +207,7 @@ class SharedRates:
         if over is not None and not over.tarpit:
             return over
         if not self._usage:
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_later(REPORT_EVERY, self._flush)
         usage = self._usage
         for index, net in named:
             if buckets.limit(kind, index):
