@@ -143,6 +143,24 @@ def test_commands_tarpit_then_cut(fresh: Instance) -> None:
     assert fresh.log().count("tarpit ip=127.0.0.66") == 1  # one line per connection
 
 
+def test_imap_commands_tarpit_then_bye(fresh: Instance) -> None:
+    one_process(fresh)
+    fresh.set_config("firewall", allow=[], tarpit_delay=0.02)
+    fresh.set_config("firewall.ipv4_32", commands=3)
+    fresh.start()
+    sock, greeting = connect(fresh.imap_port, "127.0.0.66")
+    assert greeting.startswith(b"* OK")
+    sock.sendall(b"".join(b"a%d NOOP\r\n" % i for i in range(7)))
+    got = lines(sock, 7)
+    assert [line.split(b" ")[:2] for line in got[:6]] == [[b"a%d" % i, b"OK"] for i in range(6)]
+    assert got[6].startswith(b"* BYE [UNAVAILABLE] Too many commands")
+    sock.close()
+    fresh.wait_log(r'tarpit ip=127\.0\.0\.66 reason="command rate" '
+                   r'limit="firewall\.ipv4_32\.commands=3"')
+    fresh.wait_log(r'reject ip=127\.0\.0\.66 user=- reason="command rate" '
+                   r'limit="firewall\.ipv4_32\.commands=3"')
+
+
 def test_connection_rate_is_global_over_workers(fresh: Instance) -> None:
     fresh.set_config("server", processes=2)
     fresh.set_config("firewall", allow=[])
