@@ -9,7 +9,7 @@ import socket
 import ssl
 import time
 
-from tests.interop.conftest import Instance
+from tests.interop.conftest import Instance, free_port
 
 
 def connect(port: int, source: str) -> tuple[socket.socket, bytes]:
@@ -123,6 +123,41 @@ def test_messages_and_recipients_per_minute(fresh: Instance) -> None:
     sock.close()
     fresh.wait_log(r'reject ip=127\.0\.0\.67 cmd=RCPT code=421 4\.7\.0 reason="recipient rate" '
                    r'limit="firewall\.ipv4_32\.recipients=3"')
+
+
+def test_bytes_per_minute(fresh: Instance) -> None:
+    one_process(fresh)
+    fresh.set_config("firewall", allow=[])
+    fresh.set_config("firewall.ipv4_32", bytes=100)
+    fresh.start()
+    sock, _ = connect(fresh.smtp_port, "127.0.0.66")
+    sock.sendall(b"HELO a.test\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n")
+    assert [line[:3] for line in lines(sock, 4)] == [b"250", b"250", b"250", b"354"]
+    sock.sendall(b"Subject: big\r\n\r\n" + b"x" * 200 + b"\r\n.\r\n")
+    assert lines(sock, 1)[0].startswith(b"421 4.7.0 Too much traffic (data rate)")
+    sock.close()
+    fresh.wait_log(r'reject ip=127\.0\.0\.66 cmd=DATA code=421 4\.7\.0 reason="data rate" '
+                   r'limit="firewall\.ipv4_32\.bytes=100"')
+    assert fresh.messages("alice@example.test") == []
+
+
+def test_ipv6_client(fresh: Instance) -> None:
+    one_process(fresh)
+    port = free_port()
+    fresh.set_config("smtp", listen=[f"127.0.0.1:{fresh.smtp_port}", f"[::1]:{port}"])
+    fresh.set_config("firewall", allow=[])
+    fresh.set_config("firewall.ipv6_128", connections=2)
+    fresh.start()
+
+    def greet6() -> bytes:
+        with socket.create_connection(("::1", port), timeout=10) as sock:
+            return sock.recv(1024)
+
+    assert [greet6()[:4] for _ in range(2)] == [b"220 "] * 2
+    assert greet6().startswith(b"421 4.7.0 Refused (connection rate)")
+    fresh.wait_log(r'reject ip=::1 code=421 4\.7\.0 reason="connection rate" '
+                   r'limit="firewall\.ipv6_128\.connections=2"')
+    assert greeted(fresh.smtp_port, "127.0.0.66").startswith(b"220 ")  # IPv4 apart
 
 
 def test_commands_tarpit_then_cut(fresh: Instance) -> None:
@@ -258,6 +293,23 @@ def test_proxy_protocol(fresh: Instance) -> None:
     lines(sock, 1)
     sock.close()
     fresh.wait_log(r"disconnect ip=127\.0\.0\.1 port=\d+ role=mx")
+
+    # STARTTLS on a listener behind a proxy
+    sock, greeting = proxied(port, v2_header("192.0.2.9", 5656))
+    assert greeting.startswith(b"220 ")
+    sock.sendall(b"EHLO client.test\r\n")
+    got = b""
+    while b"\r\n250 " not in got:  # the EHLO reply's last line
+        got += sock.recv(4096)
+    sock.sendall(b"STARTTLS\r\n")
+    assert lines(sock, 1)[0].startswith(b"220")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with context.wrap_socket(sock) as tls:
+        tls.sendall(b"QUIT\r\n")
+        assert tls.recv(1024).startswith(b"221")
+    fresh.wait_log(r"disconnect ip=192\.0\.2\.9 port=5656 role=mx tls=TLSv1")
 
     # IMAP behind a proxy, IPv6 in v1
     sock, greeting = proxied(fresh.imap_port, b"PROXY TCP6 2001:db8::6 2001:db8::1 7 143\r\n")
