@@ -12,6 +12,7 @@ from postkeep.config import load
 from postkeep.config.firewall import ClassLimits, FirewallConfig, ListenerRules
 from postkeep.errors import ConfigError
 from postkeep.net.firewall import Buckets, Firewall, LocalRates, blocks
+from postkeep.server import ipc
 
 
 def firewall(**kw: object) -> Firewall:
@@ -103,3 +104,22 @@ def test_config_errors_name_the_key(tmp_path: Path, text: str, path: str) -> Non
     with pytest.raises(ConfigError) as e:
         load(tmp_path / "postkeep.toml")
     assert str(e.value).startswith(path), str(e.value)
+
+
+def test_rate_messages_round_trip_and_are_strict() -> None:
+    usage = ipc.RateUsage((("mx", "connections", -1, "", 3), ("imap", "commands", 3,
+                                                                "2001:db8::/64", 1)))
+    blocked = ipc.RateBlocked((("submission", "bytes", 0, "192.0.2.1/32", 1.5),))
+    for message in (usage, blocked):
+        assert ipc.decode(ipc.encode(message)[ipc.HEADER_SIZE:]) == message
+    for body in (
+        b'{"t":"ru","e":[["pop3","connections",0,"x",1]]}',  # no such service
+        b'{"t":"ru","e":[["mx","logins",0,"x",1]]}',  # no such kind
+        b'{"t":"ru","e":[["mx","commands",5,"x",1]]}',  # no such class
+        b'{"t":"ru","e":[["mx","commands",0,"x",-1]]}',  # negative
+        b'{"t":"ru","e":[["mx","commands",0,"x",1.5]]}',  # a count is an integer
+        b'{"t":"rb","e":[["mx","commands",0,"x",true]]}',
+        b'{"t":"rb","e":[["mx","commands",0,"' + b"x" * 65 + b'",1]]}',  # too long
+    ):
+        with pytest.raises(ipc.ChannelError):
+            ipc.decode(body)
