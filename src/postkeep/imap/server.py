@@ -194,8 +194,8 @@ class ImapServer:
     ) -> None:
         """`slots`: the connection limits' counts (default: this process's own); `sockets`:
         listening sockets bound already, one per `listen` entry in order (IMAP worker
-        processes share the main process's; default: bind them at `start`); `rates`: where
-        the firewall counts (`postkeep.net.firewall`; default: in this process)."""
+        processes share the main process's; default: bind them at `start`); `rates`: the
+        firewall's counts (default: this process's own)."""
         self.cfg = cfg
         self.imap = cfg.imap
         self.store = store
@@ -413,18 +413,19 @@ class ImapServer:
                 self._log_reject(conn, "send timeout")
                 raise ConnectionAbortedError("send timeout") from None
 
-    def _reject(self, conn: _Conn, reason: str, bye: bytes) -> NoReturn:
-        self._log_reject(conn, reason)
+    def _reject(self, conn: _Conn, reason: str, bye: bytes, limit: str | None = None) -> NoReturn:
+        self._log_reject(conn, reason, limit)
         conn.out.write(bye)
         raise _Stop(reason)
 
     @staticmethod
-    def _log_reject(conn: _Conn, reason: str) -> None:
+    def _log_reject(conn: _Conn, reason: str, limit: str | None = None) -> None:
         logger.warning(
-            "reject ip=%s user=%s reason=%s",
+            "reject ip=%s user=%s reason=%s%s",
             conn.ip,
             log.quote(conn.account.address if conn.account else "-"),
             log.quote(reason),
+            f" limit={log.quote(limit)}" if limit is not None else "",
         )
 
     def _command_done(self, conn: _Conn) -> None:
@@ -479,21 +480,14 @@ class ImapServer:
 
     async def _throttle(self, conn: _Conn) -> None:
         """Token bucket: `command_rate` per second, burst 10x; over it, wait (flow control).
-        Then the firewall's commands per minute of the client's IP classes: past them, wait
-        `firewall.tarpit_delay`; past twice them, BYE."""
+        Then the firewall's commands per minute (`net.firewall`): a tarpit, then BYE."""
         if conn.limited and (over := self.firewall.take("commands", conn.ip)) is not None:
-            refusal = over.refusal
             if not over.tarpit:
-                logger.warning("reject ip=%s user=%s reason=%s limit=%s", conn.ip,
-                               log.quote(conn.account.address if conn.account else "-"),
-                               log.quote(refusal.reason), log.quote(refusal.limit))
-                conn.out.write(b"* BYE [UNAVAILABLE] Too many commands, try again later\r\n")
-                raise _Stop(refusal.reason)
+                self._reject(conn, over.refusal.reason, b"* BYE [UNAVAILABLE] Too many "
+                             b"commands, try again later\r\n", over.refusal.limit)
             if not conn.tarpitted:
                 conn.tarpitted = True
-                logger.warning("tarpit ip=%s reason=%s limit=%s delay=%.1f", conn.ip,
-                               log.quote(refusal.reason), log.quote(refusal.limit),
-                               self.firewall.tarpit_delay)
+                self.firewall.log_tarpit(logger, conn.ip, over.refusal)
             await self._client(conn, conn.out.drain)
             await asyncio.sleep(self.firewall.tarpit_delay)
         now = time.monotonic()

@@ -31,12 +31,14 @@ IP classes (`config.firewall.CLASSES`): an IPv4 address and its /24; an IPv6 add
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
 
+from postkeep import log
 from postkeep.config.firewall import CLASSES, KINDS, FirewallConfig
 
 REPORT_EVERY = 0.01  # seconds a worker's usage waits to be reported with the rest
@@ -274,6 +276,13 @@ class Firewall:
     def take(self, kind: str, ip: str, n: int = 1) -> Over | None:
         """Count `n` of `kind` for a counted client (`check` said so)."""
         return self.rates.take(self.service, kind, blocks(ip), n)
+
+    def log_tarpit(self, logger: logging.Logger, ip: str, refusal: Refusal,
+                   cmd: str | None = None) -> None:
+        """The one line of a connection whose commands are slowed down."""
+        logger.warning("tarpit ip=%s%s reason=%s limit=%s delay=%.1f", ip,
+                       f" cmd={cmd}" if cmd is not None else "", log.quote(refusal.reason),
+                       log.quote(refusal.limit), self.tarpit_delay)
 
     def trusted_proxy(self, ip: str) -> bool:
         version, number = _number(ip)

@@ -437,7 +437,7 @@ class Listeners:
         ip, port = str(address[0]), int(address[1])
         try:
             if proxied:
-                source = await self._proxy_header(sock, ip)
+                source = await self._proxy_header(sock, ip, port)
                 if source is None:
                     sock.close()
                     return
@@ -488,7 +488,8 @@ class Listeners:
                 sock.send(line)
         sock.close()
 
-    async def _proxy_header(self, sock: socket.socket, ip: str) -> tuple[str, int] | None:
+    async def _proxy_header(self, sock: socket.socket, ip: str, port: int
+                            ) -> tuple[str, int] | None:
         """The client a trusted proxy's PROXY header names ((ip, port) of the proxy itself for
         LOCAL and UNKNOWN); None, logged `proxy refused ip=... reason=...`, for a connection
         from elsewhere or without a valid header within `proxy_timeout`. Only the header's
@@ -506,10 +507,7 @@ class Listeners:
             return self._proxy_refused(ip, str(e))
         except OSError as e:
             return self._proxy_refused(ip, e.strerror or e.__class__.__name__)
-        if header.source is None:
-            address = sock.getpeername()
-            return str(address[0]), int(address[1])
-        return header.source
+        return header.source or (ip, port)
 
     def _proxy_refused(self, ip: str, reason: str) -> None:
         self.logger.warning("proxy refused ip=%s reason=%s", ip, log.quote(reason))

@@ -295,9 +295,7 @@ class SmtpServer:
             return True
         if not conn.tarpitted:
             conn.tarpitted = True
-            logger.warning("tarpit ip=%s cmd=%s reason=%s limit=%s delay=%.1f", conn.ip, cmd,
-                           log.quote(refusal.reason), log.quote(refusal.limit),
-                           self.firewall.tarpit_delay)
+            self.firewall.log_tarpit(logger, conn.ip, refusal, cmd)
         conn.flush()
         await asyncio.sleep(self.firewall.tarpit_delay)
         return False
