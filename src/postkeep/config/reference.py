@@ -40,19 +40,39 @@ def reference_markdown() -> str:
     for section in dataclasses.fields(Config):
         if section.metadata.get("internal"):
             continue
-        cls = root_hints[section.name]
-        lines += [f"## `[{section.name}]`", "", _sentence(cls.__doc__ or ""), ""]
-        lines += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            factory = f.default_factory
-            default = factory() if factory is not dataclasses.MISSING else f.default
-            hint = hints[f.name]
-            tname = hint.__name__ if isinstance(hint, type) and not isinstance(
-                hint, types.GenericAlias
-            ) else re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", str(hint))  # list[TlsCertificate]
-            lines.append(
-                f"| `{f.name}` | {tname} | `{_toml_value(default)}` | {f.metadata['doc']} |"
-            )
-        lines.append("")
+        lines += _table(section.name, root_hints[section.name], "##")
     return "\n".join(lines)
+
+
+def _table(name: str, cls: Any, level: str) -> list[str]:
+    """One section's table; a key that is a table of its own (`[firewall.ipv4_32]`) gets a
+    subsection after it, with its defaults there."""
+    lines = [f"{level} `[{name}]`", "", _sentence(cls.__doc__ or ""), ""]
+    lines += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    hints = typing.get_type_hints(cls)
+    tables: list[str] = []
+    for f in dataclasses.fields(cls):
+        factory = f.default_factory
+        default = factory() if factory is not dataclasses.MISSING else f.default
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            tables += [f"### `[{name}.{f.name}]`", "", f.metadata["doc"], "",
+                       "| key | type | default | meaning |", "| --- | --- | --- | --- |",
+                       *_defaults(hint, default), ""]
+            continue
+        tname = hint.__name__ if isinstance(hint, type) and not isinstance(
+            hint, types.GenericAlias
+        ) else re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", str(hint))  # list[TlsCertificate]
+        lines.append(f"| `{f.name}` | {tname} | `{_toml_value(default)}` | {f.metadata['doc']} |")
+    lines.append("")
+    return lines + tables
+
+
+def _defaults(cls: Any, value: Any) -> list[str]:
+    """The rows of a sub-table's keys with the defaults of `value`, its instance."""
+    hints = typing.get_type_hints(cls)
+    return [
+        f"| `{f.name}` | {hints[f.name].__name__} | `{_toml_value(getattr(value, f.name))}` | "
+        f"{f.metadata['doc']} |"
+        for f in dataclasses.fields(cls)
+    ]

@@ -60,6 +60,7 @@ from postkeep.imap.wire.reader import (
 )
 from postkeep.net.budget import DataBudget
 from postkeep.net.deadlines import SlowClient
+from postkeep.net.firewall import Firewall, LocalRates, Rates
 from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
 from postkeep.net.slots import ConnectionSlots, LocalSlots, slow_slots
 from postkeep.net.tls import EndPointBindings, network_error
@@ -172,6 +173,8 @@ class _Conn:
     command_started: float | None = None  # loop time of the first octet of the command
     idle_since: float | None = None  # loop time the wait for the next command began
     slow: bool = False  # holds one of the slow slots
+    limited: bool = False  # the firewall counts its commands (`Peer.limited`)
+    tarpitted: bool = False  # its commands were slowed by the firewall (logged once)
     held: int = 0  # literal octets of the command being read, counted in the literal budget
 
 
@@ -187,10 +190,12 @@ class ImapServer:
         *,
         slots: ConnectionSlots | None = None,
         sockets: Sequence[socket.socket] | None = None,
+        rates: Rates | None = None,
     ) -> None:
         """`slots`: the connection limits' counts (default: this process's own); `sockets`:
         listening sockets bound already, one per `listen` entry in order (IMAP worker
-        processes share the main process's; default: bind them at `start`)."""
+        processes share the main process's; default: bind them at `start`); `rates`: the
+        firewall's counts (default: this process's own)."""
         self.cfg = cfg
         self.imap = cfg.imap
         self.store = store
@@ -229,6 +234,7 @@ class ImapServer:
             max_command=max(POST_AUTH_LIMITS.max_command, self.imap.max_append_size + 65536),
             search_limits=POST_AUTH_LIMITS.search_limits,
         )
+        self.firewall = Firewall(cfg.firewall, "imap", rates or LocalRates(cfg.firewall))
         self.listeners = Listeners(
             self.listen,
             self._serve,
@@ -240,6 +246,9 @@ class ImapServer:
             read_size=READ_SIZE,
             sockets=sockets,
             handshake_timeout=cfg.tls.handshake_timeout,
+            firewall=self.firewall,
+            refused=lambda reason: f"* BYE [UNAVAILABLE] Refused ({reason})\r\n".encode(),
+            proxy_timeout=cfg.firewall.proxy_timeout,
         )
         self.deadlines = self.listeners.deadlines
         self.handshake_timeout = cfg.tls.handshake_timeout
@@ -280,6 +289,7 @@ class ImapServer:
         ip, implicit = peer.ip, peer.implicit_tls
         started = time.monotonic()
         conn = _Conn(ip, reader, writer, _Out(writer), ImapReader(PRE_AUTH_LIMITS), implicit)
+        conn.limited = peer.limited
         conn.tokens = self.imap.command_rate * 10
         conn.last = started
         conn.started = asyncio.get_running_loop().time()
@@ -403,18 +413,19 @@ class ImapServer:
                 self._log_reject(conn, "send timeout")
                 raise ConnectionAbortedError("send timeout") from None
 
-    def _reject(self, conn: _Conn, reason: str, bye: bytes) -> NoReturn:
-        self._log_reject(conn, reason)
+    def _reject(self, conn: _Conn, reason: str, bye: bytes, limit: str | None = None) -> NoReturn:
+        self._log_reject(conn, reason, limit)
         conn.out.write(bye)
         raise _Stop(reason)
 
     @staticmethod
-    def _log_reject(conn: _Conn, reason: str) -> None:
+    def _log_reject(conn: _Conn, reason: str, limit: str | None = None) -> None:
         logger.warning(
-            "reject ip=%s user=%s reason=%s",
+            "reject ip=%s user=%s reason=%s%s",
             conn.ip,
             log.quote(conn.account.address if conn.account else "-"),
             log.quote(reason),
+            f" limit={log.quote(limit)}" if limit is not None else "",
         )
 
     def _command_done(self, conn: _Conn) -> None:
@@ -468,7 +479,17 @@ class ImapServer:
                 await self._client(conn, conn.out.drain)
 
     async def _throttle(self, conn: _Conn) -> None:
-        """Token bucket: `command_rate` per second, burst 10x; over it, wait (flow control)."""
+        """Token bucket: `command_rate` per second, burst 10x; over it, wait (flow control).
+        Then the firewall's commands per minute (`net.firewall`): a tarpit, then BYE."""
+        if conn.limited and (over := self.firewall.take("commands", conn.ip)) is not None:
+            if not over.tarpit:
+                self._reject(conn, over.refusal.reason, b"* BYE [UNAVAILABLE] Too many "
+                             b"commands, try again later\r\n", over.refusal.limit)
+            if not conn.tarpitted:
+                conn.tarpitted = True
+                self.firewall.log_tarpit(logger, conn.ip, over.refusal)
+            await self._client(conn, conn.out.drain)
+            await asyncio.sleep(self.firewall.tarpit_delay)
         now = time.monotonic()
         rate = self.imap.command_rate
         conn.tokens = min(rate * 10, conn.tokens + (now - conn.last) * rate)

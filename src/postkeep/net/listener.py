@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -49,7 +50,9 @@ from typing import TypeVar, cast
 from postkeep import log
 from postkeep.config import parse_listen
 from postkeep.eager import Ran, eagerly
+from postkeep.net import proxy
 from postkeep.net.deadlines import DeadlineWatch, ReadDeadlines
+from postkeep.net.firewall import Firewall, Refusal
 from postkeep.net.slots import IpSlots, ip_class
 
 T = TypeVar("T")
@@ -59,17 +62,20 @@ TLS_HANDSHAKE_TIMEOUT = 10.0
 ACCEPT_RETRY = 0.1  # seconds between tries of an accept that failed (EMFILE and the like)
 ACCEPT_FAILING_EVERY = 60.0  # seconds between log lines while accept keeps failing
 CLOSE_FLUSH = 5.0  # seconds a closed session's last replies may take to reach its client
+PROXY_RETRY = 0.005  # seconds between looks at a PROXY header that came in part
 
 
 @dataclass(frozen=True, slots=True)
 class Peer:
-    """The client of one connection: its address, the key its slot is counted under, and
-    whether the listener it came to speaks TLS from the first octet."""
+    """The client of one connection: its address (the one a PROXY header named, behind a
+    proxy), the key its slot is counted under, whether the listener it came to speaks TLS
+    from the first octet, and whether the firewall counts what it does (not allow-listed)."""
 
     ip: str
     port: int
     key: str
     implicit_tls: bool
+    limited: bool = False
 
 
 Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Peer], Awaitable[None]]
@@ -197,7 +203,13 @@ class SessionProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
             self.begin()
             return
         address = transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        self.peer = peer = Peer(str(address[0]), int(address[1]), ip_class(str(address[0])), False)
+        peer, refusal = self.listeners.check(str(address[0]), int(address[1]), False)
+        self.peer = peer
+        if refusal is not None:
+            self.listeners._log_reject(peer, refusal)
+            transport.write(self.listeners.refused(refusal.reason))
+            self.close()
+            return
         ran = eagerly(self.listeners.slots.acquire_ip(peer.key))
         if isinstance(ran, Ran):
             self._admit(ran.value)
@@ -277,6 +289,9 @@ class Listeners:
     order of `listen` (IMAP worker processes share the main process's); default: bind them at
     `start`.
     `handshake_timeout`: seconds an implicit-TLS client has to finish its handshake.
+    `firewall`: the lists and rates checked before the slot (`postkeep.net.firewall`; none:
+    no checks), and which listeners expect a PROXY header (within `proxy_timeout` seconds);
+    `refused(reason)`: the line sent to a client the firewall refuses.
     """
 
     def __init__(
@@ -294,6 +309,9 @@ class Listeners:
         read_size: int,
         sockets: Sequence[socket.socket] | None = None,
         handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
+        firewall: Firewall | None = None,
+        refused: Callable[[str], bytes] | None = None,
+        proxy_timeout: float = 5.0,
     ) -> None:
         if (session is None) == (protocol is None):
             raise ValueError("Listeners needs a session or a protocol, not both")
@@ -309,6 +327,9 @@ class Listeners:
         self.read_size = read_size
         self.sockets = sockets
         self.handshake_timeout = handshake_timeout
+        self.firewall = firewall
+        self.refused = refused or (lambda _reason: busy)
+        self.proxy_timeout = proxy_timeout
         self.deadlines = ReadDeadlines()
         self.watch = DeadlineWatch()  # for protocols
         self.live: set[SessionProtocol] = set()  # protocols' connections, until lost
@@ -320,14 +341,15 @@ class Listeners:
     async def start(self) -> None:
         for i, (item, implicit) in enumerate(self.listen):
             sock = self.sockets[i] if self.sockets is not None else _bind(item)
-            if implicit:
-                if self.tls_context is None:
-                    raise ValueError(f"{item}: implicit TLS needs a TLS context")
+            proxied = self.firewall is not None and self.firewall.proxied[implicit]
+            if implicit and self.tls_context is None:
+                raise ValueError(f"{item}: implicit TLS needs a TLS context")
+            if implicit or proxied:
                 # accepted here, raw: the slot is taken before any octet is read, then the
-                # handshake (`_implicit_client`); asyncio's ssl= would handshake before the slot
+                # handshake (`_accepted`); asyncio's ssl= would handshake before the slot
                 sock.setblocking(False)
                 self._sockets.append(sock)
-                self._acceptors.append(asyncio.create_task(self._accept(sock)))
+                self._acceptors.append(asyncio.create_task(self._accept(sock, implicit, proxied)))
             elif self.protocol is not None:
                 server = await asyncio.get_running_loop().create_server(
                     self._new_protocol, sock=sock, backlog=LISTEN_BACKLOG
@@ -338,7 +360,7 @@ class Listeners:
                     self._client, limit=self.read_size, backlog=LISTEN_BACKLOG, sock=sock
                 )
                 self.servers.append(server)
-            kind = "implicit TLS" if implicit else "STARTTLS"
+            kind = ("implicit TLS" if implicit else "STARTTLS") + (", PROXY" if proxied else "")
             self.logger.info("listening on %s (%s, %s)", item, self.role, kind)
         if self.protocol is not None:
             self.watch.start()
@@ -368,11 +390,12 @@ class Listeners:
         for server in self.servers:
             await server.wait_closed()
 
-    async def _accept(self, listening: socket.socket) -> None:
-        """Accept implicit-TLS connections. An accept that fails (EMFILE, ENFILE, ENOBUFS: the
-        connection waits in the backlog) is retried every `ACCEPT_RETRY` seconds; a burst of
-        failures logs one line when it starts, one every `ACCEPT_FAILING_EVERY` seconds while
-        it lasts, and one when accept works again, instead of ten a second."""
+    async def _accept(self, listening: socket.socket, implicit: bool, proxied: bool) -> None:
+        """Accept implicit-TLS connections, and those of listeners behind a proxy. An accept
+        that fails (EMFILE, ENFILE, ENOBUFS: the connection waits in the backlog) is retried
+        every `ACCEPT_RETRY` seconds; a burst of failures logs one line when it starts, one
+        every `ACCEPT_FAILING_EVERY` seconds while it lasts, and one when accept works again,
+        instead of ten a second."""
         loop = asyncio.get_running_loop()
         failures, first, last_line = 0, 0.0, 0.0
         while True:
@@ -395,23 +418,45 @@ class Listeners:
                 self.logger.warning("accept resumed failures=%d seconds=%.1f",
                                     failures, loop.time() - first)
                 failures = 0
-            task = asyncio.create_task(self._implicit_client(sock, address))
+            task = asyncio.create_task(self._accepted(sock, address, implicit, proxied))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _implicit_client(self, sock: socket.socket, address: tuple[str, int]) -> None:
-        assert self.tls_context is not None
-        peer = Peer(str(address[0]), int(address[1]), ip_class(str(address[0])), True)
+    def check(self, ip: str, port: int, implicit: bool) -> tuple[Peer, Refusal | None]:
+        """The peer of a new connection, and the firewall's refusal of it if any."""
+        if self.firewall is None:
+            return Peer(ip, port, ip_class(ip), implicit), None
+        refusal, limited = self.firewall.check(ip, implicit)
+        return Peer(ip, port, ip_class(ip), implicit, limited), refusal
+
+    async def _accepted(
+        self, sock: socket.socket, address: tuple[str, int], implicit: bool, proxied: bool
+    ) -> None:
+        """A connection accepted here: its PROXY header read first behind a proxy, then the
+        firewall and the slot, then (implicit TLS) the handshake and the session."""
+        ip, port = str(address[0]), int(address[1])
         try:
+            if proxied:
+                source = await self._proxy_header(sock, ip, port)
+                if source is None:
+                    sock.close()
+                    return
+                ip, port = source
+            peer, refusal = self.check(ip, port, implicit)
+            if refusal is not None:
+                self._log_reject(peer, refusal)
+                self._refuse_raw(sock, implicit, self.refused(refusal.reason))
+                return
             if not await self.slots.acquire_ip(peer.key):
                 self._log_reject(peer)
-                sock.close()  # without a word: the client waits for a ServerHello
+                self._refuse_raw(sock, implicit, self.busy)
                 return
         except BaseException:
             sock.close()
             raise
+        tls = self.tls_context if implicit else None
         if self.protocol is not None:
-            await self._implicit_protocol(sock, peer, self.protocol)
+            await self._accepted_protocol(sock, peer, self.protocol, tls)
             return
         try:
             loop = asyncio.get_running_loop()
@@ -420,8 +465,8 @@ class Listeners:
             started = loop.time()
             try:
                 transport, _ = await loop.connect_accepted_socket(
-                    lambda: protocol, sock, ssl=self.tls_context,
-                    ssl_handshake_timeout=self.handshake_timeout,
+                    lambda: protocol, sock, ssl=tls,
+                    ssl_handshake_timeout=self.handshake_timeout if tls else None,
                 )
             except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as e:
                 _log_handshake_failure(self.logger, peer.ip, e, loop.time() - started,
@@ -433,23 +478,57 @@ class Listeners:
             sock.close()  # a no-op once the transport owns and closed it
             self.slots.release_ip(peer.key)
 
+    @staticmethod
+    def _refuse_raw(sock: socket.socket, implicit: bool, line: bytes) -> None:
+        """Close a refused connection accepted here: plain, after the refusal line (as much
+        of it as the socket takes at once); implicit TLS, without a word (its client waits
+        for a ServerHello: see the module docstring)."""
+        if not implicit:
+            with contextlib.suppress(OSError):
+                sock.send(line)
+        sock.close()
+
+    async def _proxy_header(self, sock: socket.socket, ip: str, port: int
+                            ) -> tuple[str, int] | None:
+        """The client a trusted proxy's PROXY header names ((ip, port) of the proxy itself for
+        LOCAL and UNKNOWN); None, logged `proxy refused ip=... reason=...`, for a connection
+        from elsewhere or without a valid header within `proxy_timeout`. Only the header's
+        octets are taken from the socket: what follows (a TLS ClientHello) stays for the
+        session."""
+        assert self.firewall is not None
+        if not self.firewall.trusted_proxy(ip):
+            return self._proxy_refused(ip, "not a trusted proxy")
+        try:
+            async with asyncio.timeout(self.proxy_timeout):
+                header = await read_proxy_header(sock)
+        except TimeoutError:
+            return self._proxy_refused(ip, "timeout")
+        except proxy.ProxyError as e:
+            return self._proxy_refused(ip, str(e))
+        except OSError as e:
+            return self._proxy_refused(ip, e.strerror or e.__class__.__name__)
+        return header.source or (ip, port)
+
+    def _proxy_refused(self, ip: str, reason: str) -> None:
+        self.logger.warning("proxy refused ip=%s reason=%s", ip, log.quote(reason))
+
     def _new_protocol(self) -> SessionProtocol:
         assert self.protocol is not None
         return self.protocol(self, None)
 
-    async def _implicit_protocol(
-        self, sock: socket.socket, peer: Peer, factory: ProtocolFactory
+    async def _accepted_protocol(
+        self, sock: socket.socket, peer: Peer, factory: ProtocolFactory,
+        tls: ssl.SSLContext | None,
     ) -> None:
-        """The handshake of an admitted implicit-TLS connection; the protocol it is made
-        for owns the slot from `connection_made` on (given back at `connection_lost`)."""
-        assert self.tls_context is not None
+        """The handshake (`tls`) of an admitted connection accepted here; the protocol it is
+        made for owns the slot from `connection_made` on (given back at `connection_lost`)."""
         loop = asyncio.get_running_loop()
         protocol = factory(self, peer)
         started = loop.time()
         try:
             await loop.connect_accepted_socket(
-                lambda: protocol, sock, ssl=self.tls_context,
-                ssl_handshake_timeout=self.handshake_timeout,
+                lambda: protocol, sock, ssl=tls,
+                ssl_handshake_timeout=self.handshake_timeout if tls else None,
             )
         except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as e:
             _log_handshake_failure(self.logger, peer.ip, e, loop.time() - started,
@@ -459,19 +538,28 @@ class Listeners:
                 sock.close()
                 self.slots.release_ip(peer.key)
 
-    def _log_reject(self, peer: Peer) -> None:
+    def _log_reject(self, peer: Peer, refusal: Refusal | None = None) -> None:
         code = f" code={self.busy_code}" if self.busy_code else ""
-        self.logger.warning(
-            "reject ip=%s%s reason=%s", peer.ip, code, log.quote("too many connections")
-        )
+        if refusal is None:
+            self.logger.warning(
+                "reject ip=%s%s reason=%s", peer.ip, code, log.quote("too many connections")
+            )
+            return
+        self.logger.warning("reject ip=%s%s reason=%s limit=%s", peer.ip, code,
+                            log.quote(refusal.reason), log.quote(refusal.limit))
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         address = writer.get_extra_info("peername") or ("0.0.0.0", 0)
-        peer = Peer(str(address[0]), int(address[1]), ip_class(str(address[0])), False)
+        peer, refusal = self.check(str(address[0]), int(address[1]), False)
         try:
+            if refusal is not None:
+                self._log_reject(peer, refusal)
+                writer.write(self.refused(refusal.reason))
+                await close_stream(writer)
+                return
             if not await self.slots.acquire_ip(peer.key):
                 self._log_reject(peer)
                 writer.write(self.busy)
@@ -547,3 +635,32 @@ async def upgrade_tls(
         _log_handshake_failure(logger, ip, e, loop.time() - started, timeout)
         raise
     return cast(asyncio.Transport, tls)  # uvloop's transports are no subclasses of it
+
+
+async def read_proxy_header(sock: socket.socket) -> proxy.ProxyHeader:
+    """Read a PROXY header off a non-blocking socket, taking only its octets (it looks with
+    MSG_PEEK, then receives the header's length); `proxy.ProxyError` if it is none, or the
+    connection ends first. The caller bounds the time."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await _readable(loop, sock)
+        data = sock.recv(proxy.MAX_HEADER, socket.MSG_PEEK)
+        if not data:
+            raise proxy.ProxyError("connection closed before the PROXY header")
+        header = proxy.parse(data)
+        if header is not None:
+            taken = sock.recv(header.length)
+            if len(taken) != header.length:  # cannot be: the octets were there
+                raise proxy.ProxyError("PROXY header cut short")
+            return header
+        await asyncio.sleep(PROXY_RETRY)  # a header in parts: it is still readable
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    ready = loop.create_future()
+    fd = sock.fileno()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)

@@ -24,6 +24,12 @@ The messages (their kind on the wire, who sends them):
 - `PasswordLearned` (``pw+``), worker: the HMAC of a password it has just verified;
 - `Answer` (``ok``), main process: the yes or no to the `SlotRequest` or `PasswordQuery` with
   the same request id (the two share one series of ids per channel);
+- `RateUsage` (``ru``), worker: what the firewall let through since its last one (one every
+  `postkeep.net.firewall.REPORT_EVERY` seconds at most), per bucket
+  (`postkeep.net.firewall.Buckets`: service, kind, IP class, network) with its count; no
+  answer;
+- `RateBlocked` (``rb``), main process: buckets that all workers together emptied, with the
+  seconds until they hold a token again: the firewall refuses what they count until then;
 - `Events` (``ev``), both: mailbox events (`postkeep.store.api.MailboxEvent`), from a worker's
   store to the main process, and from the main process to the workers (another worker's
   events, and its own: SMTP delivery).
@@ -37,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from postkeep.config.firewall import CLASSES, KINDS
 from postkeep.store.api import MailboxEvent
 
 _LENGTH = struct.Struct("!I")
@@ -45,6 +52,9 @@ MAX_FRAME = 64 * 1024  # octets of a frame's body
 # Events per frame: the longest event row (32-bit ids and UID, 63-bit MODSEQ, the longest kind)
 # is under 80 octets, so 500 of them stay far below MAX_FRAME (tests/unit/test_workers.py).
 EVENTS_PER_FRAME = 500
+# Rate entries per frame: a service, a kind, a class, an IPv6 network (at most 43 octets), a
+# count: under 100 octets each
+RATES_PER_FRAME = 500
 
 
 SERVICES = ("mx", "submission", "imap")  # the roles whose connections are counted apart
@@ -127,8 +137,24 @@ class Events:
     events: tuple[MailboxEvent, ...]
 
 
+#: one bucket's entry: (service, kind, class index or -1, network, count or seconds)
+RateEntry = tuple[str, str, int, str, int]
+BlockEntry = tuple[str, str, int, str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class RateUsage:
+    entries: tuple[RateEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RateBlocked:
+    entries: tuple[BlockEntry, ...]
+
+
 Message = (
     Hello | Ready | SlotRequest | SlotRelease | PasswordQuery | PasswordLearned | Answer | Events
+    | RateUsage | RateBlocked
 )
 
 
@@ -168,6 +194,10 @@ def _fields(message: Message) -> dict[str, Any]:
         case Events(events):
             rows = [[e.account_id, e.mailbox_id, e.kind, e.uid, e.modseq] for e in events]
             return {"t": "ev", "e": rows}
+        case RateUsage(entries):
+            return {"t": "ru", "e": [list(e) for e in entries]}
+        case RateBlocked(entries):
+            return {"t": "rb", "e": [list(e) for e in entries]}
     raise TypeError(f"not a channel message: {message!r}")
 
 
@@ -267,6 +297,14 @@ class _Fields:
             raise self._wrong(name, "a list of [account, mailbox, kind, uid, modseq]")
         return tuple(MailboxEvent(*row) for row in rows)
 
+    def rates(self, name: str, count: type) -> tuple[Any, ...]:
+        """Rate entries: [service, kind, class, network, n], n a `count` (int: octets or
+        commands; float: seconds), not negative."""
+        rows = self._get(name)
+        if not isinstance(rows, list) or not all(_is_rate_row(row, count) for row in rows):
+            raise self._wrong(name, "a list of [service, kind, class, network, n]")
+        return tuple((r[0], r[1], r[2], r[3], count(r[4])) for r in rows)
+
     def check_all_read(self) -> None:
         unexpected = sorted(self.data.keys() - self.read)
         if unexpected:
@@ -290,6 +328,23 @@ def _is_event_row(row: object) -> bool:
     )
 
 
+def _is_rate_row(row: object, count: type) -> bool:
+    if not isinstance(row, list) or len(row) != 5:
+        return False
+    service, kind, index, network, n = row
+    number = _is_int(n) or (count is float and isinstance(n, float))
+    return (
+        service in SERVICES
+        and kind in KINDS
+        and _is_int(index)
+        and -1 <= index < len(CLASSES)
+        and isinstance(network, str)
+        and len(network) <= 64
+        and number
+        and n >= 0
+    )
+
+
 _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     "hello": lambda f: Hello(f.octets("key")),
     "ready": lambda f: Ready(f.integer("pid")),
@@ -303,4 +358,6 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     "pw+": lambda f: PasswordLearned(f.octets("k")),
     "ok": lambda f: Answer(f.integer("id"), f.boolean("ok")),
     "ev": lambda f: Events(f.events("e")),
+    "ru": lambda f: RateUsage(f.rates("e", int)),
+    "rb": lambda f: RateBlocked(f.rates("e", float)),
 }

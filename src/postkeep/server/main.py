@@ -38,6 +38,7 @@ from postkeep import log
 from postkeep.auth.passwords import PasswordVerifier, prepare_dummy_hash
 from postkeep.config import Config
 from postkeep.dns.resolver import DnsResolver
+from postkeep.net.firewall import Buckets
 from postkeep.net.listener import bind_listeners
 from postkeep.net.tls import build_tls
 from postkeep.queue.smarthost import load_relays
@@ -136,7 +137,8 @@ async def _supervise(cfg: Config, forks: ForkServer, master_key: bytes) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile: now
     verifier = PasswordVerifier()  # its cache only: the workers verify
     processes = cfg.processes()
-    pool = WorkerPool(forks, service_slots(cfg), verifier, processes)
+    pool = WorkerPool(forks, service_slots(cfg), verifier, processes,
+                      Buckets(cfg.firewall) if cfg.firewall.enabled else None)
     forks.on_gone = stop.set
     try:
         if await pool.start(stop):

@@ -21,6 +21,10 @@ What must stay global goes over one channel per worker (`postkeep.server.ipc` me
   `PasswordVerifier` cache is shared (its HMAC key goes in `Hello`), so a user is verified by
   argon2 once per cache lifetime, not once per worker; the main process itself never
   verifies (and so starts no verification thread);
+- the firewall's rates (`postkeep.net.firewall`): each worker reports what it let through
+  (`RateUsage`, no answer), the main process counts it in the global `Buckets` and tells
+  every worker the buckets that went empty (`RateBlocked`), each once until it is full again
+  or its block grows by more than `REBLOCK_AFTER` seconds;
 - `Ready`: a worker's listeners are up (the main process logs "ready" after all of them).
 
 A frame that is not a valid message (`ipc.ChannelError`) ends the channel: it is logged and
@@ -44,6 +48,7 @@ from collections import Counter
 from postkeep import log
 from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
+from postkeep.net.firewall import BucketKey, Buckets
 from postkeep.net.slots import LocalSlots, slow_slots
 from postkeep.server import ipc
 from postkeep.server.channel import Outbox, read_message
@@ -57,6 +62,7 @@ STOP_TIMEOUT = 30.0
 RESTART_DELAY = 1.0
 RESTART_DELAY_MAX = 30.0
 STABLE_AFTER = 60.0  # a worker that ran this long restarts after the first delay again
+REBLOCK_AFTER = 0.5  # seconds a bucket's block must grow by to be sent again
 
 
 def service_slots(cfg: Config) -> dict[str, LocalSlots]:
@@ -100,9 +106,12 @@ class WorkerPool:
         slots: dict[str, LocalSlots],
         verifier: PasswordVerifier,
         count: int,
+        rates: Buckets | None = None,
     ) -> None:
         self.forks = forks
         self.slots = slots
+        self.rates = rates  # the firewall's global buckets (None: no firewall counts)
+        self._blocked: dict[BucketKey, float] = {}  # until, as sent
         self.verifier = verifier
         self.workers = [_Worker(i) for i in range(1, count + 1)]
         self._stopping = False
@@ -228,6 +237,8 @@ class WorkerPool:
                     if worker.held[slot] > 0:  # never release what this worker did not take
                         worker.held[slot] -= 1
                         self._release(slot)
+                case ipc.RateUsage(entries):
+                    self._count(entries)
                 case ipc.PasswordQuery(request_id, digest):
                     ok = self.verifier.cached_digest(digest)
                     outbox.send(ipc.encode(ipc.Answer(request_id, ok)))
@@ -263,9 +274,31 @@ class WorkerPool:
                 self._release(slot)
         worker.held.clear()
 
+    # -- rates -------------------------------------------------------------------------------------
+
+    def _count(self, entries: tuple[ipc.RateEntry, ...]) -> None:
+        """A worker's usage, into the global buckets; the new blocks to every worker."""
+        if self.rates is None:
+            return
+        now = time.monotonic()
+        blocked = self._blocked
+        if len(blocked) > 4096:  # the expired ones go
+            self._blocked = blocked = {k: until for k, until in blocked.items() if until > now}
+        blocks: list[ipc.BlockEntry] = []
+        for service, kind, index, net, n in entries:
+            key = (service, kind, index, net)
+            seconds = self.rates.add(key, n, now)
+            if seconds > 0 and blocked.get(key, 0.0) + REBLOCK_AFTER < now + seconds:
+                blocked[key] = now + seconds
+                blocks.append((*key, seconds))
+        for start in range(0, len(blocks), ipc.RATES_PER_FRAME):
+            frame = ipc.RateBlocked(tuple(blocks[start : start + ipc.RATES_PER_FRAME]))
+            self._forward(frame, exclude=None)
+
     # -- events ------------------------------------------------------------------------------------
 
-    def _forward(self, message: ipc.Events, exclude: _Worker | None) -> None:
+    def _forward(self, message: ipc.Events | ipc.RateBlocked, exclude: _Worker | None
+                 ) -> None:
         frame = ipc.encode(message)
         for worker in self.workers:
             if worker is not exclude and worker.outbox is not None:

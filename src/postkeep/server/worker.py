@@ -6,10 +6,11 @@ submission server queues.
 
 A worker is forked by `postkeep.server.forkserver` and talks to the main process over its
 channel (`postkeep.server.pool` describes what goes over it): `RemoteSlots` asks for the
-connection slots of one service, `WorkerChannel` relays its bus's events out and the others'
-in, and answers the password verifier's shared-cache lookups. It stops on SIGTERM (every
-session ends with 421 4.3.2 / BYE) and at once when its channel closes (the main process is
-gone), so that its listening sockets are free for a restart.
+connection slots of one service, `SharedRates` counts the firewall's rates here and reports
+them (`postkeep.net.firewall` tells how they stay global), `WorkerChannel` relays its bus's
+events out and the others' in, and answers the password verifier's shared-cache lookups. It
+stops on SIGTERM (every session ends with 421 4.3.2 / BYE) and at once when its channel
+closes (the main process is gone), so that its listening sockets are free for a restart.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,9 +31,11 @@ import setproctitle
 from postkeep import log
 from postkeep.auth.passwords import PasswordVerifier
 from postkeep.config import Config
+from postkeep.config.firewall import FirewallConfig
 from postkeep.dns.resolver import DnsResolver
 from postkeep.imap.server import ImapServer
 from postkeep.net.budget import DataBudget
+from postkeep.net.firewall import GLOBAL, REPORT_EVERY, BucketKey, Buckets, Over, refusal
 from postkeep.queue.dmarcrpt import DmarcReports, reporting
 from postkeep.queue.remote import RemoteTransport
 from postkeep.queue.runner import QueueRunner
@@ -75,6 +79,7 @@ class WorkerChannel:
         self._abandoned: dict[int, ipc.SlotRelease] = {}
         self._batch = EventBatch(self.send)
         bus.relay = self._batch.add
+        self.rates: SharedRates | None = None  # told the main process's blocks
 
     def slots(self, service: str) -> RemoteSlots:
         return RemoteSlots(self, service)
@@ -121,6 +126,9 @@ class WorkerChannel:
                     case ipc.Events(events):
                         for event in events:
                             self.bus.publish_local(event)
+                    case ipc.RateBlocked(entries):
+                        if self.rates is not None:
+                            self.rates.block(entries)
                     case ipc.Answer(request_id, ok):
                         future = self._waiting.get(request_id)
                         if future is not None and not future.done():
@@ -170,6 +178,58 @@ class RemoteSlots:
                                       ipc.SlotRelease(slot))
 
 
+class SharedRates:
+    """The firewall's `Rates` in a worker: its own buckets, exact for its own connections;
+    what it lets through reported to the main process every `REPORT_EVERY` seconds at most
+    (`ipc.RateUsage`); and the main process's blocks (`ipc.RateBlocked`: buckets all workers
+    together emptied), which refuse until they expire."""
+
+    def __init__(self, channel: WorkerChannel, cfg: FirewallConfig) -> None:
+        self.channel = channel
+        self.buckets = Buckets(cfg)
+        self.blocked: dict[BucketKey, float] = {}  # until (monotonic time)
+        self._usage: dict[BucketKey, int] = {}
+        channel.rates = self
+
+    def take(self, service: str, kind: str, keys: tuple[tuple[int, str], ...], n: int
+             ) -> Over | None:
+        buckets = self.buckets
+        named = ((GLOBAL, ""), *keys) if kind == "connections" else keys
+        now = time.monotonic()
+        if self.blocked:
+            for index, net in named:
+                key = (service, kind, index, net)
+                until = self.blocked.get(key)
+                if until is not None:
+                    if until > now:
+                        return Over(refusal(kind, index, buckets.limit(kind, index)), False)
+                    del self.blocked[key]
+        over = buckets.take(service, kind, keys, n, now)
+        if over is not None and not over.tarpit:
+            return over
+        if not self._usage:
+            asyncio.get_running_loop().call_later(REPORT_EVERY, self._flush)
+        usage = self._usage
+        for index, net in named:
+            if buckets.limit(kind, index):
+                key = (service, kind, index, net)
+                usage[key] = usage.get(key, 0) + n
+        return over
+
+    def block(self, entries: tuple[ipc.BlockEntry, ...]) -> None:
+        now = time.monotonic()
+        if len(self.blocked) > 4096:  # the expired ones go
+            self.blocked = {k: until for k, until in self.blocked.items() if until > now}
+        for service, kind, index, net, seconds in entries:
+            self.blocked[(service, kind, index, net)] = now + seconds
+
+    def _flush(self) -> None:
+        rows = [(*key, n) for key, n in self._usage.items()]
+        self._usage = {}
+        for start in range(0, len(rows), ipc.RATES_PER_FRAME):
+            self.channel.send(ipc.RateUsage(tuple(rows[start : start + ipc.RATES_PER_FRAME])))
+
+
 async def serve_worker(
     cfg: Config,
     index: int,
@@ -194,6 +254,7 @@ async def serve_worker(
     if not isinstance(hello, ipc.Hello):
         raise RuntimeError("the main process did not say hello")
     channel = WorkerChannel(reader, writer, bus)
+    rates = SharedRates(channel, cfg.firewall)
     verifier = PasswordVerifier(key=hello.password_key)
     verifier.shared_lookup = channel.password_cached
     verifier.on_remember = channel.password_verified
@@ -208,17 +269,18 @@ async def serve_worker(
     if sockets.mx:
         servers.append(SmtpServer(cfg, store, tls_context, budget=budget,
                                   slots=channel.slots("mx"), sockets=sockets.mx,
-                                  resolver=resolver,
+                                  resolver=resolver, rates=rates,
                                   on_dmarc=dmarc_reports.record if dmarc_reports else None))
     if sockets.submission:
         verifier.warm()
         servers.append(SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier,
                                   budget=budget, slots=channel.slots("submission"),
-                                  sockets=sockets.submission, on_queued=runner.wake))
+                                  sockets=sockets.submission, on_queued=runner.wake,
+                                  rates=rates))
     if sockets.imap:
         verifier.warm()
         servers.append(ImapServer(cfg, store, tls_context, verifier, slots=channel.slots("imap"),
-                                  sockets=sockets.imap))
+                                  sockets=sockets.imap, rates=rates))
     reading = asyncio.create_task(channel.run())
     reading.add_done_callback(lambda _task: stop.set())
     delivering: asyncio.Task[None] | None = None

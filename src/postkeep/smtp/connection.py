@@ -73,8 +73,8 @@ class SmtpConnection(SessionProtocol):
         "_slow_asked", "_started", "_stopping", "_task", "_task_kind", "_waiting", "_write_paused",
         "account", "auth", "auth_failures",
         "checks", "closing", "deadline", "intake", "last_read", "messages", "out", "owned",
-        "rcpt_accounts", "record", "refusal", "server", "session", "slow", "slow_at", "tls",
-        "waited",
+        "rcpt_accounts", "record", "refusal", "server", "session", "slow", "slow_at",
+        "tarpitted", "tls", "waited",
     )
 
     def __init__(self, server: SmtpServer, listeners: Listeners, peer: Peer | None) -> None:
@@ -91,6 +91,7 @@ class SmtpConnection(SessionProtocol):
         self.owned: frozenset[str] = frozenset()  # addresses the account may send as
         self.auth: AuthExchange | None = None  # an AUTH exchange in progress
         self.auth_failures = 0
+        self.tarpitted = False  # its commands were slowed by the firewall (logged once)
         self.checks: ClientChecks | None = None  # MX: lookups about the client (`begin`)
         self.intake: Intake | None = None  # the text of the message being received
         self.refusal: tuple[Reply, str] | None = None  # an intake's refusal, until replied
@@ -200,9 +201,11 @@ class SmtpConnection(SessionProtocol):
         self.flush()
         self.close()
 
-    def close_with(self, reply: Reply, reason: str, summary: str) -> None:
-        """Refuse to go on: `reply` (logged as a reject for `reason`), then close."""
-        self.server._log_reject(self, "-", reply, reason)
+    def close_with(self, reply: Reply, reason: str, summary: str, cmd: str = "-",
+                   limit: str | None = None) -> None:
+        """Refuse to go on: `reply` (logged as a reject of `cmd` for `reason`, and the
+        `limit` that refused it), then close."""
+        self.server._log_reject(self, cmd, reply, reason, limit)
         self.out.append(self.session.render(reply))
         self._end(summary)
 

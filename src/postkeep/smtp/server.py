@@ -46,6 +46,7 @@ from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
 from postkeep.mailauth.dmarc.aggregate import ReportRow
 from postkeep.net.budget import DataBudget
+from postkeep.net.firewall import Firewall, LocalRates, Rates
 from postkeep.net.listener import Listeners, upgrade_tls
 from postkeep.net.slots import ConnectionLimiter, IpSlots, slow_slots
 from postkeep.net.tls import EndPointBindings
@@ -99,6 +100,14 @@ AUTH_REPLIES = {
 }
 
 
+# events that are no command of their own, for the firewall's commands per minute
+_NOT_COMMANDS = frozenset({TextReceived, MessageReceived, AuthResponse})
+_COMMAND_NAMES: dict[type[Event], str] = {
+    HelloReceived: "EHLO", MailReceived: "MAIL", RcptReceived: "RCPT", DataReceived: "DATA",
+    ChunkReceived: "BDAT", StartTlsRequested: "STARTTLS", AuthRequested: "AUTH",
+}
+
+
 def new_queue_id() -> str:
     """Sortable, unique enough queue id: milliseconds then 16 random bits, in hex."""
     return f"{int(time.time() * 1000):011X}{secrets.randbits(16):04X}"
@@ -126,6 +135,7 @@ class SmtpServer:
         on_queued: Callable[[], None] | None = None,
         resolver: DnsResolver | None = None,
         on_dmarc: Callable[[str, ReportRow], None] | None = None,
+        rates: Rates | None = None,
     ) -> None:
         """`budget`: the process's budget for message text in flight, shared by the MX and
         submission servers (a budget of `smtp.max_data_in_flight` of its own if None);
@@ -135,7 +145,8 @@ class SmtpServer:
         outbound queue (the process's delivery worker starts on it at once); `resolver`: the
         process's `DnsResolver`, for the MX's checks of where mail comes from (none without
         it: `[inbound]`, docs/architecture.md "Inbound checks"); `on_dmarc`: told each DMARC
-        evaluation whose policy asks for aggregate reports (`queue.dmarcrpt`)."""
+        evaluation whose policy asks for aggregate reports (`queue.dmarcrpt`); `rates`: where
+        the firewall counts (`postkeep.net.firewall`; default: in this process)."""
         self.cfg = cfg
         self.budget = budget if budget is not None else DataBudget(cfg.smtp.max_data_in_flight)
         self.smtp = cfg.smtp
@@ -202,6 +213,7 @@ class SmtpServer:
             cfg.smtp.max_connections, cfg.smtp.max_connections_per_ip,
             slow_slots(cfg.smtp.max_connections, cfg.smtp.slow_share),
         )
+        self.firewall = Firewall(cfg.firewall, role, rates or LocalRates(cfg.firewall))
         self.listeners = Listeners(
             self.listen,
             None,
@@ -215,6 +227,9 @@ class SmtpServer:
             read_size=READ_SIZE,
             sockets=sockets,
             handshake_timeout=cfg.tls.handshake_timeout,
+            firewall=self.firewall,
+            refused=lambda reason: f"421 4.7.0 Refused ({reason}), try again later\r\n".encode(),
+            proxy_timeout=cfg.firewall.proxy_timeout,
         )
         self.watch = self.listeners.watch
         self.handshake_timeout = cfg.tls.handshake_timeout
@@ -259,18 +274,52 @@ class SmtpServer:
             conn.session.mode = Mode.CLOSED
             conn.closing = True
 
-    def _log_reject(self, conn: SmtpConnection, cmd: str, reply: Reply, reason: str) -> None:
+    def _log_reject(self, conn: SmtpConnection, cmd: str, reply: Reply, reason: str,
+                    limit: str | None = None) -> None:
         logger.info(
-            "reject ip=%s cmd=%s code=%d %s reason=%s",
+            "reject ip=%s cmd=%s code=%d %s reason=%s%s",
             conn.ip,
             cmd,
             reply.code,
             reply.enhanced,
             log.quote(reason or reply.text),
+            f" limit={log.quote(limit)}" if limit is not None else "",
         )
+
+    async def _limited(self, conn: SmtpConnection, cmd: str, kind: str, n: int = 1) -> bool:
+        """Count `n` of `kind` for the client's IP classes (`postkeep.net.firewall`): True
+        when the connection is closed for it (421 4.7.0); past the commands per minute, the
+        command waits `firewall.tarpit_delay` first."""
+        over = self.firewall.take(kind, conn.ip, n)
+        if over is None:
+            return False
+        refusal = over.refusal
+        if not over.tarpit:
+            conn.close_with(Reply(421, "4.7.0", f"Too much traffic ({refusal.reason}), try "
+                                  "again later"), refusal.reason, refusal.reason, cmd,
+                            refusal.limit)
+            return True
+        if not conn.tarpitted:
+            conn.tarpitted = True
+            self.firewall.log_tarpit(logger, conn.ip, refusal, cmd)
+        conn.flush()
+        await asyncio.sleep(self.firewall.tarpit_delay)
+        return False
 
     async def _handle(self, conn: SmtpConnection, event: Event) -> None:
         session = conn.session
+        assert conn.peer is not None
+        if conn.peer.limited:
+            kind = type(event)
+            if isinstance(event, TextReceived):
+                if await self._limited(conn, "DATA", "bytes", len(event.data)):
+                    return
+            elif kind not in _NOT_COMMANDS and await self._limited(
+                conn, _COMMAND_NAMES.get(kind, "-"), "commands"
+            ):
+                return
+            if kind is MailReceived and await self._limited(conn, "MAIL", "messages"):
+                return
         match event:
             case Say(reply=reply, close=close):
                 if reply.code >= 400:
@@ -337,6 +386,9 @@ class SmtpServer:
         )
         if not decision.verdict.accepted:
             await self._error(conn, "RCPT", decision.verdict.reply, decision.verdict.reason)
+            return
+        assert conn.peer is not None
+        if conn.peer.limited and await self._limited(conn, "RCPT", "recipients"):
             return
         conn.rcpt_accounts[rcpt] = tuple(a.id for a in decision.accounts)
         self._reply(conn, session.accept_rcpt(rcpt))
