@@ -847,7 +847,7 @@ def render(
 class PostkeepChecksTarget(PostkeepTarget):
     """postkeep with every inbound check on (`[inbound]`: trusted_networks empty, so the
     load's 127.0.0.1 is judged): iprev, a DNS block list, SPF, DMARC (p=reject, SPF-aligned:
-    every message passes), DKIM (none signed: each message is looked at and found unsigned),
+    every message passes), DKIM and ARC (none signed: each message is looked at and found unsigned),
     and a domain list over the links. The records are served by NSD on loopback
     (tests/dnsserver.py), so after the first messages every lookup is a cache hit."""
 
@@ -881,11 +881,11 @@ class PostkeepChecksTarget(PostkeepTarget):
     def stop(self) -> None:
         super().stop()
         log = self.serve_log()
-        judged = len(re.findall(r'auth="iprev=pass spf=pass dkim=none dmarc=pass"', log))
+        judged = len(re.findall(r'auth="iprev=pass spf=pass dkim=none arc=none dmarc=pass"', log))
         other = len(re.findall(r"message qid=", log)) - judged
         self.notes = [n for n in self.notes if not n.startswith("judged:")]
         self.notes.append(f"judged: {judged} messages with iprev, SPF and DMARC passing "
-                          f"(DKIM none: unsigned), {other} otherwise")
+                          f"(DKIM and ARC none: unsigned), {other} otherwise")
 
 
 # -- main -----------------------------------------------------------------------------------------
