@@ -15,6 +15,10 @@ One copy of what the SMTP and IMAP drivers (and the next ones) do before and aro
   connection holds its slot while it handshakes; gives the slot back when the session
   ends, whatever way it ends; owns the role's `ReadDeadlines`; and on `stop` cancels every
   session (each says goodbye in its own protocol) and waits for them.
+- A banned client (`refused`, a lookup in the process's copy of the bans, `postkeep.bans`) is
+  refused the same way, before its slot, any TLS or greeting: the role's `banned` line on a
+  plain listener, a silent close on an implicit-TLS one, and one log line
+  `reject ip=... [code=...] reason=banned ban=<address or network> until=<UTC>`.
 - `close_stream` flushes what a session wrote last for at most 5 s, then aborts: a client
   that reads nothing cannot keep a closed session's socket open.
 - A handshake that fails or times out (implicit TLS or STARTTLS) is logged in one line,
@@ -42,6 +46,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar, cast
@@ -73,6 +78,7 @@ class Peer:
 
 
 Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Peer], Awaitable[None]]
+Refused = Callable[[str], "tuple[str, float] | None"]
 
 
 async def close_stream(writer: asyncio.StreamWriter) -> None:
@@ -198,6 +204,10 @@ class SessionProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
             return
         address = transport.get_extra_info("peername") or ("0.0.0.0", 0)
         self.peer = peer = Peer(str(address[0]), int(address[1]), ip_class(str(address[0])), False)
+        if self.listeners.banned_peer(peer):
+            transport.write(self.listeners.banned)
+            self.close()
+            return
         ran = eagerly(self.listeners.slots.acquire_ip(peer.key))
         if isinstance(ran, Ran):
             self._admit(ran.value)
@@ -277,6 +287,8 @@ class Listeners:
     order of `listen` (IMAP worker processes share the main process's); default: bind them at
     `start`.
     `handshake_timeout`: seconds an implicit-TLS client has to finish its handshake.
+    `refused(ip)`: the ban (key, until) that refuses a client, if any; `banned` the line sent
+    to a plain listener's banned client (`banned_code`, its status code, for the log line).
     """
 
     def __init__(
@@ -294,6 +306,9 @@ class Listeners:
         read_size: int,
         sockets: Sequence[socket.socket] | None = None,
         handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT,
+        refused: Refused | None = None,
+        banned: bytes = b"",
+        banned_code: str | None = None,
     ) -> None:
         if (session is None) == (protocol is None):
             raise ValueError("Listeners needs a session or a protocol, not both")
@@ -309,6 +324,9 @@ class Listeners:
         self.read_size = read_size
         self.sockets = sockets
         self.handshake_timeout = handshake_timeout
+        self.refused = refused
+        self.banned = banned
+        self.banned_code = banned_code
         self.deadlines = ReadDeadlines()
         self.watch = DeadlineWatch()  # for protocols
         self.live: set[SessionProtocol] = set()  # protocols' connections, until lost
@@ -402,6 +420,9 @@ class Listeners:
     async def _implicit_client(self, sock: socket.socket, address: tuple[str, int]) -> None:
         assert self.tls_context is not None
         peer = Peer(str(address[0]), int(address[1]), ip_class(str(address[0])), True)
+        if self.banned_peer(peer):
+            sock.close()  # without a word, as past the connection limits
+            return
         try:
             if not await self.slots.acquire_ip(peer.key):
                 self._log_reject(peer)
@@ -459,6 +480,16 @@ class Listeners:
                 sock.close()
                 self.slots.release_ip(peer.key)
 
+    def banned_peer(self, peer: Peer) -> bool:
+        """Whether a ban refuses the client (logged)."""
+        ban = self.refused(peer.ip) if self.refused is not None else None
+        if ban is None:
+            return False
+        code = f" code={self.banned_code}" if self.banned_code and not peer.implicit_tls else ""
+        self.logger.warning("reject ip=%s%s reason=banned ban=%s until=%s", peer.ip, code,
+                            ban[0], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ban[1])))
+        return True
+
     def _log_reject(self, peer: Peer) -> None:
         code = f" code={self.busy_code}" if self.busy_code else ""
         self.logger.warning(
@@ -472,6 +503,10 @@ class Listeners:
         address = writer.get_extra_info("peername") or ("0.0.0.0", 0)
         peer = Peer(str(address[0]), int(address[1]), ip_class(str(address[0])), False)
         try:
+            if self.banned_peer(peer):
+                writer.write(self.banned)
+                await close_stream(writer)
+                return
             if not await self.slots.acquire_ip(peer.key):
                 self._log_reject(peer)
                 writer.write(self.busy)

@@ -36,6 +36,8 @@ from typing import Any
 
 from postkeep import log
 from postkeep.auth.passwords import PasswordVerifier, prepare_dummy_hash
+from postkeep.bans.keeper import BanKeeper
+from postkeep.bans.ledger import open_ledger
 from postkeep.config import Config
 from postkeep.dns.resolver import DnsResolver
 from postkeep.net.listener import bind_listeners
@@ -136,15 +138,30 @@ async def _supervise(cfg: Config, forks: ForkServer, master_key: bytes) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile: now
     verifier = PasswordVerifier()  # its cache only: the workers verify
     processes = cfg.processes()
-    pool = WorkerPool(forks, service_slots(cfg), verifier, processes)
+    store = await open_store(cfg.store_url, cfg.data_dir, master_key, read_workers=1,
+                             maintenance=False)
+    bans = cfg.bans
+    ledger = open_ledger(store, cfg.cluster.redis_url, bans.window, bans.max_tracked,
+                         bans.forget_after)
+    keeper = BanKeeper(bans, ledger)
+    syncing: asyncio.Task[None] | None = None
+    pool = WorkerPool(forks, service_slots(cfg), verifier, processes, keeper)
     forks.on_gone = stop.set
     try:
+        await keeper.sync()  # the bans of before the restart, for the workers' first Hello
+        syncing = asyncio.create_task(keeper.run())
         if await pool.start(stop):
             logger.info("ready hostname=%s processes=%d", cfg.server.hostname, processes)
             await stop.wait()
         logger.info("stopping")
     finally:
         await pool.stop()
+        if syncing is not None:
+            syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await syncing
+        await ledger.close()
+        await store.close()
         verifier.close()
         logger.info("stopped")
     if forks.gone:

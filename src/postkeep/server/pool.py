@@ -21,6 +21,10 @@ What must stay global goes over one channel per worker (`postkeep.server.ipc` me
   `PasswordVerifier` cache is shared (its HMAC key goes in `Hello`), so a user is verified by
   argon2 once per cache lifetime, not once per worker; the main process itself never
   verifies (and so starts no verification thread);
+- bans (`postkeep.bans`): workers send their strikes (`Strike`; a failed login's is answered:
+  is the account under attack?), the main process's `BanKeeper` counts them and pushes every
+  ban that begins or ends to every worker (`BanChange`; the whole list after `Hello`), so a
+  worker refuses a banned client at accept with a lookup in its own copy, no round trip;
 - `Ready`: a worker's listeners are up (the main process logs "ready" after all of them).
 
 A frame that is not a valid message (`ipc.ChannelError`) ends the channel: it is logged and
@@ -43,6 +47,7 @@ from collections import Counter
 
 from postkeep import log
 from postkeep.auth.passwords import PasswordVerifier
+from postkeep.bans.keeper import BanKeeper
 from postkeep.config import Config
 from postkeep.net.slots import LocalSlots, slow_slots
 from postkeep.server import ipc
@@ -100,10 +105,14 @@ class WorkerPool:
         slots: dict[str, LocalSlots],
         verifier: PasswordVerifier,
         count: int,
+        keeper: BanKeeper,
     ) -> None:
         self.forks = forks
         self.slots = slots
         self.verifier = verifier
+        self.keeper = keeper
+        keeper.on_change = self._ban_changed
+        self._striking: set[asyncio.Task[None]] = set()
         self.workers = [_Worker(i) for i in range(1, count + 1)]
         self._stopping = False
         self._stopped = asyncio.Event()  # wakes the supervisors' restart delays
@@ -193,6 +202,8 @@ class WorkerPool:
         reader, writer = await asyncio.open_unix_connection(sock=sock)
         worker.outbox = outbox = Outbox(writer)
         outbox.send(ipc.encode(ipc.Hello(self.verifier.key)))
+        for key, until in self.keeper.bans.until.items():
+            outbox.send(ipc.encode(ipc.BanChange(key, until)))
         try:
             await self._serve_channel(worker, reader, outbox)
         except ipc.ChannelError as e:
@@ -233,11 +244,31 @@ class WorkerPool:
                     outbox.send(ipc.encode(ipc.Answer(request_id, ok)))
                 case ipc.PasswordLearned(digest):
                     self.verifier.remember_digest(digest)
+                case ipc.Strike():
+                    task = asyncio.create_task(self._strike(message, outbox))
+                    self._striking.add(task)
+                    task.add_done_callback(self._striking.discard)
                 case ipc.Ready(pid):
                     logger.info("worker=%d ready pid=%s", worker.index, pid)
                     worker.ready.set()
                 case _:
                     raise ipc.ChannelError(f"a worker sent {type(message).__name__}")
+
+    async def _strike(self, message: ipc.Strike, outbox: Outbox) -> None:
+        try:
+            under_attack = await self.keeper.strike(message.ip, message.kind, message.user)
+        except Exception as e:  # the store or Redis: the strike is lost, the worker goes on
+            logger.warning("bans: strike not counted ip=%s reason=%s", message.ip,
+                           log.quote(str(e) or repr(e)))
+            under_attack = False
+        if message.request_id:
+            outbox.send(ipc.encode(ipc.Answer(message.request_id, under_attack)))
+
+    def _ban_changed(self, key: str, until: float) -> None:
+        frame = ipc.encode(ipc.BanChange(key, until))
+        for worker in self.workers:
+            if worker.outbox is not None:
+                worker.outbox.send(frame)
 
     def _take(self, slot: ipc.Slot) -> bool:
         match slot:
