@@ -282,7 +282,7 @@ class _Fields:
             raise self._wrong(name, "a number")
         return float(value)
 
-    def kind(self, name: str) -> str:
+    def strike_kind(self, name: str) -> str:
         value = self._get(name)
         if value not in STRIKE_KINDS:
             raise self._wrong(name, f"one of {', '.join(STRIKE_KINDS)}")
@@ -340,6 +340,6 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     "pw+": lambda f: PasswordLearned(f.octets("k")),
     "ok": lambda f: Answer(f.integer("id"), f.boolean("ok")),
     "ev": lambda f: Events(f.events("e")),
-    "st": lambda f: Strike(f.integer("id"), f.string("ip"), f.kind("k"), f.string("u")),
+    "st": lambda f: Strike(f.integer("id"), f.string("ip"), f.strike_kind("k"), f.string("u")),
     "ban": lambda f: BanChange(f.string("k"), f.number("until")),
 }
