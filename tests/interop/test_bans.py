@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.conftest import PASSWORD, Instance, make_instance, require_tool
+from tests.interop.conftest import PASSWORD, Instance, free_port, make_instance, require_tool
 
 ALICE = "alice@example.test"
 ATTACKER = "127.0.0.66"
@@ -320,10 +320,64 @@ def test_fail2ban_matches_the_log(inst: Instance) -> None:
     log = inst.log()
     expected = sum(bool(re.search(r": auth failure ip=|: reject ip=\S+ .*reason=banned", ln))
                    for ln in log.splitlines())
-    result = subprocess.run([regex, str(inst.log_path), str(CONTRIB / "filter.d" /
-                                                               "postkeep.conf")],
+    result = subprocess.run([regex, "--print-all-matched", str(inst.log_path),
+                             str(CONTRIB / "filter.d" / "postkeep.conf")],
                             capture_output=True, text=True, timeout=120, check=True)
     matched = re.search(r"^Lines: \d+ lines, \d+ ignored, (\d+) matched", result.stdout, re.M)
     assert matched is not None, result.stdout
     assert int(matched[1]) == expected > 2 * MAX_STRIKES
     assert "127.0.7.1" in result.stdout and "127.0.7.2" in result.stdout
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A throw-away redis-server on a free loopback port (no persistence)."""
+    server = require_tool("redis-server", "redis-server")
+    port = free_port()
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _answers(port), 10)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16) == b"+PONG\r\n"
+    except OSError:
+        return False
+
+
+def test_bans_shared_through_redis(inst: Instance, redis_url: str, tmp_path: Path) -> None:
+    other = make_instance(tmp_path / "other")
+    other.set_config("bans", **BAN_CONFIG)
+    try:
+        for node in (inst, other):
+            node.set_config("cluster", redis_url=redis_url)
+            node.start()
+        # one address guesses on both nodes: their strikes add up in Redis
+        attack(inst, "127.0.12.1", 6)
+        attack(other, "127.0.12.1", 6)
+        wait_for(lambda: refused_everywhere(inst, "127.0.12.1")
+                 and refused_everywhere(other, "127.0.12.1"))
+        made = lines(inst, r"ban ip=127\.0\.12\.1/32 ") + lines(other, r"ban ip=127\.0\.12\.1/32 ")
+        assert len(made) == 1
+        # a ban made by hand on one node's CLI holds on the other
+        inst.cli("ban", "add", "127.0.12.2", "--duration", "1h", "--reason", "by hand")
+        wait_for(lambda: refused_everywhere(other, "127.0.12.2"))
+        listed = other.cli("ban", "list").stdout
+        assert "127.0.12.1/32" in listed and "127.0.12.2/32" in listed
+        other.cli("ban", "remove", "127.0.12.2")
+        wait_for(lambda: greeting("127.0.12.2", inst.smtp_port).startswith(b"220"))
+        # the store has none of them: Redis holds the bans
+        assert not (inst.dir / "store.db").exists() or "127.0.12" not in subprocess.run(
+            ["sqlite3", str(inst.dir / "store.db"), "SELECT key FROM bans"],
+            capture_output=True, text=True).stdout
+    finally:
+        other.stop()
