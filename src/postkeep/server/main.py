@@ -14,7 +14,10 @@ Start-up, in this order, and why:
    own; everything a worker runs imported, then `gc.freeze()`, then the fork server forked
    (`postkeep.server.forkserver`): while this process still has one thread and no event
    loop, so that the workers it forks share the imported pages;
-6. on the event loop: the workers started, and "ready" logged once all are up.
+6. on the event loop: a store connection of its own for the bans (`postkeep.bans`: the
+   `BanKeeper`, its ledger, the bans in force loaded for the workers' first messages and
+   reloaded every `bans.sync_interval`), opened only now, after the fork server was forked;
+   then the workers started, and "ready" logged once all are up.
 
 SIGTERM/SIGINT stop the workers (each ends its sessions with 421 4.3.2 / BYE and closes its
 store, which drains pending writes), then the fork server. Both signals are blocked from the
