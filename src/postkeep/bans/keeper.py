@@ -1,6 +1,7 @@
-"""Strikes in, bans out: `BanKeeper` (the authority: the main process, or an in-process server),
-`BanList` (every process's local copy of the bans in force, what accept looks up) and `Guard`
-(what the protocol servers call: SMTP, IMAP, and any later login such as a web one).
+"""Strikes in, bans out: `BanKeeper` (the authority, in the main process; `postkeep ban` makes
+its own on the same ledger), `BanList` (every process's local copy of the bans in force, what
+accept looks up) and `Guard` (what the protocol servers call: SMTP, IMAP, and any later login
+such as a web one).
 
 - A strike (`BanKeeper.strike`) counts its kind's weight for each key of the client's address
   (`postkeep.bans.policy.ip_keys`) in the `Ledger`; a key at its threshold is banned for its
@@ -176,29 +177,13 @@ def log_ban(ban: Ban) -> None:
 
 
 class Strikes(Protocol):
-    """Where a process's strikes go: its `BanKeeper`, or the main process's over the
-    worker channel."""
+    """Where a worker's strikes go: the main process's `BanKeeper`, over the worker channel
+    (`postkeep.server.worker.RemoteStrikes`)."""
 
     async def strike(self, ip: str, kind: str, user: str = "") -> bool: ...
 
     def notify(self, ip: str, kind: str) -> None:
         """A strike whose answer nobody waits for."""
-
-
-class LocalStrikes:
-    """`Strikes` to a `BanKeeper` of this process."""
-
-    def __init__(self, keeper: BanKeeper) -> None:
-        self.keeper = keeper
-        self._tasks: set[asyncio.Task[bool]] = set()
-
-    async def strike(self, ip: str, kind: str, user: str = "") -> bool:
-        return await self.keeper.strike(ip, kind, user)
-
-    def notify(self, ip: str, kind: str) -> None:
-        task = asyncio.get_running_loop().create_task(self.keeper.strike(ip, kind))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 class Guard:

@@ -157,6 +157,9 @@ class WorkerPool:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        for strike in self._striking:  # the workers are gone: their strikes no longer matter
+            strike.cancel()
+        await asyncio.gather(*self._striking, return_exceptions=True)
 
     def _signal(self, worker: _Worker, sig: int) -> None:
         if worker.pid is not None:

@@ -359,7 +359,8 @@ class SmtpServer:
         )
         if not decision.verdict.accepted:
             reply = decision.verdict.reply
-            if self.guard is not None and reply.enhanced == "5.1.1":  # harvesting, or a typo
+            if self.guard is not None and reply.enhanced == "5.1.1" and conn.account is None:
+                # harvesting (or a typo): a client that logged in is not struck for it
                 self.guard.strike(conn.ip, HARVEST)
             await self._error(conn, "RCPT", reply, decision.verdict.reason)
             return
