@@ -318,7 +318,8 @@ def test_fail2ban_matches_the_log(inst: Instance) -> None:
     attack(inst, "127.0.7.2", 30, "imap")
     inst.stop()
     log = inst.log()
-    expected = sum(bool(re.search(r": auth failure ip=|: reject ip=\S+ .*reason=banned", ln))
+    expected = sum(bool(re.search(r": auth failure ip=|: reject ip=\S+ .*reason=banned|"
+                                  r': reject ip=\S+ cmd=\S+ code=421 4\.7\.0 reason="too many', ln))
                    for ln in log.splitlines())
     result = subprocess.run([regex, "--print-all-matched", str(inst.log_path),
                              str(CONTRIB / "filter.d" / "postkeep.conf")],
