@@ -16,7 +16,8 @@ such as a web one).
   locked. `Guard.auth_ok` remembers the (account, IP class) in the store.
 - `BanKeeper.run` loads the bans in force from the ledger every `bans.sync_interval` and
   pushes the difference (bans made by `postkeep ban`, other instances, ends), so the store or
-  Redis is the truth and every process's `BanList` follows it.
+  Redis is the truth and every process's `BanList` follows it; a ban it learns so is logged
+  as its own are (`ban ip=...`), one ended early `unban ip=<key>`.
 - `never_ban` networks are never counted and never refused.
 """
 
@@ -133,24 +134,27 @@ class BanKeeper:
         ban = Ban(key, now + duration, reason, 0.0, self.policy.level(last, now), now)
         await self.ledger.put(ban)
         self._apply(key, ban.until)
-        log_ban(ban)
         return ban
 
     async def remove(self, key: str) -> bool:
         removed = await self.ledger.remove(key)
         if removed:
             self._apply(key, 0.0)
-            logger.warning("unban ip=%s", key)
         return removed
 
     async def sync(self) -> None:
         """Follow the ledger: apply every ban that began or ended since the last sync."""
         now = time.time()
-        current = {b.key: b.until for b in await self.ledger.active(now)}
-        for key, until in current.items():
-            if self.bans.until.get(key) != until:
-                self._apply(key, until)
+        current = {b.key: b for b in await self.ledger.active(now)}
+        for key, ban in current.items():
+            known = self.bans.until.get(key)
+            if known != ban.until:
+                if known is None:  # made elsewhere: by hand, another node, before a restart
+                    log_ban(ban)
+                self._apply(key, ban.until)
         for key in [k for k in self.bans.until if k not in current]:
+            if self.bans.until[key] > now + 1:  # ended early (`postkeep ban remove`)
+                logger.warning("unban ip=%s", key)
             self._apply(key, 0.0)
 
     async def run(self) -> None:
