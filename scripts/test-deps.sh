@@ -26,6 +26,10 @@ for pkg in swaks libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl li
   need_pkg "$pkg"
 done
 
+# Redis for tests/interop/test_bans.py: bans and strike counters shared by instances
+# (`[cluster] redis_url`); each test starts its own redis-server on a free loopback port.
+need_pkg redis-server
+
 # A real IMAP sync client for tests/interop/test_imap.py (mbsync).
 need_pkg isync
 

@@ -323,6 +323,9 @@ def make_instance(root: Path, domain: str = "example.test", hostname: str = "loc
     # (a nameserver where nothing listens: every lookup fails for now) unless a test sets its
     # own (tests/queue/ point it at NSD)
     text += '\n[dns]\nnameservers = ["127.0.0.1:9"]\ntimeout = 1.0\nattempts = 1\n'
+    # the tests' own client address is never banned: a module's tests share an instance and
+    # fail logins on purpose (tests/interop/test_bans.py bans other loopback addresses)
+    text += '\n[bans]\nnever_ban = ["127.0.0.1/32"]\n'
     cfg.write_text(text)
     return Instance(directory, port, sub_port, subs_port, imap_port, imaps_port)
 

@@ -19,6 +19,7 @@ from postkeep.server.ipc import (
     MAX_FRAME,
     AccountSlot,
     Answer,
+    BanChange,
     ChannelError,
     Events,
     Hello,
@@ -30,6 +31,7 @@ from postkeep.server.ipc import (
     SlotRelease,
     SlotRequest,
     SlowSlot,
+    Strike,
     decode,
     encode,
     frame_length,
@@ -71,6 +73,12 @@ WIRE: list[tuple[Message, dict[str, Any]]] = [
         },
     ),
     (Events(()), {"t": "ev", "e": []}),
+    (Strike(6, "192.0.2.7", "auth", "alice@example.test"),
+     {"t": "st", "id": 6, "ip": "192.0.2.7", "k": "auth", "u": "alice@example.test"}),
+    (Strike(0, "2001:db8::1", "preauth", ""),
+     {"t": "st", "id": 0, "ip": "2001:db8::1", "k": "preauth", "u": ""}),
+    (BanChange("192.0.2.0/24", 1800000000.5), {"t": "ban", "k": "192.0.2.0/24",
+                                               "until": 1800000000.5}),
 ]
 
 
@@ -91,7 +99,7 @@ def test_every_message_round_trips(message: Message, wire: dict[str, Any]) -> No
 def test_every_kind_is_covered() -> None:
     kinds = {wire["t"] for _message, wire in WIRE}
     assert kinds == {"hello", "ready", "ip", "acct", "ip-", "acct-", "slow", "slow-", "pw?",
-                     "pw+", "ok", "ev"}
+                     "pw+", "ok", "ev", "st", "ban"}
 
 
 def test_frame_length_refuses_a_short_header_and_an_oversized_frame() -> None:
@@ -186,6 +194,11 @@ def test_decode_refuses_a_missing_field(fields: dict[str, Any], missing: str) ->
         ({"t": "pw?", "id": 1, "k": "0g"}, "k", "a hex string"),
         ({"t": "pw+", "k": "abc"}, "k", "a hex string"),  # an odd number of digits
         ({"t": "ok", "id": 1, "ok": 1}, "ok", "a boolean"),
+        ({"t": "st", "id": 1, "ip": "x", "k": "guess", "u": ""}, "k",
+         "one of auth, harvest, errors, preauth"),
+        ({"t": "st", "id": 1, "ip": 7, "k": "auth", "u": ""}, "ip", "a string"),
+        ({"t": "ban", "k": "x", "until": "soon"}, "until", "a number"),
+        ({"t": "ban", "k": "x", "until": True}, "until", "a number"),
         ({"t": "ok", "id": 1, "ok": "true"}, "ok", "a boolean"),
         ({"t": "ev", "e": {"a": 1}}, "e", "a list of"),
         ({"t": "ev", "e": [[1, 2, "flags", 3]]}, "e", "a list of"),

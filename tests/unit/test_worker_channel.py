@@ -11,11 +11,16 @@ import asyncio
 import signal
 import socket
 import struct
+import time
 from collections import Counter
 
 import pytest
 
 from postkeep.auth.passwords import PasswordVerifier
+from postkeep.bans.keeper import BanKeeper, BanList
+from postkeep.bans.ledger import StoreLedger
+from postkeep.bans.policy import Policy
+from postkeep.config.bans import BansConfig
 from postkeep.net.slots import LocalSlots
 from postkeep.server.channel import EventBatch as _EventBatch
 from postkeep.server.channel import Outbox as _Outbox
@@ -26,6 +31,7 @@ from postkeep.server.ipc import (
     MAX_FRAME,
     AccountSlot,
     Answer,
+    BanChange,
     ChannelError,
     Events,
     Hello,
@@ -37,11 +43,12 @@ from postkeep.server.ipc import (
     SlotRelease,
     SlotRequest,
     SlowSlot,
+    Strike,
     decode,
     encode,
 )
 from postkeep.server.pool import WorkerPool
-from postkeep.server.worker import WorkerChannel
+from postkeep.server.worker import RemoteStrikes, WorkerChannel
 from postkeep.store.api import MailboxEvent
 from postkeep.store.events import EventBus
 
@@ -51,7 +58,9 @@ EVENT = MailboxEvent(1, 2, "flags", 3, 4)
 def _pool(slots: LocalSlots, verifier: PasswordVerifier, count: int) -> WorkerPool:
     """A pool whose workers are not forked (no fork server: these tests drive its channels)."""
     others = {"mx": LocalSlots(10, 10, 0), "submission": LocalSlots(10, 10, 0)}
-    return WorkerPool(None, {**others, "imap": slots}, verifier, count)  # type: ignore[arg-type]
+    keeper = BanKeeper(BansConfig(), StoreLedger(None, 600, 1000, 0))  # type: ignore[arg-type]
+    return WorkerPool(None, {**others, "imap": slots}, verifier, count,  # type: ignore[arg-type]
+                      keeper)
 
 
 def _fed(*data: bytes) -> asyncio.StreamReader:
@@ -187,7 +196,8 @@ def test_a_worker_takes_the_main_process_answers_and_events() -> None:
     async def go() -> None:
         bus = EventBus()
         (reader, writer), (main_reader, main_writer) = await _pipe()
-        channel = WorkerChannel(reader, writer, bus)
+        bans = BanList(Policy(BansConfig()))
+        channel = WorkerChannel(reader, writer, bus, bans)
         slots = channel.slots("imap")
         reading = asyncio.create_task(channel.run())
         with bus.subscribe(None) as sub:
@@ -214,6 +224,18 @@ def test_a_worker_takes_the_main_process_answers_and_events() -> None:
             assert await asyncio.wait_for(slow, 5) is True
             assert await asyncio.wait_for(sub.get(), 5) == EVENT  # published here at once
             assert await asyncio.wait_for(sub.get(), 5) == MailboxEvent(5, 6, "exists", 7, 8)
+            # bans pushed by the main process fill the worker's copy; a strike goes out
+            main_writer.write(encode(BanChange("192.0.2.0/24", time.time() + 60)))
+            main_writer.write(encode(BanChange("198.51.100.1/32", time.time() + 60)))
+            main_writer.write(encode(BanChange("198.51.100.1/32", 0)))
+            strikes = RemoteStrikes(channel)
+            under_attack = asyncio.create_task(strikes.strike("192.0.2.9", "auth", "a@b.test"))
+            strikes.notify("192.0.2.9", "harvest")
+            assert await _received(main_reader, 2) == [  # the strike asked once its task runs
+                Strike(0, "192.0.2.9", "harvest", ""), Strike(4, "192.0.2.9", "auth", "a@b.test")]
+            main_writer.write(encode(Answer(4, True)))
+            assert await asyncio.wait_for(under_attack, 5) is True
+            assert bans.refused("192.0.2.9") is not None and bans.refused("198.51.100.1") is None
             pending = asyncio.create_task(slots.acquire_ip("192.0.2.0"))
             await asyncio.sleep(0)
             main_writer.write(encode(SlotRequest(9, IpSlot("mx", "x"))))  # only a worker sends that
@@ -292,7 +314,7 @@ def test_a_slot_granted_after_its_asker_was_cancelled_is_given_back() -> None:
 
     async def go() -> None:
         (reader, writer), (main_reader, main_writer) = await _pipe()
-        channel = WorkerChannel(reader, writer, EventBus())
+        channel = WorkerChannel(reader, writer, EventBus(), BanList(Policy(BansConfig())))
         reading = asyncio.create_task(channel.run())
         slots = channel.slots("mx")
         granted = asyncio.create_task(slots.acquire_ip("192.0.2.0"))

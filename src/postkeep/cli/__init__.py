@@ -1,7 +1,8 @@
 """The `postkeep` command: the argument parser and `main`. Each command family adds its
 subcommands from a module of its own: `instance` (init, serve, check,
 config-reference), `accounts` (domain, user, alias, app-password, send-as), `queue` (the
-outbound queue), `dkim` (signing keys), `dns` (the records a domain needs) and `dmarc`
+outbound queue), `dkim` (signing keys), `dns` (the records a domain needs), `ban` (client
+addresses banned, `postkeep.bans`) and `dmarc`
 (aggregate reports received and sent); `common`
 holds what they share. What only some commands need (dnspython, the DKIM and queue code;
 SQLAlchemy, with the store) is imported by them when they run, so parsing the arguments,
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from postkeep.cli import accounts, dkim, dmarc, dns, instance, queue
+from postkeep.cli import accounts, ban, dkim, dmarc, dns, instance, queue
 from postkeep.cli.common import CliError
 from postkeep.errors import ConfigError, StoreError
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     dkim.add_commands(sub)
     dns.add_commands(sub)
     dmarc.add_commands(sub)
+    ban.add_commands(sub)
     return parser
 
 

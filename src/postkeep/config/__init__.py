@@ -1,7 +1,7 @@
 """Typed configuration, loaded from TOML (the instance's `postkeep.toml`).
 
 Every key is a dataclass field of a section module (`sections`, `smtp`, `imap`, `dns`,
-`delivery`, `sending`, `dkim`, `inbound`, `firewall`) with its default and a `doc`;
+`delivery`, `sending`, `dkim`, `inbound`, `firewall`, `bans`) with its default and a `doc`;
 `reference.reference_markdown()` renders them all into `docs/config.md`, so defaults live in one
 place. `load()` reports the first
 problem as a `ConfigError` naming the dotted key path (e.g. `smtp.max_recipients: expected an
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from postkeep.config.bans import BansConfig, ClusterConfig, validate_bans
 from postkeep.config.delivery import DeliveryConfig, validate_delivery
 from postkeep.config.dkim import DkimConfig, validate_dkim
 from postkeep.config.dns import DnsConfig, parse_nameserver, validate_dns
@@ -32,8 +33,8 @@ from postkeep.config.smtp import DEFAULT_SASL, SmtpConfig, SubmissionConfig
 from postkeep.errors import ConfigError
 
 __all__ = [
-    "Config", "DeliveryConfig", "DkimConfig", "DnsConfig", "DnsListConfig", "FirewallConfig",
-    "ImapConfig",
+    "BansConfig", "ClusterConfig", "Config", "DeliveryConfig", "DkimConfig", "DnsConfig",
+    "DnsListConfig", "FirewallConfig", "ImapConfig",
     "InboundConfig", "KiB", "LogConfig", "MiB",
     "SendingConfig", "ServerConfig", "SmtpConfig", "StoreConfig", "SubmissionConfig",
     "TlsCertificate", "TlsConfig", "load", "parse_listen", "parse_nameserver",
@@ -57,6 +58,8 @@ class Config:
     dkim: DkimConfig = field(default_factory=DkimConfig)
     inbound: InboundConfig = field(default_factory=InboundConfig)
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
+    bans: BansConfig = field(default_factory=BansConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
     source: Path | None = field(default=None, metadata={"internal": True})  # the file read
 
@@ -191,6 +194,7 @@ def _validate(cfg: Config) -> None:
     validate_dkim(cfg.dkim)
     validate_inbound(cfg.inbound)
     validate_firewall(cfg.firewall)
+    validate_bans(cfg.bans, cfg.cluster)
     for i, item in enumerate(cfg.smtp.listen):
         try:
             parse_listen(item)

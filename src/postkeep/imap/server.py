@@ -23,6 +23,9 @@ octets are given back after its event and when the connection ends, however it e
 
 Failed logins log one line fail2ban can match, as SMTP does:
 `auth failure ip=192.0.2.1 user=alice@example.test mechanism=LOGIN reason="..."`.
+With a `guard` (`postkeep.bans`), a banned client gets `* BYE [UNAVAILABLE]` at accept
+(implicit TLS: a silent close), and failed logins and connections that end before any login
+was tried are strikes.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 from postkeep import log
 from postkeep.auth.exchange import AuthExchange, AuthResult, AuthStatus, SaslAuthenticator
 from postkeep.auth.passwords import AuthBusy, PasswordVerifier, authenticate_password
+from postkeep.bans.keeper import Guard
+from postkeep.bans.policy import PREAUTH
 from postkeep.config import Config
 from postkeep.imap.cache import MessageCache
 from postkeep.imap.session import Session, SessionLimits
@@ -73,6 +78,7 @@ logger = log.get("imap")
 T = TypeVar("T")
 
 READ_SIZE = 65536
+BYE_BANNED = b"* BYE [UNAVAILABLE] Too many failures from your address, try again later\r\n"
 _INFLATE_CHUNK = 256 * 1024  # decompressed octets taken per step (no zip bombs)
 
 _BASE_CAPS = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE")
@@ -191,12 +197,15 @@ class ImapServer:
         slots: ConnectionSlots | None = None,
         sockets: Sequence[socket.socket] | None = None,
         rates: Rates | None = None,
+        guard: Guard | None = None,
     ) -> None:
         """`slots`: the connection limits' counts (default: this process's own); `sockets`:
         listening sockets bound already, one per `listen` entry in order (IMAP worker
         processes share the main process's; default: bind them at `start`); `rates`: the
-        firewall's counts (default: this process's own)."""
+        firewall's counts (default: this process's own); `guard`: the process's brute-force
+        protection (`postkeep.bans`; none without it)."""
         self.cfg = cfg
+        self.guard = guard
         self.imap = cfg.imap
         self.store = store
         self.tls_context = tls_context
@@ -249,6 +258,8 @@ class ImapServer:
             firewall=self.firewall,
             refused=lambda reason: f"* BYE [UNAVAILABLE] Refused ({reason})\r\n".encode(),
             proxy_timeout=cfg.firewall.proxy_timeout,
+            ban_lookup=guard.refused if guard is not None else None,
+            banned=BYE_BANNED,
         )
         self.deadlines = self.listeners.deadlines
         self.handshake_timeout = cfg.tls.handshake_timeout
@@ -325,6 +336,9 @@ class ImapServer:
                 self.slots.release_account(conn.account.id)
             self._not_slow(conn)
             self._give_back(conn)
+            if (self.guard is not None and conn.account is None and not conn.failures
+                    and reason != "server shutdown"):
+                self.guard.strike(ip, PREAUTH)  # closed before it tried to log in
             logger.info(
                 "disconnect ip=%s tls=%s user=%s commands=%d seconds=%.3f reason=%s",
                 ip,
@@ -697,6 +711,8 @@ class ImapServer:
             mechanism,
             log.quote(reason),
         )
+        if self.guard is not None:
+            await self.guard.auth_failed(conn.ip, user)
         if conn.failures >= self.imap.auth_close_after:
             if tag is not None:
                 conn.out.write(
@@ -734,6 +750,8 @@ class ImapServer:
         session.capabilities = self.capabilities(conn)
         conn.frames.set_limits(self.reader_limits, lambda octets: self._admit(conn, octets))
         logger.info("login ip=%s user=%s", conn.ip, log.quote(account.address))
+        if self.guard is not None:
+            await self.guard.auth_ok(conn.ip, account.address)
         caps = " ".join(session.capabilities)
         conn.out.write(f"{tag} OK [CAPABILITY {caps}] Logged in\r\n".encode())
 

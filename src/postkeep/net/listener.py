@@ -15,6 +15,10 @@ One copy of what the SMTP and IMAP drivers (and the next ones) do before and aro
   connection holds its slot while it handshakes; gives the slot back when the session
   ends, whatever way it ends; owns the role's `ReadDeadlines`; and on `stop` cancels every
   session (each says goodbye in its own protocol) and waits for them.
+- A banned client (`refused`, a lookup in the process's copy of the bans, `postkeep.bans`) is
+  refused the same way, before its slot, any TLS or greeting: the role's `banned` line on a
+  plain listener, a silent close on an implicit-TLS one, and one log line
+  `reject ip=... [code=...] reason=banned ban=<address or network> until=<UTC>`.
 - `close_stream` flushes what a session wrote last for at most 5 s, then aborts: a client
   that reads nothing cannot keep a closed session's socket open.
 - A handshake that fails or times out (implicit TLS or STARTTLS) is logged in one line,
@@ -43,6 +47,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar, cast
@@ -79,6 +84,7 @@ class Peer:
 
 
 Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Peer], Awaitable[None]]
+BanLookup = Callable[[str], "tuple[str, float] | None"]  # ip -> (ban key, until)
 
 
 async def close_stream(writer: asyncio.StreamWriter) -> None:
@@ -205,6 +211,10 @@ class SessionProtocol(asyncio.Protocol, metaclass=abc.ABCMeta):
         address = transport.get_extra_info("peername") or ("0.0.0.0", 0)
         peer, refusal = self.listeners.check(str(address[0]), int(address[1]), False)
         self.peer = peer
+        if self.listeners.banned_peer(peer):
+            transport.write(self.listeners.banned)
+            self.close()
+            return
         if refusal is not None:
             self.listeners._log_reject(peer, refusal)
             transport.write(self.listeners.refused(refusal.reason))
@@ -292,6 +302,8 @@ class Listeners:
     `firewall`: the lists and rates checked before the slot (`postkeep.net.firewall`; none:
     no checks), and which listeners expect a PROXY header (within `proxy_timeout` seconds);
     `refused(reason)`: the line sent to a client the firewall refuses.
+    `ban_lookup(ip)`: the ban (key, until) that refuses a client, if any; `banned` the line
+    sent to a plain listener's banned client (`banned_code`, its status code, for the log).
     """
 
     def __init__(
@@ -312,6 +324,9 @@ class Listeners:
         firewall: Firewall | None = None,
         refused: Callable[[str], bytes] | None = None,
         proxy_timeout: float = 5.0,
+        ban_lookup: BanLookup | None = None,
+        banned: bytes = b"",
+        banned_code: str | None = None,
     ) -> None:
         if (session is None) == (protocol is None):
             raise ValueError("Listeners needs a session or a protocol, not both")
@@ -330,6 +345,9 @@ class Listeners:
         self.firewall = firewall
         self.refused = refused or (lambda _reason: busy)
         self.proxy_timeout = proxy_timeout
+        self.ban_lookup = ban_lookup
+        self.banned = banned
+        self.banned_code = banned_code
         self.deadlines = ReadDeadlines()
         self.watch = DeadlineWatch()  # for protocols
         self.live: set[SessionProtocol] = set()  # protocols' connections, until lost
@@ -443,6 +461,9 @@ class Listeners:
                     return
                 ip, port = source
             peer, refusal = self.check(ip, port, implicit)
+            if self.banned_peer(peer):
+                self._refuse_raw(sock, implicit, self.banned)
+                return
             if refusal is not None:
                 self._log_reject(peer, refusal)
                 self._refuse_raw(sock, implicit, self.refused(refusal.reason))
@@ -538,6 +559,16 @@ class Listeners:
                 sock.close()
                 self.slots.release_ip(peer.key)
 
+    def banned_peer(self, peer: Peer) -> bool:
+        """Whether a ban refuses the client (logged)."""
+        ban = self.ban_lookup(peer.ip) if self.ban_lookup is not None else None
+        if ban is None:
+            return False
+        code = f" code={self.banned_code}" if self.banned_code and not peer.implicit_tls else ""
+        self.logger.warning("reject ip=%s%s reason=banned ban=%s until=%s", peer.ip, code,
+                            ban[0], time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ban[1])))
+        return True
+
     def _log_reject(self, peer: Peer, refusal: Refusal | None = None) -> None:
         code = f" code={self.busy_code}" if self.busy_code else ""
         if refusal is None:
@@ -555,6 +586,10 @@ class Listeners:
         address = writer.get_extra_info("peername") or ("0.0.0.0", 0)
         peer, refusal = self.check(str(address[0]), int(address[1]), False)
         try:
+            if self.banned_peer(peer):
+                writer.write(self.banned)
+                await close_stream(writer)
+                return
             if refusal is not None:
                 self._log_reject(peer, refusal)
                 writer.write(self.refused(refusal.reason))

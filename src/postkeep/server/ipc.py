@@ -30,6 +30,11 @@ The messages (their kind on the wire, who sends them):
   answer;
 - `RateBlocked` (``rb``), main process: buckets that all workers together emptied, with the
   seconds until they hold a token again: the firewall refuses what they count until then;
+- `Strike` (``st``), worker: a strike against a client address (`postkeep.bans`: its kind,
+  and for a failed login the user); with a request id other than 0, answered with an `Answer`
+  (yes: the account is under attack);
+- `BanChange` (``ban``), main process: a ban in force until `until`, or ended (`until` 0),
+  sent to every worker, and the whole list of bans in force after `Hello`;
 - `Events` (``ev``), both: mailbox events (`postkeep.store.api.MailboxEvent`), from a worker's
   store to the main process, and from the main process to the workers (another worker's
   events, and its own: SMTP delivery).
@@ -58,6 +63,7 @@ RATES_PER_FRAME = 500
 
 
 SERVICES = ("mx", "submission", "imap")  # the roles whose connections are counted apart
+STRIKE_KINDS = ("auth", "harvest", "errors", "preauth")  # postkeep.bans.policy.KINDS
 
 
 class ChannelError(ValueError):
@@ -133,6 +139,20 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
+class Strike:
+    request_id: int  # 0: no answer wanted
+    ip: str
+    kind: str
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class BanChange:
+    key: str
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
 class Events:
     events: tuple[MailboxEvent, ...]
 
@@ -154,7 +174,7 @@ class RateBlocked:
 
 Message = (
     Hello | Ready | SlotRequest | SlotRelease | PasswordQuery | PasswordLearned | Answer | Events
-    | RateUsage | RateBlocked
+    | RateUsage | RateBlocked | Strike | BanChange
 )
 
 
@@ -191,6 +211,10 @@ def _fields(message: Message) -> dict[str, Any]:
             return {"t": "pw+", "k": digest.hex()}
         case Answer(request_id, ok):
             return {"t": "ok", "id": request_id, "ok": ok}
+        case Strike(request_id, ip, kind, user):
+            return {"t": "st", "id": request_id, "ip": ip, "k": kind, "u": user}
+        case BanChange(key, until):
+            return {"t": "ban", "k": key, "until": until}
         case Events(events):
             rows = [[e.account_id, e.mailbox_id, e.kind, e.uid, e.modseq] for e in events]
             return {"t": "ev", "e": rows}
@@ -281,6 +305,18 @@ class _Fields:
             raise self._wrong(name, f"one of {', '.join(SERVICES)}")
         return value
 
+    def number(self, name: str) -> float:
+        value = self._get(name)
+        if not _is_int(value) and not isinstance(value, float):
+            raise self._wrong(name, "a number")
+        return float(value)
+
+    def strike_kind(self, name: str) -> str:
+        value = self._get(name)
+        if value not in STRIKE_KINDS:
+            raise self._wrong(name, f"one of {', '.join(STRIKE_KINDS)}")
+        return value
+
     def octets(self, name: str) -> bytes:
         """A string of hex digits, as the octets it spells."""
         value = self._get(name)
@@ -360,4 +396,6 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     "ev": lambda f: Events(f.events("e")),
     "ru": lambda f: RateUsage(f.rates("e", int)),
     "rb": lambda f: RateBlocked(f.rates("e", float)),
+    "st": lambda f: Strike(f.integer("id"), f.string("ip"), f.strike_kind("k"), f.string("u")),
+    "ban": lambda f: BanChange(f.string("k"), f.number("until")),
 }

@@ -14,7 +14,10 @@ Start-up, in this order, and why:
    own; everything a worker runs imported, then `gc.freeze()`, then the fork server forked
    (`postkeep.server.forkserver`): while this process still has one thread and no event
    loop, so that the workers it forks share the imported pages;
-6. on the event loop: the workers started, and "ready" logged once all are up.
+6. on the event loop: a store connection of its own for the bans (`postkeep.bans`: the
+   `BanKeeper`, its ledger, the bans in force loaded for the workers' first messages and
+   reloaded every `bans.sync_interval`), opened only now, after the fork server was forked;
+   then the workers started, and "ready" logged once all are up.
 
 SIGTERM/SIGINT stop the workers (each ends its sessions with 421 4.3.2 / BYE and closes its
 store, which drains pending writes), then the fork server. Both signals are blocked from the
@@ -36,6 +39,8 @@ from typing import Any
 
 from postkeep import log
 from postkeep.auth.passwords import PasswordVerifier, prepare_dummy_hash
+from postkeep.bans.keeper import BanKeeper
+from postkeep.bans.ledger import open_ledger
 from postkeep.config import Config
 from postkeep.dns.resolver import DnsResolver
 from postkeep.net.firewall import Buckets
@@ -137,16 +142,31 @@ async def _supervise(cfg: Config, forks: ForkServer, master_key: bytes) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile: now
     verifier = PasswordVerifier()  # its cache only: the workers verify
     processes = cfg.processes()
-    pool = WorkerPool(forks, service_slots(cfg), verifier, processes,
+    store = await open_store(cfg.store_url, cfg.data_dir, master_key, read_workers=1,
+                             maintenance=False)
+    bans = cfg.bans
+    ledger = open_ledger(store, cfg.cluster.redis_url, bans.window, bans.max_tracked,
+                         bans.forget_after)
+    keeper = BanKeeper(bans, ledger)
+    syncing: asyncio.Task[None] | None = None
+    pool = WorkerPool(forks, service_slots(cfg), verifier, processes, keeper,
                       Buckets(cfg.firewall) if cfg.firewall.enabled else None)
     forks.on_gone = stop.set
     try:
+        await keeper.sync()  # the bans of before the restart, for the workers' first Hello
+        syncing = asyncio.create_task(keeper.run())
         if await pool.start(stop):
             logger.info("ready hostname=%s processes=%d", cfg.server.hostname, processes)
             await stop.wait()
         logger.info("stopping")
     finally:
         await pool.stop()
+        if syncing is not None:
+            syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await syncing
+        await ledger.close()
+        await store.close()
         verifier.close()
         logger.info("stopped")
     if forks.gone:

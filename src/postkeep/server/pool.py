@@ -25,6 +25,10 @@ What must stay global goes over one channel per worker (`postkeep.server.ipc` me
   (`RateUsage`, no answer), the main process counts it in the global `Buckets` and tells
   every worker the buckets that went empty (`RateBlocked`), each once until it is full again
   or its block grows by more than `REBLOCK_AFTER` seconds;
+- bans (`postkeep.bans`): workers send their strikes (`Strike`; a failed login's is answered:
+  is the account under attack?), the main process's `BanKeeper` counts them and pushes every
+  ban that begins or ends to every worker (`BanChange`; the whole list after `Hello`), so a
+  worker refuses a banned client at accept with a lookup in its own copy, no round trip;
 - `Ready`: a worker's listeners are up (the main process logs "ready" after all of them).
 
 A frame that is not a valid message (`ipc.ChannelError`) ends the channel: it is logged and
@@ -47,6 +51,7 @@ from collections import Counter
 
 from postkeep import log
 from postkeep.auth.passwords import PasswordVerifier
+from postkeep.bans.keeper import BanKeeper
 from postkeep.config import Config
 from postkeep.net.firewall import BucketKey, Buckets
 from postkeep.net.slots import LocalSlots, slow_slots
@@ -106,6 +111,7 @@ class WorkerPool:
         slots: dict[str, LocalSlots],
         verifier: PasswordVerifier,
         count: int,
+        keeper: BanKeeper,
         rates: Buckets | None = None,
     ) -> None:
         self.forks = forks
@@ -113,6 +119,9 @@ class WorkerPool:
         self.rates = rates  # the firewall's global buckets (None: no firewall counts)
         self._blocked: dict[BucketKey, float] = {}  # until, as sent
         self.verifier = verifier
+        self.keeper = keeper
+        keeper.on_change = self._ban_changed
+        self._striking: set[asyncio.Task[None]] = set()
         self.workers = [_Worker(i) for i in range(1, count + 1)]
         self._stopping = False
         self._stopped = asyncio.Event()  # wakes the supervisors' restart delays
@@ -157,6 +166,9 @@ class WorkerPool:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        for strike in self._striking:  # the workers are gone: their strikes no longer matter
+            strike.cancel()
+        await asyncio.gather(*self._striking, return_exceptions=True)
 
     def _signal(self, worker: _Worker, sig: int) -> None:
         if worker.pid is not None:
@@ -202,6 +214,8 @@ class WorkerPool:
         reader, writer = await asyncio.open_unix_connection(sock=sock)
         worker.outbox = outbox = Outbox(writer)
         outbox.send(ipc.encode(ipc.Hello(self.verifier.key)))
+        for key, until in self.keeper.bans.until.items():
+            outbox.send(ipc.encode(ipc.BanChange(key, until)))
         try:
             await self._serve_channel(worker, reader, outbox)
         except ipc.ChannelError as e:
@@ -244,11 +258,31 @@ class WorkerPool:
                     outbox.send(ipc.encode(ipc.Answer(request_id, ok)))
                 case ipc.PasswordLearned(digest):
                     self.verifier.remember_digest(digest)
+                case ipc.Strike():
+                    task = asyncio.create_task(self._strike(message, outbox))
+                    self._striking.add(task)
+                    task.add_done_callback(self._striking.discard)
                 case ipc.Ready(pid):
                     logger.info("worker=%d ready pid=%s", worker.index, pid)
                     worker.ready.set()
                 case _:
                     raise ipc.ChannelError(f"a worker sent {type(message).__name__}")
+
+    async def _strike(self, message: ipc.Strike, outbox: Outbox) -> None:
+        try:
+            under_attack = await self.keeper.strike(message.ip, message.kind, message.user)
+        except Exception as e:  # the store or Redis: the strike is lost, the worker goes on
+            logger.warning("bans: strike not counted ip=%s reason=%s", message.ip,
+                           log.quote(str(e) or repr(e)))
+            under_attack = False
+        if message.request_id:
+            outbox.send(ipc.encode(ipc.Answer(message.request_id, under_attack)))
+
+    def _ban_changed(self, key: str, until: float) -> None:
+        frame = ipc.encode(ipc.BanChange(key, until))
+        for worker in self.workers:
+            if worker.outbox is not None:
+                worker.outbox.send(frame)
 
     def _take(self, slot: ipc.Slot) -> bool:
         match slot:

@@ -8,9 +8,11 @@ A worker is forked by `postkeep.server.forkserver` and talks to the main process
 channel (`postkeep.server.pool` describes what goes over it): `RemoteSlots` asks for the
 connection slots of one service, `SharedRates` counts the firewall's rates here and reports
 them (`postkeep.net.firewall` tells how they stay global), `WorkerChannel` relays its bus's
-events out and the others' in, and answers the password verifier's shared-cache lookups. It
-stops on SIGTERM (every session ends with 421 4.3.2 / BYE) and at once when its channel
-closes (the main process is gone), so that its listening sockets are free for a restart.
+events out and the others' in, and answers the password verifier's shared-cache lookups;
+`RemoteStrikes` sends its strikes (`postkeep.bans`), and the bans the main process pushes fill
+the worker's `BanList`, which every listener looks up at accept. It stops on SIGTERM (every
+session ends with 421 4.3.2 / BYE) and at once when its channel closes (the main process is
+gone), so that its listening sockets are free for a restart.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import setproctitle
 
 from postkeep import log
 from postkeep.auth.passwords import PasswordVerifier
+from postkeep.bans.keeper import BanList, Guard
+from postkeep.bans.policy import Policy
 from postkeep.config import Config
 from postkeep.config.firewall import FirewallConfig
 from postkeep.dns.resolver import DnsResolver
@@ -67,9 +71,11 @@ class WorkerChannel:
     asks the main process for connection slots (`RemoteSlots`) and cached passwords."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, bus: EventBus
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, bus: EventBus,
+        bans: BanList,
     ) -> None:
         self.reader = reader
+        self.bans = bans
         self._outbox = Outbox(writer)
         self.bus = bus
         self.closed = False
@@ -96,7 +102,7 @@ class WorkerChannel:
 
     async def ask(
         self,
-        request: Callable[[int], ipc.SlotRequest | ipc.PasswordQuery],
+        request: Callable[[int], ipc.SlotRequest | ipc.PasswordQuery | ipc.Strike],
         release: ipc.SlotRelease | None = None,
     ) -> bool:
         """Send the request of a new id and wait for its answer (False once the channel is
@@ -129,6 +135,8 @@ class WorkerChannel:
                     case ipc.RateBlocked(entries):
                         if self.rates is not None:
                             self.rates.block(entries)
+                    case ipc.BanChange(key, until):
+                        self.bans.set(key, until)
                     case ipc.Answer(request_id, ok):
                         future = self._waiting.get(request_id)
                         if future is not None and not future.done():
@@ -146,6 +154,19 @@ class WorkerChannel:
             for future in self._waiting.values():
                 if not future.done():
                     future.set_result(False)
+
+
+class RemoteStrikes:
+    """`postkeep.bans.keeper.Strikes` to the main process's `BanKeeper`."""
+
+    def __init__(self, channel: WorkerChannel) -> None:
+        self.channel = channel
+
+    async def strike(self, ip: str, kind: str, user: str = "") -> bool:
+        return await self.channel.ask(lambda request_id: ipc.Strike(request_id, ip, kind, user))
+
+    def notify(self, ip: str, kind: str) -> None:
+        self.channel.send(ipc.Strike(0, ip, kind, ""))
 
 
 class RemoteSlots:
@@ -253,8 +274,10 @@ async def serve_worker(
     hello = await read_message(reader)
     if not isinstance(hello, ipc.Hello):
         raise RuntimeError("the main process did not say hello")
-    channel = WorkerChannel(reader, writer, bus)
+    bans = BanList(Policy(cfg.bans))
+    channel = WorkerChannel(reader, writer, bus, bans)
     rates = SharedRates(channel, cfg.firewall)
+    guard = Guard(cfg.bans, bans, RemoteStrikes(channel), store)
     verifier = PasswordVerifier(key=hello.password_key)
     verifier.shared_lookup = channel.password_cached
     verifier.on_remember = channel.password_verified
@@ -270,17 +293,19 @@ async def serve_worker(
         servers.append(SmtpServer(cfg, store, tls_context, budget=budget,
                                   slots=channel.slots("mx"), sockets=sockets.mx,
                                   resolver=resolver, rates=rates,
-                                  on_dmarc=dmarc_reports.record if dmarc_reports else None))
+                                  on_dmarc=dmarc_reports.record if dmarc_reports else None,
+                                  guard=guard))
     if sockets.submission:
         verifier.warm()
         servers.append(SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier,
                                   budget=budget, slots=channel.slots("submission"),
                                   sockets=sockets.submission, on_queued=runner.wake,
-                                  rates=rates))
+                                  rates=rates, guard=guard))
     if sockets.imap:
         verifier.warm()
         servers.append(ImapServer(cfg, store, tls_context, verifier, slots=channel.slots("imap"),
-                                  sockets=sockets.imap, rates=rates))
+                                  sockets=sockets.imap, rates=rates,
+                                  guard=guard))
     reading = asyncio.create_task(channel.run())
     reading.add_done_callback(lambda _task: stop.set())
     delivering: asyncio.Task[None] | None = None

@@ -72,8 +72,8 @@ class SmtpConnection(SessionProtocol):
         "_began", "_ended", "_eof", "_gone", "_held", "_loop", "_output_held", "_reading_paused",
         "_slow_asked", "_started", "_stopping", "_task", "_task_kind", "_waiting", "_write_paused",
         "account", "auth", "auth_failures",
-        "checks", "closing", "deadline", "intake", "last_read", "messages", "out", "owned",
-        "rcpt_accounts", "record", "refusal", "server", "session", "slow", "slow_at",
+        "checks", "closing", "deadline", "intake", "last_read", "mailed", "messages", "out",
+        "owned", "rcpt_accounts", "record", "refusal", "server", "session", "slow", "slow_at",
         "tarpitted", "tls", "waited",
     )
 
@@ -86,6 +86,7 @@ class SmtpConnection(SessionProtocol):
         self.tls: TlsInfo | None = None
         self.rcpt_accounts: dict[Rcpt, tuple[int, ...]] = {}
         self.messages = 0
+        self.mailed = False  # a MAIL command came (not a pre-auth close, `postkeep.bans`)
         self.closing = False  # a handler decided the session ends after its replies
         self.account: Account | None = None  # after a successful AUTH
         self.owned: frozenset[str] = frozenset()  # addresses the account may send as
@@ -197,6 +198,7 @@ class SmtpConnection(SessionProtocol):
             time.monotonic() - self._started,
             log.quote(reason),
         )
+        self.server._session_ended(self, reason)
         self.not_slow()
         self.flush()
         self.close()

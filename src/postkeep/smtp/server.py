@@ -7,6 +7,10 @@ Replies are batched: everything answerable from the bytes at hand is answered in
 (RFC 2920 §3.1: a server must flush before it blocks reading), so a whole EHLO reply and a
 pipelined MAIL/RCPT/DATA group each go out in one segment.
 
+Brute-force protection (`postkeep.bans`, with a `guard`): a banned client gets `421 4.7.1` at
+accept (implicit TLS: a silent close); a failed AUTH, an RCPT refused `550 5.1.1`, the hard
+error limit and a session that ends before AUTH or MAIL are strikes.
+
 Owns: the deadlines (RFC 5321 §4.5.3.2), the error budget's delays, STARTTLS (RFC 3207), AUTH's
 replies and failure limits (RFC 4954), storing each message's text as it arrives
 (`smtp.intake`: memory, then an encrypted spool; the process's budget for text in flight), and
@@ -37,6 +41,8 @@ from typing import TYPE_CHECKING
 from postkeep import log
 from postkeep.auth.exchange import AuthResult, AuthStatus, SaslAuthenticator
 from postkeep.auth.passwords import PasswordVerifier
+from postkeep.bans.keeper import Guard
+from postkeep.bans.policy import ERRORS, HARVEST, PREAUTH
 from postkeep.config import Config
 from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.inbound import Client, Inbound, InboundLimits, InboundPipeline
@@ -83,6 +89,7 @@ logger = log.get("smtp")
 READ_SIZE = 256 * 1024
 R_TOO_MANY_CONN = Reply(421, "4.7.0", "Too many connections, try again later")
 R_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
+R_BANNED = Reply(421, "4.7.1", "Too many failures from your address, try again later")
 
 # AUTH (RFC 4954 §6): the SASL exchange's outcomes as replies
 R_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
@@ -134,6 +141,7 @@ class SmtpServer:
         sockets: Sequence[socket.socket] | None = None,
         on_queued: Callable[[], None] | None = None,
         resolver: DnsResolver | None = None,
+        guard: Guard | None = None,
         on_dmarc: Callable[[str, ReportRow], None] | None = None,
         rates: Rates | None = None,
     ) -> None:
@@ -148,6 +156,7 @@ class SmtpServer:
         evaluation whose policy asks for aggregate reports (`queue.dmarcrpt`); `rates`: where
         the firewall counts (`postkeep.net.firewall`; default: in this process)."""
         self.cfg = cfg
+        self.guard = guard
         self.budget = budget if budget is not None else DataBudget(cfg.smtp.max_data_in_flight)
         self.smtp = cfg.smtp
         self.role = role
@@ -230,6 +239,9 @@ class SmtpServer:
             firewall=self.firewall,
             refused=lambda reason: f"421 4.7.0 Refused ({reason}), try again later\r\n".encode(),
             proxy_timeout=cfg.firewall.proxy_timeout,
+            ban_lookup=guard.refused if guard is not None else None,
+            banned=f"{R_BANNED}\r\n".encode(),
+            banned_code=f"{R_BANNED.code} {R_BANNED.enhanced}",
         )
         self.watch = self.listeners.watch
         self.handshake_timeout = cfg.tls.handshake_timeout
@@ -257,6 +269,13 @@ class SmtpServer:
     def _session_started(self, conn: SmtpConnection) -> None:
         """A connection was admitted and its session made (a hook for tests)."""
 
+    def _session_ended(self, conn: SmtpConnection, reason: str) -> None:
+        """A session is over: one that never tried to log in nor sent MAIL is a pre-auth
+        close, a strike (`bans.preauth_close_weight`)."""
+        if (self.guard is not None and reason != "server shutdown" and conn.account is None
+                and not conn.auth_failures and not conn.mailed):
+            self.guard.strike(conn.ip, PREAUTH)
+
     def _reply(self, conn: SmtpConnection, reply: Reply) -> None:
         conn.out.append(conn.session.render(reply))
 
@@ -270,6 +289,8 @@ class SmtpServer:
             await asyncio.sleep(self.smtp.error_delay)
         elif action is ErrorAction.CLOSE:
             self._log_reject(conn, cmd, R_TOO_MANY_ERRORS, "hard error limit")
+            if self.guard is not None:
+                self.guard.strike(conn.ip, ERRORS)
             conn.out.append(conn.session.render(R_TOO_MANY_ERRORS))
             conn.session.mode = Mode.CLOSED
             conn.closing = True
@@ -337,6 +358,7 @@ class SmtpServer:
                     self._reply(conn, answer)
             case MailReceived(mail=mail):
                 conn.rcpt_accounts.clear()
+                conn.mailed = True
                 if conn.checks is not None and (listed := await conn.checks.refusal()):
                     await self._error(conn, "MAIL", listed.reply, listed.reason)
                     return
@@ -385,7 +407,11 @@ class SmtpServer:
             report_address=self.report_address,
         )
         if not decision.verdict.accepted:
-            await self._error(conn, "RCPT", decision.verdict.reply, decision.verdict.reason)
+            reply = decision.verdict.reply
+            if self.guard is not None and reply.enhanced == "5.1.1" and conn.account is None:
+                # harvesting (or a typo): a client that logged in is not struck for it
+                self.guard.strike(conn.ip, HARVEST)
+            await self._error(conn, "RCPT", reply, decision.verdict.reason)
             return
         assert conn.peer is not None
         if conn.peer.limited and await self._limited(conn, "RCPT", "recipients"):
@@ -518,6 +544,8 @@ class SmtpServer:
             logger.info("auth ok ip=%s user=%s mechanism=%s", conn.ip,
                         log.quote(result.account.address), mechanism)
             self._reply(conn, reply)
+            if self.guard is not None:
+                await self.guard.auth_ok(conn.ip, result.account.address)
             return
         session.auth_finished(None)
         if result.status is AuthStatus.FAILED:
@@ -527,6 +555,8 @@ class SmtpServer:
                 "auth failure ip=%s user=%s mechanism=%s reason=%s",
                 conn.ip, log.quote(user), mechanism, log.quote(result.reason),
             )
+            if self.guard is not None:
+                await self.guard.auth_failed(conn.ip, user)
             if conn.auth_failures >= self.cfg.submission.auth_close_after:
                 self._log_reject(conn, "AUTH", R_AUTH_TOO_MANY, "too many auth failures")
                 self._reply(conn, reply)

@@ -430,6 +430,20 @@ class MessageReader(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """A ban of `key` (an address or network, CIDR) until `until` (Unix time) for `reason`,
+    made at `created` after `strikes` strikes, at escalation `level` (0: the first)
+    (`postkeep.bans`)."""
+
+    key: str
+    until: float
+    reason: str
+    strikes: float
+    level: int
+    created: float
+
+
 class Store(Protocol):
     """The store API. See `postkeep.store.sql.store.SqlStore` for the implementation."""
 
@@ -569,6 +583,29 @@ class Store(Protocol):
 
     async def set_sending_limits(self, scope: str, limits: SendingLimits | None) -> None:
         """Set the scope's exception (SendingLimits() is unlimited), or remove it (None)."""
+
+    # -- bans (postkeep.bans) --------------------------------------------------------------------
+    async def put_ban(self, ban: Ban, forget_after: float) -> None:
+        """Record `ban` (replacing the key's row) and drop rows that ended `forget_after`
+        seconds before it was made."""
+
+    async def remove_ban(self, key: str) -> bool:
+        """End the key's ban now (its row stays for the escalation level); False if none was
+        in force."""
+
+    async def get_ban(self, key: str) -> Ban | None:
+        """The key's last ban, in force or not."""
+
+    async def list_bans(self, now: float) -> list[Ban]:
+        """The bans in force at `now`, by key."""
+
+    async def remember_client(self, address: str, ip_class: str, now: float,
+                              forget_before: float) -> None:
+        """(address, IP class) logged in at `now` (not durable); rows last seen before
+        `forget_before` go."""
+
+    async def known_client(self, address: str, ip_class: str, since: float) -> bool:
+        """Whether (address, IP class) logged in at `since` or later."""
 
     # -- TLS reports (RFC 8460) ------------------------------------------------------------------
     async def add_tls_results(self, counts: Sequence[TlsResultCount]) -> None:

@@ -61,6 +61,10 @@ Notes on the design:
   `postkeep.store.blobs.INLINE_MAX` octets (written in the delivery's transaction); NULL means
   the blob is a file under ``<data_dir>/blobs/`` (larger ones, and every blob stored before).
 * Ids exposed to callers use AUTOINCREMENT on SQLite so that a deleted row's id is never reused.
+* Bans (migration 13, `postkeep.bans`): ``bans`` one row per banned address or network
+  (``key``, CIDR), in force while ``until`` is ahead, kept past it until `bans.forget_after`
+  for the escalation level of the next one; ``known_clients`` the (account address, IP class)
+  pairs that logged in successfully, with when they last did (``seen``).
 """
 
 from __future__ import annotations
@@ -373,6 +377,25 @@ dmarc_feedback = Table(
     Column("received_at", Double, nullable=False),
     UniqueConstraint("org_name", "report_id", "domain", name="uq_dmarc_feedback_report"),
     sqlite_autoincrement=True,
+)
+
+bans = Table(
+    "bans",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("until", Double, nullable=False, index=True),
+    Column("reason", String(255), nullable=False),
+    Column("strikes", Double, nullable=False),
+    Column("level", Integer, nullable=False),
+    Column("created", Double, nullable=False),
+)
+
+known_clients = Table(
+    "known_clients",
+    metadata,
+    Column("address", String(320), primary_key=True),
+    Column("ip_class", String(64), primary_key=True),
+    Column("seen", Double, nullable=False, index=True),
 )
 
 #: Names of `meta` rows.

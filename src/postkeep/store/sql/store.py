@@ -62,6 +62,7 @@ from postkeep.store.crypto import (
 )
 from postkeep.store.events import Subscription
 from postkeep.store.spool import Spool
+from postkeep.store.sql.bans import BansMixin
 from postkeep.store.sql.base import SqlStoreBase, create_engines
 from postkeep.store.sql.dkim import DkimKeysMixin
 from postkeep.store.sql.dmarc import DmarcReportsMixin
@@ -158,7 +159,7 @@ def _alias(r: Sequence[Any]) -> Alias:
 
 class SqlStore(
     MailboxOpsMixin, AccountSecurityMixin, TlsReportsMixin, DmarcReportsMixin, OutboundQueueMixin,
-    DkimKeysMixin, SendingQuotasMixin, SqlStoreBase,
+    DkimKeysMixin, SendingQuotasMixin, BansMixin, SqlStoreBase,
 ):
     """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.
 

@@ -50,6 +50,7 @@ def _load() -> tuple[Migration, ...]:
         m0010_tls_reports,
         m0011_inline_queue,
         m0012_dmarc_reports,
+        m0013_bans,
     )
 
     return (
@@ -65,6 +66,7 @@ def _load() -> tuple[Migration, ...]:
         m0010_tls_reports.MIGRATION,
         m0011_inline_queue.MIGRATION,
         m0012_dmarc_reports.MIGRATION,
+        m0013_bans.MIGRATION,
     )
 
 
