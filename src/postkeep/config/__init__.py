@@ -1,7 +1,7 @@
 """Typed configuration, loaded from TOML (the instance's `postkeep.toml`).
 
 Every key is a dataclass field of a section module (`sections`, `smtp`, `imap`, `dns`,
-`delivery`, `sending`, `dkim`, `inbound`) with its default and a `doc`;
+`delivery`, `sending`, `dkim`, `inbound`, `filters`) with its default and a `doc`;
 `reference.reference_markdown()` renders them all into `docs/config.md`, so defaults live in one
 place. `load()` reports the first
 problem as a `ConfigError` naming the dotted key path (e.g. `smtp.max_recipients: expected an
@@ -23,6 +23,7 @@ from postkeep.config.delivery import DeliveryConfig, validate_delivery
 from postkeep.config.dkim import DkimConfig, validate_dkim
 from postkeep.config.dns import DnsConfig, parse_nameserver, validate_dns
 from postkeep.config.fields import KiB, MiB, parse_listen
+from postkeep.config.filters import AntivirusConfig, FiltersConfig, validate_filters
 from postkeep.config.imap import ImapConfig
 from postkeep.config.inbound import DnsListConfig, InboundConfig, validate_inbound
 from postkeep.config.sections import LogConfig, ServerConfig, StoreConfig, TlsCertificate, TlsConfig
@@ -31,7 +32,8 @@ from postkeep.config.smtp import DEFAULT_SASL, SmtpConfig, SubmissionConfig
 from postkeep.errors import ConfigError
 
 __all__ = [
-    "Config", "DeliveryConfig", "DkimConfig", "DnsConfig", "DnsListConfig", "ImapConfig",
+    "AntivirusConfig", "Config", "DeliveryConfig", "DkimConfig", "DnsConfig", "DnsListConfig",
+    "FiltersConfig", "ImapConfig",
     "InboundConfig", "KiB", "LogConfig", "MiB",
     "SendingConfig", "ServerConfig", "SmtpConfig", "StoreConfig", "SubmissionConfig",
     "TlsCertificate", "TlsConfig", "load", "parse_listen", "parse_nameserver",
@@ -54,6 +56,8 @@ class Config:
     sending: SendingConfig = field(default_factory=SendingConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
     inbound: InboundConfig = field(default_factory=InboundConfig)
+    filters: FiltersConfig = field(default_factory=FiltersConfig)
+    antivirus: AntivirusConfig = field(default_factory=AntivirusConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
     source: Path | None = field(default=None, metadata={"internal": True})  # the file read
 
@@ -187,6 +191,7 @@ def _validate(cfg: Config) -> None:
     validate_sending(cfg.sending)
     validate_dkim(cfg.dkim)
     validate_inbound(cfg.inbound)
+    validate_filters(cfg.filters, cfg.antivirus)
     for i, item in enumerate(cfg.smtp.listen):
         try:
             parse_listen(item)
