@@ -123,6 +123,9 @@ class FilterRunner:
         action, score = Action.ACCEPT, 0.0
         symbols: list[str] = []
         statuses: list[Status] = []
+        # run eagerly (`postkeep.eager`), a coroutine has no task of its own until it first
+        # waits, and a timeout scope needs one: wait once first (a scan waits on sockets anyway)
+        await asyncio.sleep(0)
         for f in self.filters:
             result = await self._scan_one(f, message, context)
             score += result.score
@@ -153,4 +156,4 @@ class FilterRunner:
         if fail_open:
             return FilterResult(status="unscanned (scanner unavailable)")
         return FilterResult(Action.TEMPFAIL, status="unscanned (scanner unavailable)",
-                            reason=f"{f.name} unavailable: {problem}")
+                            reason=f"unavailable: {problem}")

@@ -75,10 +75,15 @@ class ClamdClient:
         whether the text was cut at `limit`. OSError or ProtocolError when clamd failed."""
         framer = StreamFramer(limit)
         reader, writer = await self._connect()
+        # read while sending: clamd past its StreamMaxLength answers, closes and stops
+        # reading; the reply must be in before the failed write ends the connection
+        replied = asyncio.ensure_future(self._reply(reader))
         try:
             writer.write(INSTREAM)
             try:
                 for piece in pieces:
+                    if replied.done():
+                        break
                     for frame in framer.frames(piece):
                         writer.write(frame)
                         await writer.drain()
@@ -87,9 +92,12 @@ class ClamdClient:
                 writer.write(END)
                 await writer.drain()
             except ConnectionError:
-                pass  # clamd stopped reading (its size limit): its reply says why
-            reply = parse_reply(await self._reply(reader))
+                pass  # clamd stopped reading: its reply, if it sent one, says why
+            reply = parse_reply(await replied)
         finally:
+            if replied.done() and not replied.cancelled():
+                replied.exception()  # retrieved (raised above, or not needed: no warning)
+            replied.cancel()
             writer.close()
         return reply, framer.truncated
 
