@@ -5,6 +5,7 @@ fail modes), the header fields and the removal of forged ones, and the config's 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from postkeep import config as config_mod
+from postkeep.config.filters import FILTER_NAMES
 from postkeep.errors import ConfigError
 from postkeep.filters import headers
 from postkeep.filters.base import (
@@ -21,6 +23,7 @@ from postkeep.filters.base import (
     FilterRunner,
     ScanContext,
     ScanError,
+    ScanOutcome,
 )
 from postkeep.filters.clamd_protocol import (
     END,
@@ -33,6 +36,7 @@ from postkeep.filters.clamd_protocol import (
     parse_pong,
     parse_reply,
 )
+from postkeep.filters.setup import FILTERS, runner
 from postkeep.policy.content import content_verdict
 from postkeep.store.api import Envelope
 from postkeep.store.spool import MessageData
@@ -149,7 +153,7 @@ def context(direction: Direction = Direction.INBOUND) -> ScanContext:
     return ScanContext(direction, "Q1", "192.0.2.1", envelope, "spf=pass")
 
 
-def run(*filters: Fake, direction: Direction = Direction.INBOUND):  # type: ignore[no-untyped-def]
+def run(*filters: Fake, direction: Direction = Direction.INBOUND) -> ScanOutcome:
     return asyncio.run(FilterRunner(filters, direction).run(b"text", context(direction)))
 
 
@@ -261,3 +265,14 @@ def test_config_defaults_are_off(tmp_path: Path) -> None:
     cfg = config_mod.load(path)
     assert cfg.filters.outbound == [] and cfg.antivirus.oversize == "truncate"
     assert config_mod.Config().filters.inbound == []
+
+
+def test_every_configurable_filter_can_be_made() -> None:
+    assert set(FILTERS) == set(FILTER_NAMES)
+    cfg = config_mod.Config()
+    assert runner(cfg, Direction.INBOUND) is None
+    on = dataclasses.replace(cfg, filters=config_mod.FiltersConfig(outbound=["antivirus"]))
+    made = runner(on, Direction.OUTBOUND)
+    assert made is not None and [f.name for f in made.filters] == ["clamav"]
+    assert made.filters[0].fails_open(Direction.OUTBOUND)
+    assert not made.filters[0].fails_open(Direction.INBOUND)

@@ -4,6 +4,7 @@ of the scanners they use."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from postkeep.config import Config
 from postkeep.filters.base import Direction, Filter, FilterRunner
@@ -12,17 +13,18 @@ from postkeep.filters.clamd_protocol import ProtocolError
 
 PROBE_TIMEOUT = 10.0
 
+#: Each name `[filters]` may list (`config.filters.FILTER_NAMES`) and how it is made.
+FILTERS: dict[str, Callable[[Config], Filter]] = {
+    "antivirus": lambda cfg: ClamavFilter(cfg.antivirus),
+}
+
 
 def runner(cfg: Config, direction: Direction) -> FilterRunner | None:
     """The filters `[filters]` lists for `direction`, in order; None when it lists none."""
     names = cfg.filters.inbound if direction is Direction.INBOUND else cfg.filters.outbound
     if not names:
         return None
-    made: dict[str, Filter] = {}
-    for name in names:
-        if name == "antivirus":  # the only filter so far (config.filters.FILTER_NAMES)
-            made[name] = ClamavFilter(cfg.antivirus)
-    return FilterRunner([made[name] for name in names], direction)
+    return FilterRunner([FILTERS[name](cfg) for name in names], direction)
 
 
 async def probe(cfg: Config) -> list[str]:
