@@ -261,13 +261,18 @@ def padded(subject: str, pad: int, tail: bytes) -> bytes:
 
 def test_oversize_truncate_and_skip(fresh: Instance, clamd: Clamd) -> None:
     """Over `max_size`: "truncate" scans the first octets (EICAR within them is found, past
-    them not), "skip" scans nothing; the field says which."""
+    them not), "skip" scans nothing; the field says which. Every message here arrives into
+    the encrypted spool (`smtp.spool_threshold = 0`): scanned from it, its forged field
+    removed from its head."""
+    fresh.set_config("smtp", spool_threshold=0)
     configure(fresh, clamd.address, max_size=20000)
     fresh.start()
     early, late = f"early {uuid.uuid4().hex}", f"late {uuid.uuid4().hex}"
     assert send_mx(fresh, padded(early, 1000, EICAR + b"\n" + b"y" * 30000))[0] == 554
-    assert send_mx(fresh, padded(late, 30000, EICAR))[0] == 250
+    forged = b"X-Virus-Scanned: clamav at localhost; clean\r\n" + padded(late, 30000, EICAR)
+    assert send_mx(fresh, forged)[0] == 250
     (msg,) = stored(fresh, late)
+    assert msg.count(b"X-Virus-Scanned:") == 1
     assert b"X-Virus-Scanned: clamav at localhost; clean (first 20000 octets)\r\n" in msg
     fresh.stop()
     configure(fresh, clamd.address, max_size=20000, oversize="skip")
