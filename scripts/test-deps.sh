@@ -65,6 +65,11 @@ py=.venv/bin/python; [ -x "$py" ] || py=python3
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("include"), "Python.h")))' ||
   need_pkg python3-dev
 
+# A real clamd for tests/interop/test_antivirus.py (tests/clamd.py starts its own, on loopback,
+# with a local signature database) and the ClamAV test files it must catch. The package's own
+# daemon and signature updater are not started by the tests.
+for pkg in clamav-daemon clamav-testfiles; do need_pkg "$pkg"; done
+
 # PostgreSQL: use the one on 127.0.0.1:5432 if it lets us in without a password, else run a
 # private throw-away cluster (trust auth, loopback only) on port 55432.
 pg_ok() { python3 - "$1" <<'PY' 2>/dev/null

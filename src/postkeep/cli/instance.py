@@ -7,6 +7,7 @@ config-reference.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import pwd
 import shutil
@@ -178,6 +179,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from postkeep.filters.setup import probe as probe_filters
     from postkeep.net.tls import check_tls
 
     cfg = load_config(args)
@@ -202,6 +204,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             problems += with_store(args, probe)
         except Exception as e:  # report, do not crash: `check` exists to diagnose
             problems.append(f"store: cannot open {cfg.store_url}: {e}")
+    problems += asyncio.run(probe_filters(cfg))  # a configured clamd that does not answer
     for problem in problems:
         print(problem)
     for warning in resolver_warnings(cfg):

@@ -24,6 +24,12 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
 - ``links`` (MX, with `[[inbound.uribl]]` lists): the domains the text links to
   (`mailauth.uridomains`) asked of the domain lists; listed ones refuse the message
   (`policy.trust`);
+- ``scan`` (with `[filters]` for the role: ``inbound`` on the MX, ``outbound`` on
+  submission): forged ``X-Virus-Scanned`` / ``X-Spam-Status`` fields naming this host
+  removed, then the content filters run in order (`filters.base.FilterRunner`: clamd's
+  antivirus, each within its timeout and fail mode); a reject is ``554 5.7.1``, a scanner
+  that failed closed ``451 4.7.1`` (`policy.content`), and an accepted message gets their
+  fields (`filters.headers`). On submission it runs after ``sender``;
 - ``sender`` (submission only): the From: header is owned by the login (RFC 6409 §8.1) and no
   MIME part is over the size limit (`policy.submission`);
 - ``quota`` (submission only): the message counted against the login's and its domain's
@@ -44,8 +50,7 @@ The ``authenticate`` stage also hands each DMARC evaluation whose policy asks fo
 reports to `on_dmarc` (`queue.dmarcrpt.DmarcReports.record`: a count in memory).
 
 Block lists are asked at connect and refuse at MAIL FROM (`delivery.origin`, the SMTP
-driver). Later checks join here, as stages of their own in this list: content filters before
-``trace``.
+driver). Later checks join here, as stages of their own in this list, before ``trace``.
 
 A message's text is bytes, or a `SpooledText` (past `smtp.spool_threshold` it arrived into an
 encrypted spool): stages read it as bytes-like (`len`, slices, `find`...; a spooled one is
@@ -71,6 +76,8 @@ from postkeep.delivery.origin import ClientChecks, InboundChecks
 from postkeep.delivery.signing import DkimKeyring, sign_message
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
 from postkeep.errors import NotFound, Reply
+from postkeep.filters import headers as filter_fields
+from postkeep.filters.base import Direction, FilterRunner, ScanContext
 from postkeep.mailauth import authres
 from postkeep.mailauth.arc.seal import ArcSealer
 from postkeep.mailauth.arc.verify import ArcResult
@@ -86,6 +93,7 @@ from postkeep.mailauth.dmarc.feedback import (
 from postkeep.mailauth.dnsbl import check_domains
 from postkeep.mailauth.uridomains import body_domains
 from postkeep.policy import limits
+from postkeep.policy.content import content_verdict
 from postkeep.policy.sending import account_limits, domain_limits, over_limit
 from postkeep.policy.submission import check_from_header, check_part_sizes, from_domain
 from postkeep.policy.trust import links_listed
@@ -140,6 +148,8 @@ class Inbound:
     auth_resinfo: tuple[str, ...] = ()  # the results in `auth_results`, for an ARC seal
     arc: ArcResult | None = None  # the ARC chain's validation (MX, `[inbound] arc`)
     arc_set: bytes = b""  # our ARC Set (`seal`), above `auth_results`
+    scan_results: bytes = b""  # the content filters' fields (`scan`), above `trace`
+    scan_summary: str = ""  # their results in short, for the log line
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +188,10 @@ class InboundPipeline:
         clock: Callable[[], float] = time.time,
         on_dmarc: Callable[[str, ReportRow], None] | None = None,
         report_address: str = "",
+        filters: FilterRunner | None = None,
     ) -> None:
         self.store = store
+        self.filters = filters
         self.on_dmarc = on_dmarc
         self.report_address = address_key(report_address) if report_address else ""
         self.checks = checks
@@ -197,7 +209,9 @@ class InboundPipeline:
               and checks.cfg.arc and checks.cfg.arc_seal else ()),
             *((("links", self.check_links),) if not submission and checks and
               checks.domain_lists else ()),
+            *((("scan", self.scan_content),) if not submission and filters else ()),
             *((("sender", self.check_sender),) if submission else ()),
+            *((("scan", self.scan_content),) if submission and filters else ()),
             *((("quota", self.check_quota),) if submission and sending else ()),
             *((("reports", self.take_reports),) if not submission and report_address else ()),
             ("trace", self.add_trace),
@@ -307,6 +321,29 @@ class InboundPipeline:
                            message.queue_id, failed.subject, failed.zone, log.quote(failed.error))
         return links_listed(listings, self.checks.cfg.uribl_threshold)
 
+    async def scan_content(self, message: Inbound) -> Verdict | None:
+        """The content filters (`filters.base`), after forged reports of theirs that name
+        this host are removed (`filters.headers.strip_own`)."""
+        assert self.filters is not None
+        block, _ = split_message(self._head(message))  # within the limit: `limits` ran
+        kept, removed = filter_fields.strip_own(block, self.hostname)
+        if removed:
+            message.data = _with_head(message.data, kept, len(block))
+            logger.info("filter fields removed qid=%s ip=%s count=%d reason=%s",
+                        message.queue_id, message.client.ip, removed,
+                        log.quote("names this server"))
+        login = message.client.login
+        context = ScanContext(self.filters.direction, message.queue_id, message.client.ip,
+                              message.envelope, message.auth_summary,
+                              login.address if login else "")
+        outcome = await self.filters.run(message.data, context)
+        message.scan_summary = outcome.summary()
+        verdict = content_verdict(outcome, message.queue_id,
+                                  submission=self.filters.direction is Direction.OUTBOUND)
+        if verdict is None:
+            message.scan_results = filter_fields.render(outcome, self.hostname)
+        return verdict
+
     async def check_sender(self, message: Inbound) -> Verdict | None:
         login = message.client.login
         if login is None:  # cannot happen: submission requires AUTH before MAIL
@@ -412,7 +449,8 @@ class InboundPipeline:
     async def store_message(self, message: Inbound) -> Verdict | None:
         account_ids = list(dict.fromkeys(i for _, ids in message.recipients for i in ids))
         remote = [rcpt for rcpt, ids in message.recipients if not ids]
-        head = message.signature + message.arc_set + message.auth_results + message.trace
+        head = (message.signature + message.arc_set + message.auth_results
+                + message.scan_results + message.trace)
         try:
             if account_ids:  # the final delivery: Return-Path first (RFC 5321 §4.4)
                 data = _prefixed(message.data, message.return_path + head)

@@ -50,6 +50,8 @@ from postkeep.delivery.origin import InboundChecks
 from postkeep.delivery.signing import DkimKeyring
 from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
+from postkeep.filters.base import Direction
+from postkeep.filters.setup import runner as filter_runner
 from postkeep.mailauth.dmarc.aggregate import ReportRow
 from postkeep.net.budget import DataBudget
 from postkeep.net.firewall import Firewall, LocalRates, Rates
@@ -195,6 +197,8 @@ class SmtpServer:
             checks=self.checks,
             on_dmarc=on_dmarc,
             report_address=self.report_address,
+            filters=filter_runner(
+                cfg, Direction.OUTBOUND if self.submission else Direction.INBOUND),
         )
         self.auth: SaslAuthenticator | None = None
         self.bindings: EndPointBindings | None = None
@@ -492,7 +496,7 @@ class SmtpServer:
         self._reply(conn, reply)
         if logger.isEnabledFor(logging.INFO):
             logger.info(
-                "message qid=%s ip=%s tls=%s user=%s from=<%s> to=%s size=%d result=%s%s",
+                "message qid=%s ip=%s tls=%s user=%s from=<%s> to=%s size=%d result=%s%s%s",
                 queue_id,
                 conn.ip,
                 conn.tls.version if conn.tls else "no",
@@ -502,6 +506,7 @@ class SmtpServer:
                 event.size,
                 log.quote(f"{reply.code} {reply.enhanced}"),
                 f" auth={log.quote(message.auth_summary)}" if message.auth_summary else "",
+                f" scan={log.quote(message.scan_summary)}" if message.scan_summary else "",
             )
 
     # -- AUTH (RFC 4954) --------------------------------------------------------------------------

@@ -1,0 +1,15 @@
+"""Content filters: scanners that read a whole message after its end-of-data and say what to
+do with it (docs/architecture.md, "Content filters").
+
+- `filters.base`: the interface (`Filter.scan(message, context) -> FilterResult`), the
+  context a filter sees, and `FilterRunner`, which runs a direction's filters in order, each
+  within its timeout and with its fail mode, and combines their results;
+- `filters.headers`: the header fields that report the results (``X-Virus-Scanned``,
+  ``X-Spam-Status``) and the removal of forged ones that name this host;
+- `filters.clamd_protocol`: clamd's INSTREAM framing and replies, sans-IO;
+- `filters.clamav`: the antivirus filter, a clamd client over a unix or TCP socket;
+- `filters.setup`: the runners `[filters]` and `[antivirus]` configure, one per direction.
+
+Filters hold no SMTP: `policy.content` turns a combined result into the reply, and the
+inbound pipeline (`delivery.inbound`, its ``scan`` stage) asks them.
+"""

@@ -1,0 +1,159 @@
+"""The content filter interface and the runner that combines filters.
+
+A filter (`Filter`) reads a whole message and its context (`ScanContext`: the direction,
+the client, the envelope, the authentication results so far) and returns a `FilterResult`:
+an action (accept, tag, reject, tempfail), a score, symbols, and a status for the header
+field and the log. It may raise `ScanError` (the scanner gave no verdict) or `OSError`.
+
+`FilterRunner` runs a direction's filters in their configured order. Each runs within its
+own `timeout`; a filter that times out or fails gets its fail mode for the direction: open
+(the message goes on, its status says it was not scanned, a warning is logged) or closed (a
+tempfail). Results combine: the first reject or tempfail ends the run and decides, scores
+add up, symbols are listed in order, any tag tags the message. Scanners outside the process
+(clamd) are awaited on sockets, so a slow one holds only its own session, for at most the
+timeout, never the listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from postkeep import log
+from postkeep.store.api import Envelope
+from postkeep.store.spool import MessageData
+
+logger = log.get("filters")
+
+
+class Action(enum.Enum):
+    ACCEPT = "accept"
+    TAG = "tag"  # accepted, the header fields say it is suspect
+    REJECT = "reject"  # refused for good (5xx)
+    TEMPFAIL = "tempfail"  # refused for now (4xx): the client tries again later
+
+
+class Direction(enum.Enum):
+    INBOUND = "inbound"  # arriving at the MX
+    OUTBOUND = "outbound"  # submitted by a logged-in user
+
+
+@dataclass(frozen=True, slots=True)
+class ScanContext:
+    direction: Direction
+    queue_id: str
+    client_ip: str
+    envelope: Envelope
+    auth_results: str = ""  # the MX's checks in short ("spf=pass dkim=none ..."), "" if none
+    login: str = ""  # the submitting account's address, "" on the MX
+
+
+@dataclass(frozen=True, slots=True)
+class FilterResult:
+    """`status` is the filter's word for the header field and the log ("clean",
+    "unscanned (...)"); `reason` is for the log line of a refusal, never sent."""
+
+    action: Action = Action.ACCEPT
+    score: float = 0.0
+    symbols: tuple[str, ...] = ()
+    status: str = ""
+    reason: str = ""
+
+
+class ScanError(Exception):
+    """The scanner gave no verdict: it refused the request or its reply made no sense."""
+
+
+class Filter(Protocol):
+    name: str  # in the log and the header field ("clamav")
+    header: str  # the field its status goes in ("X-Virus-Scanned"), "" for none
+    timeout: float
+
+    def fails_open(self, direction: Direction) -> bool:
+        """Whether a message goes on unscanned (True) or is tempfailed (False) when the
+        scanner fails or times out, for mail in `direction`."""
+        ...
+
+    async def scan(self, message: MessageData, context: ScanContext) -> FilterResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """One filter's status in the outcome: what its header field says."""
+
+    filter: str
+    header: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOutcome:
+    """The combined result. `decided_by` names the filter whose reject or tempfail ended the
+    run ("" when none did); `reason` is that filter's, for the log."""
+
+    action: Action
+    score: float
+    symbols: tuple[str, ...]
+    statuses: tuple[Status, ...]
+    decided_by: str = ""
+    reason: str = ""
+
+    def summary(self) -> str:
+        """In short, for the message's log line: ``clamav=clean`` for each filter, then
+        the score and symbols when there are any."""
+        parts = [f"{s.filter}={s.status}" for s in self.statuses]
+        if self.score or self.symbols:
+            parts.append(f"score={self.score:g}")
+        if self.symbols:
+            parts.append("symbols=" + ",".join(self.symbols))
+        return " ".join(parts)
+
+
+class FilterRunner:
+    """A direction's filters, in the order they run."""
+
+    def __init__(self, filters: Sequence[Filter], direction: Direction) -> None:
+        self.filters = tuple(filters)
+        self.direction = direction
+
+    async def run(self, message: MessageData, context: ScanContext) -> ScanOutcome:
+        action, score = Action.ACCEPT, 0.0
+        symbols: list[str] = []
+        statuses: list[Status] = []
+        # run eagerly (`postkeep.eager`), a coroutine has no task of its own until it first
+        # waits, and a timeout scope needs one: wait once first (a scan waits on sockets anyway)
+        await asyncio.sleep(0)
+        for f in self.filters:
+            result = await self._scan_one(f, message, context)
+            score += result.score
+            symbols.extend(result.symbols)
+            if result.status:
+                statuses.append(Status(f.name, f.header, result.status))
+            if result.action in (Action.REJECT, Action.TEMPFAIL):
+                return ScanOutcome(result.action, score, tuple(symbols), tuple(statuses),
+                                   f.name, result.reason)
+            if result.action is Action.TAG:
+                action = Action.TAG
+        return ScanOutcome(action, score, tuple(symbols), tuple(statuses))
+
+    async def _scan_one(self, f: Filter, message: MessageData,
+                        context: ScanContext) -> FilterResult:
+        """`f`'s result, or its fail mode's when it timed out or failed."""
+        try:
+            async with asyncio.timeout(f.timeout):
+                return await f.scan(message, context)
+        except TimeoutError:
+            problem = f"no answer within {f.timeout:g}s"
+        except (ScanError, OSError) as e:
+            problem = str(e) or type(e).__name__
+        fail_open = f.fails_open(context.direction)
+        logger.warning("filter failed qid=%s ip=%s filter=%s mode=%s reason=%s",
+                       context.queue_id, context.client_ip, f.name,
+                       "open" if fail_open else "closed", log.quote(problem))
+        if fail_open:
+            return FilterResult(status="unscanned (scanner unavailable)")
+        return FilterResult(Action.TEMPFAIL, status="unscanned (scanner unavailable)",
+                            reason=f"unavailable: {problem}")
