@@ -21,7 +21,7 @@ Two measurements on two postkeep instances made by `postkeep init`, both running
 Run it on an otherwise idle machine (client and server share the CPUs), one benchmark at a
 time, as root or not (root: the instance keeps root, `--user root`):
 
-    .venv/bin/python bench/firewall/run.py            # 5 rounds of 5 s, 200 probes
+    .venv/bin/python bench/firewall/run.py            # 5 rounds of 5 s, 25 probes
     .venv/bin/python bench/firewall/run.py --quick    # a smoke test: numbers mean nothing
 
 Options: `--postkeep PATH` (default `.venv/bin/postkeep`), `--rounds`, `--seconds`,
@@ -273,7 +273,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--flood", type=int, default=100)
-    parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument("--probes", type=int, default=25)  # the prober has the default limits too
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     if args.quick:
