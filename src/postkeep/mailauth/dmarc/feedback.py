@@ -159,6 +159,8 @@ def _unzip(data: bytes) -> list[bytes]:
             if total > MAX_XML:
                 raise FeedbackError(f"zip decompresses to more than {MAX_XML} octets")
             out.append(text)
+    # zipfile raises NotImplementedError for a compression method it lacks (an attacker picks
+    # one), RuntimeError for an encrypted entry: each is a bad archive, not a crash
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError,
             ValueError) as e:
         if isinstance(e, FeedbackError):
