@@ -444,6 +444,27 @@ class Ban:
     created: float
 
 
+@dataclass(frozen=True, slots=True)
+class JunkCounts:
+    """One junk classifier's counts (`Store.junk_counts`): the messages learnt as spam and
+    as ham, and for each token asked that any message held, (spam, ham) message counts."""
+
+    spam: int
+    ham: int
+    tokens: Mapping[str, tuple[int, int]]
+
+
+@dataclass(frozen=True, slots=True)
+class JunkListEntry:
+    """An allow or block entry of the junk filter: `owner` is ``a:<account id>`` or
+    ``d:<domain>``, `entry` an address or a domain (which covers its subdomains), `kind`
+    "allow" or "block"."""
+
+    owner: str
+    entry: str
+    kind: str
+
+
 class Store(Protocol):
     """The store API. See `postkeep.store.sql.store.SqlStore` for the implementation."""
 
@@ -606,6 +627,34 @@ class Store(Protocol):
 
     async def known_client(self, address: str, ip_class: str, since: float) -> bool:
         """Whether (address, IP class) logged in at `since` or later."""
+
+    # -- the junk filter (postkeep.filters.junk) -------------------------------------------------
+    async def junk_counts(self, scopes: Sequence[int],
+                          tokens: Sequence[str]) -> dict[int, JunkCounts]:
+        """Each scope's classifier counts (an account id; 0: the instance's), `tokens` read in
+        one transaction."""
+
+    async def junk_learn(self, account_id: int, blob_id: str, spam: bool,
+                         tokens: Sequence[str]) -> str:
+        """Learn the account's message `blob_id` (its `tokens`) as spam or ham, in the
+        account's classifier and the instance's: "learnt", "relearnt" (it was learnt as the
+        other class, now un-learnt from it first) or "already" (nothing done)."""
+
+    async def set_junk_entry(self, owner: str, entry: str, kind: str | None) -> bool:
+        """Set `owner`'s entry to "allow" or "block", or remove it (None; False if none)."""
+
+    async def junk_entries(self, owner: str | None = None) -> list[JunkListEntry]:
+        """The allow and block entries of `owner` (None: of everyone), by owner and entry."""
+
+    async def junk_sender(self, owners: Sequence[str], account_ids: Sequence[int],
+                          address: str) -> tuple[list[JunkListEntry], frozenset[int]]:
+        """For a sender's `address`: the entries of `owners` that name it or its domain (or
+        a parent domain of it), and which of `account_ids` have written to it."""
+
+    async def add_correspondents(self, account_id: int, addresses: Sequence[str],
+                                 now: float) -> None:
+        """The account wrote to `addresses` at `now` (not durable: a crash loses at most the
+        last ones)."""
 
     # -- TLS reports (RFC 8460) ------------------------------------------------------------------
     async def add_tls_results(self, counts: Sequence[TlsResultCount]) -> None:

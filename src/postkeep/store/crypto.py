@@ -154,6 +154,12 @@ def dkim_key_context() -> bytes:
     return b"dkim-data-key"
 
 
+def junk_key_context() -> bytes:
+    """AAD of the instance's junk token key (wrapped by the master key), which hashes the
+    junk classifier's tokens (`postkeep.store.sql.junk`)."""
+    return b"junk-token-key"
+
+
 def dkim_private_context(domain: str, selector: str) -> bytes:
     """AAD binding a sealed DKIM private key to its domain and selector."""
     return b"dkim-private-key\x00%s\x00%s" % (domain.encode(), selector.encode())

@@ -38,6 +38,7 @@ from postkeep.store.crypto import (
     CryptoError,
     account_key_context,
     dkim_key_context,
+    junk_key_context,
     new_key,
     queue_key_context,
     unwrap_key,
@@ -47,7 +48,13 @@ from postkeep.store.events import EventBus
 from postkeep.store.sql.hotpath import HotStatements, hot_statements
 from postkeep.store.sql.migrations import migrate
 from postkeep.store.sql.prepared import Cursor
-from postkeep.store.sql.schema import META_DKIM_KEY, META_KEY_CHECK, META_QUEUE_KEY, meta
+from postkeep.store.sql.schema import (
+    META_DKIM_KEY,
+    META_JUNK_KEY,
+    META_KEY_CHECK,
+    META_QUEUE_KEY,
+    meta,
+)
 from postkeep.store.sql.writer import DeliveryStats, GroupCommitWriter, store_error
 
 log = logging.getLogger("postkeep.store")
@@ -154,6 +161,7 @@ class SqlStoreBase:
         self._data_keys: dict[tuple[str, bytes], bytes] = {}
         self._queue_key = b""
         self._dkim_key = b""
+        self._junk_key = b""
         self._hot: HotStatements | None = None
         self._sqlite = False
         self._dbapi_error: type[Exception] = Exception
@@ -211,6 +219,7 @@ class SqlStoreBase:
             self._check_master_key()
             self._queue_key = self._system_key(META_QUEUE_KEY, queue_key_context())
             self._dkim_key = self._system_key(META_DKIM_KEY, dkim_key_context())
+            self._junk_key = self._system_key(META_JUNK_KEY, junk_key_context())
         except sa_exc.DBAPIError as exc:
             self._dispose()
             raise StoreError(f"cannot open the database: {exc.orig}") from exc

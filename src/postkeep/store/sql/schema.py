@@ -65,6 +65,10 @@ Notes on the design:
   (``key``, CIDR), in force while ``until`` is ahead, kept past it until `bans.forget_after`
   for the escalation level of the next one; ``known_clients`` the (account address, IP class)
   pairs that logged in successfully, with when they last did (``seen``).
+* The junk filter (migration 14, `postkeep.store.sql.junk`): token counts per scope (an
+  account, 0 for the instance) as keyed hashes (``meta`` row ``junk_token_key``), never as
+  words; messages learnt per scope; what each message (blob) was learnt as; allow and block
+  lists; the addresses each account has written to.
 """
 
 from __future__ import annotations
@@ -398,8 +402,54 @@ known_clients = Table(
     Column("seen", Double, nullable=False, index=True),
 )
 
+# -- the junk filter (migration 14, `postkeep.store.sql.junk`) --------------------------------
+
+junk_tokens = Table(
+    "junk_tokens",
+    metadata,
+    Column("scope", Integer, primary_key=True, autoincrement=False),  # account id, 0: global
+    Column("token", BigInteger, primary_key=True, autoincrement=False),  # keyed hash
+    Column("spam", Integer, nullable=False),
+    Column("ham", Integer, nullable=False),
+)
+
+junk_messages = Table(
+    "junk_messages",
+    metadata,
+    Column("scope", Integer, primary_key=True, autoincrement=False),
+    Column("spam", Integer, nullable=False),
+    Column("ham", Integer, nullable=False),
+)
+
+junk_trained = Table(
+    "junk_trained",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True,
+           autoincrement=False),
+    Column("blob_id", String(64), primary_key=True),
+    Column("class", String(4), nullable=False),  # "spam" or "ham"
+)
+
+junk_lists = Table(
+    "junk_lists",
+    metadata,
+    Column("owner", String(260), primary_key=True),  # "a:<account id>" or "d:<domain>"
+    Column("entry", String(320), primary_key=True),  # an address, or a domain
+    Column("kind", String(5), nullable=False),  # "allow" or "block"
+)
+
+junk_correspondents = Table(
+    "junk_correspondents",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True,
+           autoincrement=False),
+    Column("address", String(320), primary_key=True),
+    Column("seen", Double, nullable=False),
+)
+
 #: Names of `meta` rows.
 META_UIDVALIDITY = "uidvalidity"
 META_KEY_CHECK = "master_key_check"
 META_QUEUE_KEY = "queue_data_key"
 META_DKIM_KEY = "dkim_data_key"
+META_JUNK_KEY = "junk_token_key"

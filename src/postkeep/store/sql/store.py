@@ -4,8 +4,9 @@ PostgreSQL.
 The store is assembled from parts: `postkeep.store.sql.base` (engines, lifecycle, the read pool and
 the single writer thread, keys), this module (delivery, domains, accounts, aliases, mailboxes and
 messages), `postkeep.store.sql.security` (SASL secrets, app passwords, `get_auth`),
-`postkeep.store.sql.outbound` (the outbound queue), `postkeep.store.sql.dkim` (DKIM keys) and
-`postkeep.store.sql.sending` (sending quotas).
+`postkeep.store.sql.outbound` (the outbound queue), `postkeep.store.sql.dkim` (DKIM keys),
+`postkeep.store.sql.sending` (sending quotas) and `postkeep.store.sql.junk` (the junk filter's
+tokens and lists).
 Message bodies are encrypted at rest
 (`postkeep.store.crypto`) in blobs: up to `postkeep.store.blobs.INLINE_MAX` octets in their
 ``blobs`` row, larger ones as files (`postkeep.store.blobs`); the tables are in
@@ -66,6 +67,7 @@ from postkeep.store.sql.bans import BansMixin
 from postkeep.store.sql.base import SqlStoreBase, create_engines
 from postkeep.store.sql.dkim import DkimKeysMixin
 from postkeep.store.sql.dmarc import DmarcReportsMixin
+from postkeep.store.sql.junk import JunkMixin
 from postkeep.store.sql.mailops import MailboxOpsMixin
 from postkeep.store.sql.outbound import OutboundQueueMixin
 from postkeep.store.sql.prepared import Cursor
@@ -159,7 +161,7 @@ def _alias(r: Sequence[Any]) -> Alias:
 
 class SqlStore(
     MailboxOpsMixin, AccountSecurityMixin, TlsReportsMixin, DmarcReportsMixin, OutboundQueueMixin,
-    DkimKeysMixin, SendingQuotasMixin, BansMixin, SqlStoreBase,
+    DkimKeysMixin, SendingQuotasMixin, BansMixin, JunkMixin, SqlStoreBase,
 ):
     """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.
 
@@ -424,6 +426,7 @@ class SqlStore(
             scope = f"a:{account_id}"  # its sending quota's counts and exception
             conn.execute(delete(sending_counts).where(sending_counts.c.scope == scope))
             conn.execute(delete(sending_limits).where(sending_limits.c.scope == scope))
+            self._forget_junk(conn, account_id)
             conn.execute(delete(accounts).where(accounts.c.id == account_id))
             if not refs:
                 return []

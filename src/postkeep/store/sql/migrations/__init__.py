@@ -51,6 +51,7 @@ def _load() -> tuple[Migration, ...]:
         m0011_inline_queue,
         m0012_dmarc_reports,
         m0013_bans,
+        m0014_junk,
     )
 
     return (
@@ -67,6 +68,7 @@ def _load() -> tuple[Migration, ...]:
         m0011_inline_queue.MIGRATION,
         m0012_dmarc_reports.MIGRATION,
         m0013_bans.MIGRATION,
+        m0014_junk.MIGRATION,
     )
 
 

@@ -1,0 +1,198 @@
+"""The junk filter's state (`postkeep.filters.junk`) in the SQL store.
+
+Part of `postkeep.store.sql.store.SqlStore`. Tokens are stored as keyed hashes: BLAKE2b-64
+under the instance's junk key (``meta`` row ``junk_token_key``, wrapped by the master key),
+so the table holds counts of numbers, not the words of anyone's mail (bogofilter and
+SpamAssassin keep their tokens hashed too, unkeyed). The caller passes and gets back tokens
+as text; the hashing stays here.
+
+Learning (`junk_learn`) is one transaction: the account's record of the message (by blob:
+COPY and MOVE keep it) says whether it was learnt, and as what; learnt already as the same
+class, nothing is done; as the other, that class is un-learnt first (its counts decremented,
+never below zero, rows at zero removed); then the message and each of its tokens count once
+more in the account's scope and in the instance's (scope 0). Each token counts once per
+message: the caller passes distinct tokens.
+
+Correspondents are one upsert per address, not durable (`_write(durable=False)`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from sqlalchemy import Connection, and_, case, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from postkeep.addresses import address_key, canonical_domain
+from postkeep.store.api import JunkCounts, JunkListEntry
+from postkeep.store.sql.base import SqlStoreBase
+from postkeep.store.sql.rows import chunks
+from postkeep.store.sql.schema import (
+    junk_correspondents,
+    junk_lists,
+    junk_messages,
+    junk_tokens,
+    junk_trained,
+)
+
+GLOBAL = 0  # the instance-wide classifier's scope
+KINDS = ("allow", "block")
+_MAX_LABELS = 16  # parent domains of a sender's domain looked up
+
+
+def list_entry(text: str) -> str:
+    """An allow/block entry in its stored form: an address key, or a canonical domain."""
+    text = text.strip()
+    if "@" in text.lstrip("@"):
+        return address_key(text)
+    return canonical_domain(text.lstrip("@"))
+
+
+def _candidates(address: str) -> list[str]:
+    """The entries that cover `address`: itself, its domain and the domain's parents."""
+    key = address_key(address)
+    domain = key.rpartition("@")[2]
+    labels = domain.split(".")[-_MAX_LABELS:]
+    return [key] + [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
+class JunkMixin(SqlStoreBase):
+    """The junk filter's methods of `SqlStore` (see the module docstring)."""
+
+    def _token_id(self, token: str) -> int:
+        digest = hashlib.blake2b(token.encode("utf-8", "surrogateescape"), digest_size=8,
+                                 key=self._junk_key).digest()
+        return int.from_bytes(digest, "big", signed=True)
+
+    async def junk_counts(self, scopes: Sequence[int],
+                          tokens: Sequence[str]) -> dict[int, JunkCounts]:
+        ids = {self._token_id(t): t for t in tokens}
+        scopes = list(dict.fromkeys(scopes))
+        t, m = junk_tokens.c, junk_messages.c
+
+        def fn(conn: Connection) -> dict[int, JunkCounts]:
+            messages = {row.scope: (row.spam, row.ham) for row in conn.execute(
+                select(m.scope, m.spam, m.ham).where(m.scope.in_(scopes)))}
+            found: dict[int, dict[str, tuple[int, int]]] = {s: {} for s in scopes}
+            for chunk in chunks(list(ids)):
+                for row in conn.execute(select(t.scope, t.token, t.spam, t.ham).where(
+                        t.scope.in_(scopes), t.token.in_(chunk))):
+                    found[row.scope][ids[row.token]] = (row.spam, row.ham)
+            return {s: JunkCounts(*messages.get(s, (0, 0)), found[s]) for s in scopes}
+
+        return await self._read(fn)
+
+    async def junk_learn(self, account_id: int, blob_id: str, spam: bool,
+                         tokens: Sequence[str]) -> str:
+        cls = "spam" if spam else "ham"
+        ids = list(dict.fromkeys(self._token_id(t) for t in tokens))
+        dialect = sqlite if self._sqlite else postgresql
+        scopes = (account_id, GLOBAL)
+        tr = junk_trained.c
+
+        def count(conn: Connection, column: str, delta: int) -> None:
+            if delta > 0:
+                for table, rows in ((junk_messages, [{"scope": s} for s in scopes]),
+                                    (junk_tokens, [{"scope": s, "token": i}
+                                                   for s in scopes for i in ids])):
+                    if not rows:
+                        continue
+                    ins = dialect.insert(table).values(spam=int(column == "spam"),
+                                                       ham=int(column == "ham"))
+                    conn.execute(ins.on_conflict_do_update(
+                        index_elements=[c.name for c in table.primary_key],
+                        set_={column: table.c[column] + 1}), rows)
+                return
+            col_m, col_t = junk_messages.c[column], junk_tokens.c[column]
+            conn.execute(update(junk_messages).where(junk_messages.c.scope.in_(scopes))
+                         .values({column: case((col_m > 0, col_m - 1), else_=0)}))
+            for chunk in chunks(ids):
+                where = and_(junk_tokens.c.scope.in_(scopes), junk_tokens.c.token.in_(chunk))
+                conn.execute(update(junk_tokens).where(where)
+                             .values({column: case((col_t > 0, col_t - 1), else_=0)}))
+                conn.execute(delete(junk_tokens).where(
+                    where, junk_tokens.c.spam == 0, junk_tokens.c.ham == 0))
+
+        def fn(conn: Connection) -> str:
+            before = conn.execute(select(tr["class"]).where(
+                tr.account_id == account_id, tr.blob_id == blob_id).with_for_update()).scalar()
+            if before == cls:
+                return "already"
+            if before is not None:
+                count(conn, before, -1)
+                conn.execute(update(junk_trained).where(
+                    tr.account_id == account_id, tr.blob_id == blob_id).values({"class": cls}))
+            else:
+                conn.execute(junk_trained.insert().values(
+                    {"account_id": account_id, "blob_id": blob_id, "class": cls}))
+            count(conn, cls, +1)
+            return "learnt" if before is None else "relearnt"
+
+        return await self._write(fn)
+
+    async def set_junk_entry(self, owner: str, entry: str, kind: str | None) -> bool:
+        if kind is not None and kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        entry = list_entry(entry)
+        dialect = sqlite if self._sqlite else postgresql
+        lists = junk_lists.c
+
+        def fn(conn: Connection) -> bool:
+            if kind is None:
+                return conn.execute(delete(junk_lists).where(
+                    lists.owner == owner, lists.entry == entry)).rowcount > 0
+            ins = dialect.insert(junk_lists).values(owner=owner, entry=entry, kind=kind)
+            conn.execute(ins.on_conflict_do_update(index_elements=["owner", "entry"],
+                                                   set_={"kind": kind}))
+            return True
+
+        return await self._write(fn)
+
+    async def junk_entries(self, owner: str | None = None) -> list[JunkListEntry]:
+        lists = junk_lists.c
+        q = select(lists.owner, lists.entry, lists.kind).order_by(lists.owner, lists.entry)
+        if owner is not None:
+            q = q.where(lists.owner == owner)
+        rows = await self._read(lambda conn: conn.execute(q).all())
+        return [JunkListEntry(*row) for row in rows]
+
+    async def junk_sender(self, owners: Sequence[str], account_ids: Sequence[int],
+                          address: str) -> tuple[list[JunkListEntry], frozenset[int]]:
+        names = _candidates(address)
+        lists, cor = junk_lists.c, junk_correspondents.c
+        q_lists = select(lists.owner, lists.entry, lists.kind).where(
+            lists.owner.in_(list(owners)), lists.entry.in_(names))
+        q_cor = select(cor.account_id).where(cor.account_id.in_(list(account_ids)),
+                                             cor.address == names[0])
+
+        def fn(conn: Connection) -> tuple[list[JunkListEntry], frozenset[int]]:
+            entries = [JunkListEntry(*row) for row in conn.execute(q_lists)] if owners else []
+            wrote = frozenset(conn.execute(q_cor).scalars()) if account_ids else frozenset()
+            return entries, wrote
+
+        return await self._read(fn)
+
+    async def add_correspondents(self, account_id: int, addresses: Sequence[str],
+                                 now: float) -> None:
+        keys = list(dict.fromkeys(address_key(a) for a in addresses if "@" in a))
+        if not keys:
+            return
+        dialect = sqlite if self._sqlite else postgresql
+
+        def fn(conn: Connection) -> None:
+            ins = dialect.insert(junk_correspondents).values(account_id=account_id, seen=now)
+            conn.execute(ins.on_conflict_do_update(index_elements=["account_id", "address"],
+                                                   set_={"seen": now}),
+                         [{"address": k} for k in keys])
+
+        await self._write(fn, durable=False)
+
+    def _forget_junk(self, conn: Connection, account_id: int) -> None:
+        """The account's junk rows removed (in `remove_account`'s transaction)."""
+        conn.execute(delete(junk_trained).where(junk_trained.c.account_id == account_id))
+        conn.execute(delete(junk_correspondents).where(
+            junk_correspondents.c.account_id == account_id))
+        conn.execute(delete(junk_lists).where(junk_lists.c.owner == f"a:{account_id}"))
+        conn.execute(delete(junk_tokens).where(junk_tokens.c.scope == account_id))
+        conn.execute(delete(junk_messages).where(junk_messages.c.scope == account_id))

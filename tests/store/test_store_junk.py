@@ -1,0 +1,82 @@
+"""The junk filter's store (migration 14, `postkeep.store.sql.junk`) on both backends:
+learning counts each token once per message in the account's and the instance's scope, is
+idempotent per (message, class), a change of class un-learns first; tokens are stored as
+keyed hashes, not words; allow/block entries by owner, matching a sender's address, domain
+and parent domains; correspondents; an account's rows go with it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import create_engine, select
+
+from postkeep.store.api import JunkListEntry
+from postkeep.store.sql.schema import junk_tokens
+from postkeep.store.sql.store import SqlStore
+
+Run = Callable[[Awaitable[Any]], Any]
+
+
+def _account(run: Run, store: SqlStore, address: str) -> int:
+    if run(store.get_domain("example.test")) is None:
+        run(store.add_domain("example.test"))
+    return int(run(store.add_account(address, "pw")).id)
+
+
+def test_learning_counts_and_idempotence(run: Run, store: SqlStore, db_url: str) -> None:
+    alice = _account(run, store, "alice@example.test")
+    bob = _account(run, store, "bob@example.test")
+    assert run(store.junk_learn(alice, "blob1", True, ["viagra", "cheap", "cheap"])) == "learnt"
+    assert run(store.junk_learn(alice, "blob1", True, ["viagra", "cheap"])) == "already"
+    assert run(store.junk_learn(bob, "blob2", False, ["meeting", "cheap"])) == "learnt"
+    counts = run(store.junk_counts([alice, 0, bob], ["viagra", "cheap", "meeting", "never"]))
+    assert (counts[alice].spam, counts[alice].ham) == (1, 0)
+    assert dict(counts[alice].tokens) == {"viagra": (1, 0), "cheap": (1, 0)}
+    assert (counts[0].spam, counts[0].ham) == (1, 1)
+    assert dict(counts[0].tokens) == {"viagra": (1, 0), "cheap": (1, 1), "meeting": (0, 1)}
+    assert dict(counts[bob].tokens) == {"meeting": (0, 1), "cheap": (0, 1)}
+    # moved out of Junk: un-learnt as spam, learnt as ham
+    assert run(store.junk_learn(alice, "blob1", False, ["viagra", "cheap"])) == "relearnt"
+    counts = run(store.junk_counts([alice, 0], ["viagra", "cheap"]))
+    assert (counts[alice].spam, counts[alice].ham) == (0, 1)
+    assert dict(counts[alice].tokens) == {"viagra": (0, 1), "cheap": (0, 1)}
+    assert dict(counts[0].tokens) == {"viagra": (0, 1), "cheap": (0, 2)}
+    # no word is in the table: the tokens are keyed hashes
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(select(junk_tokens.c.token)).scalars().all()
+    finally:
+        engine.dispose()
+    assert stored and all(isinstance(t, int) for t in stored)
+    assert run(store.junk_counts([5], ["x"]))[5].tokens == {}
+
+
+def test_lists_and_correspondents(run: Run, store: SqlStore) -> None:
+    alice = _account(run, store, "alice@example.test")
+    owner = f"a:{alice}"
+    assert run(store.set_junk_entry(owner, "Friend@Remote.Test", "allow"))
+    assert run(store.set_junk_entry(owner, "spam.example", "block"))
+    assert run(store.set_junk_entry("d:example.test", "@partner.test", "allow"))
+    assert run(store.junk_entries(owner)) == [
+        JunkListEntry(owner, "friend@remote.test", "allow"),
+        JunkListEntry(owner, "spam.example", "block")]
+    assert len(run(store.junk_entries())) == 3
+    owners = [owner, "d:example.test"]
+    entries, wrote = run(store.junk_sender(owners, [alice], "x@mail.spam.example"))
+    assert entries == [JunkListEntry(owner, "spam.example", "block")] and wrote == frozenset()
+    entries, _ = run(store.junk_sender(owners, [alice], "FRIEND@remote.test"))
+    assert entries == [JunkListEntry(owner, "friend@remote.test", "allow")]
+    entries, _ = run(store.junk_sender(owners, [alice], "a@partner.test"))
+    assert entries == [JunkListEntry("d:example.test", "partner.test", "allow")]
+    assert run(store.set_junk_entry(owner, "spam.example", None))
+    assert not run(store.set_junk_entry(owner, "spam.example", None))
+    run(store.add_correspondents(alice, ["Bob@Elsewhere.test", "nobody"], 100.0))
+    _, wrote = run(store.junk_sender([], [alice], "bob@elsewhere.test"))
+    assert wrote == frozenset({alice})
+    run(store.junk_learn(alice, "b", True, ["t"]))
+    run(store.remove_account("alice@example.test"))
+    assert run(store.junk_entries(owner)) == []
+    assert run(store.junk_counts([alice], ["t"]))[alice].spam == 0
+    assert run(store.junk_counts([0], ["t"]))[0].tokens == {"t": (1, 0)}  # the instance's stay
