@@ -220,7 +220,8 @@ def test_fields_rendered() -> None:
         b"X-Virus-Scanned: clamav at mx.example; clean\r\n")
     tagged = run(Fake("spam", FilterResult(Action.TAG, score=6.25, symbols=("A", "B"))))
     assert headers.render(tagged, "mx.example") == (
-        b"X-Spam-Status: Yes, score=6.2 tests=A,B at mx.example\r\n")
+        b"X-Spam-Status: Yes, score=6.2 tests=A,B at mx.example\r\n"
+        b"X-Spam-Score: 6.2 at mx.example\r\n")
 
 
 def test_forged_fields_naming_this_host_are_removed() -> None:
@@ -229,9 +230,10 @@ def test_forged_fields_naming_this_host_are_removed() -> None:
              b"X-Spam-Status: No, score=0.0 tests=none\r\n at\r\n mx.example\r\n"
              b"X-Virus-Scanned: amavisd-new at other.example\r\n"
              b"X-Virus-Scanned: clamav at mx.example.net; clean\r\n"
+             b"X-Spam-Score: 9.9 at mx.example\r\n"
              b"X-Other: at mx.example\r\n")
     kept, removed = headers.strip_own(block, "mx.example")
-    assert removed == 2
+    assert removed == 3
     assert kept == (b"Subject: hi\r\nX-Virus-Scanned: amavisd-new at other.example\r\n"
                     b"X-Virus-Scanned: clamav at mx.example.net; clean\r\n"
                     b"X-Other: at mx.example\r\n")

@@ -2,7 +2,7 @@
 
 Every key is a dataclass field of a section module (`sections`, `smtp`, `imap`, `dns`,
 `delivery`, `sending`, `dkim`, `inbound`, `firewall`, `bans`, `filters`,
-`antivirus`) with its default and a `doc`;
+`antivirus`, `junk`) with its default and a `doc`;
 `reference.reference_markdown()` renders them all into `docs/config.md`, so defaults live in one
 place. `load()` reports the first
 problem as a `ConfigError` naming the dotted key path (e.g. `smtp.max_recipients: expected an
@@ -29,6 +29,7 @@ from postkeep.config.filters import AntivirusConfig, FiltersConfig, validate_fil
 from postkeep.config.firewall import FirewallConfig, validate_firewall
 from postkeep.config.imap import ImapConfig
 from postkeep.config.inbound import DnsListConfig, InboundConfig, validate_inbound
+from postkeep.config.junk import JunkConfig, validate_junk
 from postkeep.config.sections import LogConfig, ServerConfig, StoreConfig, TlsCertificate, TlsConfig
 from postkeep.config.sending import SendingConfig, validate_sending
 from postkeep.config.smtp import DEFAULT_SASL, SmtpConfig, SubmissionConfig
@@ -37,7 +38,7 @@ from postkeep.errors import ConfigError
 __all__ = [
     "AntivirusConfig", "BansConfig", "ClusterConfig", "Config", "DeliveryConfig", "DkimConfig",
     "DnsConfig", "DnsListConfig", "FiltersConfig", "FirewallConfig", "ImapConfig",
-    "InboundConfig", "KiB", "LogConfig", "MiB",
+    "InboundConfig", "JunkConfig", "KiB", "LogConfig", "MiB",
     "SendingConfig", "ServerConfig", "SmtpConfig", "StoreConfig", "SubmissionConfig",
     "TlsCertificate", "TlsConfig", "load", "parse_listen", "parse_nameserver",
 ]
@@ -64,6 +65,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     antivirus: AntivirusConfig = field(default_factory=AntivirusConfig)
+    junk: JunkConfig = field(default_factory=JunkConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
     source: Path | None = field(default=None, metadata={"internal": True})  # the file read
 
@@ -200,6 +202,7 @@ def _validate(cfg: Config) -> None:
     validate_firewall(cfg.firewall)
     validate_bans(cfg.bans, cfg.cluster)
     validate_filters(cfg.filters, cfg.antivirus)
+    validate_junk(cfg.junk)
     for i, item in enumerate(cfg.smtp.listen):
         try:
             parse_listen(item)

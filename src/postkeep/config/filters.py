@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from postkeep.config.fields import MiB, parse_listen, setting
 from postkeep.errors import ConfigError
 
-FILTER_NAMES = ("antivirus",)
+FILTER_NAMES = ("antivirus", "junk")
 OVERSIZE = ("truncate", "skip")
 
 
@@ -19,8 +19,8 @@ class FiltersConfig:
 
     inbound: list[str] = setting(
         'Filters for mail arriving at the MX, in the order they run: "antivirus" (clamd, '
-        "`[antivirus]`). A rejection by one ends the run (554 5.7.1, or 451 4.7.1 for a "
-        "scanner that failed closed).",
+        '`[antivirus]`), "junk" (the junk filter, `[junk]`). A rejection by one ends the run '
+        "(554 5.7.1, or 451 4.7.1 for a scanner that failed closed).",
         default_factory=list,
     )
     outbound: list[str] = setting(

@@ -29,7 +29,8 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
   removed, then the content filters run in order (`filters.base.FilterRunner`: clamd's
   antivirus, each within its timeout and fail mode); a reject is ``554 5.7.1``, a scanner
   that failed closed ``451 4.7.1`` (`policy.content`), and an accepted message gets their
-  fields (`filters.headers`). On submission it runs after ``sender``;
+  fields (`filters.headers`); a filter may file it into a mailbox (the junk filter: Junk,
+  as DMARC's quarantine does). On submission it runs after ``sender``;
 - ``sender`` (submission only): the From: header is owned by the login (RFC 6409 §8.1) and no
   MIME part is over the size limit (`policy.submission`);
 - ``quota`` (submission only): the message counted against the login's and its domain's
@@ -44,7 +45,8 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
 - ``sign`` (submission only): DKIM-Signature fields with the keys of the From: domain
   (`delivery.signing`, RFC 6376 §5), on the local and the queued copy alike;
 - ``store``: local recipients' copies in one durable commit (`Store.deliver`), remote
-  recipients (authenticated submission) into the outbound queue.
+  recipients (authenticated submission) into the outbound queue; with the junk filter on,
+  a submission's recipients are then recorded as the login's correspondents.
 
 The ``authenticate`` stage also hands each DMARC evaluation whose policy asks for aggregate
 reports to `on_dmarc` (`queue.dmarcrpt.DmarcReports.record`: a count in memory).
@@ -189,9 +191,11 @@ class InboundPipeline:
         on_dmarc: Callable[[str, ReportRow], None] | None = None,
         report_address: str = "",
         filters: FilterRunner | None = None,
+        correspondents: bool = False,
     ) -> None:
         self.store = store
         self.filters = filters
+        self.correspondents = correspondents
         self.on_dmarc = on_dmarc
         self.report_address = address_key(report_address) if report_address else ""
         self.checks = checks
@@ -333,15 +337,21 @@ class InboundPipeline:
                         message.queue_id, message.client.ip, removed,
                         log.quote("names this server"))
         login = message.client.login
+        accounts = tuple(dict.fromkeys(i for _, ids in message.recipients for i in ids))
         context = ScanContext(self.filters.direction, message.queue_id, message.client.ip,
                               message.envelope, message.auth_summary,
-                              login.address if login else "")
+                              login.address if login else "", accounts)
         outcome = await self.filters.run(message.data, context)
         message.scan_summary = outcome.summary()
-        verdict = content_verdict(outcome, message.queue_id,
-                                  submission=self.filters.direction is Direction.OUTBOUND)
+        outbound = self.filters.direction is Direction.OUTBOUND
+        verdict = content_verdict(outcome, message.queue_id, submission=outbound)
         if verdict is None:
             message.scan_results = filter_fields.render(outcome, self.hostname)
+            if outcome.mailbox and not outbound:
+                message.mailbox = outcome.mailbox
+                logger.info("filed qid=%s ip=%s mailbox=%s reason=%s", message.queue_id,
+                            message.client.ip, outcome.mailbox,
+                            log.quote(f"content filter: score {outcome.score:g}"))
         return verdict
 
     async def check_sender(self, message: Inbound) -> Verdict | None:
@@ -464,7 +474,18 @@ class InboundPipeline:
         except Exception:
             logger.exception("delivery failed qid=%s ip=%s", message.queue_id, message.client.ip)
             return Verdict(R_LOCAL_ERROR, f"delivery failed qid={message.queue_id}")
+        if self.correspondents and message.client.login is not None:
+            await self._note_correspondents(message, message.client.login)
         return None
+
+    async def _note_correspondents(self, message: Inbound, login: Account) -> None:
+        """The junk filter's correspondents: whom the login wrote to (`Store.
+        add_correspondents`, not durable); a failure is logged, the message is sent."""
+        try:
+            await self.store.add_correspondents(
+                login.id, [rcpt.address for rcpt, _ in message.recipients], self.clock())
+        except Exception:
+            logger.exception("correspondents not recorded qid=%s", message.queue_id)
 
 
     async def _deliver_local(self, message: Inbound, account_ids: list[int],

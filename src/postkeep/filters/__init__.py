@@ -8,7 +8,10 @@ do with it (docs/architecture.md, "Content filters").
   ``X-Spam-Status``) and the removal of forged ones that name this host;
 - `filters.clamd_protocol`: clamd's INSTREAM framing and replies, sans-IO;
 - `filters.clamav`: the antivirus filter, a clamd client over a unix or TCP socket;
-- `filters.setup`: the runners `[filters]` and `[antivirus]` configure, one per direction.
+- `filters.junk`: the built-in junk filter that learns (rules, a Bayes classifier trained
+  over IMAP, allow/block lists and correspondents);
+- `filters.setup`: the runners `[filters]`, `[antivirus]` and `[junk]` configure, one per
+  direction.
 
 Filters hold no SMTP: `policy.content` turns a combined result into the reply, and the
 inbound pipeline (`delivery.inbound`, its ``scan`` stage) asks them.

@@ -9,9 +9,10 @@ field and the log. It may raise `ScanError` (the scanner gave no verdict) or `OS
 own `timeout`; a filter that times out or fails gets its fail mode for the direction: open
 (the message goes on, its status says it was not scanned, a warning is logged) or closed (a
 tempfail). Results combine: the first reject or tempfail ends the run and decides, scores
-add up, symbols are listed in order, any tag tags the message. Scanners outside the process
-(clamd) are awaited on sockets, so a slow one holds only its own session, for at most the
-timeout, never the listener.
+add up, symbols are listed in order, any tag tags the message, and the last filter that
+names a mailbox (the junk filter: Junk) decides where its local copies go. Scanners outside
+the process (clamd) are awaited on sockets, so a slow one holds only its own session, for
+at most the timeout, never the listener.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ScanContext:
     envelope: Envelope
     auth_results: str = ""  # the MX's checks in short ("spf=pass dkim=none ..."), "" if none
     login: str = ""  # the submitting account's address, "" on the MX
+    accounts: tuple[int, ...] = ()  # the local recipients' account ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class FilterResult:
     symbols: tuple[str, ...] = ()
     status: str = ""
     reason: str = ""
+    mailbox: str = ""  # where an accepted message's local copies go ("Junk"); "": no say
 
 
 class ScanError(Exception):
@@ -100,6 +103,7 @@ class ScanOutcome:
     statuses: tuple[Status, ...]
     decided_by: str = ""
     reason: str = ""
+    mailbox: str = ""  # the last filter's that named one, "" if none did
 
     def summary(self) -> str:
         """In short, for the message's log line: ``clamav=clean`` for each filter, then
@@ -120,7 +124,7 @@ class FilterRunner:
         self.direction = direction
 
     async def run(self, message: MessageData, context: ScanContext) -> ScanOutcome:
-        action, score = Action.ACCEPT, 0.0
+        action, score, mailbox = Action.ACCEPT, 0.0, ""
         symbols: list[str] = []
         statuses: list[Status] = []
         # run eagerly (`postkeep.eager`), a coroutine has no task of its own until it first
@@ -137,7 +141,8 @@ class FilterRunner:
                                    f.name, result.reason)
             if result.action is Action.TAG:
                 action = Action.TAG
-        return ScanOutcome(action, score, tuple(symbols), tuple(statuses))
+            mailbox = result.mailbox or mailbox
+        return ScanOutcome(action, score, tuple(symbols), tuple(statuses), mailbox=mailbox)
 
     async def _scan_one(self, f: Filter, message: MessageData,
                         context: ScanContext) -> FilterResult:

@@ -4,7 +4,8 @@ Each filter with a field writes one, naming itself and this host the way amavis 
 do: ``X-Virus-Scanned: clamav at mx.example.org; clean`` (or ``clean (first N octets)``,
 ``unscanned (...)``). When any filter scored or tagged the message, ``X-Spam-Status: Yes,
 score=6.5 tests=A,B at mx.example.org`` follows (``No`` when it was not tagged), in the form
-SpamAssassin's readers (mail clients' junk rules) expect at its start.
+SpamAssassin's readers (mail clients' junk rules) expect at its start, and ``X-Spam-Score:
+6.5 at mx.example.org`` (the number first, for rules that compare it).
 
 As for Authentication-Results (RFC 8601 §5), fields of those names that claim to come from
 this host (``at <server.hostname>``) but arrived with the message are forged: `strip_own`
@@ -19,7 +20,7 @@ import re
 from postkeep.filters.base import Action, ScanOutcome
 from postkeep.mailauth.dkim.canon import parse_header_fields
 
-FIELDS = ("x-virus-scanned", "x-spam-status")
+FIELDS = ("x-virus-scanned", "x-spam-status", "x-spam-score")
 _WSP = re.compile(rb"[ \t\r\n]+")
 
 
@@ -32,6 +33,7 @@ def render(outcome: ScanOutcome, hostname: str) -> bytes:
         tests = ",".join(outcome.symbols) or "none"
         lines.append(f"X-Spam-Status: {flag}, score={outcome.score:.1f} tests={tests} "
                      f"at {hostname}\r\n")
+        lines.append(f"X-Spam-Score: {outcome.score:.1f} at {hostname}\r\n")
     return "".join(lines).encode("ascii", "replace")
 
 

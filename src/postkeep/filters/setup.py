@@ -10,21 +10,24 @@ from postkeep.config import Config
 from postkeep.filters.base import Direction, Filter, FilterRunner
 from postkeep.filters.clamav import ClamavFilter, ClamdClient
 from postkeep.filters.clamd_protocol import ProtocolError
+from postkeep.filters.junk.filter import JunkFilter
+from postkeep.store.api import Store
 
 PROBE_TIMEOUT = 10.0
 
 #: Each name `[filters]` may list (`config.filters.FILTER_NAMES`) and how it is made.
-FILTERS: dict[str, Callable[[Config], Filter]] = {
-    "antivirus": lambda cfg: ClamavFilter(cfg.antivirus),
+FILTERS: dict[str, Callable[[Config, Store], Filter]] = {
+    "antivirus": lambda cfg, store: ClamavFilter(cfg.antivirus),
+    "junk": lambda cfg, store: JunkFilter(cfg.junk, store),
 }
 
 
-def runner(cfg: Config, direction: Direction) -> FilterRunner | None:
+def runner(cfg: Config, direction: Direction, store: Store) -> FilterRunner | None:
     """The filters `[filters]` lists for `direction`, in order; None when it lists none."""
     names = cfg.filters.inbound if direction is Direction.INBOUND else cfg.filters.outbound
     if not names:
         return None
-    return FilterRunner([FILTERS[name](cfg) for name in names], direction)
+    return FilterRunner([FILTERS[name](cfg, store) for name in names], direction)
 
 
 async def probe(cfg: Config) -> list[str]:

@@ -398,6 +398,8 @@ async def _copy(
     result = await session.store.copy_messages(
         session.account.id, sel.mailbox_id, render.ranges(uids), dest.id, move=move
     )
+    if session.on_filed is not None:  # the junk filter's training, queued (not awaited)
+        session.on_filed(session.account.id, sel.mailbox_id, dest, result.pairs)
     verb = "MOVE" if move else "COPY"
     code = ""
     if result.pairs:

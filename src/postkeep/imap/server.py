@@ -46,6 +46,7 @@ from postkeep.auth.passwords import AuthBusy, PasswordVerifier, authenticate_pas
 from postkeep.bans.keeper import Guard
 from postkeep.bans.policy import PREAUTH
 from postkeep.config import Config
+from postkeep.filters.junk.training import JunkTrainer
 from postkeep.imap.cache import MessageCache
 from postkeep.imap.session import Session, SessionLimits
 from postkeep.imap.wire import commands as c
@@ -264,6 +265,8 @@ class ImapServer:
         self.deadlines = self.listeners.deadlines
         self.handshake_timeout = cfg.tls.handshake_timeout
         self.message_cache = MessageCache(self.imap.message_cache_size)
+        self.trainer = (JunkTrainer(store, cfg.junk)
+                        if "junk" in cfg.filters.inbound and cfg.junk.classifier else None)
         self.literal_budget = DataBudget(self.imap.max_append_in_flight)
 
     # -- capabilities ------------------------------------------------------------------------------
@@ -291,6 +294,8 @@ class ImapServer:
 
     async def stop(self) -> None:
         await self.listeners.stop()
+        if self.trainer is not None:  # learning queued before the store closes
+            await self.trainer.drain()
 
     # -- connection --------------------------------------------------------------------------------
 
@@ -746,6 +751,8 @@ class ImapServer:
             cache=self.message_cache,
         )
         session.login(account)
+        if self.trainer is not None:
+            session.on_filed = self.trainer.filed
         conn.session = session
         session.capabilities = self.capabilities(conn)
         conn.frames.set_limits(self.reader_limits, lambda octets: self._admit(conn, octets))

@@ -24,7 +24,7 @@ order to follow, and what a handler needs from the session is what it names.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,7 +35,7 @@ from postkeep.imap.cache import MessageCache
 from postkeep.imap.view import Selected
 from postkeep.imap.wire import commands as c
 from postkeep.imap.wire import render
-from postkeep.store.api import Account, MailStore, OverQuota
+from postkeep.store.api import Account, Mailbox, MailStore, OverQuota
 from postkeep.store.events import Subscription
 
 logger = log.get("imap")
@@ -85,6 +85,10 @@ class Session:
         self.selected: Selected | None = None
         self.enabled: set[str] = set()
         self.events: Subscription | None = None
+        # told of each committed COPY / MOVE: (account id, source mailbox id, destination,
+        # (source UID, destination UID) pairs); the junk filter learns from it
+        self.on_filed: Callable[[int, int, Mailbox, Sequence[tuple[int, int]]], None] | None \
+            = None
 
     # -- state -------------------------------------------------------------------------------------
 

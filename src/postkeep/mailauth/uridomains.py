@@ -89,6 +89,12 @@ def _domain(candidate: str) -> str | None:
     return None if host is None else _psl().privatesuffix(host)
 
 
+def registered_domain(link: str) -> str | None:
+    """The registered domain of a link's host, the link given without its scheme ("www."
+    and all); None for an IP literal or a name that is none."""
+    return _domain(link)
+
+
 def _host(candidate: str) -> str | None:
     """The host of a link (scheme and "www." already cut off by the caller's match)."""
     host = candidate.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]

@@ -198,7 +198,8 @@ class SmtpServer:
             on_dmarc=on_dmarc,
             report_address=self.report_address,
             filters=filter_runner(
-                cfg, Direction.OUTBOUND if self.submission else Direction.INBOUND),
+                cfg, Direction.OUTBOUND if self.submission else Direction.INBOUND, store),
+            correspondents=self.submission and "junk" in cfg.filters.inbound,
         )
         self.auth: SaslAuthenticator | None = None
         self.bindings: EndPointBindings | None = None

@@ -1,0 +1,179 @@
+"""The junk filter (`filters.base.Filter`): the rules' score plus the classifier's, and what
+the recipients said of the sender (docs/architecture.md, "The junk filter").
+
+A message is read (`junk.message.parse`, its first `[junk] max_size` octets, in a thread:
+parsing is CPU work), the rules run (`junk.rules`), its tokens are looked up in one store
+read (`Store.junk_counts`): the single local recipient's classifier if it has learnt enough
+of both classes, else the instance's, else none (`junk.classifier`).
+
+Then, on the MX, the sender (the From: address, else the envelope's) is looked up for the
+recipients: their own allow or block entries (an address beats a domain), else their
+domain's, else whether they have written to it (correspondents). Mail all recipients allow
+is never junk (the GTUBE test string aside); mail any recipient blocks is. The allowance is
+not given when the MX found the From: forged (DMARC fail, or SPF fail without a DKIM pass):
+an allow-list must not let a forger in. A message to several local accounts gets one
+verdict: the instance's classifier and every recipient's lists.
+
+Verdicts: GTUBE refuses (554 5.7.1) in both directions. On the MX a score of `tag_score` or
+more tags the message (``X-Spam-Status: Yes``) and files it into `mailbox`; past a set
+`reject_score` it is refused. On submission a score of `outbound_reject_score` or more
+refuses it. `classify` gives the score and symbols alone (for a bench script).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from postkeep.config.junk import JunkConfig
+from postkeep.filters.base import Action, Direction, FilterResult, ScanContext
+from postkeep.filters.junk import classifier
+from postkeep.filters.junk.message import addresses, parse
+from postkeep.filters.junk.rules import GTUBE_SCORE, Facts, evaluate
+from postkeep.store.api import JunkListEntry, Store
+from postkeep.store.spool import MessageData
+
+GLOBAL = 0  # the instance's classifier's scope
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """What the message alone says: rule hits, tokens, the sender's address."""
+
+    hits: list[tuple[str, float]]
+    tokens: list[str]
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    score: float
+    symbols: tuple[str, ...]
+    gtube: bool
+    listed: str = ""  # "allow", "block" or "" (the recipients' say about the sender)
+    why: str = ""  # which list, or "correspondent"
+
+
+def analyse(data: MessageData, cfg: JunkConfig, facts: Facts, mail_from: str) -> Analysis:
+    """The message's rule hits and tokens (CPU work: the caller runs it in a thread)."""
+    text = bytes(data[0 : min(len(data), cfg.max_size)])
+    parsed = parse(text)
+    hits = evaluate(parsed, facts)
+    tokens = classifier.tokens(parsed, cfg.max_tokens) if cfg.classifier else []
+    sender = next((a for _, a in addresses(parsed.header("from") or "") if "@" in a), mail_from)
+    return Analysis(hits, tokens, sender)
+
+
+def _decide(entries: list[JunkListEntry], owner: str) -> JunkListEntry | None:
+    """`owner`'s most specific entry: an address before a domain, a longer domain first."""
+    mine = [e for e in entries if e.owner == owner]
+    return max(mine, key=lambda e: ("@" in e.entry, len(e.entry)), default=None)
+
+
+def forged(facts: Facts) -> bool:
+    """Whether the MX found the From: forged (its allowances then do not count)."""
+    auth = facts.auth
+    return auth.get("dmarc") == "fail" or (auth.get("spf") == "fail"
+                                           and auth.get("dkim") != "pass")
+
+
+class JunkFilter:
+    """`filters.base.Filter` for the built-in junk filter."""
+
+    name = "junk"
+    header = ""  # its verdict is in X-Spam-Status and X-Spam-Score (`filters.headers`)
+
+    def __init__(self, cfg: JunkConfig, store: Store) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.timeout = cfg.timeout
+
+    def fails_open(self, direction: Direction) -> bool:
+        return True  # a built-in that failed is a bug: logged, the mail goes on
+
+    async def _bayes(self, tokens: list[str], accounts: tuple[int, ...]
+                     ) -> tuple[str, float] | None:
+        if not tokens:
+            return None
+        scopes = [accounts[0], GLOBAL] if len(accounts) == 1 else [GLOBAL]
+        counts = await self.store.junk_counts(scopes, tokens)
+        for scope in scopes:
+            c = counts[scope]
+            if min(c.spam, c.ham) >= self.cfg.min_messages:
+                verdict = classifier.classify(c.tokens, c.spam, c.ham, tokens)
+                points = classifier.score(verdict.probability, self.cfg.spam_weight,
+                                          self.cfg.ham_weight)
+                return classifier.symbol(verdict.probability), round(points, 2)
+        return None
+
+    async def _lists(self, sender: str, context: ScanContext) -> tuple[str, str]:
+        """The recipients' say about `sender`: ("allow" | "block" | "", why)."""
+        if not context.accounts or "@" not in sender:
+            return "", ""
+        domains = {r.address.rpartition("@")[2].lower() for r in context.envelope.recipients}
+        owners = [f"a:{a}" for a in context.accounts] + [f"d:{d}" for d in sorted(domains)]
+        entries, wrote = await self.store.junk_sender(owners, context.accounts, sender)
+        says: list[tuple[str, str]] = []
+        for account in context.accounts:
+            own = _decide(entries, f"a:{account}")
+            domain = max((e for e in entries if e.owner.startswith("d:")),
+                         key=lambda e: ("@" in e.entry, len(e.entry)), default=None)
+            entry = own or domain
+            if entry is not None:
+                says.append((entry.kind, f"{entry.kind}-listed {entry.entry}"))
+            elif account in wrote:
+                says.append(("allow", "correspondent"))
+            else:
+                says.append(("", ""))
+        blocked = next((s for s in says if s[0] == "block"), None)
+        if blocked is not None:
+            return blocked
+        if all(kind == "allow" for kind, _ in says):
+            return "allow", says[0][1]
+        return "", ""
+
+    async def classify(self, message: MessageData, context: ScanContext) -> Judgement:
+        """The message's score and symbols, and the recipients' say about its sender."""
+        facts = Facts.from_summary(context.auth_results)
+        analysis = await asyncio.to_thread(analyse, message, self.cfg, facts,
+                                           context.envelope.mail_from)
+        hits = list(analysis.hits)
+        accounts = context.accounts if context.direction is Direction.INBOUND else ()
+        bayes = await self._bayes(analysis.tokens, accounts)
+        if bayes is not None:
+            hits.append(bayes)
+        listed, why = "", ""
+        if context.direction is Direction.INBOUND:
+            listed, why = await self._lists(analysis.sender, context)
+            if listed == "allow" and forged(facts):
+                hits.append(("ALLOW_FORGED", 0.0))
+                listed, why = "", ""
+            elif listed == "block":
+                hits.append(("BLOCKLISTED", self.cfg.tag_score))
+            elif listed == "allow":
+                hits.append(("CORRESPONDENT" if why == "correspondent" else "ALLOWLISTED",
+                             0.0))
+        score = round(sum(points for _, points in hits), 2)
+        gtube = any(points >= GTUBE_SCORE for _, points in hits)
+        return Judgement(score, tuple(name for name, _ in hits), gtube, listed, why)
+
+    async def scan(self, message: MessageData, context: ScanContext) -> FilterResult:
+        j = await self.classify(message, context)
+        if j.gtube:
+            return FilterResult(Action.REJECT, j.score, j.symbols, "spam (GTUBE)",
+                                reason="GTUBE test message")
+        if context.direction is Direction.OUTBOUND:
+            if j.score >= self.cfg.outbound_reject_score:
+                return FilterResult(Action.REJECT, j.score, j.symbols, "spam",
+                                    reason=f"junk score {j.score:g}")
+            return FilterResult(Action.ACCEPT, j.score, j.symbols, "clean")
+        if j.listed == "allow":
+            return FilterResult(Action.ACCEPT, j.score, j.symbols, f"allowed ({j.why})")
+        if self.cfg.reject_score and j.score >= self.cfg.reject_score:
+            return FilterResult(Action.REJECT, j.score, j.symbols, "spam",
+                                reason=f"junk score {j.score:g}")
+        if j.score >= self.cfg.tag_score:
+            status = f"spam ({j.why})" if j.listed == "block" else "spam"
+            return FilterResult(Action.TAG, j.score, j.symbols, status,
+                                mailbox=self.cfg.mailbox)
+        return FilterResult(Action.ACCEPT, j.score, j.symbols, "clean")
