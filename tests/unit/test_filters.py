@@ -9,6 +9,7 @@ import dataclasses
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -272,9 +273,11 @@ def test_config_defaults_are_off(tmp_path: Path) -> None:
 def test_every_configurable_filter_can_be_made() -> None:
     assert set(FILTERS) == set(FILTER_NAMES)
     cfg = config_mod.Config()
-    assert runner(cfg, Direction.INBOUND) is None
-    on = dataclasses.replace(cfg, filters=config_mod.FiltersConfig(outbound=["antivirus"]))
-    made = runner(on, Direction.OUTBOUND)
-    assert made is not None and [f.name for f in made.filters] == ["clamav"]
+    store: Any = object()  # made, not used: clamav needs none, junk keeps it for its scans
+    assert runner(cfg, Direction.INBOUND, store) is None
+    on = dataclasses.replace(cfg, filters=config_mod.FiltersConfig(
+        outbound=["antivirus", "junk"]))
+    made = runner(on, Direction.OUTBOUND, store)
+    assert made is not None and [f.name for f in made.filters] == ["clamav", "junk"]
     assert made.filters[0].fails_open(Direction.OUTBOUND)
     assert not made.filters[0].fails_open(Direction.INBOUND)
