@@ -113,12 +113,11 @@ class JunkFilter:
         domains = {r.address.rpartition("@")[2].lower() for r in context.envelope.recipients}
         owners = [f"a:{a}" for a in context.accounts] + [f"d:{d}" for d in sorted(domains)]
         entries, wrote = await self.store.junk_sender(owners, context.accounts, sender)
+        domain = max((e for e in entries if e.owner.startswith("d:")),
+                     key=lambda e: ("@" in e.entry, len(e.entry)), default=None)
         says: list[tuple[str, str]] = []
         for account in context.accounts:
-            own = _decide(entries, f"a:{account}")
-            domain = max((e for e in entries if e.owner.startswith("d:")),
-                         key=lambda e: ("@" in e.entry, len(e.entry)), default=None)
-            entry = own or domain
+            entry = _decide(entries, f"a:{account}") or domain
             if entry is not None:
                 says.append((entry.kind, f"{entry.kind}-listed {entry.entry}"))
             elif account in wrote:
