@@ -1,6 +1,7 @@
 """Content filters without a scanner: clamd's sans-IO framing and replies, the runner's
-combination of results (order, first reject or tempfail wins over a quarantine, scores, symbols, timeouts and
-fail modes), the header fields and the removal of forged ones, and the config's checks."""
+combination of results (order, first reject or tempfail wins over a quarantine, scores,
+symbols, timeouts and fail modes), the header fields and the removal of forged ones, and the
+config's checks."""
 
 from __future__ import annotations
 

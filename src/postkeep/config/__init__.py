@@ -2,7 +2,7 @@
 
 Every key is a dataclass field of a section module (`sections`, `smtp`, `imap`, `dns`,
 `delivery`, `sending`, `dkim`, `inbound`, `firewall`, `bans`, `filters`,
-`antivirus`) with its default and a `doc`;
+`antivirus`, `quarantine`) with its default and a `doc`;
 `reference.reference_markdown()` renders them all into `docs/config.md`, so defaults live in one
 place. `load()` reports the first
 problem as a `ConfigError` naming the dotted key path (e.g. `smtp.max_recipients: expected an
@@ -25,7 +25,12 @@ from postkeep.config.delivery import DeliveryConfig, validate_delivery
 from postkeep.config.dkim import DkimConfig, validate_dkim
 from postkeep.config.dns import DnsConfig, parse_nameserver, validate_dns
 from postkeep.config.fields import KiB, MiB, parse_listen
-from postkeep.config.filters import AntivirusConfig, FiltersConfig, validate_filters
+from postkeep.config.filters import (
+    AntivirusConfig,
+    FiltersConfig,
+    QuarantineConfig,
+    validate_filters,
+)
 from postkeep.config.firewall import FirewallConfig, validate_firewall
 from postkeep.config.imap import ImapConfig
 from postkeep.config.inbound import DnsListConfig, InboundConfig, validate_inbound
@@ -37,7 +42,7 @@ from postkeep.errors import ConfigError
 __all__ = [
     "AntivirusConfig", "BansConfig", "ClusterConfig", "Config", "DeliveryConfig", "DkimConfig",
     "DnsConfig", "DnsListConfig", "FiltersConfig", "FirewallConfig", "ImapConfig",
-    "InboundConfig", "KiB", "LogConfig", "MiB",
+    "InboundConfig", "KiB", "LogConfig", "MiB", "QuarantineConfig",
     "SendingConfig", "ServerConfig", "SmtpConfig", "StoreConfig", "SubmissionConfig",
     "TlsCertificate", "TlsConfig", "load", "parse_listen", "parse_nameserver",
 ]
@@ -64,6 +69,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     antivirus: AntivirusConfig = field(default_factory=AntivirusConfig)
+    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
     source: Path | None = field(default=None, metadata={"internal": True})  # the file read
 
@@ -199,7 +205,7 @@ def _validate(cfg: Config) -> None:
     validate_inbound(cfg.inbound)
     validate_firewall(cfg.firewall)
     validate_bans(cfg.bans, cfg.cluster)
-    validate_filters(cfg.filters, cfg.antivirus)
+    validate_filters(cfg.filters, cfg.antivirus, cfg.quarantine)
     for i, item in enumerate(cfg.smtp.listen):
         try:
             parse_listen(item)

@@ -65,6 +65,12 @@ Notes on the design:
   (``key``, CIDR), in force while ``until`` is ahead, kept past it until `bans.forget_after`
   for the escalation level of the next one; ``known_clients`` the (account address, IP class)
   pairs that logged in successfully, with when they last did (``seen``).
+* Quarantine (migration 15, `postkeep.delivery.quarantine`): ``quarantine`` one row per
+  message a content filter held, pointing at the message row in the account's "Quarantine"
+  mailbox (``message_id``, ON DELETE CASCADE: an expunge or a MOVE out of the mailbox
+  releases the row with it), with the direction, the filter and its reason, the envelope
+  and ``expires``; ``sending_pauses`` the accounts that may not send until ``until`` after
+  an outbound filter hit (ON DELETE CASCADE with the account).
 """
 
 from __future__ import annotations
@@ -403,3 +409,35 @@ META_UIDVALIDITY = "uidvalidity"
 META_KEY_CHECK = "master_key_check"
 META_QUEUE_KEY = "queue_data_key"
 META_DKIM_KEY = "dkim_data_key"
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"),
+           nullable=False, index=True),
+    Column("message_id", BigId, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False,
+           unique=True),
+    Column("direction", String(3), nullable=False),
+    Column("queue_id", String(64), nullable=False),
+    Column("filter", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("mail_from", Text, nullable=False),
+    Column("recipients", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("expires", Double, nullable=False, index=True),
+    sqlite_autoincrement=True,
+)
+
+sending_pauses = Table(
+    "sending_pauses",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("until", Double, nullable=False, index=True),
+    Column("filter", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("queue_id", String(64), nullable=False),
+    Column("created", Double, nullable=False),
+)

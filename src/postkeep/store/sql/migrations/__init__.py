@@ -51,6 +51,8 @@ def _load() -> tuple[Migration, ...]:
         m0011_inline_queue,
         m0012_dmarc_reports,
         m0013_bans,
+        m0014_reserved,
+        m0015_quarantine,
     )
 
     return (
@@ -67,6 +69,8 @@ def _load() -> tuple[Migration, ...]:
         m0011_inline_queue.MIGRATION,
         m0012_dmarc_reports.MIGRATION,
         m0013_bans.MIGRATION,
+        m0014_reserved.MIGRATION,
+        m0015_quarantine.MIGRATION,
     )
 
 
