@@ -47,6 +47,7 @@ from postkeep.config import Config
 from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.inbound import Client, Inbound, InboundLimits, InboundPipeline
 from postkeep.delivery.origin import InboundChecks
+from postkeep.delivery.quarantine import HoldPolicy
 from postkeep.delivery.signing import DkimKeyring
 from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
@@ -199,6 +200,7 @@ class SmtpServer:
             report_address=self.report_address,
             filters=filter_runner(
                 cfg, Direction.OUTBOUND if self.submission else Direction.INBOUND),
+            hold=HoldPolicy.of(cfg.quarantine, cfg.filters),
         )
         self.auth: SaslAuthenticator | None = None
         self.bindings: EndPointBindings | None = None
