@@ -266,6 +266,10 @@ def test_forged_fields_naming_this_host_are_removed() -> None:
     ("[antivirus]\nmax_size = 0\n", "antivirus.max_size"),
     ('[antivirus]\noversize = "quarantine"\n', "antivirus.oversize"),
     ('[antivirus]\nfail_open_inbound = "yes"\n', "antivirus.fail_open_inbound"),
+    ('[antivirus]\ninfected_inbound = "tag"\n', "antivirus.infected_inbound"),
+    ('[antivirus]\ninfected_outbound = "drop"\n', "antivirus.infected_outbound"),
+    ("[filters]\noutbound_hit_pause = -1\n", "filters.outbound_hit_pause"),
+    ("[quarantine]\ndays = 0\n", "quarantine.days"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "postkeep.toml"

@@ -98,8 +98,8 @@ class QuarantineConfig:
     "Quarantine" folder, and listed by `postkeep quarantine`."""
 
     days: int = setting(
-        "Days a quarantined message is kept before it is deleted (the daily expiry of the "
-        "delivery workers, or `postkeep quarantine expire`).",
+        "Days a quarantined message is kept before it is deleted (by the delivery workers, "
+        "which look once an hour, or `postkeep quarantine expire`).",
         default=30,
     )
 
