@@ -1,6 +1,7 @@
 """Content filters without a scanner: clamd's sans-IO framing and replies, the runner's
-combination of results (order, first reject or tempfail wins, scores, symbols, timeouts and
-fail modes), the header fields and the removal of forged ones, and the config's checks."""
+combination of results (order, first reject or tempfail wins over a quarantine, scores,
+symbols, timeouts and fail modes), the header fields and the removal of forged ones, and the
+config's checks."""
 
 from __future__ import annotations
 
@@ -186,6 +187,22 @@ def test_the_first_reject_or_tempfail_wins_and_ends_the_run(action: Action) -> N
         assert sub is not None and "first" in sub.reply.text
 
 
+def test_a_quarantine_holds_but_a_later_reject_or_tempfail_still_decides() -> None:
+    """Precedence: reject = tempfail (the first) > quarantine (the first) > tag > accept."""
+    held = Fake("held", FilterResult(Action.QUARANTINE, score=1.0, reason="virus found: X"))
+    again = Fake("again", FilterResult(Action.QUARANTINE, reason="other"))
+    tag = Fake("tag", FilterResult(Action.TAG, score=2.0))
+    outcome = run(tag, held, again)
+    assert (outcome.action, outcome.decided_by, outcome.reason) == (
+        Action.QUARANTINE, "held", "virus found: X")
+    assert outcome.score == 3.0 and again.seen  # the run went on past the quarantine
+    for action in (Action.REJECT, Action.TEMPFAIL):
+        late = Fake("late", FilterResult(action, reason="bad"))
+        decided = run(Fake("held", FilterResult(Action.QUARANTINE, reason="r")), late)
+        assert (decided.action, decided.decided_by) == (action, "late")
+    assert content_verdict(outcome, "Q1", submission=False) is None  # accepted, held
+
+
 def test_accepted_outcomes_have_no_verdict() -> None:
     assert content_verdict(run(Fake("a")), "Q1", submission=False) is None
     assert content_verdict(run(Fake("a", FilterResult(Action.TAG))), "Q1",
@@ -252,6 +269,10 @@ def test_forged_fields_naming_this_host_are_removed() -> None:
     ("[antivirus]\nmax_size = 0\n", "antivirus.max_size"),
     ('[antivirus]\noversize = "quarantine"\n', "antivirus.oversize"),
     ('[antivirus]\nfail_open_inbound = "yes"\n', "antivirus.fail_open_inbound"),
+    ('[antivirus]\ninfected_inbound = "tag"\n', "antivirus.infected_inbound"),
+    ('[antivirus]\ninfected_outbound = "drop"\n', "antivirus.infected_outbound"),
+    ("[filters]\noutbound_hit_pause = -1\n", "filters.outbound_hit_pause"),
+    ("[quarantine]\ndays = 0\n", "quarantine.days"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "postkeep.toml"

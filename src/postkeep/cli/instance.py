@@ -184,13 +184,30 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     cfg = load_config(args)
     problems = check_tls(cfg)
+    warnings = resolver_warnings(cfg)
+    now = time.time()
     try:
         load_master_key(cfg.data_path(cfg.store.master_key_file))
     except StoreError as e:
         problems.append(f"store.master_key_file: {e}")
     else:
 
+        async def held(store: Store) -> list[str]:
+            """Warnings: accounts paused after an outbound filter hit, messages held."""
+            found = [f"{p.address}: sending paused until {_utc(p.until)} after content "
+                     f"filter {p.filter} held {p.queue_id} ({p.reason}); `postkeep "
+                     "quarantine resume` ends it" for p in await store.sending_pauses(now)]
+            entries = await store.list_quarantine()
+            out = sum(e.direction == "out" for e in entries)
+            if out:
+                found.append(f"{out} outbound message(s) held for review: `postkeep "
+                             "quarantine list --direction out`")
+            if len(entries) > out:
+                found.append(f"{len(entries) - out} inbound message(s) in quarantine")
+            return found
+
         async def probe(store: Store) -> list[str]:
+            warnings.extend(await held(store))
             found = []
             domains = await store.list_domains()
             if not domains:
@@ -207,7 +224,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems += asyncio.run(probe_filters(cfg))  # a configured clamd that does not answer
     for problem in problems:
         print(problem)
-    for warning in resolver_warnings(cfg):
+    for warning in warnings:
         print(f"warning: {warning}")
     if not problems:
         print("ok")
@@ -226,6 +243,10 @@ PUBLIC_RESOLVERS = frozenset({
     "4.2.2.1", "4.2.2.2", "64.6.64.6", "64.6.65.6", "8.26.56.26", "8.20.247.20",
     "77.88.8.8", "77.88.8.1", "84.200.69.80", "84.200.70.40",
 })
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
 def resolver_warnings(cfg: config_mod.Config, resolv_conf: str = "/etc/resolv.conf") -> list[str]:

@@ -2,7 +2,7 @@
 
 Every key is a dataclass field of a section module (`sections`, `smtp`, `imap`, `dns`,
 `delivery`, `sending`, `dkim`, `inbound`, `firewall`, `bans`, `filters`,
-`antivirus`, `junk`) with its default and a `doc`;
+`antivirus`, `junk`, `quarantine`) with its default and a `doc`;
 `reference.reference_markdown()` renders them all into `docs/config.md`, so defaults live in one
 place. `load()` reports the first
 problem as a `ConfigError` naming the dotted key path (e.g. `smtp.max_recipients: expected an
@@ -25,7 +25,12 @@ from postkeep.config.delivery import DeliveryConfig, validate_delivery
 from postkeep.config.dkim import DkimConfig, validate_dkim
 from postkeep.config.dns import DnsConfig, parse_nameserver, validate_dns
 from postkeep.config.fields import KiB, MiB, parse_listen
-from postkeep.config.filters import AntivirusConfig, FiltersConfig, validate_filters
+from postkeep.config.filters import (
+    AntivirusConfig,
+    FiltersConfig,
+    QuarantineConfig,
+    validate_filters,
+)
 from postkeep.config.firewall import FirewallConfig, validate_firewall
 from postkeep.config.imap import ImapConfig
 from postkeep.config.inbound import DnsListConfig, InboundConfig, validate_inbound
@@ -38,7 +43,7 @@ from postkeep.errors import ConfigError
 __all__ = [
     "AntivirusConfig", "BansConfig", "ClusterConfig", "Config", "DeliveryConfig", "DkimConfig",
     "DnsConfig", "DnsListConfig", "FiltersConfig", "FirewallConfig", "ImapConfig",
-    "InboundConfig", "JunkConfig", "KiB", "LogConfig", "MiB",
+    "InboundConfig", "JunkConfig", "KiB", "LogConfig", "MiB", "QuarantineConfig",
     "SendingConfig", "ServerConfig", "SmtpConfig", "StoreConfig", "SubmissionConfig",
     "TlsCertificate", "TlsConfig", "load", "parse_listen", "parse_nameserver",
 ]
@@ -66,6 +71,7 @@ class Config:
     filters: FiltersConfig = field(default_factory=FiltersConfig)
     antivirus: AntivirusConfig = field(default_factory=AntivirusConfig)
     junk: JunkConfig = field(default_factory=JunkConfig)
+    quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
     source: Path | None = field(default=None, metadata={"internal": True})  # the file read
 
@@ -201,7 +207,7 @@ def _validate(cfg: Config) -> None:
     validate_inbound(cfg.inbound)
     validate_firewall(cfg.firewall)
     validate_bans(cfg.bans, cfg.cluster)
-    validate_filters(cfg.filters, cfg.antivirus)
+    validate_filters(cfg.filters, cfg.antivirus, cfg.quarantine)
     validate_junk(cfg.junk)
     for i, item in enumerate(cfg.smtp.listen):
         try:

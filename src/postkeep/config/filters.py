@@ -1,5 +1,6 @@
-"""The `[filters]` and `[antivirus]` sections: content filters and the clamd antivirus
-(docs/architecture.md, "Content filters")."""
+"""The `[filters]`, `[antivirus]` and `[quarantine]` sections: content filters, the clamd
+antivirus, and the quarantine of what they hold (docs/architecture.md, "Content filters",
+"Quarantine")."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from postkeep.errors import ConfigError
 
 FILTER_NAMES = ("antivirus", "junk")
 OVERSIZE = ("truncate", "skip")
+INFECTED = ("reject", "quarantine")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,13 @@ class FiltersConfig:
         "Filters for mail submitted by logged-in users (submission), as `inbound`: a "
         "message refused is not sent.",
         default_factory=list,
+    )
+    outbound_hit_pause: float = setting(
+        "Seconds an account may not send after one of its messages was refused or "
+        "quarantined by an outbound filter (a hijacked account sending malware is stopped "
+        "while the operator looks): its submissions are answered 451 4.7.1 meanwhile, the "
+        "message is held in the quarantine for `postkeep quarantine release`. 0: no pause.",
+        default=3600.0,
     )
 
 
@@ -67,9 +76,36 @@ class AntivirusConfig:
         "`X-Virus-Scanned` says so).",
         default="truncate",
     )
+    infected_inbound: str = setting(
+        'What an infected message at the MX gets: "reject" (554 5.7.1 at the end of its '
+        'text) or "quarantine" (accepted, 250, and kept encrypted in each local recipient\'s '
+        "Quarantine folder instead of their INBOX, `[quarantine]`).",
+        default="reject",
+    )
+    infected_outbound: str = setting(
+        'What an infected submitted message gets: "reject" (554 5.7.1) or "quarantine" '
+        '(250, "held for review"). Either way a copy is held in the quarantine (the sender\'s '
+        "Quarantine folder; only `postkeep quarantine release` sends it) and the account "
+        "is paused for `filters.outbound_hit_pause`.",
+        default="reject",
+    )
 
 
-def validate_filters(filters: FiltersConfig, antivirus: AntivirusConfig) -> None:
+@dataclass(frozen=True)
+class QuarantineConfig:
+    """`[quarantine]`: messages the content filters held (an inbound quarantine, an outbound
+    message refused or quarantined), kept encrypted as mail is, in the account's
+    "Quarantine" folder, and listed by `postkeep quarantine`."""
+
+    days: int = setting(
+        "Days a quarantined message is kept before it is deleted (by the delivery workers, "
+        "which look once an hour, or `postkeep quarantine expire`).",
+        default=30,
+    )
+
+
+def validate_filters(filters: FiltersConfig, antivirus: AntivirusConfig,
+                     quarantine: QuarantineConfig) -> None:
     for direction in ("inbound", "outbound"):
         names: list[str] = getattr(filters, direction)
         for i, name in enumerate(names):
@@ -90,3 +126,10 @@ def validate_filters(filters: FiltersConfig, antivirus: AntivirusConfig) -> None
         raise ConfigError("antivirus.max_size", "must be greater than 0 and under 4 GiB")
     if antivirus.oversize not in OVERSIZE:
         raise ConfigError("antivirus.oversize", 'must be "truncate" or "skip"')
+    for key in ("infected_inbound", "infected_outbound"):
+        if getattr(antivirus, key) not in INFECTED:
+            raise ConfigError(f"antivirus.{key}", 'must be "reject" or "quarantine"')
+    if not 0 <= filters.outbound_hit_pause <= 366 * 86400:
+        raise ConfigError("filters.outbound_hit_pause", "must be 0 to a year, in seconds")
+    if not 1 <= quarantine.days <= 3660:
+        raise ConfigError("quarantine.days", "must be 1 to 3660")

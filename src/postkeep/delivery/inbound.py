@@ -30,7 +30,10 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
   antivirus, each within its timeout and fail mode); a reject is ``554 5.7.1``, a scanner
   that failed closed ``451 4.7.1`` (`policy.content`), and an accepted message gets their
   fields (`filters.headers`); a filter may file it into a mailbox (the junk filter: Junk,
-  as DMARC's quarantine does). On submission it runs after ``sender``;
+  as DMARC's quarantine does). On submission it runs after ``sender``. A message the
+  filters hold (a quarantine; on submission a reject too: `delivery.quarantine.held_by`)
+  goes on, with their fields, to ``store``, which puts it in the quarantine instead
+  (`delivery.quarantine.hold`); ``quota`` and ``reports`` pass it by;
 - ``sender`` (submission only): the From: header is owned by the login (RFC 6409 §8.1) and no
   MIME part is over the size limit (`policy.submission`);
 - ``quota`` (submission only): the message counted against the login's and its domain's
@@ -45,8 +48,9 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
 - ``sign`` (submission only): DKIM-Signature fields with the keys of the From: domain
   (`delivery.signing`, RFC 6376 §5), on the local and the queued copy alike;
 - ``store``: local recipients' copies in one durable commit (`Store.deliver`), remote
-  recipients (authenticated submission) into the outbound queue; with the junk filter on,
-  a submission's recipients are then recorded as the login's correspondents.
+  recipients (authenticated submission) into the outbound queue; a held message into the
+  quarantine (the local recipients' on the MX, the sender's on submission). With the junk
+  filter on, a sent submission's recipients are then recorded as the login's correspondents.
 
 The ``authenticate`` stage also hands each DMARC evaluation whose policy asks for aggregate
 reports to `on_dmarc` (`queue.dmarcrpt.DmarcReports.record`: a count in memory).
@@ -71,15 +75,16 @@ from dataclasses import dataclass
 
 from postkeep import log
 from postkeep.addresses import address_key
-from postkeep.config import SendingConfig
+from postkeep.config import FiltersConfig, QuarantineConfig, SendingConfig
 from postkeep.delivery.authentication import judge
 from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.origin import ClientChecks, InboundChecks
+from postkeep.delivery.quarantine import HoldPolicy, held_by, hold
 from postkeep.delivery.signing import DkimKeyring, sign_message
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
 from postkeep.errors import NotFound, Reply
 from postkeep.filters import headers as filter_fields
-from postkeep.filters.base import Direction, FilterRunner, ScanContext
+from postkeep.filters.base import Direction, FilterRunner, ScanContext, ScanOutcome
 from postkeep.mailauth import authres
 from postkeep.mailauth.arc.seal import ArcSealer
 from postkeep.mailauth.arc.verify import ArcResult
@@ -152,6 +157,7 @@ class Inbound:
     arc_set: bytes = b""  # our ARC Set (`seal`), above `auth_results`
     scan_results: bytes = b""  # the content filters' fields (`scan`), above `trace`
     scan_summary: str = ""  # their results in short, for the log line
+    held: ScanOutcome | None = None  # the filters held it: `store` puts it in the quarantine
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,10 +198,12 @@ class InboundPipeline:
         report_address: str = "",
         filters: FilterRunner | None = None,
         correspondents: bool = False,
+        hold: HoldPolicy | None = None,
     ) -> None:
         self.store = store
         self.filters = filters
         self.correspondents = correspondents
+        self.hold = hold or HoldPolicy.of(QuarantineConfig(), FiltersConfig())
         self.on_dmarc = on_dmarc
         self.report_address = address_key(report_address) if report_address else ""
         self.checks = checks
@@ -343,11 +351,15 @@ class InboundPipeline:
                               login.address if login else "", accounts)
         outcome = await self.filters.run(message.data, context)
         message.scan_summary = outcome.summary()
-        outbound = self.filters.direction is Direction.OUTBOUND
-        verdict = content_verdict(outcome, message.queue_id, submission=outbound)
+        submission = self.filters.direction is Direction.OUTBOUND
+        if held_by(outcome, submission=submission):
+            message.held = outcome
+            message.scan_results = filter_fields.render(outcome, self.hostname)
+            return None
+        verdict = content_verdict(outcome, message.queue_id, submission=submission)
         if verdict is None:
             message.scan_results = filter_fields.render(outcome, self.hostname)
-            if outcome.mailbox and not outbound:
+            if outcome.mailbox and not submission:
                 message.mailbox = outcome.mailbox
                 logger.info("filed qid=%s ip=%s mailbox=%s reason=%s", message.queue_id,
                             message.client.ip, outcome.mailbox,
@@ -373,8 +385,8 @@ class InboundPipeline:
         """Count the message against its login's and domain's sending quotas (`policy.sending`);
         refused, it counts for nothing."""
         login = message.client.login
-        if login is None or self.sending is None:
-            return None
+        if login is None or self.sending is None or message.held is not None:
+            return None  # a held message is not sent: it counts for nothing
         account, domain = f"a:{login.id}", f"d:{login.address.rpartition('@')[2].lower()}"
         scopes = [(account, account_limits(self.sending)), (domain, domain_limits(self.sending))]
         # the scopes' exceptions are read in the charging transaction: one store round trip
@@ -390,7 +402,7 @@ class InboundPipeline:
         reaches an account."""
         ours = [rcpt for rcpt, _ in message.recipients
                 if address_key(rcpt.address) == self.report_address]
-        if not ours:
+        if not ours or message.held is not None:  # held: read by nobody
             return None
         try:  # a parse of the whole text, a spooled one read from disk: off the loop
             reports, problems = await asyncio.to_thread(_read_reports, message.data)
@@ -461,6 +473,8 @@ class InboundPipeline:
         remote = [rcpt for rcpt, ids in message.recipients if not ids]
         head = (message.signature + message.arc_set + message.auth_results
                 + message.scan_results + message.trace)
+        if message.held is not None:
+            return await self._hold(message, account_ids, head)
         try:
             if account_ids:  # the final delivery: Return-Path first (RFC 5321 §4.4)
                 data = _prefixed(message.data, message.return_path + head)
@@ -487,6 +501,25 @@ class InboundPipeline:
         except Exception:
             logger.exception("correspondents not recorded qid=%s", message.queue_id)
 
+    async def _hold(self, message: Inbound, account_ids: list[int],
+                    head: bytes) -> Verdict | None:
+        """The held message into the quarantine (`delivery.quarantine.hold`): the local
+        recipients' copies (Return-Path first) on the MX, the form it would be sent in on
+        submission."""
+        assert message.held is not None
+        login = message.client.login
+        prefix = head if login is not None else message.return_path + head
+        data = _prefixed(message.data, prefix)
+        try:
+            verdict = await hold(self.store, self.hold, message.held, message.envelope, data,
+                                 ip=message.client.ip, local=account_ids, login=login,
+                                 clock=self.clock)
+        except Exception:
+            logger.exception("quarantine failed qid=%s ip=%s", message.queue_id,
+                             message.client.ip)
+            return Verdict(R_LOCAL_ERROR, f"quarantine failed qid={message.queue_id}")
+        self.directory.note_delivery(account_ids if login is None else [login.id], len(data))
+        return verdict
 
     async def _deliver_local(self, message: Inbound, account_ids: list[int],
                              data: MessageData) -> None:

@@ -2,7 +2,7 @@
 
 A filter (`Filter`) reads a whole message and its context (`ScanContext`: the direction,
 the client, the envelope, the authentication results so far) and returns a `FilterResult`:
-an action (accept, tag, reject, tempfail), a score, symbols, and a status for the header
+an action (accept, tag, quarantine, reject, tempfail), a score, symbols, and a status for the header
 field and the log. It may raise `ScanError` (the scanner gave no verdict) or `OSError`.
 
 `FilterRunner` runs a direction's filters in their configured order. Each runs within its
@@ -10,9 +10,13 @@ own `timeout`; a filter that times out or fails gets its fail mode for the direc
 (the message goes on, its status says it was not scanned, a warning is logged) or closed (a
 tempfail). Results combine: the first reject or tempfail ends the run and decides, scores
 add up, symbols are listed in order, any tag tags the message, and the last filter that
-names a mailbox (the junk filter: Junk) decides where its local copies go. Scanners outside
-the process (clamd) are awaited on sockets, so a slow one holds only its own session, for
-at most the timeout, never the listener.
+names a mailbox (the junk filter: Junk) decides where its local copies go. A quarantine is
+kept but the run goes on, so that a later filter's reject or tempfail still decides: the
+precedence is reject = tempfail (whichever comes first) > quarantine (the first one names
+the filter) > tag > accept. A quarantined message is accepted and held apart, never
+delivered as it is (`delivery.quarantine`). Scanners outside the process (clamd) are awaited
+on sockets, so a slow one holds only its own session, for at most the timeout, never the
+listener.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Action(enum.Enum):
     TAG = "tag"  # accepted, the header fields say it is suspect
     REJECT = "reject"  # refused for good (5xx)
     TEMPFAIL = "tempfail"  # refused for now (4xx): the client tries again later
+    QUARANTINE = "quarantine"  # accepted, held apart for review instead of delivered
 
 
 class Direction(enum.Enum):
@@ -95,7 +100,8 @@ class Status:
 @dataclass(frozen=True, slots=True)
 class ScanOutcome:
     """The combined result. `decided_by` names the filter whose reject or tempfail ended the
-    run ("" when none did); `reason` is that filter's, for the log."""
+    run, or whose quarantine held the message ("" when none did); `reason` is that filter's,
+    for the log."""
 
     action: Action
     score: float
@@ -127,6 +133,7 @@ class FilterRunner:
         action, score, mailbox = Action.ACCEPT, 0.0, ""
         symbols: list[str] = []
         statuses: list[Status] = []
+        held: tuple[str, str] | None = None  # the first quarantine's (filter, reason)
         # run eagerly (`postkeep.eager`), a coroutine has no task of its own until it first
         # waits, and a timeout scope needs one: wait once first (a scan waits on sockets anyway)
         await asyncio.sleep(0)
@@ -139,9 +146,13 @@ class FilterRunner:
             if result.action in (Action.REJECT, Action.TEMPFAIL):
                 return ScanOutcome(result.action, score, tuple(symbols), tuple(statuses),
                                    f.name, result.reason)
+            if result.action is Action.QUARANTINE and held is None:
+                held = (f.name, result.reason)
             if result.action is Action.TAG:
                 action = Action.TAG
             mailbox = result.mailbox or mailbox
+        if held is not None:
+            return ScanOutcome(Action.QUARANTINE, score, tuple(symbols), tuple(statuses), *held)
         return ScanOutcome(action, score, tuple(symbols), tuple(statuses), mailbox=mailbox)
 
     async def _scan_one(self, f: Filter, message: MessageData,

@@ -8,9 +8,11 @@ At most `[antivirus] max_size` octets are sent, which must not pass clamd's
 says which. A stream clamd refuses anyway (its limit set lower) is a failure: the fail mode
 applies, and the log names StreamMaxLength.
 
-A signature found: the message is rejected (the signature's name goes to the log, never to
-the client). clamd down, refusing, answering nonsense or not within `timeout` (the runner's
-bound, `filters.base`): the fail mode of the direction applies.
+A signature found: the message is rejected, or quarantined where `[antivirus]
+infected_inbound` / `infected_outbound` say "quarantine" for its direction (the signature's
+name goes to the log and the quarantine's record, never to the client). clamd down,
+refusing, answering nonsense or not within `timeout` (the runner's bound, `filters.base`):
+the fail mode of the direction applies.
 """
 
 from __future__ import annotations
@@ -133,7 +135,10 @@ class ClamavFilter:
         except ProtocolError as e:
             raise ScanError(f"clamd: {e}") from None
         if reply.verdict is Verdict.FOUND:
-            return FilterResult(Action.REJECT, status="infected",
+            mode = (self.cfg.infected_inbound if context.direction is Direction.INBOUND
+                    else self.cfg.infected_outbound)
+            action = Action.QUARANTINE if mode == "quarantine" else Action.REJECT
+            return FilterResult(action, status="infected",
                                 reason=f"virus found: {reply.detail}")
         if reply.verdict is Verdict.ERROR:
             hint = (f" (antivirus.max_size {limit} is over clamd's StreamMaxLength)"

@@ -8,6 +8,12 @@ LIST-STATUS: RFC 5819, CHILDREN: RFC 3348, SPECIAL-USE: RFC 6154 §2), LSUB (RFC
 NAMESPACE (§6.3.10, RFC 2342), STATUS (§6.3.11, STATUS=SIZE: RFC 8438, APPENDLIMIT: RFC 7889,
 OBJECTID: RFC 8474); GETQUOTA, GETQUOTAROOT and SETQUOTA (QUOTA: RFC 9208 §4).
 
+The "Quarantine" mailbox (`postkeep.store.api.QUARANTINE_MAILBOX`, docs/architecture.md
+"Quarantine") is the server's: made and filled by it alone, so CREATE and RENAME refuse its
+name (and names under it) and APPEND, COPY and MOVE into it are refused
+(`postkeep.imap.messages`); what is in it is read, flagged, moved or copied out and expunged
+as in any mailbox (a MOVE out releases a message, an expunge deletes it).
+
 Each `cmd_*` handler is a function of (session, command), called from `Session.execute`; see
 `postkeep.imap.session` for why functions rather than mixins.
 """
@@ -22,7 +28,7 @@ from postkeep.errors import AlreadyExists, NotFound, StoreError
 from postkeep.imap.view import MailboxView, Selected
 from postkeep.imap.wire import commands as c
 from postkeep.imap.wire import render
-from postkeep.store.api import DELIMITER
+from postkeep.store.api import DELIMITER, QUARANTINE_MAILBOX
 
 if TYPE_CHECKING:
     from postkeep.imap.session import Session
@@ -123,11 +129,22 @@ async def cmd_unselect(session: Session, cmd: c.Unselect) -> None:
     session.ok(cmd.tag, "UNSELECT completed")
 
 
+def server_owned(name: str) -> bool:
+    """Whether `name` is the Quarantine mailbox or under it: the server's to fill."""
+    return name == QUARANTINE_MAILBOX or name.startswith(QUARANTINE_MAILBOX + DELIMITER)
+
+
+R_SERVER_OWNED = "[CANNOT] The Quarantine mailbox is filled by the server's content filters"
+
+
 async def cmd_create(session: Session, cmd: c.Create) -> None:
     assert session.account is not None
     name = cmd.mailbox.rstrip(DELIMITER)
     if name.upper() == "INBOX":
         session.no(cmd.tag, "[ALREADYEXISTS] INBOX exists already")
+        return
+    if server_owned(name):
+        session.no(cmd.tag, R_SERVER_OWNED)
         return
     use = None
     if cmd.special_use:
@@ -166,6 +183,9 @@ async def cmd_delete(session: Session, cmd: c.Delete) -> None:
 
 async def cmd_rename(session: Session, cmd: c.Rename) -> None:
     assert session.account is not None
+    if server_owned(cmd.old) or server_owned(cmd.new.rstrip(DELIMITER)):
+        session.no(cmd.tag, R_SERVER_OWNED)
+        return
     try:
         await session.store.rename_mailbox(session.account.id, cmd.old, cmd.new.rstrip(DELIMITER))
     except NotFound:

@@ -21,6 +21,7 @@ from postkeep.imap import fetch as fetchmod
 from postkeep.imap import loader, streaming
 from postkeep.imap.fetch import Streamed
 from postkeep.imap.flags import flag_list, split_flags
+from postkeep.imap.mailboxes import R_SERVER_OWNED, server_owned
 from postkeep.imap.streaming import FLUSH_BYTES
 from postkeep.imap.view import Selected
 from postkeep.imap.wire import commands as c
@@ -46,6 +47,9 @@ async def cmd_append(session: Session, cmd: c.Append) -> None:
     box = await session.store.get_mailbox(account.id, cmd.mailbox)
     if box is None:
         session.no(cmd.tag, "[TRYCREATE] Mailbox does not exist")
+        return
+    if server_owned(box.name):
+        session.no(cmd.tag, R_SERVER_OWNED)
         return
     parsed: list[tuple[c.AppendMessage, Flag, tuple[str, ...]]] = []
     total = 0
@@ -394,6 +398,9 @@ async def _copy(
     dest = await session.store.get_mailbox(session.account.id, target)
     if dest is None:
         session.no(tag, "[TRYCREATE] Mailbox does not exist")
+        return
+    if server_owned(dest.name):
+        session.no(tag, R_SERVER_OWNED)
         return
     result = await session.store.copy_messages(
         session.account.id, sel.mailbox_id, render.ranges(uids), dest.id, move=move

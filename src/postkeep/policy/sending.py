@@ -5,7 +5,8 @@ The limits of `[sending]` apply unless the account or its domain has an exceptio
 (`postkeep user limits`, `postkeep domain limits`): an exception replaces the configured
 limits of its scope, all four at once (0 there: no limit). A reached limit is a temporary
 refusal, ``451 4.7.1`` (RFC 3463 §3.8: "delivery not authorized"; temporary, since it passes),
-with a text that tells the user what happened and when it clears.
+with a text that tells the user what happened and when it clears. An account paused after
+an outbound content filter hit (`delivery.quarantine`) hears the same code, saying so.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ def domain_limits(cfg: SendingConfig) -> SendingLimits:
 
 
 def over_limit(scope: str, limit: str, limits: SendingLimits, login: str) -> Verdict:
-    """The refusal for `limit` ("messages_per_hour"...) of `scope` ("a:ID" or "d:DOMAIN")."""
+    """The refusal for `limit` ("messages_per_hour"..., or "paused") of `scope` ("a:ID" or
+    "d:DOMAIN")."""
+    if limit == "paused":
+        return reject(451, "4.7.1", "Sending paused: a message of this account was held by "
+                      "a content filter; try again later, or ask your administrator",
+                      f"sending paused {scope} login={login}")
     what, _, per = limit.partition("_per_")
     count = getattr(limits, limit)
     who = "this account" if scope.startswith("a:") else f"the domain {scope[2:]}"

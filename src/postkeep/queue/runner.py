@@ -6,7 +6,8 @@ than `delivery.max_in_flight` deliveries run, and is woken at once when its own 
 a message (`wake`), else looks again every `delivery.poll_interval` seconds. Each look also
 writes the TLS results of its sessions and, once a day, queues the TLS reports of the day
 before (`postkeep.queue.tlsrpt`, RFC 8460), and the same for the MX's DMARC aggregate
-reports (`postkeep.queue.dmarcrpt`, RFC 7489 §7.2).
+reports (`postkeep.queue.dmarcrpt`, RFC 7489 §7.2); once an hour it deletes the quarantined
+messages past `[quarantine] days` (`postkeep.delivery.quarantine.expire`).
 
 The messages an attempt holds in memory are bounded per process (`delivery.max_data_in_flight`,
 `MemoryBudget`): an attempt whose message does not fit waits for room.
@@ -45,6 +46,7 @@ from typing import Protocol
 
 from postkeep import log
 from postkeep.config import Config
+from postkeep.delivery.quarantine import expire as expire_quarantine
 from postkeep.delivery.trace import received_header, return_path_header
 from postkeep.queue import schedule
 from postkeep.queue.dmarcrpt import DmarcReports
@@ -62,6 +64,7 @@ from postkeep.store.api import (
 
 logger = log.get("queue")
 
+EXPIRE_EVERY = 3600.0  # seconds between expiries of the quarantine
 LEASE = 3600.0  # seconds a claim stands: longer than any attempt (the RFC's timeouts)
 
 
@@ -97,6 +100,7 @@ class QueueRunner:
         self._running: set[asyncio.Task[None]] = set()
         self._per_domain: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
         self._memory = MemoryBudget(self.delivery.max_data_in_flight)
+        self._expired = float("-inf")  # when the quarantine was last expired
 
     def wake(self) -> None:
         """Look at the queue now (a message was queued)."""
@@ -112,6 +116,7 @@ class QueueRunner:
                 for reports in (self.tls_reports, self.dmarc_reports):
                     if reports is not None:
                         await reports.tick()
+                await self._expire_quarantine()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.delivery.poll_interval)
         finally:
@@ -124,6 +129,21 @@ class QueueRunner:
                 if reports is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(reports.close())
+
+    async def _expire_quarantine(self) -> None:
+        """Once an hour: the quarantined messages past their time deleted (every process
+        does it; what one deleted the others find gone)."""
+        now = self.clock()
+        if now - self._expired < EXPIRE_EVERY:
+            return
+        self._expired = now
+        try:
+            count = await expire_quarantine(self.store, now)
+        except Exception:
+            logger.exception("queue: quarantine expiry failed")
+            return
+        if count:
+            logger.info("quarantine expired count=%d", count)
 
     async def run_once(self, queue_id: str | None = None) -> int:
         """Claim what is due (or the entry `queue_id`) and start its attempts; how many."""

@@ -47,6 +47,7 @@ from postkeep.config import Config
 from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.inbound import Client, Inbound, InboundLimits, InboundPipeline
 from postkeep.delivery.origin import InboundChecks
+from postkeep.delivery.quarantine import HoldPolicy
 from postkeep.delivery.signing import DkimKeyring
 from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
@@ -200,6 +201,7 @@ class SmtpServer:
             filters=filter_runner(
                 cfg, Direction.OUTBOUND if self.submission else Direction.INBOUND, store),
             correspondents=self.submission and "junk" in cfg.filters.inbound,
+            hold=HoldPolicy.of(cfg.quarantine, cfg.filters),
         )
         self.auth: SaslAuthenticator | None = None
         self.bindings: EndPointBindings | None = None

@@ -179,6 +179,56 @@ class Envelope:
     requiretls: bool = False  # RFC 8689 MAIL FROM REQUIRETLS
 
 
+#: The mailbox of an account's quarantined messages (`postkeep.delivery.quarantine`): made by
+#: the store at the first one, filled only by it.
+QUARANTINE_MAILBOX: Final = "Quarantine"
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineNote:
+    """Why a delivery goes to the quarantine (`LocalDelivery.quarantine`): the direction
+    ("in": arriving at the MX, "out": submitted), the filter that held it, its reason, and
+    until when it is kept."""
+
+    direction: str
+    filter: str
+    reason: str
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    """A quarantined message: the account whose Quarantine mailbox holds it (`address`),
+    the message there, and what the note and the envelope said."""
+
+    id: int
+    account_id: int
+    address: str
+    message_id: int
+    direction: str
+    queue_id: str
+    filter: str
+    reason: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    size: int
+    created: float
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class SendingPause:
+    """An account that may not send until `until` (an outbound content filter hit)."""
+
+    account_id: int
+    address: str
+    until: float
+    filter: str
+    reason: str
+    queue_id: str
+    created: float
+
+
 @dataclass(slots=True)
 class LocalDelivery:
     """A message to put into local mailboxes, shared by all its recipients as one blob.
@@ -197,6 +247,7 @@ class LocalDelivery:
     flags: Flag = Flag(0)  # noqa: RUF009 - an immutable int flag, safe as a shared default
     mailbox_name: str = "INBOX"
     keywords: tuple[str, ...] = ()
+    quarantine: QuarantineNote | None = None  # held: a quarantine row per account, same commit
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,7 +647,8 @@ class Store(Protocol):
         and day, all or nothing: None if every count stays within its limits, else the
         (scope, limit name, limits applied) passed and nothing counted. A scope's exception
         (`set_sending_limits`) replaces the limits given for it, read in the same
-        transaction. Exact across processes."""
+        transaction. Exact across processes. An account scope ("a:ID") paused at `now`
+        (`pause_sending`) is refused first, with the limit name "paused"."""
 
     async def sending_usage(self, scope: str, now: float) -> SendingUsage: ...
     async def get_sending_limits(self, scope: str) -> SendingLimits | None:
@@ -604,6 +656,40 @@ class Store(Protocol):
 
     async def set_sending_limits(self, scope: str, limits: SendingLimits | None) -> None:
         """Set the scope's exception (SendingLimits() is unlimited), or remove it (None)."""
+
+    async def pause_sending(self, account_id: int, until: float, filter: str, reason: str,
+                            queue_id: str, now: float) -> None:
+        """Refuse the account's submissions until `until` (replacing a pause it had)."""
+
+    async def resume_sending(self, account_id: int) -> bool:
+        """End the account's pause; False if it had none."""
+
+    async def sending_pauses(self, now: float) -> list[SendingPause]:
+        """The pauses in force at `now`, by address."""
+
+    # -- quarantine (postkeep.delivery.quarantine) -----------------------------------------------
+    async def quarantine(self, delivery: LocalDelivery) -> DeliveryResult:
+        """Deliver into each account's QUARANTINE_MAILBOX (made where missing) with a
+        quarantine row per account from `delivery.quarantine`, in the delivery's commit."""
+
+    async def list_quarantine(self, account_id: int | None = None,
+                              direction: str | None = None) -> list[QuarantineEntry]:
+        """The entries (of one account, one direction), oldest first."""
+
+    async def get_quarantine(self, entry_id: int) -> QuarantineEntry:
+        """NotFound if there is no such entry."""
+
+    async def read_quarantine(self, entry_id: int) -> bytes:
+        """The decrypted message; NotFound if there is no such entry."""
+
+    async def release_quarantine(self, entry_id: int, mailbox: str = "INBOX") -> None:
+        """Move the message to the account's `mailbox` (the entry goes with it); NotFound."""
+
+    async def delete_quarantine(self, entry_id: int) -> None:
+        """Delete the message and its entry; NotFound if there is no such entry."""
+
+    async def expire_quarantine(self, now: float, limit: int) -> int:
+        """Delete up to `limit` entries (and messages) expired at `now`; how many."""
 
     # -- bans (postkeep.bans) --------------------------------------------------------------------
     async def put_ban(self, ban: Ban, forget_after: float) -> None:

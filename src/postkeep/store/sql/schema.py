@@ -69,6 +69,12 @@ Notes on the design:
   account, 0 for the instance) as keyed hashes (``meta`` row ``junk_token_key``), never as
   words; messages learnt per scope; what each message (blob) was learnt as; allow and block
   lists; the addresses each account has written to.
+* Quarantine (migration 15, `postkeep.delivery.quarantine`): ``quarantine`` one row per
+  message a content filter held, pointing at the message row in the account's "Quarantine"
+  mailbox (``message_id``, ON DELETE CASCADE: an expunge or a MOVE out of the mailbox
+  releases the row with it), with the direction, the filter and its reason, the envelope
+  and ``expires``; ``sending_pauses`` the accounts that may not send until ``until`` after
+  an outbound filter hit (ON DELETE CASCADE with the account).
 """
 
 from __future__ import annotations
@@ -453,3 +459,35 @@ META_KEY_CHECK = "master_key_check"
 META_QUEUE_KEY = "queue_data_key"
 META_DKIM_KEY = "dkim_data_key"
 META_JUNK_KEY = "junk_token_key"
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"),
+           nullable=False, index=True),
+    Column("message_id", BigId, ForeignKey("messages.id", ondelete="CASCADE"), nullable=False,
+           unique=True),
+    Column("direction", String(3), nullable=False),
+    Column("queue_id", String(64), nullable=False),
+    Column("filter", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("mail_from", Text, nullable=False),
+    Column("recipients", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("expires", Double, nullable=False, index=True),
+    sqlite_autoincrement=True,
+)
+
+sending_pauses = Table(
+    "sending_pauses",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("until", Double, nullable=False, index=True),
+    Column("filter", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("queue_id", String(64), nullable=False),
+    Column("created", Double, nullable=False),
+)

@@ -10,6 +10,10 @@ its limit, the transaction is rolled back: nothing is counted. The upsert takes 
 PostgreSQL and the database's write lock on SQLite, so concurrent charges from several
 processes are serialised and the counts exact. Windows older than two days are deleted by
 the first charge of each hour.
+
+An account paused after an outbound content filter hit (``sending_pauses``,
+`pause_sending`) is refused before anything is counted: its row read in the charging
+transaction (an indexed primary-key lookup), the hit's limit name "paused".
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from postkeep.errors import StoreError
-from postkeep.store.api import SendingLimits, SendingUsage
+from postkeep.store.api import SendingLimits, SendingPause, SendingUsage
 from postkeep.store.sql.base import SqlStoreBase
-from postkeep.store.sql.schema import sending_counts, sending_limits
+from postkeep.store.sql.schema import accounts, sending_counts, sending_limits, sending_pauses
 
 HOUR, DAY = 3600, 86400
 
@@ -49,8 +53,16 @@ class SendingQuotasMixin(SqlStoreBase):
         windows = ((HOUR, "per_hour"), (DAY, "per_day"))
         hot = self.hot  # compiled once (`postkeep.store.sql.hotpath`): run per submitted message
 
+        paused = [(scope, select(sending_pauses.c.until).where(
+                      sending_pauses.c.account_id == int(scope[2:]),
+                      sending_pauses.c.until > now))
+                  for scope, _ in scopes if scope.startswith("a:") and scope[2:].isdigit()]
+
         def fn(conn: Connection) -> None:
             cur = self._cursor(conn)
+            for scope, query in paused:
+                if conn.execute(query).first() is not None:
+                    raise _OverLimit(scope, "paused", SendingLimits())
             for scope, defaults in scopes:
                 limits = _decode(cur.scalar(hot.sending_exception, scope=scope)) or defaults
                 for width, suffix in windows:
@@ -101,3 +113,32 @@ class SendingQuotasMixin(SqlStoreBase):
                                                 set_={"limits": value}))
 
         await self._write(fn)
+
+    async def pause_sending(self, account_id: int, until: float, filter: str, reason: str,
+                            queue_id: str, now: float) -> None:
+        dialect = sqlite if self._sqlite else postgresql
+        values = {"until": until, "filter": filter, "reason": reason[:1000],
+                  "queue_id": queue_id, "created": now}
+
+        def fn(conn: Connection) -> None:
+            ins = dialect.insert(sending_pauses).values(account_id=account_id, **values)
+            conn.execute(ins.on_conflict_do_update(index_elements=["account_id"], set_=values))
+            conn.execute(delete(sending_pauses).where(sending_pauses.c.until <= now))
+
+        await self._write(fn)
+
+    async def resume_sending(self, account_id: int) -> bool:
+        def fn(conn: Connection) -> bool:
+            q = delete(sending_pauses).where(sending_pauses.c.account_id == account_id)
+            return bool(conn.execute(q).rowcount)
+
+        return await self._write(fn)
+
+    async def sending_pauses(self, now: float) -> list[SendingPause]:
+        p = sending_pauses.c
+        q = (select(p.account_id, accounts.c.address, p.until, p.filter, p.reason, p.queue_id,
+                    p.created)
+             .join_from(sending_pauses, accounts, accounts.c.id == p.account_id)
+             .where(p.until > now).order_by(accounts.c.address))
+        rows = await self._read(lambda conn: conn.execute(q).all())
+        return [SendingPause(*row) for row in rows]

@@ -5,8 +5,8 @@ The store is assembled from parts: `postkeep.store.sql.base` (engines, lifecycle
 the single writer thread, keys), this module (delivery, domains, accounts, aliases, mailboxes and
 messages), `postkeep.store.sql.security` (SASL secrets, app passwords, `get_auth`),
 `postkeep.store.sql.outbound` (the outbound queue), `postkeep.store.sql.dkim` (DKIM keys),
-`postkeep.store.sql.sending` (sending quotas) and `postkeep.store.sql.junk` (the junk filter's
-tokens and lists).
+`postkeep.store.sql.sending` (sending quotas and pauses), `postkeep.store.sql.junk` (the junk
+filter's tokens and lists) and `postkeep.store.sql.quarantine` (the quarantine).
 Message bodies are encrypted at rest
 (`postkeep.store.crypto`) in blobs: up to `postkeep.store.blobs.INLINE_MAX` octets in their
 ``blobs`` row, larger ones as files (`postkeep.store.blobs`); the tables are in
@@ -71,6 +71,7 @@ from postkeep.store.sql.junk import JunkMixin
 from postkeep.store.sql.mailops import MailboxOpsMixin
 from postkeep.store.sql.outbound import OutboundQueueMixin
 from postkeep.store.sql.prepared import Cursor
+from postkeep.store.sql.quarantine import QuarantineMixin
 from postkeep.store.sql.rows import (
     ACCOUNT_COLS,
     MESSAGE_COLS,
@@ -160,8 +161,8 @@ def _alias(r: Sequence[Any]) -> Alias:
 
 
 class SqlStore(
-    MailboxOpsMixin, AccountSecurityMixin, TlsReportsMixin, DmarcReportsMixin, OutboundQueueMixin,
-    DkimKeysMixin, SendingQuotasMixin, BansMixin, JunkMixin, SqlStoreBase,
+    QuarantineMixin, MailboxOpsMixin, AccountSecurityMixin, TlsReportsMixin, DmarcReportsMixin,
+    OutboundQueueMixin, DkimKeysMixin, SendingQuotasMixin, BansMixin, JunkMixin, SqlStoreBase,
 ):
     """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.
 

@@ -74,7 +74,7 @@ from postkeep.store.crypto import (
 )
 from postkeep.store.events import EventBus
 from postkeep.store.sql.prepared import Cursor, Prepared
-from postkeep.store.sql.schema import accounts, blobs, envelopes, mailboxes, messages
+from postkeep.store.sql.schema import accounts, blobs, envelopes, mailboxes, messages, quarantine
 
 log = logging.getLogger("postkeep.store")
 
@@ -769,9 +769,27 @@ class GroupCommitWriter:
             ):
                 ids[(mailbox_id, uid)] = mid
         out: list[tuple[DeliveryResult, list[MailboxEvent]]] = []
+        held: list[dict[str, Any]] = []
         for p, placed in zip(run, placements, strict=True):
             delivered = tuple(Delivered(a, m, u, ids[(m, u)]) for a, m, u, _ in placed)
             evs = [MailboxEvent(a, m, "exists", u, s) for a, m, u, s in placed]
             out.append((DeliveryResult(p.blob_id, delivered), evs))
+            if p.delivery.quarantine is not None:
+                held += _quarantine_rows(p.delivery, delivered, now)
+        if held:
+            conn.execute(insert(quarantine), held)
         return out
+
+
+def _quarantine_rows(delivery: LocalDelivery, delivered: tuple[Delivered, ...],
+                     now: float) -> list[dict[str, Any]]:
+    """The quarantine rows of a held delivery (`LocalDelivery.quarantine`), one per account."""
+    note, env = delivery.quarantine, delivery.envelope
+    assert note is not None
+    recipients = json.dumps([r.address for r in env.recipients])
+    return [{"account_id": d.account_id, "message_id": d.message_id,
+             "direction": note.direction, "queue_id": env.queue_id, "filter": note.filter,
+             "reason": note.reason, "mail_from": env.mail_from, "recipients": recipients,
+             "size": len(delivery.data), "created": now, "expires": note.expires}
+            for d in delivered]
 

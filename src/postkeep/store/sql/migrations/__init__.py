@@ -52,6 +52,7 @@ def _load() -> tuple[Migration, ...]:
         m0012_dmarc_reports,
         m0013_bans,
         m0014_junk,
+        m0015_quarantine,
     )
 
     return (
@@ -69,6 +70,7 @@ def _load() -> tuple[Migration, ...]:
         m0012_dmarc_reports.MIGRATION,
         m0013_bans.MIGRATION,
         m0014_junk.MIGRATION,
+        m0015_quarantine.MIGRATION,
     )
 
 
