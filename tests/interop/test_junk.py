@@ -29,7 +29,9 @@ CAROL = "carol@example.test"
 def inst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     inst = make_instance(tmp_path_factory.mktemp("junk"))
     inst.cli("user", "add", CAROL, "--password-stdin", input=PASSWORD + "\n")
-    inst.set_config("filters", inbound=["junk"], outbound=["junk"])
+    # no sending pause after a hit: alice's GTUBE submission is held, then she sends on
+    # (the pause itself: tests/interop/test_quarantine.py)
+    inst.set_config("filters", inbound=["junk"], outbound=["junk"], outbound_hit_pause=0)
     inst.set_config("junk", min_messages=2)
     inst.start()
     yield inst
@@ -160,6 +162,8 @@ def test_training_over_imap_changes_the_next_verdict(inst: Instance) -> None:
         inst.wait_log(r"junk trained account=\d+ class=spam mailbox=Junk learnt=3")
         # false positives rescued: into Junk (spam), then back out (un-learnt, ham)
         move(client, "INBOX", hams, "Junk")
+        # learnt in the background: let it read them in Junk before they leave it
+        inst.wait_log(r"junk trained account=\d+ class=spam mailbox=Junk learnt=2")
         move(client, "Junk", hams, "INBOX")
         inst.wait_log(r"junk trained account=\d+ class=ham mailbox=INBOX relearnt=2")
         move(client, "Junk", [spams[0]], "Trash")  # deleted: no opinion
