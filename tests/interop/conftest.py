@@ -80,6 +80,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def ipv6_loopback() -> bool:
+    """Whether this machine has the IPv6 loopback address ::1."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def dual_stack(inst: Instance) -> None:
+    """Make every listener of a stopped instance listen on ::1 too, on the same port as on
+    127.0.0.1; skips the test on a machine without ::1 (the only reason to skip)."""
+    if not ipv6_loopback():
+        pytest.skip("no IPv6 loopback address (::1) on this machine")
+
+    def both(port: int) -> list[str]:
+        return [f"127.0.0.1:{port}", f"[::1]:{port}"]
+
+    inst.set_config("smtp", listen=both(inst.smtp_port))
+    inst.set_config("submission", listen=both(inst.submission_port),
+                    tls_listen=both(inst.submissions_port))
+    inst.set_config("imap", listen=both(inst.imap_port), tls_listen=both(inst.imaps_port))
+
+
 READY = "postkeep.server: ready hostname="  # logged once every listener is up
 
 

@@ -25,7 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.conftest import PASSWORD, Instance, free_port, make_instance, require_tool
+from tests.interop.conftest import (
+    PASSWORD,
+    Instance,
+    dual_stack,
+    free_port,
+    make_instance,
+    require_tool,
+)
 
 ALICE = "alice@example.test"
 ATTACKER = "127.0.0.66"
@@ -51,7 +58,9 @@ def _ctx() -> ssl.SSLContext:
 
 
 def _connect(src: str, port: int, tls: bool = False) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(src, 0))
+    """A connection from `src` (an IPv6 one, ::1, to the listeners on ::1)."""
+    host = "::1" if ":" in src else "127.0.0.1"
+    sock = socket.create_connection((host, port), timeout=10, source_address=(src, 0))
     return _ctx().wrap_socket(sock) if tls else sock
 
 
@@ -253,6 +262,46 @@ def test_network_ban_and_escalation(inst: Instance) -> None:
     again = lines(inst, r"bans: ban ip=127\.0\.3\.1/32 ")
     assert len(again) == 2 and "level=1 " in again[1] and "duration=3600 " in again[1]
     assert refused_everywhere(inst, "127.0.3.1")
+
+
+def test_ipv6_client_counted_per_network_and_banned_everywhere(inst: Instance) -> None:
+    dual_stack(inst)
+    # one address never reaches its own threshold here: its /64 and /48 do
+    inst.set_config("bans", max_strikes=1000.0, max_strikes_network=float(MAX_STRIKES))
+    inst.start()
+    failed = attack(inst, "::1", 300)
+    assert MAX_STRIKES <= failed <= MAX_STRIKES + PARALLEL * 5, failed
+    assert len(lines(inst, r"bans: ban ip=::/64 .*reason=\"auth failures\"")) == 1
+    assert len(lines(inst, r"bans: ban ip=::/48 .*reason=\"auth failures\"")) == 1
+    assert not lines(inst, r"bans: ban ip=::1/128 ")
+    assert refused_everywhere(inst, "::1")
+    assert lines(inst, r"reject ip=::1 .*reason=banned ban=::/64 until=")
+    assert greeting("127.0.0.44", inst.smtp_port).startswith(b"220")  # IPv4 apart
+    listed = inst.cli("ban", "list").stdout
+    assert re.search(r"^::/64 +\S+ +\d+ +0  auth failures$", listed, re.M), listed
+    assert re.search(r"^::/48 +\S+ +\d+ +0  auth failures$", listed, re.M), listed
+    assert inst.cli("ban", "remove", "::/64").stdout == "unbanned ::/64\n"
+    assert inst.cli("ban", "remove", "0:0::/48").stdout == "unbanned 0:0::/48\n"
+    wait_for(lambda: greeting("::1", inst.smtp_port).startswith(b"220"))
+    assert smtp_auth(inst, "::1", PASSWORD) == [b"235 2.7.0 Authentication successful"]
+    assert inst.cli("ban", "remove", "::/64", check=False).returncode == 1
+
+    # by hand: the address (as any spelling of it), then a network of no class's length
+    assert inst.cli("ban", "add", "0:0:0::1", "--reason", "by hand").stdout.startswith(
+        "banned ::1/128 until ")
+    wait_for(lambda: refused_everywhere(inst, "::1"))
+    inst.cli("ban", "remove", "::1")
+    wait_for(lambda: greeting("::1", inst.imap_port).startswith(b"* OK"))
+    assert inst.cli("ban", "add", "::/16", "--duration", "2h").stdout.startswith(
+        "banned ::/16 until ")
+    wait_for(lambda: refused_everywhere(inst, "::1"))
+    assert lines(inst, r"reject ip=::1 .*reason=banned ban=::/16 until=")
+    assert re.search(r"^::/16 +\S+ +0 +0  banned by hand$", inst.cli("ban", "list").stdout,
+                     re.M)
+    assert greeting("127.0.0.44", inst.smtp_port).startswith(b"220")
+    inst.cli("ban", "remove", "::/16")
+    wait_for(lambda: greeting("::1", inst.smtp_port).startswith(b"220"))
+    assert "no bans in force" in inst.cli("ban", "list").stdout
 
 
 def _rcpts(inst: Instance, src: str, count: int) -> list[bytes]:

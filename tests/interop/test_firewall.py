@@ -9,7 +9,7 @@ import socket
 import ssl
 import time
 
-from tests.interop.conftest import Instance, free_port
+from tests.interop.conftest import Instance, dual_stack, free_port
 
 
 def connect(port: int, source: str) -> tuple[socket.socket, bytes]:
@@ -158,6 +158,48 @@ def test_ipv6_client(fresh: Instance) -> None:
     fresh.wait_log(r'reject ip=::1 code=421 4\.7\.0 reason="connection rate" '
                    r'limit="firewall\.ipv6_128\.connections=2"')
     assert greeted(fresh.smtp_port, "127.0.0.66").startswith(b"220 ")  # IPv4 apart
+
+
+def test_ipv6_networks_on_every_listener(fresh: Instance) -> None:
+    """::1 counts for its /128, /64 (::/64) and /48 (::/48), on each service's listeners."""
+    one_process(fresh)
+    dual_stack(fresh)
+    fresh.set_config("firewall", allow=[])
+    fresh.set_config("firewall.ipv6_128", connections=100)
+    fresh.set_config("firewall.ipv6_64", connections=2)
+    fresh.start()
+
+    def first_line(port: int) -> bytes:
+        with socket.create_connection(("::1", port), timeout=10) as sock:
+            return sock.recv(1024)
+
+    for port, welcome, refused in (
+        (fresh.smtp_port, b"220 ", b"421 4.7.0 Refused (connection rate)"),
+        (fresh.submission_port, b"220 ", b"421 4.7.0 Refused (connection rate)"),
+        (fresh.imap_port, b"* OK", b"* BYE [UNAVAILABLE] Refused (connection rate)"),
+    ):
+        assert [first_line(port)[:4] for _ in range(2)] == [welcome[:4]] * 2
+        assert first_line(port).startswith(refused)
+    fresh.wait_log(r'reject ip=::1 code=421 4\.7\.0 reason="connection rate" '
+                   r'limit="firewall\.ipv6_64\.connections=2"')
+    fresh.wait_log(r'reject ip=::1 reason="connection rate" limit="firewall\.ipv6_64\.'
+                   r'connections=2"')  # IMAP: no status code
+    # submission's implicit-TLS listener shares the submission budget: closed without a word
+    with socket.create_connection(("::1", fresh.submissions_port), timeout=10) as sock:
+        assert sock.recv(1024) == b""
+    smtp_refusals = (r'reject ip=::1 code=421 4\.7\.0 reason="connection rate" '
+                     r'limit="firewall\.ipv6_64')
+    fresh.wait_log(rf"(?s)({smtp_refusals}.*){{3}}")  # MX, submission, submissions
+    assert greeted(fresh.smtp_port, "127.0.0.66").startswith(b"220 ")  # IPv4 apart
+
+    fresh.stop()
+    fresh.set_config("firewall.ipv6_64", connections=100)
+    fresh.set_config("firewall.ipv6_48", connections=3)
+    fresh.start()
+    assert [first_line(fresh.smtp_port)[:4] for _ in range(3)] == [b"220 "] * 3
+    assert first_line(fresh.smtp_port).startswith(b"421 4.7.0 Refused (connection rate)")
+    fresh.wait_log(r'reject ip=::1 code=421 4\.7\.0 reason="connection rate" '
+                   r'limit="firewall\.ipv6_48\.connections=3"')
 
 
 def test_commands_tarpit_then_cut(fresh: Instance) -> None:
