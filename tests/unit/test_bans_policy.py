@@ -10,9 +10,10 @@ import pytest
 
 from postkeep import config as config_mod
 from postkeep.bans.keeper import BanList
-from postkeep.bans.policy import Policy, Windows, ip_keys, is_single, parse_key
+from postkeep.bans.policy import KINDS, Policy, Windows, ip_keys, is_single, parse_key
 from postkeep.config.bans import BansConfig
 from postkeep.errors import ConfigError
+from postkeep.server import ipc
 from postkeep.store.api import Ban
 
 
@@ -49,6 +50,10 @@ def test_ban_list_covers_networks_of_any_prefix() -> None:
     bans.set("2001:db8::/32", 0.0)
     assert bans.others == ((4, 8),)
     assert bans.refused("2001:db8:2::9") is None
+
+
+def test_strike_kinds_on_the_channel() -> None:
+    assert ipc.STRIKE_KINDS == KINDS  # every kind a worker may send
 
 
 def test_window_slides_and_is_bounded() -> None:
@@ -92,6 +97,7 @@ def test_never_ban() -> None:
     ("[bans]\ndurations = []\n", "bans.durations"),
     ("[bans]\nnever_ban = [\"nope\"]\n", "bans.never_ban[0]"),
     ("[bans]\nauth_failure_weight = -1\n", "bans.auth_failure_weight"),
+    ("[bans]\nmax_strikes = 4\ntls_failure_weight = 2.5\n", "bans.tls_failure_weight"),
     ("[cluster]\nredis_url = \"http://x\"\n", "cluster.redis_url"),
 ])
 def test_config_refuses(tmp_path: Path, text: str, key: str) -> None:

@@ -51,6 +51,7 @@ REASONS = {
     "harvest": "unknown recipients",
     "errors": "protocol errors",
     "preauth": "connections closed before login",
+    "tls": "failed TLS handshakes",
 }
 REMEMBER_EVERY = 3600.0  # seconds between a process's writes of one known (account, class)
 

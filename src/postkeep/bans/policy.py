@@ -28,7 +28,8 @@ AUTH = "auth"
 HARVEST = "harvest"
 ERRORS = "errors"
 PREAUTH = "preauth"
-KINDS = (AUTH, HARVEST, ERRORS, PREAUTH)
+TLS = "tls"
+KINDS = (AUTH, HARVEST, ERRORS, PREAUTH, TLS)
 _PREFIXES = {4: (32, 24), 6: (128, 64, 48)}
 
 
@@ -119,6 +120,7 @@ class Policy:
             HARVEST: cfg.unknown_recipient_weight,
             ERRORS: cfg.error_limit_weight,
             PREAUTH: cfg.preauth_close_weight,
+            TLS: cfg.tls_failure_weight,
         }
         self._never = [ipaddress.ip_network(n, strict=False) for n in cfg.never_ban]
 

@@ -24,8 +24,9 @@ octets are given back after its event and when the connection ends, however it e
 Failed logins log one line fail2ban can match, as SMTP does:
 `auth failure ip=192.0.2.1 user=alice@example.test mechanism=LOGIN reason="..."`.
 With a `guard` (`postkeep.bans`), a banned client gets `* BYE [UNAVAILABLE]` at accept
-(implicit TLS: a silent close), and failed logins and connections that end before any login
-was tried are strikes.
+(implicit TLS: a silent close), and failed logins, failed TLS handshakes (implicit TLS or
+STARTTLS) and connections that end before any login was tried (without a failed handshake)
+are strikes.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from postkeep import log
 from postkeep.auth.exchange import AuthExchange, AuthResult, AuthStatus, SaslAuthenticator
 from postkeep.auth.passwords import AuthBusy, PasswordVerifier, authenticate_password
 from postkeep.bans.keeper import Guard
-from postkeep.bans.policy import PREAUTH
+from postkeep.bans.policy import PREAUTH, TLS
 from postkeep.config import Config
 from postkeep.imap.cache import MessageCache
 from postkeep.imap.session import Session, SessionLimits
@@ -66,7 +67,7 @@ from postkeep.imap.wire.reader import (
 from postkeep.net.budget import DataBudget
 from postkeep.net.deadlines import SlowClient
 from postkeep.net.firewall import Firewall, LocalRates, Rates
-from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
+from postkeep.net.listener import HANDSHAKE_ERRORS, Listeners, Peer, close_stream, start_tls
 from postkeep.net.slots import ConnectionSlots, LocalSlots, slow_slots
 from postkeep.net.tls import EndPointBindings, network_error
 from postkeep.store.api import Account
@@ -181,6 +182,7 @@ class _Conn:
     slow: bool = False  # holds one of the slow slots
     limited: bool = False  # the firewall counts its commands (`Peer.limited`)
     tarpitted: bool = False  # its commands were slowed by the firewall (logged once)
+    tls_failed: bool = False  # its STARTTLS handshake failed (a strike of its own)
     held: int = 0  # literal octets of the command being read, counted in the literal budget
 
 
@@ -260,6 +262,7 @@ class ImapServer:
             proxy_timeout=cfg.firewall.proxy_timeout,
             ban_lookup=guard.refused if guard is not None else None,
             banned=BYE_BANNED,
+            on_handshake_failed=(lambda ip: guard.strike(ip, TLS)) if guard is not None else None,
         )
         self.deadlines = self.listeners.deadlines
         self.handshake_timeout = cfg.tls.handshake_timeout
@@ -337,7 +340,7 @@ class ImapServer:
             self._not_slow(conn)
             self._give_back(conn)
             if (self.guard is not None and conn.account is None and not conn.failures
-                    and reason != "server shutdown"):
+                    and not conn.tls_failed and reason != "server shutdown"):
                 self.guard.strike(ip, PREAUTH)  # closed before it tried to log in
             logger.info(
                 "disconnect ip=%s tls=%s user=%s commands=%d seconds=%.3f reason=%s",
@@ -609,9 +612,15 @@ class ImapServer:
         conn.out.write(f"{cmd.tag} OK Begin TLS negotiation now\r\n".encode())
         await self._client(conn, conn.out.drain)
         # RFC 9051 §6.2.1: nothing pipelined after STARTTLS may be acted on.
-        await start_tls(conn.reader, conn.writer, self.tls_context,
-                        buffered=len(conn.frames.take_buffered()), ip=conn.ip, logger=logger,
-                        timeout=self.handshake_timeout)
+        try:
+            await start_tls(conn.reader, conn.writer, self.tls_context,
+                            buffered=len(conn.frames.take_buffered()), ip=conn.ip,
+                            logger=logger, timeout=self.handshake_timeout)
+        except HANDSHAKE_ERRORS:
+            conn.tls_failed = True
+            if self.guard is not None:
+                self.guard.strike(conn.ip, TLS)
+            raise
         conn.tls = True
 
     async def _login(self, conn: _Conn, cmd: c.Login) -> None:
