@@ -110,9 +110,10 @@ class ClusterConfig:
     """`[cluster]`: state several processes and nodes share."""
 
     redis_url: str = setting(
-        "Redis URL (`redis://host:6379/0`) where strike counters and bans live, shared by "
-        "every instance that names it. Empty: counters in the main process's memory, bans in "
-        "the store.",
+        "Redis URL (`redis://host:6379/0`) where strike counters, bans and the firewall's "
+        "rate buckets live, shared by every instance that names it (one Redis server, not "
+        "Redis Cluster; while it is unreachable the rates are counted per instance). Empty: "
+        "counters in the main process's memory, bans in the store, rates per instance.",
         default="",
     )
 

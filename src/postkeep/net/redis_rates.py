@@ -20,12 +20,13 @@ minus the allowance. The server-wide `firewall.connections_per_minute` stays per
 protects the node, not a client budget.
 
 Redis unreachable: the rates fail open to what each node counts alone (its workers' buckets
-and its own global ones, as without Redis), logged once (``firewall: redis unreachable,
-rates counted per node reason=...``), and once when it answers again, this node's
-subscription to the channel included (``firewall: redis reachable again, rates shared
-seconds=...``); meanwhile what the workers
-report is not kept for later and Redis is tried again at most every `RETRY` seconds. An
-accept never waits on Redis.
+and its own global ones, as without Redis), logged once (``redis unreachable, rates counted
+per node reason=...``, logger ``postkeep.firewall``), and once when it answers again, this
+node's subscription to the channel included (``redis reachable again, rates shared
+seconds=...``). Meanwhile what the workers report is not kept for later, and Redis is tried
+again at most every `RETRY` seconds. Calls time out after `TIMEOUT` seconds; the channel is
+pinged every `HEARTBEAT` seconds and silence for three is an outage too (a hung or vanished
+server sends no reset). An accept never waits on Redis.
 
 A single Redis server (or a primary with replicas), not Redis Cluster: a script call names
 buckets of any hash slot. Messages on the channel are parsed strictly and bounded

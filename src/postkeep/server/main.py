@@ -17,6 +17,7 @@ Start-up, in this order, and why:
 6. on the event loop: a store connection of its own for the bans (`postkeep.bans`: the
    `BanKeeper`, its ledger, the bans in force loaded for the workers' first messages and
    reloaded every `bans.sync_interval`), opened only now, after the fork server was forked;
+   with `[cluster] redis_url`, the firewall's rates shared in Redis (`postkeep.net.redis_rates`);
    then the workers started, and "ready" logged once all are up.
 
 SIGTERM/SIGINT stop the workers (each ends its sessions with 421 4.3.2 / BYE and closes its
