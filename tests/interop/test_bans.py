@@ -434,6 +434,7 @@ def test_fail2ban_matches_the_log(inst: Instance) -> None:
                                   r": tls handshake failed ip=", ln))
                    for ln in log.splitlines())
     assert log.count("tls handshake failed ip=127.0.14.3 ") == 6
+    assert lines(inst, r"bans: ban ip=::1/128 .*reason=\"auth failures\"")  # the address
     result = subprocess.run([regex, "--print-all-matched", str(inst.log_path),
                              str(CONTRIB / "filter.d" / "postkeep.conf")],
                             capture_output=True, text=True, timeout=120, check=True)
