@@ -80,6 +80,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def ipv6_loopback() -> bool:
+    """Whether this machine has the IPv6 loopback address ::1."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def dual_stack(inst: Instance) -> None:
+    """Make every listener of a stopped instance listen on ::1 too, on the same port as on
+    127.0.0.1; skips the test on a machine without ::1 (the only reason to skip)."""
+    if not ipv6_loopback():
+        pytest.skip("no IPv6 loopback address (::1) on this machine")
+
+    def both(port: int) -> list[str]:
+        return [f"127.0.0.1:{port}", f"[::1]:{port}"]
+
+    inst.set_config("smtp", listen=both(inst.smtp_port))
+    inst.set_config("submission", listen=both(inst.submission_port),
+                    tls_listen=both(inst.submissions_port))
+    inst.set_config("imap", listen=both(inst.imap_port), tls_listen=both(inst.imaps_port))
+
+
 READY = "postkeep.server: ready hostname="  # logged once every listener is up
 
 
@@ -328,6 +353,54 @@ def make_instance(root: Path, domain: str = "example.test", hostname: str = "loc
     text += '\n[bans]\nnever_ban = ["127.0.0.1/32"]\n'
     cfg.write_text(text)
     return Instance(directory, port, sub_port, subs_port, imap_port, imaps_port)
+
+
+@dataclass
+class RedisServer:
+    """A throw-away redis-server on a free loopback port, without persistence."""
+
+    dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = require_tool("redis-server", "redis-server")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self.answers():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError("redis-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16) == b"+PONG\r\n"
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A running `RedisServer` (tests may stop and start it again)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

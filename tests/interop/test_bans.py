@@ -14,9 +14,11 @@ matches the log lines. Assertions count, they do not time.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -25,7 +27,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.conftest import PASSWORD, Instance, free_port, make_instance, require_tool
+from tests.interop.conftest import (
+    PASSWORD,
+    Instance,
+    RedisServer,
+    dual_stack,
+    make_instance,
+    require_tool,
+)
 
 ALICE = "alice@example.test"
 ATTACKER = "127.0.0.66"
@@ -51,7 +60,9 @@ def _ctx() -> ssl.SSLContext:
 
 
 def _connect(src: str, port: int, tls: bool = False) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(src, 0))
+    """A connection from `src` (an IPv6 one, ::1, to the listeners on ::1)."""
+    host = "::1" if ":" in src else "127.0.0.1"
+    sock = socket.create_connection((host, port), timeout=10, source_address=(src, 0))
     return _ctx().wrap_socket(sock) if tls else sock
 
 
@@ -244,8 +255,8 @@ def test_brute_force_is_cut_off_and_the_real_user_logs_in(inst: Instance) -> Non
 def test_network_ban_and_escalation(inst: Instance) -> None:
     inst.set_config("bans", durations=[1.0, 3600.0], max_strikes_network=25.0)
     inst.start()
-    for src in ("127.0.3.1", "127.0.3.2", "127.0.3.3"):
-        attack(inst, src, 40)
+    for src in ("127.0.3.1", "127.0.3.2", "127.0.3.3"):  # no more than the ones that ban:
+        attack(inst, src, MAX_STRIKES)  # none left for once a 1-second ban is over
     wait_for(lambda: lines(inst, r"bans: ban ip=127\.0\.3\.0/24 "))
     # the first bans last a second: the addresses come back, and a second run bans them longer
     wait_for(lambda: greeting("127.0.3.1", inst.smtp_port).startswith(b"220"))
@@ -253,6 +264,46 @@ def test_network_ban_and_escalation(inst: Instance) -> None:
     again = lines(inst, r"bans: ban ip=127\.0\.3\.1/32 ")
     assert len(again) == 2 and "level=1 " in again[1] and "duration=3600 " in again[1]
     assert refused_everywhere(inst, "127.0.3.1")
+
+
+def test_ipv6_client_counted_per_network_and_banned_everywhere(inst: Instance) -> None:
+    dual_stack(inst)
+    # one address never reaches its own threshold here: its /64 and /48 do
+    inst.set_config("bans", max_strikes=1000.0, max_strikes_network=float(MAX_STRIKES))
+    inst.start()
+    failed = attack(inst, "::1", 300)
+    assert MAX_STRIKES <= failed <= MAX_STRIKES + PARALLEL * 5, failed
+    assert len(lines(inst, r"bans: ban ip=::/64 .*reason=\"auth failures\"")) == 1
+    assert len(lines(inst, r"bans: ban ip=::/48 .*reason=\"auth failures\"")) == 1
+    assert not lines(inst, r"bans: ban ip=::1/128 ")
+    assert refused_everywhere(inst, "::1")
+    assert lines(inst, r"reject ip=::1 .*reason=banned ban=::/64 until=")
+    assert greeting("127.0.0.44", inst.smtp_port).startswith(b"220")  # IPv4 apart
+    listed = inst.cli("ban", "list").stdout
+    assert re.search(r"^::/64 +\S+ +\d+ +0  auth failures$", listed, re.M), listed
+    assert re.search(r"^::/48 +\S+ +\d+ +0  auth failures$", listed, re.M), listed
+    assert inst.cli("ban", "remove", "::/64").stdout == "unbanned ::/64\n"
+    assert inst.cli("ban", "remove", "0:0::/48").stdout == "unbanned 0:0::/48\n"
+    wait_for(lambda: greeting("::1", inst.smtp_port).startswith(b"220"))
+    assert smtp_auth(inst, "::1", PASSWORD) == [b"235 2.7.0 Authentication successful"]
+    assert inst.cli("ban", "remove", "::/64", check=False).returncode == 1
+
+    # by hand: the address (as any spelling of it), then a network of no class's length
+    assert inst.cli("ban", "add", "0:0:0::1", "--reason", "by hand").stdout.startswith(
+        "banned ::1/128 until ")
+    wait_for(lambda: refused_everywhere(inst, "::1"))
+    inst.cli("ban", "remove", "::1")
+    wait_for(lambda: greeting("::1", inst.imap_port).startswith(b"* OK"))
+    assert inst.cli("ban", "add", "::/16", "--duration", "2h").stdout.startswith(
+        "banned ::/16 until ")
+    wait_for(lambda: refused_everywhere(inst, "::1"))
+    assert lines(inst, r"reject ip=::1 .*reason=banned ban=::/16 until=")
+    assert re.search(r"^::/16 +\S+ +0 +0  banned by hand$", inst.cli("ban", "list").stdout,
+                     re.M)
+    assert greeting("127.0.0.44", inst.smtp_port).startswith(b"220")
+    inst.cli("ban", "remove", "::/16")
+    wait_for(lambda: greeting("::1", inst.smtp_port).startswith(b"220"))
+    assert "no bans in force" in inst.cli("ban", "list").stdout
 
 
 def _rcpts(inst: Instance, src: str, count: int) -> list[bytes]:
@@ -293,6 +344,61 @@ def test_harvesting_errors_and_preauth_floods_are_strikes(inst: Instance) -> Non
     assert "connections closed before login" in lines(inst, r"ban ip=127\.0\.10\.3/32")[0]
 
 
+def _fail_handshake(inst: Instance, src: str, how: str) -> None:
+    """One TLS handshake from `src` that fails the way `how` says: on an implicit-TLS port
+    (submissions, IMAPS) plaintext, garbage, an abort or silence; or after STARTTLS (SMTP
+    submission, IMAP) plaintext where the ClientHello belongs."""
+    port = {"plaintext": inst.submissions_port, "garbage": inst.imaps_port,
+            "abort": inst.submissions_port, "silence": inst.imaps_port,
+            "smtp-starttls": inst.submission_port, "imap-starttls": inst.imap_port}[how]
+    with _connect(src, port) as sock:
+        conn = _Lines(sock)
+        if how == "abort":  # a reset at once
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return
+        if how == "plaintext":
+            sock.sendall(b"EHLO client.test\r\n")
+        elif how == "garbage":  # a handshake record that holds no ClientHello
+            sock.sendall(b"\x16\x03\x01\x00\x08" + b"\xff" * 8)
+        elif how == "smtp-starttls":
+            conn.reply()
+            conn.send(b"EHLO client.test\r\n")
+            conn.reply()
+            conn.send(b"STARTTLS\r\n")
+            assert conn.reply().startswith(b"220 ")
+            conn.send(b"EHLO still.plaintext\r\n")
+        elif how == "imap-starttls":
+            conn.line()
+            conn.send(b"a STARTTLS\r\n")
+            assert conn.line().startswith(b"a OK")
+            conn.send(b"b LOGIN alice secret\r\n")
+        with contextlib.suppress(OSError):  # the server closes (silence: at its deadline)
+            while sock.recv(4096):
+                pass
+
+
+def test_failed_tls_handshakes_are_strikes(inst: Instance) -> None:
+    inst.set_config("tls", handshake_timeout=1.0)
+    inst.set_config("bans", tls_failure_weight=1.0)
+    inst.start()
+    src = "127.0.13.1"
+    ways = ["plaintext", "garbage", "abort", "silence", "smtp-starttls", "imap-starttls"]
+    for how in [*ways, *ways[: MAX_STRIKES - len(ways)]]:
+        _fail_handshake(inst, src, how)
+    (ban,) = [inst.wait_log(rf"bans: ban ip={re.escape(src)}/32 .*")[0]]
+    # one strike per connection: the STARTTLS ones are no pre-auth closes as well
+    assert f"strikes={MAX_STRIKES} " in ban and 'reason="failed TLS handshakes"' in ban, ban
+    assert refused_everywhere(inst, src)
+    failures = lines(inst, rf"tls handshake failed ip={re.escape(src)} reason=")
+    assert len(failures) == MAX_STRIKES, failures
+    assert sum("postkeep.imap" in ln for ln in failures) == 5  # garbage, silence, STARTTLS
+    assert any("reason=timeout" in ln for ln in failures)
+    # a good handshake is no strike: the real user from elsewhere is never banned for it
+    for _ in range(MAX_STRIKES + 2):
+        assert imap_login(inst, REAL, PASSWORD)[-1].endswith(b"Logged in")
+    assert not lines(inst, rf"ban ip={re.escape(REAL)}/")
+
+
 def test_ban_cli_round_trip(inst: Instance) -> None:
     inst.set_config("bans", never_ban=["127.0.5.0/24"])
     inst.start()
@@ -313,46 +419,35 @@ def test_ban_cli_round_trip(inst: Instance) -> None:
 
 def test_fail2ban_matches_the_log(inst: Instance) -> None:
     regex = require_tool("fail2ban-regex", "fail2ban")
+    dual_stack(inst)
+    inst.set_config("tls", handshake_timeout=1.0)
     inst.start()
     attack(inst, "127.0.7.1", 30)
     attack(inst, "127.0.7.2", 30, "imap")
+    attack(inst, "::1", 15)
+    for how in ("plaintext", "garbage", "abort", "silence", "smtp-starttls", "imap-starttls"):
+        _fail_handshake(inst, "127.0.14.3", how)
     inst.stop()
     log = inst.log()
     expected = sum(bool(re.search(r": auth failure ip=|: reject ip=\S+ .*reason=banned|"
-                                  r': reject ip=\S+ cmd=\S+ code=421 4\.7\.0 reason="too many', ln))
+                                  r': reject ip=\S+ cmd=\S+ code=421 4\.7\.0 reason="too many|'
+                                  r": tls handshake failed ip=", ln))
                    for ln in log.splitlines())
+    assert log.count("tls handshake failed ip=127.0.14.3 ") == 6
+    assert lines(inst, r"bans: ban ip=::1/128 .*reason=\"auth failures\"")  # the address
     result = subprocess.run([regex, "--print-all-matched", str(inst.log_path),
                              str(CONTRIB / "filter.d" / "postkeep.conf")],
                             capture_output=True, text=True, timeout=120, check=True)
     matched = re.search(r"^Lines: \d+ lines, \d+ ignored, (\d+) matched", result.stdout, re.M)
     assert matched is not None, result.stdout
     assert int(matched[1]) == expected > 2 * MAX_STRIKES
-    assert "127.0.7.1" in result.stdout and "127.0.7.2" in result.stdout
+    for client in ("127.0.7.1", "127.0.7.2", "127.0.14.3", "::1"):
+        assert f"ip={client} " in result.stdout, client  # among the matched lines
 
 
 @pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    """A throw-away redis-server on a free loopback port (no persistence)."""
-    server = require_tool("redis-server", "redis-server")
-    port = free_port()
-    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: _answers(port), 10)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16) == b"+PONG\r\n"
-    except OSError:
-        return False
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
 
 
 def test_bans_shared_through_redis(inst: Instance, redis_url: str, tmp_path: Path) -> None:

@@ -4,12 +4,15 @@ stand for different clients (127.0.0.66, 127.0.0.77, ...: a client socket binds 
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import ssl
 import time
+from pathlib import Path
 
-from tests.interop.conftest import Instance, free_port
+from tests.interop.conftest import Instance, RedisServer, dual_stack, free_port, make_instance
 
 
 def connect(port: int, source: str) -> tuple[socket.socket, bytes]:
@@ -160,6 +163,48 @@ def test_ipv6_client(fresh: Instance) -> None:
     assert greeted(fresh.smtp_port, "127.0.0.66").startswith(b"220 ")  # IPv4 apart
 
 
+def test_ipv6_networks_on_every_listener(fresh: Instance) -> None:
+    """::1 counts for its /128, /64 (::/64) and /48 (::/48), on each service's listeners."""
+    one_process(fresh)
+    dual_stack(fresh)
+    fresh.set_config("firewall", allow=[])
+    fresh.set_config("firewall.ipv6_128", connections=100)
+    fresh.set_config("firewall.ipv6_64", connections=2)
+    fresh.start()
+
+    def first_line(port: int) -> bytes:
+        with socket.create_connection(("::1", port), timeout=10) as sock:
+            return sock.recv(1024)
+
+    for port, welcome, refused in (
+        (fresh.smtp_port, b"220 ", b"421 4.7.0 Refused (connection rate)"),
+        (fresh.submission_port, b"220 ", b"421 4.7.0 Refused (connection rate)"),
+        (fresh.imap_port, b"* OK", b"* BYE [UNAVAILABLE] Refused (connection rate)"),
+    ):
+        assert [first_line(port)[:4] for _ in range(2)] == [welcome[:4]] * 2
+        assert first_line(port).startswith(refused)
+    fresh.wait_log(r'reject ip=::1 code=421 4\.7\.0 reason="connection rate" '
+                   r'limit="firewall\.ipv6_64\.connections=2"')
+    fresh.wait_log(r'reject ip=::1 reason="connection rate" limit="firewall\.ipv6_64\.'
+                   r'connections=2"')  # IMAP: no status code
+    # submission's implicit-TLS listener shares the submission budget: closed without a word
+    with socket.create_connection(("::1", fresh.submissions_port), timeout=10) as sock:
+        assert sock.recv(1024) == b""
+    smtp_refusals = (r'reject ip=::1 code=421 4\.7\.0 reason="connection rate" '
+                     r'limit="firewall\.ipv6_64')
+    fresh.wait_log(rf"(?s)({smtp_refusals}.*){{3}}")  # MX, submission, submissions
+    assert greeted(fresh.smtp_port, "127.0.0.66").startswith(b"220 ")  # IPv4 apart
+
+    fresh.stop()
+    fresh.set_config("firewall.ipv6_64", connections=100)
+    fresh.set_config("firewall.ipv6_48", connections=3)
+    fresh.start()
+    assert [first_line(fresh.smtp_port)[:4] for _ in range(3)] == [b"220 "] * 3
+    assert first_line(fresh.smtp_port).startswith(b"421 4.7.0 Refused (connection rate)")
+    fresh.wait_log(r'reject ip=::1 code=421 4\.7\.0 reason="connection rate" '
+                   r'limit="firewall\.ipv6_48\.connections=3"')
+
+
 def test_commands_tarpit_then_cut(fresh: Instance) -> None:
     one_process(fresh)
     fresh.set_config("firewall", allow=[], tarpit_delay=0.02)
@@ -212,6 +257,74 @@ def test_connection_rate_is_global_over_workers(fresh: Instance) -> None:
     # each worker alone would let 4 in: 8 in all; the global count stops at 4 (and at most
     # what the other worker let in while a block was on its way)
     assert 4 <= accepted <= 5, accepted
+
+
+def test_connection_rate_shared_by_nodes_through_redis(
+        fresh: Instance, redis_server: RedisServer, tmp_path: Path) -> None:
+    """Two instances naming one Redis count one budget per address; Redis hung or gone, each
+    counts alone (accepts never wait on it), and shares again once it is back."""
+    other = make_instance(tmp_path / "other")
+    nodes = (fresh, other)
+    for node in nodes:
+        one_process(node)
+        node.set_config("firewall", allow=[])
+        node.set_config("firewall.ipv4_32", connections=4)
+        node.set_config("cluster", redis_url=redis_server.url)
+
+    def alternate(source: str, count: int) -> int:
+        accepted = 0
+        for i in range(count):  # each node alone would let 4 in
+            accepted += greeted(nodes[i % 2].smtp_port, source).startswith(b"220 ")
+            time.sleep(0.05)  # a block reaches the other node within a Redis round trip
+        return accepted
+
+    try:
+        for node in nodes:
+            node.start()
+        # 8 connections, 4 per node: one budget of 4 (and at most one let in while a block
+        # was on its way)
+        assert 4 <= alternate("127.0.0.66", 8) <= 5
+        for node in nodes:
+            node.wait_log(r'reject ip=127\.0\.0\.66 code=421 4\.7\.0 reason="connection rate" '
+                          r'limit="firewall\.ipv4_32\.connections=4"')
+        assert greeted(other.smtp_port, "127.0.0.55").startswith(b"220 ")  # its own budget
+
+        # Redis hung (stopped, its sockets open): the calls time out, the accepts go on
+        assert redis_server.proc is not None
+        os.kill(redis_server.proc.pid, signal.SIGSTOP)
+        try:
+            assert [greeted(fresh.smtp_port, "127.0.0.69")[:4] for _ in range(4)] == [b"220 "] * 4
+            fresh.wait_log(r'postkeep\.firewall: redis unreachable, rates counted per node '
+                           r'reason="Timeout')
+        finally:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        for node in nodes:  # each outage ends once Redis answers (a ping, a report)
+            while node.log().count("redis unreachable") != node.log().count(
+                    "redis reachable again"):
+                assert time.monotonic() < deadline, node.log()[-2000:]
+                time.sleep(0.1)
+        outages = [node.log().count("redis unreachable") for node in nodes]
+
+        redis_server.stop()
+        for node in nodes:
+            node.wait_log(r"postkeep\.firewall: redis unreachable, rates counted per node "
+                          r"reason=(?!\"Timeout)")
+        # failing open: each node counts alone again, and accepts go on meanwhile
+        assert [greeted(fresh.smtp_port, "127.0.0.67")[:4] for _ in range(4)] == [b"220 "] * 4
+        assert greeted(fresh.smtp_port, "127.0.0.67").startswith(b"421 4.7.0")
+        assert [greeted(other.smtp_port, "127.0.0.67")[:4] for _ in range(4)] == [b"220 "] * 4
+        # one line for the outage
+        assert [node.log().count("redis unreachable") for node in nodes] == [
+            n + 1 for n in outages]
+
+        redis_server.start()
+        for node, n in zip(nodes, outages, strict=True):
+            node.wait_log(rf"(?s)(firewall: redis reachable again, rates shared seconds=\d+"
+                          rf".*){{{n + 1}}}")
+        assert 4 <= alternate("127.0.0.68", 8) <= 5
+    finally:
+        other.stop()
 
 
 # -- PROXY protocol ------------------------------------------------------------------------------

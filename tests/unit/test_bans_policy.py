@@ -3,14 +3,17 @@ under, the sliding window, thresholds, levels and `never_ban`; and the `[bans]` 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from postkeep import config as config_mod
-from postkeep.bans.policy import Policy, Windows, ip_keys, is_single, parse_key
+from postkeep.bans.keeper import BanList
+from postkeep.bans.policy import KINDS, Policy, Windows, ip_keys, is_single, parse_key
 from postkeep.config.bans import BansConfig
 from postkeep.errors import ConfigError
+from postkeep.server import ipc
 from postkeep.store.api import Ban
 
 
@@ -22,8 +25,35 @@ def test_ip_keys_per_family() -> None:
     assert [is_single(k) for k in ip_keys("2001:db8::1")] == [True, False, False]
     assert parse_key("192.0.2.9") == "192.0.2.9/32"
     assert parse_key("192.0.2.9/24") == "192.0.2.0/24"
+    assert parse_key("2001:DB8::1") == "2001:db8::1/128"
+    assert parse_key("2001:db8:1:2::/40") == "2001:db8::/40"
+    assert parse_key("::ffff:192.0.2.9") == "192.0.2.9/32"  # as `ip_keys` counts it
+    assert parse_key("::ffff:192.0.2.0/120") == "192.0.2.0/24"
     with pytest.raises(ValueError):
         parse_key("example.org")
+
+
+def test_ban_list_covers_networks_of_any_prefix() -> None:
+    bans = BanList(Policy(BansConfig(never_ban=["2001:db8:ff::/48"])))
+    later = time.time() + 600
+    bans.set("2001:db8:1::/48", later)
+    assert bans.refused("2001:db8:1:2::9") == ("2001:db8:1::/48", later)
+    assert bans.refused("2001:db8:2::9") is None
+    bans.set("2001:db8::/32", later)  # by hand, no class's prefix
+    bans.set("10.0.0.0/8", later)
+    assert bans.others == ((6, 32), (4, 8))
+    assert bans.refused("2001:db8:2::9") == ("2001:db8::/32", later)
+    assert bans.refused("2001:db8:1:2::9") == ("2001:db8:1::/48", later)  # its own key first
+    assert bans.refused("::ffff:10.1.2.3") == ("10.0.0.0/8", later)
+    assert bans.refused("2001:db8:ff::1") is None  # never_ban
+    assert bans.refused("2001:db9::1") is None
+    bans.set("2001:db8::/32", 0.0)
+    assert bans.others == ((4, 8),)
+    assert bans.refused("2001:db8:2::9") is None
+
+
+def test_strike_kinds_on_the_channel() -> None:
+    assert ipc.STRIKE_KINDS == KINDS  # every kind a worker may send
 
 
 def test_window_slides_and_is_bounded() -> None:
@@ -67,6 +97,7 @@ def test_never_ban() -> None:
     ("[bans]\ndurations = []\n", "bans.durations"),
     ("[bans]\nnever_ban = [\"nope\"]\n", "bans.never_ban[0]"),
     ("[bans]\nauth_failure_weight = -1\n", "bans.auth_failure_weight"),
+    ("[bans]\nmax_strikes = 4\ntls_failure_weight = 2.5\n", "bans.tls_failure_weight"),
     ("[cluster]\nredis_url = \"http://x\"\n", "cluster.redis_url"),
 ])
 def test_config_refuses(tmp_path: Path, text: str, key: str) -> None:

@@ -1,9 +1,12 @@
-"""The firewall's lists, IP classes and token buckets (`postkeep.net.firewall`), and the
-`[firewall]` section's validation."""
+"""The firewall's lists, IP classes and token buckets (`postkeep.net.firewall`), the blocks
+nodes share through Redis (`postkeep.net.redis_rates`, its parser: the script runs in
+tests/interop/test_firewall.py against a real redis-server), and the `[firewall]` section's
+validation."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from postkeep.config import load
 from postkeep.config.firewall import ClassLimits, FirewallConfig, ListenerRules
 from postkeep.errors import ConfigError
 from postkeep.net.firewall import Buckets, Firewall, LocalRates, blocks
+from postkeep.net.redis_rates import MAX_BLOCK, MAX_MESSAGE, parse_blocks, redis_key
 from postkeep.server import ipc
 
 
@@ -123,3 +127,27 @@ def test_rate_messages_round_trip_and_are_strict() -> None:
     ):
         with pytest.raises(ipc.ChannelError):
             ipc.decode(body)
+
+
+def test_blocks_from_the_cluster_channel_are_parsed_strictly() -> None:
+    good = [["mx", "connections", 0, "192.0.2.7/32"], 12.5]
+    assert parse_blocks(json.dumps([good])) == [(("mx", "connections", 0, "192.0.2.7/32"),
+                                                  12.5)]
+    bad = [
+        [["pop3", "connections", 0, "192.0.2.7/32"], 1],  # no such service
+        [["mx", "logins", 0, "192.0.2.7/32"], 1],  # no such kind
+        [["mx", "connections", 9, "192.0.2.7/32"], 1],  # no such class
+        [["mx", "connections", True, "192.0.2.7/32"], 1],
+        [["mx", "connections", 0, ""], 1],
+        [["mx", "connections", 0, "x" * 65], 1],
+        [["mx", "connections", 0, "192.0.2.7/32"], 0],  # no block
+        [["mx", "connections", 0, "192.0.2.7/32"], "1"],
+        [["mx", "connections", 0], 1],
+        "mx",
+    ]
+    assert parse_blocks(json.dumps([*bad, good])) == parse_blocks(json.dumps([good]))
+    assert parse_blocks(json.dumps([[good[0], 1e9]]))[0][1] == MAX_BLOCK  # bounded
+    assert parse_blocks(b"[" + b"1," * MAX_MESSAGE + b"1]") == []  # too long
+    assert parse_blocks("not json") == [] and parse_blocks("{}") == []
+    assert redis_key(("imap", "commands", 3, "2001:db8::/64")) == (
+        "postkeep:rate:imap:commands:ipv6_64:2001:db8::/64")

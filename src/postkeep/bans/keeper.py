@@ -32,7 +32,14 @@ from typing import Protocol
 
 from postkeep import log
 from postkeep.bans.ledger import Ledger
-from postkeep.bans.policy import AUTH, Policy, ip_keys
+from postkeep.bans.policy import (
+    AUTH,
+    Policy,
+    ip_keys,
+    is_class_key,
+    key_prefix,
+    network_key,
+)
 from postkeep.config.bans import BansConfig
 from postkeep.net.slots import ip_class
 from postkeep.store.api import Ban, Store
@@ -44,6 +51,7 @@ REASONS = {
     "harvest": "unknown recipients",
     "errors": "protocol errors",
     "preauth": "connections closed before login",
+    "tls": "failed TLS handshakes",
 }
 REMEMBER_EVERY = 3600.0  # seconds between a process's writes of one known (account, class)
 
@@ -54,18 +62,25 @@ def utc(when: float) -> str:
 
 class BanList:
     """The bans in force as this process knows them (key -> until), and the lookup accept
-    makes: a dict lookup per key of the address, nothing when no ban is in force."""
+    makes: a dict lookup per key of the address, nothing when no ban is in force; and one
+    more per other prefix length among the bans in force (bans by hand of, say, an IPv6 /32
+    or an IPv4 /16: `others`)."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.until: dict[str, float] = {}
+        self.others: tuple[tuple[int, int], ...] = ()  # (version, prefix) of other keys
 
     def refused(self, ip: str) -> tuple[str, float] | None:
-        """The ban (key, until) that refuses `ip`, if one does."""
+        """The ban (key, until) that refuses `ip`, if one does: the address's own keys first
+        (`ip_keys`), then the other networks, longest first."""
         if not self.until:
             return None
         now = time.time()
         keys = ip_keys(ip)
+        if self.others:
+            extra = (network_key(ip, version, prefix) for version, prefix in self.others)
+            keys = (*keys, *(key for key in extra if key is not None))
         for key in keys:
             until = self.until.get(key)
             if until is not None and until > now:
@@ -78,6 +93,9 @@ class BanList:
             self.until[key] = until
         else:
             self.until.pop(key, None)
+        if not is_class_key(key):
+            self.others = tuple(sorted({key_prefix(k) for k in self.until if not is_class_key(k)},
+                                       key=lambda vp: -vp[1]))
 
 
 class BanKeeper:

@@ -4,7 +4,8 @@ long.
 - `ip_keys`: the keys one client address collects strikes under: an IPv4 address counts as
   itself (/32) and its /24, an IPv6 address as itself (/128), its /64 (what one subscriber
   usually holds, RFC 6177 §3) and its /48 (one site); an IPv4-mapped IPv6 address
-  (RFC 4291 §2.5.5.2) as its IPv4 address. Keys are CIDR strings (``192.0.2.0/24``).
+  (RFC 4291 §2.5.5.2) as its IPv4 address. Keys are CIDR strings (``192.0.2.0/24``); a ban
+  made by hand may name a network of any other prefix length too (`parse_key`, `network_key`).
 - `Windows`: strikes per key over a sliding window, in memory, bounded (`max_tracked` keys,
   least recently struck forgotten first; a key's strikes are kept only as long as the window).
 - `Policy.threshold`: strikes that ban a key (one address: `max_strikes`; a network:
@@ -27,7 +28,8 @@ AUTH = "auth"
 HARVEST = "harvest"
 ERRORS = "errors"
 PREAUTH = "preauth"
-KINDS = (AUTH, HARVEST, ERRORS, PREAUTH)
+TLS = "tls"
+KINDS = (AUTH, HARVEST, ERRORS, PREAUTH, TLS)
 _PREFIXES = {4: (32, 24), 6: (128, 64, 48)}
 
 
@@ -48,10 +50,38 @@ def is_single(key: str) -> bool:
 
 
 def parse_key(text: str) -> str:
-    """A key from an operator's address or CIDR network (`postkeep ban add`); ValueError if
-    it is neither."""
+    """A key from an operator's address or CIDR network (`postkeep ban add`), IPv4 or IPv6 of
+    any prefix length (an IPv4-mapped IPv6 one as its IPv4 network); ValueError if it is
+    neither."""
     network = ipaddress.ip_network(text, strict=False)
+    if isinstance(network, ipaddress.IPv6Network) and (
+            mapped := network.network_address.ipv4_mapped) is not None:
+        return str(ipaddress.ip_network((mapped, max(0, network.prefixlen - 96)), strict=False))
     return str(network)
+
+
+def key_prefix(key: str) -> tuple[int, int]:
+    """(IP version, prefix length) of a key."""
+    address, _, prefix = key.partition("/")
+    return (6 if ":" in address else 4), int(prefix)
+
+
+def is_class_key(key: str) -> bool:
+    """Whether a key's prefix length is one `ip_keys` makes (a ban by hand of another, say an
+    IPv6 /32, is looked up by `network_key`)."""
+    version, prefix = key_prefix(key)
+    return prefix in _PREFIXES[version]
+
+
+@lru_cache(maxsize=4096)
+def network_key(ip: str, version: int, prefix: int) -> str | None:
+    """The key of the network of `prefix` bits holding `ip` (None: another IP version)."""
+    addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.version != version:
+        return None
+    return str(ipaddress.ip_network((addr, prefix), strict=False))
 
 
 class Windows:
@@ -90,6 +120,7 @@ class Policy:
             HARVEST: cfg.unknown_recipient_weight,
             ERRORS: cfg.error_limit_weight,
             PREAUTH: cfg.preauth_close_weight,
+            TLS: cfg.tls_failure_weight,
         }
         self._never = [ipaddress.ip_network(n, strict=False) for n in cfg.never_ban]
 

@@ -62,6 +62,14 @@ class BansConfig:
         "(floods of idle connections). 0: not counted.",
         default=0.1,
     )
+    tls_failure_weight: float = setting(
+        "Strikes for a failed TLS handshake, on an implicit-TLS listener (submissions, IMAPS) "
+        "or after STARTTLS: plaintext or garbage where a ClientHello belongs, a handshake "
+        "aborted or not finished within `tls.handshake_timeout` (each logged `tls handshake "
+        "failed ip=... reason=...`). Counted instead of `preauth_close_weight`, once per "
+        "connection. At most half of `max_strikes`: one failure never bans. 0: not counted.",
+        default=0.5,
+    )
     account_max_failures: int = setting(
         "Failed logins to one account within `window`, from any address, after which the "
         "account is under attack: each further failure from an address that never logged in "
@@ -102,9 +110,10 @@ class ClusterConfig:
     """`[cluster]`: state several processes and nodes share."""
 
     redis_url: str = setting(
-        "Redis URL (`redis://host:6379/0`) where strike counters and bans live, shared by "
-        "every instance that names it. Empty: counters in the main process's memory, bans in "
-        "the store.",
+        "Redis URL (`redis://host:6379/0`) where strike counters, bans and the firewall's "
+        "rate buckets live, shared by every instance that names it (one Redis server, not "
+        "Redis Cluster; while it is unreachable the rates are counted per instance). Empty: "
+        "counters in the main process's memory, bans in the store, rates per instance.",
         default="",
     )
 
@@ -118,6 +127,8 @@ def validate_bans(bans: BansConfig, cluster: ClusterConfig) -> None:
                 "known_for"):
         if getattr(bans, key) < 0:
             raise ConfigError(f"bans.{key}", "must not be negative")
+    if bans.tls_failure_weight < 0 or bans.tls_failure_weight > bans.max_strikes / 2:
+        raise ConfigError("bans.tls_failure_weight", "must be 0 to half of bans.max_strikes")
     if not bans.durations or any(d <= 0 for d in bans.durations):
         raise ConfigError("bans.durations", "must list durations greater than 0")
     if bans.account_max_failures < 1 or bans.max_tracked < 100:

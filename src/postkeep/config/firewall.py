@@ -29,7 +29,8 @@ def _limit(what: str, default: int) -> int:
 class ClassLimits:
     """`[firewall.ipv4_32]` and the other classes: what one address block may do in a minute.
 
-    Counted over every worker process, per service (MX, submission, IMAP apart), as token
+    Counted over every worker process (with `cluster.redis_url`, over every instance naming
+    that Redis), per service (MX, submission, IMAP apart), as token
     buckets: a burst of the whole minute's allowance, then the allowance spread over the
     minute. Past `connections`: 421 4.7.0 (SMTP) or BYE (IMAP) before the greeting; past
     `commands`: each command waits `firewall.tarpit_delay` first, and past twice the allowance

@@ -6,7 +6,8 @@ session. This module owns what is not a command's business: STARTTLS (RFC 9051 �
 LOGINDISABLED until it is active), LOGIN and AUTHENTICATE with SASL-IR (RFC 4959) through
 `auth.exchange`, whose outcomes it renders as IMAP responses (RFC 5530 codes), IDLE (RFC 2177 /
 RFC 9051 §6.3.13) woken by the store's event bus, COMPRESS=DEFLATE (RFC 4978), the deadlines,
-the per-account connection limit and command-rate flow control.
+the per-account connection limit and command-rate flow control. What it keeps per connection
+(the response buffer, the session's output, the counters and marks) is `imap.connection`.
 
 Deadlines (`net.deadlines`) on every wait on the client, reads and flushes of responses alike,
 none of which octets extend: before login, `login_timeout` from connect; after login,
@@ -24,8 +25,9 @@ octets are given back after its event and when the connection ends, however it e
 Failed logins log one line fail2ban can match, as SMTP does:
 `auth failure ip=192.0.2.1 user=alice@example.test mechanism=LOGIN reason="..."`.
 With a `guard` (`postkeep.bans`), a banned client gets `* BYE [UNAVAILABLE]` at accept
-(implicit TLS: a silent close), and failed logins and connections that end before any login
-was tried are strikes.
+(implicit TLS: a silent close), and failed logins, failed TLS handshakes (implicit TLS or
+STARTTLS) and connections that end before any login was tried (without a failed handshake)
+are strikes.
 """
 
 from __future__ import annotations
@@ -37,17 +39,17 @@ import ssl
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from postkeep import log
 from postkeep.auth.exchange import AuthExchange, AuthResult, AuthStatus, SaslAuthenticator
 from postkeep.auth.passwords import AuthBusy, PasswordVerifier, authenticate_password
 from postkeep.bans.keeper import Guard
-from postkeep.bans.policy import PREAUTH
+from postkeep.bans.policy import PREAUTH, TLS
 from postkeep.config import Config
 from postkeep.filters.junk.training import JunkTrainer
 from postkeep.imap.cache import MessageCache
+from postkeep.imap.connection import CommandOut, Conn, Out, Stop, tls_version
 from postkeep.imap.session import Session, SessionLimits
 from postkeep.imap.wire import commands as c
 from postkeep.imap.wire.parser import parse
@@ -67,7 +69,7 @@ from postkeep.imap.wire.reader import (
 from postkeep.net.budget import DataBudget
 from postkeep.net.deadlines import SlowClient
 from postkeep.net.firewall import Firewall, LocalRates, Rates
-from postkeep.net.listener import Listeners, Peer, close_stream, start_tls
+from postkeep.net.listener import HANDSHAKE_ERRORS, Listeners, Peer, close_stream, start_tls
 from postkeep.net.slots import ConnectionSlots, LocalSlots, slow_slots
 from postkeep.net.tls import EndPointBindings, network_error
 from postkeep.store.api import Account
@@ -111,78 +113,6 @@ _AUTH_CAPS = (
     "UTF8=ACCEPT",
     "COMPRESS=DEFLATE",
 )
-
-
-class _Stop(Exception):
-    """End the connection after what has been written."""
-
-
-@dataclass(slots=True, eq=False)
-class _Out:
-    """Response buffer; with COMPRESS active, output goes through raw DEFLATE (RFC 4978 §4)."""
-
-    writer: asyncio.StreamWriter
-    chunks: list[bytes] = field(default_factory=list)
-    deflate: zlib._Compress | None = None
-    buffered: int = 0  # octets in `chunks`: FETCH drains past a bound (imap.streaming)
-
-    def write(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.buffered += len(data)
-
-    async def drain(self) -> None:
-        if not self.chunks:
-            return
-        data = b"".join(self.chunks)
-        self.chunks.clear()
-        self.buffered = 0
-        if self.deflate is not None:
-            data = self.deflate.compress(data) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
-        self.writer.write(data)
-        await self.writer.drain()
-
-
-@dataclass(slots=True, eq=False)
-class _CommandOut:
-    """The `Output` of a logged-in session: `conn.out`, whose drains during a command go
-    through the server's deadlines (`ImapServer._respond`)."""
-
-    server: ImapServer
-    conn: _Conn
-
-    @property
-    def buffered(self) -> int:
-        return self.conn.out.buffered
-
-    def write(self, data: bytes) -> None:
-        self.conn.out.write(data)
-
-    async def drain(self) -> None:
-        await self.server._respond(self.conn)
-
-
-@dataclass(slots=True, eq=False)
-class _Conn:
-    ip: str
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    out: _Out
-    frames: ImapReader
-    tls: bool
-    session: Session | None = None
-    account: Account | None = None
-    failures: int = 0
-    commands: int = 0
-    inflate: zlib._Decompress | None = None
-    tokens: float = 0.0
-    last: float = 0.0
-    started: float = 0.0  # loop time of connect (the login phase's deadline counts from it)
-    command_started: float | None = None  # loop time of the first octet of the command
-    idle_since: float | None = None  # loop time the wait for the next command began
-    slow: bool = False  # holds one of the slow slots
-    limited: bool = False  # the firewall counts its commands (`Peer.limited`)
-    tarpitted: bool = False  # its commands were slowed by the firewall (logged once)
-    held: int = 0  # literal octets of the command being read, counted in the literal budget
 
 
 class ImapServer:
@@ -261,6 +191,7 @@ class ImapServer:
             proxy_timeout=cfg.firewall.proxy_timeout,
             ban_lookup=guard.refused if guard is not None else None,
             banned=BYE_BANNED,
+            on_handshake_failed=(lambda ip: guard.strike(ip, TLS)) if guard is not None else None,
         )
         self.deadlines = self.listeners.deadlines
         self.handshake_timeout = cfg.tls.handshake_timeout
@@ -271,7 +202,7 @@ class ImapServer:
 
     # -- capabilities ------------------------------------------------------------------------------
 
-    def capabilities(self, conn: _Conn) -> list[str]:
+    def capabilities(self, conn: Conn) -> list[str]:
         caps = list(_BASE_CAPS)
         if conn.session is not None:
             caps += _AUTH_CAPS
@@ -283,9 +214,9 @@ class ImapServer:
             return [*caps, "STARTTLS", "LOGINDISABLED"]
         return caps + [f"AUTH={m}" for m in self._offered(conn)]
 
-    def _offered(self, conn: _Conn) -> tuple[str, ...]:
+    def _offered(self, conn: Conn) -> tuple[str, ...]:
         """The SASL mechanisms of a connection over TLS: without -PLUS over TLS 1.3."""
-        return self._mechanisms_tls13 if _tls_version(conn) == "TLSv1.3" else self._mechanisms
+        return self._mechanisms_tls13 if tls_version(conn) == "TLSv1.3" else self._mechanisms
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -304,7 +235,7 @@ class ImapServer:
     ) -> None:
         ip, implicit = peer.ip, peer.implicit_tls
         started = time.monotonic()
-        conn = _Conn(ip, reader, writer, _Out(writer), ImapReader(PRE_AUTH_LIMITS), implicit)
+        conn = Conn(ip, reader, writer, Out(writer), ImapReader(PRE_AUTH_LIMITS), implicit)
         conn.limited = peer.limited
         conn.tokens = self.imap.command_rate * 10
         conn.last = started
@@ -315,7 +246,7 @@ class ImapServer:
             conn.out.write(f"* OK [CAPABILITY {caps}] postkeep ready\r\n".encode())
             await conn.out.drain()
             reason = await self._loop(conn)
-        except _Stop as stop:
+        except Stop as stop:
             reason = str(stop) or "closed"
         except TimeoutError:  # before OSError, of which it is a subclass
             reason = "timeout"
@@ -342,7 +273,7 @@ class ImapServer:
             self._not_slow(conn)
             self._give_back(conn)
             if (self.guard is not None and conn.account is None and not conn.failures
-                    and reason != "server shutdown"):
+                    and not conn.tls_failed and reason != "server shutdown"):
                 self.guard.strike(ip, PREAUTH)  # closed before it tried to log in
             logger.info(
                 "disconnect ip=%s tls=%s user=%s commands=%d seconds=%.3f reason=%s",
@@ -357,7 +288,7 @@ class ImapServer:
 
     # -- deadlines -----------------------------------------------------------------------------
 
-    def _deadline(self, conn: _Conn) -> tuple[float, float | None, str | None]:
+    def _deadline(self, conn: Conn) -> tuple[float, float | None, str | None]:
         """The deadline of the next read, when the connection turns slow, and the reason to
         give past the deadline (None: the autologout of RFC 9051 §5.4)."""
         imap = self.imap
@@ -375,7 +306,7 @@ class ImapServer:
             conn.idle_since = now
         return conn.idle_since + imap.idle_timeout, None, None
 
-    async def _client(self, conn: _Conn, start: Callable[[], Awaitable[T]]) -> T:
+    async def _client(self, conn: Conn, start: Callable[[], Awaitable[T]]) -> T:
         """Wait on the client (`start()`: a read, or a drain of the responses) within the
         connection's deadline (see the module docstring)."""
         while True:
@@ -394,12 +325,12 @@ class ImapServer:
                     raise
                 self._reject(conn, reason, f"* BYE {reason.capitalize()}\r\n".encode())
 
-    async def _turn_slow(self, conn: _Conn) -> None:
+    async def _turn_slow(self, conn: Conn) -> None:
         if not await self._take_slow(conn):
             self._reject(conn, "too many slow connections",
                          b"* BYE [UNAVAILABLE] Too many slow connections\r\n")
 
-    async def _take_slow(self, conn: _Conn) -> bool:
+    async def _take_slow(self, conn: Conn) -> bool:
         """Hold a slow slot for `conn` (False: none left). Once per connection: during IDLE
         two waits (the reading task and a drain of pushed responses) can both pass their
         slow marks."""
@@ -412,7 +343,7 @@ class ImapServer:
         conn.slow = True
         return True
 
-    async def _respond(self, conn: _Conn) -> None:
+    async def _respond(self, conn: Conn) -> None:
         """A drain of responses while a command runs (FETCH flushes every 256 KiB): each
         within `command_timeout` of its start and slow past `slow_after`, whatever octets
         the client takes meanwhile. A client that stops reading is cut (its slot, the
@@ -432,13 +363,13 @@ class ImapServer:
                 self._log_reject(conn, "send timeout")
                 raise ConnectionAbortedError("send timeout") from None
 
-    def _reject(self, conn: _Conn, reason: str, bye: bytes, limit: str | None = None) -> NoReturn:
+    def _reject(self, conn: Conn, reason: str, bye: bytes, limit: str | None = None) -> NoReturn:
         self._log_reject(conn, reason, limit)
         conn.out.write(bye)
-        raise _Stop(reason)
+        raise Stop(reason)
 
     @staticmethod
-    def _log_reject(conn: _Conn, reason: str, limit: str | None = None) -> None:
+    def _log_reject(conn: Conn, reason: str, limit: str | None = None) -> None:
         logger.warning(
             "reject ip=%s user=%s reason=%s%s",
             conn.ip,
@@ -447,31 +378,31 @@ class ImapServer:
             f" limit={log.quote(limit)}" if limit is not None else "",
         )
 
-    def _command_done(self, conn: _Conn) -> None:
+    def _command_done(self, conn: Conn) -> None:
         """A command ended (or failed framing): the next one gets deadlines of its own."""
         conn.command_started = None
         conn.idle_since = None
         if conn.session is not None:
             self._not_slow(conn)
 
-    def _admit(self, conn: _Conn, octets: int) -> bool:
+    def _admit(self, conn: Conn, octets: int) -> bool:
         """Count a literal's octets against `imap.max_append_in_flight`, if they fit."""
         if not self.literal_budget.take(octets):
             return False
         conn.held += octets
         return True
 
-    def _give_back(self, conn: _Conn) -> None:
+    def _give_back(self, conn: Conn) -> None:
         """The command's literals are let go (it ended, was refused, or the connection did)."""
         self.literal_budget.give(conn.held)
         conn.held = 0
 
-    def _not_slow(self, conn: _Conn) -> None:
+    def _not_slow(self, conn: Conn) -> None:
         if conn.slow:
             conn.slow = False
             self.slots.release_slow()
 
-    async def _read(self, conn: _Conn) -> bytes:
+    async def _read(self, conn: Conn) -> bytes:
         """The next input octets (decompressed when COMPRESS is active); b"" at EOF."""
         if conn.inflate is not None and conn.inflate.unconsumed_tail:
             return conn.inflate.decompress(conn.inflate.unconsumed_tail, _INFLATE_CHUNK)
@@ -480,11 +411,11 @@ class ImapServer:
             try:
                 out = conn.inflate.decompress(data, _INFLATE_CHUNK)
             except zlib.error:
-                raise _Stop("bad DEFLATE stream") from None
+                raise Stop("bad DEFLATE stream") from None
             return out if out or conn.inflate.unconsumed_tail else await self._read(conn)
         return data
 
-    async def _loop(self, conn: _Conn) -> str:
+    async def _loop(self, conn: Conn) -> str:
         while True:
             data = await self._read(conn)
             if not data:
@@ -497,7 +428,7 @@ class ImapServer:
             else:
                 await self._client(conn, conn.out.drain)
 
-    async def _throttle(self, conn: _Conn) -> None:
+    async def _throttle(self, conn: Conn) -> None:
         """Token bucket: `command_rate` per second, burst 10x; over it, wait (flow control).
         Then the firewall's commands per minute (`net.firewall`): a tarpit, then BYE."""
         if conn.limited and (over := self.firewall.take("commands", conn.ip)) is not None:
@@ -518,7 +449,7 @@ class ImapServer:
             await self._client(conn, conn.out.drain)
             await asyncio.sleep(-conn.tokens / rate)
 
-    async def _event(self, conn: _Conn, event: object) -> None:
+    async def _event(self, conn: Conn, event: object) -> None:
         if isinstance(event, NeedContinuation):
             conn.out.write(b"+ Ready for literal data\r\n")
             await self._client(conn, conn.out.drain)
@@ -530,7 +461,7 @@ class ImapServer:
             self._command_done(conn)
             self._give_back(conn)  # no event but "+" leaves literals of a command held
 
-    async def _framed(self, conn: _Conn, event: object) -> None:
+    async def _framed(self, conn: Conn, event: object) -> None:
         out = conn.out
         if isinstance(event, NoRoom):
             logger.warning(
@@ -567,12 +498,12 @@ class ImapServer:
                 return
             await self._command(conn, cmd)
 
-    async def _command(self, conn: _Conn, cmd: c.Command) -> None:
+    async def _command(self, conn: Conn, cmd: c.Command) -> None:
         out = conn.out
         if isinstance(cmd, c.Logout):
             out.write(b"* BYE Logging out\r\n")
             out.write(f"{cmd.tag} OK LOGOUT completed\r\n".encode())
-            raise _Stop("logout")
+            raise Stop("logout")
         if isinstance(cmd, c.Capability):
             out.write(("* CAPABILITY " + " ".join(self.capabilities(conn)) + "\r\n").encode())
             out.write(f"{cmd.tag} OK CAPABILITY completed\r\n".encode())
@@ -591,7 +522,7 @@ class ImapServer:
 
     # -- not authenticated -------------------------------------------------------------------------
 
-    async def _not_authenticated(self, conn: _Conn, cmd: c.Command) -> None:
+    async def _not_authenticated(self, conn: Conn, cmd: c.Command) -> None:
         out = conn.out
         if isinstance(cmd, c.Noop):
             out.write(f"{cmd.tag} OK NOOP completed\r\n".encode())
@@ -607,19 +538,25 @@ class ImapServer:
         else:
             out.write(f"{cmd.tag} BAD Log in first\r\n".encode())
 
-    async def _starttls(self, conn: _Conn, cmd: c.StartTls) -> None:
+    async def _starttls(self, conn: Conn, cmd: c.StartTls) -> None:
         if conn.tls or self.tls_context is None:
             conn.out.write(f"{cmd.tag} BAD TLS is already active\r\n".encode())
             return
         conn.out.write(f"{cmd.tag} OK Begin TLS negotiation now\r\n".encode())
         await self._client(conn, conn.out.drain)
         # RFC 9051 §6.2.1: nothing pipelined after STARTTLS may be acted on.
-        await start_tls(conn.reader, conn.writer, self.tls_context,
-                        buffered=len(conn.frames.take_buffered()), ip=conn.ip, logger=logger,
-                        timeout=self.handshake_timeout)
+        try:
+            await start_tls(conn.reader, conn.writer, self.tls_context,
+                            buffered=len(conn.frames.take_buffered()), ip=conn.ip,
+                            logger=logger, timeout=self.handshake_timeout)
+        except HANDSHAKE_ERRORS:
+            conn.tls_failed = True
+            if self.guard is not None:
+                self.guard.strike(conn.ip, TLS)
+            raise
         conn.tls = True
 
-    async def _login(self, conn: _Conn, cmd: c.Login) -> None:
+    async def _login(self, conn: Conn, cmd: c.Login) -> None:
         if not conn.tls:
             conn.out.write(
                 f"{cmd.tag} NO [PRIVACYREQUIRED] LOGIN needs TLS (use STARTTLS)\r\n".encode()
@@ -637,7 +574,7 @@ class ImapServer:
             return
         await self._logged_in(conn, cmd.tag, outcome.account)
 
-    async def _authenticate(self, conn: _Conn, cmd: c.Authenticate) -> None:
+    async def _authenticate(self, conn: Conn, cmd: c.Authenticate) -> None:
         """AUTHENTICATE (RFC 9051 §6.2.2) with SASL-IR (RFC 4959)."""
         if not conn.tls:
             conn.out.write(f"{cmd.tag} NO [PRIVACYREQUIRED] Authentication needs TLS\r\n".encode())
@@ -649,7 +586,7 @@ class ImapServer:
         local = conn.writer.get_extra_info("sockname") or ("",)
         exchange, result = await self.auth.start(
             mechanism, cmd.initial, self.bindings.of(conn.writer), str(local[0]),
-            _tls_version(conn),
+            tls_version(conn),
         )
         while exchange is not None and not result.finished:
             conn.out.write(b"+ " + result.challenge + b"\r\n")
@@ -665,13 +602,13 @@ class ImapServer:
             result = await self.auth.respond(exchange, line.line)
         await self._auth_done(conn, cmd.tag, mechanism, exchange, result)
 
-    async def _auth_line(self, conn: _Conn) -> AuthLine | None:
+    async def _auth_line(self, conn: Conn) -> AuthLine | None:
         while True:
             event = conn.frames.next()
             if event is None:
                 data = await self._read(conn)
                 if not data:
-                    raise _Stop("client closed during AUTHENTICATE")
+                    raise Stop("client closed during AUTHENTICATE")
                 conn.frames.feed(data)
                 continue
             if isinstance(event, AuthLine):
@@ -682,7 +619,7 @@ class ImapServer:
 
     async def _auth_done(
         self,
-        conn: _Conn,
+        conn: Conn,
         tag: str,
         mechanism: str,
         exchange: AuthExchange | None,
@@ -706,7 +643,7 @@ class ImapServer:
                 await self._auth_failed(conn, tag, user, mechanism, result.reason)
 
     async def _auth_failed(
-        self, conn: _Conn, tag: str | None, user: str, mechanism: str, reason: str
+        self, conn: Conn, tag: str | None, user: str, mechanism: str, reason: str
     ) -> None:
         conn.failures += 1
         logger.warning(
@@ -724,13 +661,13 @@ class ImapServer:
                     f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n".encode()
                 )
             conn.out.write(b"* BYE Too many authentication failures\r\n")
-            raise _Stop("too many authentication failures")
+            raise Stop("too many authentication failures")
         if conn.failures >= self.imap.auth_delay_after:
             await asyncio.sleep(self.imap.auth_failure_delay)
         if tag is not None:
             conn.out.write(f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n".encode())
 
-    async def _logged_in(self, conn: _Conn, tag: str, account: Account) -> None:
+    async def _logged_in(self, conn: Conn, tag: str, account: Account) -> None:
         if not await self.slots.acquire_account(account.id):
             logger.warning(
                 "reject ip=%s user=%s reason=%s",
@@ -744,7 +681,7 @@ class ImapServer:
         self._not_slow(conn)  # logged in: the login phase's slowness is over
         session = Session(
             self.store,
-            _CommandOut(self, conn),
+            CommandOut(conn, self._respond),
             self.limits,
             peer_ip=conn.ip,
             capabilities=(),
@@ -764,7 +701,7 @@ class ImapServer:
 
     # -- IDLE and COMPRESS -------------------------------------------------------------------------
 
-    async def _idle(self, conn: _Conn, cmd: c.Idle) -> None:
+    async def _idle(self, conn: Conn, cmd: c.Idle) -> None:
         """IDLE (RFC 9051 §6.3.13): changes are pushed as they are committed until DONE."""
         session = conn.session
         assert session is not None
@@ -800,14 +737,14 @@ class ImapServer:
                     data = reading.result()
                     reading = None
                     if not data:
-                        raise _Stop("client closed during IDLE")
+                        raise Stop("client closed during IDLE")
                     conn.frames.feed(data)
         finally:
             for task in (reading, waiting):
                 if task is not None and not task.done():
                     task.cancel()
 
-    async def _compress(self, conn: _Conn, cmd: c.Compress) -> None:
+    async def _compress(self, conn: Conn, cmd: c.Compress) -> None:
         """COMPRESS DEFLATE (RFC 4978 §3): raw DEFLATE both ways from the next octet on."""
         if cmd.mechanism.upper() != "DEFLATE":
             conn.out.write(f"{cmd.tag} NO Unknown compression mechanism\r\n".encode())
@@ -824,12 +761,6 @@ class ImapServer:
             try:
                 conn.frames.feed(conn.inflate.decompress(pending, _INFLATE_CHUNK))
             except zlib.error:
-                raise _Stop("bad DEFLATE stream") from None
+                raise Stop("bad DEFLATE stream") from None
         if conn.session is not None:
             conn.session.capabilities = self.capabilities(conn)
-
-
-def _tls_version(conn: _Conn) -> str | None:
-    """The connection's TLS version ("TLSv1.3", ...), None without TLS."""
-    ssl_object = conn.writer.get_extra_info("ssl_object")
-    return ssl_object.version() if ssl_object is not None else None

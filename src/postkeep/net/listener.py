@@ -23,7 +23,9 @@ One copy of what the SMTP and IMAP drivers (and the next ones) do before and aro
   that reads nothing cannot keep a closed session's socket open.
 - A handshake that fails or times out (implicit TLS or STARTTLS) is logged in one line,
   `tls handshake failed ip=... reason=...` (`reason=timeout` for the deadline), for operators
-  and fail2ban.
+  and fail2ban; on an implicit-TLS listener `on_handshake_failed(ip)` is told then (the
+  protocol servers strike it, `postkeep.bans`; after STARTTLS they see the failure
+  themselves).
 - `start_tls` is the server side of STARTTLS (SMTP RFC 3207, IMAP RFC 9051 §6.2.1): plaintext
   pipelined behind the command is thrown away, never read as if it came over TLS (RFC 3207 §4.2,
   CVE-2011-0411), and logged `discarded ip=... bytes=...`; then the handshake, bounded in time.
@@ -85,6 +87,7 @@ class Peer:
 
 Session = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Peer], Awaitable[None]]
 BanLookup = Callable[[str], "tuple[str, float] | None"]  # ip -> (ban key, until)
+HANDSHAKE_ERRORS = (ConnectionError, ssl.SSLError, OSError, TimeoutError)  # a failed handshake
 
 
 async def close_stream(writer: asyncio.StreamWriter) -> None:
@@ -137,7 +140,7 @@ async def handshake(
     started = loop.time()
     try:
         await writer.start_tls(tls_context, ssl_handshake_timeout=timeout)
-    except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as e:
+    except HANDSHAKE_ERRORS as e:
         _log_handshake_failure(logger, ip, e, loop.time() - started, timeout)
         raise
 
@@ -304,6 +307,7 @@ class Listeners:
     `refused(reason)`: the line sent to a client the firewall refuses.
     `ban_lookup(ip)`: the ban (key, until) that refuses a client, if any; `banned` the line
     sent to a plain listener's banned client (`banned_code`, its status code, for the log).
+    `on_handshake_failed(ip)`: told each failed implicit-TLS handshake, once it is logged.
     """
 
     def __init__(
@@ -327,6 +331,7 @@ class Listeners:
         ban_lookup: BanLookup | None = None,
         banned: bytes = b"",
         banned_code: str | None = None,
+        on_handshake_failed: Callable[[str], None] | None = None,
     ) -> None:
         if (session is None) == (protocol is None):
             raise ValueError("Listeners needs a session or a protocol, not both")
@@ -348,6 +353,7 @@ class Listeners:
         self.ban_lookup = ban_lookup
         self.banned = banned
         self.banned_code = banned_code
+        self.on_handshake_failed = on_handshake_failed
         self.deadlines = ReadDeadlines()
         self.watch = DeadlineWatch()  # for protocols
         self.live: set[SessionProtocol] = set()  # protocols' connections, until lost
@@ -489,9 +495,8 @@ class Listeners:
                     lambda: protocol, sock, ssl=tls,
                     ssl_handshake_timeout=self.handshake_timeout if tls else None,
                 )
-            except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as e:
-                _log_handshake_failure(self.logger, peer.ip, e, loop.time() - started,
-                                       self.handshake_timeout)
+            except HANDSHAKE_ERRORS as e:
+                self._handshake_failed(peer.ip, e, loop.time() - started)
                 return
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             await self.session(reader, writer, peer)
@@ -551,13 +556,17 @@ class Listeners:
                 lambda: protocol, sock, ssl=tls,
                 ssl_handshake_timeout=self.handshake_timeout if tls else None,
             )
-        except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as e:
-            _log_handshake_failure(self.logger, peer.ip, e, loop.time() - started,
-                                   self.handshake_timeout)
+        except HANDSHAKE_ERRORS as e:
+            self._handshake_failed(peer.ip, e, loop.time() - started)
         finally:
             if protocol.transport is None:  # never made: the slot is still this task's
                 sock.close()
                 self.slots.release_ip(peer.key)
+
+    def _handshake_failed(self, ip: str, error: BaseException, elapsed: float) -> None:
+        _log_handshake_failure(self.logger, ip, error, elapsed, self.handshake_timeout)
+        if self.on_handshake_failed is not None:
+            self.on_handshake_failed(ip)
 
     def banned_peer(self, peer: Peer) -> bool:
         """Whether a ban refuses the client (logged)."""
@@ -666,7 +675,7 @@ async def upgrade_tls(
         tls = await loop.start_tls(
             transport, protocol, tls_context, server_side=True, ssl_handshake_timeout=timeout
         )
-    except (ConnectionError, ssl.SSLError, OSError, TimeoutError) as e:
+    except HANDSHAKE_ERRORS as e:
         _log_handshake_failure(logger, ip, e, loop.time() - started, timeout)
         raise
     return cast(asyncio.Transport, tls)  # uvloop's transports are no subclasses of it

@@ -63,7 +63,7 @@ RATES_PER_FRAME = 500
 
 
 SERVICES = ("mx", "submission", "imap")  # the roles whose connections are counted apart
-STRIKE_KINDS = ("auth", "harvest", "errors", "preauth")  # postkeep.bans.policy.KINDS
+STRIKE_KINDS = ("auth", "harvest", "errors", "preauth", "tls")  # postkeep.bans.policy.KINDS
 
 
 class ChannelError(ValueError):

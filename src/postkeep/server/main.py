@@ -17,6 +17,7 @@ Start-up, in this order, and why:
 6. on the event loop: a store connection of its own for the bans (`postkeep.bans`: the
    `BanKeeper`, its ledger, the bans in force loaded for the workers' first messages and
    reloaded every `bans.sync_interval`), opened only now, after the fork server was forked;
+   with `[cluster] redis_url`, the firewall's rates shared in Redis (`postkeep.net.redis_rates`);
    then the workers started, and "ready" logged once all are up.
 
 SIGTERM/SIGINT stop the workers (each ends its sessions with 421 4.3.2 / BYE and closes its
@@ -45,6 +46,7 @@ from postkeep.config import Config
 from postkeep.dns.resolver import DnsResolver
 from postkeep.net.firewall import Buckets
 from postkeep.net.listener import bind_listeners
+from postkeep.net.redis_rates import RedisRates
 from postkeep.net.tls import build_tls
 from postkeep.queue.smarthost import load_relays
 from postkeep.server.fdlimit import fd_need, raise_open_files
@@ -149,8 +151,11 @@ async def _supervise(cfg: Config, forks: ForkServer, master_key: bytes) -> None:
                          bans.forget_after)
     keeper = BanKeeper(bans, ledger)
     syncing: asyncio.Task[None] | None = None
-    pool = WorkerPool(forks, service_slots(cfg), verifier, processes, keeper,
-                      Buckets(cfg.firewall) if cfg.firewall.enabled else None)
+    buckets = Buckets(cfg.firewall) if cfg.firewall.enabled else None
+    pool = WorkerPool(forks, service_slots(cfg), verifier, processes, keeper, buckets)
+    if buckets is not None and cfg.cluster.redis_url:  # one budget with the other nodes
+        pool.shared = RedisRates(cfg.cluster.redis_url, buckets, pool.blocked_in_cluster)
+        pool.shared.start()
     forks.on_gone = stop.set
     try:
         await keeper.sync()  # the bans of before the restart, for the workers' first Hello
@@ -165,6 +170,8 @@ async def _supervise(cfg: Config, forks: ForkServer, master_key: bytes) -> None:
             syncing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await syncing
+        if pool.shared is not None:
+            await pool.shared.close()
         await ledger.close()
         await store.close()
         verifier.close()

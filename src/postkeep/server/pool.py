@@ -24,7 +24,9 @@ What must stay global goes over one channel per worker (`postkeep.server.ipc` me
 - the firewall's rates (`postkeep.net.firewall`): each worker reports what it let through
   (`RateUsage`, no answer), the main process counts it in the global `Buckets` and tells
   every worker the buckets that went empty (`RateBlocked`), each once until it is full again
-  or its block grows by more than `REBLOCK_AFTER` seconds;
+  or its block grows by more than `REBLOCK_AFTER` seconds; with `[cluster] redis_url` it
+  also counts it in Redis (`postkeep.net.redis_rates`, never waited on) and tells the
+  workers the blocks Redis finds, of this node's and the other nodes' traffic;
 - bans (`postkeep.bans`): workers send their strikes (`Strike`; a failed login's is answered:
   is the account under attack?), the main process's `BanKeeper` counts them and pushes every
   ban that begins or ends to every worker (`BanChange`; the whole list after `Hello`), so a
@@ -54,6 +56,7 @@ from postkeep.auth.passwords import PasswordVerifier
 from postkeep.bans.keeper import BanKeeper
 from postkeep.config import Config
 from postkeep.net.firewall import BucketKey, Buckets
+from postkeep.net.redis_rates import Block, RedisRates
 from postkeep.net.slots import LocalSlots, slow_slots
 from postkeep.server import ipc
 from postkeep.server.channel import Outbox, read_message
@@ -117,6 +120,7 @@ class WorkerPool:
         self.forks = forks
         self.slots = slots
         self.rates = rates  # the firewall's global buckets (None: no firewall counts)
+        self.shared: RedisRates | None = None  # the buckets in Redis, with a cluster
         self._blocked: dict[BucketKey, float] = {}  # until, as sent
         self.verifier = verifier
         self.keeper = keeper
@@ -315,16 +319,35 @@ class WorkerPool:
         if self.rates is None:
             return
         now = time.monotonic()
-        blocked = self._blocked
-        if len(blocked) > 4096:  # the expired ones go
-            self._blocked = blocked = {k: until for k, until in blocked.items() if until > now}
         blocks: list[ipc.BlockEntry] = []
+        shared = self.shared
         for service, kind, index, net, n in entries:
             key = (service, kind, index, net)
-            seconds = self.rates.add(key, n, now)
-            if seconds > 0 and blocked.get(key, 0.0) + REBLOCK_AFTER < now + seconds:
-                blocked[key] = now + seconds
-                blocks.append((*key, seconds))
+            if shared is not None:
+                shared.add(key, n)
+            self._block(key, self.rates.add(key, n, now), now, blocks)
+        self._send_blocks(blocks)
+
+    def blocked_in_cluster(self, found: list[Block]) -> None:
+        """Blocks of the buckets in Redis (`RedisRates`: this node's, or another's), to
+        every worker."""
+        now = time.monotonic()
+        blocks: list[ipc.BlockEntry] = []
+        for key, seconds in found:
+            self._block(key, seconds, now, blocks)
+        self._send_blocks(blocks)
+
+    def _block(self, key: BucketKey, seconds: float, now: float,
+               blocks: list[ipc.BlockEntry]) -> None:
+        """Add the block of a bucket that holds no token for `seconds` unless the workers know
+        it already (or a block that ends less than `REBLOCK_AFTER` earlier)."""
+        if seconds > 0 and self._blocked.get(key, 0.0) + REBLOCK_AFTER < now + seconds:
+            if len(self._blocked) > 4096:  # the expired ones go
+                self._blocked = {k: until for k, until in self._blocked.items() if until > now}
+            self._blocked[key] = now + seconds
+            blocks.append((*key, seconds))
+
+    def _send_blocks(self, blocks: list[ipc.BlockEntry]) -> None:
         for start in range(0, len(blocks), ipc.RATES_PER_FRAME):
             frame = ipc.RateBlocked(tuple(blocks[start : start + ipc.RATES_PER_FRAME]))
             self._forward(frame, exclude=None)

@@ -74,7 +74,7 @@ class SmtpConnection(SessionProtocol):
         "account", "auth", "auth_failures",
         "checks", "closing", "deadline", "intake", "last_read", "mailed", "messages", "out",
         "owned", "rcpt_accounts", "record", "refusal", "server", "session", "slow", "slow_at",
-        "tarpitted", "tls", "waited",
+        "tarpitted", "tls", "tls_failed", "waited",
     )
 
     def __init__(self, server: SmtpServer, listeners: Listeners, peer: Peer | None) -> None:
@@ -87,6 +87,7 @@ class SmtpConnection(SessionProtocol):
         self.rcpt_accounts: dict[Rcpt, tuple[int, ...]] = {}
         self.messages = 0
         self.mailed = False  # a MAIL command came (not a pre-auth close, `postkeep.bans`)
+        self.tls_failed = False  # its STARTTLS handshake failed (a strike of its own)
         self.closing = False  # a handler decided the session ends after its replies
         self.account: Account | None = None  # after a successful AUTH
         self.owned: frozenset[str] = frozenset()  # addresses the account may send as

@@ -9,7 +9,8 @@ pipelined MAIL/RCPT/DATA group each go out in one segment.
 
 Brute-force protection (`postkeep.bans`, with a `guard`): a banned client gets `421 4.7.1` at
 accept (implicit TLS: a silent close); a failed AUTH, an RCPT refused `550 5.1.1`, the hard
-error limit and a session that ends before AUTH or MAIL are strikes.
+error limit, a failed TLS handshake (implicit TLS or STARTTLS) and a session that ends before
+AUTH or MAIL (without a failed handshake) are strikes.
 
 Owns: the deadlines (RFC 5321 §4.5.3.2), the error budget's delays, STARTTLS (RFC 3207), AUTH's
 replies and failure limits (RFC 4954), storing each message's text as it arrives
@@ -42,7 +43,7 @@ from postkeep import log
 from postkeep.auth.exchange import AuthResult, AuthStatus, SaslAuthenticator
 from postkeep.auth.passwords import PasswordVerifier
 from postkeep.bans.keeper import Guard
-from postkeep.bans.policy import ERRORS, HARVEST, PREAUTH
+from postkeep.bans.policy import ERRORS, HARVEST, PREAUTH, TLS
 from postkeep.config import Config
 from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.inbound import Client, Inbound, InboundLimits, InboundPipeline
@@ -56,7 +57,7 @@ from postkeep.filters.setup import runner as filter_runner
 from postkeep.mailauth.dmarc.aggregate import ReportRow
 from postkeep.net.budget import DataBudget
 from postkeep.net.firewall import Firewall, LocalRates, Rates
-from postkeep.net.listener import Listeners, upgrade_tls
+from postkeep.net.listener import HANDSHAKE_ERRORS, Listeners, upgrade_tls
 from postkeep.net.slots import ConnectionLimiter, IpSlots, slow_slots
 from postkeep.net.tls import EndPointBindings
 from postkeep.policy.relay import check_rcpt, check_sender
@@ -249,6 +250,7 @@ class SmtpServer:
             ban_lookup=guard.refused if guard is not None else None,
             banned=f"{R_BANNED}\r\n".encode(),
             banned_code=f"{R_BANNED.code} {R_BANNED.enhanced}",
+            on_handshake_failed=(lambda ip: guard.strike(ip, TLS)) if guard is not None else None,
         )
         self.watch = self.listeners.watch
         self.handshake_timeout = cfg.tls.handshake_timeout
@@ -280,7 +282,7 @@ class SmtpServer:
         """A session is over: one that never tried to log in nor sent MAIL is a pre-auth
         close, a strike (`bans.preauth_close_weight`)."""
         if (self.guard is not None and reason != "server shutdown" and conn.account is None
-                and not conn.auth_failures and not conn.mailed):
+                and not conn.auth_failures and not conn.mailed and not conn.tls_failed):
             self.guard.strike(conn.ip, PREAUTH)
 
     def _reply(self, conn: SmtpConnection, reply: Reply) -> None:
@@ -585,10 +587,16 @@ class SmtpServer:
         conn.flush()
         # RFC 3207 §4.2: plaintext pipelined after STARTTLS is thrown away
         dropped = session.starttls_begin() + conn.drop_input()
-        conn.transport = await upgrade_tls(
-            conn.transport, conn, self.tls_context, dropped=dropped, ip=conn.ip,
-            logger=logger, timeout=self.handshake_timeout,
-        )
+        try:
+            conn.transport = await upgrade_tls(
+                conn.transport, conn, self.tls_context, dropped=dropped, ip=conn.ip,
+                logger=logger, timeout=self.handshake_timeout,
+            )
+        except HANDSHAKE_ERRORS:
+            conn.tls_failed = True
+            if self.guard is not None:
+                self.guard.strike(conn.ip, TLS)
+            raise
         conn.tls = tls_info(conn.transport)
         session.tls_started(self.capabilities(False, conn.tls))
         conn.rcpt_accounts.clear()
