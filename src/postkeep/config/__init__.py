@@ -25,7 +25,12 @@ from postkeep.config.delivery import DeliveryConfig, validate_delivery
 from postkeep.config.dkim import DkimConfig, validate_dkim
 from postkeep.config.dns import DnsConfig, parse_nameserver, validate_dns
 from postkeep.config.fields import KiB, MiB, parse_listen
-from postkeep.config.filters import AntivirusConfig, FiltersConfig, validate_filters
+from postkeep.config.filters import (
+    AntivirusConfig,
+    FiltersConfig,
+    MilterConfig,
+    validate_filters,
+)
 from postkeep.config.firewall import FirewallConfig, validate_firewall
 from postkeep.config.imap import ImapConfig
 from postkeep.config.inbound import DnsListConfig, InboundConfig, validate_inbound
@@ -37,7 +42,7 @@ from postkeep.errors import ConfigError
 __all__ = [
     "AntivirusConfig", "BansConfig", "ClusterConfig", "Config", "DeliveryConfig", "DkimConfig",
     "DnsConfig", "DnsListConfig", "FiltersConfig", "FirewallConfig", "ImapConfig",
-    "InboundConfig", "KiB", "LogConfig", "MiB",
+    "InboundConfig", "KiB", "LogConfig", "MiB", "MilterConfig",
     "SendingConfig", "ServerConfig", "SmtpConfig", "StoreConfig", "SubmissionConfig",
     "TlsCertificate", "TlsConfig", "load", "parse_listen", "parse_nameserver",
 ]

@@ -9,7 +9,11 @@ field and the log. It may raise `ScanError` (the scanner gave no verdict) or `OS
 own `timeout`; a filter that times out or fails gets its fail mode for the direction: open
 (the message goes on, its status says it was not scanned, a warning is logged) or closed (a
 tempfail). Results combine: the first reject or tempfail ends the run and decides, scores
-add up, symbols are listed in order, any tag tags the message. Scanners outside the process
+add up, symbols are listed in order, any tag tags the message. A filter may also ask for
+changes (`Changes`: header fields added, inserted, changed or deleted, the body replaced,
+recipients added or removed; a milter's): the runner applies the text changes before the
+next filter reads the message (`filters.edits`), so a chain sees each step's result, and
+hands the recipient changes and the final text to the pipeline. Scanners outside the process
 (clamd) are awaited on sockets, so a slow one holds only its own session, for at most the
 timeout, never the listener.
 """
@@ -23,6 +27,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from postkeep import log
+from postkeep.errors import Reply
+from postkeep.filters.edits import NO_CHANGES, Changes, apply_text
 from postkeep.store.api import Envelope
 from postkeep.store.spool import MessageData
 
@@ -49,18 +55,25 @@ class ScanContext:
     envelope: Envelope
     auth_results: str = ""  # the MX's checks in short ("spf=pass dkim=none ..."), "" if none
     login: str = ""  # the submitting account's address, "" on the MX
+    client_name: str = ""  # the client's confirmed reverse DNS name (iprev), "" if none
+    mechanism: str = ""  # the SASL mechanism the login authenticated with, "" on the MX
 
 
 @dataclass(frozen=True, slots=True)
 class FilterResult:
     """`status` is the filter's word for the header field and the log ("clean",
-    "unscanned (...)"); `reason` is for the log line of a refusal, never sent."""
+    "unscanned (...)"); `reason` is for the log line of a refusal, never sent. `reply`: a
+    reply of the scanner's own for a refusal (a milter's, sanitised), None for ours.
+    `quarantine`: why the scanner asks for the message to be quarantined ("" if not)."""
 
     action: Action = Action.ACCEPT
     score: float = 0.0
     symbols: tuple[str, ...] = ()
     status: str = ""
     reason: str = ""
+    changes: Changes = NO_CHANGES
+    reply: Reply | None = None
+    quarantine: str = ""
 
 
 class ScanError(Exception):
@@ -90,9 +103,20 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
+class RecipientEdit:
+    """An envelope recipient a filter added (`add`) or removed."""
+
+    filter: str
+    address: str
+    add: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ScanOutcome:
     """The combined result. `decided_by` names the filter whose reject or tempfail ended the
-    run ("" when none did); `reason` is that filter's, for the log."""
+    run ("" when none did); `reason` and `reply` are that filter's. `data`: the text after
+    the filters' changes (None: unchanged); `recipients`: their recipient changes, in
+    order; `quarantine`: the first reason a filter gave to quarantine the message."""
 
     action: Action
     score: float
@@ -100,6 +124,10 @@ class ScanOutcome:
     statuses: tuple[Status, ...]
     decided_by: str = ""
     reason: str = ""
+    reply: Reply | None = None
+    data: MessageData | None = None
+    recipients: tuple[RecipientEdit, ...] = ()
+    quarantine: str = ""
 
     def summary(self) -> str:
         """In short, for the message's log line: ``clamav=clean`` for each filter, then
@@ -115,14 +143,18 @@ class ScanOutcome:
 class FilterRunner:
     """A direction's filters, in the order they run."""
 
-    def __init__(self, filters: Sequence[Filter], direction: Direction) -> None:
+    def __init__(self, filters: Sequence[Filter], direction: Direction,
+                 head_limit: int = 100 * 1024) -> None:
         self.filters = tuple(filters)
         self.direction = direction
+        self.head_limit = head_limit  # the header section's size at most (`limits` checked)
 
     async def run(self, message: MessageData, context: ScanContext) -> ScanOutcome:
         action, score = Action.ACCEPT, 0.0
         symbols: list[str] = []
         statuses: list[Status] = []
+        recipients: list[RecipientEdit] = []
+        changed, quarantine = False, ""
         # run eagerly (`postkeep.eager`), a coroutine has no task of its own until it first
         # waits, and a timeout scope needs one: wait once first (a scan waits on sockets anyway)
         await asyncio.sleep(0)
@@ -134,10 +166,19 @@ class FilterRunner:
                 statuses.append(Status(f.name, f.header, result.status))
             if result.action in (Action.REJECT, Action.TEMPFAIL):
                 return ScanOutcome(result.action, score, tuple(symbols), tuple(statuses),
-                                   f.name, result.reason)
+                                   f.name, result.reason, result.reply)
             if result.action is Action.TAG:
                 action = Action.TAG
-        return ScanOutcome(action, score, tuple(symbols), tuple(statuses))
+            quarantine = quarantine or result.quarantine
+            if result.changes.text:
+                message, changed = apply_text(message, result.changes, self.head_limit), True
+            recipients += [RecipientEdit(f.name, a, add=True)
+                           for a in result.changes.add_recipients]
+            recipients += [RecipientEdit(f.name, a, add=False)
+                           for a in result.changes.remove_recipients]
+        return ScanOutcome(action, score, tuple(symbols), tuple(statuses),
+                           data=message if changed else None, recipients=tuple(recipients),
+                           quarantine=quarantine)
 
     async def _scan_one(self, f: Filter, message: MessageData,
                         context: ScanContext) -> FilterResult:
