@@ -22,6 +22,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -186,3 +187,52 @@ class Rspamd(Daemon):
                         f"--var=LOCAL_CONFDIR={d}", f"--var=DBDIR={d / 'db'}",
                         f"--var=RUNDIR={d / 'run'}", f"--var=LOGDIR={d / 'log'}",
                         "-c", "/etc/rspamd/rspamd.conf"]
+
+
+class ScriptedMilter:
+    """A milter of the test's own, on loopback, for what no Debian milter does on request
+    (adding and removing recipients, replacing the body, quarantine, discard): it answers
+    the negotiation asking for every step and every reply, ``c`` to each command, and at
+    the end of body sends `script`'s packets (code, data), in order. Written here from the
+    protocol (sendmail's mfdef.h), with no code of the client's."""
+
+    def __init__(self, script: list[tuple[bytes, bytes]]) -> None:
+        self.script = script
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.commands: list[tuple[bytes, bytes]] = []  # what it received, in order
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _packet(code: bytes, data: bytes = b"") -> bytes:
+        return struct.pack(">I", len(data) + 1) + code + data
+
+    def _talk(self, conn: socket.socket) -> None:
+        with conn:
+            buf = b""
+            while True:
+                while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                length = struct.unpack(">I", buf[:4])[0]
+                code, data, buf = buf[4:5], buf[5 : 4 + length], buf[4 + length :]
+                self.commands.append((code, data))
+                if code == b"O":
+                    conn.sendall(self._packet(b"O", struct.pack(">III", 6, 0x1FF, 0)))
+                elif code == b"E":
+                    conn.sendall(b"".join(self._packet(c, d) for c, d in self.script))
+                elif code not in (b"D", b"A", b"Q"):
+                    conn.sendall(self._packet(b"c"))
+
+    def close(self) -> None:
+        self.sock.close()

@@ -10,7 +10,10 @@ submission.
   message accepted with its fields);
 - rspamd's proxy in milter mode (GTUBE refused with rspamd's reply);
 - a milter that refuses connections and one that accepts and never answers: the fail
-  modes, the listener serving other clients meanwhile, and `postkeep check`.
+  modes, the listener serving other clients meanwhile, and `postkeep check`;
+- a scripted milter (`tests.milters.ScriptedMilter`: no Debian milter adds recipients,
+  replaces a body, quarantines or discards on request) for recipient changes resolved as
+  RCPT TO would be, header and body changes, discard, quarantine and a sanitised reply.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import re
 import smtplib
 import socket
+import struct
 import threading
 import uuid
 from collections.abc import Iterator
@@ -40,7 +44,7 @@ from tests.dnsserver import AuthServer, start_auth_server
 from tests.interop.conftest import Instance, free_port, make_instance, reachable
 from tests.interop.test_antivirus import Silent
 from tests.interop.test_submission import login
-from tests.milters import GTUBE, ClamavMilter, Daemon, OpenDkim, Rspamd
+from tests.milters import GTUBE, ClamavMilter, Daemon, OpenDkim, Rspamd, ScriptedMilter
 
 
 def message(subject: str, body: str = "hello\n", sender: str = "x@remote.test",
@@ -349,3 +353,85 @@ def test_a_silent_milter_holds_only_its_own_session(fresh: Instance) -> None:
         assert len(stored(fresh, subject)) == 1
     finally:
         silent.close()
+
+
+# -- what no Debian milter does on request: a scripted one ---------------------------------------
+
+
+def scripted(fresh: Instance, script: list[tuple[bytes, bytes]],
+             inbound: bool = True) -> ScriptedMilter:
+    milter = ScriptedMilter(script)
+    configure(fresh, ["milter:scripted"] if inbound else [],
+              [] if inbound else ["milter:scripted"], {"scripted": milter.address})
+    fresh.start()
+    return milter
+
+
+def test_recipient_changes_are_resolved_as_rcpt_to(fresh: Instance) -> None:
+    """On the MX: bob added (a local account), a remote address refused (the MX relays for
+    nobody), alice removed; the header and body changes applied."""
+    milter = scripted(fresh, [
+        (b"+", b"<bob@example.test>\0"), (b"+", b"<someone@remote.test>\0"),
+        (b"-", b"<alice@example.test>\0"),
+        (b"h", b"X-Scripted\0 yes\0"), (b"i", struct.pack(">I", 0) + b"X-First\0 top\0"),
+        (b"m", struct.pack(">I", 1) + b"Subject\0\0"),
+        (b"b", b"new body\r\n"), (b"a", b"")])
+    try:
+        subject = f"rcpts {uuid.uuid4().hex}"
+        assert send_mx(fresh, message(subject))[0] == 250, fresh.log()[-3000:]
+        fresh.wait_log(r"recipient refused qid=\w+ ip=127\.0\.0\.1 filter=milter:scripted "
+                       r"rcpt=someone@remote\.test reason=\"relay denied to someone@remote\.test")
+        fresh.wait_log(r"recipient added qid=\w+ ip=127\.0\.0\.1 filter=milter:scripted "
+                       r"rcpt=bob@example\.test")
+        fresh.wait_log(r"recipient removed qid=\w+ .* rcpt=alice@example\.test")
+        assert fresh.messages("alice@example.test") == []
+        (copy,) = [m for m in fresh.messages("bob@example.test") if b"X-Scripted" in m]
+        head, _, body = copy.partition(b"\r\n\r\n")
+        assert body == b"new body\r\n"
+        assert b"Subject:" not in head  # deleted
+        fields = [line.split(b":")[0] for line in head.split(b"\r\n") if b":" in line
+                  and not line.startswith((b" ", b"\t"))]
+        first = fields.index(b"X-First")  # inserted at the top of what the milter saw
+        assert fields[first - 1] == b"Received" and fields[-1] == b"X-Scripted"
+        mail = [d for c, d in milter.commands if c == b"M"]
+        assert mail and mail[0].startswith(b"<x@remote.test>\0")
+        macros = b"".join(d for c, d in milter.commands if c == b"D")
+        assert b"j\0localhost\0" in macros and b"{client_addr}\x00127.0.0.1\x00" in macros
+    finally:
+        milter.close()
+
+
+def test_removing_every_recipient_refuses_the_message(fresh: Instance) -> None:
+    milter = scripted(fresh, [(b"-", b"<alice@example.test>\0"), (b"c", b"")])
+    try:
+        assert send_mx(fresh, message(f"none {uuid.uuid4().hex}")) == (
+            554, b"5.7.1 Message refused by content filter: no recipients left")
+    finally:
+        milter.close()
+
+
+def test_discard_is_refused_not_dropped(fresh: Instance) -> None:
+    milter = scripted(fresh, [(b"d", b"")])
+    try:
+        subject = f"discard {uuid.uuid4().hex}"
+        assert send_mx(fresh, message(subject)) == (554, b"5.7.1 Message content rejected")
+        fresh.wait_log(r"reject ip=127\.0\.0\.1 cmd=DATA code=554 5\.7\.1 reason=\"milter:"
+                       r"scripted: discard asked at end of body: refused, never dropped")
+        assert stored(fresh, subject) == []
+    finally:
+        milter.close()
+
+
+def test_quarantine_tags_and_a_reply_code_is_sanitised(fresh: Instance) -> None:
+    milter = scripted(fresh, [(b"q", b"looks odd\0"), (b"a", b"")])
+    try:
+        subject = f"quarantine {uuid.uuid4().hex}"
+        assert send_mx(fresh, message(subject))[0] == 250
+        (msg,) = stored(fresh, subject)
+        assert b"X-Spam-Status: Yes, score=0.0 tests=MILTER_QUARANTINE at localhost" in msg
+        fresh.wait_log(r"quarantine asked qid=\w+ ip=127\.0\.0\.1 reason=\"looks odd\"")
+        milter.script = [(b"y", "451-4.7.0 Greylisted\r\n451 4.7.0 ça va\0".encode())]
+        assert send_mx(fresh, message(f"reply {uuid.uuid4().hex}")) == (
+            451, b"4.7.0 Greylisted ?a va")
+    finally:
+        milter.close()

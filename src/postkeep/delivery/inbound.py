@@ -385,7 +385,8 @@ class InboundPipeline:
                 decision = await check_rcpt(self.directory, path, len(message.data),
                                             authenticated=submission)
                 if decision.verdict.accepted:
-                    recipients.append((DsnRecipient(path.address), decision.accounts))
+                    recipients.append((DsnRecipient(path.address),
+                                       tuple(a.id for a in decision.accounts)))
                     logger.info("recipient added qid=%s ip=%s filter=%s rcpt=%s",
                                 message.queue_id, message.client.ip, edit.filter,
                                 log.quote(path.address))
