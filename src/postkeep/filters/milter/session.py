@@ -33,7 +33,8 @@ from postkeep.filters.milter import wire
 
 MAX_MODIFICATIONS = 1000
 MAX_HEADER_OCTETS = 256 * 1024  # header fields added or changed, in all
-_REPLY_LINE = re.compile(r"([45][0-9][0-9])([ -])(?:([245]\.[0-9]{1,3}\.[0-9]{1,3}) )?(.*)")
+_REPLY_LINE = re.compile(
+    r"([45][0-9][0-9])(?:[ -]|$)(?:([245]\.[0-9]{1,3}\.[0-9]{1,3})(?: |$))?(.*)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +115,10 @@ def parse_reply_code(text: str) -> SmtpReply:
     code = matches[0][1]
     if any(m[1] != code for m in matches):
         raise wire.ProtocolError("reply lines with different codes")
-    enhanced = matches[0][3] or ""
+    enhanced = matches[0][2] or ""
     if enhanced and enhanced[0] != code[0]:
         enhanced = ""
-    words = " ".join(m[4].strip() for m in matches if m[4].strip())
+    words = " ".join(m[3].strip() for m in matches if m[3].strip())
     clean = "".join(c if " " <= c <= "~" else "?" for c in words)[:200]
     return SmtpReply(int(code), enhanced, clean or "Message refused")
 
