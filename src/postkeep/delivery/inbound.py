@@ -27,9 +27,11 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
 - ``scan`` (with `[filters]` for the role: ``inbound`` on the MX, ``outbound`` on
   submission): forged ``X-Virus-Scanned`` / ``X-Spam-Status`` fields naming this host
   removed, then the content filters run in order (`filters.base.FilterRunner`: clamd's
-  antivirus, each within its timeout and fail mode); a reject is ``554 5.7.1``, a scanner
-  that failed closed ``451 4.7.1`` (`policy.content`), and an accepted message gets their
-  fields (`filters.headers`). On submission it runs after ``sender``;
+  antivirus, milters, each within its timeout and fail mode); a reject is ``554 5.7.1``
+  (or a milter's own reply), a scanner that failed closed ``451 4.7.1`` (`policy.content`),
+  and an accepted message gets their fields (`filters.headers`), their header and body
+  changes, and their recipient changes, an added recipient decided as its RCPT TO would be
+  (`policy.relay`). On submission it runs after ``sender``;
 - ``sender`` (submission only): the From: header is owned by the login (RFC 6409 §8.1) and no
   MIME part is over the size limit (`policy.submission`);
 - ``quota`` (submission only): the message counted against the login's and its domain's
