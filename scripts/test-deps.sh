@@ -70,6 +70,11 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("include"), "Python.
 # daemon and signature updater are not started by the tests.
 for pkg in clamav-daemon clamav-testfiles; do need_pkg "$pkg"; done
 
+# Real milters for tests/interop/test_milter.py (tests/milters.py starts each on loopback):
+# OpenDKIM signing and verifying (opendkim-tools: opendkim-genkey, opendkim-testkey),
+# clamav-milter in front of the tests' clamd, rspamd's proxy worker in milter mode.
+for pkg in opendkim opendkim-tools clamav-milter rspamd; do need_pkg "$pkg"; done
+
 # PostgreSQL: use the one on 127.0.0.1:5432 if it lets us in without a password, else run a
 # private throw-away cluster (trust auth, loopback only) on port 55432.
 pg_ok() { python3 - "$1" <<'PY' 2>/dev/null

@@ -28,6 +28,7 @@ from postkeep.config.fields import KiB, MiB, parse_listen
 from postkeep.config.filters import (
     AntivirusConfig,
     FiltersConfig,
+    MilterConfig,
     QuarantineConfig,
     validate_filters,
 )
@@ -43,7 +44,8 @@ from postkeep.errors import ConfigError
 __all__ = [
     "AntivirusConfig", "BansConfig", "ClusterConfig", "Config", "DeliveryConfig", "DkimConfig",
     "DnsConfig", "DnsListConfig", "FiltersConfig", "FirewallConfig", "ImapConfig",
-    "InboundConfig", "JunkConfig", "KiB", "LogConfig", "MiB", "QuarantineConfig",
+    "InboundConfig", "JunkConfig", "KiB", "LogConfig", "MiB", "MilterConfig",
+    "QuarantineConfig",
     "SendingConfig", "ServerConfig", "SmtpConfig", "StoreConfig", "SubmissionConfig",
     "TlsCertificate", "TlsConfig", "load", "parse_listen", "parse_nameserver",
 ]

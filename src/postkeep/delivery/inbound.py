@@ -27,12 +27,14 @@ The pipeline is one sequence of named stages, each returning None (go on) or a `
 - ``scan`` (with `[filters]` for the role: ``inbound`` on the MX, ``outbound`` on
   submission): forged ``X-Virus-Scanned`` / ``X-Spam-Status`` fields naming this host
   removed, then the content filters run in order (`filters.base.FilterRunner`: clamd's
-  antivirus, each within its timeout and fail mode); a reject is ``554 5.7.1``, a scanner
-  that failed closed ``451 4.7.1`` (`policy.content`), and an accepted message gets their
-  fields (`filters.headers`); a filter may file it into a mailbox (the junk filter: Junk,
-  as DMARC's quarantine does). On submission it runs after ``sender``. A message the
-  filters hold (a quarantine; on submission a reject too: `delivery.quarantine.held_by`)
-  goes on, with their fields, to ``store``, which puts it in the quarantine instead
+  antivirus, milters, each within its timeout and fail mode); a reject is ``554 5.7.1``
+  (or a milter's own reply), a scanner that failed closed ``451 4.7.1`` (`policy.content`),
+  and an accepted message gets their fields (`filters.headers`), their header and body
+  changes, and their recipient changes, an added recipient decided as its RCPT TO would be
+  (`policy.relay`); a filter may file it into a mailbox (the junk filter: Junk, as DMARC's
+  quarantine does). On submission it runs after ``sender``. A message the filters hold (a
+  quarantine; on submission a reject too: `delivery.quarantine.held_by`) goes on, with their
+  fields and changes, to ``store``, which puts it in the quarantine instead
   (`delivery.quarantine.hold`); ``quota`` and ``reports`` pass it by;
 - ``sender`` (submission only): the From: header is owned by the login (RFC 6409 §8.1) and no
   MIME part is over the size limit (`policy.submission`);
@@ -84,7 +86,7 @@ from postkeep.delivery.signing import DkimKeyring, sign_message
 from postkeep.delivery.trace import TlsInfo, protocol_name, received_header, return_path_header
 from postkeep.errors import NotFound, Reply
 from postkeep.filters import headers as filter_fields
-from postkeep.filters.base import Direction, FilterRunner, ScanContext, ScanOutcome
+from postkeep.filters.base import Direction, FilterRunner, RecipientEdit, ScanContext, ScanOutcome
 from postkeep.mailauth import authres
 from postkeep.mailauth.arc.seal import ArcSealer
 from postkeep.mailauth.arc.verify import ArcResult
@@ -100,11 +102,13 @@ from postkeep.mailauth.dmarc.feedback import (
 from postkeep.mailauth.dnsbl import check_domains
 from postkeep.mailauth.uridomains import body_domains
 from postkeep.policy import limits
-from postkeep.policy.content import content_verdict
+from postkeep.policy.content import R_NO_RECIPIENTS, content_verdict
+from postkeep.policy.relay import check_rcpt
 from postkeep.policy.sending import account_limits, domain_limits, over_limit
 from postkeep.policy.submission import check_from_header, check_part_sizes, from_domain
 from postkeep.policy.trust import links_listed
 from postkeep.policy.verdict import Verdict
+from postkeep.smtp.wire.parser import CommandError, parse_path
 from postkeep.store.api import (
     Account,
     DmarcFeedback,
@@ -131,6 +135,7 @@ class Client:
     login: Account | None = None  # authenticated submission
     owned: frozenset[str] = frozenset()  # addresses the login may send as
     checks: ClientChecks | None = None  # the MX's lookups about the client (`delivery.origin`)
+    mechanism: str = ""  # the SASL mechanism `login` authenticated with
 
 
 @dataclass(slots=True, eq=False)
@@ -348,15 +353,23 @@ class InboundPipeline:
         accounts = tuple(dict.fromkeys(i for _, ids in message.recipients for i in ids))
         context = ScanContext(self.filters.direction, message.queue_id, message.client.ip,
                               message.envelope, message.auth_summary,
-                              login.address if login else "", accounts)
+                              login.address if login else "", accounts,
+                              client_name=message.client_name or "",
+                              mechanism=message.client.mechanism if login else "")
         outcome = await self.filters.run(message.data, context)
         message.scan_summary = outcome.summary()
         submission = self.filters.direction is Direction.OUTBOUND
+        if outcome.data is not None:  # header fields or the body changed (a milter's)
+            message.data = outcome.data
         if held_by(outcome, submission=submission):
             message.held = outcome
             message.scan_results = filter_fields.render(outcome, self.hostname)
             return None
         verdict = content_verdict(outcome, message.queue_id, submission=submission)
+        if verdict is not None:
+            return verdict
+        if outcome.recipients:
+            verdict = await self._edit_recipients(message, outcome.recipients)
         if verdict is None:
             message.scan_results = filter_fields.render(outcome, self.hostname)
             if outcome.mailbox and not submission:
@@ -365,6 +378,51 @@ class InboundPipeline:
                             message.client.ip, outcome.mailbox,
                             log.quote(f"content filter: score {outcome.score:g}"))
         return verdict
+
+    async def _edit_recipients(self, message: Inbound,
+                               edits: Sequence[RecipientEdit]) -> Verdict | None:
+        """The filters' recipient changes, in order. An added recipient is decided as its
+        RCPT TO would have been (`policy.relay.check_rcpt`: on the MX only local ones, on
+        submission remote ones too); one refused is left out and logged. Removing every
+        recipient refuses the message: no copy would be kept, and nobody told."""
+        recipients = list(message.recipients)
+        submission = self.filters is not None and self.filters.direction is Direction.OUTBOUND
+        for edit in edits:
+            key = address_key(edit.address)
+            present = [r for r in recipients if address_key(r[0].address) == key]
+            if not edit.add:
+                recipients = [r for r in recipients if r not in present]
+                logger.info("recipient removed qid=%s ip=%s filter=%s rcpt=%s",
+                            message.queue_id, message.client.ip, edit.filter,
+                            log.quote(edit.address))
+                continue
+            if present:
+                continue
+            try:
+                path = parse_path(f"<{edit.address}>", message.envelope.smtputf8,
+                                  allow_null=False)
+            except CommandError as e:
+                decision_reason = e.reply.text
+            else:
+                decision = await check_rcpt(self.directory, path, len(message.data),
+                                            authenticated=submission)
+                if decision.verdict.accepted:
+                    recipients.append((DsnRecipient(path.address),
+                                       tuple(a.id for a in decision.accounts)))
+                    logger.info("recipient added qid=%s ip=%s filter=%s rcpt=%s",
+                                message.queue_id, message.client.ip, edit.filter,
+                                log.quote(path.address))
+                    continue
+                decision_reason = decision.verdict.reason
+            logger.warning("recipient refused qid=%s ip=%s filter=%s rcpt=%s reason=%s",
+                           message.queue_id, message.client.ip, edit.filter,
+                           log.quote(edit.address), log.quote(decision_reason))
+        if not recipients:
+            return Verdict(R_NO_RECIPIENTS, f"{edits[-1].filter}: removed every recipient "
+                                            f"qid={message.queue_id}")
+        message.recipients = recipients
+        message.envelope.recipients = [rcpt for rcpt, _ in recipients]
+        return None
 
     async def check_sender(self, message: Inbound) -> Verdict | None:
         login = message.client.login

@@ -8,8 +8,10 @@ do with it (docs/architecture.md, "Content filters").
   ``X-Spam-Status``) and the removal of forged ones that name this host;
 - `filters.clamd_protocol`: clamd's INSTREAM framing and replies, sans-IO;
 - `filters.clamav`: the antivirus filter, a clamd client over a unix or TCP socket;
+- `filters.edits`: the changes a filter may ask for and their application to the text;
 - `filters.junk`: the built-in junk filter that learns (rules, a Bayes classifier trained
   over IMAP, allow/block lists and correspondents);
+- `filters.milter`: the milter protocol (v6) client and its filter (`[[filters.milter]]`);
 - `filters.setup`: the runners `[filters]`, `[antivirus]` and `[junk]` configure, one per
   direction.
 

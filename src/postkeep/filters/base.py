@@ -10,13 +10,17 @@ own `timeout`; a filter that times out or fails gets its fail mode for the direc
 (the message goes on, its status says it was not scanned, a warning is logged) or closed (a
 tempfail). Results combine: the first reject or tempfail ends the run and decides, scores
 add up, symbols are listed in order, any tag tags the message, and the last filter that
-names a mailbox (the junk filter: Junk) decides where its local copies go. A quarantine is
-kept but the run goes on, so that a later filter's reject or tempfail still decides: the
-precedence is reject = tempfail (whichever comes first) > quarantine (the first one names
-the filter) > tag > accept. A quarantined message is accepted and held apart, never
-delivered as it is (`delivery.quarantine`). Scanners outside the process (clamd) are awaited
-on sockets, so a slow one holds only its own session, for at most the timeout, never the
-listener.
+names a mailbox (the junk filter: Junk) decides where its local copies go. A quarantine (a
+filter's, or a milter's SMFIR_QUARANTINE) is kept but the run goes on, so that a later
+filter's reject or tempfail still decides: the precedence is reject = tempfail (whichever
+comes first) > quarantine (the first one names the filter) > tag > accept. A quarantined
+message is accepted and held apart, never delivered as it is (`delivery.quarantine`). A
+filter may also ask for changes (`Changes`: header fields added, inserted, changed or
+deleted, the body replaced, recipients added or removed; a milter's): the runner applies the
+text changes before the next filter reads the message (`filters.edits`), so a chain sees
+each step's result, and hands the recipient changes and the final text to the pipeline.
+Scanners outside the process (clamd) are awaited on sockets, so a slow one holds only its
+own session, for at most the timeout, never the listener.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from postkeep import log
+from postkeep.errors import Reply
+from postkeep.filters.edits import NO_CHANGES, Changes, apply_text
 from postkeep.store.api import Envelope
 from postkeep.store.spool import MessageData
 
@@ -56,12 +62,15 @@ class ScanContext:
     auth_results: str = ""  # the MX's checks in short ("spf=pass dkim=none ..."), "" if none
     login: str = ""  # the submitting account's address, "" on the MX
     accounts: tuple[int, ...] = ()  # the local recipients' account ids
+    client_name: str = ""  # the client's confirmed reverse DNS name (iprev), "" if none
+    mechanism: str = ""  # the SASL mechanism the login authenticated with, "" on the MX
 
 
 @dataclass(frozen=True, slots=True)
 class FilterResult:
     """`status` is the filter's word for the header field and the log ("clean",
-    "unscanned (...)"); `reason` is for the log line of a refusal, never sent."""
+    "unscanned (...)"); `reason` is for the log line of a refusal, never sent. `reply`: a
+    reply of the scanner's own for a refusal (a milter's, sanitised), None for ours."""
 
     action: Action = Action.ACCEPT
     score: float = 0.0
@@ -69,6 +78,8 @@ class FilterResult:
     status: str = ""
     reason: str = ""
     mailbox: str = ""  # where an accepted message's local copies go ("Junk"); "": no say
+    changes: Changes = NO_CHANGES
+    reply: Reply | None = None
 
 
 class ScanError(Exception):
@@ -98,10 +109,20 @@ class Status:
 
 
 @dataclass(frozen=True, slots=True)
+class RecipientEdit:
+    """An envelope recipient a filter added (`add`) or removed."""
+
+    filter: str
+    address: str
+    add: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ScanOutcome:
     """The combined result. `decided_by` names the filter whose reject or tempfail ended the
-    run, or whose quarantine held the message ("" when none did); `reason` is that filter's,
-    for the log."""
+    run, or whose quarantine held the message ("" when none did); `reason` and `reply` are
+    that filter's. `data`: the text after the filters' changes (None: unchanged);
+    `recipients`: their recipient changes, in order."""
 
     action: Action
     score: float
@@ -110,6 +131,9 @@ class ScanOutcome:
     decided_by: str = ""
     reason: str = ""
     mailbox: str = ""  # the last filter's that named one, "" if none did
+    reply: Reply | None = None
+    data: MessageData | None = None
+    recipients: tuple[RecipientEdit, ...] = ()
 
     def summary(self) -> str:
         """In short, for the message's log line: ``clamav=clean`` for each filter, then
@@ -125,15 +149,19 @@ class ScanOutcome:
 class FilterRunner:
     """A direction's filters, in the order they run."""
 
-    def __init__(self, filters: Sequence[Filter], direction: Direction) -> None:
+    def __init__(self, filters: Sequence[Filter], direction: Direction,
+                 head_limit: int = 100 * 1024) -> None:
         self.filters = tuple(filters)
         self.direction = direction
+        self.head_limit = head_limit  # the header section's size at most (`limits` checked)
 
     async def run(self, message: MessageData, context: ScanContext) -> ScanOutcome:
         action, score, mailbox = Action.ACCEPT, 0.0, ""
         symbols: list[str] = []
         statuses: list[Status] = []
         held: tuple[str, str] | None = None  # the first quarantine's (filter, reason)
+        recipients: list[RecipientEdit] = []
+        changed = False
         # run eagerly (`postkeep.eager`), a coroutine has no task of its own until it first
         # waits, and a timeout scope needs one: wait once first (a scan waits on sockets anyway)
         await asyncio.sleep(0)
@@ -145,15 +173,24 @@ class FilterRunner:
                 statuses.append(Status(f.name, f.header, result.status))
             if result.action in (Action.REJECT, Action.TEMPFAIL):
                 return ScanOutcome(result.action, score, tuple(symbols), tuple(statuses),
-                                   f.name, result.reason)
-            if result.action is Action.QUARANTINE and held is None:
+                                   f.name, result.reason, reply=result.reply)
+            if held is None and result.action is Action.QUARANTINE:
                 held = (f.name, result.reason)
             if result.action is Action.TAG:
                 action = Action.TAG
             mailbox = result.mailbox or mailbox
+            if result.changes.text:
+                message, changed = apply_text(message, result.changes, self.head_limit), True
+            recipients += [RecipientEdit(f.name, a, add=True)
+                           for a in result.changes.add_recipients]
+            recipients += [RecipientEdit(f.name, a, add=False)
+                           for a in result.changes.remove_recipients]
+        data = message if changed else None
         if held is not None:
-            return ScanOutcome(Action.QUARANTINE, score, tuple(symbols), tuple(statuses), *held)
-        return ScanOutcome(action, score, tuple(symbols), tuple(statuses), mailbox=mailbox)
+            return ScanOutcome(Action.QUARANTINE, score, tuple(symbols), tuple(statuses),
+                               *held, data=data, recipients=tuple(recipients))
+        return ScanOutcome(action, score, tuple(symbols), tuple(statuses), mailbox=mailbox,
+                           data=data, recipients=tuple(recipients))
 
     async def _scan_one(self, f: Filter, message: MessageData,
                         context: ScanContext) -> FilterResult:

@@ -71,7 +71,7 @@ class SmtpConnection(SessionProtocol):
     __slots__ = (
         "_began", "_ended", "_eof", "_gone", "_held", "_loop", "_output_held", "_reading_paused",
         "_slow_asked", "_started", "_stopping", "_task", "_task_kind", "_waiting", "_write_paused",
-        "account", "auth", "auth_failures",
+        "account", "auth", "auth_failures", "auth_mechanism",
         "checks", "closing", "deadline", "intake", "last_read", "mailed", "messages", "out",
         "owned", "rcpt_accounts", "record", "refusal", "server", "session", "slow", "slow_at",
         "tarpitted", "tls", "tls_failed", "waited",
@@ -91,6 +91,7 @@ class SmtpConnection(SessionProtocol):
         self.closing = False  # a handler decided the session ends after its replies
         self.account: Account | None = None  # after a successful AUTH
         self.owned: frozenset[str] = frozenset()  # addresses the account may send as
+        self.auth_mechanism = ""  # the SASL mechanism of the successful AUTH
         self.auth: AuthExchange | None = None  # an AUTH exchange in progress
         self.auth_failures = 0
         self.tarpitted = False  # its commands were slowed by the firewall (logged once)

@@ -487,7 +487,7 @@ class SmtpServer:
             data=intake.text() if intake is not None else b"",
             client=Client(
                 conn.ip, helo, bool(session.helo and session.helo.extended), conn.tls,
-                conn.account, conn.owned, conn.checks,
+                conn.account, conn.owned, conn.checks, conn.auth_mechanism,
             ),
         )
         outcome = await self.inbound.run(message)
@@ -546,6 +546,7 @@ class SmtpServer:
             assert result.account is not None
             session.auth_finished(result.account.address)
             conn.account = result.account
+            conn.auth_mechanism = mechanism
             conn.owned = owned_addresses(
                 result.account,
                 await self.store.list_aliases(),
