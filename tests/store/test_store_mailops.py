@@ -426,8 +426,11 @@ def test_a_write_aborted_by_a_deadlock_runs_again(
         return len(attempts)
 
     try:
-        assert run(store._write(job)) == 2  # aborted once (deadlock detected), then done
-        assert store.stats.retries == 1
+        # aborted (deadlock detected), then done; on a loaded machine PostgreSQL has been
+        # seen to abort the run again: each abort is one retry, and the job completes
+        ran = run(store._write(job))
+        assert ran >= 2
+        assert store.stats.retries == ran - 1
     finally:
         thread.join(10)
         other.close()
