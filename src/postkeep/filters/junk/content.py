@@ -7,18 +7,23 @@ between word boundaries; its symbol's score grows with the number of distinct ph
 found (at most `MAX_MATCHES` looked at), to a cap below the tag score: one phrase is a hint,
 several families together make spam. The text read is the subject and the first
 `MAX_SCAN` characters of the visible text (plain parts, then HTML's), whitespace folded to
-single spaces, so a phrase is matched across line breaks. Every pattern is a plain
+single spaces, so a phrase is matched across line breaks; lines quoted in a reply ("> ...",
+RFC 3676 §4.5) are left out: they are what the other side wrote. Every pattern is a plain
 alternation of literals, character classes and bounded repeats with nothing nested: their
 matching time is linear in the text.
 
 - ``ADVANCE_FEE`` (next of kin, beneficiary, transfer of the fund, ...), ``LOTTERY`` (won,
   selected, claim your prize, ...), ``ACCOUNT_THREAT`` (verify your account, account
-  suspended, unusual activity, ...) and ``PHISH_LINK`` when such a message links to another
-  registered domain than its From: address's; ``PHARMA`` (drug names, no prescription) and
-  ``DRUG_OBFUSCATED`` (v1agra, c-i-a-l-i-s: never honest); ``SALES_PITCH`` (act now, risk
-  free, 100% guaranteed, click here, ...); ``MONEY_MAKING`` (work from home, guaranteed
-  returns, ...); ``EXTORTION`` (hacked your device, bitcoin wallet, ...); ``ADULT``;
-  ``MILLIONS`` (a sum in millions: "$15,500,000", "4.5 million dollars");
+  suspended, unusual activity, ...; not after a "never" or "not" just before it, as honest
+  services write "we will never ask you to confirm your password") and ``PHISH_LINK`` when
+  such a message links to another registered domain than its From: address's; ``PHARMA``
+  (drug names, no prescription) and ``DRUG_OBFUSCATED`` (v1agra, c-i-a-l-i-s: never
+  honest); ``SALES_PITCH`` (act now, risk free, 100% guaranteed, click here, ...);
+  ``MONEY_MAKING`` (work from home, guaranteed returns, ...); ``EXTORTION`` (hacked your
+  device, bitcoin wallet, ...); ``ADULT``;
+  ``MILLIONS`` (a sum in millions: "$15,500,000", "4.5 million dollars"); ``BTC_ADDRESS``
+  (a Bitcoin address, base58 or bech32, not inside a URL: where extortion and fake
+  investments want the money);
 - greetings: ``DEAR_FRIEND`` (friend, beneficiary, winner) and ``DEAR_GENERIC`` (customer,
   user, sir/madam, account holder) in the text's first `GREETING_SCAN` characters;
 - shape: ``EXCLAIM_RUN`` (three or more "!" in a row in the text), ``SUBJ_EXCLAIM`` ("!!"
@@ -41,6 +46,8 @@ MAX_SCAN = 64 * 1024  # characters of visible text read
 MAX_MATCHES = 50  # matches of one family looked at
 GREETING_SCAN = 1000
 CAPS_MIN_LETTERS = 150
+NEGATION_SCAN = 40  # characters before a phrase looked at for a "never" or "not"
+_NEGATION = re.compile(r"\b(?:never|not|don't|won't|doesn't|no need to)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +57,16 @@ class Family:
     symbol: str
     pattern: re.Pattern[str]
     scores: tuple[float, ...]  # for 1, 2, ... distinct phrases; the last one beyond
+    negatable: bool = False  # "we will never ask you to verify your account" does not count
 
     def score(self, text: str) -> float:
         found: set[str] = set()
         for i, match in enumerate(self.pattern.finditer(text)):
             if i >= MAX_MATCHES:
                 break
-            found.add(match.group(0).lower())
+            before = text[max(0, match.start() - NEGATION_SCAN) : match.start()]
+            if not (self.negatable and _NEGATION.search(before)):
+                found.add(match.group(0).lower())
         return self.scores[min(len(found), len(self.scores)) - 1] if found else 0.0
 
 
@@ -99,7 +109,7 @@ ACCOUNT_THREAT = Family("ACCOUNT_THREAT", _phrases(
     r"(?:re-?)?validate your", r"unauthori[sz]ed (?:access|login|transaction|charge)",
     r"avoid (?:suspension|termination|deactivation|closure)", r"(?:log|sign) ?in to restore",
     r"restore (?:your )?(?:account|access)", r"permanently (?:closed|deleted|disabled)",
-), (1.0, 1.8, 2.5))
+), (1.0, 1.8, 2.5), negatable=True)
 PHARMA = Family("PHARMA", _phrases(
     r"viagra", r"cialis", r"levitra", r"kamagra", r"sildenafil", r"tadalafil", r"xanax",
     r"valium", r"tramadol", r"ambien", r"phentermine", r"vicodin", r"oxycodone", r"propecia",
@@ -124,7 +134,7 @@ MONEY_MAKING = Family("MONEY_MAKING", _phrases(
     r"earn " + _MONEY + r" ?\d[\d,.]{0,12} (?:per|a|every) (?:day|week|hour)",
     r"(?:bitcoin|crypto|forex) (?:investment|trading (?:platform|robot|bot)|profits?)",
     r"double your (?:money|income|bitcoin|investment)",
-), (0.8, 1.6, 2.4))
+), (0.8, 1.6, 2.4, 3.0))
 EXTORTION = Family("EXTORTION", _phrases(
     r"(?:i )?(?:have )?hacked your (?:device|computer|account|phone)",
     r"access to your (?:device|computer|webcam|camera|contacts)",
@@ -132,7 +142,7 @@ EXTORTION = Family("EXTORTION", _phrases(
     r"(?:bitcoin|btc) (?:wallet|address)", r"adult (?:websites?|videos?|sites?)",
     r"(?:contacts|colleagues) and (?:family|relatives)", r"pay(?:ment)? in bitcoin",
     r"(?:malware|trojan|spyware) (?:on|to) your",
-), (0.8, 2.0, 3.0))
+), (1.0, 2.0, 3.0, 4.0))
 ADULT = Family("ADULT", _phrases(
     r"hot singles", r"lonely (?:wives|women|housewives|girls)", r"adult dating",
     r"meet (?:local |hot )?(?:singles|women|girls)", r"sexy (?:girls|women|singles)",
@@ -152,6 +162,9 @@ _GREETING = re.compile(  # not "my dear friend"; "Dear Friend," opening a letter
     r"(?<!my )(?<!our )\bdear (?:(friend|friends|beneficiary|winner|lucky winner|fund owner)"
     r"|(customer|valued customer|client|user|e-?mail user|webmail user|member|account "
     r"(?:holder|owner)|sir or madam|sir/madam|sir/ madam))\b ?[,:!\n]", re.IGNORECASE)
+_BTC_ADDRESS = re.compile(r"(?<![\w/=?&#.%+-])(?:bc1[ac-hj-np-z02-9]{25,59}"
+                          r"|[13][a-km-zA-HJ-NP-Z1-9]{25,34})\b")
+_QUOTED = re.compile(r"^[ \t]{0,8}>.*$", re.MULTILINE)
 _EXCLAIM_RUN = re.compile(r"!{3}")
 _SUBJ_MONEY = re.compile(r"[$€£] ?\d|\b\d[\d,.]{0,12} ?(?:usd|eur|gbp|dollars|euros)\b",
                          re.IGNORECASE)
@@ -171,8 +184,9 @@ _DRUG_SPELT = re.compile(r"(?<![^\W_])(?:" + "|".join(_obfuscated(w) for w in _D
 
 def scanned(m: Parsed) -> str:
     """The text the phrases are looked for in: the subject, then `MAX_SCAN` characters of
-    the visible text, whitespace folded."""
+    the visible text without the lines a reply quotes, whitespace folded."""
     text = "\n".join([*m.plain, *(h.visible for h in m.html)])[:MAX_SCAN]
+    text = _QUOTED.sub("", text)
     return " ".join(f"{m.subject}\n{text}".replace("\u2019", "'").split())
 
 
@@ -203,6 +217,8 @@ def phrases(m: Parsed, _: Facts) -> Hits:
             break
     if _MILLIONS.search(text):
         hits.append(("MILLIONS", 1.0))
+    if _BTC_ADDRESS.search(text):
+        hits.append(("BTC_ADDRESS", 1.0))
     return hits
 
 
