@@ -7,7 +7,10 @@ parts, `MAX_DEPTH` levels, never raises); bodies are decoded with `mime.decoding
 are the top-level ones (`MAX_FIELDS` of them, values cut at `MAX_VALUE`), encoded-words
 decoded (RFC 2047, the stdlib's `email.header`). HTML is read with the stdlib's
 `html.parser` for its visible text, the text hidden by styles or the ``hidden`` attribute
-(HTML §6.1), and its links (``<a href>`` and the anchor's text). Attachments (parts with a
+(HTML §6.1; a 1-2 px font counts as hidden), its links (``<a href>`` and the anchor's
+text), its images' sources and its forms. Each text part's transfer encoding is kept with
+whether its octets were ASCII and valid in its charset (a charset that is no text encoding,
+"hex" or "zlib", is read as UTF-8). Attachments (parts with a
 file name, or any non-text leaf) keep their name, type and first `MAX_ATTACHMENT` decoded
 octets, at most `MAX_ATTACHMENTS` of them. Nothing here raises on a malformed message: what
 cannot be read is left out.

@@ -11,16 +11,23 @@ with their scores (SpamAssassin's model: a message's score is the sum of its rul
   ``MANY_RECIPIENTS`` (To and Cc together);
 - HTML: ``HTML_TEXT_MISMATCH`` (a multipart/alternative whose text/plain and text/html say
   different things, RFC 2046 §5.1.4: the parts should be the same content), ``HTML_ONLY``,
-  ``HTML_HIDDEN_TEXT`` (text hidden by styles: keyword stuffing for classifiers);
+  ``HTML_HIDDEN_TEXT`` (text hidden by styles or in a 1-2 px font: keyword stuffing for
+  classifiers), ``HTML_IMAGE_ONLY`` (remote images and under `IMAGE_ONLY_TEXT` characters
+  of text: the pitch is in the picture), ``HTML_FORM`` (a form asking for input in mail);
 - URLs: ``URL_TEXT_MISMATCH`` (a link's text names one domain, its href goes to another),
   ``URL_IP_LITERAL``, ``URL_SHORTENER``, ``URL_MIXED_SCRIPT`` (a punycode host, RFC 3492,
-  whose label mixes Latin with Cyrillic or Greek: a lookalike);
+  whose label mixes Latin with Cyrillic or Greek: a lookalike), ``URL_USERINFO`` (user
+  information before the host, RFC 3986 §3.2.1: "http://www.bank.example@198.51.100.7/"),
+  ``URL_DATA_URI`` (a link to a ``data:`` URI, RFC 2397: a page carried in the mail);
 - attachments: ``ATTACH_DANGEROUS`` (a type Windows runs or mounts), ``ATTACH_DOUBLE_EXT``
   ("invoice.pdf.exe"), ``ZIP_DANGEROUS``, ``ZIP_ENCRYPTED``, ``ZIP_NESTED_DEEP``,
   ``ZIP_BROKEN`` (`junk.inspect.list_zip`), ``IMAGE_HUGE`` (a decompression bomb's
   dimensions), ``IMAGE_TEXT`` (large PNG text chunks);
 - the MX's authentication (RFC 7208 SPF, RFC 6376 DKIM, RFC 7489 DMARC, in
   `ScanContext.auth_results`): ``SPF_FAIL``, ``SPF_SOFTFAIL``, ``DKIM_FAIL``, ``DMARC_FAIL``.
+
+The header and encoding rules are `junk.headers`', the content rules (phrases, greetings,
+the text's shape) `junk.content`'s; `RULES` is all of them.
 
 Rules only read: every bound is the parser's (`junk.message`) or the inspector's
 (`junk.inspect`); a rule looks at no more than `MAX_URLS` links.
