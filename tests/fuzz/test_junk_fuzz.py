@@ -1,6 +1,7 @@
 """Hypothesis fuzzing of the junk filter's readers: messages built of MIME fragments,
 damaged zips and images, random HTML never make `junk.message.parse`, the rules, the
-tokenizer, `list_zip` or `image_info` raise, and their bounds hold."""
+tokenizer, `list_zip` or `image_info` raise, and their bounds hold; the content rules on
+adversarial text (long runs of what their patterns branch on) finish within their bounds."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import zipfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from postkeep.filters.junk import classifier, inspect
-from postkeep.filters.junk.message import MAX_ATTACHMENTS, HtmlText, parse
+from postkeep.filters.junk import classifier, content, inspect
+from postkeep.filters.junk.message import MAX_ATTACHMENTS, MAX_VALUE, HtmlText, parse
 from postkeep.filters.junk.rules import Facts, evaluate
 
 FRAGMENTS = [
@@ -86,3 +87,30 @@ def test_random_html_never_crashes(text: str) -> None:
     reader.feed(text)
     reader.close()
     assert len(reader.links) <= 200
+
+
+PHRASES = [
+    "next of kin ", "beneficiary ", "dear friend,", "verify your account ", "v1agra ",
+    "c-i-a-l-i-s ", "$1,000,000 ", "!!!", "unsubscribe ", "http://a@b.example/ ",
+    "bc1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh ", "million dollars ", "> quoted\n", "never ",
+    "v" * 40, "1" * 40, "$" * 40, "!" * 40, "," * 40, "a@" * 40, "x " * 40, "\u2019" * 10,
+]
+
+
+@_small
+@given(st.lists(st.sampled_from(PHRASES) | st.text(max_size=30), max_size=80),
+       st.integers(min_value=1, max_value=400))
+def test_content_rules_on_adversarial_text(pieces: list[str], repeat: int) -> None:
+    """Runs of the characters the patterns branch on, repeated far past a message's usual
+    size: the rules finish (their patterns have no nested repeats, see test_junk_content)
+    and read at most their bound of text."""
+    text = "".join(pieces) * repeat
+    html = f"<p style='font-size:1px'>{text}</p><img src=http://x.example/a.png><form>"
+    for part in (f"Content-Type: text/plain\r\n\r\n{text}",
+                 f"Content-Type: text/html\r\n\r\n{html}"):
+        data = (f"From: \"PayPal {text[:50]}\" <a@gmail.com>\r\nSubject: RE: {text[:200]}\r\n"
+                f"Date: {text[:40]}\r\nReply-To: b@yahoo.com\r\n{part}").encode("utf-8",
+                                                                              "replace")
+        parsed = parse(data)
+        assert len(content.scanned(parsed)) <= content.MAX_SCAN + MAX_VALUE + 1
+        evaluate(parsed, Facts())

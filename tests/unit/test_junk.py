@@ -95,7 +95,7 @@ def test_header_anomalies(kw: dict[str, object], symbol: str) -> None:
 def test_header_anomalies_spare_normal_mail() -> None:
     ok = make(sender='"ann@remote.test" <ann@mail.remote.test>', subject="OK, see you",
               extra={"Received": "from a (a [192.0.2.1]) by mx.remote.test; "
-                                 "Mon, 1 Jan 2026 00:00:00 +0000"})
+                                 + formatdate()})
     assert symbols(ok) == set()
 
 

@@ -7,7 +7,10 @@ parts, `MAX_DEPTH` levels, never raises); bodies are decoded with `mime.decoding
 are the top-level ones (`MAX_FIELDS` of them, values cut at `MAX_VALUE`), encoded-words
 decoded (RFC 2047, the stdlib's `email.header`). HTML is read with the stdlib's
 `html.parser` for its visible text, the text hidden by styles or the ``hidden`` attribute
-(HTML §6.1), and its links (``<a href>`` and the anchor's text). Attachments (parts with a
+(HTML §6.1; a 1-2 px font counts as hidden), its links (``<a href>`` and the anchor's
+text), its images' sources and its forms. Each text part's transfer encoding is kept with
+whether its octets were ASCII and valid in its charset (a charset that is no text encoding,
+"hex" or "zlib", is read as UTF-8). Attachments (parts with a
 file name, or any non-text leaf) keep their name, type and first `MAX_ATTACHMENT` decoded
 octets, at most `MAX_ATTACHMENTS` of them. Nothing here raises on a malformed message: what
 cannot be read is left out.
@@ -39,6 +42,7 @@ MAX_LINKS = 200
 _CHUNK = 64 * 1024
 _HIDDEN_STYLE = re.compile(
     r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0(?![.\d]*[1-9])"
+    r"|font-size\s*:\s*[12](?:\.\d{1,3})?\s*(?:px|pt)\b"
     r"|opacity\s*:\s*0(?![.\d]*[1-9])", re.IGNORECASE)
 _VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link",
                    "meta", "source", "track", "wbr"})
@@ -52,6 +56,16 @@ class Attachment:
     size: int  # the encoded body's octets
 
 
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    """How one text part came: its subtype, transfer encoding and what its octets were."""
+
+    subtype: str  # "plain" or "html"
+    encoding: str  # "base64", "quoted-printable", "7bit", ...
+    ascii: bool  # its decoded octets are all US-ASCII
+    charset_ok: bool  # they are valid in the charset it declares (or UTF-8 if none)
+
+
 @dataclass(slots=True)
 class Parsed:
     fields: list[tuple[str, str]] = field(default_factory=list)  # (lower name, decoded value)
@@ -59,6 +73,7 @@ class Parsed:
     html: list[HtmlText] = field(default_factory=list)  # each text/html part read
     alternatives: list[tuple[str, str]] = field(default_factory=list)  # (plain, html visible)
     attachments: list[Attachment] = field(default_factory=list)
+    text_parts: list[TextPart] = field(default_factory=list)  # each text part read
 
     def header(self, name: str) -> str | None:
         """The first field of that (lower-case) name's value, None if there is none."""
@@ -102,6 +117,8 @@ class HtmlText(HTMLParser):
         self._visible: list[str] = []
         self._hidden: list[str] = []
         self.links: list[tuple[str, str]] = []  # (href, the anchor's text)
+        self.images: list[str] = []  # each <img>'s src, at most MAX_LINKS
+        self.forms = 0  # <form> elements
         self._stack: list[tuple[str, bool]] = []  # (tag, hidden)
         self._skip = 0  # inside <script> or <style>
         self._anchor: tuple[str, list[str]] | None = None
@@ -124,6 +141,10 @@ class HtmlText(HTMLParser):
             return
         if tag == "a" and "href" in values and len(self.links) < MAX_LINKS:
             self._anchor = (values["href"].strip(), [])
+        if tag == "img" and len(self.images) < MAX_LINKS:
+            self.images.append(values.get("src", "").strip())
+        elif tag == "form":
+            self.forms += 1
         if tag in _VOID:
             return
         hidden = (self._is_hidden() or "hidden" in values
@@ -171,9 +192,10 @@ def _decoded(data: Text, part: Part, limit: int) -> bytes:
 
 def _charset(part: Part) -> str:
     charset = dict(part.params).get("charset", "utf-8") or "utf-8"
-    try:
+    try:  # a bytes-to-bytes codec ("hex", "zlib") or one without "replace" is no charset
         codecs.lookup(charset)
-    except LookupError:
+        b"a\xff".decode(charset, "replace")
+    except (LookupError, UnicodeError):
         return "utf-8"
     return charset
 
@@ -194,7 +216,15 @@ class _Reader:
         if self.budget <= 0:
             return ""
         raw = _decoded(self.data, part, self.budget)
-        text = raw.decode(_charset(part), "replace")[: self.budget]
+        charset = _charset(part)
+        try:
+            text, ok = raw.decode(charset), True
+        except UnicodeError as e:  # a character cut at the budget does not count
+            start = e.start if isinstance(e, UnicodeDecodeError) else 0
+            text, ok = raw.decode(charset, "replace"), start >= len(raw) - 4
+        self.out.text_parts.append(TextPart(part.subtype, part.encoding.lower(),
+                                            raw.isascii(), ok))
+        text = text[: self.budget]
         self.budget -= len(text)
         return text
 

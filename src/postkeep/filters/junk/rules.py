@@ -11,16 +11,23 @@ with their scores (SpamAssassin's model: a message's score is the sum of its rul
   ``MANY_RECIPIENTS`` (To and Cc together);
 - HTML: ``HTML_TEXT_MISMATCH`` (a multipart/alternative whose text/plain and text/html say
   different things, RFC 2046 §5.1.4: the parts should be the same content), ``HTML_ONLY``,
-  ``HTML_HIDDEN_TEXT`` (text hidden by styles: keyword stuffing for classifiers);
+  ``HTML_HIDDEN_TEXT`` (text hidden by styles or in a 1-2 px font: keyword stuffing for
+  classifiers), ``HTML_IMAGE_ONLY`` (remote images and under `IMAGE_ONLY_TEXT` characters
+  of text: the pitch is in the picture), ``HTML_FORM`` (a form asking for input in mail);
 - URLs: ``URL_TEXT_MISMATCH`` (a link's text names one domain, its href goes to another),
   ``URL_IP_LITERAL``, ``URL_SHORTENER``, ``URL_MIXED_SCRIPT`` (a punycode host, RFC 3492,
-  whose label mixes Latin with Cyrillic or Greek: a lookalike);
+  whose label mixes Latin with Cyrillic or Greek: a lookalike), ``URL_USERINFO`` (user
+  information before the host, RFC 3986 §3.2.1: "http://www.bank.example@198.51.100.7/"),
+  ``URL_DATA_URI`` (a link to a ``data:`` URI, RFC 2397: a page carried in the mail);
 - attachments: ``ATTACH_DANGEROUS`` (a type Windows runs or mounts), ``ATTACH_DOUBLE_EXT``
   ("invoice.pdf.exe"), ``ZIP_DANGEROUS``, ``ZIP_ENCRYPTED``, ``ZIP_NESTED_DEEP``,
   ``ZIP_BROKEN`` (`junk.inspect.list_zip`), ``IMAGE_HUGE`` (a decompression bomb's
   dimensions), ``IMAGE_TEXT`` (large PNG text chunks);
 - the MX's authentication (RFC 7208 SPF, RFC 6376 DKIM, RFC 7489 DMARC, in
   `ScanContext.auth_results`): ``SPF_FAIL``, ``SPF_SOFTFAIL``, ``DKIM_FAIL``, ``DMARC_FAIL``.
+
+The header and encoding rules are `junk.headers`', the content rules (phrases, greetings,
+the text's shape) `junk.content`'s; `RULES` is all of them.
 
 Rules only read: every bound is the parser's (`junk.message`) or the inspector's
 (`junk.inspect`); a rule looks at no more than `MAX_URLS` links.
@@ -30,20 +37,21 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
+from postkeep.filters.junk import content, headers
+from postkeep.filters.junk.base import MAX_URLS, Facts, Hits, Rule, host_of, urls
 from postkeep.filters.junk.inspect import image_info, is_zip, list_zip
 from postkeep.filters.junk.message import Parsed, addresses
 from postkeep.mailauth.uridomains import registered_domain
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 GTUBE_SCORE = 1000.0
-MAX_URLS = 200
 MANY_RECIPIENTS = 50
 HUGE_SIDE = 10000
 HUGE_PIXELS = 50_000_000
 IMAGE_TEXT = 4096
+IMAGE_ONLY_TEXT = 300  # characters of text at most beside remote images
 
 DANGEROUS = frozenset({
     "exe", "scr", "com", "pif", "bat", "cmd", "js", "jse", "vbs", "vbe", "wsf", "wsh",
@@ -58,34 +66,12 @@ SHORTENERS = frozenset({
     "shorte.st", "adf.ly", "lnkd.in",
 })
 
-_URL = re.compile(r"\b(?:https?|ftp)://[^\s<>\"'`]{1,2000}", re.IGNORECASE)
-_HOST = re.compile(r"^(?:[a-z][a-z0-9+.-]*://)?(?:[^/@?#]*@)?(\[[^\]]*\]|[^/:?#]*)",
-                   re.IGNORECASE)
 _DOMAINISH = re.compile(r"(?:https?://)?(?:www\.)?((?:[a-z0-9-]+\.)+[a-z]{2,63})(?:[/:?#]|$)",
                         re.IGNORECASE)
 _NAME_ADDRESS = re.compile(r"[\w.+-]+@((?:[\w-]+\.)+[a-z]{2,63})\b", re.IGNORECASE)
+_USERINFO = re.compile(r"(?:https?|ftp)://[^/?#@\s]{1,512}@", re.IGNORECASE)
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _WORD = re.compile(r"\w{2,}")
-
-
-@dataclass(frozen=True, slots=True)
-class Facts:
-    """What the rules know besides the message: the MX's checks ("spf" -> "fail", ...)."""
-
-    auth: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_summary(cls, summary: str) -> Facts:
-        """From `ScanContext.auth_results` ("iprev=pass spf=fail dkim=none dmarc=fail")."""
-        auth = {}
-        for item in summary.split():
-            method, _, result = item.partition("=")
-            auth.setdefault(method.lower(), result.lower())
-        return cls(auth)
-
-
-Hits = list[tuple[str, float]]
-Rule = Callable[[Parsed, Facts], Hits]
 
 
 def gtube(m: Parsed, _: Facts) -> Hits:
@@ -132,24 +118,13 @@ def html_mismatch(m: Parsed, _: Facts) -> Hits:
         hits.append(("HTML_ONLY", 0.3))
     if any(len(h.hidden) >= 100 for h in m.html):
         hits.append(("HTML_HIDDEN_TEXT", 2.0))
+    remote = any(src.lower().startswith(("http://", "https://"))
+                 for h in m.html for src in h.images)
+    if remote and len(" ".join(m.text().split())) < IMAGE_ONLY_TEXT:
+        hits.append(("HTML_IMAGE_ONLY", 1.2))
+    if any(h.forms for h in m.html):
+        hits.append(("HTML_FORM", 1.0))
     return hits
-
-
-def host_of(url: str) -> str:
-    """The host of a URL (lower-cased, brackets of an IP literal removed)."""
-    match = _HOST.match(url.strip())
-    host = match.group(1) if match else ""
-    return host.strip("[]").rstrip(".").lower()
-
-
-def urls(m: Parsed) -> list[str]:
-    """The message's links: HTML hrefs, then URLs in the plain text; at most MAX_URLS."""
-    found = [href for h in m.html for href, _ in h.links if "://" in href]
-    for text in m.plain:
-        found.extend(u.rstrip(".,;:!?)]") for u in _URL.findall(text[: 256 * 1024]))
-        if len(found) >= MAX_URLS:
-            break
-    return found[:MAX_URLS]
 
 
 def _scripts(label: str) -> set[str]:
@@ -171,7 +146,11 @@ def url_tricks(m: Parsed, _: Facts) -> Hits:
             target = registered_domain(host_of(href))
             if target and registered_domain(shown.group(1).lower()) not in (None, target):
                 hits["URL_TEXT_MISMATCH"] = 2.5
+    if any(href.lower().startswith("data:") for h in m.html for href, _ in h.links):
+        hits["URL_DATA_URI"] = 2.0
     for url in urls(m):
+        if _USERINFO.match(url):
+            hits["URL_USERINFO"] = 1.5
         host = host_of(url)
         if _IPV4.match(host) or ":" in host:
             hits["URL_IP_LITERAL"] = 1.5
@@ -236,7 +215,7 @@ def authentication(_: Parsed, facts: Facts) -> Hits:
 
 
 RULES: Sequence[Rule] = (gtube, header_anomalies, html_mismatch, url_tricks, attachments,
-                         authentication)
+                         authentication, *headers.RULES, *content.RULES)
 
 
 def evaluate(m: Parsed, facts: Facts, rules: Sequence[Rule] = RULES) -> Hits:
