@@ -408,7 +408,8 @@ async def authenticate_password(
                 break
     if not ok:
         if account.app_passwords_only:
-            return _failed("wrong password (the account accepts app passwords only)")
+            return _failed("wrong password: the account accepts app passwords only (two-factor"
+                           " authentication on, or set by the operator)")
         return _failed("wrong password")
     if found is None:
         return AuthOutcome(True, account, "password", "")

@@ -1,5 +1,5 @@
 """Account administration commands of `postkeep`: domain, user, alias, app-password, send-as
-(sending limits: `postkeep.cli.sending`)."""
+(sending limits: `postkeep.cli.sending`; `user 2fa`: `postkeep.cli.twofactor`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import time
 
 from postkeep.auth.passwords import generate_app_password, hash_app_password, hash_password
-from postkeep.cli import sending
+from postkeep.cli import sending, twofactor
 from postkeep.cli.common import (
     CliError,
     check_address,
@@ -79,6 +79,8 @@ def cmd_user(args: argparse.Namespace) -> int:
     to attackers) and are stored as an argon2id hash plus the derived SASL mechanism secrets."""
     if args.action == "show":
         return sending.cmd_user_show(args)
+    if args.action == "2fa":
+        return twofactor.cmd_two_factor(args)
     if args.action == "limits":
         return sending.cmd_limits(args, "user")
     if args.action == "list":
@@ -239,6 +241,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     q = usub.add_parser("limits", help="show or set the account's sending limits")
     q.add_argument("address")
     sending.add_limit_options(q)
+    twofactor.add_commands(usub)
     p.set_defaults(func=cmd_user)
 
     p = sub.add_parser("app-password", help="manage an account's app passwords")

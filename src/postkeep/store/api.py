@@ -516,6 +516,61 @@ class JunkListEntry:
     kind: str
 
 
+#: Most WebAuthn credentials (passkeys, security keys) one account may have.
+MAX_WEBAUTHN_CREDENTIALS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class TwoFactorStatus:
+    """An account's second factors (`postkeep.auth.totp`, `postkeep.auth.webauthn`): TOTP
+    "off", "pending" (enrolled, no valid code yet) or "on"; how many passkeys and unused
+    recovery codes; `enforced` while 2FA is on (a confirmed TOTP or a passkey): then the mail
+    protocols take app passwords only."""
+
+    totp: str
+    totp_created: float | None
+    passkeys: int
+    recovery_codes_left: int
+    enforced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TotpState:
+    """What verifying a TOTP code needs: the (unsealed) base32 secret, whether a first code
+    confirmed it, and the last time step accepted (RFC 6238 §5.2: a code is accepted once)."""
+
+    account_id: int
+    secret: str
+    confirmed: bool
+    last_step: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebAuthnCredential:
+    """A registered public key credential (W3C WebAuthn Level 3 §6.5.1 "credential record")."""
+
+    id: int
+    account_id: int
+    credential_id: bytes
+    public_key: bytes  # COSE_Key (RFC 9052 §7)
+    sign_count: int
+    transports: tuple[str, ...]
+    name: str
+    created: float
+    last_used: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebAuthnChallenge:
+    """A challenge handed out for a ceremony ("register" or "authenticate"), to the account
+    `account_id` (None: a passwordless login, the account comes from the credential)."""
+
+    challenge: bytes
+    purpose: str
+    account_id: int | None
+    expires: float
+
+
 class Store(Protocol):
     """The store API. See `postkeep.store.sql.store.SqlStore` for the implementation."""
 
@@ -579,6 +634,71 @@ class Store(Protocol):
 
     async def touch_app_password(self, app_password_id: int, when: float) -> None:
         """Record a use (batched, fire-and-forget: returns before the write is committed)."""
+
+    # -- two-factor authentication (postkeep.auth.totp, postkeep.auth.webauthn) -------------------
+    # Each change that turns 2FA on (a TOTP confirmed, a first passkey) or off (the last one
+    # gone) sets or restores `Account.app_passwords_only` in its own transaction.
+    async def two_factor_status(self, address: str) -> TwoFactorStatus:
+        """NotFound for an unknown account."""
+
+    async def begin_totp(self, address: str, secret: str, now: float) -> None:
+        """Keep a new, unconfirmed TOTP secret (sealed), replacing an unconfirmed one;
+        AlreadyExists while a confirmed one is on."""
+
+    async def get_totp(self, address: str) -> TotpState | None:
+        """The account's TOTP secret and state, None if it has none."""
+
+    async def accept_totp_step(self, address: str, step: int, now: float,
+                               recovery_codes: Sequence[str] | None = None) -> bool:
+        """Record `step` as used if it is after the last one used (False: a replay, nothing
+        changed). With `recovery_codes` (the confirmation): the TOTP is confirmed and these
+        codes replace the account's, in the same transaction."""
+
+    async def disable_totp(self, address: str) -> bool:
+        """Remove the TOTP secret (False if there was none)."""
+
+    async def set_recovery_codes(self, address: str, codes: Sequence[str], now: float) -> None:
+        """Replace the account's recovery codes (kept as keyed hashes only)."""
+
+    async def use_recovery_code(self, address: str, code: str, now: float) -> bool:
+        """Mark the unused code `code` used; False if the account has no such unused code."""
+
+    async def disable_two_factor(self, address: str) -> bool:
+        """Remove every second factor and recovery code (an operator's reset); False if the
+        account had none."""
+
+    async def webauthn_user_handle(self, address: str) -> bytes:
+        """The account's opaque WebAuthn user handle (made at the first call)."""
+
+    async def find_webauthn_credential(
+        self, credential_id: bytes
+    ) -> tuple[WebAuthnCredential, Account, bytes] | None:
+        """The credential, its account and the account's user handle."""
+
+    async def add_webauthn_credential(
+        self, address: str, credential_id: bytes, public_key: bytes, sign_count: int,
+        transports: Sequence[str], name: str, now: float,
+    ) -> WebAuthnCredential:
+        """AlreadyExists for a known credential id; StoreError beyond
+        MAX_WEBAUTHN_CREDENTIALS."""
+
+    async def list_webauthn_credentials(self, address: str) -> list[WebAuthnCredential]: ...
+    async def remove_webauthn_credential(self, address: str, credential: int) -> None:
+        """Remove the account's credential (by `WebAuthnCredential.id`); NotFound."""
+
+    async def record_webauthn_use(self, credential: int, seen_count: int, new_count: int,
+                                  now: float) -> bool:
+        """Store the signature counter `new_count` if the stored one is still `seen_count`
+        (False: another login moved it meanwhile; nothing changed)."""
+
+    async def put_webauthn_challenge(self, challenge: WebAuthnChallenge, session: bytes,
+                                     now: float) -> None:
+        """Keep a challenge for the session (`session`: a 32-byte hash of its id); drops
+        expired challenges and the session's oldest beyond a few."""
+
+    async def take_webauthn_challenge(self, challenge: bytes, purpose: str, session: bytes,
+                                      now: float) -> WebAuthnChallenge | None:
+        """Remove and return the session's unexpired challenge (each is taken once)."""
 
     # -- outbound queue ----------------------------------------------------------------------------
     async def enqueue_outbound(

@@ -75,6 +75,15 @@ Notes on the design:
   releases the row with it), with the direction, the filter and its reason, the envelope
   and ``expires``; ``sending_pauses`` the accounts that may not send until ``until`` after
   an outbound filter hit (ON DELETE CASCADE with the account).
+* Two-factor authentication (migration 17, `postkeep.store.sql.twofactor`): ``two_factor``
+  one row per account that began to use a second factor: the TOTP secret sealed under the
+  account's data key, whether it is confirmed, the last time step accepted, the opaque
+  WebAuthn user handle, and whether 2FA is enforced (``accounts.app_passwords_only`` set by
+  it, ``prior_app_passwords_only`` the flag as it was); ``recovery_codes`` keyed hashes
+  (HMAC-SHA256 under the account's data key) of one-time codes; ``webauthn_credentials`` the
+  passkeys (public keys and signature counters: nothing secret); ``webauthn_challenges`` the
+  challenges handed out, single use, bound to a hash of the web session, until ``expires``.
+  All ON DELETE CASCADE with the account.
 """
 
 from __future__ import annotations
@@ -490,4 +499,60 @@ sending_pauses = Table(
     Column("reason", Text, nullable=False),
     Column("queue_id", String(64), nullable=False),
     Column("created", Double, nullable=False),
+)
+
+
+def _account_fk() -> ForeignKey:
+    return ForeignKey("accounts.id", ondelete="CASCADE")
+
+
+two_factor = Table(
+    "two_factor",
+    metadata,
+    Column("account_id", Integer, _account_fk(), primary_key=True),
+    Column("totp_secret", LargeBinary, nullable=True),  # sealed under the account's data key
+    Column("totp_confirmed", Boolean, nullable=False, server_default=false()),
+    Column("totp_last_step", BigInteger, nullable=True),
+    Column("totp_created", Double, nullable=True),
+    Column("webauthn_user", LargeBinary(64), nullable=True, unique=True),
+    Column("enforced", Boolean, nullable=False, server_default=false()),
+    Column("prior_app_passwords_only", Boolean, nullable=False, server_default=false()),
+)
+
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, _account_fk(), nullable=False, index=True),
+    Column("code_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("created", Double, nullable=False),
+    Column("used_at", Double, nullable=True),
+    sqlite_autoincrement=True,
+)
+
+webauthn_credentials = Table(
+    "webauthn_credentials",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_id", Integer, _account_fk(), nullable=False, index=True),
+    Column("credential_id", LargeBinary(1023), nullable=False, unique=True),
+    Column("public_key", LargeBinary, nullable=False),  # COSE_Key
+    Column("sign_count", BigInteger, nullable=False),
+    Column("transports", String(255), nullable=False),  # space-separated
+    Column("name", String(64), nullable=False),
+    Column("created", Double, nullable=False),
+    Column("last_used", Double, nullable=True),
+    sqlite_autoincrement=True,
+)
+
+webauthn_challenges = Table(
+    "webauthn_challenges",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("challenge", LargeBinary(64), nullable=False, unique=True),
+    Column("purpose", String(16), nullable=False),  # "register" or "authenticate"
+    Column("session", LargeBinary(32), nullable=False, index=True),  # SHA-256 of the session
+    Column("account_id", Integer, _account_fk(), nullable=True),
+    Column("expires", Double, nullable=False, index=True),
+    sqlite_autoincrement=True,
 )

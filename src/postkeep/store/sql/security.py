@@ -36,7 +36,13 @@ from postkeep.store.crypto import seal, secret_context, unseal
 from postkeep.store.sql.base import SqlStoreBase
 from postkeep.store.sql.prepared import Cursor
 from postkeep.store.sql.rows import APP_PASSWORD_COLS, account_from_row
-from postkeep.store.sql.schema import account_secrets, accounts, app_passwords, send_as
+from postkeep.store.sql.schema import (
+    account_secrets,
+    accounts,
+    app_passwords,
+    send_as,
+    two_factor,
+)
 
 _MECHANISM = re.compile(r"[A-Z0-9][A-Z0-9_-]{0,31}")
 _SCOPE = re.compile(r"[a-z][a-z0-9-]{0,15}")
@@ -120,15 +126,26 @@ class AccountSecurityMixin(SqlStoreBase):
         )
 
     async def set_app_passwords_only(self, address: str, flag: bool) -> None:
-        """Set or clear `Account.app_passwords_only`; NotFound for an unknown account."""
+        """Set or clear `Account.app_passwords_only`; NotFound for an unknown account.
+
+        While two-factor authentication enforces the flag it cannot be cleared (StoreError);
+        setting it then makes it stay when 2FA goes off (`postkeep.store.sql.twofactor`)."""
         key = address_key(address)
         stmt = (
             update(accounts).where(accounts.c.address_key == key).values(app_passwords_only=flag)
         )
 
         def fn(conn: Connection) -> None:
-            if conn.execute(stmt).rowcount == 0:
-                raise NotFound(f"account {address} does not exist")
+            account_id = self._account_id(conn, address, lock=True)
+            mine = two_factor.c.account_id == account_id
+            if conn.execute(select(two_factor.c.enforced).where(mine)).scalar():
+                if not flag:
+                    raise StoreError(
+                        f"{address} has two-factor authentication on, which allows app passwords"
+                        " only: `postkeep user 2fa disable` turns it off"
+                    )
+                conn.execute(update(two_factor).where(mine).values(prior_app_passwords_only=True))
+            conn.execute(stmt)
 
         await self._write(fn)
 

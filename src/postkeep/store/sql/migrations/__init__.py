@@ -10,19 +10,25 @@ with; without one the runner refuses to apply it.
 
 The runner (`migrate`) records applied versions in ``schema_version``. It applies all pending
 migrations in order in ONE transaction (both SQLite and PostgreSQL have transactional DDL), so a
-failure leaves the database at its old version. Concurrent openers are serialised: on PostgreSQL
-with a transaction-level advisory lock, on SQLite by the writer engine's ``BEGIN IMMEDIATE``.
-Opening an already migrated database is a no-op; a database newer than the code is refused.
+failure leaves the database at its old version. Pending means "not recorded", not "above the
+highest recorded": numbers are handed out to work done side by side, so a number may be missing
+for a while and be merged after a higher one; a database that has applied the higher one
+applies the lower one when it arrives. A recorded version the code does not know (the database
+was opened by a newer postkeep, or one built with a migration this one lacks) is refused.
+Concurrent openers are serialised: on PostgreSQL with a transaction-level advisory lock, on
+SQLite by the writer engine's ``BEGIN IMMEDIATE``. Opening an already migrated database is a
+no-op; a database newer than the code is refused.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Engine, select, text
 
 from postkeep.errors import StoreError
 from postkeep.store.sql.schema import schema_version
@@ -53,6 +59,7 @@ def _load() -> tuple[Migration, ...]:
         m0013_bans,
         m0014_junk,
         m0015_quarantine,
+        m0017_two_factor,
     )
 
     return (
@@ -71,6 +78,7 @@ def _load() -> tuple[Migration, ...]:
         m0013_bans.MIGRATION,
         m0014_junk.MIGRATION,
         m0015_quarantine.MIGRATION,
+        m0017_two_factor.MIGRATION,
     )
 
 
@@ -84,33 +92,31 @@ def latest_version(migrations: Sequence[Migration] = MIGRATIONS) -> int:
     return migrations[-1].version if migrations else 0
 
 
-def current_version(conn: Connection) -> int:
-    """The schema version recorded in the database (0 for an empty database)."""
-    if not conn.dialect.has_table(conn, schema_version.name):
-        return 0
-    query = select(func.coalesce(func.max(schema_version.c.version), 0))
-    return int(conn.execute(query).scalar_one())
-
-
 def migrate(
     engine: Engine, migrations: Sequence[Migration] = MIGRATIONS, master_key: bytes | None = None
 ) -> list[int]:
     """Apply pending migrations in order, in one transaction; return the versions applied."""
-    for expected, m in enumerate(migrations, start=1):
-        if m.version != expected:
-            raise StoreError(f"migration {m.version} is out of order: expected {expected}")
+    for before, m in itertools.pairwise(migrations):
+        if m.version <= before.version:
+            raise StoreError(f"migration {m.version} is out of order: after {before.version}")
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
         schema_version.create(conn, checkfirst=True)
-        current = current_version(conn)
+        recorded = set(conn.execute(select(schema_version.c.version)).scalars())
         latest = latest_version(migrations)
-        if current > latest:
+        unknown = sorted(recorded - {m.version for m in migrations})
+        if unknown and unknown[-1] > latest:
             raise StoreError(
-                f"database schema version {current} is newer than this postkeep supports ({latest})"
+                f"database schema version {unknown[-1]} is newer than this postkeep supports "
+                f"({latest})"
+            )
+        if unknown:
+            raise StoreError(
+                f"database has schema migration {unknown[0]}, which this postkeep does not have"
             )
         applied: list[int] = []
-        for m in migrations[current:]:
+        for m in (m for m in migrations if m.version not in recorded):
             args: tuple[Any, ...] = (conn,)
             if m.needs_master_key:
                 if master_key is None:
