@@ -201,7 +201,7 @@ def test_a_version_5_database_with_blob_files_still_reads(
     _downgrade_to_version_5(db_url)
     assert _version(db_url) == 5
     store = make_store()  # migrates to the latest
-    assert _version(db_url) == latest_version() == 15
+    assert _version(db_url) == latest_version() == 16
     assert stored_blobs(db_url, data_dir) == {b: "file" for b, _ in stored}
     for (_, mid), data in zip(stored, messages, strict=True):
         assert run(store.read_message(acct.id, mid)) == data

@@ -6,7 +6,8 @@ the single writer thread, keys), this module (delivery, domains, accounts, alias
 messages), `postkeep.store.sql.security` (SASL secrets, app passwords, `get_auth`),
 `postkeep.store.sql.outbound` (the outbound queue), `postkeep.store.sql.dkim` (DKIM keys),
 `postkeep.store.sql.sending` (sending quotas and pauses), `postkeep.store.sql.junk` (the junk
-filter's tokens and lists) and `postkeep.store.sql.quarantine` (the quarantine).
+filter's tokens and lists), `postkeep.store.sql.quarantine` (the quarantine) and
+`postkeep.store.sql.web` (web sessions, the login history).
 Message bodies are encrypted at rest
 (`postkeep.store.crypto`) in blobs: up to `postkeep.store.blobs.INLINE_MAX` octets in their
 ``blobs`` row, larger ones as files (`postkeep.store.blobs`); the tables are in
@@ -99,6 +100,7 @@ from postkeep.store.sql.schema import (
 from postkeep.store.sql.security import AccountSecurityMixin, check_secrets
 from postkeep.store.sql.sending import SendingQuotasMixin
 from postkeep.store.sql.tlsrpt import TlsReportsMixin
+from postkeep.store.sql.web import WebMixin
 
 __all__ = ["ALIAS_DEPTH", "SqlStore", "create_engines", "split_address"]
 
@@ -162,7 +164,8 @@ def _alias(r: Sequence[Any]) -> Alias:
 
 class SqlStore(
     QuarantineMixin, MailboxOpsMixin, AccountSecurityMixin, TlsReportsMixin, DmarcReportsMixin,
-    OutboundQueueMixin, DkimKeysMixin, SendingQuotasMixin, BansMixin, JunkMixin, SqlStoreBase,
+    OutboundQueueMixin, DkimKeysMixin, SendingQuotasMixin, BansMixin, JunkMixin, WebMixin,
+    SqlStoreBase,
 ):
     """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.
 

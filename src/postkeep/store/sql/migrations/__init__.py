@@ -53,6 +53,7 @@ def _load() -> tuple[Migration, ...]:
         m0013_bans,
         m0014_junk,
         m0015_quarantine,
+        m0016_web,
     )
 
     return (
@@ -71,6 +72,7 @@ def _load() -> tuple[Migration, ...]:
         m0013_bans.MIGRATION,
         m0014_junk.MIGRATION,
         m0015_quarantine.MIGRATION,
+        m0016_web.MIGRATION,
     )
 
 
