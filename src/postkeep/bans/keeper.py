@@ -220,7 +220,8 @@ class Guard:
         self.strikes = strikes
         self.store = store
         self.history_days = history_days  # `web.login_history_days`
-        self._remembered: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # (account, IP class, method) -> when last written
+        self._remembered: OrderedDict[tuple[str, str, str], float] = OrderedDict()
 
     def refused(self, ip: str) -> tuple[str, float] | None:
         return self.bans.refused(ip) if self.cfg.enabled else None
@@ -245,11 +246,12 @@ class Guard:
         await asyncio.sleep(self.cfg.account_failure_delay)
 
     async def auth_ok(self, ip: str, user: str, account_id: int = 0, method: str = "") -> None:
-        """`user` logged in from `ip`: remember the pair (at most once an hour per process),
+        """`user` logged in from `ip`: remember the pair (at most once an hour per process and
+        method),
         and, when it is remembered, put the login in the account's history (`method`: "imap
         LOGIN", "smtp PLAIN"; `account_id` 0: none), so a mail client that reconnects all day
         makes a line an hour, not one per connection."""
-        pair = (user.lower(), ip_class(ip))
+        pair = (user.lower(), ip_class(ip), method)
         now = time.time()
         last = self._remembered.pop(pair, None)
         self._remembered[pair] = last if last is not None and now - last < REMEMBER_EVERY else now

@@ -122,7 +122,7 @@ class Pages:
         if found is None:
             raise web.HTTPNotFound()
         body, kind = found
-        return web.Response(body=body, content_type=kind,
+        return web.Response(body=body, content_type=kind, charset="utf-8",
                             headers={"Cache-Control": "public, max-age=3600"})
 
     # -- who is logged in --------------------------------------------------------------------
