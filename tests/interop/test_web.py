@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import imaplib
 import re
+import socket
 import ssl
 import subprocess
 import time
@@ -261,7 +262,20 @@ def test_web_failures_ban_the_address_everywhere_and_fail2ban_matches(tmp_path: 
     regex = require_tool("fail2ban-regex", "fail2ban")
     inst = make_instance(tmp_path)
     inst.set_config("bans", max_strikes=5.0, max_strikes_network=50.0, sync_interval=0.2)
+    inst.set_config("web", request_timeout=1.0)
     inst.start()
+    # a request that never ends is cut off (its header trickles, its slot is given back)
+    ctx = ssl.create_default_context(cafile=str(inst.ca_file))
+    ctx.check_hostname = False
+    with socket.create_connection(("127.0.0.1", inst.https_port), timeout=30) as raw, \
+            ctx.wrap_socket(raw) as slow:
+        slow.sendall(b"GET /login HTTP/1.1\r\nHost: localhost\r\n")
+        try:
+            answer = slow.recv(100)
+        except (ConnectionError, ssl.SSLError):
+            answer = b""
+        assert answer == b""  # closed by the server, no answer
+    inst.wait_log(r'postkeep\.web\[w\d\]: timeout ip=127\.0\.0\.1 reason="request not received')
     attacker = Browser(inst, source="127.0.0.66")
     statuses = [attacker.login(ALICE, f"guess {i}").status for i in range(5)]
     assert statuses == [401] * 5

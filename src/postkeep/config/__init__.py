@@ -220,7 +220,6 @@ def _validate(cfg: Config) -> None:
     validate_bans(cfg.bans, cfg.cluster)
     validate_filters(cfg.filters, cfg.antivirus, cfg.quarantine)
     validate_junk(cfg.junk)
-    validate_web(cfg.web)
     for i, item in enumerate(cfg.smtp.listen):
         try:
             parse_listen(item)
@@ -302,6 +301,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("smtp.spool_threshold", "must not be negative")
     if smtp.max_data_in_flight < max(smtp.spool_threshold, 64 * KiB):
         raise ConfigError("smtp.max_data_in_flight", "must be at least spool_threshold and 64 KiB")
+    validate_web(cfg.web)  # after the mail listeners: the file's order
 
 
 def load(path: Path) -> Config:

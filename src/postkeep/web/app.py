@@ -131,7 +131,8 @@ def make_app(cfg: Config, store: Store, routes: list[web.RouteDef]) -> web.Appli
                     return _refuse(request, 403, reason)
             return await handler(request)
         finally:
-            if conn is not None:
+            if conn is not None:  # answered, however: its deadline is over
+                conn.request_read()
                 conn.in_request = False
 
     app = web.Application(middlewares=[guard], client_max_size=max_body)
@@ -193,6 +194,9 @@ def make_redirect_app(cfg: Config) -> web.Application:
     suffix = "" if port == 443 else f":{port}"
 
     async def redirect(request: web.Request) -> web.StreamResponse:
+        conn = connection_of(request)
+        if conn is not None:  # no body is read: the request is in
+            conn.request_read()
         host = host_allowed(request.headers.get("Host"), names)
         if host is None:
             return _refuse(request, 421, "unknown host")
