@@ -118,6 +118,8 @@ class Instance:
     submissions_port: int = 0
     imap_port: int = 0
     imaps_port: int = 0
+    https_port: int = 0
+    http_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -331,7 +333,8 @@ def make_instance(root: Path, domain: str = "example.test", hostname: str = "loc
     root.mkdir(parents=True, exist_ok=True)
     directory = reachable(root) / "instance"
     subprocess.run(["cp", "-a", str(_template(domain, hostname)), str(directory)], check=True)
-    port, sub_port, subs_port, imap_port, imaps_port = (free_port() for _ in range(5))
+    port, sub_port, subs_port, imap_port, imaps_port, https, http = (
+        free_port() for _ in range(7))
     cfg = directory / "postkeep.toml"
     text = cfg.read_text()
     text = re.sub(r'(\[smtp\]\nlisten = )\[.*?\]', f'\\1["127.0.0.1:{port}"]', text)
@@ -341,6 +344,8 @@ def make_instance(root: Path, domain: str = "example.test", hostname: str = "loc
             rf'(\[{section}\]\nlisten = )\[.*?\]\ntls_listen = \[.*?\]',
             f'\\1["127.0.0.1:{plain}"]\ntls_listen = ["127.0.0.1:{implicit}"]', text,
         )
+    text = re.sub(r'(\[web\]\nlisten = )\[.*?\]\nhttp_listen = \[.*?\]',
+                  f'\\1["127.0.0.1:{https}"]\nhttp_listen = ["127.0.0.1:{http}"]', text)
     # caps that fit a 20,000-descriptor hard limit (`serve` refuses to start past it)
     text = text.replace("[smtp]\n", "[smtp]\nmax_connections = 200\n", 1)
     text = text.replace("[imap]\n", "[imap]\nmax_connections = 1000\n", 1)
@@ -352,7 +357,7 @@ def make_instance(root: Path, domain: str = "example.test", hostname: str = "loc
     # fail logins on purpose (tests/interop/test_bans.py bans other loopback addresses)
     text += '\n[bans]\nnever_ban = ["127.0.0.1/32"]\n'
     cfg.write_text(text)
-    return Instance(directory, port, sub_port, subs_port, imap_port, imaps_port)
+    return Instance(directory, port, sub_port, subs_port, imap_port, imaps_port, https, http)
 
 
 @dataclass

@@ -162,7 +162,7 @@ def _downgrade_to_version_5(db_url: str) -> None:
     try:
         with engine.begin() as conn:
             for table in ("webauthn_challenges", "webauthn_credentials", "recovery_codes",
-                          "two_factor"):
+                          "two_factor", "web_sessions", "login_history"):
                 conn.execute(text(f"DROP TABLE {table}"))
             conn.execute(text("DROP TABLE quarantine"))
             conn.execute(text("DROP TABLE sending_pauses"))

@@ -34,6 +34,7 @@ from postkeep import log
 from postkeep.bans.ledger import Ledger
 from postkeep.bans.policy import (
     AUTH,
+    LOGIN_KINDS,
     Policy,
     ip_keys,
     is_class_key,
@@ -42,7 +43,7 @@ from postkeep.bans.policy import (
 )
 from postkeep.config.bans import BansConfig
 from postkeep.net.slots import ip_class
-from postkeep.store.api import Ban, Store
+from postkeep.store.api import Ban, LoginRecord, Store
 
 logger = log.get("bans")
 
@@ -52,6 +53,7 @@ REASONS = {
     "errors": "protocol errors",
     "preauth": "connections closed before login",
     "tls": "failed TLS handshakes",
+    "web": "web login failures",
 }
 REMEMBER_EVERY = 3600.0  # seconds between a process's writes of one known (account, class)
 
@@ -128,7 +130,7 @@ class BanKeeper:
                 total = await self.ledger.add(key, weight, now)
                 if total >= self.policy.threshold(key):
                     await self._ban(key, REASONS[kind], total, now)
-        if kind != AUTH or not user or user == "-":
+        if kind not in LOGIN_KINDS or not user or user == "-":
             return False
         failures = await self.ledger.add(f"account:{user.lower()[:320]}", 1.0, now)
         return failures >= self.cfg.account_max_failures
@@ -211,12 +213,15 @@ class Strikes(Protocol):
 class Guard:
     """What the protocol servers of one process call (see the module docstring)."""
 
-    def __init__(self, cfg: BansConfig, bans: BanList, strikes: Strikes, store: Store) -> None:
+    def __init__(self, cfg: BansConfig, bans: BanList, strikes: Strikes, store: Store,
+                 history_days: int = 90) -> None:
         self.cfg = cfg
         self.bans = bans
         self.strikes = strikes
         self.store = store
-        self._remembered: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.history_days = history_days  # `web.login_history_days`
+        # (account, IP class, method) -> when last written
+        self._remembered: OrderedDict[tuple[str, str, str], float] = OrderedDict()
 
     def refused(self, ip: str) -> tuple[str, float] | None:
         return self.bans.refused(ip) if self.cfg.enabled else None
@@ -225,11 +230,12 @@ class Guard:
         if self.cfg.enabled:
             self.strikes.notify(ip, kind)
 
-    async def auth_failed(self, ip: str, user: str) -> None:
-        """A failed login of `user` from `ip` (logged by the protocol already)."""
+    async def auth_failed(self, ip: str, user: str, kind: str = AUTH) -> None:
+        """A failed login of `user` from `ip` (logged by the protocol already); `kind`: the
+        strike's (`AUTH` for the mail protocols, `WEB` for the web listener)."""
         if not self.cfg.enabled:
             return
-        under_attack = await self.strikes.strike(ip, AUTH, user)
+        under_attack = await self.strikes.strike(ip, kind, user)
         if not under_attack or not self.cfg.account_failure_delay:
             return
         since = time.time() - self.cfg.known_for
@@ -239,9 +245,13 @@ class Guard:
                        log.quote("account under attack"))
         await asyncio.sleep(self.cfg.account_failure_delay)
 
-    async def auth_ok(self, ip: str, user: str) -> None:
-        """`user` logged in from `ip`: remember the pair (at most once an hour per process)."""
-        pair = (user.lower(), ip_class(ip))
+    async def auth_ok(self, ip: str, user: str, account_id: int = 0, method: str = "") -> None:
+        """`user` logged in from `ip`: remember the pair (at most once an hour per process and
+        method),
+        and, when it is remembered, put the login in the account's history (`method`: "imap
+        LOGIN", "smtp PLAIN"; `account_id` 0: none), so a mail client that reconnects all day
+        makes a line an hour, not one per connection."""
+        pair = (user.lower(), ip_class(ip), method)
         now = time.time()
         last = self._remembered.pop(pair, None)
         self._remembered[pair] = last if last is not None and now - last < REMEMBER_EVERY else now
@@ -249,3 +259,6 @@ class Guard:
             self._remembered.popitem(last=False)
         if last is None or now - last >= REMEMBER_EVERY:
             await self.store.remember_client(pair[0], pair[1], now, now - self.cfg.known_for)
+            if account_id and method:
+                await self.store.add_login(LoginRecord(account_id, now, ip, method, "ok", ""),
+                                           now - self.history_days * 86400)

@@ -29,7 +29,9 @@ HARVEST = "harvest"
 ERRORS = "errors"
 PREAUTH = "preauth"
 TLS = "tls"
-KINDS = (AUTH, HARVEST, ERRORS, PREAUTH, TLS)
+WEB = "web"  # a failed web login: counts for the account too, as AUTH does
+KINDS = (AUTH, HARVEST, ERRORS, PREAUTH, TLS, WEB)
+LOGIN_KINDS = (AUTH, WEB)
 _PREFIXES = {4: (32, 24), 6: (128, 64, 48)}
 
 
@@ -121,6 +123,7 @@ class Policy:
             ERRORS: cfg.error_limit_weight,
             PREAUTH: cfg.preauth_close_weight,
             TLS: cfg.tls_failure_weight,
+            WEB: cfg.web_failure_weight,
         }
         self._never = [ipaddress.ip_network(n, strict=False) for n in cfg.never_ban]
 

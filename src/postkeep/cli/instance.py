@@ -51,6 +51,10 @@ tls_listen = ["127.0.0.1:{base_port + 65}"]
 [imap]
 listen = ["127.0.0.1:{base_port + 143}"]
 tls_listen = ["127.0.0.1:{base_port + 993}"]
+
+[web]
+listen = ["127.0.0.1:{base_port + 443}"]
+http_listen = ["127.0.0.1:{base_port + 80}"]
 """
 
 
@@ -102,7 +106,9 @@ def cmd_init(args: argparse.Namespace) -> int:
           "to publish")
     print(f"SMTP listens on 127.0.0.1:{args.base_port + 25}, submission on "
           f"{args.base_port + 87} (STARTTLS) and {args.base_port + 65} (implicit TLS), IMAP on "
-          f"{args.base_port + 143} (STARTTLS) and {args.base_port + 993} (implicit TLS)")
+          f"{args.base_port + 143} (STARTTLS) and {args.base_port + 993} (implicit TLS), "
+          f"the web pages on https://{hostname}:{args.base_port + 443}/ (HTTP on "
+          f"{args.base_port + 80} redirects there)")
     if account is not None:
         print(f"started as root, the server runs as {account.pw_name} (server.user)")
     if as_root:

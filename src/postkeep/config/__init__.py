@@ -2,7 +2,7 @@
 
 Every key is a dataclass field of a section module (`sections`, `smtp`, `imap`, `dns`,
 `delivery`, `sending`, `dkim`, `inbound`, `firewall`, `bans`, `filters`,
-`antivirus`, `junk`, `quarantine`) with its default and a `doc`;
+`antivirus`, `junk`, `quarantine`, `web`) with its default and a `doc`;
 `reference.reference_markdown()` renders them all into `docs/config.md`, so defaults live in one
 place. `load()` reports the first
 problem as a `ConfigError` naming the dotted key path (e.g. `smtp.max_recipients: expected an
@@ -39,6 +39,7 @@ from postkeep.config.junk import JunkConfig, validate_junk
 from postkeep.config.sections import LogConfig, ServerConfig, StoreConfig, TlsCertificate, TlsConfig
 from postkeep.config.sending import SendingConfig, validate_sending
 from postkeep.config.smtp import DEFAULT_SASL, SmtpConfig, SubmissionConfig
+from postkeep.config.web import WebConfig, validate_web
 from postkeep.errors import ConfigError
 
 __all__ = [
@@ -47,7 +48,7 @@ __all__ = [
     "InboundConfig", "JunkConfig", "KiB", "LogConfig", "MiB", "MilterConfig",
     "QuarantineConfig",
     "SendingConfig", "ServerConfig", "SmtpConfig", "StoreConfig", "SubmissionConfig",
-    "TlsCertificate", "TlsConfig", "load", "parse_listen", "parse_nameserver",
+    "TlsCertificate", "TlsConfig", "WebConfig", "load", "parse_listen", "parse_nameserver",
 ]
 
 
@@ -74,6 +75,7 @@ class Config:
     antivirus: AntivirusConfig = field(default_factory=AntivirusConfig)
     junk: JunkConfig = field(default_factory=JunkConfig)
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
     source: Path | None = field(default=None, metadata={"internal": True})  # the file read
 
@@ -89,6 +91,13 @@ class Config:
     def data_path(self, relative: str) -> Path:
         """A path from the config, resolved against the data directory."""
         return (self.data_dir / relative).resolve()
+
+    def web_hostnames(self) -> list[str]:
+        """The host names the web listeners answer to (`web.hostnames`, or by default
+        `server.hostname` and the names of `tls.certificates`), lower case."""
+        names = self.web.hostnames or [
+            self.server.hostname, *(n for c in self.tls.certificates for n in c.names)]
+        return list(dict.fromkeys(n.lower().rstrip(".") for n in names))
 
     @property
     def store_url(self) -> str:
@@ -292,6 +301,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("smtp.spool_threshold", "must not be negative")
     if smtp.max_data_in_flight < max(smtp.spool_threshold, 64 * KiB):
         raise ConfigError("smtp.max_data_in_flight", "must be at least spool_threshold and 64 KiB")
+    validate_web(cfg.web)  # after the mail listeners: the file's order
 
 
 def load(path: Path) -> Config:

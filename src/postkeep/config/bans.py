@@ -49,6 +49,12 @@ class BansConfig:
         "Strikes for a failed authentication (SMTP AUTH, IMAP LOGIN and AUTHENTICATE).",
         default=1.0,
     )
+    web_failure_weight: float = setting(
+        "Strikes for a failed login on the web listener (`[web]`: a wrong password or an "
+        "unknown account; logged `auth failure ip=... mechanism=web-password`). Counts for "
+        "the account too, as a mail login's failure does.",
+        default=1.0,
+    )
     unknown_recipient_weight: float = setting(
         "Strikes for an RCPT TO refused `550 5.1.1` (no such user: recipient harvesting).",
         default=0.5,
@@ -122,7 +128,8 @@ def validate_bans(bans: BansConfig, cluster: ClusterConfig) -> None:
     for key in ("window", "max_strikes", "max_strikes_network", "sync_interval"):
         if getattr(bans, key) <= 0:
             raise ConfigError(f"bans.{key}", "must be greater than 0")
-    for key in ("forget_after", "auth_failure_weight", "unknown_recipient_weight",
+    for key in ("forget_after", "auth_failure_weight", "web_failure_weight",
+                "unknown_recipient_weight",
                 "error_limit_weight", "preauth_close_weight", "account_failure_delay",
                 "known_for"):
         if getattr(bans, key) < 0:

@@ -12,7 +12,7 @@ from postkeep.errors import ConfigError
 
 #: the listener roles lists and the PROXY protocol are set for: "submissions" and "imaps" are
 #: the implicit-TLS listeners of submission and IMAP
-ROLES = ("mx", "submission", "submissions", "imap", "imaps")
+ROLES = ("mx", "submission", "submissions", "imap", "imaps", "web")
 #: the IP classes rate limits count by, as (name, IP version, prefix length)
 CLASSES = (("ipv4_32", 4, 32), ("ipv4_24", 4, 24), ("ipv6_128", 6, 128), ("ipv6_64", 6, 64),
            ("ipv6_48", 6, 48))

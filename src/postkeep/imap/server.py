@@ -572,7 +572,7 @@ class ImapServer:
         if not outcome.ok or outcome.account is None:
             await self._auth_failed(conn, cmd.tag, cmd.username, "LOGIN", outcome.reason)
             return
-        await self._logged_in(conn, cmd.tag, outcome.account)
+        await self._logged_in(conn, cmd.tag, outcome.account, "LOGIN")
 
     async def _authenticate(self, conn: Conn, cmd: c.Authenticate) -> None:
         """AUTHENTICATE (RFC 9051 §6.2.2) with SASL-IR (RFC 4959)."""
@@ -629,7 +629,7 @@ class ImapServer:
         match result.status:
             case AuthStatus.OK:
                 assert result.account is not None
-                await self._logged_in(conn, tag, result.account)
+                await self._logged_in(conn, tag, result.account, mechanism)
             case AuthStatus.BUSY:
                 conn.out.write(f"{tag} NO [UNAVAILABLE] Try again later\r\n".encode())
             case AuthStatus.MALFORMED | AuthStatus.CANCELLED:
@@ -667,7 +667,7 @@ class ImapServer:
         if tag is not None:
             conn.out.write(f"{tag} NO [AUTHENTICATIONFAILED] Authentication failed\r\n".encode())
 
-    async def _logged_in(self, conn: Conn, tag: str, account: Account) -> None:
+    async def _logged_in(self, conn: Conn, tag: str, account: Account, mechanism: str) -> None:
         if not await self.slots.acquire_account(account.id):
             logger.warning(
                 "reject ip=%s user=%s reason=%s",
@@ -695,7 +695,7 @@ class ImapServer:
         conn.frames.set_limits(self.reader_limits, lambda octets: self._admit(conn, octets))
         logger.info("login ip=%s user=%s", conn.ip, log.quote(account.address))
         if self.guard is not None:
-            await self.guard.auth_ok(conn.ip, account.address)
+            await self.guard.auth_ok(conn.ip, account.address, account.id, f"imap {mechanism}")
         caps = " ".join(session.capabilities)
         conn.out.write(f"{tag} OK [CAPABILITY {caps}] Logged in\r\n".encode())
 

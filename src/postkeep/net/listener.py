@@ -384,7 +384,8 @@ class Listeners:
                     self._client, limit=self.read_size, backlog=LISTEN_BACKLOG, sock=sock
                 )
                 self.servers.append(server)
-            kind = ("implicit TLS" if implicit else "STARTTLS") + (", PROXY" if proxied else "")
+            kind = ("implicit TLS" if implicit else "STARTTLS" if self.tls_context else "plain"
+                    ) + (", PROXY" if proxied else "")
             self.logger.info("listening on %s (%s, %s)", item, self.role, kind)
         if self.protocol is not None:
             self.watch.start()

@@ -51,6 +51,9 @@ def fd_need(cfg: Config) -> FdNeed:
     if cfg.imap.listen or cfg.imap.tls_listen:
         total += cfg.imap.max_connections
         keys.append("imap.max_connections")
+    if cfg.web.listen or cfg.web.http_listen:
+        total += cfg.web.max_connections
+        keys.append("web.max_connections")
     keys.append("server.processes")
     return FdNeed(total, tuple(keys))
 

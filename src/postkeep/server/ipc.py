@@ -17,7 +17,7 @@ The messages (their kind on the wire, who sends them):
 - `SlotRequest` (``ip``, ``acct``, ``slow``), worker: take a connection slot, `IpSlot` before
   serving a connection, `AccountSlot` before a login, `SlowSlot` when a connection turns slow;
   answered with an `Answer`. Connection and slow slots are counted per service (``mx``,
-  ``submission``, ``imap``: `SERVICES`), each with its own limits;
+  ``submission``, ``imap``, ``web``: `SERVICES`), each with its own limits;
 - `SlotRelease` (``ip-``, ``acct-``, ``slow-``), worker: give back a slot it took; no answer;
 - `PasswordQuery` (``pw?``), worker: is this verified password's HMAC in the main process's
   cache? answered with an `Answer`;
@@ -62,8 +62,8 @@ EVENTS_PER_FRAME = 500
 RATES_PER_FRAME = 500
 
 
-SERVICES = ("mx", "submission", "imap")  # the roles whose connections are counted apart
-STRIKE_KINDS = ("auth", "harvest", "errors", "preauth", "tls")  # postkeep.bans.policy.KINDS
+SERVICES = ("mx", "submission", "imap", "web")  # the roles whose connections are counted apart
+STRIKE_KINDS = ("auth", "harvest", "errors", "preauth", "tls", "web")  # postkeep.bans.policy.KINDS
 
 
 class ChannelError(ValueError):

@@ -71,6 +71,8 @@ def bind_all(cfg: Config) -> ListenSockets:
             cfg.smtp.listen,
             [*cfg.submission.listen, *cfg.submission.tls_listen],
             [*cfg.imap.listen, *cfg.imap.tls_listen],
+            cfg.web.listen,
+            cfg.web.http_listen,
         ):
             group = bind_listeners(entries)
             bound += group

@@ -85,6 +85,7 @@ def service_slots(cfg: Config) -> dict[str, LocalSlots]:
         "imap": LocalSlots(imap.max_connections, imap.max_connections_per_ip,
                            imap.max_connections_per_account,
                            slow_slots(imap.max_connections, imap.slow_share)),
+        "web": LocalSlots(cfg.web.max_connections, cfg.web.max_connections_per_ip, 0),
     }
 
 

@@ -1,4 +1,4 @@
-"""A worker process: every listener (SMTP MX, submission, IMAP) served on the sockets the main
+"""A worker process: every listener (SMTP MX, submission, IMAP, web) served on the sockets the main
 process bound, on the worker's own store connections (SQLite in WAL mode serialises the writers
 of all processes; PostgreSQL is made for it), event bus and message-text budget; and a delivery
 worker of the outbound queue (`postkeep.queue.runner`), woken at once by the messages its own
@@ -49,6 +49,7 @@ from postkeep.server.channel import EventBatch, Outbox, read_message
 from postkeep.smtp.server import SmtpServer
 from postkeep.store import open_store
 from postkeep.store.events import EventBus
+from postkeep.web.service import WebService
 
 logger = log.get("workers")
 
@@ -61,9 +62,11 @@ class ListenSockets:
     mx: list[socket.socket]
     submission: list[socket.socket]
     imap: list[socket.socket]
+    https: list[socket.socket]
+    http: list[socket.socket]
 
     def all(self) -> list[socket.socket]:
-        return [*self.mx, *self.submission, *self.imap]
+        return [*self.mx, *self.submission, *self.imap, *self.https, *self.http]
 
 
 class WorkerChannel:
@@ -277,7 +280,7 @@ async def serve_worker(
     bans = BanList(Policy(cfg.bans))
     channel = WorkerChannel(reader, writer, bus, bans)
     rates = SharedRates(channel, cfg.firewall)
-    guard = Guard(cfg.bans, bans, RemoteStrikes(channel), store)
+    guard = Guard(cfg.bans, bans, RemoteStrikes(channel), store, cfg.web.login_history_days)
     verifier = PasswordVerifier(key=hello.password_key)
     verifier.shared_lookup = channel.password_cached
     verifier.on_remember = channel.password_verified
@@ -288,7 +291,7 @@ async def serve_worker(
     dmarc_reports = DmarcReports(cfg, store, resolver) if reporting(cfg) else None
     runner = QueueRunner(cfg, store, transport, owner=f"{cfg.server.hostname}/{os.getpid()}/",
                          tls_reports=tls_reports, dmarc_reports=dmarc_reports)
-    servers: list[SmtpServer | ImapServer] = []
+    servers: list[SmtpServer | ImapServer | WebService] = []
     if sockets.mx:
         servers.append(SmtpServer(cfg, store, tls_context, budget=budget,
                                   slots=channel.slots("mx"), sockets=sockets.mx,
@@ -305,6 +308,11 @@ async def serve_worker(
         verifier.warm()
         servers.append(ImapServer(cfg, store, tls_context, verifier, slots=channel.slots("imap"),
                                   sockets=sockets.imap, rates=rates,
+                                  guard=guard))
+    if sockets.https or sockets.http:
+        verifier.warm()
+        servers.append(WebService(cfg, store, tls_context, verifier, slots=channel.slots("web"),
+                                  https=sockets.https, http=sockets.http, rates=rates,
                                   guard=guard))
     reading = asyncio.create_task(channel.run())
     reading.add_done_callback(lambda _task: stop.set())

@@ -556,7 +556,8 @@ class SmtpServer:
                         log.quote(result.account.address), mechanism)
             self._reply(conn, reply)
             if self.guard is not None:
-                await self.guard.auth_ok(conn.ip, result.account.address)
+                await self.guard.auth_ok(conn.ip, result.account.address, result.account.id,
+                                         f"smtp {mechanism}")
             return
         session.auth_finished(None)
         if result.status is AuthStatus.FAILED:

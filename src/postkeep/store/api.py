@@ -495,6 +495,41 @@ class Ban:
     created: float
 
 
+#: The stages of a web session's login (`postkeep.web.login`): the password was right and a
+#: second factor is due; or the login is done.
+WEB_SECOND_FACTOR = "second-factor"
+WEB_DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class WebSession:
+    """A web session (`postkeep.web`): the account it is of, its login `stage`, when it was
+    made, last seen and ends at the latest, and the client it was made by. Found by the hash
+    of its token, which is never stored itself."""
+
+    id: int
+    account_id: int
+    stage: str
+    created: float
+    last_seen: float
+    expires: float
+    ip: str
+    user_agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRecord:
+    """One line of an account's login history: when, from where, how ("web password", "imap
+    LOGIN", "smtp PLAIN") and with which result ("ok", "failed", "second factor needed")."""
+
+    account_id: int
+    time: float
+    ip: str
+    method: str
+    result: str
+    detail: str
+
+
 @dataclass(frozen=True, slots=True)
 class JunkCounts:
     """One junk classifier's counts (`Store.junk_counts`): the messages learnt as spam and
@@ -833,6 +868,40 @@ class Store(Protocol):
 
     async def known_client(self, address: str, ip_class: str, since: float) -> bool:
         """Whether (address, IP class) logged in at `since` or later."""
+
+    # -- web sessions and the login history (postkeep.web) ---------------------------------------
+    async def add_web_session(self, token_hash: str, account_id: int, stage: str, now: float,
+                              expires: float, ip: str, user_agent: str,
+                              keep: int) -> WebSession:
+        """A new session; the account's expired ones go, and its oldest past `keep`."""
+
+    async def get_web_session(self, token_hash: str, now: float,
+                              idle_before: float) -> WebSession | None:
+        """The session of a token's hash, unless it expired or was last seen before
+        `idle_before` (then it is removed)."""
+
+    async def touch_web_session(self, session_id: int, now: float) -> None:
+        """Record a request of the session (not durable)."""
+
+    async def advance_web_session(self, session_id: int, token_hash: str, stage: str,
+                                  now: float) -> None:
+        """The session's login moved to `stage`, under a new token (the old one ends)."""
+
+    async def list_web_sessions(self, account_id: int, now: float) -> list[WebSession]:
+        """The account's sessions in force, newest first."""
+
+    async def remove_web_session(self, account_id: int, session_id: int) -> bool:
+        """End a session of the account (False: the account has no such session)."""
+
+    async def remove_web_sessions(self, account_id: int, keep_id: int = 0) -> int:
+        """End every session of the account but `keep_id`; how many."""
+
+    async def add_login(self, record: LoginRecord, forget_before: float) -> None:
+        """Add a line to the account's login history (not durable); its lines older than
+        `forget_before` go."""
+
+    async def list_logins(self, account_id: int, limit: int) -> list[LoginRecord]:
+        """The account's latest `limit` history lines, newest first."""
 
     # -- the junk filter (postkeep.filters.junk) -------------------------------------------------
     async def junk_counts(self, scopes: Sequence[int],

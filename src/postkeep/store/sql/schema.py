@@ -556,3 +556,36 @@ webauthn_challenges = Table(
     Column("expires", Double, nullable=False, index=True),
     sqlite_autoincrement=True,
 )
+
+# -- the web listener (migration 16, `postkeep.store.sql.web`) ---------------------------------
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"),
+           nullable=False, index=True),
+    Column("stage", String(16), nullable=False),
+    Column("created", Double, nullable=False),
+    Column("last_seen", Double, nullable=False),
+    Column("expires", Double, nullable=False, index=True),
+    Column("ip", String(64), nullable=False),
+    Column("user_agent", String(255), nullable=False),
+    sqlite_autoincrement=True,
+)
+
+login_history = Table(
+    "login_history",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("time", Double, nullable=False),
+    Column("ip", String(64), nullable=False),
+    Column("method", String(64), nullable=False),
+    Column("result", String(32), nullable=False),
+    Column("detail", String(255), nullable=False),
+    Index("ix_login_history_account_time", "account_id", "time"),
+    sqlite_autoincrement=True,
+)

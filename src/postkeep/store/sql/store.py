@@ -7,7 +7,8 @@ messages), `postkeep.store.sql.security` (SASL secrets, app passwords, `get_auth
 `postkeep.store.sql.outbound` (the outbound queue), `postkeep.store.sql.dkim` (DKIM keys),
 `postkeep.store.sql.sending` (sending quotas and pauses), `postkeep.store.sql.junk` (the junk
 filter's tokens and lists), `postkeep.store.sql.quarantine` (the quarantine) and
-`postkeep.store.sql.twofactor` (TOTP, recovery codes, WebAuthn credentials and challenges).
+`postkeep.store.sql.twofactor` (TOTP, recovery codes, WebAuthn credentials and challenges) and
+`postkeep.store.sql.web` (web sessions, the login history).
 Message bodies are encrypted at rest
 (`postkeep.store.crypto`) in blobs: up to `postkeep.store.blobs.INLINE_MAX` octets in their
 ``blobs`` row, larger ones as files (`postkeep.store.blobs`); the tables are in
@@ -101,6 +102,7 @@ from postkeep.store.sql.security import AccountSecurityMixin, check_secrets
 from postkeep.store.sql.sending import SendingQuotasMixin
 from postkeep.store.sql.tlsrpt import TlsReportsMixin
 from postkeep.store.sql.twofactor import TwoFactorMixin
+from postkeep.store.sql.web import WebMixin
 
 __all__ = ["ALIAS_DEPTH", "SqlStore", "create_engines", "split_address"]
 
@@ -165,6 +167,7 @@ def _alias(r: Sequence[Any]) -> Alias:
 class SqlStore(
     QuarantineMixin, MailboxOpsMixin, AccountSecurityMixin, TlsReportsMixin, DmarcReportsMixin,
     OutboundQueueMixin, DkimKeysMixin, SendingQuotasMixin, BansMixin, JunkMixin, TwoFactorMixin,
+    WebMixin,
     SqlStoreBase,
 ):
     """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.

@@ -59,6 +59,7 @@ def _load() -> tuple[Migration, ...]:
         m0013_bans,
         m0014_junk,
         m0015_quarantine,
+        m0016_web,
         m0017_two_factor,
     )
 
@@ -78,6 +79,7 @@ def _load() -> tuple[Migration, ...]:
         m0013_bans.MIGRATION,
         m0014_junk.MIGRATION,
         m0015_quarantine.MIGRATION,
+        m0016_web.MIGRATION,
         m0017_two_factor.MIGRATION,
     )
 

@@ -1,0 +1,211 @@
+"""The aiohttp applications of the web listeners and what every request goes through.
+
+HTTPS (`make_app`), in this order for each request:
+
+1. the Host must be one of `Config.web_hostnames` (else 421 Misdirected Request, RFC 9110
+   §15.5.20): no page is served for a name an attacker's DNS points here;
+2. the body (forms only, at most `web.max_body_size`: 413 past it; other types 415) is read,
+   and with it the request's deadline is met (`postkeep.web.server`);
+3. the session: the ``__Host-pk-session`` cookie's token, looked up by its hash; an expired or
+   idle one is gone (`web.session_lifetime`, `web.session_idle`);
+4. a state change (any method but GET/HEAD) from another site is refused 403 (Sec-Fetch-Site,
+   Origin), and one without the right CSRF token too (`postkeep.web.security`), each logged
+   ``reject ip=... code=403 reason=...``;
+5. the page (`postkeep.web.pages`), which finds the account only through the session;
+6. every response, errors included, gets the security headers, and the pages
+   ``Cache-Control: no-store``.
+
+HTTP (`make_redirect_app`): every request is answered 308 to the same path and query on
+HTTPS, for a Host among the configured names; any other Host is answered 421 and names
+nothing (no open redirect).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from postkeep import log
+from postkeep.config import Config, parse_listen
+from postkeep.store.api import Store, WebSession
+from postkeep.web.security import (
+    LOGIN_CSRF_COOKIE,
+    MAX_TOKEN,
+    SECURITY_HEADERS,
+    SESSION_COOKIE,
+    cross_site,
+    csrf_token,
+    host_allowed,
+    token_hash,
+    tokens_match,
+)
+from postkeep.web.server import connection_of
+
+logger = log.get("web")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TOUCH_EVERY = 60.0  # seconds between writes of a session's last-seen time
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+LOGIN_PATH = "/login"  # the form that has no session yet: its CSRF token is the cookie's
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """The session of a request and its token (the cookie's value)."""
+
+    session: WebSession
+    token: str
+
+    @property
+    def csrf(self) -> str:
+        return csrf_token(self.token)
+
+
+def client_ip(request: web.BaseRequest) -> str:
+    """The admitted client's address (the PROXY header's, behind a proxy)."""
+    conn = connection_of(request)
+    if conn is not None and conn.peer is not None:
+        return conn.peer.ip
+    return request.remote or "-"
+
+
+def current(request: web.Request) -> Current | None:
+    found = request.get("current")
+    return found if isinstance(found, Current) else None
+
+
+def form_of(request: web.Request) -> dict[str, str]:
+    """The request's form fields (read and checked by the middleware; text fields only)."""
+    found = request.get("form")
+    return found if isinstance(found, dict) else {}
+
+
+def _refuse(request: web.Request, status: int, reason: str) -> web.Response:
+    logger.warning("reject ip=%s code=%d reason=%s path=%s", client_ip(request), status,
+                   log.quote(reason), log.quote(request.path[:200]))
+    return web.Response(status=status, text=f"{reason}\n")
+
+
+def _secure_headers(_request: web.BaseRequest, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers["Server"] = "postkeep"  # not aiohttp's name and version
+    if response.content_type in ("text/html", "text/plain"):
+        response.headers.setdefault("Cache-Control", "no-store")
+
+
+async def _on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    _secure_headers(request, response)
+
+
+def make_app(cfg: Config, store: Store, routes: list[web.RouteDef]) -> web.Application:
+    """The HTTPS application: the middleware of the module docstring, then `routes`."""
+    names = cfg.web_hostnames()
+    idle, max_body = cfg.web.session_idle, cfg.web.max_body_size
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = host_allowed(request.headers.get("Host"), names)
+        if host is None:
+            return _refuse(request, 421, "unknown host")
+        conn = connection_of(request)
+        if conn is not None:
+            conn.in_request = True
+        try:
+            if request.method not in ("GET", "HEAD"):
+                problem = await _read_form(request, max_body)
+                if problem is not None:
+                    return problem
+            if conn is not None:
+                conn.request_read()
+            await _load_session(request, store, idle)
+            if request.method not in ("GET", "HEAD"):
+                origin = "https://" + request.headers.get("Host", "").strip().lower()
+                reason = cross_site(request.method, request.headers, origin)
+                if reason is None and not _csrf_ok(request):
+                    reason = "missing or wrong CSRF token"
+                if reason is not None:
+                    return _refuse(request, 403, reason)
+            return await handler(request)
+        finally:
+            if conn is not None:  # answered, however: its deadline is over
+                conn.request_read()
+                conn.in_request = False
+
+    app = web.Application(middlewares=[guard], client_max_size=max_body)
+    app.on_response_prepare.append(_on_prepare)
+    app.add_routes(routes)
+    return app
+
+
+async def _read_form(request: web.Request, max_body: int) -> web.Response | None:
+    """Read a state change's form into request["form"]; a refusal if it is not one."""
+    if request.content_length is not None and request.content_length > max_body:
+        return _refuse(request, 413, "request body too large")
+    if request.can_read_body and request.content_type not in FORM_TYPES:
+        return _refuse(request, 415, "not a form")
+    try:
+        posted = await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        return _refuse(request, 413, "request body too large")
+    except ValueError:
+        return _refuse(request, 400, "malformed form")
+    request["form"] = {k: v for k, v in posted.items() if isinstance(v, str)}
+    return None
+
+
+async def _load_session(request: web.Request, store: Store, idle: float) -> None:
+    token = request.cookies.get(SESSION_COOKIE, "")
+    if not token or len(token) > MAX_TOKEN:
+        return
+    now = time.time()
+    session = await store.get_web_session(token_hash(token), now, now - idle)
+    if session is None:
+        return
+    if now - session.last_seen >= TOUCH_EVERY:
+        await store.touch_web_session(session.id, now)
+    request["current"] = Current(session, token)
+
+
+def _csrf_ok(request: web.Request) -> bool:
+    given = form_of(request).get("csrf")
+    found = current(request)
+    if found is not None:
+        return tokens_match(found.csrf, given)
+    if request.path == LOGIN_PATH:  # no session yet: the double-submit cookie's
+        return tokens_match(request.cookies.get(LOGIN_CSRF_COOKIE, ""), given)
+    return False
+
+
+def https_port(cfg: Config) -> int:
+    """The port HTTP's redirects name (`web.https_port`, or the first `web.listen`'s)."""
+    if cfg.web.https_port:
+        return cfg.web.https_port
+    return parse_listen(cfg.web.listen[0])[1]
+
+
+def make_redirect_app(cfg: Config) -> web.Application:
+    """The HTTP application: 308 to HTTPS for a known host, 421 for any other."""
+    names = cfg.web_hostnames()
+    port = https_port(cfg)
+    suffix = "" if port == 443 else f":{port}"
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        conn = connection_of(request)
+        if conn is not None:  # no body is read: the request is in
+            conn.request_read()
+        host = host_allowed(request.headers.get("Host"), names)
+        if host is None:
+            return _refuse(request, 421, "unknown host")
+        target = request.rel_url.raw_path_qs
+        if not target.startswith("/"):
+            target = "/"
+        raise web.HTTPPermanentRedirect(f"https://{host}{suffix}{target}")
+
+    app = web.Application(client_max_size=1024)
+    app.on_response_prepare.append(_on_prepare)
+    app.router.add_route("*", "/{tail:.*}", redirect)
+    return app

@@ -1,0 +1,58 @@
+"""What a worker process starts for `[web]`: the HTTPS listener with the account pages and the
+HTTP listener that redirects to it (`postkeep.web.app`), on the sockets the main process
+bound."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+
+from postkeep.auth.passwords import PasswordVerifier
+from postkeep.bans.keeper import Guard
+from postkeep.config import Config
+from postkeep.net.firewall import Rates
+from postkeep.net.slots import IpSlots
+from postkeep.store.api import Store
+from postkeep.web.app import make_app, make_redirect_app
+from postkeep.web.login import LoginFlow, SecondFactor
+from postkeep.web.pages import Pages
+from postkeep.web.server import WebListener
+
+
+class WebService:
+    """The web listeners of one worker (HTTPS first, then HTTP; either may be absent)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        tls_context: ssl.SSLContext | None,
+        verifier: PasswordVerifier,
+        *,
+        slots: IpSlots,
+        https: list[socket.socket],
+        http: list[socket.socket],
+        rates: Rates | None = None,
+        guard: Guard | None = None,
+        factors: tuple[SecondFactor, ...] = (),
+    ) -> None:
+        self.listeners: list[WebListener] = []
+        if cfg.web.listen:
+            flow = LoginFlow(store, verifier, guard, factors, cfg.web.login_history_days)
+            pages = Pages(cfg, store, verifier, flow)
+            self.listeners.append(WebListener(
+                cfg, make_app(cfg, store, pages.routes()), [(a, True) for a in cfg.web.listen],
+                tls_context, slots=slots, sockets=https, rates=rates, guard=guard,
+                role="web"))
+        if cfg.web.http_listen:
+            self.listeners.append(WebListener(
+                cfg, make_redirect_app(cfg), [(a, False) for a in cfg.web.http_listen], None,
+                slots=slots, sockets=http, rates=rates, guard=guard, role="http"))
+
+    async def start(self) -> None:
+        for listener in self.listeners:
+            await listener.start()
+
+    async def stop(self) -> None:
+        for listener in self.listeners:
+            await listener.stop()
