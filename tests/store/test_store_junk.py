@@ -53,6 +53,20 @@ def test_learning_counts_and_idempotence(run: Run, store: SqlStore, db_url: str)
     assert run(store.junk_counts([5], ["x"]))[5].tokens == {}
 
 
+def test_counts_skip_classifiers_not_ready(run: Run, store: SqlStore) -> None:
+    """A scope that learnt fewer than `min_messages` of either class is not asked for its
+    tokens (its verdict would not be used): its message counts come back, no token counts."""
+    alice = _account(run, store, "alice@example.test")
+    run(store.junk_learn(alice, "s1", True, ["viagra"]))
+    run(store.junk_learn(alice, "s2", True, ["viagra"]))
+    run(store.junk_learn(alice, "h1", False, ["meeting"]))
+    counts = run(store.junk_counts([alice, 0], ["viagra", "meeting"], min_messages=2))
+    assert (counts[alice].spam, counts[alice].ham, dict(counts[alice].tokens)) == (2, 1, {})
+    run(store.junk_learn(alice, "h2", False, ["meeting"]))
+    counts = run(store.junk_counts([alice, 0], ["viagra", "meeting"], min_messages=2))
+    assert dict(counts[alice].tokens) == {"viagra": (2, 0), "meeting": (0, 2)}
+
+
 def test_lists_and_correspondents(run: Run, store: SqlStore) -> None:
     alice = _account(run, store, "alice@example.test")
     owner = f"a:{alice}"

@@ -904,10 +904,11 @@ class Store(Protocol):
         """The account's latest `limit` history lines, newest first."""
 
     # -- the junk filter (postkeep.filters.junk) -------------------------------------------------
-    async def junk_counts(self, scopes: Sequence[int],
-                          tokens: Sequence[str]) -> dict[int, JunkCounts]:
+    async def junk_counts(self, scopes: Sequence[int], tokens: Sequence[str],
+                          min_messages: int = 0) -> dict[int, JunkCounts]:
         """Each scope's classifier counts (an account id; 0: the instance's), `tokens` read in
-        one transaction."""
+        one transaction; only for the scopes that learnt at least `min_messages` of both
+        classes: the others' token counts are left empty (they would not be used)."""
 
     async def junk_learn(self, account_id: int, blob_id: str, spam: bool,
                          tokens: Sequence[str]) -> str:

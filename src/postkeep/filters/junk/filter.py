@@ -1,10 +1,12 @@
 """The junk filter (`filters.base.Filter`): the rules' score plus the classifier's, and what
 the recipients said of the sender (docs/architecture.md, "The junk filter").
 
-A message is read (`junk.message.parse`, its first `[junk] max_size` octets, in a thread:
-parsing is CPU work), the rules run (`junk.rules`), its tokens are looked up in one store
-read (`Store.junk_counts`): the single local recipient's classifier if it has learnt enough
-of both classes, else the instance's, else none (`junk.classifier`).
+A message is read (`junk.message.parse`, its first `[junk] max_size` octets; in a thread
+for a message spooled to disk, as the other stages read those), the rules run
+(`junk.rules`), its tokens are looked up in one store read (`Store.junk_counts`, which asks
+for them only of classifiers that have learnt enough): the single local recipient's
+classifier if it has learnt enough of both classes, else the instance's, else none
+(`junk.classifier`).
 
 Then, on the MX, the sender (the From: address, else the envelope's) is looked up for the
 recipients: their own allow or block entries (an address beats a domain), else their
@@ -31,7 +33,7 @@ from postkeep.filters.junk import classifier
 from postkeep.filters.junk.message import addresses, parse
 from postkeep.filters.junk.rules import GTUBE_SCORE, Facts, evaluate
 from postkeep.store.api import JunkListEntry, Store
-from postkeep.store.spool import MessageData
+from postkeep.store.spool import MessageData, SpooledText
 
 GLOBAL = 0  # the instance's classifier's scope
 
@@ -96,7 +98,7 @@ class JunkFilter:
         if not tokens:
             return None
         scopes = [accounts[0], GLOBAL] if len(accounts) == 1 else [GLOBAL]
-        counts = await self.store.junk_counts(scopes, tokens)
+        counts = await self.store.junk_counts(scopes, tokens, self.cfg.min_messages)
         for scope in scopes:
             c = counts[scope]
             if min(c.spam, c.ham) >= self.cfg.min_messages:
@@ -134,8 +136,11 @@ class JunkFilter:
     async def classify(self, message: MessageData, context: ScanContext) -> Judgement:
         """The message's score and symbols, and the recipients' say about its sender."""
         facts = Facts.from_summary(context.auth_results)
-        analysis = await asyncio.to_thread(analyse, message, self.cfg, facts,
-                                           context.envelope.mail_from)
+        if isinstance(message, SpooledText):  # read from disk, decrypted: off the loop
+            analysis = await asyncio.to_thread(analyse, message, self.cfg, facts,
+                                               context.envelope.mail_from)
+        else:  # in memory: a thread's hand-over would cost more than it spares
+            analysis = analyse(message, self.cfg, facts, context.envelope.mail_from)
         hits = list(analysis.hits)
         accounts = context.accounts if context.direction is Direction.INBOUND else ()
         bayes = await self._bayes(analysis.tokens, accounts)

@@ -65,20 +65,23 @@ class JunkMixin(SqlStoreBase):
                                  key=self._junk_key).digest()
         return int.from_bytes(digest, "big", signed=True)
 
-    async def junk_counts(self, scopes: Sequence[int],
-                          tokens: Sequence[str]) -> dict[int, JunkCounts]:
-        ids = {self._token_id(t): t for t in tokens}
+    async def junk_counts(self, scopes: Sequence[int], tokens: Sequence[str],
+                          min_messages: int = 0) -> dict[int, JunkCounts]:
         scopes = list(dict.fromkeys(scopes))
         t, m = junk_tokens.c, junk_messages.c
 
         def fn(conn: Connection) -> dict[int, JunkCounts]:
             messages = {row.scope: (row.spam, row.ham) for row in conn.execute(
                 select(m.scope, m.spam, m.ham).where(m.scope.in_(scopes)))}
+            # a scope that has not learnt enough of both classes is not asked for tokens
+            ready = [s for s in scopes if min(messages.get(s, (0, 0))) >= min_messages]
             found: dict[int, dict[str, tuple[int, int]]] = {s: {} for s in scopes}
-            for chunk in chunks(list(ids)):
-                for row in conn.execute(select(t.scope, t.token, t.spam, t.ham).where(
-                        t.scope.in_(scopes), t.token.in_(chunk))):
-                    found[row.scope][ids[row.token]] = (row.spam, row.ham)
+            if ready:
+                ids = {self._token_id(tok): tok for tok in tokens}
+                for chunk in chunks(list(ids)):
+                    for row in conn.execute(select(t.scope, t.token, t.spam, t.ham).where(
+                            t.scope.in_(ready), t.token.in_(chunk))):
+                        found[row.scope][ids[row.token]] = (row.spam, row.ham)
             return {s: JunkCounts(*messages.get(s, (0, 0)), found[s]) for s in scopes}
 
         return await self._read(fn)
