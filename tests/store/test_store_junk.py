@@ -67,6 +67,21 @@ def test_counts_skip_classifiers_not_ready(run: Run, store: SqlStore) -> None:
     assert dict(counts[alice].tokens) == {"viagra": (2, 0), "meeting": (0, 2)}
 
 
+def test_lookup_is_counts_and_sender_in_one_read(run: Run, store: SqlStore) -> None:
+    alice = _account(run, store, "alice@example.test")
+    run(store.junk_learn(alice, "s1", True, ["viagra"]))
+    run(store.junk_learn(alice, "h1", False, ["meeting"]))
+    run(store.set_junk_entry(f"a:{alice}", "spam.example", "block"))
+    run(store.add_correspondents(alice, ["friend@remote.test"], 1.0))
+    owners = [f"a:{alice}"]
+    for sender in ("x@mail.spam.example", "friend@remote.test"):
+        found = run(store.junk_lookup([alice, 0], ["viagra", "meeting"], 1, owners, [alice],
+                                      sender))
+        assert found.counts == run(store.junk_counts([alice, 0], ["viagra", "meeting"], 1))
+        assert (found.entries, found.wrote) == run(store.junk_sender(owners, [alice], sender))
+    assert found.wrote == {alice} and found.counts[alice].tokens["viagra"] == (1, 0)
+
+
 def test_lists_and_correspondents(run: Run, store: SqlStore) -> None:
     alice = _account(run, store, "alice@example.test")
     owner = f"a:{alice}"

@@ -541,6 +541,17 @@ class JunkCounts:
 
 
 @dataclass(frozen=True, slots=True)
+class JunkLookup:
+    """What the junk filter reads of the store for one message, in one read
+    (`Store.junk_lookup`): the classifiers' counts, the recipients' list entries about the
+    sender, and which recipients have written to it."""
+
+    counts: Mapping[int, JunkCounts]
+    entries: list[JunkListEntry]
+    wrote: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
 class JunkListEntry:
     """An allow or block entry of the junk filter: `owner` is ``a:<account id>`` or
     ``d:<domain>``, `entry` an address or a domain (which covers its subdomains), `kind`
@@ -921,6 +932,11 @@ class Store(Protocol):
 
     async def junk_entries(self, owner: str | None = None) -> list[JunkListEntry]:
         """The allow and block entries of `owner` (None: of everyone), by owner and entry."""
+
+    async def junk_lookup(self, scopes: Sequence[int], tokens: Sequence[str],
+                          min_messages: int, owners: Sequence[str],
+                          account_ids: Sequence[int], address: str) -> JunkLookup:
+        """`junk_counts` and `junk_sender` in one read."""
 
     async def junk_sender(self, owners: Sequence[str], account_ids: Sequence[int],
                           address: str) -> tuple[list[JunkListEntry], frozenset[int]]:

@@ -25,6 +25,7 @@ refuses it. `classify` gives the score and symbols alone (for a bench script).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from postkeep.config.junk import JunkConfig
@@ -32,7 +33,7 @@ from postkeep.filters.base import Action, Direction, FilterResult, ScanContext
 from postkeep.filters.junk import classifier
 from postkeep.filters.junk.message import addresses, parse
 from postkeep.filters.junk.rules import GTUBE_SCORE, Facts, evaluate
-from postkeep.store.api import JunkListEntry, Store
+from postkeep.store.api import JunkCounts, JunkListEntry, Store
 from postkeep.store.spool import MessageData, SpooledText
 
 GLOBAL = 0  # the instance's classifier's scope
@@ -93,12 +94,9 @@ class JunkFilter:
     def fails_open(self, direction: Direction) -> bool:
         return True  # a built-in that failed is a bug: logged, the mail goes on
 
-    async def _bayes(self, tokens: list[str], accounts: tuple[int, ...]
-                     ) -> tuple[str, float] | None:
-        if not tokens:
-            return None
-        scopes = [accounts[0], GLOBAL] if len(accounts) == 1 else [GLOBAL]
-        counts = await self.store.junk_counts(scopes, tokens, self.cfg.min_messages)
+    def _bayes(self, counts: Mapping[int, JunkCounts], scopes: list[int],
+               tokens: list[str]) -> tuple[str, float] | None:
+        """The first of `scopes` that learnt enough: its verdict as a hit, else None."""
         for scope in scopes:
             c = counts[scope]
             if min(c.spam, c.ham) >= self.cfg.min_messages:
@@ -108,13 +106,19 @@ class JunkFilter:
                 return classifier.symbol(verdict.probability), round(points, 2)
         return None
 
-    async def _lists(self, sender: str, context: ScanContext) -> tuple[str, str]:
-        """The recipients' say about `sender`: ("allow" | "block" | "", why)."""
-        if not context.accounts or "@" not in sender:
-            return "", ""
+    @staticmethod
+    def _owners(sender: str, context: ScanContext) -> list[str]:
+        """Whose lists speak of `sender`: the recipients' accounts and domains."""
+        if context.direction is not Direction.INBOUND or not context.accounts \
+                or "@" not in sender:
+            return []
         domains = {r.address.rpartition("@")[2].lower() for r in context.envelope.recipients}
-        owners = [f"a:{a}" for a in context.accounts] + [f"d:{d}" for d in sorted(domains)]
-        entries, wrote = await self.store.junk_sender(owners, context.accounts, sender)
+        return [f"a:{a}" for a in context.accounts] + [f"d:{d}" for d in sorted(domains)]
+
+    @staticmethod
+    def _lists(entries: list[JunkListEntry], wrote: frozenset[int],
+               context: ScanContext) -> tuple[str, str]:
+        """The recipients' say about the sender: ("allow" | "block" | "", why)."""
         domain = max((e for e in entries if e.owner.startswith("d:")),
                      key=lambda e: ("@" in e.entry, len(e.entry)), default=None)
         says: list[tuple[str, str]] = []
@@ -133,6 +137,23 @@ class JunkFilter:
             return "allow", says[0][1]
         return "", ""
 
+    async def _look_up(self, analysis: Analysis, context: ScanContext
+                       ) -> tuple[tuple[str, float] | None, str, str]:
+        """The classifier's hit and the lists' say, from one store read (none when neither
+        has anything to ask)."""
+        accounts = context.accounts if context.direction is Direction.INBOUND else ()
+        scopes = ([accounts[0], GLOBAL] if len(accounts) == 1 else [GLOBAL]) \
+            if analysis.tokens else []
+        owners = self._owners(analysis.sender, context)
+        if not scopes and not owners:
+            return None, "", ""
+        found = await self.store.junk_lookup(scopes, analysis.tokens, self.cfg.min_messages,
+                                             owners, context.accounts if owners else (),
+                                             analysis.sender)
+        bayes = self._bayes(found.counts, scopes, analysis.tokens)
+        listed, why = self._lists(found.entries, found.wrote, context) if owners else ("", "")
+        return bayes, listed, why
+
     async def classify(self, message: MessageData, context: ScanContext) -> Judgement:
         """The message's score and symbols, and the recipients' say about its sender."""
         facts = Facts.from_summary(context.auth_results)
@@ -142,21 +163,16 @@ class JunkFilter:
         else:  # in memory: a thread's hand-over would cost more than it spares
             analysis = analyse(message, self.cfg, facts, context.envelope.mail_from)
         hits = list(analysis.hits)
-        accounts = context.accounts if context.direction is Direction.INBOUND else ()
-        bayes = await self._bayes(analysis.tokens, accounts)
+        bayes, listed, why = await self._look_up(analysis, context)
         if bayes is not None:
             hits.append(bayes)
-        listed, why = "", ""
-        if context.direction is Direction.INBOUND:
-            listed, why = await self._lists(analysis.sender, context)
-            if listed == "allow" and forged(facts):
-                hits.append(("ALLOW_FORGED", 0.0))
-                listed, why = "", ""
-            elif listed == "block":
-                hits.append(("BLOCKLISTED", self.cfg.tag_score))
-            elif listed == "allow":
-                hits.append(("CORRESPONDENT" if why == "correspondent" else "ALLOWLISTED",
-                             0.0))
+        if listed == "allow" and forged(facts):
+            hits.append(("ALLOW_FORGED", 0.0))
+            listed, why = "", ""
+        elif listed == "block":
+            hits.append(("BLOCKLISTED", self.cfg.tag_score))
+        elif listed == "allow":
+            hits.append(("CORRESPONDENT" if why == "correspondent" else "ALLOWLISTED", 0.0))
         score = round(sum(points for _, points in hits), 2)
         gtube = any(points >= GTUBE_SCORE for _, points in hits)
         return Judgement(score, tuple(name for name, _ in hits), gtube, listed, why)

@@ -19,13 +19,13 @@ Correspondents are one upsert per address, not durable (`_write(durable=False)`)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, and_, case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from postkeep.addresses import address_key, canonical_domain
-from postkeep.store.api import JunkCounts, JunkListEntry
+from postkeep.store.api import JunkCounts, JunkListEntry, JunkLookup
 from postkeep.store.sql.base import SqlStoreBase
 from postkeep.store.sql.rows import chunks
 from postkeep.store.sql.schema import (
@@ -65,8 +65,8 @@ class JunkMixin(SqlStoreBase):
                                  key=self._junk_key).digest()
         return int.from_bytes(digest, "big", signed=True)
 
-    async def junk_counts(self, scopes: Sequence[int], tokens: Sequence[str],
-                          min_messages: int = 0) -> dict[int, JunkCounts]:
+    def _counts_reader(self, scopes: Sequence[int], tokens: Sequence[str],
+                       min_messages: int) -> Callable[[Connection], dict[int, JunkCounts]]:
         scopes = list(dict.fromkeys(scopes))
         t, m = junk_tokens.c, junk_messages.c
 
@@ -84,7 +84,18 @@ class JunkMixin(SqlStoreBase):
                         found[row.scope][ids[row.token]] = (row.spam, row.ham)
             return {s: JunkCounts(*messages.get(s, (0, 0)), found[s]) for s in scopes}
 
-        return await self._read(fn)
+        return fn
+
+    async def junk_counts(self, scopes: Sequence[int], tokens: Sequence[str],
+                          min_messages: int = 0) -> dict[int, JunkCounts]:
+        return await self._read(self._counts_reader(scopes, tokens, min_messages))
+
+    async def junk_lookup(self, scopes: Sequence[int], tokens: Sequence[str],
+                          min_messages: int, owners: Sequence[str],
+                          account_ids: Sequence[int], address: str) -> JunkLookup:
+        counts = self._counts_reader(scopes, tokens, min_messages)
+        sender = self._sender_reader(owners, account_ids, address)
+        return await self._read(lambda conn: JunkLookup(counts(conn), *sender(conn)))
 
     async def junk_learn(self, account_id: int, blob_id: str, spam: bool,
                          tokens: Sequence[str]) -> str:
@@ -160,8 +171,8 @@ class JunkMixin(SqlStoreBase):
         rows = await self._read(lambda conn: conn.execute(q).all())
         return [JunkListEntry(*row) for row in rows]
 
-    async def junk_sender(self, owners: Sequence[str], account_ids: Sequence[int],
-                          address: str) -> tuple[list[JunkListEntry], frozenset[int]]:
+    def _sender_reader(self, owners: Sequence[str], account_ids: Sequence[int], address: str
+                       ) -> Callable[[Connection], tuple[list[JunkListEntry], frozenset[int]]]:
         names = _candidates(address)
         lists, cor = junk_lists.c, junk_correspondents.c
         q_lists = select(lists.owner, lists.entry, lists.kind).where(
@@ -174,7 +185,11 @@ class JunkMixin(SqlStoreBase):
             wrote = frozenset(conn.execute(q_cor).scalars()) if account_ids else frozenset()
             return entries, wrote
 
-        return await self._read(fn)
+        return fn
+
+    async def junk_sender(self, owners: Sequence[str], account_ids: Sequence[int],
+                          address: str) -> tuple[list[JunkListEntry], frozenset[int]]:
+        return await self._read(self._sender_reader(owners, account_ids, address))
 
     async def add_correspondents(self, account_id: int, addresses: Sequence[str],
                                  now: float) -> None:
