@@ -29,7 +29,7 @@ def test_records_to_publish(inst: Instance) -> None:
             'rua=mailto:postmaster@example.test"') in lines
     assert '_smtp._tls.example.test. IN TXT "v=TLSRPTv1; rua=mailto:postmaster@example.test"' \
         in lines
-    assert any(re.fullmatch(r'_mta-sts\.example\.test\. IN TXT "v=STSv1; id=\d{14}"', line)
+    assert any(re.fullmatch(r'_mta-sts\.example\.test\. IN TXT "v=STSv1; id=[0-9a-f]{20}"', line)
                for line in lines)
     dkim = [line for line in lines if "._domainkey.example.test." in line]
     assert len(dkim) == 2 and all("v=DKIM1; k=" in line for line in dkim)
@@ -38,6 +38,10 @@ def test_records_to_publish(inst: Instance) -> None:
     assert f"_submissions._tcp.example.test. IN SRV 0 1 {port} mx.example.test." in lines
     assert f"_imaps._tcp.example.test. IN SRV 0 1 {inst.imaps_port} mx.example.test." in lines
     assert "_pop3._tcp.example.test. IN SRV 0 0 0 ." in lines
+    for name in ("autoconfig", "autodiscover", "mta-sts"):  # the web listener's names
+        assert f"{name}.example.test. IN CNAME mx.example.test." in lines
+    assert (f"_autodiscover._tcp.example.test. IN SRV 0 1 {inst.https_port} mx.example.test."
+            in lines)
     assert "; mail for the domain goes to this server" in out
     r = inst.cli("dns", "not-local.example", check=False)
     assert r.returncode == 1 and "not-local.example is not a local domain" in r.stderr
@@ -68,6 +72,7 @@ def test_check_names_each_mismatch(inst: Instance, dns_server: AuthServer) -> No
     dns_server.add_zone("example.test", [*published, "mx A 192.0.2.25"])
     r = inst.cli("dns", "example.test", "--check", check=False)
     assert r.returncode == 0 and all(line.startswith("ok") for line in r.stdout.splitlines())
+    assert "ok       A/AAAA autoconfig.example.test." in r.stdout.splitlines()
 
 
 def test_check_warns_about_a_public_resolver(inst: Instance) -> None:

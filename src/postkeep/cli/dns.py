@@ -8,9 +8,14 @@ Printed as zone-file lines (absolute names), each with a comment saying what it 
 - DKIM (RFC 6376 §3.6.2): every selector to publish (signing, the next one, retired ones
   still verifying mail in transit), as `postkeep dkim show` prints them;
 - DMARC (RFC 9989): ``p=reject`` with aggregate reports to postmaster@DOMAIN;
-- MTA-STS (RFC 8461 §3.1): the ``_mta-sts`` TXT record, and the policy file to serve at
-  ``https://mta-sts.DOMAIN/.well-known/mta-sts.txt`` (postkeep's web server does not serve
-  it yet: publish the TXT record once something does);
+- MTA-STS (RFC 8461 §3.1): the ``_mta-sts`` TXT record, its id a digest of the policy of
+  `[mta_sts]` (`postkeep.config.mtasts`), which the web listener serves at
+  ``https://mta-sts.DOMAIN/.well-known/mta-sts.txt`` once `mta_sts.mode` is set (unset: the
+  record is printed for the `enforce` policy, to publish once it is served);
+- the web host names clients ask (with `[web]` listening): ``autoconfig.DOMAIN``
+  (Thunderbird), ``autodiscover.DOMAIN`` (Outlook) and ``mta-sts.DOMAIN``, as CNAMEs to
+  `server.hostname` (--check: that each has an address), and the ``_autodiscover._tcp`` SRV
+  record;
 - TLS-RPT (RFC 8460 §3): reports to postmaster@DOMAIN;
 - client autoconfiguration SRV records (RFC 6186, RFC 8314 §5.1) for the submission and IMAP
   listeners configured, and "." targets for POP3, which postkeep does not serve.
@@ -24,6 +29,7 @@ any record is missing or wrong, 0 otherwise. A temporary DNS failure is reported
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -64,17 +70,14 @@ def _port(listen: list[str]) -> int | None:
     return parse_listen(listen[0])[1] if listen else None
 
 
-def mta_sts_policy(hostname: str) -> str:
-    """The policy file (RFC 8461 §3.2) naming our MX host."""
-    return f"version: STSv1\nmode: enforce\nmx: {hostname}\nmax_age: 604800\n"
-
-
 async def records(cfg: Config, store: Store, domain: str, now: float) -> list[Record]:
     """Every record `domain` needs (see the module docstring)."""
     from postkeep.delivery.signing import key_states
     from postkeep.mailauth.dkim.keys import dns_record, load_private_key
 
     d = query_name(domain) + "."
+    sts = cfg.mta_sts if cfg.mta_sts.mode else dataclasses.replace(cfg.mta_sts, mode="enforce")
+    served = "the policy served" if cfg.mta_sts.mode else "once [mta_sts] mode serves the policy"
     host = query_name(cfg.server.hostname) + "."
     out = [
         Record(d, "MX", f"10 {host}", "mail for the domain goes to this server"),
@@ -93,10 +96,9 @@ async def records(cfg: Config, store: Store, domain: str, now: float) -> list[Re
         Record(f"_dmarc.{d}", "TXT",
                f"v=DMARC1; p=reject; rua=mailto:postmaster@{domain}",
                "DMARC: unauthenticated mail in the domain's name is refused", "v=DMARC1"),
-        Record(f"_mta-sts.{d}", "TXT",
-               "v=STSv1; id=" + time.strftime("%Y%m%d%H%M%S", time.gmtime(now)),
-               f"MTA-STS, once https://mta-sts.{domain}/.well-known/mta-sts.txt serves: "
-               + " | ".join(mta_sts_policy(cfg.server.hostname).splitlines()), "v=STSv1"),
+        Record(f"_mta-sts.{d}", "TXT", f"v=STSv1; id={sts.policy_id(cfg.server.hostname)}",
+               f"MTA-STS, {served} at https://mta-sts.{domain}/.well-known/mta-sts.txt: "
+               + " | ".join(sts.policy(cfg.server.hostname).splitlines()), "v=STSv1"),
         Record(f"_smtp._tls.{d}", "TXT", f"v=TLSRPTv1; rua=mailto:postmaster@{domain}",
                "TLS-RPT: daily TLS reports from senders", "v=TLSRPTv1"),
     ]
@@ -109,6 +111,15 @@ async def records(cfg: Config, store: Store, domain: str, now: float) -> list[Re
                               "client autoconfiguration (RFC 6186)"))
     for service in ("_pop3._tcp", "_pop3s._tcp"):
         out.append(Record(f"{service}.{d}", "SRV", "0 0 0 .", "no POP3 here (RFC 6186 §4)"))
+    if cfg.web.listen:
+        for name, what in (("autoconfig", "Thunderbird's autoconfig"),
+                           ("autodiscover", "Outlook's Autodiscover"),
+                           ("mta-sts", "the MTA-STS policy")):
+            out.append(Record(f"{name}.{d}", "CNAME", host,
+                              f"{what} (the web listener; its certificate must name it)"))
+        port = cfg.web.https_port or parse_listen(cfg.web.listen[0])[1]
+        out.append(Record(f"_autodiscover._tcp.{d}", "SRV", f"0 1 {port} {host}",
+                          "Autodiscover for Outlook and others"))
     return out
 
 
@@ -132,6 +143,9 @@ async def check(resolver: DnsResolver, cfg: Config, wanted: list[Record]) -> lis
         lines.append(f"MISSING  A/AAAA {host}.: the MX host has no address")
     for record in wanted:
         name = record.name.rstrip(".")
+        if record.rtype == "CNAME":  # whatever points it here: it must have an address
+            lines.append(await _has_address(resolver, name, record))
+            continue
         outcome = await resolver.lookup(name, record.rtype)
         label = f"{record.rtype} {record.name}"
         if isinstance(outcome, TempFail):
@@ -148,6 +162,17 @@ async def check(resolver: DnsResolver, cfg: Config, wanted: list[Record]) -> lis
                 have = [_srv(rd) for rd in outcome.records]
         lines.append(_verdict(record, label, have))
     return lines
+
+
+async def _has_address(resolver: DnsResolver, name: str, record: Record) -> str:
+    from postkeep.dns import Answer, TempFail
+
+    found = [await resolver.a(name), await resolver.aaaa(name)]
+    if any(isinstance(f, Answer) for f in found):
+        return f"ok       A/AAAA {record.name}"
+    if any(isinstance(f, TempFail) for f in found):
+        return f"UNKNOWN  A/AAAA {record.name}: lookup failed"
+    return f"MISSING  A/AAAA {record.name}: expected CNAME {record.value} or its addresses"
 
 
 def _verdict(record: Record, label: str, have: list[str]) -> str:

@@ -2,7 +2,7 @@
 
 Every key is a dataclass field of a section module (`sections`, `smtp`, `imap`, `dns`,
 `delivery`, `sending`, `dkim`, `inbound`, `firewall`, `bans`, `filters`,
-`antivirus`, `junk`, `quarantine`, `web`) with its default and a `doc`;
+`antivirus`, `junk`, `quarantine`, `web`, `mtasts`) with its default and a `doc`;
 `reference.reference_markdown()` renders them all into `docs/config.md`, so defaults live in one
 place. `load()` reports the first
 problem as a `ConfigError` naming the dotted key path (e.g. `smtp.max_recipients: expected an
@@ -36,6 +36,7 @@ from postkeep.config.firewall import FirewallConfig, validate_firewall
 from postkeep.config.imap import ImapConfig
 from postkeep.config.inbound import DnsListConfig, InboundConfig, validate_inbound
 from postkeep.config.junk import JunkConfig, validate_junk
+from postkeep.config.mtasts import MtaStsConfig, validate_mta_sts
 from postkeep.config.sections import LogConfig, ServerConfig, StoreConfig, TlsCertificate, TlsConfig
 from postkeep.config.sending import SendingConfig, validate_sending
 from postkeep.config.smtp import DEFAULT_SASL, SmtpConfig, SubmissionConfig
@@ -45,7 +46,7 @@ from postkeep.errors import ConfigError
 __all__ = [
     "AntivirusConfig", "BansConfig", "ClusterConfig", "Config", "DeliveryConfig", "DkimConfig",
     "DnsConfig", "DnsListConfig", "FiltersConfig", "FirewallConfig", "ImapConfig",
-    "InboundConfig", "JunkConfig", "KiB", "LogConfig", "MiB", "MilterConfig",
+    "InboundConfig", "JunkConfig", "KiB", "LogConfig", "MiB", "MilterConfig", "MtaStsConfig",
     "QuarantineConfig",
     "SendingConfig", "ServerConfig", "SmtpConfig", "StoreConfig", "SubmissionConfig",
     "TlsCertificate", "TlsConfig", "WebConfig", "load", "parse_listen", "parse_nameserver",
@@ -76,6 +77,7 @@ class Config:
     junk: JunkConfig = field(default_factory=JunkConfig)
     quarantine: QuarantineConfig = field(default_factory=QuarantineConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    mta_sts: MtaStsConfig = field(default_factory=MtaStsConfig)
     base_dir: Path = field(default=Path("."), metadata={"internal": True})
     source: Path | None = field(default=None, metadata={"internal": True})  # the file read
 
@@ -302,6 +304,7 @@ def _validate(cfg: Config) -> None:
     if smtp.max_data_in_flight < max(smtp.spool_threshold, 64 * KiB):
         raise ConfigError("smtp.max_data_in_flight", "must be at least spool_threshold and 64 KiB")
     validate_web(cfg.web)  # after the mail listeners: the file's order
+    validate_mta_sts(cfg.mta_sts)
 
 
 def load(path: Path) -> Config:

@@ -3,7 +3,11 @@
 HTTPS (`make_app`), in this order for each request:
 
 1. the Host must be one of `Config.web_hostnames` (else 421 Misdirected Request, RFC 9110
-   §15.5.20): no page is served for a name an attacker's DNS points here;
+   §15.5.20): no page is served for a name an attacker's DNS points here. The public routes
+   (`Public`: client autoconfiguration, `postkeep.web.autoconfig`) are also served on the
+   hosts their `host` check admits (a local domain's ``autoconfig.`` host ...), and go
+   straight to their handler: no session, no CSRF token (they change nothing), their body
+   (any type, at most `Public.max_body`: 413 past it) in ``request["body"]``;
 2. the body (forms only, at most `web.max_body_size`: 413 past it; other types 415) is read,
    and with it the request's deadline is met (`postkeep.web.server`);
 3. the session: the ``__Host-pk-session`` cookie's token, looked up by its hash; an expired or
@@ -16,8 +20,8 @@ HTTPS (`make_app`), in this order for each request:
    ``Cache-Control: no-store``.
 
 HTTP (`make_redirect_app`): every request is answered 308 to the same path and query on
-HTTPS, for a Host among the configured names; any other Host is answered 421 and names
-nothing (no open redirect).
+HTTPS, for a Host among the configured names or one the public routes admit; any other Host
+is answered 421 and names nothing (no open redirect).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from postkeep.web.security import (
     cross_site,
     csrf_token,
     host_allowed,
+    split_host,
     token_hash,
     tokens_match,
 )
@@ -50,6 +55,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TOUCH_EVERY = 60.0  # seconds between writes of a session's last-seen time
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 LOGIN_PATH = "/login"  # the form that has no session yet: its CSRF token is the cookie's
+
+
+@dataclass(frozen=True, slots=True)
+class Public:
+    """Routes any client may use without a session (read only), the check of the Host names
+    outside `Config.web_hostnames` they are served on too, and their largest body."""
+
+    routes: list[web.RouteDef]
+    host: Callable[[str | None], Awaitable[bool]]
+    max_body: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,20 +116,32 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
     _secure_headers(request, response)
 
 
-def make_app(cfg: Config, store: Store, routes: list[web.RouteDef]) -> web.Application:
-    """The HTTPS application: the middleware of the module docstring, then `routes`."""
+def make_app(cfg: Config, store: Store, routes: list[web.RouteDef],
+             public: Public | None = None) -> web.Application:
+    """The HTTPS application: the middleware of the module docstring, then `routes` and
+    the `public` ones."""
     names = cfg.web_hostnames()
     idle, max_body = cfg.web.session_idle, cfg.web.max_body_size
+    open_handlers = {route.handler for route in public.routes} if public else set()
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        host = host_allowed(request.headers.get("Host"), names)
-        if host is None:
+        is_public = public is not None and request.match_info.handler in open_handlers
+        if host_allowed(request.headers.get("Host"), names) is None and not (
+                is_public and public is not None
+                and await public.host(request.headers.get("Host"))):
             return _refuse(request, 421, "unknown host")
         conn = connection_of(request)
         if conn is not None:
             conn.in_request = True
         try:
+            if is_public and public is not None:
+                problem = await _read_body(request, public.max_body)
+                if problem is not None:
+                    return problem
+                if conn is not None:
+                    conn.request_read()
+                return await handler(request)
             if request.method not in ("GET", "HEAD"):
                 problem = await _read_form(request, max_body)
                 if problem is not None:
@@ -138,7 +165,23 @@ def make_app(cfg: Config, store: Store, routes: list[web.RouteDef]) -> web.Appli
     app = web.Application(middlewares=[guard], client_max_size=max_body)
     app.on_response_prepare.append(_on_prepare)
     app.add_routes(routes)
+    if public is not None:
+        app.add_routes(public.routes)
     return app
+
+
+async def _read_body(request: web.Request, limit: int) -> web.Response | None:
+    """Read a public route's body (any type) into request["body"]; 413 past `limit`."""
+    if request.content_length is not None and request.content_length > limit:
+        return _refuse(request, 413, "request body too large")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _refuse(request, 413, "request body too large")
+    if len(body) > limit:
+        return _refuse(request, 413, "request body too large")
+    request["body"] = body
+    return None
 
 
 async def _read_form(request: web.Request, max_body: int) -> web.Response | None:
@@ -187,8 +230,9 @@ def https_port(cfg: Config) -> int:
     return parse_listen(cfg.web.listen[0])[1]
 
 
-def make_redirect_app(cfg: Config) -> web.Application:
-    """The HTTP application: 308 to HTTPS for a known host, 421 for any other."""
+def make_redirect_app(cfg: Config, public: Public | None = None) -> web.Application:
+    """The HTTP application: 308 to HTTPS for a known host (a configured name, or one
+    `public` admits), 421 for any other."""
     names = cfg.web_hostnames()
     port = https_port(cfg)
     suffix = "" if port == 443 else f":{port}"
@@ -197,7 +241,11 @@ def make_redirect_app(cfg: Config) -> web.Application:
         conn = connection_of(request)
         if conn is not None:  # no body is read: the request is in
             conn.request_read()
-        host = host_allowed(request.headers.get("Host"), names)
+        raw = request.headers.get("Host")
+        host = host_allowed(raw, names)
+        if host is None and public is not None and await public.host(raw):
+            parts = split_host(raw or "")
+            host = parts[0] if parts is not None else None
         if host is None:
             return _refuse(request, 421, "unknown host")
         target = request.rel_url.raw_path_qs

@@ -1,6 +1,6 @@
 """What a worker process starts for `[web]`: the HTTPS listener with the account pages and the
-HTTP listener that redirects to it (`postkeep.web.app`), on the sockets the main process
-bound."""
+public client-autoconfiguration routes (`postkeep.web.autoconfig`), and the HTTP listener that
+redirects to it (`postkeep.web.app`), on the sockets the main process bound."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from postkeep.net.firewall import Rates
 from postkeep.net.slots import IpSlots
 from postkeep.store.api import Store
 from postkeep.web.app import make_app, make_redirect_app
+from postkeep.web.autoconfig import Autoconfig
 from postkeep.web.login import LoginFlow, SecondFactor
 from postkeep.web.pages import Pages
 from postkeep.web.server import WebListener
@@ -37,16 +38,19 @@ class WebService:
         factors: tuple[SecondFactor, ...] = (),
     ) -> None:
         self.listeners: list[WebListener] = []
+        public = Autoconfig(cfg, store).public()  # client autoconfiguration, MTA-STS
         if cfg.web.listen:
             flow = LoginFlow(store, verifier, guard, factors, cfg.web.login_history_days)
             pages = Pages(cfg, store, verifier, flow)
             self.listeners.append(WebListener(
-                cfg, make_app(cfg, store, pages.routes()), [(a, True) for a in cfg.web.listen],
+                cfg, make_app(cfg, store, pages.routes(), public),
+                [(a, True) for a in cfg.web.listen],
                 tls_context, slots=slots, sockets=https, rates=rates, guard=guard,
                 role="web"))
         if cfg.web.http_listen:
             self.listeners.append(WebListener(
-                cfg, make_redirect_app(cfg), [(a, False) for a in cfg.web.http_listen], None,
+                cfg, make_redirect_app(cfg, public), [(a, False) for a in cfg.web.http_listen],
+                None,
                 slots=slots, sockets=http, rates=rates, guard=guard, role="http"))
 
     async def start(self) -> None:
