@@ -1,4 +1,5 @@
-"""What a worker process starts for `[web]`: the HTTPS listener with the account pages and the
+"""What a worker process starts for `[web]`: the HTTPS listener with the account pages (and
+their second factors: TOTP and passkeys, `postkeep.web.factors`, `postkeep.web.twofactor`) and the
 HTTP listener that redirects to it (`postkeep.web.app`), on the sockets the main process
 bound."""
 
@@ -14,9 +15,11 @@ from postkeep.net.firewall import Rates
 from postkeep.net.slots import IpSlots
 from postkeep.store.api import Store
 from postkeep.web.app import make_app, make_redirect_app
-from postkeep.web.login import LoginFlow, SecondFactor
+from postkeep.web.factors import PasskeyFactor, TotpFactor
+from postkeep.web.login import LoginFlow
 from postkeep.web.pages import Pages
 from postkeep.web.server import WebListener
+from postkeep.web.twofactor import TwoFactorPages
 
 
 class WebService:
@@ -34,14 +37,15 @@ class WebService:
         http: list[socket.socket],
         rates: Rates | None = None,
         guard: Guard | None = None,
-        factors: tuple[SecondFactor, ...] = (),
     ) -> None:
         self.listeners: list[WebListener] = []
         if cfg.web.listen:
+            factors = (TotpFactor(store), PasskeyFactor(store, cfg.server.hostname))
             flow = LoginFlow(store, verifier, guard, factors, cfg.web.login_history_days)
             pages = Pages(cfg, store, verifier, flow)
+            routes = pages.routes() + TwoFactorPages(pages).routes()
             self.listeners.append(WebListener(
-                cfg, make_app(cfg, store, pages.routes()), [(a, True) for a in cfg.web.listen],
+                cfg, make_app(cfg, store, routes), [(a, True) for a in cfg.web.listen],
                 tls_context, slots=slots, sockets=https, rates=rates, guard=guard,
                 role="web"))
         if cfg.web.http_listen:
