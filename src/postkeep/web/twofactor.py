@@ -79,8 +79,8 @@ class TwoFactorPages:
         found = current(request)
         assert found is not None
         return self.pages.render("totp_enrol.html", status, account=account, csrf=found.csrf,
-                                 error=error, secret=enrolment.secret, uri=enrolment.uri,
-                                 qr_svg=enrolment.qr_svg, warning=APP_PASSWORDS_ONLY)
+                                 error=error, secret=enrolment.secret,
+                                 qr_svg=enrolment.qr_svg)
 
     async def totp_begin(self, request: web.Request) -> web.Response:
         account = await self.pages.account_of(request)
