@@ -6,7 +6,7 @@ no id in a URL or form names an account, and the ids a form names (an app passwo
 session) are looked up among the logged-in account's own, so one user's session can never
 revoke another's app password or session (answered 404, as an id that does not exist). A
 session still at the second-factor stage reaches only that step. Pages are rendered by
-Jinja2 with autoescaping on; the one script and style sheet are files under `/static/`,
+Jinja2 with autoescaping on; the scripts and the style sheet are files under `/static/`,
 served from memory (the CSP allows nothing else). A new app password is shown once, in the
 answer to the form that made it (``Cache-Control: no-store``); the store keeps its hash.
 """
