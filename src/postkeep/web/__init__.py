@@ -4,7 +4,8 @@ redirect, served by aiohttp in every worker process (docs/architecture.md, "Web"
 `server` (the listeners: our `Listeners` in front of aiohttp's HTTP/1.1 server), `app` (what
 every request goes through: host check, body limits, sessions, cross-site and CSRF checks,
 security headers), `security` (sans-IO: headers, cookies, tokens), `login` (the login's state
-machine; the seam for second factors), `pages` (the handlers), `service` (what a worker
-starts). Exposure: `app`, `server` and `pages` face unauthenticated clients; `pages` checks
+machine; the seam for second factors), `factors` (TOTP and passkeys as second factors),
+`pages` (the handlers), `twofactor` (the 2FA and passkey pages), `service` (what a worker
+starts). Exposure: `app`, `server`, `pages` and `twofactor` face unauthenticated clients; `pages` checks
 every action against the logged-in account. Only `postkeep.server` imports this package.
 """
