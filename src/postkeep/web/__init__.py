@@ -7,5 +7,6 @@ security headers), `security` (sans-IO: headers, cookies, tokens), `login` (the 
 machine; the seam for second factors), `factors` (TOTP and passkeys as second factors),
 `pages` (the handlers), `twofactor` (the 2FA and passkey pages), `service` (what a worker
 starts). Exposure: `app`, `server`, `pages` and `twofactor` face unauthenticated clients;
-`pages` and `twofactor` check every action against the logged-in account. Only `postkeep.server` imports this package.
+`pages` and `twofactor` check every action against the logged-in account. Only
+`postkeep.server` imports this package.
 """
