@@ -75,6 +75,10 @@ for pkg in clamav-daemon clamav-testfiles; do need_pkg "$pkg"; done
 # clamav-milter in front of the tests' clamd, rspamd's proxy worker in milter mode.
 for pkg in opendkim opendkim-tools clamav-milter rspamd; do need_pkg "$pkg"; done
 
+# A real browser for tests/interop/test_web_browser.py: Debian's chromium, driven by Playwright
+# (the `test` extra) through /usr/bin/chromium (`playwright install` is never needed).
+need_pkg chromium
+
 # PostgreSQL: use the one on 127.0.0.1:5432 if it lets us in without a password, else run a
 # private throw-away cluster (trust auth, loopback only) on port 55432.
 pg_ok() { python3 - "$1" <<'PY' 2>/dev/null

@@ -2,8 +2,9 @@
 the real argon2 verifier: a wrong password, an unknown and a disabled account fail alike and
 only known accounts get a history line; with no second factor the password completes the
 login; with one enrolled it leads to the second-factor stage, and only that factor's check
-completes it. The second factor here is a stand-in (`CodeFactor`, a fixed code) for the TOTP
-and WebAuthn factors that plug into the same `SecondFactor` seam: no real one exists yet."""
+completes it. The second factor here is a stand-in (`CodeFactor`, a fixed code) that plugs
+into the `SecondFactor` seam as TOTP and passkeys do (`postkeep.web.factors`; those are tested
+over the wire in `tests/interop/test_web_two_factor.py`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from postkeep.auth.passwords import PasswordVerifier, hash_password
 from postkeep.store.api import WEB_DONE, WEB_SECOND_FACTOR, Account
 from postkeep.store.sql.store import SqlStore
-from postkeep.web.login import LoginFlow
+from postkeep.web.login import Attempt, LoginFlow, Outcome
 
 PASSWORD = "correct horse battery staple"
 
@@ -32,8 +33,13 @@ class CodeFactor:
     def form(self, account: Account) -> str:
         return "code.html"
 
-    async def verify(self, account: Account, form: Mapping[str, str], ip: str) -> bool:
-        return form.get("code") == "123456"
+    async def verify(self, account: Account, form: Mapping[str, str],
+                     attempt: Attempt) -> Outcome:
+        return Outcome(form.get("code") == "123456", "wrong code")
+
+
+def at(ip: str) -> Attempt:
+    return Attempt(ip, "session:x", "localhost", 443)
 
 
 def test_login_stages(tmp_path: Path) -> None:
@@ -60,14 +66,15 @@ def test_login_stages(tmp_path: Path) -> None:
             assert [(r.method, r.result, r.ip) for r in await store.list_logins(alice.id, 9)] == [
                 ("web password", "ok", "192.0.2.1"), ("web password", "failed", "192.0.2.1")]
             pending = await flow.password("bob@example.org", PASSWORD, "192.0.2.2", "ua")
+            there = at("192.0.2.2")
             assert pending.account is not None and pending.stage == WEB_SECOND_FACTOR
-            assert not await flow.second_factor(bob, "code", {"code": "000000"}, "192.0.2.2", "")
-            assert not await flow.second_factor(bob, "other", {"code": "123456"}, "192.0.2.2", "")
-            assert await flow.second_factor(bob, "code", {"code": "123456"}, "192.0.2.2", "")
+            assert not await flow.second_factor(bob, "code", {"code": "000000"}, there, "")
+            assert not await flow.second_factor(bob, "other", {"code": "123456"}, there, "")
+            assert await flow.second_factor(bob, "code", {"code": "123456"}, there, "")
             assert [(r.method, r.result) for r in await store.list_logins(bob.id, 9)] == [
                 ("web code", "ok"), ("web other", "failed"), ("web code", "failed"),
                 ("web password", "second factor needed")]
-            assert not await flow.second_factor(alice, "code", {"code": "123456"}, "", "")
+            assert not await flow.second_factor(alice, "code", {"code": "123456"}, at(""), "")
         finally:
             verifier.close()
             await store.close()

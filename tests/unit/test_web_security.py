@@ -54,6 +54,10 @@ def test_cross_site() -> None:
     assert cross_site("POST", {"Origin": "https://mail.example.org:444"}, origin) == (
         "foreign Origin")
     assert cross_site("DELETE", {"Origin": "null"}, origin) == "foreign Origin"
+    # a form of our own page under Referrer-Policy no-referrer (what Chromium sends)
+    assert cross_site("POST", {"Sec-Fetch-Site": "same-origin", "Origin": "null"}, origin) is None
+    assert cross_site("POST", {"Sec-Fetch-Site": "cross-site", "Origin": "null"}, origin) == (
+        "Sec-Fetch-Site cross-site")
 
 
 def test_tokens() -> None:

@@ -54,7 +54,9 @@ logger = log.get("web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TOUCH_EVERY = 60.0  # seconds between writes of a session's last-seen time
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-LOGIN_PATH = "/login"  # the form that has no session yet: its CSRF token is the cookie's
+# the forms that may have no session yet (the login, the passwordless passkey login): their
+# CSRF token is the login cookie's
+LOGIN_PATHS = ("/login", "/login/passkey", "/login/passkey/options")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +218,9 @@ async def _load_session(request: web.Request, store: Store, idle: float) -> None
 def _csrf_ok(request: web.Request) -> bool:
     given = form_of(request).get("csrf")
     found = current(request)
-    if found is not None:
-        return tokens_match(found.csrf, given)
-    if request.path == LOGIN_PATH:  # no session yet: the double-submit cookie's
+    if found is not None and tokens_match(found.csrf, given):
+        return True
+    if request.path in LOGIN_PATHS:  # the login form's: the double-submit cookie's
         return tokens_match(request.cookies.get(LOGIN_CSRF_COOKIE, ""), given)
     return False
 

@@ -44,6 +44,26 @@ PASSWORD_METHOD = "web password"
 MAX_ADDRESS = 320
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """Where a second factor comes from: the client's address, what binds a WebAuthn
+    ceremony to this browser (`session`: derived from its session token), and the host name
+    and port the browser reached (the WebAuthn origin)."""
+
+    ip: str
+    session: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A second factor's check: `reason` says why not (for the log line only)."""
+
+    ok: bool
+    reason: str = ""
+
+
 class SecondFactor(Protocol):
     """A second factor of web logins (TOTP, a passkey): whether the account has one, its
     form on the second-factor page, and the check of what the user sent."""
@@ -55,7 +75,8 @@ class SecondFactor(Protocol):
     def form(self, account: Account) -> str:
         """The template (under `postkeep/web/templates/`) of its form."""
 
-    async def verify(self, account: Account, form: Mapping[str, str], ip: str) -> bool: ...
+    async def verify(self, account: Account, form: Mapping[str, str],
+                     attempt: Attempt) -> Outcome: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,24 +151,33 @@ class LoginFlow:
         return [f for f in self.factors if await f.enrolled(account)]
 
     async def second_factor(self, account: Account, name: str, form: Mapping[str, str],
-                            ip: str, user_agent: str) -> bool:
+                            attempt: Attempt, user_agent: str) -> bool:
         """Whether the factor `name`, enrolled for the account, accepts what the user sent
         (a failure is a strike, as a wrong password is)."""
         for factor in await self.enrolled_factors(account):
             if factor.name == name:
-                ok = await factor.verify(account, form, ip)
+                outcome = await factor.verify(account, form, attempt)
                 break
         else:
-            ok = False
+            outcome = Outcome(False, "no such second factor enrolled")
+        ip = attempt.ip
         method = f"web {name[:32]}"
-        await self.record(account.id, ip, method, "ok" if ok else "failed", user_agent)
-        if not ok:
-            logger.warning("auth failure ip=%s user=%s mechanism=web-%s reason=%s", ip,
-                           log.quote(account.address), log.quote(name[:32]),
-                           log.quote("second factor refused"))
-            if self.guard is not None:
-                await self.guard.auth_failed(ip, account.address, WEB)
-        return ok
+        await self.record(account.id, ip, method, "ok" if outcome.ok else "failed",
+                          user_agent)
+        if outcome.ok:
+            logger.info("auth ok ip=%s user=%s mechanism=web-%s stage=%s", ip,
+                        log.quote(account.address), log.quote(name[:32]), WEB_DONE)
+        else:
+            await self.failed(ip, account.address, f"web-{name[:32]}", outcome.reason)
+        return outcome.ok
+
+    async def failed(self, ip: str, user: str, mechanism: str, reason: str) -> None:
+        """The line fail2ban matches and a strike `web`, for a refused second factor or
+        passkey login."""
+        logger.warning("auth failure ip=%s user=%s mechanism=%s reason=%s", ip,
+                       log.quote(user), log.quote(mechanism), log.quote(reason or "refused"))
+        if self.guard is not None:
+            await self.guard.auth_failed(ip, user, WEB)
 
     async def record(self, account_id: int, ip: str, method: str, result: str,
                      detail: str) -> None:

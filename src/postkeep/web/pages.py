@@ -1,12 +1,12 @@
 """The account security pages: login and logout, the second-factor step, and the account page
 (password change under the password policy, app passwords, web sessions, login history).
 
-Every page and action finds the account through the request's session only (`_account`):
+Every page and action finds the account through the request's session only (`account_of`):
 no id in a URL or form names an account, and the ids a form names (an app password, a
 session) are looked up among the logged-in account's own, so one user's session can never
 revoke another's app password or session (answered 404, as an id that does not exist). A
 session still at the second-factor stage reaches only that step. Pages are rendered by
-Jinja2 with autoescaping on; the one script and style sheet are files under `/static/`,
+Jinja2 with autoescaping on; the scripts and the style sheet are files under `/static/`,
 served from memory (the CSP allows nothing else). A new app password is shown once, in the
 answer to the form that made it (``Cache-Control: no-store``); the store keeps its hash.
 """
@@ -43,12 +43,14 @@ from postkeep.store.api import (
     Store,
 )
 from postkeep.web.app import client_ip, current, form_of
-from postkeep.web.login import LoginFlow
+from postkeep.web.factors import ceremony_key
+from postkeep.web.login import Attempt, LoginFlow
 from postkeep.web.security import (
     COOKIE_FLAGS,
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     new_token,
+    split_host,
     token_hash,
 )
 
@@ -61,6 +63,8 @@ NOTICES = {  # what a redirect after an action may show (a key, never text from 
     "password": "Your password was changed; your other web sessions were logged out.",
     "revoked": "The app password was revoked.",
     "session": "The session was logged out.",
+    "totp-off": "The authenticator app was turned off.",
+    "passkey-removed": "The passkey was removed.",
 }
 
 
@@ -72,6 +76,21 @@ def _static_files() -> dict[str, tuple[bytes, str]]:
         if kind is not None and item.is_file():
             files[item.name] = (item.read_bytes(), kind)
     return files
+
+
+def attempt_of(request: web.Request) -> Attempt:
+    """The client, the ceremony key and the host and port the browser reached (the Host
+    header, which the middleware checked against the configured names)."""
+    found = current(request)
+    parts = split_host(request.headers.get("Host", "")) or ("", None)
+    return Attempt(client_ip(request),
+                   ceremony_key(found.token if found else None,
+                                request.cookies.get(LOGIN_CSRF_COOKIE, "")),
+                   parts[0], parts[1] or 443)
+
+
+def user_agent(request: web.Request) -> str:
+    return request.headers.get("User-Agent", "")[:255]
 
 
 def _when(value: float | None) -> str:
@@ -127,7 +146,7 @@ class Pages:
 
     # -- who is logged in --------------------------------------------------------------------
 
-    async def _account(self, request: web.Request) -> Account:
+    async def account_of(self, request: web.Request) -> Account:
         """The logged-in account (login done), or a redirect to the login."""
         found = current(request)
         if found is None:
@@ -145,7 +164,7 @@ class Pages:
     async def index(self, request: web.Request) -> web.Response:
         raise web.HTTPSeeOther("/account" if current(request) else "/login")
 
-    def _login_page(self, status: int = 200, error: str = "") -> web.Response:
+    def login_page(self, status: int = 200, error: str = "") -> web.Response:
         token = new_token()
         response = self.render("login.html", status, csrf=token, error=error)
         response.set_cookie(LOGIN_CSRF_COOKIE, token, **COOKIE_FLAGS)  # type: ignore[arg-type]
@@ -155,7 +174,7 @@ class Pages:
         found = current(request)
         if found is not None and found.session.stage == WEB_DONE:
             raise web.HTTPSeeOther("/account")
-        return self._login_page()
+        return self.login_page()
 
     async def login(self, request: web.Request) -> web.Response:
         form = form_of(request)
@@ -164,26 +183,31 @@ class Pages:
             step = await self.flow.password(form.get("address", ""), form.get("password", ""),
                                             ip, agent)
         except AuthBusy:
-            return self._login_page(503, "The server is busy: try again in a moment.")
+            return self.login_page(503, "The server is busy: try again in a moment.")
         if step.account is None:
-            return self._login_page(401, "Wrong address or password.")
+            return self.login_page(401, "Wrong address or password.")
+        raise await self.start_session(request, step.account, step.stage)
+
+    async def start_session(self, request: web.Request, account: Account,
+                            stage: str) -> web.HTTPSeeOther:
+        """A new session at `stage` (replacing the browser's), as the redirect that sets it."""
         old = current(request)
         if old is not None:  # a login replaces the session the browser had
             await self.store.remove_web_session(old.session.account_id, old.session.id)
         token = new_token()
         now = time.time()
         web_cfg = self.cfg.web
-        await self.store.add_web_session(token_hash(token), step.account.id, step.stage, now,
-                                         now + web_cfg.session_lifetime, ip, agent,
-                                         web_cfg.max_sessions_per_account)
-        target = "/account" if step.stage == WEB_DONE else "/login/second-factor"
+        await self.store.add_web_session(token_hash(token), account.id, stage, now,
+                                         now + web_cfg.session_lifetime, client_ip(request),
+                                         user_agent(request), web_cfg.max_sessions_per_account)
+        target = "/account" if stage == WEB_DONE else "/login/second-factor"
         response = web.HTTPSeeOther(target)
         response.set_cookie(SESSION_COOKIE, token, **COOKIE_FLAGS)  # type: ignore[arg-type]
         response.del_cookie(LOGIN_CSRF_COOKIE, path="/", secure=True, httponly=True,
                             samesite="Strict")
-        raise response
+        return response
 
-    async def _pending(self, request: web.Request) -> tuple[Account, str]:
+    async def pending(self, request: web.Request) -> tuple[Account, str]:
         """The account and CSRF token of a session at the second-factor stage."""
         found = current(request)
         if found is None:
@@ -196,18 +220,18 @@ class Pages:
         return account, found.csrf
 
     async def second_factor_form(self, request: web.Request) -> web.Response:
-        account, csrf = await self._pending(request)
+        account, csrf = await self.pending(request)
         factors = await self.flow.enrolled_factors(account)
         return self.render("second_factor.html", csrf=csrf, error="",
                            forms=[(f.name, f.form(account)) for f in factors])
 
     async def second_factor(self, request: web.Request) -> web.Response:
-        account, csrf = await self._pending(request)
+        account, csrf = await self.pending(request)
         found = current(request)
         assert found is not None
         form = form_of(request)
-        ip, agent = client_ip(request), request.headers.get("User-Agent", "")[:255]
-        if not await self.flow.second_factor(account, form.get("factor", ""), form, ip, agent):
+        if not await self.flow.second_factor(account, form.get("factor", ""), form,
+                                             attempt_of(request), user_agent(request)):
             factors = await self.flow.enrolled_factors(account)
             return self.render("second_factor.html", 401, csrf=csrf,
                                error="That did not work: try again.",
@@ -231,32 +255,35 @@ class Pages:
 
     # -- the account page --------------------------------------------------------------------
 
-    async def _account_page(self, request: web.Request, account: Account, status: int = 200,
+    async def account_page(self, request: web.Request, account: Account, status: int = 200,
                             **values: Any) -> web.Response:
         found = current(request)
         assert found is not None
         now = time.time()
         values.setdefault("error", "")
         values.setdefault("new_password", None)
-        notice = NOTICES.get(request.query.get("done", ""), "")
+        values.setdefault("recovery_codes", None)
+        notice = values.pop("notice_text", "") or NOTICES.get(request.query.get("done", ""), "")
         return self.render(
             "account.html", status, account=account, csrf=found.csrf, notice=notice,
             this_session=found.session.id, scopes=APP_PASSWORD_SCOPES,
             app_passwords=await self.store.list_app_passwords(account.address),
             sessions=await self.store.list_web_sessions(account.id, now),
-            logins=await self.store.list_logins(account.id, HISTORY_SHOWN), **values)
+            logins=await self.store.list_logins(account.id, HISTORY_SHOWN),
+            two_factor=await self.store.two_factor_status(account.address),
+            passkeys=await self.store.list_webauthn_credentials(account.address), **values)
 
     async def account(self, request: web.Request) -> web.Response:
-        return await self._account_page(request, await self._account(request))
+        return await self.account_page(request, await self.account_of(request))
 
     async def change_password(self, request: web.Request) -> web.Response:
-        account = await self._account(request)
+        account = await self.account_of(request)
         form = form_of(request)
         old, new = form.get("current", ""), form.get("new", "")
         try:
             right = await self.verifier.verify(account.password_hash, old)
         except AuthBusy:
-            return await self._account_page(request, account, 503,
+            return await self.account_page(request, account, 503,
                                             error="The server is busy: try again.")
         ip = client_ip(request)
         if not right:
@@ -265,15 +292,15 @@ class Pages:
                            log.quote("wrong current password at a password change"))
             if self.flow.guard is not None:
                 await self.flow.guard.auth_failed(ip, account.address, "web")
-            return await self._account_page(request, account, 400,
+            return await self.account_page(request, account, 400,
                                             error="The current password is wrong.")
         if new != form.get("confirm", ""):
-            return await self._account_page(request, account, 400,
+            return await self.account_page(request, account, 400,
                                             error="The two new passwords differ.")
         try:  # zxcvbn and argon2: CPU-bound, off the event loop
             await asyncio.to_thread(check_password_policy, new, [account.address])
         except PasswordRejected as e:
-            return await self._account_page(request, account, 400, error=f"Refused: {e}.")
+            return await self.account_page(request, account, 400, error=f"Refused: {e}.")
         password_hash, secrets = await asyncio.to_thread(
             lambda: (hash_password(new), derive_secrets(account.address, new)))
         await self.store.set_password(account.address, password_hash, secrets)
@@ -286,16 +313,16 @@ class Pages:
         raise web.HTTPSeeOther("/account?done=password")
 
     async def add_app_password(self, request: web.Request) -> web.Response:
-        account = await self._account(request)
+        account = await self.account_of(request)
         form = form_of(request)
         name = " ".join(form.get("name", "").split())[:MAX_NAME]
         scopes = [s for s in APP_PASSWORD_SCOPES if form.get(f"scope_{s}") == "on"]
         if not name or not scopes:
-            return await self._account_page(
+            return await self.account_page(
                 request, account, 400, error="An app password needs a name and a protocol.")
         active = await self.store.list_app_passwords(account.address)
         if len(active) >= MAX_APP_PASSWORDS:
-            return await self._account_page(
+            return await self.account_page(
                 request, account, 400,
                 error=f"At most {MAX_APP_PASSWORDS} app passwords: revoke one first.")
         password = generate_app_password()
@@ -303,35 +330,35 @@ class Pages:
         try:
             await self.store.add_app_password(account.address, name, password_hash, scopes)
         except AlreadyExists:
-            return await self._account_page(
+            return await self.account_page(
                 request, account, 400, error="An app password of that name exists already.")
         logger.info("app password added ip=%s user=%s name=%s scopes=%s", client_ip(request),
                     log.quote(account.address), log.quote(name), ",".join(scopes))
-        return await self._account_page(request, account, new_password=(name, password))
+        return await self.account_page(request, account, new_password=(name, password))
 
     async def revoke_app_password(self, request: web.Request) -> web.Response:
-        account = await self._account(request)
+        account = await self.account_of(request)
         wanted = form_of(request).get("id", "")
         own = {str(p.id): p for p in await self.store.list_app_passwords(account.address)}
         found = own.get(wanted)
         if found is None:  # not one of this account's: as if it did not exist
-            return await self._account_page(request, account, 404,
+            return await self.account_page(request, account, 404,
                                             error="No such app password.")
         try:
             await self.store.revoke_app_password(account.address, found.name)
         except (NotFound, StoreError):
-            return await self._account_page(request, account, 404,
+            return await self.account_page(request, account, 404,
                                             error="No such app password.")
         logger.info("app password revoked ip=%s user=%s name=%s", client_ip(request),
                     log.quote(account.address), log.quote(found.name))
         raise web.HTTPSeeOther("/account?done=revoked")
 
     async def revoke_session(self, request: web.Request) -> web.Response:
-        account = await self._account(request)
+        account = await self.account_of(request)
         wanted = form_of(request).get("id", "")
         if not wanted.isdigit() or len(wanted) > 18 or not await self.store.remove_web_session(
                 account.id, int(wanted)):
-            return await self._account_page(request, account, 404, error="No such session.")
+            return await self.account_page(request, account, 404, error="No such session.")
         logger.info("session revoked ip=%s user=%s session=%s", client_ip(request),
                     log.quote(account.address), wanted)
         raise web.HTTPSeeOther("/account?done=session")

@@ -15,7 +15,9 @@ cookies, CSRF tokens and the cross-site checks.
   login form, before any session, a random token also set in a cookie (double submit). The
   comparison is constant time (`hmac.compare_digest`). And a state-changing request whose
   `Sec-Fetch-Site` (Fetch Metadata) is not same-origin (or none: typed by the user), or
-  whose `Origin` (RFC 6454 §7) is not this server's, is refused whatever its token.
+  whose `Origin` (RFC 6454 §7) is not this server's, is refused whatever its token (our own
+  pages' forms, under ``Referrer-Policy: no-referrer``, send ``Origin: null`` with
+  ``Sec-Fetch-Site: same-origin``: Fetch §3.2.5 "origin-or-null"; that pair is ours).
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ def cross_site(method: str, headers: Mapping[str, str], origin: str) -> str | No
     if site is not None and site not in ("same-origin", "none"):
         return f"Sec-Fetch-Site {site[:32]}"
     sent = headers.get("Origin")
+    if sent == "null" and site == "same-origin":
+        return None  # our own form under Referrer-Policy no-referrer: browsers send "null"
     if sent is not None and sent != origin:
         return "foreign Origin"
     return None

@@ -1,6 +1,7 @@
-"""What a worker process starts for `[web]`: the HTTPS listener with the account pages and the
-public client-autoconfiguration routes (`postkeep.web.autoconfig`), and the HTTP listener that
-redirects to it (`postkeep.web.app`), on the sockets the main process bound."""
+"""What a worker process starts for `[web]`: the HTTPS listener with the account pages (and
+their second factors: TOTP and passkeys, `postkeep.web.factors`, `postkeep.web.twofactor`),
+the public client-autoconfiguration routes (`postkeep.web.autoconfig`), and the HTTP listener
+that redirects to it (`postkeep.web.app`), on the sockets the main process bound."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from postkeep.net.slots import IpSlots
 from postkeep.store.api import Store
 from postkeep.web.app import make_app, make_redirect_app
 from postkeep.web.autoconfig import Autoconfig
-from postkeep.web.login import LoginFlow, SecondFactor
+from postkeep.web.factors import PasskeyFactor, TotpFactor
+from postkeep.web.login import LoginFlow
 from postkeep.web.pages import Pages
 from postkeep.web.server import WebListener
+from postkeep.web.twofactor import TwoFactorPages
 
 
 class WebService:
@@ -35,15 +38,16 @@ class WebService:
         http: list[socket.socket],
         rates: Rates | None = None,
         guard: Guard | None = None,
-        factors: tuple[SecondFactor, ...] = (),
     ) -> None:
         self.listeners: list[WebListener] = []
         public = Autoconfig(cfg, store).public()  # client autoconfiguration, MTA-STS
         if cfg.web.listen:
+            factors = (TotpFactor(store), PasskeyFactor(store, cfg.server.hostname))
             flow = LoginFlow(store, verifier, guard, factors, cfg.web.login_history_days)
             pages = Pages(cfg, store, verifier, flow)
+            routes = pages.routes() + TwoFactorPages(pages).routes()
             self.listeners.append(WebListener(
-                cfg, make_app(cfg, store, pages.routes(), public),
+                cfg, make_app(cfg, store, routes, public),
                 [(a, True) for a in cfg.web.listen],
                 tls_context, slots=slots, sockets=https, rates=rates, guard=guard,
                 role="web"))
