@@ -7,8 +7,9 @@ training half as ours (`run.py`).
   to what the training half gives; trained with `sa-learn`, asked with `spamc -c` (prints
   ``score/threshold``).
 - rspamd 3 (Debian's): a normal and a controller worker on private ports, its own Redis for
-  the Bayes statistics (rspamd keeps them nowhere else), its resolver pointed at an unused
-  loopback port (no DNS lists answer), fuzzy checks off; trained by POSTing to the
+  the Bayes statistics (rspamd keeps them nowhere else), its resolver pointed at an NSD on
+  loopback that serves no zone (every DNS list query is refused at once: no network, no
+  waiting for timeouts), fuzzy checks off; trained by POSTing to the
   controller's `/learnspam` and `/learnham`, asked on the normal worker's `/checkv2` (JSON:
   score, required score, action).
 """
@@ -106,13 +107,12 @@ class SpamAssassin:
 
 
 class Rspamd:
-    def __init__(self, workdir: Path, min_learned: int) -> None:
+    def __init__(self, workdir: Path, min_learned: int, nameserver: str) -> None:
         self.dir = workdir / "rspamd"
         self.local = self.dir / "local.d"
         for sub in ("local.d", "override.d", "db", "run", "log"):
             (self.dir / sub).mkdir(parents=True)
         self.normal, self.controller, self.redis_port = pick_port(), pick_port(), pick_port()
-        self.dns_port = pick_port()  # nothing listens: every DNS list goes unanswered
         w = self.local
         (w / "worker-normal.inc").write_text(f'bind_socket = "{LOOPBACK}:{self.normal}";\n')
         (w / "worker-controller.inc").write_text(
@@ -122,8 +122,7 @@ class Rspamd:
         for module in ("fuzzy_check", "greylist", "ratelimit", "replies"):
             (w / f"{module}.conf").write_text("enabled = false;\n")
         (w / "options.inc").write_text(
-            f'dns {{ nameserver = ["{LOOPBACK}:{self.dns_port}"]; timeout = 0.2s; '
-            "retransmits = 1; }\n")
+            f'dns {{ nameserver = ["{nameserver}"]; timeout = 1s; retransmits = 1; }}\n')
         (w / "redis.conf").write_text(f'servers = "{LOOPBACK}:{self.redis_port}";\n')
         (w / "classifier-bayes.conf").write_text(
             f'backend = "redis";\nservers = "{LOOPBACK}:{self.redis_port}";\n'

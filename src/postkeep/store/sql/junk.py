@@ -19,14 +19,17 @@ Correspondents are one upsert per address, not durable (`_write(durable=False)`)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import TypeVar
 
-from sqlalchemy import Connection, and_, case, delete, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from postkeep.addresses import address_key, canonical_domain
 from postkeep.store.api import JunkCounts, JunkListEntry, JunkLookup
 from postkeep.store.sql.base import SqlStoreBase
+from postkeep.store.sql.prepared import BySize, Cursor, Prepared, id_list, id_params
 from postkeep.store.sql.rows import chunks
 from postkeep.store.sql.schema import (
     junk_correspondents,
@@ -48,6 +51,8 @@ def list_entry(text: str) -> str:
         return address_key(text)
     return canonical_domain(text.lstrip("@"))
 
+T = TypeVar("T")
+
 
 def _candidates(address: str) -> list[str]:
     """The entries that cover `address`: itself, its domain and the domain's parents."""
@@ -55,6 +60,59 @@ def _candidates(address: str) -> list[str]:
     domain = key.rpartition("@")[2]
     labels = domain.split(".")[-_MAX_LABELS:]
     return [key] + [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
+def _padded(items: Sequence[T]) -> tuple[int, list[T]]:
+    """`items` padded with its last one to a power of two (see `prepared.BySize`)."""
+    size = 1 << (len(items) - 1).bit_length()
+    return size, [*items, *[items[-1]] * (size - len(items))]
+
+
+class JunkStatements:
+    """The junk filter's per-message reads (`JunkMixin.junk_lookup`), compiled once per kind
+    of dialect, as the hot path's are (`postkeep.store.sql.hotpath`): building and compiling
+    them with SQLAlchemy each time cost more than running them."""
+
+    def __init__(self, d: Dialect) -> None:
+        t, m, cor = junk_tokens.c, junk_messages.c, junk_correspondents.c
+        self._dialect = d
+        self.messages = BySize(
+            lambda n: select(m.scope, m.spam, m.ham).where(id_list(m.scope, n)), d, id_params)
+        self.tokens = BySize(
+            lambda n: select(t.token, t.spam, t.ham).where(
+                t.scope == bindparam("scope"), id_list(t.token, n)), d, id_params)
+        self.correspondents = BySize(
+            lambda n: select(cor.account_id).where(
+                id_list(cor.account_id, n), cor.address == bindparam("address")), d, id_params)
+        self._lists: dict[tuple[int, int], Prepared] = {}
+
+    def lists(self, owners: Sequence[str], names: Sequence[str]
+              ) -> tuple[Prepared, dict[str, str]]:
+        """The list entries of `owners` naming one of `names`, and its parameters."""
+        n_owners, owners = _padded(owners)
+        n_names, names = _padded(names)
+        stmt = self._lists.get((n_owners, n_names))
+        if stmt is None:
+            lists = junk_lists.c
+            stmt = self._lists[(n_owners, n_names)] = Prepared(
+                select(lists.owner, lists.entry, lists.kind).where(
+                    lists.owner.in_([bindparam(f"o{i}") for i in range(n_owners)]),
+                    lists.entry.in_([bindparam(f"e{i}") for i in range(n_names)])),
+                self._dialect)
+        return stmt, {**{f"o{i}": v for i, v in enumerate(owners)},
+                      **{f"e{i}": v for i, v in enumerate(names)}}
+
+
+_STATEMENTS: dict[tuple[str, str, str], JunkStatements] = {}
+
+
+def junk_statements(d: Dialect) -> JunkStatements:
+    """The statements compiled for `d`'s kind of dialect."""
+    key = (d.name, d.driver, d.paramstyle)
+    st = _STATEMENTS.get(key)
+    if st is None:
+        st = _STATEMENTS[key] = JunkStatements(d)
+    return st
 
 
 class JunkMixin(SqlStoreBase):
@@ -65,37 +123,48 @@ class JunkMixin(SqlStoreBase):
                                  key=self._junk_key).digest()
         return int.from_bytes(digest, "big", signed=True)
 
-    def _counts_reader(self, scopes: Sequence[int], tokens: Sequence[str],
-                       min_messages: int) -> Callable[[Connection], dict[int, JunkCounts]]:
-        scopes = list(dict.fromkeys(scopes))
-        t, m = junk_tokens.c, junk_messages.c
-
-        def fn(conn: Connection) -> dict[int, JunkCounts]:
-            messages = {row.scope: (row.spam, row.ham) for row in conn.execute(
-                select(m.scope, m.spam, m.ham).where(m.scope.in_(scopes)))}
-            # a scope that has not learnt enough of both classes is not asked for tokens
-            ready = [s for s in scopes if min(messages.get(s, (0, 0))) >= min_messages]
-            found: dict[int, dict[str, tuple[int, int]]] = {s: {} for s in scopes}
-            if ready:
-                ids = {self._token_id(tok): tok for tok in tokens}
-                for chunk in chunks(list(ids)):
-                    for row in conn.execute(select(t.scope, t.token, t.spam, t.ham).where(
-                            t.scope.in_(ready), t.token.in_(chunk))):
-                        found[row.scope][ids[row.token]] = (row.spam, row.ham)
-            return {s: JunkCounts(*messages.get(s, (0, 0)), found[s]) for s in scopes}
-
-        return fn
-
     async def junk_counts(self, scopes: Sequence[int], tokens: Sequence[str],
                           min_messages: int = 0) -> dict[int, JunkCounts]:
-        return await self._read(self._counts_reader(scopes, tokens, min_messages))
+        return dict((await self.junk_lookup(scopes, tokens, min_messages, [], [], "")).counts)
 
     async def junk_lookup(self, scopes: Sequence[int], tokens: Sequence[str],
                           min_messages: int, owners: Sequence[str],
                           account_ids: Sequence[int], address: str) -> JunkLookup:
-        counts = self._counts_reader(scopes, tokens, min_messages)
-        sender = self._sender_reader(owners, account_ids, address)
-        return await self._read(lambda conn: JunkLookup(counts(conn), *sender(conn)))
+        """One read on the driver's cursor with statements compiled once (`JunkStatements`);
+        on SQLite on the event loop's thread, as the hot path's reads (`_read_raw`)."""
+        assert self._reader is not None
+        st = junk_statements(self._reader.dialect)
+        scopes = list(dict.fromkeys(scopes))
+        owners, account_ids = list(owners), list(dict.fromkeys(account_ids))
+        names = _candidates(address) if owners or account_ids else []
+
+        def fn(cur: Cursor) -> JunkLookup:
+            messages: dict[int, tuple[int, int]] = {}
+            if scopes:
+                stmt, params = st.messages(scopes)
+                messages = {row[0]: (row[1], row[2]) for row in cur.all(stmt, **params)}
+            # a scope that has not learnt enough of both classes is not asked for tokens
+            ready = [s for s in scopes if min(messages.get(s, (0, 0))) >= min_messages]
+            found: dict[int, dict[str, tuple[int, int]]] = {s: {} for s in scopes}
+            if ready and tokens:
+                ids = {self._token_id(tok): tok for tok in tokens}
+                for scope in ready:
+                    for chunk in chunks(list(ids)):
+                        stmt, params = st.tokens(chunk)
+                        for token, spam, ham in cur.all(stmt, scope=scope, **params):
+                            found[scope][ids[token]] = (spam, ham)
+            counts = {s: JunkCounts(*messages.get(s, (0, 0)), found[s]) for s in scopes}
+            entries: list[JunkListEntry] = []
+            if owners:
+                stmt, params = st.lists(owners, names)
+                entries = [JunkListEntry(*row) for row in cur.all(stmt, **params)]
+            wrote: frozenset[int] = frozenset()
+            if account_ids:
+                stmt, params = st.correspondents(account_ids)
+                wrote = frozenset(cur.column(stmt, address=names[0], **params))
+            return JunkLookup(counts, entries, wrote)
+
+        return await self._read_raw(fn)
 
     async def junk_learn(self, account_id: int, blob_id: str, spam: bool,
                          tokens: Sequence[str]) -> str:
@@ -171,25 +240,10 @@ class JunkMixin(SqlStoreBase):
         rows = await self._read(lambda conn: conn.execute(q).all())
         return [JunkListEntry(*row) for row in rows]
 
-    def _sender_reader(self, owners: Sequence[str], account_ids: Sequence[int], address: str
-                       ) -> Callable[[Connection], tuple[list[JunkListEntry], frozenset[int]]]:
-        names = _candidates(address)
-        lists, cor = junk_lists.c, junk_correspondents.c
-        q_lists = select(lists.owner, lists.entry, lists.kind).where(
-            lists.owner.in_(list(owners)), lists.entry.in_(names))
-        q_cor = select(cor.account_id).where(cor.account_id.in_(list(account_ids)),
-                                             cor.address == names[0])
-
-        def fn(conn: Connection) -> tuple[list[JunkListEntry], frozenset[int]]:
-            entries = [JunkListEntry(*row) for row in conn.execute(q_lists)] if owners else []
-            wrote = frozenset(conn.execute(q_cor).scalars()) if account_ids else frozenset()
-            return entries, wrote
-
-        return fn
-
     async def junk_sender(self, owners: Sequence[str], account_ids: Sequence[int],
                           address: str) -> tuple[list[JunkListEntry], frozenset[int]]:
-        return await self._read(self._sender_reader(owners, account_ids, address))
+        found = await self.junk_lookup([], [], 0, owners, account_ids, address)
+        return found.entries, found.wrote
 
     async def add_correspondents(self, account_id: int, addresses: Sequence[str],
                                  now: float) -> None:
