@@ -12,6 +12,7 @@ do with it (docs/architecture.md, "Content filters").
 - `filters.junk`: the built-in junk filter that learns (rules, a Bayes classifier trained
   over IMAP, allow/block lists and correspondents);
 - `filters.milter`: the milter protocol (v6) client and its filter (`[[filters.milter]]`);
+- `filters.sockets`: how a filter reaches a scanner outside the process (unix or TCP);
 - `filters.setup`: the runners `[filters]`, `[antivirus]` and `[junk]` configure, one per
   direction.
 

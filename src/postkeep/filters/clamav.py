@@ -35,6 +35,7 @@ from postkeep.filters.clamd_protocol import (
     parse_pong,
     parse_reply,
 )
+from postkeep.filters.sockets import connect
 from postkeep.store.spool import MessageData
 
 READ_SIZE = 4096
@@ -47,10 +48,7 @@ class ClamdClient:
         self.address = address
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.address.startswith("/"):
-            return await asyncio.open_unix_connection(self.address)
-        host, _, port = self.address.rpartition(":")
-        return await asyncio.open_connection(host.strip("[]"), int(port))
+        return await connect(self.address)
 
     async def _reply(self, reader: asyncio.StreamReader) -> bytes:
         collector = ReplyReader()

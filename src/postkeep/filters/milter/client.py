@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from postkeep.filters.milter import wire
 from postkeep.filters.milter.session import Answer, Conversation, Outcome, Transaction
+from postkeep.filters.sockets import connect
 
 READ_SIZE = 65536
 
@@ -27,10 +28,7 @@ class MilterClient:
         self.address = address
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self.address.startswith("/"):
-            return await asyncio.open_unix_connection(self.address)
-        host, _, port = self.address.rpartition(":")
-        return await asyncio.open_connection(host.strip("[]"), int(port))
+        return await connect(self.address)
 
     async def negotiate(self) -> wire.Negotiated:
         """Connect, negotiate and quit (the probe): what the milter asked for."""
