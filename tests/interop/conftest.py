@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -74,10 +75,36 @@ def require_tool(name: str, package: str, path: str | None = None) -> str:
     return found
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, for a server a test starts. Picked at random below
+    the kernel's ephemeral range: a port from inside it (what binding port 0 gives) can be
+    taken by one of the tests' own outgoing connections before the server binds it, and was
+    ("Address already in use" at start-up, seen in CI). Never the same port twice in a
+    process; checked free by binding it."""
+    low, high = 10000, _ephemeral_low() - 1
+    for _ in range(200):
+        port = random.randint(low, high) if high > low else 0
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = int(s.getsockname()[1])
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free loopback port found")
 
 
 def ipv6_loopback() -> bool:

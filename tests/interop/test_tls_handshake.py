@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from postkeep.config.web import WebConfig
 from postkeep.server.fdlimit import FD_MARGIN, FD_PER_WORKER
 from tests.interop.conftest import POSTKEEP, Instance, make_instance
 
@@ -121,7 +122,7 @@ def test_serve_refuses_to_start_below_the_need(tmp_path: Path) -> None:
 
 def test_serve_raises_the_soft_limit_to_the_need(tmp_path: Path) -> None:
     inst = make_instance(tmp_path)
-    inst.set_config("server", processes=1)  # smtp and imap max_connections: 200 and 1000
+    inst.set_config("server", processes=1)  # max_connections: smtp 200, imap 1000, web its own
     proc = _serve_with_nofile(inst, 128, 4096)
     try:
         assert proc.stdout is not None
@@ -131,7 +132,7 @@ def test_serve_raises_the_soft_limit_to_the_need(tmp_path: Path) -> None:
             if "ready hostname=" in lines[-1]:
                 break
         text = "".join(lines)
-        need = 200 + 200 + 1000 + FD_PER_WORKER + FD_MARGIN
+        need = 200 + 200 + 1000 + WebConfig().max_connections + FD_PER_WORKER + FD_MARGIN
         assert f"open files limit={need} need={need} hard=4096 process=server" in text, text
     finally:
         proc.terminate()
