@@ -2,7 +2,7 @@
 the recipients said of the sender (docs/architecture.md, "The junk filter").
 
 A message is read (`junk.message.parse`, its first `[junk] max_size` octets; in a thread
-for a message spooled to disk, as the other stages read those), the rules run
+for a message spooled to disk or larger than `INLINE_MAX`, on the loop otherwise), the rules run
 (`junk.rules`), its tokens are looked up in one store read (`Store.junk_counts`, which asks
 for them only of classifiers that have learnt enough): the single local recipient's
 classifier if it has learnt enough of both classes, else the instance's, else none
@@ -37,6 +37,7 @@ from postkeep.store.api import JunkCounts, JunkListEntry, Store
 from postkeep.store.spool import MessageData, SpooledText
 
 GLOBAL = 0  # the instance's classifier's scope
+INLINE_MAX = 64 * 1024  # octets of a message in memory judged on the loop; larger: in a thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +158,10 @@ class JunkFilter:
     async def classify(self, message: MessageData, context: ScanContext) -> Judgement:
         """The message's score and symbols, and the recipients' say about its sender."""
         facts = Facts.from_summary(context.auth_results)
-        if isinstance(message, SpooledText):  # read from disk, decrypted: off the loop
+        if isinstance(message, SpooledText) or len(message) > INLINE_MAX:  # off the loop
             analysis = await asyncio.to_thread(analyse, message, self.cfg, facts,
                                                context.envelope.mail_from)
-        else:  # in memory: a thread's hand-over would cost more than it spares
+        else:  # small, in memory: a thread's hand-over would cost more than it spares
             analysis = analyse(message, self.cfg, facts, context.envelope.mail_from)
         hits = list(analysis.hits)
         bayes, listed, why = await self._look_up(analysis, context)
