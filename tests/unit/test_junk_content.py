@@ -18,10 +18,11 @@ from __future__ import annotations
 import re
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
+from typing import Any
 
 import pytest
 
-from postkeep.filters.junk import content, headers, rules
+from postkeep.filters.junk import content, headers, literals, rules
 from postkeep.filters.junk.message import parse
 from postkeep.filters.junk.rules import Facts
 
@@ -609,3 +610,62 @@ def test_text_read_is_bounded() -> None:
     far = mail("x", "ok " * (content.MAX_SCAN // 3 + 10) + "next of kin, beneficiary")
     assert "ADVANCE_FEE" not in hits(far)
     assert len(content.scanned(parse(far))) <= content.MAX_SCAN + 10
+
+
+def _samples(items: Any, limit: int = 64) -> list[str]:
+    """Strings matching a parsed pattern (`re._parser`'s tree of this module's patterns:
+    literals, classes, branches, groups, bounded repeats): every branch, and each optional
+    piece both left out and present, a class's first character standing for it."""
+    from re import _constants as c  # type: ignore[attr-defined]
+
+    out = [""]
+    for op, arg in items:
+        if op is c.LITERAL:
+            pieces = [chr(arg)]
+        elif op is c.IN:
+            first = arg[0]
+            pieces = [{c.LITERAL: lambda a: chr(a), c.RANGE: lambda a: chr(a[0]),
+                       c.CATEGORY: lambda a: "5" if a is c.CATEGORY_DIGIT else "a",
+                       }[first[0]](first[1])]
+        elif op is c.BRANCH:
+            pieces = [s for branch in arg[1] for s in _samples(branch, limit)]
+        elif op is c.SUBPATTERN:
+            pieces = _samples(arg[-1], limit)
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT):
+            low, _high, sub = arg
+            once = _samples(sub, limit)
+            pieces = ([""] if low == 0 else []) + [s * max(low, 1) for s in once]
+        elif op in (c.AT, c.ASSERT_NOT, c.ASSERT):
+            continue
+        else:
+            raise AssertionError(f"unexpected {op} in a family's pattern")
+        out = [a + b for a in out for b in pieces][:limit]
+    return out
+
+
+@pytest.mark.parametrize("family", content.FAMILIES, ids=lambda f: f.symbol)
+def test_every_phrase_of_a_family_contains_one_of_its_needles(family: content.Family) -> None:
+    from re import _parser  # type: ignore[attr-defined]
+
+    assert family.needles  # every family is passed by cheaply on text without its phrases
+    tree = _parser.parse(family.pattern.pattern)
+    samples = _samples(tree, limit=100_000)
+    assert len(samples) > 15
+    for sample in samples:
+        text = f"well, {sample} then"
+        assert family.pattern.search(text), sample  # the generator makes real matches
+        assert any(n in text for n in family.needles), sample
+        assert family.score(text) > 0, sample
+
+
+def test_required_literals() -> None:
+    assert literals.required_literals(r"next of kin|beneficiar(?:y|ies)") == (
+        "next of kin", "beneficiar")
+    assert literals.required_literals(r"sweepstakes?") == ("sweepstake",)
+    assert literals.required_literals(r"(?:western union|money ?gram)") == (
+        "western union", "money")
+    assert literals.required_literals(r"\d{1,2} ?% of the (?:fund|sum)") == ("% of the ",)
+    assert literals.required_literals(r"(?:a|b)? x") == (" x",)
+    assert literals.required_literals(r"(?:ab|cd)?\d+") == ()  # nothing certain
+    assert literals.required_literals(r"\$ ?\d") == ("$",)
+    assert literals.required_literals(r"(?<!my )dear") == ("dear",)

@@ -43,9 +43,10 @@ _HOSTNAME = re.compile(r"\b(?:[a-z0-9-]+\.)+[a-z]{2,63}\b")
 
 
 def _words(text: str) -> Iterable[str]:
-    for match in _WORD.finditer(text):
-        word = match.group(0).strip(".-'").lower()
-        if _NUMBER.match(word):
+    # each distinct word looked at once, found by one findall over the lower-cased text
+    for raw in dict.fromkeys(_WORD.findall(text.lower())):
+        word = raw.strip(".-'")
+        if word[0].isdigit() and _NUMBER.match(word):  # a word starts with a letter or digit
             yield "<num>"
         elif 3 <= len(word) <= 24:
             yield word

@@ -35,10 +35,12 @@ matching time is linear in the text.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from postkeep.filters.junk.base import Facts, Hits, host_of, urls
+from postkeep.filters.junk.literals import Needles, anywhere, required_literals
 from postkeep.filters.junk.message import Parsed, addresses
 from postkeep.mailauth.uridomains import registered_domain
 
@@ -54,15 +56,24 @@ _NEGATION = re.compile(r"\b(?:never|not|don't|won't|doesn't|no need to)\b")
 
 @dataclass(frozen=True, slots=True)
 class Family:
-    """A phrase family: its symbol, its pattern, its score by distinct phrases found."""
+    """A phrase family: its symbol, its pattern, its score by distinct phrases found, and the
+    literals one of which any match contains (`required_literals`; empty:
+    the pattern is always run). A text with none of them is passed by with a few substring
+    tests instead of the regular expression's scan, which in Python's `re` tries every
+    alternative at every position: most mail contains no phrase of any family."""
 
     symbol: str
     pattern: re.Pattern[str]
     scores: tuple[float, ...]  # for 1, 2, ... distinct phrases; the last one beyond
     negatable: bool = False  # "we will never ask you to verify your account" does not count
+    needles: tuple[str, ...] = ()
 
     def score(self, text: str) -> float:
         """The family's points in `text` (lower-cased)."""
+        return self.matched(text) if anywhere(self.needles, text) else 0.0
+
+    def matched(self, text: str) -> float:
+        """`score` with the needles known to be there (`Needles.present`)."""
         found: set[str] = set()
         for i, match in enumerate(self.pattern.finditer(text)):
             if i >= MAX_MATCHES:
@@ -73,12 +84,15 @@ class Family:
         return self.scores[min(len(found), len(self.scores)) - 1] if found else 0.0
 
 
-def _phrases(*alternatives: str) -> re.Pattern[str]:
-    return re.compile(r"\b(?:" + "|".join(alternatives) + r")\b")  # for lower-cased text
+def _family(symbol: str, alternatives: Sequence[str], scores: tuple[float, ...],
+            negatable: bool = False) -> Family:
+    """A family of `alternatives` between word boundaries, for lower-cased text."""
+    pattern = re.compile(r"\b(?:" + "|".join(alternatives) + r")\b")
+    return Family(symbol, pattern, scores, negatable, required_literals("|".join(alternatives)))
 
 
 _MONEY = r"(?:\$|€|£|\b(?:us\$|usd|eur|gbp))"
-ADVANCE_FEE = Family("ADVANCE_FEE", _phrases(
+ADVANCE_FEE = _family("ADVANCE_FEE", (
     r"next of kin", r"beneficiary", r"(?:my|our) late (?:husband|father|client|wife)",
     r"late client", r"deceased (?:client|customer|husband|father)",
     r"transfer (?:of )?(?:the|this) (?:fund|funds|sum|money)", r"foreign (?:partner|account)",
@@ -91,7 +105,7 @@ ADVANCE_FEE = Family("ADVANCE_FEE", _phrases(
     r"(?:central|reserve) bank of (?:nigeria|ghana|benin|togo)", r"deposit(?:ed)? the sum",
     r"(?:western union|money ?gram)", r"humanitarian (?:work|project|purposes)",
 ), (1.0, 2.0, 3.0, 3.5))
-LOTTERY = Family("LOTTERY", _phrases(
+LOTTERY = _family("LOTTERY", (
     r"lottery", r"lotto", r"sweepstakes?", r"winning (?:number|numbers|ticket|notification)",
     r"(?:cash|grand|lucky) (?:prize|draw|winner)", r"lucky (?:number|numbers)",
     r"claim(?:s)? (?:your|the) (?:prize|winnings|reward|award|funds)",
@@ -100,7 +114,7 @@ LOTTERY = Family("LOTTERY", _phrases(
     r"claims? agent", r"international (?:promotion|draw)",
     r"(?:promotion|draw|winning) (?:program|programme)",
 ), (1.0, 2.0, 3.0))
-ACCOUNT_THREAT = Family("ACCOUNT_THREAT", _phrases(
+ACCOUNT_THREAT = _family("ACCOUNT_THREAT", (
     r"verify your (?:account|identity|information|details|mailbox)",
     r"(?:account|mailbox|card) (?:has been |was |will be |is )?(?:temporarily )?"
     r"(?:suspended|locked|limited|disabled|deactivated|terminated|blocked)",
@@ -113,14 +127,14 @@ ACCOUNT_THREAT = Family("ACCOUNT_THREAT", _phrases(
     r"avoid (?:suspension|termination|deactivation|closure)", r"(?:log|sign) ?in to restore",
     r"restore (?:your )?(?:account|access)", r"permanently (?:closed|deleted|disabled)",
 ), (1.0, 1.8, 2.5), negatable=True)
-PHARMA = Family("PHARMA", _phrases(
+PHARMA = _family("PHARMA", (
     r"viagra", r"cialis", r"levitra", r"kamagra", r"sildenafil", r"tadalafil", r"xanax",
     r"valium", r"tramadol", r"ambien", r"phentermine", r"vicodin", r"oxycodone", r"propecia",
     r"no prescription", r"without (?:a )?prescription", r"online pharmacy",
     r"(?:canadian|generic) (?:pharmacy|drugs|meds|viagra|cialis)", r"erectile dysfunction",
     r"male enhancement", r"(?:penis|penile) enlargement", r"weight loss pills?", r"cheap meds",
 ), (1.5, 2.5, 3.0))
-SALES_PITCH = Family("SALES_PITCH", _phrases(
+SALES_PITCH = _family("SALES_PITCH", (
     r"act now", r"risk[- ]free", r"100 ?% (?:free|guaranteed|satisfaction|legal|legit)",
     r"limited time (?:offer|only)", r"click here", r"order now", r"buy now",
     r"once in a lifetime", r"this is not (?:a )?spam", r"no (?:catch|obligation|hidden fees)",
@@ -130,7 +144,7 @@ SALES_PITCH = Family("SALES_PITCH", _phrases(
     r"(?:online )?casino", r"while supplies last", r"urgent(?:ly)? (?:reply|response)",
     r"incredible (?:deal|offer)", r"(?:free|bonus) (?:gift|money|cash|access)",
 ), (0.5, 1.0, 1.5, 2.0))
-MONEY_MAKING = Family("MONEY_MAKING", _phrases(
+MONEY_MAKING = _family("MONEY_MAKING", (
     r"work (?:from|at) home", r"make money (?:fast|online|from home)", r"extra income",
     r"financial freedom", r"guaranteed (?:income|returns|profits?|results)",
     r"be your own boss", r"investment opportunity", r"passive income",
@@ -138,7 +152,7 @@ MONEY_MAKING = Family("MONEY_MAKING", _phrases(
     r"(?:bitcoin|crypto|forex) (?:investment|trading (?:platform|robot|bot)|profits?)",
     r"double your (?:money|income|bitcoin|investment)",
 ), (0.8, 1.6, 2.4, 3.0))
-EXTORTION = Family("EXTORTION", _phrases(
+EXTORTION = _family("EXTORTION", (
     r"(?:i )?(?:have )?hacked your (?:device|computer|account|phone)",
     r"access to your (?:device|computer|webcam|camera|contacts)",
     r"(?:recorded|recording) (?:a )?(?:video )?(?:of )?you", r"your webcam",
@@ -146,7 +160,7 @@ EXTORTION = Family("EXTORTION", _phrases(
     r"(?:contacts|colleagues) and (?:family|relatives)", r"pay(?:ment)? in bitcoin",
     r"(?:malware|trojan|spyware) (?:on|to) your",
 ), (1.0, 2.0, 3.0, 4.0))
-ADULT = Family("ADULT", _phrases(
+ADULT = _family("ADULT", (
     r"hot singles", r"lonely (?:wives|women|housewives|girls)", r"adult dating",
     r"meet (?:local |hot )?(?:singles|women|girls)", r"sexy (?:girls|women|singles)",
     r"hook ?up tonight", r"casual (?:sex|encounters)", r"webcam (?:girls|models)",
@@ -180,8 +194,15 @@ def _obfuscated(word: str) -> str:
 
 _DRUGS = ("viagra", "cialis", "levitra", "xanax", "valium", "tramadol", "vicodin",
           "phentermine", "propecia", "kamagra")
-_DRUG_SPELT = re.compile(r"(?<![^\W_])(?:" + "|".join(_obfuscated(w) for w in _DRUGS)
-                         + r")(?![^\W_])")  # for lower-cased text
+_DRUG_FIRST = "".join(sorted({_OBFUSCATED.get(w[0], w[0]) for w in _DRUGS}))
+_DRUG_SPELT = re.compile(  # for lower-cased text; the look-ahead at the first letters lets
+    # `re` skip ahead to them instead of trying every alternative at every position
+    f"(?=[{re.escape(_DRUG_FIRST)}])" r"(?<![^\W_])(?:" + "|".join(_obfuscated(w) for w in _DRUGS)
+    + r")(?![^\W_])")
+# every family's needles and MILLIONS', looked for in one pass over the text
+_NEEDLES = Needles({**{f.symbol: f.needles for f in FAMILIES},
+                    "MILLIONS": required_literals(_MILLIONS.pattern)})
+BTC_MIN = 26  # characters of the shortest address the pattern finds
 
 
 def scanned(m: Parsed) -> str:
@@ -203,8 +224,9 @@ def phrases(m: Parsed, _: Facts) -> Hits:
     text = scanned(m)
     lowered = text.lower()
     hits: Hits = []
+    present = _NEEDLES.present(lowered)
     for family in FAMILIES:
-        points = family.score(lowered)
+        points = family.matched(lowered) if family.symbol in present else 0.0
         if points:
             hits.append((family.symbol, points))
     if any(name == ACCOUNT_THREAT.symbol for name, _ in hits):
@@ -218,11 +240,25 @@ def phrases(m: Parsed, _: Facts) -> Hits:
         if match.group(0).lower() not in _DRUGS:
             hits.append(("DRUG_OBFUSCATED", 2.5))
             break
-    if _MILLIONS.search(lowered):
+    if "MILLIONS" in present and _MILLIONS.search(lowered):
         hits.append(("MILLIONS", 1.0))
-    if _BTC_ADDRESS.search(text):
+    # an address is a run of `BTC_MIN` or more characters without a space
+    if max(map(len, text.split(" "))) >= BTC_MIN and _BTC_ADDRESS.search(text):
         hits.append(("BTC_ADDRESS", 1.0))
     return hits
+
+
+_ASCII_LETTERS = string.ascii_letters.encode()
+_ASCII_UPPER = string.ascii_uppercase.encode()
+
+
+def _letters(text: str) -> tuple[int, int]:
+    """The letters of `text`, and its capitals (ASCII text counted by `bytes.translate`)."""
+    if not text.isascii():
+        return sum(map(str.isalpha, text)), sum(map(str.isupper, text))
+    data = text.encode("ascii")
+    return (len(data) - len(data.translate(None, _ASCII_LETTERS)),
+            len(data) - len(data.translate(None, _ASCII_UPPER)))
 
 
 def shape(m: Parsed, _: Facts) -> Hits:
@@ -235,7 +271,7 @@ def shape(m: Parsed, _: Facts) -> Hits:
         hits.append(("EXCLAIM_RUN", 0.5))
     if "!!" in m.subject:
         hits.append(("SUBJ_EXCLAIM", 0.5))
-    letters, upper = sum(map(str.isalpha, body)), sum(map(str.isupper, body))
+    letters, upper = _letters(body)
     if letters >= CAPS_MIN_LETTERS and upper * 4 >= letters * 3:
         hits.append(("UPPERCASE_75", 1.5))
     elif letters >= CAPS_MIN_LETTERS and upper * 2 >= letters:

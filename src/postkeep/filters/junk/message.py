@@ -22,6 +22,7 @@ import codecs
 import email.errors
 import email.header
 import email.utils
+import functools
 import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -101,12 +102,14 @@ def decode_words(value: str) -> str:
         return value
 
 
-def addresses(value: str) -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=64)  # the rules each read From: (and the classifier too)
+def addresses(value: str) -> tuple[tuple[str, str], ...]:
     """(display name, address) of each mailbox in an address list, bounded to 1000."""
     try:
-        return [(decode_words(n), a) for n, a in email.utils.getaddresses([value])[:1000]]
+        return tuple((decode_words(n), a)
+                     for n, a in email.utils.getaddresses([value])[:1000])
     except (ValueError, IndexError, TypeError):
-        return []
+        return ()
 
 
 class HtmlText(HTMLParser):
