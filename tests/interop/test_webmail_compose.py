@@ -84,7 +84,7 @@ def post(browser: Browser, path: str, fields: dict[str, str],
                                                 "references")}
     if csrf:
         sent["csrf"] = page.field("csrf")
-    sent |= {"sender": ALICE if "sender" not in fields else fields["sender"]}
+    sent["sender"] = ALICE
     sent |= fields
     body, kind = multipart(sent, files or [])
     return browser.request("POST", path, body=body, headers={"Content-Type": kind})
