@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.errors import NonASCIILocalPartDefect
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -100,6 +101,7 @@ def parse_addresses(label: str, value: str) -> list[Address]:
         defects, found = parsed.defects, list(parsed.addresses)
     except Exception:  # the email package's parser fails in odd ways on odd input
         raise FormError(f"{label}: {value!r} is not a list of addresses.") from None
+    defects = [d for d in defects if not isinstance(d, NonASCIILocalPartDefect)]  # RFC 6532
     if defects:
         raise FormError(f"{label}: {value!r} is not a valid address list ({defects[0]}).")
     for address in found:
