@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from postkeep.config.fields import KiB, parse_listen, setting
+from postkeep.config.fields import KiB, MiB, parse_listen, setting
 from postkeep.errors import ConfigError
 
 
@@ -49,6 +49,12 @@ class WebConfig:
     max_body_size: int = setting(
         "Largest request body, in bytes (forms); a larger one is answered 413.", default=64 * KiB
     )
+    max_compose_size: int = setting(
+        "Largest webmail compose form (POST /mail/compose/send and /draft: the fields and the "
+        "attachments as uploaded), in bytes, read into memory; a larger one is answered 413. "
+        "The message it makes is held to `[submission]` max_message_size too.",
+        default=20 * MiB,
+    )
     max_connections: int = setting(
         "Web connections at once, across all worker processes.", default=1000
     )
@@ -76,7 +82,7 @@ def validate_web(web: WebConfig) -> None:
     if not 0 <= web.https_port < 65536:
         raise ConfigError("web.https_port", "must be 0 to 65535")
     for key in ("session_lifetime", "session_idle", "max_sessions_per_account",
-                "login_history_days", "max_body_size", "max_connections",
+                "login_history_days", "max_body_size", "max_compose_size", "max_connections",
                 "max_connections_per_ip", "keepalive_timeout", "request_timeout"):
         if getattr(web, key) <= 0:
             raise ConfigError(f"web.{key}", "must be greater than 0")
@@ -84,6 +90,8 @@ def validate_web(web: WebConfig) -> None:
         raise ConfigError("web.session_idle", "must be at most web.session_lifetime")
     if web.max_body_size > 16 * 1024 * KiB:
         raise ConfigError("web.max_body_size", "must be at most 16 MiB")
+    if web.max_compose_size > 256 * MiB:
+        raise ConfigError("web.max_compose_size", "must be at most 256 MiB")
     for i, name in enumerate(web.hostnames):
         if not name or any(c.isspace() or c in "/:@" for c in name):
             raise ConfigError(f"web.hostnames[{i}]", f"{name!r} is not a host name")

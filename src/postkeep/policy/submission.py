@@ -17,16 +17,29 @@ from __future__ import annotations
 import email.parser
 import email.policy
 from collections.abc import Iterable
+from dataclasses import dataclass
 from email.utils import getaddresses
 
 from postkeep.addresses import address_key
 from postkeep.errors import Reply
 from postkeep.mime.structure import Part, Text, parse_structure
 from postkeep.policy.limits import header_section
+from postkeep.policy.verdict import Verdict
 from postkeep.store.api import ALIAS_DEPTH, Account, Alias
 
 MAX_MIME_DEPTH = 50
 MAX_MIME_PARTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What became of a message submitted in process (the webmail, `delivery.submit`): the
+    submission pipeline's verdict (its reply is what an SMTP client would have heard), the
+    message's queue id, and whether the content filters held it (in the quarantine)."""
+
+    verdict: Verdict
+    queue_id: str
+    held: bool = False
 
 
 def owned_addresses(

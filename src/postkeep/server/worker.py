@@ -36,6 +36,8 @@ from postkeep.bans.keeper import BanList, Guard
 from postkeep.bans.policy import Policy
 from postkeep.config import Config
 from postkeep.config.firewall import FirewallConfig
+from postkeep.delivery.directory import StoreDirectory
+from postkeep.delivery.submit import LocalSubmission, make_pipeline
 from postkeep.dns.resolver import DnsResolver
 from postkeep.imap.server import ImapServer
 from postkeep.net.budget import DataBudget
@@ -298,12 +300,14 @@ async def serve_worker(
                                   resolver=resolver, rates=rates,
                                   on_dmarc=dmarc_reports.record if dmarc_reports else None,
                                   guard=guard))
+    submission: SmtpServer | None = None
     if sockets.submission:
         verifier.warm()
-        servers.append(SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier,
-                                  budget=budget, slots=channel.slots("submission"),
-                                  sockets=sockets.submission, on_queued=runner.wake,
-                                  rates=rates, guard=guard))
+        submission = SmtpServer(cfg, store, tls_context, role="submission", verifier=verifier,
+                                budget=budget, slots=channel.slots("submission"),
+                                sockets=sockets.submission, on_queued=runner.wake,
+                                rates=rates, guard=guard)
+        servers.append(submission)
     if sockets.imap:
         verifier.warm()
         servers.append(ImapServer(cfg, store, tls_context, verifier, slots=channel.slots("imap"),
@@ -311,9 +315,13 @@ async def serve_worker(
                                   guard=guard))
     if sockets.https or sockets.http:
         verifier.warm()
-        servers.append(WebService(cfg, store, tls_context, verifier, slots=channel.slots("web"),
-                                  https=sockets.https, http=sockets.http, rates=rates,
-                                  guard=guard))
+        # the webmail sends through the submission listener's own pipeline (the same one)
+        pipeline = submission.inbound if submission is not None else make_pipeline(
+            cfg, store, StoreDirectory(store), submission=True, on_queued=runner.wake)
+        servers.append(WebService(cfg, store, tls_context, verifier,
+                                  submit=LocalSubmission(cfg, store, pipeline).submit,
+                                  slots=channel.slots("web"), https=sockets.https,
+                                  http=sockets.http, rates=rates, guard=guard))
     reading = asyncio.create_task(channel.run())
     reading.add_done_callback(lambda _task: stop.set())
     delivering: asyncio.Task[None] | None = None

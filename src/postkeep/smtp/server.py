@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import socket
 import ssl
 import time
@@ -46,14 +45,11 @@ from postkeep.bans.keeper import Guard
 from postkeep.bans.policy import ERRORS, HARVEST, PREAUTH, TLS
 from postkeep.config import Config
 from postkeep.delivery.directory import StoreDirectory
-from postkeep.delivery.inbound import Client, Inbound, InboundLimits, InboundPipeline
+from postkeep.delivery.inbound import Client, Inbound
 from postkeep.delivery.origin import InboundChecks
-from postkeep.delivery.quarantine import HoldPolicy
-from postkeep.delivery.signing import DkimKeyring
+from postkeep.delivery.submit import make_pipeline, new_queue_id
 from postkeep.delivery.trace import TlsInfo
 from postkeep.errors import Reply
-from postkeep.filters.base import Direction
-from postkeep.filters.setup import runner as filter_runner
 from postkeep.mailauth.dmarc.aggregate import ReportRow
 from postkeep.net.budget import DataBudget
 from postkeep.net.firewall import Firewall, LocalRates, Rates
@@ -119,11 +115,6 @@ _COMMAND_NAMES: dict[type[Event], str] = {
 }
 
 
-def new_queue_id() -> str:
-    """Sortable, unique enough queue id: milliseconds then 16 random bits, in hex."""
-    return f"{int(time.time() * 1000):011X}{secrets.randbits(16):04X}"
-
-
 class SmtpServer:
     """The SMTP listeners of one role of an instance.
 
@@ -180,30 +171,8 @@ class SmtpServer:
             soft_error_limit=cfg.smtp.soft_error_limit,
             hard_error_limit=cfg.smtp.hard_error_limit,
         )
-        self.inbound = InboundPipeline(
-            store,
-            self.directory,
-            cfg.server.hostname,
-            InboundLimits(
-                max_header_size=(
-                    sub.max_header_size if self.submission else cfg.smtp.max_header_size
-                ),
-                max_received_headers=cfg.smtp.max_received_headers,
-                max_part_size=sub.max_part_size,
-            ),
-            submission=self.submission,
-            on_queued=on_queued,
-            sending=cfg.sending,
-            keyring=(DkimKeyring(store, cfg.dkim)
-                     if self.submission or cfg.inbound.arc_seal else None),
-            checks=self.checks,
-            on_dmarc=on_dmarc,
-            report_address=self.report_address,
-            filters=filter_runner(
-                cfg, Direction.OUTBOUND if self.submission else Direction.INBOUND, store),
-            correspondents=self.submission and "junk" in cfg.filters.inbound,
-            hold=HoldPolicy.of(cfg.quarantine, cfg.filters),
-        )
+        self.inbound = make_pipeline(cfg, store, self.directory, submission=self.submission,
+                                     on_queued=on_queued, checks=self.checks, on_dmarc=on_dmarc)
         self.auth: SaslAuthenticator | None = None
         self.bindings: EndPointBindings | None = None
         self._mechanisms: tuple[str, ...] = ()

@@ -9,7 +9,10 @@ HTTPS (`make_app`), in this order for each request:
    straight to their handler: no session, no CSRF token (they change nothing), their body
    (any type, at most `Public.max_body`: 413 past it) in ``request["body"]``;
 2. the body (forms only, at most `web.max_body_size`: 413 past it; other types 415) is read,
-   and with it the request's deadline is met (`postkeep.web.server`);
+   and with it the request's deadline is met (`postkeep.web.server`). The `uploads` paths
+   (the webmail's compose forms) may be up to `web.max_compose_size` and keep the files of a
+   multipart/form-data body (RFC 7578), read into memory (`files_of`), never to a file;
+   elsewhere only a form's text fields are kept;
 3. the session: the ``__Host-pk-session`` cookie's token, looked up by its hash; an expired or
    idle one is gone (`web.session_lifetime`, `web.session_idle`);
 4. a state change (any method but GET/HEAD) from another site is refused 403 (Sec-Fetch-Site,
@@ -27,10 +30,10 @@ is answered 421 and names nothing (no open redirect).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from postkeep import log
 from postkeep.config import Config, parse_listen
@@ -57,6 +60,19 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 # the forms that may have no session yet (the login, the passwordless passkey login): their
 # CSRF token is the login cookie's
 LOGIN_PATHS = ("/login", "/login/passkey", "/login/passkey/options")
+MAX_FORM_PARTS = 256  # fields and files of one multipart form
+READ_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A file of a multipart/form-data form (RFC 7578 §4.2): its field, the file name the
+    browser sent (may be empty), its declared type and its content."""
+
+    field: str
+    filename: str
+    content_type: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +116,12 @@ def form_of(request: web.Request) -> dict[str, str]:
     return found if isinstance(found, dict) else {}
 
 
+def files_of(request: web.Request) -> list[Upload]:
+    """The files of the request's form (an `uploads` path's; none elsewhere)."""
+    found = request.get("files")
+    return found if isinstance(found, list) else []
+
+
 def _refuse(request: web.Request, status: int, reason: str) -> web.Response:
     logger.warning("reject ip=%s code=%d reason=%s path=%s", client_ip(request), status,
                    log.quote(reason), log.quote(request.path[:200]))
@@ -119,11 +141,13 @@ async def _on_prepare(request: web.Request, response: web.StreamResponse) -> Non
 
 
 def make_app(cfg: Config, store: Store, routes: list[web.RouteDef],
-             public: Public | None = None) -> web.Application:
+             public: Public | None = None,
+             uploads: Collection[str] = ()) -> web.Application:
     """The HTTPS application: the middleware of the module docstring, then `routes` and
-    the `public` ones."""
+    the `public` ones; `uploads`: the paths whose forms carry files."""
     names = cfg.web_hostnames()
     idle, max_body = cfg.web.session_idle, cfg.web.max_body_size
+    max_upload = max(max_body, cfg.web.max_compose_size) if uploads else max_body
     open_handlers = {route.handler for route in public.routes} if public else set()
 
     @web.middleware
@@ -145,7 +169,8 @@ def make_app(cfg: Config, store: Store, routes: list[web.RouteDef],
                     conn.request_read()
                 return await handler(request)
             if request.method not in ("GET", "HEAD"):
-                problem = await _read_form(request, max_body)
+                upload = request.path in uploads
+                problem = await _read_form(request, max_upload if upload else max_body, upload)
                 if problem is not None:
                     return problem
             if conn is not None:
@@ -164,7 +189,7 @@ def make_app(cfg: Config, store: Store, routes: list[web.RouteDef],
                 conn.request_read()
                 conn.in_request = False
 
-    app = web.Application(middlewares=[guard], client_max_size=max_body)
+    app = web.Application(middlewares=[guard], client_max_size=max_upload)
     app.on_response_prepare.append(_on_prepare)
     app.add_routes(routes)
     if public is not None:
@@ -186,19 +211,59 @@ async def _read_body(request: web.Request, limit: int) -> web.Response | None:
     return None
 
 
-async def _read_form(request: web.Request, max_body: int) -> web.Response | None:
-    """Read a state change's form into request["form"]; a refusal if it is not one."""
-    if request.content_length is not None and request.content_length > max_body:
+async def _read_form(request: web.Request, limit: int, upload: bool) -> web.Response | None:
+    """Read a state change's form into request["form"] (and an `upload`'s files into
+    request["files"]); a refusal if it is not one, or past `limit` octets."""
+    if request.content_length is not None and request.content_length > limit:
         return _refuse(request, 413, "request body too large")
     if request.can_read_body and request.content_type not in FORM_TYPES:
         return _refuse(request, 415, "not a form")
+    if request.can_read_body and request.content_type == "multipart/form-data":
+        return await _read_multipart(request, limit, upload)
     try:
-        posted = await request.post()
+        posted = await request.clone(client_max_size=limit).post()
     except web.HTTPRequestEntityTooLarge:
         return _refuse(request, 413, "request body too large")
     except ValueError:
         return _refuse(request, 400, "malformed form")
     request["form"] = {k: v for k, v in posted.items() if isinstance(v, str)}
+    return None
+
+
+async def _read_multipart(request: web.Request, limit: int,
+                          upload: bool) -> web.Response | None:
+    """A multipart/form-data body (RFC 7578), read a chunk at a time up to `limit` octets in
+    all: text fields (UTF-8) into request["form"], files into request["files"] if `upload`
+    (elsewhere they are read past and dropped)."""
+    form: dict[str, str] = {}
+    files: list[Upload] = []
+    total = 0
+    try:
+        reader = await request.multipart()
+        for _ in range(MAX_FORM_PARTS + 1):
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader) or not part.name:
+                return _refuse(request, 400, "malformed form")
+            body = bytearray()
+            while chunk := await part.read_chunk(READ_CHUNK):
+                total += len(chunk)
+                if total > limit:
+                    return _refuse(request, 413, "request body too large")
+                body += chunk
+            if part.filename is not None:
+                if upload:
+                    files.append(Upload(part.name, part.filename,
+                                        part.headers.get("Content-Type", ""), bytes(body)))
+            else:
+                form[part.name] = body.decode("utf-8")
+        else:
+            return _refuse(request, 400, "too many form fields")
+    except (ValueError, UnicodeDecodeError, AssertionError):
+        return _refuse(request, 400, "malformed form")
+    request["form"] = form
+    request["files"] = files
     return None
 
 

@@ -1,7 +1,9 @@
 """What a worker process starts for `[web]`: the HTTPS listener with the account pages (and
 their second factors: TOTP and passkeys, `postkeep.web.factors`, `postkeep.web.twofactor`),
-the public client-autoconfiguration routes (`postkeep.web.autoconfig`), and the HTTP listener
-that redirects to it (`postkeep.web.app`), on the sockets the main process bound."""
+the webmail's compose pages (`postkeep.web.mail.compose`, sending through `submit`: the
+submission pipeline in process), the public client-autoconfiguration routes
+(`postkeep.web.autoconfig`), and the HTTP listener that redirects to it (`postkeep.web.app`),
+on the sockets the main process bound."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ from postkeep.bans.keeper import Guard
 from postkeep.config import Config
 from postkeep.net.firewall import Rates
 from postkeep.net.slots import IpSlots
-from postkeep.store.api import Store
+from postkeep.store.api import MailStore
 from postkeep.web.app import make_app, make_redirect_app
 from postkeep.web.autoconfig import Autoconfig
 from postkeep.web.factors import PasskeyFactor, TotpFactor
 from postkeep.web.login import LoginFlow
+from postkeep.web.mail.compose import UPLOAD_PATHS, ComposePages, Submit
 from postkeep.web.pages import Pages
 from postkeep.web.server import WebListener
 from postkeep.web.twofactor import TwoFactorPages
@@ -29,10 +32,11 @@ class WebService:
     def __init__(
         self,
         cfg: Config,
-        store: Store,
+        store: MailStore,
         tls_context: ssl.SSLContext | None,
         verifier: PasswordVerifier,
         *,
+        submit: Submit,
         slots: IpSlots,
         https: list[socket.socket],
         http: list[socket.socket],
@@ -45,9 +49,10 @@ class WebService:
             factors = (TotpFactor(store), PasskeyFactor(store, cfg.server.hostname))
             flow = LoginFlow(store, verifier, guard, factors, cfg.web.login_history_days)
             pages = Pages(cfg, store, verifier, flow)
-            routes = pages.routes() + TwoFactorPages(pages).routes()
+            routes = (pages.routes() + TwoFactorPages(pages).routes()
+                      + ComposePages(pages, store, submit).routes())
             self.listeners.append(WebListener(
-                cfg, make_app(cfg, store, routes, public),
+                cfg, make_app(cfg, store, routes, public, uploads=UPLOAD_PATHS),
                 [(a, True) for a in cfg.web.listen],
                 tls_context, slots=slots, sockets=https, rates=rates, guard=guard,
                 role="web"))
