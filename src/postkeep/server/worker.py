@@ -37,6 +37,7 @@ from postkeep.bans.policy import Policy
 from postkeep.config import Config
 from postkeep.config.firewall import FirewallConfig
 from postkeep.dns.resolver import DnsResolver
+from postkeep.filters.junk.training import JunkTrainer
 from postkeep.imap.server import ImapServer
 from postkeep.net.budget import DataBudget
 from postkeep.net.firewall import GLOBAL, REPORT_EVERY, BucketKey, Buckets, Over, refusal
@@ -192,10 +193,10 @@ class RemoteSlots:
         self.channel.send(ipc.SlotRelease(ipc.SlowSlot(self.service)))
 
     async def acquire_account(self, account_id: int) -> bool:
-        return await self._acquire(ipc.AccountSlot(account_id))
+        return await self._acquire(ipc.AccountSlot(self.service, account_id))
 
     def release_account(self, account_id: int) -> None:
-        self.channel.send(ipc.SlotRelease(ipc.AccountSlot(account_id)))
+        self.channel.send(ipc.SlotRelease(ipc.AccountSlot(self.service, account_id)))
 
     async def _acquire(self, slot: ipc.Slot) -> bool:
         return await self.channel.ask(lambda request_id: ipc.SlotRequest(request_id, slot),
@@ -311,9 +312,11 @@ async def serve_worker(
                                   guard=guard))
     if sockets.https or sockets.http:
         verifier.warm()
+        trainer = (JunkTrainer(store, cfg.junk)
+                   if "junk" in cfg.filters.inbound and cfg.junk.classifier else None)
         servers.append(WebService(cfg, store, tls_context, verifier, slots=channel.slots("web"),
                                   https=sockets.https, http=sockets.http, rates=rates,
-                                  guard=guard))
+                                  guard=guard, trainer=trainer))
     reading = asyncio.create_task(channel.run())
     reading.add_done_callback(lambda _task: stop.set())
     delivering: asyncio.Task[None] | None = None

@@ -1,7 +1,8 @@
 """What a worker process starts for `[web]`: the HTTPS listener with the account pages (and
 their second factors: TOTP and passkeys, `postkeep.web.factors`, `postkeep.web.twofactor`),
-the public client-autoconfiguration routes (`postkeep.web.autoconfig`), and the HTTP listener
-that redirects to it (`postkeep.web.app`), on the sockets the main process bound."""
+the webmail's actions and event stream (`postkeep.web.mail`), the public
+client-autoconfiguration routes (`postkeep.web.autoconfig`), and the HTTP listener that
+redirects to it (`postkeep.web.app`), on the sockets the main process bound."""
 
 from __future__ import annotations
 
@@ -12,40 +13,47 @@ from postkeep.auth.passwords import PasswordVerifier
 from postkeep.bans.keeper import Guard
 from postkeep.config import Config
 from postkeep.net.firewall import Rates
-from postkeep.net.slots import IpSlots
-from postkeep.store.api import Store
+from postkeep.net.slots import ConnectionSlots
+from postkeep.store.api import MailStore
 from postkeep.web.app import make_app, make_redirect_app
 from postkeep.web.autoconfig import Autoconfig
 from postkeep.web.factors import PasskeyFactor, TotpFactor
 from postkeep.web.login import LoginFlow
+from postkeep.web.mail.actions import Filed, MailActions
+from postkeep.web.mail.push import EventStreams
 from postkeep.web.pages import Pages
 from postkeep.web.server import WebListener
 from postkeep.web.twofactor import TwoFactorPages
 
 
 class WebService:
-    """The web listeners of one worker (HTTPS first, then HTTP; either may be absent)."""
+    """The web listeners of one worker (HTTPS first, then HTTP; either may be absent).
+    `trainer`: the junk filter's, told of the webmail's moves (None: no junk filter)."""
 
     def __init__(
         self,
         cfg: Config,
-        store: Store,
+        store: MailStore,
         tls_context: ssl.SSLContext | None,
         verifier: PasswordVerifier,
         *,
-        slots: IpSlots,
+        slots: ConnectionSlots,
         https: list[socket.socket],
         http: list[socket.socket],
         rates: Rates | None = None,
         guard: Guard | None = None,
+        trainer: Filed | None = None,
     ) -> None:
         self.listeners: list[WebListener] = []
+        self.trainer = trainer
         public = Autoconfig(cfg, store).public()  # client autoconfiguration, MTA-STS
         if cfg.web.listen:
             factors = (TotpFactor(store), PasskeyFactor(store, cfg.server.hostname))
             flow = LoginFlow(store, verifier, guard, factors, cfg.web.login_history_days)
             pages = Pages(cfg, store, verifier, flow)
-            routes = pages.routes() + TwoFactorPages(pages).routes()
+            routes = (pages.routes() + TwoFactorPages(pages).routes()
+                      + MailActions(pages, store, cfg.junk.mailbox, trainer).routes()
+                      + EventStreams(cfg, store, slots).routes())
             self.listeners.append(WebListener(
                 cfg, make_app(cfg, store, routes, public),
                 [(a, True) for a in cfg.web.listen],
@@ -64,3 +72,5 @@ class WebService:
     async def stop(self) -> None:
         for listener in self.listeners:
             await listener.stop()
+        if self.trainer is not None:  # learning queued before the store closes
+            await self.trainer.drain()
