@@ -19,6 +19,7 @@ import asyncio
 import imaplib
 import json
 import re
+import signal
 import socket
 import ssl
 import time
@@ -527,3 +528,21 @@ def test_logout_ends_the_stream(inst: Instance) -> None:
     assert anonymous.get("/mail/events").status == 401
     assert re.search(r"reject ip=127\.0\.0\.1 code=401 reason=\"not logged in\" "
                      r"path=/mail/events", inst.log())
+
+
+def test_server_stop_ends_the_streams_first(fresh: Instance) -> None:
+    fresh.start()
+    browser = logged_in(fresh, ALICE)
+    stream = EventStream(fresh, browser)
+    try:
+        assert stream.status == 200
+        stream.until("counts")
+        assert fresh.proc is not None
+        fresh.proc.send_signal(signal.SIGTERM)
+        while (item := stream.next()) is not None:  # the response ends: no "end" event,
+            assert item[0] != "end"  # so that the browser reconnects
+    finally:
+        stream.close()
+    assert fresh.proc.wait(60) == 0
+    assert re.search(r"event stream closed ip=127\.0\.0\.1 user=alice@example\.test "
+                     r"reason=\"server stopping\"", fresh.log())

@@ -46,14 +46,16 @@ class WebService:
     ) -> None:
         self.listeners: list[WebListener] = []
         self.trainer = trainer
+        self.streams: EventStreams | None = None
         public = Autoconfig(cfg, store).public()  # client autoconfiguration, MTA-STS
         if cfg.web.listen:
             factors = (TotpFactor(store), PasskeyFactor(store, cfg.server.hostname))
             flow = LoginFlow(store, verifier, guard, factors, cfg.web.login_history_days)
             pages = Pages(cfg, store, verifier, flow)
+            self.streams = EventStreams(cfg, store, slots)
             routes = (pages.routes() + TwoFactorPages(pages).routes()
                       + MailActions(pages, store, cfg.junk.mailbox, trainer).routes()
-                      + EventStreams(cfg, store, slots).routes())
+                      + self.streams.routes())
             self.listeners.append(WebListener(
                 cfg, make_app(cfg, store, routes, public),
                 [(a, True) for a in cfg.web.listen],
@@ -70,6 +72,8 @@ class WebService:
             await listener.start()
 
     async def stop(self) -> None:
+        if self.streams is not None:  # ended first: a TLS close waits on the client
+            self.streams.stop()
         for listener in self.listeners:
             await listener.stop()
         if self.trainer is not None:  # learning queued before the store closes

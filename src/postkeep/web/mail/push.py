@@ -22,8 +22,8 @@ One account holds at most `web.max_event_streams` streams at once, across the wo
 processes (the main process counts them, service ``web`` account slots): one more is
 answered 429. The request's deadline ended when the middleware had read it
 (`postkeep.web.server`); a client that stops reading is cut off past `web.request_timeout`
-by the listener, which also ends the streams when the server stops (the connection's
-close ends its handler).
+by the listener, and a client gone ends its stream when the connection closes; the server's
+stop ends every stream first (`EventStreams.stop`), and the browsers reconnect.
 """
 
 from __future__ import annotations
@@ -83,6 +83,13 @@ class EventStreams:
         self.slots = slots
         self.heartbeat = cfg.web.event_heartbeat
         self.idle = cfg.web.session_idle
+        self.stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """The server stops: every stream ends now (before the listeners close their
+        connections, which a TLS close would hold until the client's close_notify); the
+        browsers reconnect to another process or once the server is back."""
+        self.stopping.set()
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/mail/events", self.events, allow_head=False)]
@@ -97,6 +104,8 @@ class EventStreams:
         conn = connection_of(request)
         if conn is None:
             return refusal(request, 400, "connection gone")
+        if self.stopping.is_set():
+            return refusal(request, 503, "server stopping")
         if not await self.slots.acquire_account(account.id):
             return refusal(request, 429, "too many event streams")
         ip = client_ip(request)
@@ -105,11 +114,13 @@ class EventStreams:
                 response = web.StreamResponse(headers=HEADERS)
                 await response.prepare(request)
                 logger.info("event stream open ip=%s user=%s", ip, log.quote(account.address))
-                closed = asyncio.ensure_future(conn.wait_closed())
+                ends = {asyncio.ensure_future(conn.wait_closed()),
+                        asyncio.ensure_future(self.stopping.wait())}
                 try:
-                    why = await self.run(response, found, sub, closed)
+                    why = await self.run(response, found, sub, ends)
                 finally:
-                    closed.cancel()
+                    for end in ends:
+                        end.cancel()
                 logger.info("event stream closed ip=%s user=%s reason=%s", ip,
                             log.quote(account.address), log.quote(why))
         finally:
@@ -117,7 +128,7 @@ class EventStreams:
         return response
 
     async def run(self, response: web.StreamResponse, found: Current, sub: Subscription,
-                  closed: asyncio.Future[None]) -> str:
+                  ends: set[asyncio.Future[Any]]) -> str:
         """Serve the stream until it ends; why it did."""
         account_id = found.session.account_id
         getter: asyncio.Future[MailboxEvent] | None = None
@@ -128,9 +139,11 @@ class EventStreams:
                 if getter is None:
                     getter = asyncio.ensure_future(sub.get())
                 wait = min(self.heartbeat, max(0.0, found.session.expires - time.time()))
-                done, _ = await asyncio.wait({getter, closed}, timeout=wait,
+                done, _ = await asyncio.wait({getter, *ends}, timeout=wait,
                                              return_when=asyncio.FIRST_COMPLETED)
-                if closed in done:
+                if self.stopping.is_set():
+                    return "server stopping"
+                if done & ends:
                     return "client gone"
                 if not await self.session_alive(found):
                     await self.write(response, frame("end", {"reason": "session ended"}))
