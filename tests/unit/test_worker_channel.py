@@ -130,14 +130,14 @@ def test_the_main_process_answers_a_worker_and_gives_back_what_it_held() -> None
         outbox = _Outbox(writer)
         worker.outbox, other.outbox = outbox, _Outbox(other_writer)  # as _run_once sets them
         digest = bytes(32)
-        ip, account = IpSlot("imap", "192.0.2.0"), AccountSlot(7)
+        ip, account = IpSlot("imap", "192.0.2.0"), AccountSlot("imap", 7)
         requests: list[Message] = [
             SlotRequest(1, ip),
             SlotRequest(2, ip),  # past the per-IP limit of 1
             SlotRequest(3, account),
             SlotRequest(4, account),  # past the per-account limit of 1
             SlotRelease(account),
-            SlotRelease(AccountSlot(8)),  # not taken by this worker: not released
+            SlotRelease(AccountSlot("imap", 8)),  # not taken by this worker: not released
             SlotRelease(IpSlot("imap", "198.51.100.0")),
             SlotRequest(10, IpSlot("mx", "192.0.2.0")),  # another service: its own limits
             PasswordQuery(5, digest),
@@ -211,7 +211,7 @@ def test_a_worker_takes_the_main_process_answers_and_events() -> None:
             assert sent == [  # the requests are sent once their tasks run
                 SlotRelease(IpSlot("imap", "192.0.2.0")),
                 SlotRelease(SlowSlot("imap")),
-                SlotRequest(1, AccountSlot(7)),
+                SlotRequest(1, AccountSlot("imap", 7)),
                 PasswordQuery(2, b"\x01"),
                 SlotRequest(3, SlowSlot("submission")),
                 Events((EVENT,)),

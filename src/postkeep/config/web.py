@@ -65,8 +65,21 @@ class WebConfig:
         "Seconds an idle keep-alive connection stays open between requests.", default=30.0
     )
     request_timeout: float = setting(
-        "Seconds a client has to send a request's header and body, once it began.",
+        "Seconds a client has to send a request's header and body, once it began; and the "
+        "longest a response may wait on a client that stopped reading it (then the "
+        "connection is closed).",
         default=30.0,
+    )
+    max_event_streams: int = setting(
+        "Webmail event streams (`/mail/events`, new mail pushed to open pages) one account "
+        "may hold open at once, across all worker processes; one more is answered 429.",
+        default=8,
+    )
+    event_heartbeat: float = setting(
+        "Seconds between the comment lines an idle event stream sends (proxies keep it "
+        "open); the session behind the stream is checked as often, and the stream ends "
+        "with it (logout, expiry).",
+        default=25.0,
     )
 
 
@@ -83,9 +96,12 @@ def validate_web(web: WebConfig) -> None:
         raise ConfigError("web.https_port", "must be 0 to 65535")
     for key in ("session_lifetime", "session_idle", "max_sessions_per_account",
                 "login_history_days", "max_body_size", "max_compose_size", "max_connections",
-                "max_connections_per_ip", "keepalive_timeout", "request_timeout"):
+                "max_connections_per_ip", "keepalive_timeout", "request_timeout",
+                "max_event_streams", "event_heartbeat"):
         if getattr(web, key) <= 0:
             raise ConfigError(f"web.{key}", "must be greater than 0")
+    if web.event_heartbeat > 300:
+        raise ConfigError("web.event_heartbeat", "must be at most 300 seconds")
     if web.session_idle > web.session_lifetime:
         raise ConfigError("web.session_idle", "must be at most web.session_lifetime")
     if web.max_body_size > 16 * 1024 * KiB:

@@ -15,9 +15,10 @@ The messages (their kind on the wire, who sends them):
   main process's password cache (`postkeep.auth.passwords.PasswordVerifier`);
 - `Ready` (``ready``), worker: its listeners are up; with its pid;
 - `SlotRequest` (``ip``, ``acct``, ``slow``), worker: take a connection slot, `IpSlot` before
-  serving a connection, `AccountSlot` before a login, `SlowSlot` when a connection turns slow;
-  answered with an `Answer`. Connection and slow slots are counted per service (``mx``,
-  ``submission``, ``imap``, ``web``: `SERVICES`), each with its own limits;
+  serving a connection, `AccountSlot` before a login (IMAP) or an event stream (web),
+  `SlowSlot` when a connection turns slow; answered with an `Answer`. All slots are counted
+  per service (``mx``, ``submission``, ``imap``, ``web``: `SERVICES`), each with its own
+  limits;
 - `SlotRelease` (``ip-``, ``acct-``, ``slow-``), worker: give back a slot it took; no answer;
 - `PasswordQuery` (``pw?``), worker: is this verified password's HMAC in the main process's
   cache? answered with an `Answer`;
@@ -84,8 +85,10 @@ class IpSlot:
 
 @dataclass(frozen=True, slots=True)
 class AccountSlot:
-    """A logged-in slot of an account (`postkeep.net.slots.LocalSlots.take_account`)."""
+    """A slot of an account on one service (`postkeep.net.slots.LocalSlots.take_account`):
+    an IMAP login, a webmail event stream."""
 
+    service: str
     account_id: int
 
 
@@ -195,14 +198,14 @@ def _fields(message: Message) -> dict[str, Any]:
             return {"t": "ready", "pid": pid}
         case SlotRequest(request_id, IpSlot(service, ip_class)):
             return {"t": "ip", "id": request_id, "s": service, "k": ip_class}
-        case SlotRequest(request_id, AccountSlot(account_id)):
-            return {"t": "acct", "id": request_id, "k": account_id}
+        case SlotRequest(request_id, AccountSlot(service, account_id)):
+            return {"t": "acct", "id": request_id, "s": service, "k": account_id}
         case SlotRequest(request_id, SlowSlot(service)):
             return {"t": "slow", "id": request_id, "s": service}
         case SlotRelease(IpSlot(service, ip_class)):
             return {"t": "ip-", "s": service, "k": ip_class}
-        case SlotRelease(AccountSlot(account_id)):
-            return {"t": "acct-", "k": account_id}
+        case SlotRelease(AccountSlot(service, account_id)):
+            return {"t": "acct-", "s": service, "k": account_id}
         case SlotRelease(SlowSlot(service)):
             return {"t": "slow-", "s": service}
         case PasswordQuery(request_id, digest):
@@ -385,10 +388,11 @@ _DECODERS: dict[str, Callable[[_Fields], Message]] = {
     "hello": lambda f: Hello(f.octets("key")),
     "ready": lambda f: Ready(f.integer("pid")),
     "ip": lambda f: SlotRequest(f.integer("id"), IpSlot(f.service("s"), f.string("k"))),
-    "acct": lambda f: SlotRequest(f.integer("id"), AccountSlot(f.integer("k"))),
+    "acct": lambda f: SlotRequest(f.integer("id"),
+                                  AccountSlot(f.service("s"), f.integer("k"))),
     "slow": lambda f: SlotRequest(f.integer("id"), SlowSlot(f.service("s"))),
     "ip-": lambda f: SlotRelease(IpSlot(f.service("s"), f.string("k"))),
-    "acct-": lambda f: SlotRelease(AccountSlot(f.integer("k"))),
+    "acct-": lambda f: SlotRelease(AccountSlot(f.service("s"), f.integer("k"))),
     "slow-": lambda f: SlotRelease(SlowSlot(f.service("s"))),
     "pw?": lambda f: PasswordQuery(f.integer("id"), f.octets("k")),
     "pw+": lambda f: PasswordLearned(f.octets("k")),

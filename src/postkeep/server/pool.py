@@ -85,7 +85,8 @@ def service_slots(cfg: Config) -> dict[str, LocalSlots]:
         "imap": LocalSlots(imap.max_connections, imap.max_connections_per_ip,
                            imap.max_connections_per_account,
                            slow_slots(imap.max_connections, imap.slow_share)),
-        "web": LocalSlots(cfg.web.max_connections, cfg.web.max_connections_per_ip, 0),
+        "web": LocalSlots(cfg.web.max_connections, cfg.web.max_connections_per_ip,
+                          cfg.web.max_event_streams),
     }
 
 
@@ -293,8 +294,8 @@ class WorkerPool:
         match slot:
             case ipc.IpSlot(service, ip_class):
                 return self.slots[service].take_ip(ip_class)
-            case ipc.AccountSlot(account_id):
-                return self.slots["imap"].take_account(account_id)
+            case ipc.AccountSlot(service, account_id):
+                return self.slots[service].take_account(account_id)
             case ipc.SlowSlot(service):
                 return self.slots[service].take_slow()
 
@@ -302,8 +303,8 @@ class WorkerPool:
         match slot:
             case ipc.IpSlot(service, ip_class):
                 self.slots[service].release_ip(ip_class)
-            case ipc.AccountSlot(account_id):
-                self.slots["imap"].release_account(account_id)
+            case ipc.AccountSlot(service, account_id):
+                self.slots[service].release_account(account_id)
             case ipc.SlowSlot(service):
                 self.slots[service].release_slow()
 

@@ -39,6 +39,7 @@ from postkeep.config.firewall import FirewallConfig
 from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.submit import LocalSubmission, make_pipeline
 from postkeep.dns.resolver import DnsResolver
+from postkeep.filters.junk.training import JunkTrainer
 from postkeep.imap.server import ImapServer
 from postkeep.net.budget import DataBudget
 from postkeep.net.firewall import GLOBAL, REPORT_EVERY, BucketKey, Buckets, Over, refusal
@@ -194,10 +195,10 @@ class RemoteSlots:
         self.channel.send(ipc.SlotRelease(ipc.SlowSlot(self.service)))
 
     async def acquire_account(self, account_id: int) -> bool:
-        return await self._acquire(ipc.AccountSlot(account_id))
+        return await self._acquire(ipc.AccountSlot(self.service, account_id))
 
     def release_account(self, account_id: int) -> None:
-        self.channel.send(ipc.SlotRelease(ipc.AccountSlot(account_id)))
+        self.channel.send(ipc.SlotRelease(ipc.AccountSlot(self.service, account_id)))
 
     async def _acquire(self, slot: ipc.Slot) -> bool:
         return await self.channel.ask(lambda request_id: ipc.SlotRequest(request_id, slot),
@@ -318,10 +319,12 @@ async def serve_worker(
         # the webmail sends through the submission listener's own pipeline (the same one)
         pipeline = submission.inbound if submission is not None else make_pipeline(
             cfg, store, StoreDirectory(store), submission=True, on_queued=runner.wake)
+        trainer = (JunkTrainer(store, cfg.junk)
+                   if "junk" in cfg.filters.inbound and cfg.junk.classifier else None)
         servers.append(WebService(cfg, store, tls_context, verifier,
                                   submit=LocalSubmission(cfg, store, pipeline).submit,
                                   slots=channel.slots("web"), https=sockets.https,
-                                  http=sockets.http, rates=rates, guard=guard))
+                                  http=sockets.http, rates=rates, guard=guard, trainer=trainer))
     reading = asyncio.create_task(channel.run())
     reading.add_done_callback(lambda _task: stop.set())
     delivering: asyncio.Task[None] | None = None

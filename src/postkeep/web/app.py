@@ -111,9 +111,16 @@ def current(request: web.Request) -> Current | None:
 
 
 def form_of(request: web.Request) -> dict[str, str]:
-    """The request's form fields (read and checked by the middleware; text fields only)."""
+    """The request's form fields (read and checked by the middleware; text fields only; of a
+    name given more than once, the last value)."""
     found = request.get("form")
     return found if isinstance(found, dict) else {}
+
+
+def form_values(request: web.Request, name: str) -> list[str]:
+    """Every value of the text field `name`, in the order posted (``uid=1&uid=2``)."""
+    found = request.get("form_pairs")
+    return [v for k, v in found if k == name] if isinstance(found, list) else []
 
 
 def files_of(request: web.Request) -> list[Upload]:
@@ -226,7 +233,8 @@ async def _read_form(request: web.Request, limit: int, upload: bool) -> web.Resp
         return _refuse(request, 413, "request body too large")
     except ValueError:
         return _refuse(request, 400, "malformed form")
-    request["form"] = {k: v for k, v in posted.items() if isinstance(v, str)}
+    pairs = [(k, v) for k, v in posted.items() if isinstance(v, str)]
+    request["form"], request["form_pairs"] = dict(pairs), pairs
     return None
 
 
@@ -236,6 +244,7 @@ async def _read_multipart(request: web.Request, limit: int,
     all: text fields (UTF-8) into request["form"], files into request["files"] if `upload`
     (elsewhere they are read past and dropped)."""
     form: dict[str, str] = {}
+    pairs: list[tuple[str, str]] = []
     files: list[Upload] = []
     total = 0
     try:
@@ -257,12 +266,13 @@ async def _read_multipart(request: web.Request, limit: int,
                     files.append(Upload(part.name, part.filename,
                                         part.headers.get("Content-Type", ""), bytes(body)))
             else:
-                form[part.name] = body.decode("utf-8")
+                pairs.append((part.name, body.decode("utf-8")))
+                form[part.name] = pairs[-1][1]
         else:
             return _refuse(request, 400, "too many form fields")
     except (ValueError, UnicodeDecodeError, AssertionError):
         return _refuse(request, 400, "malformed form")
-    request["form"] = form
+    request["form"], request["form_pairs"] = form, pairs
     request["files"] = files
     return None
 

@@ -15,6 +15,13 @@ secrecy) after its slot, bounded by `tls.handshake_timeout`. Each admitted conne
 A request's header and body must arrive within `web.request_timeout` of its first octet
 (`HttpConnection.expired` closes the connection past it: a slowloris holds its slot no
 longer); an idle keep-alive connection is closed after `web.keepalive_timeout` (aiohttp).
+Once the request is in (`request_read`, called by the middleware of `postkeep.web.app`
+before any handler runs) its deadline is over, however long the answer takes: a streamed
+answer (the webmail's event stream, `postkeep.web.mail.push`) lasts as long as its handler
+writes, and octets the client sends meanwhile arm no deadline (`in_request`). What bounds a
+response instead is its reader: a client that stops reading (the transport's buffer past its
+high-water mark: `pause_writing`) has `web.request_timeout` to read on before the
+connection is aborted, so a stalled stream holds neither its slot nor its handler.
 Behind a proxy the client is the address the PROXY header named (`peer_of`), never a
 forwarded-for header.
 """
@@ -86,23 +93,31 @@ class HttpConnection(SessionProtocol):
         return False  # close once the replies are written (half-close is no use over TLS)
 
     def pause_writing(self) -> None:
+        """The client stopped reading: it has `request_timeout` to read on."""
+        self.slow_at = asyncio.get_running_loop().time() + self.server.request_timeout
+        self.listeners.watch.add(self)
         if self.handler is not None:
             self.handler.pause_writing()
 
     def resume_writing(self) -> None:
+        self.slow_at = None
+        if self.deadline is None:
+            self.listeners.watch.discard(self)
         if self.handler is not None:
             self.handler.resume_writing()
 
     def request_read(self) -> None:
         """The current request is in (header and body): its deadline is met."""
         self.deadline = None
-        self.listeners.watch.discard(self)
+        if self.slow_at is None:
+            self.listeners.watch.discard(self)
 
     def expired(self, now: float) -> None:
         assert self.peer is not None
         self.listeners.watch.discard(self)
-        logger.warning("timeout ip=%s reason=%s", self.peer.ip,
-                       log.quote("request not received in time"))
+        stalled = self.slow_at is not None and self.slow_at < now
+        logger.warning("timeout ip=%s reason=%s", self.peer.ip, log.quote(
+            "response not read in time" if stalled else "request not received in time"))
         if self.transport is not None:
             self.transport.abort()
 
