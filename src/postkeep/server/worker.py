@@ -37,6 +37,7 @@ from postkeep.bans.policy import Policy
 from postkeep.config import Config
 from postkeep.config.firewall import FirewallConfig
 from postkeep.dns.resolver import DnsResolver
+from postkeep.filters.junk.pruning import JunkPruner
 from postkeep.imap.server import ImapServer
 from postkeep.net.budget import DataBudget
 from postkeep.net.firewall import GLOBAL, REPORT_EVERY, BucketKey, Buckets, Over, refusal
@@ -289,8 +290,11 @@ async def serve_worker(
     tls_reports = TlsReports(cfg, store, resolver) if cfg.delivery.tls_reports else None
     transport = RemoteTransport(cfg, resolver, tls_reports)
     dmarc_reports = DmarcReports(cfg, store, resolver) if reporting(cfg) else None
+    # the junk classifier's tokens pruned by one process (each node's worker 0)
+    pruner = (JunkPruner(store, cfg.junk) if index == 0 and cfg.junk.classifier
+              and "junk" in cfg.filters.inbound else None)
     runner = QueueRunner(cfg, store, transport, owner=f"{cfg.server.hostname}/{os.getpid()}/",
-                         tls_reports=tls_reports, dmarc_reports=dmarc_reports)
+                         tls_reports=tls_reports, dmarc_reports=dmarc_reports, pruner=pruner)
     servers: list[SmtpServer | ImapServer | WebService] = []
     if sockets.mx:
         servers.append(SmtpServer(cfg, store, tls_context, budget=budget,
