@@ -293,3 +293,24 @@ def test_junk_keywords_train_once_and_change_the_next_verdict(inst: Instance) ->
     assert send_mx(inst, message(ham, CHOIR, "alto@choir.test", dave), dave)[0] == 250
     assert where(inst, ham, dave) == "INBOX"
     assert re.search(rb"tests=\S*BAYES_00", stored(inst, ham, "INBOX", dave))
+
+
+def test_tokens_pruned_hourly_and_by_the_cli(inst: Instance) -> None:
+    """The delivery worker prunes at its first look (then hourly), one log line; `postkeep
+    junk prune` prunes now: with a cap of 5 tokens an account, the trained accounts lose
+    their excess, and a second run finds nothing to do. (Last in the module: it trims.)"""
+    inst.wait_log(r"junk tokens pruned examined=\d+ hapaxes=0 trimmed=0 complete=yes")
+    inst.set_config("junk", min_messages=2, max_account_tokens=5)
+    try:
+        out = inst.cli("junk", "prune").stdout
+        found = re.search(r"looked at (\d+) token\(s\): 0 hapax\(es\) deleted, (\d+) past "
+                          r"the caps", out)
+        assert found and int(found[1]) > 0 and int(found[2]) > 0, out
+        again = inst.cli("junk", "prune").stdout
+        assert re.search(r": 0 hapax\(es\) deleted, 0 past the caps", again), again
+    finally:
+        inst.set_config("junk", min_messages=2, max_account_tokens=150_000)
+    inst.set_config("junk", hapax_days=-1)
+    bad = inst.cli("junk", "prune", check=False)
+    assert bad.returncode == 2 and "junk.hapax_days" in bad.stderr, bad
+    inst.set_config("junk", min_messages=2, hapax_days=30)

@@ -290,8 +290,8 @@ async def serve_worker(
     tls_reports = TlsReports(cfg, store, resolver) if cfg.delivery.tls_reports else None
     transport = RemoteTransport(cfg, resolver, tls_reports)
     dmarc_reports = DmarcReports(cfg, store, resolver) if reporting(cfg) else None
-    # the junk classifier's tokens pruned by one process (each node's worker 0)
-    pruner = (JunkPruner(store, cfg.junk) if index == 0 and cfg.junk.classifier
+    # the junk classifier's tokens pruned by one process (each node's worker 1, the first)
+    pruner = (JunkPruner(store, cfg.junk) if index == 1 and cfg.junk.classifier
               and "junk" in cfg.filters.inbound else None)
     runner = QueueRunner(cfg, store, transport, owner=f"{cfg.server.hostname}/{os.getpid()}/",
                          tls_reports=tls_reports, dmarc_reports=dmarc_reports, pruner=pruner)

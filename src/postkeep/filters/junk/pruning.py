@@ -12,7 +12,7 @@ Two passes, each in transactions of at most `BATCH` rows (`Store.junk_prune_hapa
    tokens, those in fewest messages and, among them, the longest unseen, down to the cap
    (at most `prune_rows` of them a run, too).
 
-The server runs one from its delivery worker 0 once an hour (`postkeep.queue.runner`), one
+The server runs one from its delivery worker 1 once an hour (`postkeep.queue.runner`), one
 log line a run with what went; `postkeep junk prune` runs one without the bound and shows
 its progress.
 """
