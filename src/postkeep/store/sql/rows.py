@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, exists
+from sqlalchemy import and_, bindparam, exists, insert
 
 from postkeep.store.api import Account, FilterLine, FilterReport, Flag, Mailbox, MessageInfo
 from postkeep.store.sql.schema import (
@@ -130,6 +130,12 @@ FILTER_COLS = (
     filter_results.c.results,
     filter_results.c.created,
 )
+
+
+def filter_insert() -> Any:
+    """The INSERT of a `filter_row` (the group-commit writer compiles it once)."""
+    names = ("blob_id", "direction", "queue_id", "action", "score", "results", "created")
+    return insert(filter_results).values({name: bindparam(name) for name in names})
 
 
 def filter_row(blob_id: str, report: FilterReport) -> dict[str, Any]:

@@ -74,16 +74,8 @@ from postkeep.store.crypto import (
 )
 from postkeep.store.events import EventBus
 from postkeep.store.sql.prepared import Cursor, Prepared
-from postkeep.store.sql.rows import filter_row
-from postkeep.store.sql.schema import (
-    accounts,
-    blobs,
-    envelopes,
-    filter_results,
-    mailboxes,
-    messages,
-    quarantine,
-)
+from postkeep.store.sql.rows import filter_insert, filter_row
+from postkeep.store.sql.schema import accounts, blobs, envelopes, mailboxes, messages, quarantine
 
 log = logging.getLogger("postkeep.store")
 
@@ -220,7 +212,6 @@ _ENVELOPE_COLUMNS = (
     "queue_id", "mail_from", "recipients", "client_ip", "helo", "received_at", "ret", "envid",
     "body", "smtputf8", "blob_id",
 )
-_FILTER_COLUMNS = ("blob_id", "direction", "queue_id", "action", "score", "results", "created")
 _MESSAGE_COLUMNS = (
     "mailbox_id", "uid", "modseq", "blob_id", "content_key", "size", "internaldate", "flags",
     "keywords", "savedate",
@@ -239,7 +230,7 @@ class _DeliveryStatements:
         self.insert_blobs = Prepared(_insert_all(blobs, _BLOB_COLUMNS), dialect)
         self.insert_envelopes = Prepared(_insert_all(envelopes, _ENVELOPE_COLUMNS), dialect)
         self.insert_messages = Prepared(_insert_all(messages, _MESSAGE_COLUMNS), dialect)
-        self.insert_filters = Prepared(_insert_all(filter_results, _FILTER_COLUMNS), dialect)
+        self.insert_filters = Prepared(filter_insert(), dialect)
 
 
 class GroupCommitWriter:
