@@ -8,6 +8,7 @@ user has written to is never junked."""
 from __future__ import annotations
 
 import imaplib
+import json
 import re
 import smtplib
 import ssl
@@ -190,3 +191,126 @@ def test_training_over_imap_changes_the_next_verdict(inst: Instance) -> None:
     assert re.search(rb"tests=\S*BAYES_99\S*ALLOWLISTED", stored(inst, allowed, "INBOX", CAROL))
     inst.cli("junk", "remove", "shop.test", "--for", CAROL)
     assert inst.cli("junk", "list", "--for", CAROL).stdout.strip() == "no entries"
+
+
+def uid_of(client: imaplib.IMAP4, subject: str) -> bytes:
+    typ, data = client.uid("SEARCH", "SUBJECT", f'"{subject}"')
+    assert typ == "OK" and len(data[0].split()) == 1, (subject, data)
+    return bytes(data[0])
+
+
+def flags_of(client: imaplib.IMAP4, uid: bytes) -> bytes:
+    typ, data = client.uid("FETCH", uid.decode(), "(FLAGS)")
+    assert typ == "OK"
+    return bytes(data[0])
+
+
+def test_filter_record_of_a_junked_message(inst: Instance) -> None:
+    """A message delivered over SMTP and filed into Junk: `$Junk` on it, its filters'
+    record readable with `postkeep message filters` with the symbols that fired."""
+    subject = f"Your parcel {uuid.uuid4().hex}"
+    data = message(subject, "open the attached label", attachment=("label.pdf.exe", b"MZ\0\0"))
+    code, reply = send_mx(inst, data)
+    assert code == 250
+    qid = reply.split()[-1].decode()
+    client = imap(inst, "alice@example.test")
+    try:
+        assert client.select("Junk")[0] == "OK"
+        uid = uid_of(client, subject)
+        assert b"$Junk" in flags_of(client, uid)
+    finally:
+        client.logout()
+    out = inst.cli("message", "filters", "alice@example.test", "Junk", uid.decode()).stdout
+    assert re.search(rf"(?m)^queue id:\s+{qid}$", out)
+    assert re.search(r"(?m)^junk\s+tag\s+[\d.]+\s+spam \[\S*ATTACH_DOUBLE_EXT", out)
+    report = json.loads(inst.cli("message", "filters", "alice@example.test", "Junk",
+                                 uid.decode(), "--json").stdout)
+    assert report["direction"] == "in" and report["action"] == "tag"
+    (junk,) = report["filters"]
+    assert junk["filter"] == "junk" and "ATTACH_DOUBLE_EXT" in junk["symbols"]
+    assert junk["score"] == report["score"] >= 5
+    # bad input: a clear line, exit 1
+    for args, error in ((("alice@example.test", "Junk", "999999"), "no message with UID"),
+                        (("alice@example.test", "Nope", "1"), "no mailbox 'Nope'"),
+                        (("nobody@example.test", "INBOX", "1"), "no such account"),
+                        (("alice@example.test", "INBOX", "0"), "a UID is a positive number")):
+        result = inst.cli("message", "filters", *args, check=False)
+        assert result.returncode == 1 and error in result.stderr, result
+
+
+OFFER = "Exclusive crypto giveaway: double your bitcoin, claim airdrop tokens, wallet bonus"
+CHOIR = "Choir rehearsal notes: soprano seating, hymn selection, concert rota, tea urn"
+
+
+def store(client: imaplib.IMAP4, subjects: list[str], op: str, flag: str) -> None:
+    uids = b",".join(uid_of(client, s) for s in subjects).decode()
+    typ, _ = client.uid("STORE", uids, op, f"({flag})")
+    assert typ == "OK"
+
+
+def test_junk_keywords_train_once_and_change_the_next_verdict(inst: Instance) -> None:
+    """STORE +FLAGS $Junk / $NotJunk over IMAP trains as a move does, with the same record:
+    a message marked and then moved into Junk is learnt once; a mark the other way flips it;
+    the next similar message over SMTP gets the learnt verdict."""
+    dave = "dave@example.test"
+    inst.cli("user", "add", dave, "--password-stdin", input=PASSWORD + "\n")
+    tag = uuid.uuid4().hex[:8]
+    spams = [f"giveaway {tag} {i}" for i in range(3)]
+    hams = [f"rehearsal {tag} {i}" for i in range(2)]
+    for subject in spams:
+        assert send_mx(inst, message(subject, OFFER, "promo@coins.test", dave), dave)[0] == 250
+    for subject in hams:
+        assert send_mx(inst, message(subject, CHOIR, "alto@choir.test", dave), dave)[0] == 250
+    assert all(where(inst, s, dave) == "INBOX" for s in spams + hams)
+    client = imap(inst, dave)
+    try:
+        assert client.select("INBOX")[0] == "OK"
+        store(client, spams, "+FLAGS", "$Junk")
+        inst.wait_log(r"junk trained account=\d+ class=spam mailbox=INBOX learnt=3 via=keyword")
+        store(client, hams, "+FLAGS.SILENT", "$NotJunk")
+        inst.wait_log(r"junk trained account=\d+ class=ham mailbox=INBOX learnt=2 via=keyword")
+        store(client, spams, "+FLAGS", "$Junk")  # had it: nothing changed, nothing learnt
+        move(client, "INBOX", spams, "Junk")  # learnt already by its keyword: not twice
+        inst.wait_log(r"junk trained account=\d+ class=spam mailbox=Junk already=3 via=move")
+        # a change of mind flips the message's class (un-learnt first), then back again
+        assert client.select("Junk")[0] == "OK"
+        store(client, spams[:1], "-FLAGS", "$Junk")  # no opinion
+        store(client, spams[:1], "+FLAGS", "$NotJunk")
+        inst.wait_log(r"junk trained account=\d+ class=ham mailbox=Junk relearnt=1 via=keyword")
+        store(client, spams[:1], "FLAGS", "$Junk \\Seen")
+        inst.wait_log(r"junk trained account=\d+ class=spam mailbox=Junk relearnt=1 via=keyword")
+    finally:
+        client.logout()
+    log = inst.log()
+    assert log.count("class=spam mailbox=INBOX learnt=3 via=keyword") == 1
+    assert "class=spam mailbox=INBOX already" not in log
+    spam = f"giveaway {tag} new"
+    assert send_mx(inst, message(spam, OFFER, "promo@coins.test", dave), dave)[0] == 250
+    assert where(inst, spam, dave) == "Junk"
+    assert re.search(rb"X-Spam-Status: Yes, score=[\d.]+ tests=\S*BAYES_99",
+                     stored(inst, spam, "Junk", dave))
+    ham = f"rehearsal {tag} new"
+    assert send_mx(inst, message(ham, CHOIR, "alto@choir.test", dave), dave)[0] == 250
+    assert where(inst, ham, dave) == "INBOX"
+    assert re.search(rb"tests=\S*BAYES_00", stored(inst, ham, "INBOX", dave))
+
+
+def test_tokens_pruned_hourly_and_by_the_cli(inst: Instance) -> None:
+    """The delivery worker prunes at its first look (then hourly), one log line; `postkeep
+    junk prune` prunes now: with a cap of 5 tokens an account, the trained accounts lose
+    their excess, and a second run finds nothing to do. (Last in the module: it trims.)"""
+    inst.wait_log(r"junk tokens pruned examined=\d+ hapaxes=0 trimmed=0 complete=yes")
+    inst.set_config("junk", min_messages=2, max_account_tokens=5)
+    try:
+        out = inst.cli("junk", "prune").stdout
+        found = re.search(r"looked at (\d+) token\(s\): 0 hapax\(es\) deleted, (\d+) past "
+                          r"the caps", out)
+        assert found and int(found[1]) > 0 and int(found[2]) > 0, out
+        again = inst.cli("junk", "prune").stdout
+        assert re.search(r": 0 hapax\(es\) deleted, 0 past the caps", again), again
+    finally:
+        inst.set_config("junk", min_messages=2, max_account_tokens=150_000)
+    inst.set_config("junk", hapax_days=-1)
+    bad = inst.cli("junk", "prune", check=False)
+    assert bad.returncode == 2 and "junk.hapax_days" in bad.stderr, bad
+    inst.set_config("junk", min_messages=2, hapax_days=30)

@@ -125,6 +125,8 @@ def test_inbound_quarantine_round_trips(qi: Instance) -> None:
     show = qi.cli("quarantine", "show", held[0]["id"]).stdout
     assert f"Subject: {subject}" in show
     assert "X-Virus-Scanned: clamav at localhost; infected" in show
+    assert re.search(r"(?m)^clamav\s+quarantine\s+0\s+infected", show)  # the filter record
+    assert re.search(rf"(?m)^queue id:\s+{qid}$", show)
     raw = qi.cli("quarantine", "show", held[0]["id"], "--raw").stdout
     assert raw.startswith("Return-Path: <x@remote.test>") and ENCODED.decode() in raw
     # alice sees it in her Quarantine folder and moves it to her INBOX: released

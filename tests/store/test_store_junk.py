@@ -109,3 +109,42 @@ def test_lists_and_correspondents(run: Run, store: SqlStore) -> None:
     assert run(store.junk_entries(owner)) == []
     assert run(store.junk_counts([alice], ["t"]))[alice].spam == 0
     assert run(store.junk_counts([0], ["t"]))[0].tokens == {"t": (1, 0)}  # the instance's stay
+
+
+def test_pruning_hapaxes_and_caps_in_bounded_batches(run: Run, store: SqlStore) -> None:
+    """Hapaxes not learnt since `hapax_days` go (a token of two messages, or learnt lately,
+    stays), walked in batches across runs; a scope over its cap loses the tokens of fewest
+    messages, the longest unseen first, down to the cap; the counts tell what went."""
+    from postkeep.config.junk import JunkConfig
+    from postkeep.filters.junk.pruning import DAY, JunkPruner
+
+    alice = _account(run, store, "alice@example.test")
+    now = 1_800_000_000.0
+    old, recent = now - 40 * DAY, now - 5 * DAY
+    run(store.junk_learn(alice, "m1", True, ["rare", "common", *[f"old{i}" for i in range(9)]],
+                         now=old))
+    run(store.junk_learn(alice, "m2", True, ["common", "fresh"], now=recent))
+    assert run(store.junk_token_counts()) == {alice: 12, 0: 12}
+    cfg = JunkConfig(hapax_days=30, max_account_tokens=0, max_instance_tokens=0,
+                     prune_rows=1000)
+    pruner = JunkPruner(store, cfg)
+    # bounded: 7 rows a run (the walk goes on where it stopped), then the rest
+    first = run(pruner.run(now, limit=7))
+    assert (first.examined, first.complete) == (7, False)
+    rest = run(pruner.run(now, limit=0))
+    assert rest.complete and first.hapaxes + rest.hapaxes == 20  # rare, old0-8: both scopes
+    counts = run(store.junk_counts([alice, 0], ["rare", "common", "fresh", "old3"]))
+    assert dict(counts[alice].tokens) == {"common": (2, 0), "fresh": (1, 0)}
+    assert dict(counts[0].tokens) == {"common": (2, 0), "fresh": (1, 0)}
+    # caps: the account keeps 1 (the token of two messages), the instance 2
+    run(store.junk_learn(alice, "m3", False, ["other"], now=now))
+    capped = JunkPruner(store, JunkConfig(hapax_days=0, max_account_tokens=1,
+                                          max_instance_tokens=2))
+    done = run(capped.run(now))
+    assert (done.examined, done.hapaxes, done.trimmed) == (0, 0, 3)
+    counts = run(store.junk_counts([alice, 0], ["common", "fresh", "other"]))
+    assert dict(counts[alice].tokens) == {"common": (2, 0)}
+    # fresh (seen 5 days ago) went before other (today), both in one message
+    assert dict(counts[0].tokens) == {"common": (2, 0), "other": (0, 1)}
+    assert (counts[alice].spam, counts[alice].ham) == (2, 1)  # message counts stay
+    assert run(store.junk_trim(alice, 0)) == 0

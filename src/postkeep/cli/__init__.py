@@ -3,8 +3,8 @@ subcommands from a module of its own: `instance` (init, serve, check,
 config-reference), `accounts` (domain, user, alias, app-password, send-as), `queue` (the
 outbound queue), `dkim` (signing keys), `dns` (the records a domain needs), `ban` (client
 addresses banned, `postkeep.bans`), `junk` (the junk filter's allow and block lists),
-`quarantine` (what the content filters held) and `dmarc` (aggregate reports received and
-sent); `common`
+`quarantine` (what the content filters held), `message` (what the filters said of a stored
+message) and `dmarc` (aggregate reports received and sent); `common`
 holds what they share. What only some commands need (dnspython, the DKIM and queue code;
 SQLAlchemy, with the store) is imported by them when they run, so parsing the arguments,
 `--help` and a usage error stay quick.
@@ -18,7 +18,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from postkeep.cli import accounts, ban, dkim, dmarc, dns, instance, junk, quarantine, queue
+from postkeep.cli import (
+    accounts,
+    ban,
+    dkim,
+    dmarc,
+    dns,
+    instance,
+    junk,
+    message,
+    quarantine,
+    queue,
+)
 from postkeep.cli.common import CliError
 from postkeep.errors import ConfigError, StoreError
 
@@ -38,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     ban.add_commands(sub)
     junk.add_commands(sub)
     quarantine.add_commands(sub)
+    message.add_commands(sub)
     return parser
 
 

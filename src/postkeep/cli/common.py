@@ -16,7 +16,7 @@ from postkeep.auth.passwords import generate_password
 from postkeep.server.privileges import become_service_user
 from postkeep.smtp.wire.parser import CommandError, is_domain, parse_path
 from postkeep.store import open_store
-from postkeep.store.api import Store
+from postkeep.store.api import MailStore
 from postkeep.store.crypto import load_master_key
 
 CONFIG_NAME = "postkeep.toml"
@@ -31,7 +31,7 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
     return config_mod.load(Path(args.dir) / CONFIG_NAME)
 
 
-def with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[Any]]) -> Any:
+def with_store(args: argparse.Namespace, action: Callable[[MailStore], Awaitable[Any]]) -> Any:
     """Open the instance's store, run `action` on it, close it; returns what `action` returns.
 
     Run by root, the command first drops to `server.user` as the server does

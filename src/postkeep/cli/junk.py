@@ -1,17 +1,20 @@
-"""`postkeep junk allow|block|remove|list`: the junk filter's allow and block lists
-(`postkeep.filters.junk`), per account or per local domain.
+"""`postkeep junk allow|block|remove|list|prune`: the junk filter's allow and block lists
+(`postkeep.filters.junk`), per account or per local domain, and its classifier's pruning.
 
 `allow ENTRY --for OWNER` and `block ENTRY --for OWNER` set an entry, `remove ENTRY --for
 OWNER` removes it; ENTRY is a sender's address or a domain (which covers its subdomains),
 OWNER an account's address or a local domain (whose entries count for all its accounts,
 after the account's own). `list [--for OWNER]` shows them. A running server reads the
-lists at each message: a change counts at once.
+lists at each message: a change counts at once. `prune` prunes the classifier's tokens now
+as `[junk]` says (`postkeep.filters.junk.pruning`: the hapaxes, then each scope's cap),
+without the hourly run's bound, its progress on standard error, and prints the counts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING
 
 from postkeep.cli.common import CliError, with_store
@@ -89,8 +92,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from postkeep.cli.common import load_config
+    from postkeep.filters.junk.pruning import JunkPruner, PruneCounts
+
+    cfg = load_config(args).junk
+
+    def progress(counts: PruneCounts) -> None:
+        print(f"\r{counts.summary()}", end="", file=sys.stderr, flush=True)
+
+    counts: PruneCounts = with_store(args, lambda s: JunkPruner(s, cfg).run(limit=0,
+                                                                            progress=progress))
+    print(file=sys.stderr)
+    print(f"looked at {counts.examined} token(s): {counts.hapaxes} hapax(es) deleted, "
+          f"{counts.trimmed} past the caps")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("junk", help="the junk filter's allow and block lists")
+    p = sub.add_parser("junk", help="the junk filter's allow and block lists, its pruning")
     jsub = p.add_subparsers(dest="action", required=True)
     for name, func, text in (("allow", cmd_allow, "never junk mail from a sender"),
                              ("block", cmd_block, "always junk mail from a sender"),
@@ -104,3 +124,5 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     q.add_argument("--for", dest="owner", help="only this account's or domain's")
     q.add_argument("--json", action="store_true", help="as JSON")
     q.set_defaults(func=cmd_list)
+    jsub.add_parser("prune", help="prune the classifier's tokens now (junk.hapax_days, caps)"
+                    ).set_defaults(func=cmd_prune)

@@ -1,13 +1,14 @@
 """`postkeep quarantine list|show|release|delete|expire|resume`: messages the content filters
 held (`postkeep.delivery.quarantine`), for an operator.
 
-`list` shows each entry (`--account`, `--direction in|out` narrow it); `show ID` its record
-and the message's header (`--raw`: the whole message); `release ID` moves an inbound message
-to the recipient's INBOX, or sends an outbound one as it was held (its remote recipients
-through the outbound queue, which the running server's delivery workers see at their next
-look); `delete ID` removes it; `expire` removes what is past `[quarantine] days` now (the
-delivery workers do it hourly), showing its progress; `resume ADDRESS` ends an account's
-sending pause before its time.
+`list` shows each entry (`--account`, `--direction in|out` narrow it); `show ID` its record,
+every filter's result (as `postkeep message filters` shows it) and the message's header
+(`--raw`: the whole message); `release ID` moves an inbound message to the recipient's
+INBOX, or sends an outbound one as it was held (its remote recipients through the outbound
+queue, which the running server's delivery workers see at their next look); `delete ID`
+removes it; `expire` removes what is past `[quarantine] days` now (the delivery workers do
+it hourly), showing its progress; `resume ADDRESS` ends an account's sending pause before
+its time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from postkeep.cli.common import CliError, check_address, with_store
+from postkeep.cli.message import format_report
 from postkeep.errors import NotFound
 
 if TYPE_CHECKING:
@@ -73,6 +75,9 @@ def cmd_show(args: argparse.Namespace) -> int:
               ("held", _utc(entry.created)), ("expires", _utc(entry.expires))]
     for name, value in fields:
         print(f"{name + ':':<12}{value}")
+    if entry.filters is not None:
+        print()
+        print("\n".join(format_report(entry.filters)))
     print()
     head = message.split(b"\r\n\r\n", 1)[0]
     print(head.decode("utf-8", "replace").replace("\r\n", "\n"))

@@ -68,6 +68,27 @@ class JunkConfig:
         "(logged).",
         default=10.0,
     )
+    hapax_days: int = setting(
+        "Days after which a classifier token seen in one learnt message only (a hapax), and "
+        "not learnt since, is pruned; 0 keeps them. The server prunes once an hour (and "
+        "`postkeep junk prune`).",
+        default=30,
+    )
+    max_account_tokens: int = setting(
+        "Tokens an account's classifier keeps at most; past it the least informative go "
+        "(those in fewest messages, the longest unseen first) at the next prune; 0: no cap.",
+        default=150_000,
+    )
+    max_instance_tokens: int = setting(
+        "Tokens the instance-wide classifier (every account's training) keeps at most, as "
+        "`max_account_tokens`; 0: no cap.",
+        default=1_000_000,
+    )
+    prune_rows: int = setting(
+        "Token rows one hourly prune looks at, and deletes, at most (2000 a transaction); "
+        "the next one goes on where it stopped.",
+        default=200_000,
+    )
 
 
 def validate_junk(junk: JunkConfig) -> None:
@@ -87,5 +108,12 @@ def validate_junk(junk: JunkConfig) -> None:
         raise ConfigError("junk.max_size", "must be between 64 KiB and 64 MiB")
     if not 0 < junk.timeout <= 600:
         raise ConfigError("junk.timeout", "must be greater than 0 and at most 600")
+    if not 0 <= junk.hapax_days <= 3650:
+        raise ConfigError("junk.hapax_days", "must be between 0 and 3650")
+    for name in ("max_account_tokens", "max_instance_tokens"):
+        if not 0 <= getattr(junk, name) <= 100_000_000:
+            raise ConfigError(f"junk.{name}", "must be between 0 and 100000000")
+    if not 1000 <= junk.prune_rows <= 100_000_000:
+        raise ConfigError("junk.prune_rows", "must be between 1000 and 100000000")
     if junk.spam_weight < 0 or junk.ham_weight < 0:
         raise ConfigError("junk.spam_weight", "weights must not be negative")

@@ -114,12 +114,16 @@ from postkeep.store.api import (
     DmarcFeedback,
     DsnRecipient,
     Envelope,
+    FilterReport,
     LocalDelivery,
     Store,
 )
 from postkeep.store.spool import MessageData, SpooledText
 
 logger = log.get("smtp")  # the SMTP driver's log: operators' filters match these lines there
+
+#: The keyword of mail filed as junk (RFC 5788's registry: Thunderbird and Apple Mail read it).
+JUNK_KEYWORD = "$Junk"
 
 R_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 
@@ -163,6 +167,8 @@ class Inbound:
     scan_results: bytes = b""  # the content filters' fields (`scan`), above `trace`
     scan_summary: str = ""  # their results in short, for the log line
     held: ScanOutcome | None = None  # the filters held it: `store` puts it in the quarantine
+    report: FilterReport | None = None  # each filter's result, stored with the message
+    keywords: tuple[str, ...] = ()  # of the local copies: $Junk for mail filed as junk
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +293,7 @@ class InboundPipeline:
             self.on_dmarc(*judgement.report_row)
         if judgement.mailbox is not None:
             message.mailbox = judgement.mailbox
+            message.keywords = (JUNK_KEYWORD,)
             logger.info("quarantined qid=%s ip=%s mailbox=%s reason=%s", message.queue_id,
                         message.client.ip, judgement.mailbox, log.quote(judgement.reason))
         return judgement.verdict
@@ -358,6 +365,7 @@ class InboundPipeline:
                               mechanism=message.client.mechanism if login else "")
         outcome = await self.filters.run(message.data, context)
         message.scan_summary = outcome.summary()
+        message.report = outcome.report(self.filters.direction, message.queue_id, self.clock())
         submission = self.filters.direction is Direction.OUTBOUND
         if outcome.data is not None:  # header fields or the body changed (a milter's)
             message.data = outcome.data
@@ -374,6 +382,7 @@ class InboundPipeline:
             message.scan_results = filter_fields.render(outcome, self.hostname)
             if outcome.mailbox and not submission:
                 message.mailbox = outcome.mailbox
+                message.keywords = (JUNK_KEYWORD,)
                 logger.info("filed qid=%s ip=%s mailbox=%s reason=%s", message.queue_id,
                             message.client.ip, outcome.mailbox,
                             log.quote(f"content filter: score {outcome.score:g}"))
@@ -571,7 +580,7 @@ class InboundPipeline:
         try:
             verdict = await hold(self.store, self.hold, message.held, message.envelope, data,
                                  ip=message.client.ip, local=account_ids, login=login,
-                                 clock=self.clock)
+                                 clock=self.clock, report=message.report)
         except Exception:
             logger.exception("quarantine failed qid=%s ip=%s", message.queue_id,
                              message.client.ip)
@@ -584,7 +593,8 @@ class InboundPipeline:
         """Into `message.mailbox`; a recipient without that mailbox (a Junk deleted) gets it
         in INBOX instead, Authentication-Results telling why it was suspect."""
         delivery = LocalDelivery(message.envelope, account_ids, data,
-                                 mailbox_name=message.mailbox)
+                                 mailbox_name=message.mailbox, keywords=message.keywords,
+                                 filters=message.report)
         try:
             await self.store.deliver(delivery)
         except NotFound:
@@ -592,7 +602,9 @@ class InboundPipeline:
                 raise
             logger.warning("no mailbox qid=%s mailbox=%s: delivered to INBOX",
                            message.queue_id, message.mailbox)
-            await self.store.deliver(LocalDelivery(message.envelope, account_ids, data))
+            await self.store.deliver(LocalDelivery(message.envelope, account_ids, data,
+                                                   keywords=message.keywords,
+                                                   filters=message.report))
 
 
 def _read_reports(data: MessageData) -> tuple[list[Report], list[str]]:

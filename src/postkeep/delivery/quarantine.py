@@ -45,6 +45,7 @@ from postkeep.store.api import (
     Account,
     DsnRecipient,
     Envelope,
+    FilterReport,
     LocalDelivery,
     QuarantineEntry,
     QuarantineNote,
@@ -79,20 +80,24 @@ def held_by(outcome: ScanOutcome, *, submission: bool) -> bool:
 
 async def hold(store: Store, policy: HoldPolicy, outcome: ScanOutcome, envelope: Envelope,
                data: MessageData, *, ip: str, local: list[int], login: Account | None,
-               clock: Callable[[], float] = time.time) -> Verdict | None:
+               clock: Callable[[], float] = time.time,
+               report: FilterReport | None = None) -> Verdict | None:
     """Store a held message (`data` with its trace fields) in the quarantine: for the `local`
-    recipients' accounts inbound, for the `login` on submission (then paused). The reply, or
-    None for the pipeline's usual ``250`` (inbound). Raises what the store raises."""
+    recipients' accounts inbound, for the `login` on submission (then paused), with the
+    filters' `report` (`QuarantineEntry.filters`). The reply, or None for the pipeline's
+    usual ``250`` (inbound). Raises what the store raises."""
     now = clock()
     qid = envelope.queue_id
     note = QuarantineNote("out" if login else "in", outcome.decided_by, outcome.reason,
                           now + policy.days * DAY)
     if login is None:
-        await store.quarantine(LocalDelivery(envelope, local, data, quarantine=note))
+        await store.quarantine(LocalDelivery(envelope, local, data, quarantine=note,
+                                             filters=report))
         logger.info("held in quarantine qid=%s ip=%s filter=%s accounts=%d reason=%s", qid, ip,
                     note.filter, len(local), log.quote(note.reason))
         return None
-    await store.quarantine(LocalDelivery(envelope, [login.id], data, quarantine=note))
+    await store.quarantine(LocalDelivery(envelope, [login.id], data, quarantine=note,
+                                         filters=report))
     if policy.pause:
         await store.pause_sending(login.id, now + policy.pause, note.filter, note.reason, qid,
                                   now)

@@ -10,7 +10,9 @@ own `timeout`; a filter that times out or fails gets its fail mode for the direc
 (the message goes on, its status says it was not scanned, a warning is logged) or closed (a
 tempfail). Results combine: the first reject or tempfail ends the run and decides, scores
 add up, symbols are listed in order, any tag tags the message, and the last filter that
-names a mailbox (the junk filter: Junk) decides where its local copies go. A quarantine (a
+names a mailbox (the junk filter: Junk) decides where its local copies go; each filter's
+own result is kept too (`ScanOutcome.results`), for the record stored with the message
+(`ScanOutcome.report`, `Store.filter_report`). A quarantine (a
 filter's, or a milter's SMFIR_QUARANTINE) is kept but the run goes on, so that a later
 filter's reject or tempfail still decides: the precedence is reject = tempfail (whichever
 comes first) > quarantine (the first one names the filter) > tag > accept. A quarantined
@@ -34,7 +36,7 @@ from typing import Protocol
 from postkeep import log
 from postkeep.errors import Reply
 from postkeep.filters.edits import NO_CHANGES, Changes, apply_text
-from postkeep.store.api import Envelope
+from postkeep.store.api import Envelope, FilterLine, FilterReport
 from postkeep.store.spool import MessageData
 
 logger = log.get("filters")
@@ -134,6 +136,13 @@ class ScanOutcome:
     reply: Reply | None = None
     data: MessageData | None = None
     recipients: tuple[RecipientEdit, ...] = ()
+    results: tuple[FilterLine, ...] = ()  # each filter's own, in order (the stored record)
+
+    def report(self, direction: Direction, queue_id: str, when: float) -> FilterReport:
+        """The record kept with the stored message (`LocalDelivery.filters`): "in" for the
+        MX's mail, "out" for a submission's."""
+        return FilterReport("out" if direction is Direction.OUTBOUND else "in", queue_id,
+                            self.action.value, self.score, self.results, when)
 
     def summary(self) -> str:
         """In short, for the message's log line: ``clamav=clean`` for each filter, then
@@ -161,19 +170,23 @@ class FilterRunner:
         statuses: list[Status] = []
         held: tuple[str, str] | None = None  # the first quarantine's (filter, reason)
         recipients: list[RecipientEdit] = []
+        lines: list[FilterLine] = []
         changed = False
         # run eagerly (`postkeep.eager`), a coroutine has no task of its own until it first
         # waits, and a timeout scope needs one: wait once first (a scan waits on sockets anyway)
         await asyncio.sleep(0)
         for f in self.filters:
             result = await self._scan_one(f, message, context)
+            lines.append(FilterLine(f.name, result.action.value, result.score, result.symbols,
+                                    result.status))
             score += result.score
             symbols.extend(result.symbols)
             if result.status:
                 statuses.append(Status(f.name, f.header, result.status))
             if result.action in (Action.REJECT, Action.TEMPFAIL):
                 return ScanOutcome(result.action, score, tuple(symbols), tuple(statuses),
-                                   f.name, result.reason, reply=result.reply)
+                                   f.name, result.reason, reply=result.reply,
+                                   results=tuple(lines))
             if held is None and result.action is Action.QUARANTINE:
                 held = (f.name, result.reason)
             if result.action is Action.TAG:
@@ -188,9 +201,10 @@ class FilterRunner:
         data = message if changed else None
         if held is not None:
             return ScanOutcome(Action.QUARANTINE, score, tuple(symbols), tuple(statuses),
-                               *held, data=data, recipients=tuple(recipients))
+                               *held, data=data, recipients=tuple(recipients),
+                               results=tuple(lines))
         return ScanOutcome(action, score, tuple(symbols), tuple(statuses), mailbox=mailbox,
-                           data=data, recipients=tuple(recipients))
+                           data=data, recipients=tuple(recipients), results=tuple(lines))
 
     async def _scan_one(self, f: Filter, message: MessageData,
                         context: ScanContext) -> FilterResult:

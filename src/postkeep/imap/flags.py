@@ -22,6 +22,11 @@ SYSTEM_FLAGS: tuple[tuple[Flag, str], ...] = (
 )
 FLAG_BY_NAME: dict[str, Flag] = {name.upper(): flag for flag, name in SYSTEM_FLAGS}
 
+#: The junk keywords (RFC 9051 §2.3.2, in RFC 5788's registry), lower-cased: a client marks a
+#: message junk or not junk with them; the junk filter learns from it (`filters.junk.training`)
+JUNK = "$junk"
+NOT_JUNK = "$notjunk"
+
 
 def flag_names(flags: Flag, keywords: Iterable[str] = ()) -> list[str]:
     return [name for flag, name in SYSTEM_FLAGS if flags & flag] + list(keywords)

@@ -6,7 +6,8 @@ UID EXPUNGE (RFC 4315 §2.1), FETCH (§6.4.5, BINARY: RFC 3516, CHANGEDSINCE and
 RFC 7162 §3.1.4.1, §3.2.6, SAVEDATE: RFC 8514, OBJECTID: RFC 8474; the items themselves are
 rendered by `postkeep.imap.fetch`), STORE (§6.4.6, UNCHANGEDSINCE: RFC 7162 §3.1.3), COPY and
 MOVE (§6.4.7-8, RFC 6851), each by sequence number or UID (§6.4.9), with UIDPLUS's APPENDUID
-and COPYUID (RFC 4315 §3).
+and COPYUID (RFC 4315 §3). A STORE that gives messages ``$Junk`` or ``$NotJunk`` (RFC 5788),
+like a COPY or MOVE into or out of Junk, is handed to the junk filter's training.
 
 Each `cmd_*` handler is a function of (session, command), called from `Session.execute`; see
 `postkeep.imap.session` for why functions rather than mixins.
@@ -15,12 +16,13 @@ Each `cmd_*` handler is a function of (session, command), called from `Session.e
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from postkeep.imap import fetch as fetchmod
 from postkeep.imap import loader, streaming
 from postkeep.imap.fetch import Streamed
-from postkeep.imap.flags import flag_list, split_flags
+from postkeep.imap.flags import JUNK, NOT_JUNK, flag_list, split_flags
 from postkeep.imap.mailboxes import R_SERVER_OWNED, server_owned
 from postkeep.imap.streaming import FLUSH_BYTES
 from postkeep.imap.view import Selected
@@ -339,6 +341,8 @@ async def cmd_store(session: Session, cmd: c.Store) -> None:
     )
     if mode != "remove":
         session.announce_keywords(sel, flags[1], first=False)
+        if session.on_marked is not None and change.changed:
+            await _marked(session, sel.mailbox_id, flags[1], change.changed)
     shown = sorted(
         [*change.changed, *([] if cmd.silent else change.unchanged)], key=lambda m: m.uid
     )
@@ -368,6 +372,21 @@ async def cmd_store(session: Session, cmd: c.Store) -> None:
         session.ok(cmd.tag, f"[MODIFIED {render.number_set(ids)}] Conditional STORE failed")
         return
     session.ok(cmd.tag, "STORE completed")
+
+
+async def _marked(session: Session, mailbox_id: int, keywords: Sequence[str],
+                  changed: Sequence[MessageInfo]) -> None:
+    """The junk filter's training by keyword (RFC 5788 registry: ``$Junk``, ``$NotJunk``,
+    as Thunderbird and Apple Mail set them): the messages a STORE gave one of them (not
+    both) handed to `Session.on_marked`, queued (not awaited)."""
+    names = {k.lower() for k in keywords}
+    junk, not_junk = JUNK in names, NOT_JUNK in names
+    if junk == not_junk:
+        return
+    assert session.account is not None and session.on_marked is not None
+    mailbox = await session.store.get_mailbox_by_id(mailbox_id)
+    if mailbox is not None:
+        session.on_marked(session.account.id, mailbox, [m.uid for m in changed], junk)
 
 
 async def cmd_copy(session: Session, cmd: c.Copy) -> None:

@@ -690,6 +690,7 @@ class ImapServer:
         session.login(account)
         if self.trainer is not None:
             session.on_filed = self.trainer.filed
+            session.on_marked = self.trainer.marked
         conn.session = session
         session.capabilities = self.capabilities(conn)
         conn.frames.set_limits(self.reader_limits, lambda octets: self._admit(conn, octets))

@@ -89,6 +89,9 @@ class Session:
         # (source UID, destination UID) pairs); the junk filter learns from it
         self.on_filed: Callable[[int, int, Mailbox, Sequence[tuple[int, int]]], None] | None \
             = None
+        # told of each committed STORE that gave messages $Junk (True) or $NotJunk (False):
+        # (account id, the mailbox, their UIDs, spam); the junk filter learns from it too
+        self.on_marked: Callable[[int, Mailbox, Sequence[int], bool], None] | None = None
 
     # -- state -------------------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ from postkeep import log
 from postkeep.config import Config
 from postkeep.delivery.quarantine import expire as expire_quarantine
 from postkeep.delivery.trace import received_header, return_path_header
+from postkeep.filters.junk.pruning import JunkPruner
 from postkeep.queue import schedule
 from postkeep.queue.dmarcrpt import DmarcReports
 from postkeep.queue.dsn import Reported, notice
@@ -64,7 +65,7 @@ from postkeep.store.api import (
 
 logger = log.get("queue")
 
-EXPIRE_EVERY = 3600.0  # seconds between expiries of the quarantine
+EXPIRE_EVERY = 3600.0  # seconds between expiries of the quarantine (and junk token prunes)
 LEASE = 3600.0  # seconds a claim stands: longer than any attempt (the RFC's timeouts)
 
 
@@ -86,7 +87,7 @@ class QueueRunner:
     def __init__(
         self, cfg: Config, store: Store, transport: Transport, *, owner: str,
         clock: Callable[[], float] = time.time, tls_reports: TlsReports | None = None,
-        dmarc_reports: DmarcReports | None = None,
+        dmarc_reports: DmarcReports | None = None, pruner: JunkPruner | None = None,
     ) -> None:
         self.cfg = cfg
         self.delivery = cfg.delivery
@@ -101,6 +102,7 @@ class QueueRunner:
         self._per_domain: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
         self._memory = MemoryBudget(self.delivery.max_data_in_flight)
         self._expired = float("-inf")  # when the quarantine was last expired
+        self.pruner = pruner
 
     def wake(self) -> None:
         """Look at the queue now (a message was queued)."""
@@ -132,7 +134,8 @@ class QueueRunner:
 
     async def _expire_quarantine(self) -> None:
         """Once an hour: the quarantined messages past their time deleted (every process
-        does it; what one deleted the others find gone)."""
+        does it; what one deleted the others find gone), then the junk tokens pruned (the
+        process given a pruner)."""
         now = self.clock()
         if now - self._expired < EXPIRE_EVERY:
             return
@@ -144,6 +147,19 @@ class QueueRunner:
             return
         if count:
             logger.info("quarantine expired count=%d", count)
+        if self.pruner is not None:
+            await self._prune_junk(now)
+
+    async def _prune_junk(self, now: float) -> None:
+        assert self.pruner is not None
+        started = time.monotonic()
+        try:
+            counts = await self.pruner.run(now)
+        except Exception:
+            logger.exception("queue: junk token pruning failed")
+            return
+        logger.info("junk tokens pruned %s seconds=%.1f", counts.summary(),
+                    time.monotonic() - started)
 
     async def run_once(self, queue_id: str | None = None) -> int:
         """Claim what is due (or the entry `queue_id`) and start its attempts; how many."""

@@ -39,6 +39,7 @@ from postkeep.config.firewall import FirewallConfig
 from postkeep.delivery.directory import StoreDirectory
 from postkeep.delivery.submit import LocalSubmission, make_pipeline
 from postkeep.dns.resolver import DnsResolver
+from postkeep.filters.junk.pruning import JunkPruner
 from postkeep.filters.junk.training import JunkTrainer
 from postkeep.imap.server import ImapServer
 from postkeep.net.budget import DataBudget
@@ -292,8 +293,11 @@ async def serve_worker(
     tls_reports = TlsReports(cfg, store, resolver) if cfg.delivery.tls_reports else None
     transport = RemoteTransport(cfg, resolver, tls_reports)
     dmarc_reports = DmarcReports(cfg, store, resolver) if reporting(cfg) else None
+    # the junk classifier's tokens pruned by one process (each node's worker 1, the first)
+    pruner = (JunkPruner(store, cfg.junk) if index == 1 and cfg.junk.classifier
+              and "junk" in cfg.filters.inbound else None)
     runner = QueueRunner(cfg, store, transport, owner=f"{cfg.server.hostname}/{os.getpid()}/",
-                         tls_reports=tls_reports, dmarc_reports=dmarc_reports)
+                         tls_reports=tls_reports, dmarc_reports=dmarc_reports, pruner=pruner)
     servers: list[SmtpServer | ImapServer | WebService] = []
     if sockets.mx:
         servers.append(SmtpServer(cfg, store, tls_context, budget=budget,

@@ -53,6 +53,8 @@ from postkeep.store.records import (  # re-exported: callers import them from he
     Domain,
     DsnRecipient,
     Envelope,
+    FilterLine,
+    FilterReport,
     Flag,
     FlagChange,
     JunkCounts,
@@ -110,6 +112,8 @@ __all__ = [
     "Domain",
     "DsnRecipient",
     "Envelope",
+    "FilterLine",
+    "FilterReport",
     "Flag",
     "FlagChange",
     "JunkCounts",
@@ -384,6 +388,11 @@ class Store(Protocol):
     async def expire_quarantine(self, now: float, limit: int) -> int:
         """Delete up to `limit` entries (and messages) expired at `now`; how many."""
 
+    # -- the content filters' record of a message (postkeep.filters) ----------------------------
+    async def filter_report(self, account_id: int, message_id: int) -> FilterReport | None:
+        """What the content filters said of the account's message (`LocalDelivery.filters`,
+        kept with its delivery); None: no record (not scanned, appended, not the account's)."""
+
     # -- bans (postkeep.bans) --------------------------------------------------------------------
     async def put_ban(self, ban: Ban, forget_after: float) -> None:
         """Record `ban` (replacing the key's row) and drop rows that ended `forget_after`
@@ -449,10 +458,25 @@ class Store(Protocol):
         classes: the others' token counts are left empty (they would not be used)."""
 
     async def junk_learn(self, account_id: int, blob_id: str, spam: bool,
-                         tokens: Sequence[str]) -> str:
+                         tokens: Sequence[str], now: float | None = None) -> str:
         """Learn the account's message `blob_id` (its `tokens`) as spam or ham, in the
         account's classifier and the instance's: "learnt", "relearnt" (it was learnt as the
-        other class, now un-learnt from it first) or "already" (nothing done)."""
+        other class, now un-learnt from it first) or "already" (nothing done). The tokens
+        learnt count as seen on the day of `now` (None: now), for `junk_prune_hapaxes`."""
+
+    async def junk_prune_hapaxes(self, before_day: int, after: tuple[int, int] | None,
+                                 limit: int) -> tuple[int, int, tuple[int, int] | None]:
+        """Look at up to `limit` token rows in key order after the key `after` (None: from
+        the first) and delete the hapaxes among them (in one learnt message only) last seen
+        before the day `before_day` (days since the epoch, UTC); in one transaction. (rows
+        looked at, rows deleted, the last key looked at or None once the end was reached)."""
+
+    async def junk_token_counts(self) -> dict[int, int]:
+        """How many tokens each scope (an account id, 0: the instance's) holds."""
+
+    async def junk_trim(self, scope: int, count: int) -> int:
+        """Delete the scope's `count` least informative tokens (in fewest messages, the
+        longest unseen of those first), in one transaction; how many went."""
 
     async def set_junk_entry(self, owner: str, entry: str, kind: str | None) -> bool:
         """Set `owner`'s entry to "allow" or "block", or remove it (None; False if none)."""

@@ -166,6 +166,38 @@ QUARANTINE_MAILBOX: Final = "Quarantine"
 
 
 @dataclass(frozen=True, slots=True)
+class FilterLine:
+    """One content filter's result for a stored message (`FilterReport`): its name, its
+    action ("accept", "tag", "quarantine", "reject", "tempfail"), score, the symbols that
+    fired, and its status (what its header field said: "clean", "spam", ...)."""
+
+    filter: str
+    action: str
+    score: float
+    symbols: tuple[str, ...]
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class FilterReport:
+    """The content filters' results for a stored message (`Store.filter_report`): the
+    direction ("in": arriving at the MX, "out": submitted), the SMTP queue id, the combined
+    action and score, each filter's line in the order they ran, and when it was scanned."""
+
+    direction: str
+    queue_id: str
+    action: str
+    score: float
+    filters: tuple[FilterLine, ...]
+    created: float
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Every filter's symbols, in order."""
+        return tuple(s for line in self.filters for s in line.symbols)
+
+
+@dataclass(frozen=True, slots=True)
 class QuarantineNote:
     """Why a delivery goes to the quarantine (`LocalDelivery.quarantine`): the direction
     ("in": arriving at the MX, "out": submitted), the filter that held it, its reason, and
@@ -195,6 +227,7 @@ class QuarantineEntry:
     size: int
     created: float
     expires: float
+    filters: FilterReport | None = None  # every filter's result (None: held before m0018)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +262,7 @@ class LocalDelivery:
     mailbox_name: str = "INBOX"
     keywords: tuple[str, ...] = ()
     quarantine: QuarantineNote | None = None  # held: a quarantine row per account, same commit
+    filters: FilterReport | None = None  # the content filters' results, kept in the same commit
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,21 @@ of a command and `MAX_PENDING` commands waiting (more are dropped, logged). Each
 read from the store (its first `[junk] max_size` octets), tokenized in a thread, and learnt
 in one store transaction (`Store.junk_learn`): idempotent per message and class, a message
 moved back out of Junk un-learns its spam first.
+
+The keywords ``$Junk`` and ``$NotJunk`` (RFC 5788's registry; Thunderbird and Apple Mail set
+them when the user marks a message) teach the same: a STORE that adds ``$Junk`` to messages
+(and not ``$NotJunk`` with it) hands them to `JunkTrainer.marked` as spam, one adding
+``$NotJunk`` as ham; only the messages whose flags the STORE changed (one that had the
+keyword already teaches nothing again). The record `junk_learn` keeps per message (its
+class, by blob) is shared with the moves: a message marked ``$Junk`` and then moved into Junk
+is learnt once, and marking it ``$NotJunk`` later un-learns the spam before learning ham.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from postkeep import log
 from postkeep.config.junk import JunkConfig
@@ -51,12 +60,33 @@ class JunkTrainer:
         `source_id` into `dest`, committed: queue what it teaches."""
         if not pairs:
             return
-        if len(self._tasks) >= MAX_PENDING:
-            logger.warning("junk training dropped account=%d messages=%d reason=%s",
-                           account_id, len(pairs), log.quote("too many waiting"))
-            return
         uids = [d for _, d in pairs[:BATCH]]
-        task = asyncio.ensure_future(self._learn(account_id, source_id, dest, uids))
+        self._queue(account_id, len(pairs), self._learn(account_id, source_id, dest, uids))
+
+    def marked(self, account_id: int, mailbox: Mailbox, uids: Sequence[int],
+               spam: bool) -> None:
+        """`uids` of `mailbox` were given ``$Junk`` (`spam`) or ``$NotJunk``, committed:
+        queue learning them so."""
+        if uids:
+            self._queue(account_id, len(uids), self._learn_marked(account_id, mailbox,
+                                                                  list(uids[:BATCH]), spam))
+
+    async def _learn_marked(self, account_id: int, mailbox: Mailbox, uids: list[int],
+                            spam: bool) -> None:
+        try:
+            async with self._lock:
+                await self._learn_messages(account_id, mailbox, uids, spam, "keyword")
+        except Exception:  # a failure here must never reach the session
+            logger.exception("junk training failed account=%d mailbox=%s", account_id,
+                             log.quote(mailbox.name))
+
+    def _queue(self, account_id: int, count: int, job: Coroutine[Any, Any, None]) -> None:
+        if len(self._tasks) >= MAX_PENDING:
+            job.close()
+            logger.warning("junk training dropped account=%d messages=%d reason=%s",
+                           account_id, count, log.quote("too many waiting"))
+            return
+        task = asyncio.ensure_future(job)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -77,13 +107,13 @@ class JunkTrainer:
                     return
                 spam = False
             async with self._lock:
-                await self._learn_messages(account_id, dest, uids, spam)
+                await self._learn_messages(account_id, dest, uids, spam, "move")
         except Exception:  # a failure here must never reach the session
             logger.exception("junk training failed account=%d mailbox=%s", account_id,
                              log.quote(dest.name))
 
     async def _learn_messages(self, account_id: int, dest: Mailbox, uids: list[int],
-                              spam: bool) -> None:
+                              spam: bool, via: str) -> None:
         ranges = [(u, u) for u in uids]
         infos = await self.store.messages_by_uid(dest.id, ranges)
         done: dict[str, int] = {}
@@ -95,6 +125,6 @@ class JunkTrainer:
             tokens = await asyncio.to_thread(_tokens, data, self.cfg.max_tokens)
             what = await self.store.junk_learn(account_id, info.blob_id, spam, tokens)
             done[what] = done.get(what, 0) + 1
-        logger.info("junk trained account=%d class=%s mailbox=%s %s", account_id,
+        logger.info("junk trained account=%d class=%s mailbox=%s %s via=%s", account_id,
                     "spam" if spam else "ham", log.quote(dest.name),
-                    " ".join(f"{k}={v}" for k, v in sorted(done.items())) or "messages=0")
+                    " ".join(f"{k}={v}" for k, v in sorted(done.items())) or "messages=0", via)

@@ -14,15 +14,23 @@ more in the account's scope and in the instance's (scope 0). Each token counts o
 message: the caller passes distinct tokens.
 
 Correspondents are one upsert per address, not durable (`_write(durable=False)`).
+
+Pruning (`postkeep.filters.junk.pruning` drives it, in bounded batches): each token row
+keeps the day it was last learnt (``seen``); `junk_prune_hapaxes` walks the table in key
+order, a batch a transaction, deleting the tokens of a single message not learnt since a
+day; `junk_trim` deletes a scope's least informative tokens past its cap (in fewest
+messages first: Robinson's f of a rare token stays near 0.5 and is rarely a clue; the
+longest unseen of those first). Neither is durable: a prune lost in a crash is done again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from typing import TypeVar
 
-from sqlalchemy import Connection, and_, bindparam, case, delete, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
@@ -40,6 +48,13 @@ from postkeep.store.sql.schema import (
 )
 
 GLOBAL = 0  # the instance-wide classifier's scope
+DAY = 86400
+
+
+def day(when: float | None = None) -> int:
+    """`when` (now if None) as a day number: days since the epoch, UTC (``junk_tokens.seen``)."""
+    return int((time.time() if when is None else when) // DAY)
+
 KINDS = ("allow", "block")
 _MAX_LABELS = 16  # parent domains of a sender's domain looked up
 
@@ -167,25 +182,29 @@ class JunkMixin(SqlStoreBase):
         return await self._read_raw(fn)
 
     async def junk_learn(self, account_id: int, blob_id: str, spam: bool,
-                         tokens: Sequence[str]) -> str:
+                         tokens: Sequence[str], now: float | None = None) -> str:
         cls = "spam" if spam else "ham"
         ids = list(dict.fromkeys(self._token_id(t) for t in tokens))
+        today = day(now)
         dialect = sqlite if self._sqlite else postgresql
         scopes = (account_id, GLOBAL)
         tr = junk_trained.c
 
         def count(conn: Connection, column: str, delta: int) -> None:
             if delta > 0:
-                for table, rows in ((junk_messages, [{"scope": s} for s in scopes]),
-                                    (junk_tokens, [{"scope": s, "token": i}
-                                                   for s in scopes for i in ids])):
-                    if not rows:
-                        continue
-                    ins = dialect.insert(table).values(spam=int(column == "spam"),
-                                                       ham=int(column == "ham"))
+                ins = dialect.insert(junk_messages).values(spam=int(column == "spam"),
+                                                           ham=int(column == "ham"))
+                conn.execute(ins.on_conflict_do_update(
+                    index_elements=["scope"], set_={column: junk_messages.c[column] + 1}),
+                    [{"scope": s} for s in scopes])
+                if ids:
+                    ins = dialect.insert(junk_tokens).values(spam=int(column == "spam"),
+                                                             ham=int(column == "ham"),
+                                                             seen=today)
                     conn.execute(ins.on_conflict_do_update(
-                        index_elements=[c.name for c in table.primary_key],
-                        set_={column: table.c[column] + 1}), rows)
+                        index_elements=["scope", "token"],
+                        set_={column: junk_tokens.c[column] + 1, "seen": today}),
+                        [{"scope": s, "token": i} for s in scopes for i in ids])
                 return
             col_m, col_t = junk_messages.c[column], junk_tokens.c[column]
             conn.execute(update(junk_messages).where(junk_messages.c.scope.in_(scopes))
@@ -213,6 +232,46 @@ class JunkMixin(SqlStoreBase):
             return "learnt" if before is None else "relearnt"
 
         return await self._write(fn)
+
+    async def junk_prune_hapaxes(self, before_day: int, after: tuple[int, int] | None,
+                                 limit: int) -> tuple[int, int, tuple[int, int] | None]:
+        t = junk_tokens.c
+        q = select(t.scope, t.token, t.spam + t.ham, t.seen).order_by(t.scope, t.token)
+        if after is not None:
+            q = q.where(tuple_(t.scope, t.token) > tuple_(*after))
+        q = q.limit(limit)
+
+        def fn(conn: Connection) -> tuple[int, int, tuple[int, int] | None]:
+            rows = conn.execute(q).all()
+            doomed: dict[int, list[int]] = {}
+            for scope, token, n, seen in rows:
+                if n <= 1 and seen < before_day:
+                    doomed.setdefault(scope, []).append(token)
+            deleted = 0
+            for scope, tokens in doomed.items():
+                for chunk in chunks(tokens):  # counted again: a learning meanwhile keeps it
+                    deleted += conn.execute(delete(junk_tokens).where(
+                        t.scope == scope, t.token.in_(chunk), t.spam + t.ham <= 1,
+                        t.seen < before_day)).rowcount
+            last = (int(rows[-1][0]), int(rows[-1][1])) if len(rows) == limit else None
+            return len(rows), deleted, last
+
+        return await self._write(fn, durable=False)  # lost in a crash: done again next time
+
+    async def junk_token_counts(self) -> dict[int, int]:
+        t = junk_tokens.c
+        q = select(t.scope, func.count()).group_by(t.scope)
+        rows = await self._read(lambda conn: conn.execute(q).all())
+        return {int(scope): int(n) for scope, n in rows}
+
+    async def junk_trim(self, scope: int, count: int) -> int:
+        if count <= 0:
+            return 0
+        t = junk_tokens.c
+        weakest = (select(t.token).where(t.scope == scope)
+                   .order_by(t.spam + t.ham, t.seen, t.token).limit(count))
+        stmt = delete(junk_tokens).where(t.scope == scope, t.token.in_(weakest))
+        return int(await self._write(lambda conn: conn.execute(stmt).rowcount, durable=False))
 
     async def set_junk_entry(self, owner: str, entry: str, kind: str | None) -> bool:
         if kind is not None and kind not in KINDS:

@@ -34,7 +34,8 @@ from postkeep.store.api import (
     QuarantineEntry,
 )
 from postkeep.store.sql.mailops import MailboxOpsMixin
-from postkeep.store.sql.schema import accounts, mailboxes, messages, quarantine
+from postkeep.store.sql.rows import FILTER_COLS, report_from_row
+from postkeep.store.sql.schema import accounts, filter_results, mailboxes, messages, quarantine
 
 _q = quarantine.c
 _COLS = (_q.id, _q.account_id, accounts.c.address, _q.message_id, _q.direction, _q.queue_id,
@@ -42,13 +43,19 @@ _COLS = (_q.id, _q.account_id, accounts.c.address, _q.message_id, _q.direction, 
 
 
 def _entry(row: Sequence[Any]) -> QuarantineEntry:
-    values = list(row)
+    values = list(row[:len(_COLS)])
     values[9] = tuple(json.loads(values[9]))
-    return QuarantineEntry(*values)
+    report = row[len(_COLS):]
+    filters = report_from_row(report) if report[0] is not None else None
+    return QuarantineEntry(*values, filters=filters)
 
 
 def _select() -> Any:
-    return select(*_COLS).join_from(quarantine, accounts, accounts.c.id == _q.account_id)
+    """The entries with their filters' record (`filter_results`, by the message's blob)."""
+    return (select(*_COLS, *FILTER_COLS)
+            .join_from(quarantine, accounts, accounts.c.id == _q.account_id)
+            .join(messages, messages.c.id == _q.message_id)
+            .outerjoin(filter_results, filter_results.c.blob_id == messages.c.blob_id))
 
 
 class QuarantineMixin(MailboxOpsMixin):

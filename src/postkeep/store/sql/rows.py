@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, exists
+from sqlalchemy import and_, bindparam, exists, insert
 
-from postkeep.store.api import Account, Flag, Mailbox, MessageInfo
-from postkeep.store.sql.schema import accounts, app_passwords, mailboxes, messages, subscriptions
+from postkeep.store.api import Account, FilterLine, FilterReport, Flag, Mailbox, MessageInfo
+from postkeep.store.sql.schema import (
+    accounts,
+    app_passwords,
+    filter_results,
+    mailboxes,
+    messages,
+    subscriptions,
+)
 
 T = TypeVar("T")
 
@@ -111,3 +119,37 @@ def message_from_row(r: Sequence[Any]) -> MessageInfo:
         r[8],
         r[9],
     )
+
+
+#: The columns `report_from_row` expects, in order.
+FILTER_COLS = (
+    filter_results.c.direction,
+    filter_results.c.queue_id,
+    filter_results.c.action,
+    filter_results.c.score,
+    filter_results.c.results,
+    filter_results.c.created,
+)
+
+
+def filter_insert() -> Any:
+    """The INSERT of a `filter_row` (the group-commit writer compiles it once)."""
+    names = ("blob_id", "direction", "queue_id", "action", "score", "results", "created")
+    return insert(filter_results).values({name: bindparam(name) for name in names})
+
+
+def filter_row(blob_id: str, report: FilterReport) -> dict[str, Any]:
+    """The ``filter_results`` row of a delivery's report: each filter's line as a compact
+    JSON list ``[filter, action, score, [symbols], status]``."""
+    results = json.dumps([[f.filter, f.action, f.score, list(f.symbols), f.status]
+                          for f in report.filters], separators=(",", ":"), ensure_ascii=False)
+    return {"blob_id": blob_id, "direction": report.direction, "queue_id": report.queue_id,
+            "action": report.action, "score": report.score, "results": results,
+            "created": report.created}
+
+
+def report_from_row(row: Sequence[Any]) -> FilterReport:
+    direction, queue_id, action, score, results, created = row
+    lines = tuple(FilterLine(str(f), str(a), float(s), tuple(map(str, syms)), str(st))
+                  for f, a, s, syms, st in json.loads(results))
+    return FilterReport(direction, queue_id, action, float(score), lines, float(created))

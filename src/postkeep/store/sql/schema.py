@@ -84,6 +84,11 @@ Notes on the design:
   passkeys (public keys and signature counters: nothing secret); ``webauthn_challenges`` the
   challenges handed out, single use, bound to a hash of the web session, until ``expires``.
   All ON DELETE CASCADE with the account.
+* Filter results (migration 18, `postkeep.store.sql.filtering`): ``filter_results`` one row
+  per stored message the content filters scanned, keyed by its blob (shared by the
+  recipients' copies, kept by COPY and MOVE; ON DELETE CASCADE with the blob): direction,
+  queue id, the combined action and score, each filter's result as compact JSON, when.
+  ``junk_tokens.seen`` is the day a token was last learnt, for pruning.
 """
 
 from __future__ import annotations
@@ -426,6 +431,7 @@ junk_tokens = Table(
     Column("token", BigInteger, primary_key=True, autoincrement=False),  # keyed hash
     Column("spam", Integer, nullable=False),
     Column("ham", Integer, nullable=False),
+    Column("seen", Integer, nullable=False),  # day last learnt (migration 18)
 )
 
 junk_messages = Table(
@@ -498,6 +504,21 @@ sending_pauses = Table(
     Column("filter", String(64), nullable=False),
     Column("reason", Text, nullable=False),
     Column("queue_id", String(64), nullable=False),
+    Column("created", Double, nullable=False),
+)
+
+
+# -- the content filters' record of a message (migration 18) ---------------------------------
+
+filter_results = Table(
+    "filter_results",
+    metadata,
+    Column("blob_id", String(64), ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("direction", String(3), nullable=False),  # "in", "out"
+    Column("queue_id", String(64), nullable=False),
+    Column("action", String(10), nullable=False),
+    Column("score", Double, nullable=False),
+    Column("results", Text, nullable=False),  # JSON: [[filter, action, score, [symbols], status]]
     Column("created", Double, nullable=False),
 )
 

@@ -7,8 +7,9 @@ messages), `postkeep.store.sql.security` (SASL secrets, app passwords, `get_auth
 `postkeep.store.sql.outbound` (the outbound queue), `postkeep.store.sql.dkim` (DKIM keys),
 `postkeep.store.sql.sending` (sending quotas and pauses), `postkeep.store.sql.junk` (the junk
 filter's tokens and lists), `postkeep.store.sql.quarantine` (the quarantine) and
-`postkeep.store.sql.twofactor` (TOTP, recovery codes, WebAuthn credentials and challenges) and
-`postkeep.store.sql.web` (web sessions, the login history).
+`postkeep.store.sql.twofactor` (TOTP, recovery codes, WebAuthn credentials and challenges),
+`postkeep.store.sql.web` (web sessions, the login history) and `postkeep.store.sql.filtering`
+(the content filters' record of each stored message).
 Message bodies are encrypted at rest
 (`postkeep.store.crypto`) in blobs: up to `postkeep.store.blobs.INLINE_MAX` octets in their
 ``blobs`` row, larger ones as files (`postkeep.store.blobs`); the tables are in
@@ -69,6 +70,7 @@ from postkeep.store.sql.bans import BansMixin
 from postkeep.store.sql.base import SqlStoreBase, create_engines
 from postkeep.store.sql.dkim import DkimKeysMixin
 from postkeep.store.sql.dmarc import DmarcReportsMixin
+from postkeep.store.sql.filtering import FilterResultsMixin
 from postkeep.store.sql.junk import JunkMixin
 from postkeep.store.sql.mailops import MailboxOpsMixin
 from postkeep.store.sql.outbound import OutboundQueueMixin
@@ -167,7 +169,7 @@ def _alias(r: Sequence[Any]) -> Alias:
 class SqlStore(
     QuarantineMixin, MailboxOpsMixin, AccountSecurityMixin, TlsReportsMixin, DmarcReportsMixin,
     OutboundQueueMixin, DkimKeysMixin, SendingQuotasMixin, BansMixin, JunkMixin, TwoFactorMixin,
-    WebMixin,
+    WebMixin, FilterResultsMixin,
     SqlStoreBase,
 ):
     """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.

@@ -74,6 +74,7 @@ from postkeep.store.crypto import (
 )
 from postkeep.store.events import EventBus
 from postkeep.store.sql.prepared import Cursor, Prepared
+from postkeep.store.sql.rows import filter_insert, filter_row
 from postkeep.store.sql.schema import accounts, blobs, envelopes, mailboxes, messages, quarantine
 
 log = logging.getLogger("postkeep.store")
@@ -229,6 +230,7 @@ class _DeliveryStatements:
         self.insert_blobs = Prepared(_insert_all(blobs, _BLOB_COLUMNS), dialect)
         self.insert_envelopes = Prepared(_insert_all(envelopes, _ENVELOPE_COLUMNS), dialect)
         self.insert_messages = Prepared(_insert_all(messages, _MESSAGE_COLUMNS), dialect)
+        self.insert_filters = Prepared(filter_insert(), dialect)
 
 
 class GroupCommitWriter:
@@ -701,6 +703,7 @@ class GroupCommitWriter:
             slots[key] = [mailbox_id, uidnext - n, highest - n + 1]
         blob_rows: list[dict[str, Any]] = []
         envelope_rows: list[dict[str, Any]] = []
+        filter_rows: list[dict[str, Any]] = []
         message_rows: list[dict[str, Any]] = []
         placements: list[list[tuple[int, int, int, int]]] = []
         for p in run:
@@ -734,6 +737,8 @@ class GroupCommitWriter:
                         "blob_id": p.blob_id,
                     }
                 )
+            if d.filters is not None:  # one row per delivery, whatever its recipients
+                filter_rows.append(filter_row(p.blob_id, d.filters))
             internaldate = env.received_at or now
             placed: list[tuple[int, int, int, int]] = []
             for aid in p.account_ids:
@@ -761,6 +766,7 @@ class GroupCommitWriter:
             placements.append(placed)
         cur.executemany(st.insert_blobs, blob_rows)
         cur.executemany(st.insert_envelopes, envelope_rows)
+        cur.executemany(st.insert_filters, filter_rows)
         cur.executemany(st.insert_messages, message_rows)
         ids: dict[tuple[int, int], int] = {}
         for key, (mailbox_id, end, _) in slots.items():
