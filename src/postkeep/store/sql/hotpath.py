@@ -13,7 +13,7 @@ SQL text and parameter names, the same for every engine of that dialect.
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Integer, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
@@ -124,6 +124,19 @@ class HotStatements:
             d,
             range_params,
         )
+        # a page of a mailbox's messages, newest or oldest UID first (the web's message
+        # list): walks the (mailbox_id, uid) unique index, never the whole mailbox
+        def page(order: object) -> Prepared:
+            return p(
+                select(*MESSAGE_COLS)
+                .where(messages.c.mailbox_id == mid)
+                .order_by(order)  # type: ignore[arg-type]
+                .limit(bindparam("n", type_=Integer))
+                .offset(bindparam("o", type_=Integer))
+            )
+
+        self.page_desc = page(messages.c.uid.desc())
+        self.page_asc = page(messages.c.uid)
         self.flags_in = BySize(
             lambda n: (
                 select(messages.c.uid, messages.c.flags, messages.c.keywords, messages.c.modseq)

@@ -216,6 +216,19 @@ class MailboxOpsMixin(SqlStoreBase):
             for r in _rows_in(cur, self.hot.messages_in, mailbox_id, ranges, MESSAGE_UID_COLUMN)
         ]
 
+    async def messages_page(
+        self, mailbox_id: int, offset: int, limit: int, *, newest_first: bool = True
+    ) -> list[MessageInfo]:
+        """`limit` messages from the `offset`-th, by UID (descending with `newest_first`):
+        one walk of the (mailbox_id, uid) index, LIMIT/OFFSET in SQL."""
+        if limit <= 0 or offset < 0:
+            return []
+        stmt = self.hot.page_desc if newest_first else self.hot.page_asc
+        rows = await self._read_raw(
+            lambda cur: cur.all(stmt, mid=mailbox_id, n=limit, o=offset)
+        )
+        return [message_from_row(r) for r in rows]
+
     async def message_flags(
         self, mailbox_id: int, ranges: Sequence[tuple[int, int]]
     ) -> list[tuple[int, int, str, int]]:
