@@ -469,3 +469,11 @@ def test_messages_page_in_uid_order_both_ways(run: Run, store: SqlStore, acct: A
         left[1:3])
     assert run(store.messages_page(inbox, 10, 4)) == []
     assert run(store.messages_page(inbox, 0, 0)) == []
+    # the sidebar's counts, from indexes: every flag combination without \Seen is unseen
+    run(store.set_flags(acct.id, inbox, [(left[0], left[1])], "add", Flag.SEEN))
+    run(store.set_flags(acct.id, inbox, [(left[1], left[2])], "add", Flag.FLAGGED | Flag.DRAFT))
+    archive, trash = _box(run, store, acct, "Archive"), _box(run, store, acct, "Trash")
+    assert run(store.mailbox_totals([inbox, archive, trash])) == {
+        inbox: (6, 4), archive: (1, 1), trash: (0, 0)}
+    counts = run(store.mailbox_counts(inbox))
+    assert (counts.messages, counts.unseen) == (6, 4)

@@ -595,6 +595,10 @@ class MailStore(Store, Protocol):
     ) -> list[MessageInfo]:
         """The messages with a UID in `ranges`, ascending UID (FETCH, RFC 9051 §6.4.5)."""
 
+    async def mailbox_totals(self, mailbox_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """(messages, unseen) of each mailbox, counted from indexes (a web page's sidebar:
+        no message row read)."""
+
     async def messages_page(
         self, mailbox_id: int, offset: int, limit: int, *, newest_first: bool = True
     ) -> list[MessageInfo]:

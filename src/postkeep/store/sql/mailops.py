@@ -229,6 +229,26 @@ class MailboxOpsMixin(SqlStoreBase):
         )
         return [message_from_row(r) for r in rows]
 
+    async def mailbox_totals(self, mailbox_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """(messages, unseen) of each mailbox, from indexes only: the (mailbox_id, uid) one
+        counts the messages, the (mailbox_id, flags) one (migration 19) the unseen, looked
+        up by each flag value without \\Seen (flags are five bits, `Flag`)."""
+        if not mailbox_ids:
+            return {}
+        ids = list(mailbox_ids)
+        unseen = [f for f in range(32) if not f & int(Flag.SEEN)]
+
+        def fn(conn: Connection) -> dict[int, tuple[int, int]]:
+            box = messages.c.mailbox_id
+            total = dict(conn.execute(select(box, func.count()).where(box.in_(ids))
+                                      .group_by(box)).all())
+            fresh = dict(conn.execute(
+                select(box, func.count()).where(box.in_(ids), messages.c.flags.in_(unseen))
+                .group_by(box)).all())
+            return {i: (int(total.get(i, 0)), int(fresh.get(i, 0))) for i in ids}
+
+        return await self._read(fn)
+
     async def message_flags(
         self, mailbox_id: int, ranges: Sequence[tuple[int, int]]
     ) -> list[tuple[int, int, str, int]]:

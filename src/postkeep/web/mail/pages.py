@@ -37,6 +37,7 @@ from postkeep.store.api import (
     Account,
     Flag,
     Mailbox,
+    MailboxCounts,
     MailStore,
     MessageInfo,
     MessageReader,
@@ -155,19 +156,23 @@ class MailPages:
             raise self._missing(request, account, "message")
         return box, found[0]
 
-    async def sidebar(self, account: Account) -> list[tuple[Mailbox, str, int]]:
-        """(mailbox, label, unseen) of the account's mailboxes, in `mailbox_order`."""
+    async def sidebar(self, account: Account
+                      ) -> tuple[list[tuple[Mailbox, str, int]], dict[int, tuple[int, int]]]:
+        """(mailbox, label, unseen) of the account's mailboxes, in `mailbox_order`, and each
+        one's (messages, unseen): counted from indexes (`MailStore.mailbox_totals`), never by
+        reading message rows."""
         boxes = mailbox_order(await self.store.list_mailboxes(account.id))
-        counts = await asyncio.gather(*(self.store.mailbox_counts(b.id) for b in boxes))
-        return [(b, SPECIAL_LABELS.get(b.name, b.name), c.unseen)
-                for b, c in zip(boxes, counts, strict=True)]
+        totals = await self.store.mailbox_totals([b.id for b in boxes])
+        return [(b, SPECIAL_LABELS.get(b.name, b.name), totals.get(b.id, (0, 0))[1])
+                for b in boxes], totals
 
     def _layout(self, request: web.Request, account: Account, box: Mailbox | None,
                 sidebar: list[tuple[Mailbox, str, int]]) -> dict[str, object]:
         found = current(request)
         assert found is not None
         return {"account": account, "csrf": found.csrf, "mailbox": box, "sidebar": sidebar,
-                "error": "", "title": box.name if box else "Mail"}
+                "error": "",
+                "title": SPECIAL_LABELS.get(box.name, box.name) if box else "Mail"}
 
     # -- pages -------------------------------------------------------------------------------
 
@@ -190,8 +195,9 @@ class MailPages:
         account = await self.pages.account_of(request)
         box = await self.own_mailbox(request, account)
         view = self._view(request)
-        counts = await self.store.mailbox_counts(box.id)
-        sidebar = await self.sidebar(account)
+        sidebar, totals = await self.sidebar(account)
+        total, unseen = totals.get(box.id, (0, 0))
+        counts = MailboxCounts(total, unseen, 0, 0)
         values = self._layout(request, account, box, sidebar)
         try:
             page = await self.listing.page(account.id, box, counts.messages, view)
@@ -221,7 +227,7 @@ class MailPages:
             with contextlib.suppress(NotFound):  # expunged meanwhile: nothing to mark
                 await self.store.set_flags(account.id, box.id, [(info.uid, info.uid)], "add",
                                            Flag.SEEN)
-        sidebar = await self.sidebar(account)
+        sidebar, _totals = await self.sidebar(account)
         base = f"/mail/m/{box.id}/{info.uid}"
         return self.pages.render("mail_read.html", message=shown, info=info, base=base,
                                  images=request.query.get("images") == "1",

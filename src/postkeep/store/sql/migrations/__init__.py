@@ -61,6 +61,7 @@ def _load() -> tuple[Migration, ...]:
         m0015_quarantine,
         m0016_web,
         m0017_two_factor,
+        m0019_webmail,
     )
 
     return (
@@ -81,6 +82,7 @@ def _load() -> tuple[Migration, ...]:
         m0015_quarantine.MIGRATION,
         m0016_web.MIGRATION,
         m0017_two_factor.MIGRATION,
+        m0019_webmail.MIGRATION,
     )
 
 
