@@ -477,3 +477,7 @@ def test_messages_page_in_uid_order_both_ways(run: Run, store: SqlStore, acct: A
         inbox: (6, 4), archive: (1, 1), trash: (0, 0)}
     counts = run(store.mailbox_counts(inbox))
     assert (counts.messages, counts.unseen) == (6, 4)
+    # a page of a sort order: scattered UIDs, one gone, one of another mailbox's
+    picked = run(store.messages_with_uids(inbox, [left[4], uids[3], left[0], 10_000]))
+    assert [m.uid for m in picked] == [left[0], left[4]]
+    assert run(store.messages_with_uids(inbox, [])) == []

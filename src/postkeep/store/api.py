@@ -595,6 +595,10 @@ class MailStore(Store, Protocol):
     ) -> list[MessageInfo]:
         """The messages with a UID in `ranges`, ascending UID (FETCH, RFC 9051 §6.4.5)."""
 
+    async def messages_with_uids(self, mailbox_id: int, uids: Sequence[int]) -> list[MessageInfo]:
+        """The messages with these UIDs, scattered (a page of a sort order; gone ones left
+        out), ascending UID: one index seek per UID."""
+
     async def mailbox_totals(self, mailbox_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
         """(messages, unseen) of each mailbox, counted from indexes (a web page's sidebar:
         no message row read)."""

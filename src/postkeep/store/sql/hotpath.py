@@ -137,6 +137,17 @@ class HotStatements:
 
         self.page_desc = page(messages.c.uid.desc())
         self.page_asc = page(messages.c.uid)
+        # scattered UIDs (a page of a sort order): one index seek each, where the OR of
+        # single-UID ranges above walks the mailbox's index
+        self.messages_uid_list = BySize(
+            lambda n: (
+                select(*MESSAGE_COLS)
+                .where(messages.c.mailbox_id == mid, id_list(messages.c.uid, n))
+                .order_by(messages.c.uid)
+            ),
+            d,
+            id_params,
+        )
         self.flags_in = BySize(
             lambda n: (
                 select(messages.c.uid, messages.c.flags, messages.c.keywords, messages.c.modseq)

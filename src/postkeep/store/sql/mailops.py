@@ -229,6 +229,21 @@ class MailboxOpsMixin(SqlStoreBase):
         )
         return [message_from_row(r) for r in rows]
 
+    async def messages_with_uids(self, mailbox_id: int, uids: Sequence[int]) -> list[MessageInfo]:
+        """The mailbox's messages with these UIDs (gone ones left out), ascending UID: IN
+        lists of at most 128, each UID one seek of the (mailbox_id, uid) index."""
+        wanted = sorted(set(uids))
+        stmt = self.hot.messages_uid_list
+
+        def fn(cur: Cursor) -> list[MessageInfo]:
+            out: list[MessageInfo] = []
+            for part in chunks(wanted, 128):
+                sql, params = stmt(part)
+                out += [message_from_row(r) for r in cur.all(sql, mid=mailbox_id, **params)]
+            return out
+
+        return await self._read_raw(fn) if wanted else []
+
     async def mailbox_totals(self, mailbox_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
         """(messages, unseen) of each mailbox, from indexes only: the (mailbox_id, uid) one
         counts the messages, the (mailbox_id, flags) one (migration 19) the unseen, looked

@@ -125,16 +125,6 @@ def _pages(total: int) -> int:
     return max(1, -(-total // PAGE_SIZE))
 
 
-def _ranges(uids: Sequence[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for uid in sorted(uids):
-        if out and uid == out[-1][1] + 1:
-            out[-1] = (out[-1][0], uid)
-        else:
-            out.append((uid, uid))
-    return out
-
-
 def _flatten(thread: Thread) -> list[tuple[int, int]]:
     """(uid, depth) of a thread's messages in preorder (a dummy adds no line or depth)."""
     out: list[tuple[int, int]] = []
@@ -168,7 +158,7 @@ class Listing:
             return Page(await self._entries(account_id, infos), count, _pages(count))
         hits = await self._hits(account_id, box, count, view)
         wanted = hits.uids[offset:offset + PAGE_SIZE]
-        by_uid = {i.uid: i for i in await self.store.messages_by_uid(box.id, _ranges(wanted))}
+        by_uid = {i.uid: i for i in await self.store.messages_with_uids(box.id, wanted)}
         infos = [by_uid[uid] for uid in wanted if uid in by_uid]
         return Page(await self._entries(account_id, infos), len(hits.uids),
                     _pages(len(hits.uids)), hits.partial)
@@ -296,8 +286,7 @@ class Listing:
             self.threads.put(key, threads, started)
         chosen = threads[(view.page - 1) * PAGE_SIZE:view.page * PAGE_SIZE]
         depths = {uid: depth for thread in chosen for uid, depth in thread}
-        by_uid = {i.uid: i for i in await self.store.messages_by_uid(box.id,
-                                                                     _ranges(list(depths)))}
+        by_uid = {i.uid: i for i in await self.store.messages_with_uids(box.id, list(depths))}
         infos = [by_uid[uid] for thread in chosen for uid, _ in thread if uid in by_uid]
         return Page(await self._entries(account_id, infos, depths), len(threads),
                     _pages(len(threads)), count > THREAD_WINDOW)
