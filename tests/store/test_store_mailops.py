@@ -450,3 +450,34 @@ def test_rows_by_uid_over_many_ranges(run: Run, store: SqlStore, acct: Account) 
     assert [r[0] for r in rows] == list(range(1, 300, 2))
     assert {(r[1], r[2]) for r in rows} == {(0, "k")}
     assert [r[3] for r in rows] == [m.modseq for m in infos]
+
+
+def test_messages_page_in_uid_order_both_ways(run: Run, store: SqlStore, acct: Account) -> None:
+    """The web's message list pages in SQL: LIMIT/OFFSET over UIDs, newest or oldest first,
+    only the mailbox's own messages, an expunged UID skipped."""
+    uids = [_put(run, store, acct) for _ in range(7)]
+    _put(run, store, acct, "Archive")
+    inbox = _box(run, store, acct, "INBOX")
+    run(store.set_flags(acct.id, inbox, [(uids[3], uids[3])], "add", Flag.DELETED))
+    run(store.expunge(acct.id, inbox))
+    left = [u for u in uids if u != uids[3]]
+    newest = run(store.messages_page(inbox, 0, 4))
+    assert [m.uid for m in newest] == left[::-1][:4]
+    assert all(m.mailbox_id == inbox for m in newest)
+    assert [m.uid for m in run(store.messages_page(inbox, 4, 4))] == left[::-1][4:]
+    assert [m.uid for m in run(store.messages_page(inbox, 1, 2, newest_first=False))] == (
+        left[1:3])
+    assert run(store.messages_page(inbox, 10, 4)) == []
+    assert run(store.messages_page(inbox, 0, 0)) == []
+    # the sidebar's counts, from indexes: every flag combination without \Seen is unseen
+    run(store.set_flags(acct.id, inbox, [(left[0], left[1])], "add", Flag.SEEN))
+    run(store.set_flags(acct.id, inbox, [(left[1], left[2])], "add", Flag.FLAGGED | Flag.DRAFT))
+    archive, trash = _box(run, store, acct, "Archive"), _box(run, store, acct, "Trash")
+    assert run(store.mailbox_totals([inbox, archive, trash])) == {
+        inbox: (6, 4), archive: (1, 1), trash: (0, 0)}
+    counts = run(store.mailbox_counts(inbox))
+    assert (counts.messages, counts.unseen) == (6, 4)
+    # a page of a sort order: scattered UIDs, one gone, one of another mailbox's
+    picked = run(store.messages_with_uids(inbox, [left[4], uids[3], left[0], 10_000]))
+    assert [m.uid for m in picked] == [left[0], left[4]]
+    assert run(store.messages_with_uids(inbox, [])) == []

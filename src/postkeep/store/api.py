@@ -619,6 +619,21 @@ class MailStore(Store, Protocol):
     ) -> list[MessageInfo]:
         """The messages with a UID in `ranges`, ascending UID (FETCH, RFC 9051 §6.4.5)."""
 
+    async def messages_with_uids(self, mailbox_id: int, uids: Sequence[int]) -> list[MessageInfo]:
+        """The messages with these UIDs, scattered (a page of a sort order; gone ones left
+        out), ascending UID: one index seek per UID."""
+
+    async def mailbox_totals(self, mailbox_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """(messages, unseen) of each mailbox, counted from indexes (a web page's sidebar:
+        no message row read)."""
+
+    async def messages_page(
+        self, mailbox_id: int, offset: int, limit: int, *, newest_first: bool = True
+    ) -> list[MessageInfo]:
+        """`limit` messages from the `offset`-th in UID order (descending with `newest_first`),
+        paged in SQL on the (mailbox, UID) index: a web message list of a huge mailbox reads
+        only its page."""
+
     async def message_flags(
         self, mailbox_id: int, ranges: Sequence[tuple[int, int]]
     ) -> list[tuple[int, int, str, int]]:

@@ -22,6 +22,7 @@ from postkeep.web.factors import PasskeyFactor, TotpFactor
 from postkeep.web.login import LoginFlow
 from postkeep.web.mail.actions import Filed, MailActions
 from postkeep.web.mail.compose import UPLOAD_PATHS, ComposePages, Submit
+from postkeep.web.mail.pages import MailPages
 from postkeep.web.mail.push import EventStreams
 from postkeep.web.pages import Pages
 from postkeep.web.server import WebListener
@@ -57,6 +58,7 @@ class WebService:
             pages = Pages(cfg, store, verifier, flow)
             self.streams = EventStreams(cfg, store, slots)
             routes = (pages.routes() + TwoFactorPages(pages).routes()
+                      + MailPages(pages, store).routes()
                       + ComposePages(pages, store, submit).routes()
                       + MailActions(pages, store, cfg.junk.mailbox, trainer).routes()
                       + self.streams.routes())

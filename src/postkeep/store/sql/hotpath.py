@@ -13,7 +13,7 @@ SQL text and parameter names, the same for every engine of that dialect.
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Integer, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
@@ -123,6 +123,30 @@ class HotStatements:
             ),
             d,
             range_params,
+        )
+        # a page of a mailbox's messages, newest or oldest UID first (the web's message
+        # list): walks the (mailbox_id, uid) unique index, never the whole mailbox
+        def page(order: object) -> Prepared:
+            return p(
+                select(*MESSAGE_COLS)
+                .where(messages.c.mailbox_id == mid)
+                .order_by(order)  # type: ignore[arg-type]
+                .limit(bindparam("n", type_=Integer))
+                .offset(bindparam("o", type_=Integer))
+            )
+
+        self.page_desc = page(messages.c.uid.desc())
+        self.page_asc = page(messages.c.uid)
+        # scattered UIDs (a page of a sort order): one index seek each, where the OR of
+        # single-UID ranges above walks the mailbox's index
+        self.messages_uid_list = BySize(
+            lambda n: (
+                select(*MESSAGE_COLS)
+                .where(messages.c.mailbox_id == mid, id_list(messages.c.uid, n))
+                .order_by(messages.c.uid)
+            ),
+            d,
+            id_params,
         )
         self.flags_in = BySize(
             lambda n: (

@@ -83,6 +83,8 @@ Notes on the design:
   (HMAC-SHA256 under the account's data key) of one-time codes; ``webauthn_credentials`` the
   passkeys (public keys and signature counters: nothing secret); ``webauthn_challenges`` the
   challenges handed out, single use, bound to a hash of the web session, until ``expires``.
+* The webmail (migration 19, `postkeep.web.mail`): ``ix_messages_mailbox_flags`` counts a
+  mailbox's unseen messages from the index (`mailbox_totals`).
   All ON DELETE CASCADE with the account.
 * Filter results (migration 18, `postkeep.store.sql.filtering`): ``filter_results`` one row
   per stored message the content filters scanned, keyed by its blob (shared by the
@@ -250,6 +252,7 @@ messages = Table(
     Column("savedate", Double, nullable=True),
     UniqueConstraint("mailbox_id", "uid", name="uq_messages_mailbox_uid"),
     Index("ix_messages_mailbox_modseq", "mailbox_id", "modseq"),
+    Index("ix_messages_mailbox_flags", "mailbox_id", "flags"),  # migration 19
     sqlite_autoincrement=True,
 )
 

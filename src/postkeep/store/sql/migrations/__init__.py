@@ -62,6 +62,7 @@ def _load() -> tuple[Migration, ...]:
         m0016_web,
         m0017_two_factor,
         m0018_filter_results,
+        m0019_webmail,
     )
 
     return (
@@ -83,6 +84,7 @@ def _load() -> tuple[Migration, ...]:
         m0016_web.MIGRATION,
         m0017_two_factor.MIGRATION,
         m0018_filter_results.MIGRATION,
+        m0019_webmail.MIGRATION,
     )
 
 
