@@ -109,6 +109,13 @@ def _size(value: int) -> str:
     return f"{value} B"
 
 
+DONE_NOTICES = {  # what a redirect after sending may show (a key, never text from the request)
+    "sent": "Your message was sent; a copy is in Sent.",
+    "sent-nocopy": "Your message was sent (no copy could be kept in Sent).",
+    "held": "Your message is held for review by the content filters.",
+}
+
+
 class MailPages:
     """The handlers of the module docstring, on the account pages' `Pages`."""
 
@@ -170,8 +177,11 @@ class MailPages:
                 sidebar: list[tuple[Mailbox, str, int]]) -> dict[str, object]:
         found = current(request)
         assert found is not None
+        done = request.query.get("done", "")
         return {"account": account, "csrf": found.csrf, "mailbox": box, "sidebar": sidebar,
-                "error": "",
+                "error": "", "notice": DONE_NOTICES.get(done, ""),
+                "junk_name": self.pages.cfg.junk.mailbox,
+                "targets": [(b, label) for b, label, _ in sidebar if box is None or b.id != box.id],
                 "title": SPECIAL_LABELS.get(box.name, box.name) if box else "Mail"}
 
     # -- pages -------------------------------------------------------------------------------
@@ -229,7 +239,9 @@ class MailPages:
                                            Flag.SEEN)
         sidebar, _totals = await self.sidebar(account)
         base = f"/mail/m/{box.id}/{info.uid}"
+        filters = await self.store.filter_report(account.id, info.id)
         return self.pages.render("mail_read.html", message=shown, info=info, base=base,
+                                 filters=filters, flagged=Flag.FLAGGED in info.flags,
                                  images=request.query.get("images") == "1",
                                  plain=request.query.get("plain") == "1",
                                  sandbox=FRAME_SANDBOX,

@@ -20,7 +20,18 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import Column, Connection, Double, ForeignKey, MetaData, String, Table, Text, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    Double,
+    ForeignKey,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    text,
+)
 
 from postkeep.store.sql.migrations import Migration
 
@@ -43,8 +54,10 @@ def _upgrade(conn: Connection) -> None:
     md.create_all(conn)  # checkfirst: the table named for the foreign key exists
     today = int(time.time() // 86400)
     # a constant default: no table rewrite (SQLite's ADD COLUMN, PostgreSQL 11's fast default)
-    conn.execute(text(f"ALTER TABLE junk_tokens ADD COLUMN seen INTEGER NOT NULL "
-                      f"DEFAULT {today}"))
+    # (a database made from a later schema already has it: added only where it is missing)
+    if "seen" not in {c["name"] for c in inspect(conn).get_columns("junk_tokens")}:
+        conn.execute(text(f"ALTER TABLE junk_tokens ADD COLUMN seen INTEGER NOT NULL "
+                          f"DEFAULT {today}"))
 
 
 MIGRATION = Migration(18, "content filter results; junk token age", _upgrade)
