@@ -8,8 +8,9 @@ messages), `postkeep.store.sql.security` (SASL secrets, app passwords, `get_auth
 `postkeep.store.sql.sending` (sending quotas and pauses), `postkeep.store.sql.junk` (the junk
 filter's tokens and lists), `postkeep.store.sql.quarantine` (the quarantine) and
 `postkeep.store.sql.twofactor` (TOTP, recovery codes, WebAuthn credentials and challenges),
-`postkeep.store.sql.web` (web sessions, the login history) and `postkeep.store.sql.filtering`
-(the content filters' record of each stored message).
+`postkeep.store.sql.web` (web sessions, the login history), `postkeep.store.sql.filtering`
+(the content filters' record of each stored message) and `postkeep.store.sql.webmail` (the
+webmail's paged reads and counts).
 Message bodies are encrypted at rest
 (`postkeep.store.crypto`) in blobs: up to `postkeep.store.blobs.INLINE_MAX` octets in their
 ``blobs`` row, larger ones as files (`postkeep.store.blobs`); the tables are in
@@ -105,6 +106,7 @@ from postkeep.store.sql.sending import SendingQuotasMixin
 from postkeep.store.sql.tlsrpt import TlsReportsMixin
 from postkeep.store.sql.twofactor import TwoFactorMixin
 from postkeep.store.sql.web import WebMixin
+from postkeep.store.sql.webmail import WebmailReadsMixin
 
 __all__ = ["ALIAS_DEPTH", "SqlStore", "create_engines", "split_address"]
 
@@ -169,7 +171,7 @@ def _alias(r: Sequence[Any]) -> Alias:
 class SqlStore(
     QuarantineMixin, MailboxOpsMixin, AccountSecurityMixin, TlsReportsMixin, DmarcReportsMixin,
     OutboundQueueMixin, DkimKeysMixin, SendingQuotasMixin, BansMixin, JunkMixin, TwoFactorMixin,
-    WebMixin, FilterResultsMixin,
+    WebMixin, FilterResultsMixin, WebmailReadsMixin,
     SqlStoreBase,
 ):
     """The store on SQLite (default) or PostgreSQL; see the module docstring for the design.
